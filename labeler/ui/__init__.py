@@ -1,0 +1,1 @@
+"""The Gradio UI: one builder per tab, composed by `build_ui`."""

