@@ -15,7 +15,7 @@ def test_missing_local_path_says_what_was_tried(tmp_path: Path):
 
 def test_folder_without_config_is_rejected(tmp_path: Path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelResolutionError, match="no config.json"):
+    with pytest.raises(ModelResolutionError, match=r"no config\.json"):
         resolve_model(str(tmp_path / "empty"), home=tmp_path)
 
 
