@@ -41,6 +41,9 @@ def _prepare_model(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=DEFAULT_HOME, help="home folder: database, models, exports, caches")
+    common.add_argument(
+        "--db", help="database URL (default: sqlite:///HOME/rankloop.db; postgresql+psycopg://... works)"
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     parser = argparse.ArgumentParser(prog="rankloop", description="Human-feedback labeling and RLHF.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -58,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     prep = add("prepare-model", "resolve a model (fetch and convert the embedded default once)")
     prep.add_argument("--model", default="default")
     prep.set_defaults(func=_prepare_model)
+
+    from labeler import cli as labeler_cli
+
+    labeler_cli.register(add)
     return parser
 
 

@@ -31,3 +31,19 @@ def hh_file() -> Path:
     if not HH_FILE.exists():
         pytest.skip(f"shared data not found at {HH_FILE} (CI always has it)")
     return HH_FILE
+
+
+@pytest.fixture
+def engine():
+    """A fresh in-memory store per test."""
+    from labeler.db import make_engine
+
+    return make_engine("sqlite://")
+
+
+@pytest.fixture
+def session(engine):
+    from sqlmodel import Session
+
+    with Session(engine) as s:
+        yield s

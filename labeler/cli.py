@@ -1,0 +1,120 @@
+"""Command-line subcommands over the store: import, export, user. Registered by `app.py`.
+
+rankloop import prompts data/prompts.jsonl --eval-fraction 0.1
+rankloop import pairs ../shared/data/hh-rlhf-harmless-test-part-a.jsonl.gz
+rankloop export --format parquet --out runs/exports/latest
+rankloop user add alice --role labeler
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sqlmodel import Session
+
+from labeler.db import default_url, make_engine
+from labeler.export import EXPORT_FORMATS, export_preferences, export_raw_rankings
+from labeler.importers import import_pairs, import_prompts
+from labeler.users import add_user, new_password, reset_password, set_disabled
+from rlhf.pairs import PairSettings
+
+
+def open_session(args: argparse.Namespace) -> Session:
+    return Session(make_engine(args.db or default_url(Path(args.home))))
+
+
+def add_pair_settings_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keep-ties", action="store_true", help="tied completions give pairs with margin 0")
+    parser.add_argument(
+        "--flagged", choices=["drop", "reject"], default="drop", help="what flagged completions become"
+    )
+    parser.add_argument(
+        "--min-agreement", type=float, default=0.0, help="drop consensus pairs below this agreement"
+    )
+
+
+def pair_settings_from(args: argparse.Namespace) -> PairSettings:
+    return PairSettings(keep_ties=args.keep_ties, flagged=args.flagged, min_agreement=args.min_agreement)
+
+
+def _import(args: argparse.Namespace) -> int:
+    with open_session(args) as session:
+        if args.kind == "prompts":
+            added = import_prompts(session=session, path=Path(args.file), eval_fraction=args.eval_fraction)
+            print(f"imported {added} new prompts from {args.file}")
+        else:
+            result = import_pairs(session=session, path=Path(args.file))
+            print(
+                f"imported {result.added} pairs from {args.file} ({result.already_present} already present)"
+            )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else Path(args.home) / "exports" / "latest"
+    origins = None if args.origin == "all" else [args.origin]
+    with open_session(args) as session:
+        result = export_preferences(
+            session=session,
+            out=out,
+            fmt=args.format,
+            settings=pair_settings_from(args),
+            origins=origins,
+            push_to_hub=args.push_to_hub,
+        )
+        print(f"exported {result.pairs} pairs from {result.sets} sets to {result.paths[0]}")
+        if args.raw:
+            print(f"raw rankings: {export_raw_rankings(session=session, out=out)}")
+    return 0
+
+
+def _user(args: argparse.Namespace) -> int:
+    with open_session(args) as session:
+        if args.action == "add":
+            password = args.password or new_password()
+            user = add_user(session=session, name=args.name, password=password, role=args.role)
+            print(
+                f"added {user.role} {user.name!r}" + ("" if args.password else f" with password: {password}")
+            )
+        elif args.action in ("disable", "enable"):
+            set_disabled(session=session, name=args.name, disabled=args.action == "disable")
+            print(f"{args.action}d {args.name!r}")
+        else:
+            print(
+                f"new password for {args.name!r}: {reset_password(session=session, name=args.name, password=args.password)}"
+            )
+    return 0
+
+
+def register(add) -> None:
+    """Add the store subcommands; `add(name, help)` returns a subparser with the common options."""
+    imp = add("import", "import prompts or preference pairs (JSONL[.gz], CSV, TXT, Parquet, datasets folder)")
+    imp.add_argument("kind", choices=["prompts", "pairs"])
+    imp.add_argument("file")
+    imp.add_argument(
+        "--eval-fraction", type=float, default=0.0, help="share of new prompts put in the eval split"
+    )
+    imp.set_defaults(func=_import)
+
+    exp = add(
+        "export", "export preference pairs in TRL's format, a dataset card, and optionally raw rankings"
+    )
+    exp.add_argument("--format", choices=EXPORT_FORMATS, default="parquet")
+    exp.add_argument("--out", help="output folder (default HOME/exports/latest)")
+    exp.add_argument("--origin", choices=["all", "generated", "imported"], default="all")
+    exp.add_argument(
+        "--raw", action="store_true", help="also write rankings.jsonl (ties, flags, per-labeler orders)"
+    )
+    exp.add_argument(
+        "--push-to-hub", metavar="REPO_ID", help="also push to the Hugging Face Hub (needs a hub)"
+    )
+    add_pair_settings_args(exp)
+    exp.set_defaults(func=_export)
+
+    user = add("user", "add, disable, enable or reset a user")
+    user.add_argument("action", choices=["add", "disable", "enable", "reset"])
+    user.add_argument("name")
+    user.add_argument("--role", choices=["labeler", "admin"], default="labeler")
+    user.add_argument("--password", help="default: a random password, printed once")
+    user.set_defaults(func=_user)

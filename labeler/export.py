@@ -1,0 +1,181 @@
+"""Export preference data: TRL's conversational prompt/chosen/rejected format (plus margin, labeler count,
+agreement, policy version, set id) as a `datasets` folder, Parquet or JSONL; a raw rankings export that keeps
+ties, flags and per-labeler orders; and a dataset card with counts, agreement and the conversion settings.
+
+    rankloop export --format parquet --out runs/exports/prefs [--keep-ties] [--flagged reject] [--raw]
+
+This module sits above `rlhf` (it uses the pure pairs conversion), below the UI.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sqlmodel import Session, select
+
+from labeler.tables import Assignment, Completion, CompletionSet, Prompt, Ranking, User
+from rlhf.consensus import Agreement, agreement
+from rlhf.dataset import PreferenceRecord, load_set_rankings, preference_records
+from rlhf.pairs import PairSettings
+
+ExportFormat = Literal["parquet", "jsonl", "hf"]
+EXPORT_FORMATS: tuple[str, ...] = ("parquet", "jsonl", "hf")
+TRL_COLUMNS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "margin",
+    "num_labelers",
+    "agreement",
+    "policy_version",
+    "set_id",
+    "origin",
+)
+
+
+@dataclass
+class ExportResult:
+    paths: list[Path]
+    pairs: int
+    sets: int
+    settings: dict
+    agreement: Agreement | None = None
+    counts: dict = field(default_factory=dict)
+
+
+def trl_row(record: PreferenceRecord) -> dict:
+    """A record in TRL's conversational preference format with rankloop's extra columns."""
+    return {
+        "prompt": record.prompt,
+        "chosen": [{"role": "assistant", "content": record.chosen}],
+        "rejected": [{"role": "assistant", "content": record.rejected}],
+        "margin": record.margin,
+        "num_labelers": record.num_labelers,
+        "agreement": record.agreement,
+        "policy_version": record.policy_version,
+        "set_id": record.set_id,
+        "origin": record.origin,
+    }
+
+
+def _write_dataset(rows: list[dict], out: Path, fmt: ExportFormat, push_to_hub: str | None) -> list[Path]:
+    from datasets import Dataset
+
+    dataset = Dataset.from_list(rows) if rows else Dataset.from_dict({k: [] for k in TRL_COLUMNS})
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        path = out / "preferences.parquet"
+        dataset.to_parquet(str(path))
+    elif fmt == "jsonl":
+        path = out / "preferences.jsonl"
+        dataset.to_json(str(path), lines=True, force_ascii=False)
+    else:
+        path = out / "dataset"
+        dataset.save_to_disk(str(path))
+    if push_to_hub:
+        dataset.push_to_hub(push_to_hub)
+    return [path]
+
+
+def _card(result: ExportResult, fmt: str) -> str:
+    a = result.agreement
+    alpha = "n/a" if a is None or a.alpha is None else f"{a.alpha:.3f}"
+    lines = [
+        "---",
+        "tags: [rlhf, preference, rankloop]",
+        "---",
+        "# rankloop preference export",
+        "",
+        "Pairwise preferences from human rankings, in TRL's conversational format (`prompt`, `chosen`, `rejected`),",
+        "with `margin` (rank difference), `num_labelers`, `agreement` (winning share of votes), `policy_version`,",
+        "`set_id` and `origin` (`generated` = ranked in rankloop, `imported` = imported pairs).",
+        "",
+        f"- format: {fmt}",
+        f"- pairs: {result.pairs}",
+        f"- sets with pairs: {result.sets}",
+        *(f"- {k}: {v}" for k, v in result.counts.items()),
+        f"- Krippendorff's alpha (ordinal, sets with 2+ rankings): {alpha} over {a.sets if a else 0} sets",
+        "",
+        "## Conversion settings",
+        "",
+        "```json",
+        json.dumps(result.settings, indent=2),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def export_preferences(
+    *,
+    session: Session,
+    out: Path,
+    fmt: ExportFormat = "parquet",
+    settings: PairSettings = PairSettings(),
+    origins: list[str] | None = None,
+    push_to_hub: str | None = None,
+) -> ExportResult:
+    """Write the consensus pairs, a dataset card (README.md) and the settings (export.json) into `out`."""
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+    records = preference_records(session=session, settings=settings, origins=origins)
+    sets = [s for s in load_set_rankings(session=session) if origins is None or s.origin in origins]
+    result = ExportResult(
+        paths=[],
+        pairs=len(records),
+        sets=len({r.set_id for r in records}),
+        settings={"pairs": settings.to_dict(), "origins": origins},
+        agreement=agreement([s.rankings for s in sets], settings),
+        counts={"rankings": sum(len(s.rankings) for s in sets), "ranked sets": len(sets)},
+    )
+    out = Path(out)
+    result.paths = _write_dataset([trl_row(r) for r in records], out, fmt, push_to_hub)
+    (out / "README.md").write_text(_card(result, fmt))
+    (out / "export.json").write_text(
+        json.dumps({**result.settings, "pairs": result.pairs, "format": fmt}, indent=2)
+    )
+    result.paths += [out / "README.md", out / "export.json"]
+    return result
+
+
+def export_raw_rankings(*, session: Session, out: Path) -> Path:
+    """Every ranking as one JSONL line: prompt, completions, labeler, display order, ranks (ties kept), flags."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "rankings.jsonl"
+    users = dict(session.exec(select(User.id, User.name)).all())
+    orders = {(a.set_id, a.user_id): a.display_order for a in session.exec(select(Assignment))}
+    sets = {c.id: c for c in session.exec(select(CompletionSet))}
+    prompts = dict(session.exec(select(Prompt.id, Prompt.messages)).all())
+    completions: dict[int, list[dict]] = {}
+    for c in session.exec(select(Completion).order_by(Completion.set_id, Completion.position)):
+        completions.setdefault(c.set_id, []).append(
+            {
+                "id": c.id,
+                "text": c.text,
+                "policy_version_id": c.policy_version_id,
+                "finish_reason": c.finish_reason,
+            }
+        )
+    with path.open("w", encoding="utf-8") as fh:
+        for ranking in session.exec(select(Ranking).order_by(Ranking.id)):
+            cset = sets[ranking.set_id]
+            line = {
+                "set_id": cset.id,
+                "origin": cset.origin,
+                "prompt": prompts[cset.prompt_id],
+                "completions": completions.get(cset.id, []),
+                "labeler": users.get(ranking.user_id),
+                "display_order": orders.get((cset.id, ranking.user_id)),
+                "ranks": ranking.ranks,
+                "flags": ranking.flags,
+                "none_acceptable": ranking.none_acceptable,
+                "skipped": ranking.skipped,
+                "comment": ranking.comment,
+                "seconds_spent": ranking.seconds_spent,
+                "guidelines_version": ranking.guidelines_version,
+                "created_at": ranking.created_at.isoformat(),
+            }
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,180 @@
+"""Reading records from files with precise errors: JSONL (optionally .gz), CSV, plain text, Parquet, and
+`datasets` folders. Every error names the file, the line (or row) and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROLES = ("system", "user", "assistant")
+
+
+class ImportFormatError(ValueError):
+    """A malformed input file. `str()` reads `FILE:LINE: field 'F': what is wrong`."""
+
+    def __init__(self, path: Path | str, line: int | None, field: str | None, message: str):
+        self.path, self.line, self.field = str(path), line, field
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        what = f"field '{field}': {message}" if field else message
+        super().__init__(f"{where}: {what}")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input record and where it came from (line for text files, row for tables)."""
+
+    data: dict
+    line: int
+
+
+def _open_bytes(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with _open_bytes(path) as fh:
+        for number, raw in enumerate(fh, 1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ImportFormatError(
+                    path, number, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                ) from None
+
+
+def read_jsonl(path: Path) -> Iterator[Record]:
+    for number, text in _decoded_lines(path):
+        if not text.strip():
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ImportFormatError(
+                path, number, None, f"not valid JSON ({exc.msg}, column {exc.colno})"
+            ) from None
+        if not isinstance(data, dict):
+            raise ImportFormatError(path, number, None, f"expected a JSON object, got {type(data).__name__}")
+        yield Record(data, number)
+
+
+def read_csv(path: Path) -> Iterator[Record]:
+    lines = (text for _, text in _decoded_lines(path))
+    reader = csv.DictReader(lines)
+    for row in reader:
+        yield Record(dict(row), reader.line_num)
+
+
+def read_text(path: Path) -> Iterator[Record]:
+    for number, text in _decoded_lines(path):
+        if text.strip():
+            yield Record({"prompt": text.rstrip("\r\n")}, number)
+
+
+def read_table(path: Path) -> Iterator[Record]:
+    """Parquet files and `datasets` folders (row numbers start at 1)."""
+    if path.is_dir():
+        from datasets import load_from_disk
+
+        dataset = load_from_disk(str(path))
+        if hasattr(dataset, "keys"):  # a DatasetDict: take its splits in order
+            rows = (row for split in dataset for row in dataset[split])
+        else:
+            rows = iter(dataset)
+    else:
+        import pyarrow.parquet as pq
+
+        rows = iter(pq.read_table(path).to_pylist())
+    for number, row in enumerate(rows, 1):
+        yield Record(dict(row), number)
+
+
+def read_records(path: Path) -> list[Record]:
+    """Every record of a supported file, or ImportFormatError; an empty input is an error."""
+    path = Path(path)
+    if not path.exists():
+        raise ImportFormatError(path, None, None, "no such file or folder")
+    name = path.name.lower().removesuffix(".gz")
+    if path.is_dir() or name.endswith(".parquet"):
+        records = list(read_table(path))
+    elif name.endswith((".jsonl", ".json", ".ndjson")):
+        records = list(read_jsonl(path))
+    elif name.endswith(".csv"):
+        records = list(read_csv(path))
+    elif name.endswith(".txt"):
+        records = list(read_text(path))
+    else:
+        raise ImportFormatError(
+            path, None, None, "unknown format: use .jsonl[.gz], .csv, .txt, .parquet or a datasets folder"
+        )
+    if not records:
+        raise ImportFormatError(path, None, None, "file is empty (no records)")
+    return records
+
+
+def as_messages(
+    value: object, path: Path, line: int, field: str, *, default_role: str = "user"
+) -> list[dict]:
+    """A chat conversation from a string (one message) or a list of {role, content} dicts."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise ImportFormatError(path, line, field, "is empty")
+        return [{"role": default_role, "content": value}]
+    if isinstance(value, list) and value:
+        out = []
+        for i, m in enumerate(value):
+            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in ROLES:
+                raise ImportFormatError(
+                    path,
+                    line,
+                    f"{field}[{i}]",
+                    f"expected {{'role': one of {ROLES}, 'content': text}}, got {m!r:.80}",
+                )
+            out.append({"role": m["role"], "content": m["content"]})
+        return out
+    raise ImportFormatError(path, line, field, f"expected text or a list of messages, got {value!r:.80}")
+
+
+# Anthropic HH transcripts: "\n\nHuman: ...\n\nAssistant: ..."
+HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def parse_transcript(text: str) -> list[dict]:
+    """HH transcript text (starting with a Human turn) as chat messages; one leading space per turn is dropped."""
+    parts = _TURN.split(text)
+    if parts[0] != "" or len(parts) < 3:
+        raise ValueError("transcript does not start with '\\n\\nHuman:'")
+    role_of = {"Human": "user", "Assistant": "assistant"}
+    return [
+        {"role": role_of[parts[i]], "content": parts[i + 1].removeprefix(" ")}
+        for i in range(1, len(parts), 2)
+    ]
+
+
+def to_transcript(messages: list[dict], response: str | None = None) -> str:
+    """The inverse of `parse_transcript`, optionally with a final assistant response."""
+    name_of = {"user": "Human", "assistant": "Assistant", "system": "Human"}
+    text = "".join(f"\n\n{name_of[m['role']]}: {m['content']}" for m in messages)
+    return text if response is None else f"{text}{ASSISTANT} {response}"
+
+
+def split_hh(chosen: str, rejected: str) -> tuple[list[dict], str, str]:
+    """Split two HH transcripts at the last Assistant turn they share: (prompt messages, chosen, rejected)."""
+    shared = 0
+    for a, b in zip(chosen, rejected, strict=False):
+        if a != b:
+            break
+        shared += 1
+    cut = chosen.rfind(ASSISTANT, 0, shared)
+    if cut < 0:
+        raise ValueError("chosen and rejected share no '\\n\\nAssistant:' turn")
+    start = cut + len(ASSISTANT)
+    messages = parse_transcript(chosen[:cut])
+    return messages, chosen[start:].removeprefix(" "), rejected[start:].removeprefix(" ")

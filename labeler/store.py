@@ -1,0 +1,374 @@
+"""Typed store functions over a Session: prompts, completion sets, leasing, rankings, counts.
+
+Every function takes a keyword-only `session` and commits its own unit of work, so a ranking is written whole
+or not at all.
+
+    with Session(engine) as session:
+        leased = lease_next_set(session=session, user_id=me.id)
+        submit_ranking(session=session, ranking=RankingIn(set_id=leased.set.id, user_id=me.id, ...))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import case, func
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from labeler.tables import (
+    FLAG_REASONS,
+    Assignment,
+    Completion,
+    CompletionSet,
+    PolicyVersion,
+    Prompt,
+    Ranking,
+    utcnow,
+)
+
+DEFAULT_LEASE_SECONDS = 15 * 60
+
+
+class StoreError(ValueError):
+    """A request the store refuses; the message says what is wrong."""
+
+
+class RankingRejected(StoreError):
+    """A submitted ranking failed validation."""
+
+
+def messages_hash(messages: Sequence[dict]) -> str:
+    """Stable identity of a conversation, used to de-duplicate prompts."""
+    return hashlib.sha256(json.dumps(list(messages), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def get_or_add_prompt(
+    *, session: Session, messages: list[dict], source: str = "", split: str = "train"
+) -> Prompt:
+    """The existing prompt with these messages, or a new one (not committed)."""
+    digest = messages_hash(messages)
+    found = session.exec(select(Prompt).where(Prompt.content_hash == digest)).first()
+    if found is not None:
+        return found
+    prompt = Prompt(messages=messages, content_hash=digest, source=source, split=split)
+    session.add(prompt)
+    session.flush()
+    return prompt
+
+
+def add_prompts(
+    *,
+    session: Session,
+    conversations: Iterable[list[dict]],
+    source: str = "",
+    eval_fraction: float = 0.0,
+    seed: int = 0,
+) -> int:
+    """Add conversations as prompts (duplicates are skipped); a seeded `eval_fraction` goes to the eval split.
+
+    Returns how many new prompts were written. One transaction: all or nothing.
+    """
+    rng = random.Random(seed)
+    existing = set(session.exec(select(Prompt.content_hash)).all())
+    added = 0
+    for messages in conversations:
+        digest = messages_hash(messages)
+        if digest in existing:
+            continue
+        existing.add(digest)
+        split = "eval" if rng.random() < eval_fraction else "train"
+        session.add(Prompt(messages=list(messages), content_hash=digest, source=source, split=split))
+        added += 1
+    session.commit()
+    return added
+
+
+@dataclass(frozen=True)
+class CompletionIn:
+    text: str
+    token_count: int = 0
+    finish_reason: str = "eos"
+    policy_version_id: int | None = None
+
+
+def add_completion_set(
+    *,
+    session: Session,
+    prompt_id: int,
+    completions: Sequence[CompletionIn],
+    policy_version_id: int | None,
+    sampling: dict | None = None,
+    labels_needed: int = 1,
+    generation_seconds: float | None = None,
+    origin: str = "generated",
+    source: str = "",
+    commit: bool = True,
+) -> tuple[CompletionSet, list[Completion]]:
+    """Write one set with its completions (in generation order); `commit=False` leaves the transaction open."""
+    if len(completions) < 2:
+        raise StoreError(f"a completion set needs at least 2 completions, got {len(completions)}")
+    cset = CompletionSet(
+        prompt_id=prompt_id,
+        policy_version_id=policy_version_id,
+        origin=origin,
+        source=source,
+        sampling=sampling or {},
+        labels_needed=labels_needed,
+        generation_seconds=generation_seconds,
+    )
+    session.add(cset)
+    session.flush()
+    rows = [
+        Completion(
+            set_id=cset.id,
+            position=position,
+            text=c.text,
+            token_count=c.token_count,
+            finish_reason=c.finish_reason,
+            policy_version_id=c.policy_version_id if c.policy_version_id is not None else policy_version_id,
+        )
+        for position, c in enumerate(completions)
+    ]
+    session.add_all(rows)
+    session.flush()
+    if commit:
+        session.commit()
+    return cset, rows
+
+
+@dataclass
+class LeasedSet:
+    """What a labeler is shown: the set, its prompt, and completions in this labeler's display order."""
+
+    set: CompletionSet
+    prompt: Prompt
+    completions: list[Completion]
+    assignment: Assignment
+
+
+def _labels_done(set_id_col) -> object:
+    return (
+        select(func.count(Ranking.id))
+        .where(Ranking.set_id == set_id_col, col(Ranking.skipped).is_(False))
+        .correlate(CompletionSet)
+        .scalar_subquery()
+    )
+
+
+def _active_leases(set_id_col, now) -> object:
+    return (
+        select(func.count(Assignment.id))
+        .where(
+            Assignment.set_id == set_id_col,
+            col(Assignment.completed_at).is_(None),
+            Assignment.lease_expires_at > now,
+        )
+        .correlate(CompletionSet)
+        .scalar_subquery()
+    )
+
+
+def _current_version_id(session: Session) -> int | None:
+    return session.exec(select(PolicyVersion.id).where(col(PolicyVersion.is_current).is_(True))).first()
+
+
+def _load_leased(session: Session, assignment: Assignment) -> LeasedSet:
+    cset = session.get(CompletionSet, assignment.set_id)
+    by_id = {c.id: c for c in session.exec(select(Completion).where(Completion.set_id == assignment.set_id))}
+    return LeasedSet(
+        set=cset,
+        prompt=session.get(Prompt, cset.prompt_id),
+        completions=[by_id[i] for i in assignment.display_order],
+        assignment=assignment,
+    )
+
+
+def lease_next_set(
+    *, session: Session, user_id: int, lease_seconds: int = DEFAULT_LEASE_SECONDS, seed: int | None = None
+) -> LeasedSet | None:
+    """Give `user_id` a set to rank, or None when nothing is waiting.
+
+    A labeler's unexpired, unfinished lease is returned again (a page reload shows the same set). Otherwise the
+    next set is one this labeler never had, whose rankings plus live leases are below its `labels_needed`.
+    Order: sets of the current policy version first, then newer versions; among those, sets other labelers
+    already started (so overlap completes and agreement can be measured), then oldest first. Expired leases
+    stop counting, so their sets return to the pool.
+    """
+    now = utcnow()
+    open_lease = session.exec(
+        select(Assignment).where(
+            Assignment.user_id == user_id,
+            col(Assignment.completed_at).is_(None),
+            Assignment.lease_expires_at > now,
+        )
+    ).first()
+    if open_lease is not None:
+        return _load_leased(session, open_lease)
+    done, live = _labels_done(CompletionSet.id), _active_leases(CompletionSet.id, now)
+    mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
+    current = _current_version_id(session)
+    is_current = case((CompletionSet.policy_version_id == current, 1), else_=0) if current else 0
+    query = (
+        select(CompletionSet)
+        .where(CompletionSet.origin == "generated", ~mine.exists(), done + live < CompletionSet.labels_needed)
+        .order_by(
+            is_current.desc() if current else CompletionSet.id,
+            col(CompletionSet.policy_version_id).desc(),
+            done.desc(),
+            CompletionSet.id,
+        )
+        .limit(1)
+    )
+    cset = session.exec(query).first()
+    if cset is None:
+        session.rollback()
+        return None
+    ids = list(
+        session.exec(select(Completion.id).where(Completion.set_id == cset.id).order_by(Completion.position))
+    )
+    random.Random(seed).shuffle(ids)
+    assignment = Assignment(
+        set_id=cset.id,
+        user_id=user_id,
+        display_order=ids,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+    )
+    session.add(assignment)
+    session.commit()
+    return _load_leased(session, assignment)
+
+
+def release_lease(*, session: Session, user_id: int, set_id: int) -> None:
+    """Drop an unfinished lease at once (e.g. the labeler logged out), returning the slot to the pool."""
+    assignment = session.exec(
+        select(Assignment).where(Assignment.user_id == user_id, Assignment.set_id == set_id)
+    ).first()
+    if assignment is not None and assignment.completed_at is None:
+        assignment.lease_expires_at = utcnow()
+        session.add(assignment)
+    session.commit()
+
+
+@dataclass
+class RankingIn:
+    """A labeler's submission. `ranks`: completion id -> rank (1 = best; equal = tie); `flags`: id -> reason."""
+
+    set_id: int
+    user_id: int | None
+    submission_id: str
+    ranks: dict[int, int] = field(default_factory=dict)
+    flags: dict[int, str] = field(default_factory=dict)
+    none_acceptable: bool = False
+    skipped: bool = False
+    comment: str = ""
+    seconds_spent: float | None = None
+    guidelines_version: int | None = None
+
+
+def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
+    """Raise RankingRejected saying exactly what is missing or wrong."""
+    known, n = set(completion_ids), len(completion_ids)
+    unknown = (set(ranking.ranks) | set(ranking.flags)) - known
+    if unknown:
+        raise RankingRejected(f"completions {sorted(unknown)} are not in set {ranking.set_id}")
+    if ranking.skipped:
+        if ranking.ranks or ranking.flags or ranking.none_acceptable:
+            raise RankingRejected("a skip carries no ranks, flags or 'none acceptable'")
+        return
+    both = set(ranking.ranks) & set(ranking.flags)
+    if both:
+        raise RankingRejected(f"completions {sorted(both)} are both ranked and flagged: choose one")
+    bad_reason = {cid: r for cid, r in ranking.flags.items() if r not in FLAG_REASONS}
+    if bad_reason:
+        raise RankingRejected(f"unknown flag reason(s) {bad_reason}; use one of {', '.join(FLAG_REASONS)}")
+    out_of_range = {cid: r for cid, r in ranking.ranks.items() if not (isinstance(r, int) and 1 <= r <= n)}
+    if out_of_range:
+        raise RankingRejected(f"ranks must be whole numbers from 1 to {n}; got {out_of_range}")
+    if ranking.none_acceptable:
+        return
+    if len(ranking.ranks) < 2:
+        raise RankingRejected(
+            f"rank at least two unflagged completions (ranked {len(ranking.ranks)}), or mark 'none acceptable'"
+        )
+
+
+def _same_submission(row: Ranking, ranking: RankingIn) -> bool:
+    return row.submission_id == ranking.submission_id or (
+        row.ranks == {str(k): v for k, v in ranking.ranks.items()}
+        and row.flags == {str(k): v for k, v in ranking.flags.items()}
+        and row.none_acceptable == ranking.none_acceptable
+        and row.skipped == ranking.skipped
+    )
+
+
+def _existing(session: Session, ranking: RankingIn) -> Ranking | None:
+    by_submission = session.exec(
+        select(Ranking).where(Ranking.submission_id == ranking.submission_id)
+    ).first()
+    if by_submission is not None or ranking.user_id is None:
+        return by_submission
+    return session.exec(
+        select(Ranking).where(Ranking.set_id == ranking.set_id, Ranking.user_id == ranking.user_id)
+    ).first()
+
+
+def submit_ranking(*, session: Session, ranking: RankingIn) -> Ranking:
+    """Validate and store a ranking, closing the labeler's assignment, in one transaction.
+
+    Idempotent: the same submission arriving twice (same submission id, or identical content for the same set
+    and labeler) returns the stored row and writes nothing. A different second ranking of the same set by the
+    same labeler is refused.
+    """
+    existing = _existing(session, ranking)
+    if existing is not None:
+        if (
+            existing.set_id == ranking.set_id
+            and existing.user_id == ranking.user_id
+            and _same_submission(existing, ranking)
+        ):
+            session.rollback()
+            return existing
+        raise RankingRejected(
+            f"set {ranking.set_id} was already ranked by this labeler (ranking {existing.id})"
+        )
+    if session.get(CompletionSet, ranking.set_id) is None:
+        raise RankingRejected(f"set {ranking.set_id} does not exist")
+    completion_ids = list(session.exec(select(Completion.id).where(Completion.set_id == ranking.set_id)))
+    validate_ranking(ranking, completion_ids)
+    assignment = None
+    if ranking.user_id is not None:
+        assignment = session.exec(
+            select(Assignment).where(
+                Assignment.set_id == ranking.set_id, Assignment.user_id == ranking.user_id
+            )
+        ).first()
+        if assignment is None:
+            raise RankingRejected(f"set {ranking.set_id} was never assigned to this labeler")
+    row = Ranking(
+        set_id=ranking.set_id,
+        user_id=ranking.user_id,
+        submission_id=ranking.submission_id,
+        ranks={str(k): v for k, v in ranking.ranks.items()},
+        flags={str(k): v for k, v in ranking.flags.items()},
+        none_acceptable=ranking.none_acceptable,
+        skipped=ranking.skipped,
+        comment=ranking.comment.strip(),
+        seconds_spent=ranking.seconds_spent,
+        guidelines_version=ranking.guidelines_version,
+    )
+    session.add(row)
+    if assignment is not None:
+        assignment.completed_at = utcnow()
+        session.add(assignment)
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise RankingRejected(f"set {ranking.set_id} was already ranked by this labeler") from exc
+    return row

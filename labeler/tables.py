@@ -1,0 +1,148 @@
+"""The store's tables (SQLModel). Pairs are derived from rankings, never stored.
+
+Imported preference pairs are kept as two-completion sets with one ranking (origin `imported`), so the same
+conversion, export and training paths serve human and imported labels alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+Role = Literal["labeler", "admin"]
+ROLES: tuple[str, ...] = ("labeler", "admin")
+FlagReason = Literal["nonsensical", "harmful", "factually_wrong", "off_topic", "other"]
+FLAG_REASONS: tuple[str, ...] = ("nonsensical", "harmful", "factually_wrong", "off_topic", "other")
+Split = Literal["train", "eval"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def utcnow() -> datetime:
+    """Timezone-aware UTC now; every timestamp in the store is UTC."""
+    return datetime.now(UTC)
+
+
+def _json(default: Any = None) -> Any:
+    factory = (lambda: type(default)()) if isinstance(default, (list, dict)) else None
+    if factory is None:
+        return Field(default=default, sa_column=Column(JSON, nullable=default is None))
+    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+
+
+class User(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=64)
+    password_hash: str
+    role: str = Field(default="labeler", max_length=16)
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Prompt(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    messages: list[dict] = _json([])
+    content_hash: str = Field(unique=True, index=True, max_length=64)
+    source: str = Field(default="", max_length=256)
+    split: str = Field(default="train", index=True, max_length=8)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RewardModel(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    base_model: str
+    adapter_path: str | None = None
+    job_id: int | None = Field(default=None, foreign_key="job.id")
+    snapshot_path: str | None = None
+    metrics: dict = _json({})
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PolicyVersion(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(unique=True, index=True)
+    base_model: str
+    adapter_path: str | None = None
+    parent_id: int | None = Field(default=None, foreign_key="policyversion.id")
+    reward_model_id: int | None = Field(default=None, foreign_key="rewardmodel.id")
+    is_current: bool = Field(default=False, index=True)
+    metrics: dict = _json({})
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CompletionSet(SQLModel, table=True):
+    __table_args__ = (Index("ix_set_open", "origin", "policy_version_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    policy_version_id: int | None = Field(default=None, foreign_key="policyversion.id")
+    origin: str = Field(default="generated", max_length=16)  # generated | imported
+    source: str = Field(default="", max_length=256)
+    sampling: dict = _json({})
+    labels_needed: int = 1
+    generation_seconds: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Completion(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    set_id: int = Field(foreign_key="completionset.id", index=True)
+    position: int  # order of generation inside the set
+    text: str
+    token_count: int = 0
+    finish_reason: str = Field(default="eos", max_length=16)
+    policy_version_id: int | None = Field(default=None, foreign_key="policyversion.id")
+
+
+class Assignment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("set_id", "user_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    set_id: int = Field(foreign_key="completionset.id", index=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    display_order: list[int] = _json([])  # completion ids in the order this labeler saw them
+    leased_at: datetime = Field(default_factory=utcnow)
+    lease_expires_at: datetime
+    completed_at: datetime | None = None
+
+
+class Ranking(SQLModel, table=True):
+    """One labeler's verdict on one set. `ranks` and `flags` map completion id (as text) to rank / reason."""
+
+    __table_args__ = (UniqueConstraint("set_id", "user_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    set_id: int = Field(foreign_key="completionset.id", index=True)
+    user_id: int | None = Field(default=None, foreign_key="user.id", index=True)  # None: imported
+    submission_id: str = Field(unique=True, max_length=64)
+    ranks: dict[str, int] = _json({})
+    flags: dict[str, str] = _json({})
+    none_acceptable: bool = False
+    skipped: bool = False
+    comment: str = ""
+    seconds_spent: float | None = None
+    guidelines_version: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Job(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True, max_length=32)
+    params: dict = _json({})
+    status: str = Field(default="queued", index=True, max_length=16)
+    progress: float = 0.0
+    metrics: list[dict] = _json([])
+    log_tail: str = ""
+    error: str | None = None
+    pid: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class Guideline(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(unique=True, index=True)
+    text: str
+    author: str = ""
+    created_at: datetime = Field(default_factory=utcnow)

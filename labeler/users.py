@@ -1,0 +1,107 @@
+"""Users and roles. Passwords are hashed with scrypt (a slow, memory-hard KDF) and a random salt.
+
+rankloop user add alice --role labeler      # prints a generated password unless --password is given
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from sqlmodel import Session, select
+
+from labeler.tables import ROLES, User
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+
+
+class UserError(ValueError):
+    """A user request that cannot be done (unknown name, duplicate, bad role)."""
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, salt_b64, digest_b64 = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), **_SCRYPT)
+    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def get_user(*, session: Session, name: str) -> User | None:
+    return session.exec(select(User).where(User.name == name)).first()
+
+
+def add_user(*, session: Session, name: str, password: str, role: str = "labeler") -> User:
+    name = name.strip()
+    if not name:
+        raise UserError("user name is empty")
+    if role not in ROLES:
+        raise UserError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+    if len(password) < 8:
+        raise UserError("password must be at least 8 characters")
+    if get_user(session=session, name=name) is not None:
+        raise UserError(f"user {name!r} already exists")
+    user = User(name=name, password_hash=hash_password(password), role=role)
+    session.add(user)
+    session.commit()
+    session.refresh(user)
+    return user
+
+
+def authenticate(*, session: Session, name: str, password: str) -> User | None:
+    """The enabled user with this name and password, else None."""
+    user = get_user(session=session, name=name)
+    if user is None or user.disabled or not check_password(password, user.password_hash):
+        return None
+    return user
+
+
+def _require(session: Session, name: str) -> User:
+    user = get_user(session=session, name=name)
+    if user is None:
+        raise UserError(f"no user named {name!r}")
+    return user
+
+
+def set_disabled(*, session: Session, name: str, disabled: bool) -> User:
+    user = _require(session, name)
+    user.disabled = disabled
+    session.add(user)
+    session.commit()
+    return user
+
+
+def reset_password(*, session: Session, name: str, password: str | None = None) -> str:
+    """Set a new password (generated when not given) and return it."""
+    user = _require(session, name)
+    password = password or new_password()
+    if len(password) < 8:
+        raise UserError("password must be at least 8 characters")
+    user.password_hash = hash_password(password)
+    session.add(user)
+    session.commit()
+    return password
+
+
+def ensure_admin(*, session: Session) -> str | None:
+    """On a store with no users, create `admin` with a random password and return it (print it once)."""
+    if session.exec(select(User)).first() is not None:
+        return None
+    password = new_password()
+    add_user(session=session, name="admin", password=password, role="admin")
+    return password

@@ -1,0 +1,139 @@
+"""From the store to preference records: every set's rankings, merged across labelers, as text pairs.
+
+records = preference_records(session=session, settings=PairSettings())
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from sqlmodel import Session, col, select
+
+from labeler.tables import Completion, CompletionSet, PolicyVersion, Prompt, Ranking
+from rlhf.consensus import pair_votes
+from rlhf.pairs import PairSettings, RankingView
+
+
+@dataclass(frozen=True)
+class PreferenceRecord:
+    """One consensus comparison with the context needed for training, evaluation and export."""
+
+    set_id: int
+    prompt_id: int
+    prompt: list[dict]
+    chosen: str
+    rejected: str
+    margin: float
+    num_labelers: int
+    agreement: float
+    policy_version: int | None
+    origin: str
+    split: str
+    chosen_id: int
+    rejected_id: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SetRankings:
+    """A set with its completions (id -> text) and the rankings it received."""
+
+    set_id: int
+    prompt_id: int
+    policy_version: int | None
+    origin: str
+    texts: dict[int, str]
+    rankings: list[RankingView]
+
+
+def view_of(row: Ranking) -> RankingView:
+    return RankingView(
+        ranks={int(k): v for k, v in row.ranks.items()},
+        flagged=frozenset(int(k) for k in row.flags),
+        none_acceptable=row.none_acceptable,
+        skipped=row.skipped,
+        labeler=row.user_id,
+    )
+
+
+def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None) -> list[SetRankings]:
+    """All ranked sets (or the given ones) with their completions and rankings, in a few bulk queries."""
+    rq = select(Ranking)
+    if set_ids is not None:
+        rq = rq.where(col(Ranking.set_id).in_(list(set_ids)))
+    by_set: dict[int, list[RankingView]] = defaultdict(list)
+    for row in session.exec(rq):
+        by_set[row.set_id].append(view_of(row))
+    if not by_set:
+        return []
+    ids = sorted(by_set)
+    versions = dict(session.exec(select(PolicyVersion.id, PolicyVersion.version)).all())
+    sets = {
+        s_id: (p_id, versions.get(pv), origin)
+        for s_id, p_id, pv, origin in session.exec(
+            select(
+                CompletionSet.id,
+                CompletionSet.prompt_id,
+                CompletionSet.policy_version_id,
+                CompletionSet.origin,
+            )
+        )
+        if s_id in by_set
+    }
+    texts: dict[int, dict[int, str]] = defaultdict(dict)
+    for c_id, s_id, text in session.exec(select(Completion.id, Completion.set_id, Completion.text)):
+        if s_id in by_set:
+            texts[s_id][c_id] = text
+    return [SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i]) for i in ids]
+
+
+def records_from_sets(
+    sets: Sequence[SetRankings], prompts: dict[int, tuple[list[dict], str]], settings: PairSettings
+) -> list[PreferenceRecord]:
+    """Consensus pairs of every set as records (pure; `prompts` maps id -> (messages, split))."""
+    out = []
+    for s in sets:
+        messages, split = prompts[s.prompt_id]
+        voters = sum(1 for r in s.rankings if not (r.skipped or r.none_acceptable))
+        for p in pair_votes(s.rankings, settings):
+            out.append(
+                PreferenceRecord(
+                    set_id=s.set_id,
+                    prompt_id=s.prompt_id,
+                    prompt=messages,
+                    chosen=s.texts[p.chosen],
+                    rejected=s.texts[p.rejected],
+                    margin=p.margin,
+                    num_labelers=voters,
+                    agreement=p.agreement,
+                    policy_version=s.policy_version,
+                    origin=s.origin,
+                    split=split,
+                    chosen_id=p.chosen,
+                    rejected_id=p.rejected,
+                )
+            )
+    return out
+
+
+def load_prompts(*, session: Session, prompt_ids: set[int]) -> dict[int, tuple[list[dict], str]]:
+    return {
+        p_id: (messages, split)
+        for p_id, messages, split in session.exec(select(Prompt.id, Prompt.messages, Prompt.split))
+        if p_id in prompt_ids
+    }
+
+
+def preference_records(
+    *, session: Session, settings: PairSettings = PairSettings(), origins: Sequence[str] | None = None
+) -> list[PreferenceRecord]:
+    """Every usable comparison in the store, merged across labelers, optionally limited to some origins."""
+    sets = load_set_rankings(session=session)
+    if origins is not None:
+        sets = [s for s in sets if s.origin in origins]
+    prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in sets})
+    return records_from_sets(sets, prompts, settings)

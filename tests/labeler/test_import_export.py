@@ -1,0 +1,192 @@
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import func, select
+
+from labeler.export import export_preferences, export_raw_rankings
+from labeler.formats import ImportFormatError, to_transcript
+from labeler.importers import import_pairs, import_prompts, parse_pairs
+from labeler.store import RankingIn, lease_next_set, submit_ranking
+from labeler.tables import Completion, CompletionSet, Prompt, Ranking
+from rlhf.dataset import preference_records
+from rlhf.pairs import PairSettings
+from tests.labeler.helpers import make_sets, make_user
+
+
+def count(session, table):
+    return session.exec(select(func.count(table.id))).one()
+
+
+def test_hh_import_gives_1500_pairs_that_rebuild_the_transcripts(session, hh_file):
+    result = import_pairs(session=session, path=hh_file)
+    assert result.added == 1500
+    records = preference_records(session=session)
+    assert len(records) == 1500
+    originals = [json.loads(line) for line in gzip.open(hh_file, "rt", encoding="utf-8")]
+    by_set = sorted(records, key=lambda r: r.set_id)
+    for record, original in zip(by_set, originals, strict=True):
+        assert to_transcript(record.prompt, record.chosen) == original["chosen"]
+        assert to_transcript(record.prompt, record.rejected) == original["rejected"]
+        assert record.origin == "imported"
+    assert import_pairs(session=session, path=hh_file).already_present == 1500
+    assert count(session, Ranking) == 1500
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "hf"])
+def test_export_then_import_round_trips(tmp_path, session, engine, hh_file, fmt):
+    import_pairs(session=session, path=hh_file)
+    before = {(json.dumps(r.prompt), r.chosen, r.rejected) for r in preference_records(session=session)}
+    result = export_preferences(session=session, out=tmp_path / "out", fmt=fmt)
+    assert result.pairs == 1500
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "pairs: 1500" in card and '"keep_ties": false' in card
+    from sqlmodel import Session
+
+    from labeler.db import make_engine
+
+    with Session(make_engine("sqlite://")) as fresh:
+        assert import_pairs(session=fresh, path=result.paths[0]).added == 1500
+        after = {(json.dumps(r.prompt), r.chosen, r.rejected) for r in preference_records(session=fresh)}
+    assert after == before
+
+
+def test_exported_parquet_trains_trl_reward_and_dpo(tmp_path, session, hh_file):
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
+
+    from models.tiny import save_tiny_checkpoint, tiny_tokenizer
+
+    import_pairs(session=session, path=hh_file)
+    parquet = export_preferences(session=session, out=tmp_path / "out").paths[0]
+    data = load_dataset("parquet", data_files=str(parquet), split="train").select(range(16))
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny")
+    tokenizer = tiny_tokenizer()
+    common = {
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "report_to": [],
+        "save_strategy": "no",
+        "max_length": 256,
+        "use_cpu": True,
+    }
+    reward_model = AutoModelForSequenceClassification.from_pretrained(checkpoint, num_labels=1)
+    reward = RewardTrainer(
+        model=reward_model,
+        args=RewardConfig(output_dir=str(tmp_path / "rm"), **common),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    assert reward.train().training_loss > 0
+    policy = AutoModelForCausalLM.from_pretrained(checkpoint)
+    dpo = DPOTrainer(
+        model=policy,
+        args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    assert dpo.train().training_loss > 0
+
+
+def test_raw_export_keeps_ties_flags_and_display_order(tmp_path, session):
+    alice = make_user(session, "alice")
+    make_sets(session, 1)
+    leased = lease_next_set(session=session, user_id=alice.id)
+    a, b, c, d = (x.id for x in leased.completions)
+    submit_ranking(
+        session=session,
+        ranking=RankingIn(
+            set_id=leased.set.id,
+            user_id=alice.id,
+            submission_id="r1",
+            ranks={a: 1, b: 1, c: 2},
+            flags={d: "harmful"},
+            comment="tie",
+        ),
+    )
+    line = json.loads((export_raw_rankings(session=session, out=tmp_path)).read_text().splitlines()[0])
+    assert line["ranks"] == {str(a): 1, str(b): 1, str(c): 2}
+    assert line["flags"] == {str(d): "harmful"}
+    assert line["display_order"] == [a, b, c, d] and line["labeler"] == "alice"
+    tied = export_preferences(
+        session=session, out=tmp_path / "t", fmt="jsonl", settings=PairSettings(keep_ties=True)
+    )
+    assert tied.pairs == 3
+
+
+def test_prompt_formats(tmp_path, session):
+    (tmp_path / "p.txt").write_text("first prompt\n\nsecond prompt\n")
+    (tmp_path / "p.csv").write_text('prompt,system\n"third, with comma",Be brief.\n')
+    (tmp_path / "p.jsonl").write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                    {"role": "user", "content": "and?"},
+                ]
+            }
+        )
+        + "\n"
+        + json.dumps({"prompt": "first prompt"})
+        + "\n"
+    )
+    assert import_prompts(session=session, path=tmp_path / "p.txt") == 2
+    assert import_prompts(session=session, path=tmp_path / "p.csv") == 1
+    assert import_prompts(session=session, path=tmp_path / "p.jsonl") == 1  # the duplicate is skipped
+    prompts = session.exec(select(Prompt).order_by(Prompt.id)).all()
+    assert prompts[2].messages[0] == {"role": "system", "content": "Be brief."}
+    assert len(prompts[3].messages) == 3
+
+
+BAD_INPUTS = {
+    "bad_json.jsonl": (
+        b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "x", \n',
+        r"bad_json.jsonl:2: not valid JSON",
+    ),
+    "missing.jsonl": (
+        b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n',
+        r"missing.jsonl:2: field 'rejected': missing",
+    ),
+    "empty.jsonl": (b"", r"empty.jsonl: file is empty"),
+    "latin1.jsonl": (
+        '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "caf\u00e9", "chosen": "b", "rejected": "c"}\n'.encode(
+            "latin-1"
+        ),
+        r"latin1.jsonl:2: not valid UTF-8",
+    ),
+    "badmsg.jsonl": (
+        b'{"prompt": [{"role": "robot", "content": "x"}], "chosen": "b", "rejected": "c"}\n',
+        r"badmsg.jsonl:1: field 'prompt\[0\]'",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_pair_files_fail_clearly_and_write_nothing(tmp_path, session, name):
+    content, message = BAD_INPUTS[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImportFormatError, match=message):
+        import_pairs(session=session, path=path)
+    for table in (Prompt, CompletionSet, Completion, Ranking):
+        assert count(session, table) == 0
+
+
+def test_bad_prompt_file_writes_nothing(tmp_path, session):
+    path = tmp_path / "p.csv"
+    path.write_text("question\nfine\n")
+    with pytest.raises(ImportFormatError, match=r"p.csv:2: field 'prompt': missing"):
+        import_prompts(session=session, path=path)
+    assert count(session, Prompt) == 0
+
+
+def test_hh_pair_without_shared_assistant_turn_is_reported(tmp_path):
+    path = tmp_path / "hh.jsonl"
+    path.write_text(
+        json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "no transcript"}) + "\n"
+    )
+    with pytest.raises(ImportFormatError, match=r"hh.jsonl:1: field 'chosen': not an HH transcript pair"):
+        parse_pairs(Path(path))

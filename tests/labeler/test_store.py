@@ -1,0 +1,165 @@
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, func, select
+
+from labeler.db import make_engine
+from labeler.store import RankingIn, RankingRejected, lease_next_set, submit_ranking
+from labeler.tables import Assignment, Ranking, utcnow
+from tests.labeler.helpers import make_sets, make_user, make_version
+
+
+def strict(leased, user_id, **kw):
+    ranks = {c.id: i + 1 for i, c in enumerate(leased.completions)}
+    return RankingIn(set_id=leased.set.id, user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks, **kw)
+
+
+def test_lease_shows_same_set_until_submitted_then_the_next(session):
+    alice = make_user(session, "alice")
+    make_sets(session, 2)
+    first = lease_next_set(session=session, user_id=alice.id)
+    again = lease_next_set(session=session, user_id=alice.id)
+    assert again.set.id == first.set.id
+    assert [c.id for c in again.completions] == first.assignment.display_order
+    submit_ranking(session=session, ranking=strict(first, alice.id))
+    second = lease_next_set(session=session, user_id=alice.id)
+    assert second.set.id != first.set.id
+    submit_ranking(session=session, ranking=strict(second, alice.id))
+    assert lease_next_set(session=session, user_id=alice.id) is None
+
+
+def test_overlap_k_and_started_sets_first(session):
+    users = [make_user(session, n) for n in ("a", "b", "c")]
+    s1, s2 = make_sets(session, 2, labels_needed=2)
+    la = lease_next_set(session=session, user_id=users[0].id)
+    submit_ranking(session=session, ranking=strict(la, users[0].id))
+    lb = lease_next_set(session=session, user_id=users[1].id)
+    assert lb.set.id == la.set.id  # the started set is completed first
+    submit_ranking(session=session, ranking=strict(lb, users[1].id))
+    lc = lease_next_set(session=session, user_id=users[2].id)
+    assert lc.set.id != la.set.id  # full sets are not offered again
+
+
+def test_expired_lease_returns_set_to_pool(session):
+    a, b = make_user(session, "a"), make_user(session, "b")
+    make_sets(session, 1)
+    leased = lease_next_set(session=session, user_id=a.id)
+    assert lease_next_set(session=session, user_id=b.id) is None
+    leased.assignment.lease_expires_at = utcnow() - timedelta(seconds=1)
+    session.add(leased.assignment)
+    session.commit()
+    assert lease_next_set(session=session, user_id=b.id).set.id == leased.set.id
+
+
+def test_current_version_sets_served_before_older(session):
+    old = make_version(session, 0, current=False)
+    new = make_version(session, 1, current=True)
+    make_sets(session, 2, version_id=old.id)
+    make_sets(session, 2, version_id=new.id)
+    alice = make_user(session, "alice")
+    assert lease_next_set(session=session, user_id=alice.id).set.policy_version_id == new.id
+
+
+def test_validation_says_what_is_missing(session):
+    alice = make_user(session, "alice")
+    make_sets(session, 1)
+    leased = lease_next_set(session=session, user_id=alice.id)
+    ids = [c.id for c in leased.completions]
+    base = {"set_id": leased.set.id, "user_id": alice.id, "submission_id": "x"}
+    with pytest.raises(RankingRejected, match="rank at least two"):
+        submit_ranking(
+            session=session, ranking=RankingIn(**base, ranks={ids[0]: 1}, flags={ids[1]: "harmful"})
+        )
+    with pytest.raises(RankingRejected, match="both ranked and flagged"):
+        submit_ranking(
+            session=session,
+            ranking=RankingIn(**base, ranks={ids[0]: 1, ids[1]: 2}, flags={ids[1]: "harmful"}),
+        )
+    with pytest.raises(RankingRejected, match="from 1 to 4"):
+        submit_ranking(session=session, ranking=RankingIn(**base, ranks={ids[0]: 1, ids[1]: 9}))
+    with pytest.raises(RankingRejected, match="unknown flag reason"):
+        submit_ranking(
+            session=session, ranking=RankingIn(**base, ranks={ids[0]: 1, ids[1]: 2}, flags={ids[2]: "ugly"})
+        )
+    with pytest.raises(RankingRejected, match="not in set"):
+        submit_ranking(session=session, ranking=RankingIn(**base, ranks={ids[0]: 1, 99999: 2}))
+    assert session.exec(select(func.count(Ranking.id))).one() == 0
+    ok = RankingIn(**base, none_acceptable=True, flags={i: "nonsensical" for i in ids})
+    assert submit_ranking(session=session, ranking=ok).none_acceptable
+
+
+def test_same_submission_twice_is_stored_once_and_conflicts_are_refused(session):
+    alice = make_user(session, "alice")
+    make_sets(session, 1)
+    leased = lease_next_set(session=session, user_id=alice.id)
+    ranking = strict(leased, alice.id)
+    first = submit_ranking(session=session, ranking=ranking)
+    again = submit_ranking(session=session, ranking=ranking)
+    retry_new_id = submit_ranking(
+        session=session, ranking=RankingIn(**{**ranking.__dict__, "submission_id": "other"})
+    )
+    assert first.id == again.id == retry_new_id.id
+    different = strict(leased, alice.id)
+    different.ranks = {k: 5 - v for k, v in different.ranks.items()}
+    with pytest.raises(RankingRejected, match="already ranked"):
+        submit_ranking(session=session, ranking=different)
+    assert session.exec(select(func.count(Ranking.id))).one() == 1
+
+
+def test_skip_is_recorded_but_does_not_count_as_a_label(session):
+    a, b = make_user(session, "a"), make_user(session, "b")
+    make_sets(session, 1)
+    leased = lease_next_set(session=session, user_id=a.id)
+    submit_ranking(
+        session=session,
+        ranking=RankingIn(set_id=leased.set.id, user_id=a.id, submission_id="s", skipped=True),
+    )
+    assert lease_next_set(session=session, user_id=a.id) is None  # never shown twice
+    assert lease_next_set(session=session, user_id=b.id).set.id == leased.set.id
+
+
+def test_unassigned_submission_refused(session):
+    a = make_user(session, "a")
+    [cset] = make_sets(session, 1)
+    with pytest.raises(RankingRejected, match="never assigned"):
+        submit_ranking(
+            session=session,
+            ranking=RankingIn(set_id=cset.id, user_id=a.id, submission_id="z", none_acceptable=True),
+        )
+
+
+def test_concurrent_leasing_never_repeats_a_set_nor_loses_a_ranking(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    with Session(engine) as s:
+        users = [make_user(s, f"u{i}").id for i in range(6)]
+        make_sets(s, 30, labels_needed=2)
+    seen: dict[int, list[int]] = {u: [] for u in users}
+    errors: list[BaseException] = []
+
+    def work(user_id: int) -> None:
+        try:
+            with Session(engine) as s:
+                while (leased := lease_next_set(session=s, user_id=user_id)) is not None:
+                    seen[user_id].append(leased.set.id)
+                    ranking = strict(leased, user_id)
+                    submit_ranking(session=s, ranking=ranking)
+                    submit_ranking(session=s, ranking=ranking)  # a double click
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for sets in seen.values():
+        assert len(sets) == len(set(sets))
+    with Session(engine) as s:
+        rankings = s.exec(select(Ranking)).all()
+        assert len(rankings) == 60 == sum(len(v) for v in seen.values())
+        per_set = s.exec(select(Ranking.set_id, func.count(Ranking.id)).group_by(Ranking.set_id)).all()
+        assert all(count == 2 for _, count in per_set) and len(per_set) == 30
+        assert all(a.completed_at is not None for a in s.exec(select(Assignment)))
