@@ -24,7 +24,8 @@ def test_hh_import_gives_1500_pairs_that_rebuild_the_transcripts(session, hh_fil
     assert result.added == 1500
     records = preference_records(session=session)
     assert len(records) == 1500
-    originals = [json.loads(line) for line in gzip.open(hh_file, "rt", encoding="utf-8")]
+    with gzip.open(hh_file, "rt", encoding="utf-8") as fh:
+        originals = [json.loads(line) for line in fh]
     by_set = sorted(records, key=lambda r: r.set_id)
     for record, original in zip(by_set, originals, strict=True):
         assert to_transcript(record.prompt, record.chosen) == original["chosen"]

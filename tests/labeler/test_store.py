@@ -32,7 +32,7 @@ def test_lease_shows_same_set_until_submitted_then_the_next(session):
 
 def test_overlap_k_and_started_sets_first(session):
     users = [make_user(session, n) for n in ("a", "b", "c")]
-    s1, s2 = make_sets(session, 2, labels_needed=2)
+    make_sets(session, 2, labels_needed=2)
     la = lease_next_set(session=session, user_id=users[0].id)
     submit_ranking(session=session, ranking=strict(la, users[0].id))
     lb = lease_next_set(session=session, user_id=users[1].id)
