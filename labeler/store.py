@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import case, func
+from sqlalchemy import and_, case, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -308,14 +308,11 @@ def _same_submission(row: Ranking, ranking: RankingIn) -> bool:
 
 
 def _existing(session: Session, ranking: RankingIn) -> Ranking | None:
-    by_submission = session.exec(
-        select(Ranking).where(Ranking.submission_id == ranking.submission_id)
-    ).first()
-    if by_submission is not None or ranking.user_id is None:
-        return by_submission
-    return session.exec(
-        select(Ranking).where(Ranking.set_id == ranking.set_id, Ranking.user_id == ranking.user_id)
-    ).first()
+    same_labeler = and_(Ranking.set_id == ranking.set_id, Ranking.user_id == ranking.user_id)
+    match = Ranking.submission_id == ranking.submission_id
+    if ranking.user_id is not None:
+        match = or_(match, same_labeler)
+    return session.exec(select(Ranking).where(match)).first()
 
 
 def submit_ranking(*, session: Session, ranking: RankingIn) -> Ranking:
@@ -325,30 +322,18 @@ def submit_ranking(*, session: Session, ranking: RankingIn) -> Ranking:
     and labeler) returns the stored row and writes nothing. A different second ranking of the same set by the
     same labeler is refused.
     """
-    existing = _existing(session, ranking)
-    if existing is not None:
-        if (
-            existing.set_id == ranking.set_id
-            and existing.user_id == ranking.user_id
-            and _same_submission(existing, ranking)
-        ):
-            session.rollback()
-            return existing
-        raise RankingRejected(
-            f"set {ranking.set_id} was already ranked by this labeler (ranking {existing.id})"
-        )
-    if session.get(CompletionSet, ranking.set_id) is None:
-        raise RankingRejected(f"set {ranking.set_id} does not exist")
     completion_ids = list(session.exec(select(Completion.id).where(Completion.set_id == ranking.set_id)))
+    if not completion_ids:
+        raise RankingRejected(f"set {ranking.set_id} does not exist")
     validate_ranking(ranking, completion_ids)
-    assignment = None
+    assignment_id = None
     if ranking.user_id is not None:
-        assignment = session.exec(
-            select(Assignment).where(
+        assignment_id = session.exec(
+            select(Assignment.id).where(
                 Assignment.set_id == ranking.set_id, Assignment.user_id == ranking.user_id
             )
         ).first()
-        if assignment is None:
+        if assignment_id is None:
             raise RankingRejected(f"set {ranking.set_id} was never assigned to this labeler")
     row = Ranking(
         set_id=ranking.set_id,
@@ -363,12 +348,28 @@ def submit_ranking(*, session: Session, ranking: RankingIn) -> Ranking:
         guidelines_version=ranking.guidelines_version,
     )
     session.add(row)
-    if assignment is not None:
-        assignment.completed_at = utcnow()
-        session.add(assignment)
+    if assignment_id is not None:
+        table = Assignment.__table__  # core update: no ORM bookkeeping on the labelers' hot path
+        session.connection().execute(
+            update(table).where(table.c.id == assignment_id).values(completed_at=utcnow())
+        )
     try:
         session.commit()
-    except IntegrityError as exc:
+    except IntegrityError:
+        # The unique constraints (submission id; set + labeler) catch repeats without a lookup on the hot path.
         session.rollback()
-        raise RankingRejected(f"set {ranking.set_id} was already ranked by this labeler") from exc
+        return _resolve_repeat(session, ranking)
     return row
+
+
+def _resolve_repeat(session: Session, ranking: RankingIn) -> Ranking:
+    existing = _existing(session, ranking)
+    if existing is None:
+        raise RankingRejected(f"set {ranking.set_id} could not be stored (constraint violation); try again")
+    if (
+        existing.set_id == ranking.set_id
+        and existing.user_id == ranking.user_id
+        and _same_submission(existing, ranking)
+    ):
+        return existing
+    raise RankingRejected(f"set {ranking.set_id} was already ranked by this labeler (ranking {existing.id})")

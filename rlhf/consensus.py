@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
-from rlhf.pairs import PairSettings, RankingView, effective_ranks
+from rlhf.pairs import PairSettings, RankingView, effective_ranks, ranking_to_pairs
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,19 @@ def pair_votes(
 ) -> list[ConsensusPair]:
     """Majority vote per unordered pair over the rankings that rank both completions.
 
-    With `keep_ties`, a pair whose votes are mostly ties is kept as a tie (margin 0).
+    With `keep_ties`, a pair whose votes are mostly ties is kept as a tie (margin 0; its tie votes count as
+    `votes_for`).
     Pairs below `settings.min_agreement` are dropped.
     """
+    voters = _voters(rankings)
+    if len(voters) == 1:  # fast path: one labeler, every pair is unanimous
+        return [
+            ConsensusPair(p.chosen, p.rejected, 1, 0, 0, p.margin)
+            for p in ranking_to_pairs(voters[0], settings)
+        ]
     wins: dict[tuple[int, int], list[float]] = defaultdict(list)
     tie_count: Counter[tuple[int, int]] = Counter()
-    for ranking in _voters(rankings):
+    for ranking in voters:
         ranks = effective_ranks(ranking, settings.flagged)
         for a, b in combinations(sorted(ranks), 2):
             diff = ranks[b] - ranks[a]

@@ -16,7 +16,7 @@ from rlhf.consensus import pair_votes
 from rlhf.pairs import PairSettings, RankingView
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PreferenceRecord:
     """One consensus comparison with the context needed for training, evaluation and export."""
 
