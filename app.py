@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     from labeler import cli as labeler_cli
 
     labeler_cli.register(add)
+    from rlhf import cli as rlhf_cli
+
+    rlhf_cli.register(add)
     return parser
 
 

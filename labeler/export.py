@@ -23,17 +23,6 @@ from rlhf.pairs import PairSettings
 
 ExportFormat = Literal["parquet", "jsonl", "hf"]
 EXPORT_FORMATS: tuple[str, ...] = ("parquet", "jsonl", "hf")
-TRL_COLUMNS = (
-    "prompt",
-    "chosen",
-    "rejected",
-    "margin",
-    "num_labelers",
-    "agreement",
-    "policy_version",
-    "set_id",
-    "origin",
-)
 
 
 @dataclass
@@ -46,37 +35,43 @@ class ExportResult:
     counts: dict = field(default_factory=dict)
 
 
-def trl_row(record: PreferenceRecord) -> dict:
-    """A record in TRL's conversational preference format with rankloop's extra columns."""
-    return {
-        "prompt": record.prompt,
-        "chosen": [{"role": "assistant", "content": record.chosen}],
-        "rejected": [{"role": "assistant", "content": record.rejected}],
-        "margin": record.margin,
-        "num_labelers": record.num_labelers,
-        "agreement": record.agreement,
-        "policy_version": record.policy_version,
-        "set_id": record.set_id,
-        "origin": record.origin,
+def _arrow_table(records: list[PreferenceRecord]):
+    """Columns built directly (much faster than row dicts for hundreds of thousands of pairs)."""
+    import pyarrow as pa
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    turn = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
+    columns = {
+        "prompt": pa.array([r.prompt for r in records], pa.list_(message)),
+        "chosen": pa.array([turn(r.chosen) for r in records], pa.list_(message)),
+        "rejected": pa.array([turn(r.rejected) for r in records], pa.list_(message)),
+        "margin": pa.array([r.margin for r in records], pa.float64()),
+        "num_labelers": pa.array([r.num_labelers for r in records], pa.int64()),
+        "agreement": pa.array([r.agreement for r in records], pa.float64()),
+        "policy_version": pa.array([r.policy_version for r in records], pa.int64()),
+        "set_id": pa.array([r.set_id for r in records], pa.int64()),
+        "origin": pa.array([r.origin for r in records], pa.string()),
     }
+    return pa.table(columns)
 
 
-def _write_dataset(rows: list[dict], out: Path, fmt: ExportFormat, push_to_hub: str | None) -> list[Path]:
+def _write_dataset(records: list[PreferenceRecord], out: Path, fmt: ExportFormat, push_to_hub: str | None) -> list[Path]:
+    import pyarrow.parquet as pq
     from datasets import Dataset
 
-    dataset = Dataset.from_list(rows) if rows else Dataset.from_dict({k: [] for k in TRL_COLUMNS})
+    table = _arrow_table(records)
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         path = out / "preferences.parquet"
-        dataset.to_parquet(str(path))
+        pq.write_table(table, path)
     elif fmt == "jsonl":
         path = out / "preferences.jsonl"
-        dataset.to_json(str(path), lines=True, force_ascii=False)
+        Dataset(table).to_json(str(path), lines=True, force_ascii=False)
     else:
         path = out / "dataset"
-        dataset.save_to_disk(str(path))
+        Dataset(table).save_to_disk(str(path))
     if push_to_hub:
-        dataset.push_to_hub(push_to_hub)
+        Dataset(table).push_to_hub(push_to_hub)
     return [path]
 
 
@@ -120,8 +115,8 @@ def export_preferences(
     """Write the consensus pairs, a dataset card (README.md) and the settings (export.json) into `out`."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
-    records = preference_records(session=session, settings=settings, origins=origins)
     sets = [s for s in load_set_rankings(session=session) if origins is None or s.origin in origins]
+    records = preference_records(session=session, settings=settings, sets=sets)
     result = ExportResult(
         paths=[],
         pairs=len(records),
@@ -131,7 +126,7 @@ def export_preferences(
         counts={"rankings": sum(len(s.rankings) for s in sets), "ranked sets": len(sets)},
     )
     out = Path(out)
-    result.paths = _write_dataset([trl_row(r) for r in records], out, fmt, push_to_hub)
+    result.paths = _write_dataset(records, out, fmt, push_to_hub)
     (out / "README.md").write_text(_card(result, fmt))
     (out / "export.json").write_text(
         json.dumps({**result.settings, "pairs": result.pairs, "format": fmt}, indent=2)

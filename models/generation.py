@@ -72,6 +72,28 @@ def split_generated(
     return row, "length"
 
 
+def duplicate_slots(sets: Sequence[Sequence[Completion]]) -> list[tuple[int, int]]:
+    """(set index, completion index) of every completion whose text already appeared earlier in its set."""
+    slots = []
+    for i, completions in enumerate(sets):
+        seen: set[str] = set()
+        for j, c in enumerate(completions):
+            if c.text in seen:
+                slots.append((i, j))
+            seen.add(c.text)
+    return slots
+
+
+def resample_duplicates(sets: list[list[Completion]], prompts: Sequence[Messages], sample_one) -> int:
+    """Replace duplicates in place with one fresh sample each (one batched call); returns how many."""
+    slots = duplicate_slots(sets)
+    if slots:
+        fresh = sample_one([prompts[i] for i, _ in slots])
+        for (i, j), [completion] in zip(slots, fresh, strict=True):
+            sets[i][j] = completion
+    return len(slots)
+
+
 class TransformersBackend:
     """Batched `model.generate` over all prompts x N, chunked so one call holds at most `token_budget` tokens."""
 

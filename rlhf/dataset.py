@@ -50,24 +50,28 @@ class SetRankings:
     rankings: list[RankingView]
 
 
-def view_of(row: Ranking) -> RankingView:
-    return RankingView(
-        ranks={int(k): v for k, v in row.ranks.items()},
-        flagged=frozenset(int(k) for k in row.flags),
-        none_acceptable=row.none_acceptable,
-        skipped=row.skipped,
-        labeler=row.user_id,
-    )
-
-
 def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None) -> list[SetRankings]:
     """All ranked sets (or the given ones) with their completions and rankings, in a few bulk queries."""
-    rq = select(Ranking)
+    rq = select(
+        Ranking.set_id,
+        Ranking.user_id,
+        Ranking.ranks,
+        Ranking.flags,
+        Ranking.none_acceptable,
+        Ranking.skipped,
+    )
     if set_ids is not None:
         rq = rq.where(col(Ranking.set_id).in_(list(set_ids)))
     by_set: dict[int, list[RankingView]] = defaultdict(list)
-    for row in session.exec(rq):
-        by_set[row.set_id].append(view_of(row))
+    for set_id, user_id, ranks, flags, none_acceptable, skipped in session.exec(rq):
+        view = RankingView(
+            {int(k): v for k, v in ranks.items()},
+            frozenset(int(k) for k in flags),
+            none_acceptable,
+            skipped,
+            user_id,
+        )
+        by_set[set_id].append(view)
     if not by_set:
         return []
     ids = sorted(by_set)
@@ -129,10 +133,16 @@ def load_prompts(*, session: Session, prompt_ids: set[int]) -> dict[int, tuple[l
 
 
 def preference_records(
-    *, session: Session, settings: PairSettings = PairSettings(), origins: Sequence[str] | None = None
+    *,
+    session: Session,
+    settings: PairSettings = PairSettings(),
+    origins: Sequence[str] | None = None,
+    sets: Sequence[SetRankings] | None = None,
 ) -> list[PreferenceRecord]:
-    """Every usable comparison in the store, merged across labelers, optionally limited to some origins."""
-    sets = load_set_rankings(session=session)
+    """Every usable comparison in the store (or in the given `sets`), merged across labelers, optionally
+    limited to some origins."""
+    if sets is None:
+        sets = load_set_rankings(session=session)
     if origins is not None:
         sets = [s for s in sets if s.origin in origins]
     prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in sets})

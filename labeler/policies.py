@@ -1,0 +1,78 @@
+"""Policy-version rows: the initial version, the current one, and switching.
+
+pv = ensure_initial_policy(session=session, base_model="default")
+"""
+
+from __future__ import annotations
+
+import random
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from labeler.tables import CompletionSet, PolicyVersion, Prompt, Ranking
+
+
+def current_policy(*, session: Session) -> PolicyVersion | None:
+    return session.exec(select(PolicyVersion).where(col(PolicyVersion.is_current).is_(True))).first()
+
+
+def ensure_initial_policy(*, session: Session, base_model: str) -> PolicyVersion:
+    """The current version; on an empty store, create v0 (the bare base model) as current."""
+    found = current_policy(session=session)
+    if found is not None:
+        return found
+    pv = PolicyVersion(version=0, base_model=base_model, is_current=True)
+    session.add(pv)
+    session.commit()
+    session.refresh(pv)
+    return pv
+
+
+def make_current(*, session: Session, version: int) -> PolicyVersion:
+    """Switch the current version (also used to roll back) in one transaction."""
+    target = session.exec(select(PolicyVersion).where(PolicyVersion.version == version)).first()
+    if target is None:
+        raise ValueError(f"no policy version v{version}")
+    for pv in session.exec(select(PolicyVersion).where(col(PolicyVersion.is_current).is_(True))):
+        pv.is_current = False
+        session.add(pv)
+    target.is_current = True
+    session.add(target)
+    session.commit()
+    session.refresh(target)
+    return target
+
+
+def count_waiting_sets(*, session: Session, policy_version_id: int | None) -> int:
+    """Generated sets of this version that still need labels (rankings below `labels_needed`)."""
+    labels = (
+        select(func.count(Ranking.id))
+        .where(Ranking.set_id == CompletionSet.id, col(Ranking.skipped).is_(False))
+        .correlate(CompletionSet)
+        .scalar_subquery()
+    )
+    query = select(func.count(CompletionSet.id)).where(
+        CompletionSet.origin == "generated",
+        CompletionSet.policy_version_id == policy_version_id,
+        labels < CompletionSet.labels_needed,
+    )
+    return session.exec(query).one()
+
+
+def sample_prompts(
+    *, session: Session, count: int, policy_version_id: int | None, seed: int | None = None
+) -> list[Prompt]:
+    """Train-split prompts for new sets, those with the fewest sets from this version first (ties at random)."""
+    used = (
+        select(func.count(CompletionSet.id))
+        .where(CompletionSet.prompt_id == Prompt.id, CompletionSet.policy_version_id == policy_version_id)
+        .correlate(Prompt)
+        .scalar_subquery()
+    )
+    rows = session.exec(
+        select(Prompt, used).where(Prompt.split == "train").order_by(used).limit(count * 4)
+    ).all()
+    rng = random.Random(seed)
+    rows = sorted(rows, key=lambda r: (r[1], rng.random()))
+    return [p for p, _ in rows[:count]]

@@ -1,0 +1,71 @@
+"""Policy versions on one base: v0 is the bare base; vK is the base plus LoRA adapter `vK`. Adapters are
+loaded once and swapped by name; the base weights are never reloaded or copied.
+
+    pool = PolicyPool(base_model, tokenizer)
+    pool.activate(version=3, adapter_path="runs/models/policy-v3")
+    sets = pool.generate(prompts, n=4, sampling=SamplingParams())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from peft import PeftModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from models.generation import Completion, Messages, SamplingParams, TransformersBackend
+
+logger = logging.getLogger(__name__)
+
+
+class PolicyPool:
+    """One base model, any number of named LoRA adapters, one of them (or none) active for generation."""
+
+    def __init__(
+        self, base: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, token_budget: int = 32768
+    ):
+        self.model: PreTrainedModel | PeftModel = base
+        self.tokenizer = tokenizer
+        self.token_budget = token_budget
+        self.active: str | None = None  # None: the bare base (v0)
+        self.version: int = 0
+
+    @staticmethod
+    def adapter_name(version: int) -> str:
+        return f"v{version}"
+
+    @property
+    def loaded_adapters(self) -> list[str]:
+        return list(self.model.peft_config) if isinstance(self.model, PeftModel) else []
+
+    def activate(self, *, version: int, adapter_path: str | None) -> None:
+        """Make `version` the one that generates; loads its adapter the first time it is asked for."""
+        if adapter_path is None:
+            self.active, self.version = None, version
+            return
+        name = self.adapter_name(version)
+        if name not in self.loaded_adapters:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(adapter_path, adapter_name=name, is_trainable=False)
+            else:
+                self.model = PeftModel.from_pretrained(
+                    self.model, adapter_path, adapter_name=name, is_trainable=False
+                )
+            self.model.eval()
+            logger.info("loaded adapter %s from %s", name, adapter_path)
+        self.model.set_adapter(name)
+        self.active, self.version = name, version
+
+    def _adapter_context(self):
+        if self.active is None and isinstance(self.model, PeftModel):
+            return self.model.disable_adapter()
+        return contextlib.nullcontext()
+
+    def generate(
+        self, prompts: Sequence[Messages], n: int, sampling: SamplingParams
+    ) -> list[list[Completion]]:
+        backend = TransformersBackend(self.model, self.tokenizer, token_budget=self.token_budget)
+        with self._adapter_context():
+            return backend.generate(prompts, n, sampling)

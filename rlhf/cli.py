@@ -1,0 +1,95 @@
+"""Command-line subcommands for generation and training. Registered by `app.py`.
+
+rankloop generate --prompts data/prompts.jsonl --n 4 [--model default] [--labels-needed 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sqlmodel import Session, col, select
+from tqdm import tqdm
+
+from labeler.db import default_url, make_engine
+from labeler.importers import parse_prompts
+from labeler.policies import ensure_initial_policy
+from labeler.store import CompletionIn, add_completion_set, add_prompts, messages_hash
+from labeler.tables import Prompt
+from models.generation import SamplingParams
+from models.loading import load_base
+from models.policy import PolicyPool
+
+
+def open_engine(args: argparse.Namespace):
+    return make_engine(args.db or default_url(Path(args.home)))
+
+
+def load_pool(args: argparse.Namespace, session: Session) -> PolicyPool:
+    """The base model with the store's current policy version active."""
+    policy = ensure_initial_policy(session=session, base_model=args.model)
+    model, tokenizer = load_base(policy.base_model, home=Path(args.home), device=args.device)
+    pool = PolicyPool(model, tokenizer)
+    pool.activate(version=policy.version, adapter_path=policy.adapter_path)
+    return pool
+
+
+def _generate(args: argparse.Namespace) -> int:
+    conversations = parse_prompts(Path(args.prompts))
+    sampling = SamplingParams(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    with Session(open_engine(args)) as session:
+        add_prompts(session=session, conversations=conversations, source=Path(args.prompts).name)
+        hashes = [messages_hash(c) for c in conversations]
+        prompt_ids = dict(
+            session.exec(
+                select(Prompt.content_hash, Prompt.id).where(col(Prompt.content_hash).in_(hashes))
+            ).all()
+        )
+        pool = load_pool(args, session)
+        policy = ensure_initial_policy(session=session, base_model=args.model)
+        policy_id, version = policy.id, policy.version
+        written = 0
+        for start in tqdm(
+            range(0, len(conversations), args.batch), desc=f"generate v{version}", unit="batch"
+        ):
+            batch = conversations[start : start + args.batch]
+            sets = pool.generate(batch, args.n, sampling)
+            for conv, completions in zip(batch, sets, strict=True):
+                add_completion_set(
+                    session=session,
+                    prompt_id=prompt_ids[messages_hash(conv)],
+                    completions=[CompletionIn(c.text, c.token_count, c.finish_reason) for c in completions],
+                    policy_version_id=policy_id,
+                    sampling=sampling.to_dict(),
+                    labels_needed=args.labels_needed,
+                    commit=False,
+                )
+            session.commit()
+            written += len(batch)
+    print(f"wrote {written} completion sets of {args.n} from policy v{version}")
+    return 0
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="default", help="base model for v0: 'default', a Hub id or a local path"
+    )
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def register(add) -> None:
+    gen = add("generate", "generate completion sets from the current policy into the store (headless)")
+    gen.add_argument(
+        "--prompts", required=True, help="prompt file (JSONL, CSV, TXT, Parquet or datasets folder)"
+    )
+    gen.add_argument("--n", type=int, default=4, help="completions per prompt")
+    gen.add_argument("--labels-needed", type=int, default=1, help="labelers per set (overlap k)")
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--temperature", type=float, default=0.8)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--batch", type=int, default=8, help="prompts per generate call")
+    add_model_args(gen)
+    gen.set_defaults(func=_generate)

@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from models.generation import (
+    Completion,
+    SamplingParams,
+    TransformersBackend,
+    duplicate_slots,
+    resample_duplicates,
+)
+from models.policy import PolicyPool
+from models.tiny import tiny_model_and_tokenizer
+
+PROMPTS = [
+    [{"role": "user", "content": "hi"}],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Please write a short poem about the sea and the sky, with rhymes."},
+    ],
+    [{"role": "user", "content": "What is the capital of France?"}],
+]
+GREEDY = SamplingParams(max_new_tokens=12, temperature=0)
+
+
+def test_n_completions_per_prompt_and_seeded_sampling_is_reproducible(tiny):
+    backend = TransformersBackend(*tiny)
+    sampling = SamplingParams(max_new_tokens=10, temperature=1.0, seed=123)
+    first = backend.generate(PROMPTS, 3, sampling)
+    assert [len(s) for s in first] == [3, 3, 3]
+    for completions in first:
+        for c in completions:
+            assert 1 <= c.token_count <= 10 and c.finish_reason in ("eos", "length")
+            assert c.finish_reason == "eos" or c.token_count == 10
+    assert backend.generate(PROMPTS, 3, sampling) == first
+    assert backend.generate(PROMPTS, 3, SamplingParams(max_new_tokens=10, temperature=1.0, seed=7)) != first
+
+
+def test_left_padding_does_not_change_greedy_output(tiny):
+    backend = TransformersBackend(*tiny)
+    batched = backend.generate(PROMPTS, 1, GREEDY)
+    alone = [backend.generate([p], 1, GREEDY)[0] for p in PROMPTS]
+    assert batched == alone
+
+
+def test_chunking_to_a_token_budget_gives_the_same_result(tiny):
+    model, tokenizer = tiny
+    whole = TransformersBackend(model, tokenizer).generate(PROMPTS, 2, GREEDY)
+    chunked = TransformersBackend(model, tokenizer, token_budget=40).generate(PROMPTS, 2, GREEDY)
+    assert chunked == whole
+
+
+def test_duplicates_within_a_set_are_resampled_once():
+    c = lambda t: Completion(t, 1, "eos")  # noqa: E731
+    sets = [[c("a"), c("a"), c("b")], [c("x"), c("y")]]
+    assert duplicate_slots(sets) == [(0, 1)]
+    calls = []
+
+    def fresh(prompts):
+        calls.append(prompts)
+        return [[c("new")] for _ in prompts]
+
+    assert resample_duplicates(sets, ["p0", "p1"], fresh) == 1
+    assert sets[0] == [c("a"), c("new"), c("b")] and calls == [["p0"]]
+
+
+def _save_adapter(folder: Path, seed: int) -> str:
+    base, _ = tiny_model_and_tokenizer(seed=0)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(
+        base,
+        LoraConfig(
+            r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False
+        ),
+    )
+    peft_model.save_pretrained(folder)
+    return str(folder)
+
+
+def test_adapter_swap_returns_to_the_same_output_on_one_base(tmp_path, tiny):
+    a, b = _save_adapter(tmp_path / "a", 1), _save_adapter(tmp_path / "b", 2)
+    model, tokenizer = tiny
+    embed = model.get_input_embeddings().weight
+    pool = PolicyPool(model, tokenizer)
+    base_out = pool.generate(PROMPTS, 1, GREEDY)
+    pool.activate(version=1, adapter_path=a)
+    out_a = pool.generate(PROMPTS, 1, GREEDY)
+    pool.activate(version=2, adapter_path=b)
+    out_b = pool.generate(PROMPTS, 1, GREEDY)
+    pool.activate(version=1, adapter_path=a)
+    assert pool.generate(PROMPTS, 1, GREEDY) == out_a
+    assert out_a != out_b and out_a != base_out
+    pool.activate(version=0, adapter_path=None)
+    assert pool.generate(PROMPTS, 1, GREEDY) == base_out
+    assert pool.loaded_adapters == ["v1", "v2"]
+    assert pool.model.get_input_embeddings().weight is embed  # one base, never reloaded or copied

@@ -1,0 +1,100 @@
+import time
+import uuid
+
+from sqlmodel import Session
+
+from labeler.db import make_engine
+from labeler.policies import count_waiting_sets, ensure_initial_policy, make_current
+from labeler.store import RankingIn, add_prompts, lease_next_set, submit_ranking
+from labeler.tables import PolicyVersion
+from models.generation import SamplingParams
+from models.policy import PolicyPool
+from rlhf.pregen import PregenConfig, PregenWorker
+from tests.labeler.helpers import make_user
+from tests.models.test_generation import _save_adapter
+
+
+def _worker(engine, tiny, buffer=3):
+    config = PregenConfig(
+        buffer=buffer,
+        n=3,
+        batch_prompts=2,
+        sampling=SamplingParams(max_new_tokens=6, temperature=1.0, seed=0),
+    )
+    return PregenWorker(engine=engine, pool=PolicyPool(*tiny), config=config)
+
+
+def test_worker_fills_refills_and_switches_version(tmp_path, tiny):
+    engine = make_engine(
+        f"sqlite:///{tmp_path / 'store.db'}"
+    )  # a file: the worker thread has its own connection
+    with Session(engine) as s:
+        add_prompts(
+            session=s, conversations=[[{"role": "user", "content": f"question {i}"}] for i in range(10)]
+        )
+        v0 = ensure_initial_policy(session=s, base_model="tiny")
+        alice = make_user(s, "alice")
+        v0_id, alice_id = v0.id, alice.id
+    worker = _worker(engine, tiny)
+    while worker.step():
+        pass
+    with Session(engine) as s:
+        assert count_waiting_sets(session=s, policy_version_id=v0_id) == 3
+        leased = lease_next_set(session=s, user_id=alice_id)
+        ranks = {c.id: i + 1 for i, c in enumerate(leased.completions)}
+        submit_ranking(
+            session=s,
+            ranking=RankingIn(
+                set_id=leased.set.id, user_id=alice_id, submission_id=uuid.uuid4().hex, ranks=ranks
+            ),
+        )
+        assert count_waiting_sets(session=s, policy_version_id=v0_id) == 2
+    assert worker.step() == 1
+    with Session(engine) as s:
+        assert count_waiting_sets(session=s, policy_version_id=v0_id) == 3
+        v1 = PolicyVersion(
+            version=1, base_model="tiny", adapter_path=_save_adapter(tmp_path / "v1", 1), parent_id=v0_id
+        )
+        s.add(v1)
+        s.commit()
+        v1_id = v1.id
+        make_current(session=s, version=1)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with Session(engine) as s:
+            if count_waiting_sets(session=s, policy_version_id=v1_id) >= 3:
+                break
+        time.sleep(0.2)
+    worker.stop()
+    assert worker.pool.active == "v1" and worker.status.errors == 0
+    with Session(engine) as s:
+        assert count_waiting_sets(session=s, policy_version_id=v1_id) == 3
+        assert lease_next_set(session=s, user_id=alice_id).set.policy_version_id == v1_id  # new version first
+
+
+def test_worker_survives_errors_and_stops_cleanly(tmp_path, tiny):
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    with Session(engine) as s:
+        add_prompts(session=s, conversations=[[{"role": "user", "content": "q"}]])
+        ensure_initial_policy(session=s, base_model="tiny")
+    worker = _worker(engine, tiny)
+    calls = {"n": 0}
+    real = worker.pool.generate
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    worker.pool.generate = flaky
+    worker.config.max_backoff_seconds = 0.1
+    worker.start()
+    deadline = time.monotonic() + 30
+    while worker.status.sets_written == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker.stop(timeout=10)
+    assert worker.status.errors == 1 and "simulated" in worker.status.last_error
+    assert worker.status.sets_written >= 1
+    assert worker._thread is None
