@@ -16,18 +16,56 @@ from pathlib import Path
 DEFAULT_HOME = os.environ.get("RANKLOOP_HOME", "runs")
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+BUILTIN_PROMPTS = Path(__file__).resolve().parent / "data" / "prompts.jsonl"
+
+
+def _bootstrap_store(engine, args: argparse.Namespace) -> None:
+    """First start: an admin account (password printed once), policy v0, the built-in prompts."""
+    from sqlmodel import Session, select
+
+    from labeler.importers import import_prompts
+    from labeler.policies import ensure_initial_policy
+    from labeler.tables import Prompt, User
+    from labeler.users import ensure_admin
+
+    with Session(engine) as session:
+        if args.host not in LOOPBACK and session.exec(select(User)).first() is None:
+            raise SystemExit(
+                f"refusing to bind {args.host} with no accounts: create one first with "
+                "`rankloop user add NAME --role admin`"
+            )
+        password = ensure_admin(session=session)
+        if password:
+            print(f"\n  rankloop: created admin account 'admin' with password: {password}\n  (shown once)\n", flush=True)
+        ensure_initial_policy(session=session, base_model=args.model)
+        if session.exec(select(Prompt)).first() is None and BUILTIN_PROMPTS.exists():
+            import_prompts(session=session, path=BUILTIN_PROMPTS, eval_fraction=0.1)
+
+
 def _serve(args: argparse.Namespace) -> int:
-    import gradio as gr
+    from labeler.db import default_url, make_engine
+    from labeler.ui.app import build_ui, launch
+    from labeler.ui.deps import UIDeps
+    from models.generation import SamplingParams
+    from rlhf.cli import load_pool
+    from rlhf.pregen import PregenConfig, PregenWorker
 
-    from labeler.ui.playground import build_playground_tab
-    from models.generation import TransformersBackend
-    from models.loading import load_base
+    home = Path(args.home)
+    engine = make_engine(args.db or default_url(home))
+    _bootstrap_store(engine, args)
+    from sqlmodel import Session
 
-    model, tokenizer = load_base(args.model, home=Path(args.home), device=args.device)
-    with gr.Blocks(title="rankloop") as demo:
-        gr.Markdown("# rankloop")
-        build_playground_tab(TransformersBackend(model, tokenizer))
-    demo.queue().launch(server_name=args.host, server_port=args.port)
+    with Session(engine) as session:
+        pool = load_pool(args, session)
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    worker = PregenWorker(engine=engine, pool=pool, config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling))
+    worker.start()
+    deps = UIDeps(engine=engine, home=home, pool=pool)
+    try:
+        launch(build_ui(deps), deps, host=args.host, port=args.port)
+    finally:
+        worker.stop()
     return 0
 
 
@@ -39,6 +77,8 @@ def _prepare_model(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rlhf.cli import add_model_args
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=DEFAULT_HOME, help="home folder: database, models, exports, caches")
     common.add_argument(
@@ -52,10 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, parents=[common], description=help_text)
 
     serve = add("serve", "start the web app")
-    serve.add_argument("--model", default="default", help="'default', a Hub id or a local checkpoint path")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address; a non-loopback one needs existing accounts")
     serve.add_argument("--port", type=int, default=7860)
-    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    serve.add_argument("--n", type=int, default=4, help="completions per set")
+    serve.add_argument("--buffer", type=int, default=None, help="sets kept ready (default: 2 per active labeler, min 4)")
+    serve.add_argument("--max-new-tokens", type=int, default=128)
+    serve.add_argument("--temperature", type=float, default=0.8)
+    add_model_args(serve)
     serve.set_defaults(func=_serve)
 
     prep = add("prepare-model", "resolve a model (fetch and convert the embedded default once)")

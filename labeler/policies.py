@@ -6,11 +6,12 @@ pv = ensure_initial_policy(session=session, base_model="default")
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from labeler.tables import CompletionSet, PolicyVersion, Prompt, Ranking
+from labeler.tables import Assignment, CompletionSet, PolicyVersion, Prompt, Ranking, utcnow
 
 
 def current_policy(*, session: Session) -> PolicyVersion | None:
@@ -76,3 +77,9 @@ def sample_prompts(
     rng = random.Random(seed)
     rows = sorted(rows, key=lambda r: (r[1], rng.random()))
     return [p for p, _ in rows[:count]]
+
+
+def active_labelers(*, session: Session, within_hours: float = 1.0) -> int:
+    """Labelers who were given a set recently (sizes the pre-generation buffer)."""
+    since = utcnow() - timedelta(hours=within_hours)
+    return session.exec(select(func.count(func.distinct(Assignment.user_id))).where(Assignment.leased_at >= since)).one()

@@ -146,3 +146,10 @@ class Guideline(SQLModel, table=True):
     text: str
     author: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Setting(SQLModel, table=True):
+    """Small key/value settings an admin changes at run time (e.g. `labels_needed`)."""
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: dict = _json({})

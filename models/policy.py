@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Sequence
 
 from peft import PeftModel
@@ -31,6 +32,9 @@ class PolicyPool:
         self.token_budget = token_budget
         self.active: str | None = None  # None: the bare base (v0)
         self.version: int = 0
+        # One lock for activate + generate: the pre-generation thread and the admin tab share the pool.
+        self.lock = threading.RLock()
+        self._adapter_paths: dict[str, str] = {}
 
     @staticmethod
     def adapter_name(version: int) -> str:
@@ -42,6 +46,10 @@ class PolicyPool:
 
     def activate(self, *, version: int, adapter_path: str | None) -> None:
         """Make `version` the one that generates; loads its adapter the first time it is asked for."""
+        with self.lock:
+            self._activate(version, adapter_path)
+
+    def _activate(self, version: int, adapter_path: str | None) -> None:
         if adapter_path is None:
             self.active, self.version = None, version
             return
@@ -54,6 +62,7 @@ class PolicyPool:
                     self.model, adapter_path, adapter_name=name, is_trainable=False
                 )
             self.model.eval()
+            self._adapter_paths[name] = adapter_path
             logger.info("loaded adapter %s from %s", name, adapter_path)
         self.model.set_adapter(name)
         self.active, self.version = name, version

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from labeler.policies import count_waiting_sets, current_policy, sample_prompts
+from labeler.policies import active_labelers, count_waiting_sets, current_policy, sample_prompts
 from labeler.store import CompletionIn, add_completion_set
 from models.generation import SamplingParams
 from models.policy import PolicyPool
@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PregenConfig:
-    buffer: int = field(default=8, metadata={"help": "unlabeled sets to keep ready for the current version"})
+    buffer: int | None = field(
+        default=None, metadata={"help": "unlabeled sets to keep ready; None: 2 per labeler active in the last hour, at least 4"}
+    )
     n: int = field(default=4, metadata={"help": "completions per set"})
     batch_prompts: int = field(default=4, metadata={"help": "prompts generated per call"})
     labels_needed: int = field(default=1, metadata={"help": "labelers per set (overlap k)"})
@@ -64,7 +66,8 @@ class PregenWorker:
             if self.pool.version != policy.version or (policy.adapter_path and self.pool.active is None):
                 self.pool.activate(version=policy.version, adapter_path=policy.adapter_path)
             self.status.version = policy.version
-            missing = self.config.buffer - count_waiting_sets(session=session, policy_version_id=policy.id)
+            target = self.config.buffer or max(4, 2 * active_labelers(session=session))
+            missing = target - count_waiting_sets(session=session, policy_version_id=policy.id)
             if missing <= 0:
                 return 0
             prompts = sample_prompts(

@@ -1,0 +1,68 @@
+"""Run-time settings and versioned guidelines, stored in the database so every process sees the same values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import func, update
+from sqlmodel import Session, col, select
+
+from labeler.tables import CompletionSet, Guideline, Ranking, Setting
+
+DEFAULT_GUIDELINES = Path(__file__).resolve().parents[1] / "data" / "guidelines.md"
+
+
+def get_setting(*, session: Session, key: str, default: object = None) -> object:
+    row = session.get(Setting, key)
+    return default if row is None else row.value.get("v", default)
+
+
+def put_setting(*, session: Session, key: str, value: object) -> None:
+    row = session.get(Setting, key) or Setting(key=key)
+    row.value = {"v": value}
+    session.add(row)
+    session.commit()
+
+
+def labels_needed(*, session: Session) -> int:
+    return int(get_setting(session=session, key="labels_needed", default=1))
+
+
+def set_labels_needed(*, session: Session, k: int, apply_to_waiting: bool = True) -> int:
+    """Set the overlap k for new sets; optionally also for generated sets no one has ranked yet. Returns sets updated."""
+    if not 1 <= k <= 10:
+        raise ValueError(f"labels per set must be between 1 and 10, got {k}")
+    updated = 0
+    if apply_to_waiting:
+        ranked = select(Ranking.set_id).distinct()
+        result = session.execute(
+            update(CompletionSet)
+            .where(CompletionSet.origin == "generated", col(CompletionSet.id).not_in(ranked))
+            .values(labels_needed=k)
+        )
+        updated = result.rowcount or 0
+    put_setting(session=session, key="labels_needed", value=k)
+    return updated
+
+
+def current_guidelines(*, session: Session) -> Guideline:
+    """The newest guidelines; on a new store, version 1 is the project's default text."""
+    row = session.exec(select(Guideline).order_by(col(Guideline.version).desc())).first()
+    if row is None:
+        row = Guideline(version=1, text=DEFAULT_GUIDELINES.read_text(encoding="utf-8"), author="rankloop")
+        session.add(row)
+        session.commit()
+        session.refresh(row)
+    return row
+
+
+def save_guidelines(*, session: Session, text: str, author: str) -> Guideline:
+    """Store a new version (old versions stay: each ranking records the version its labeler saw)."""
+    if not text.strip():
+        raise ValueError("guidelines text is empty")
+    latest = session.exec(select(func.max(Guideline.version))).one() or 0
+    row = Guideline(version=latest + 1, text=text, author=author)
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row

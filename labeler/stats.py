@@ -1,0 +1,129 @@
+"""Counts for dashboards: store totals, per-labeler progress and speed, flagged completions."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+from statistics import median
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from labeler.tables import Assignment, Completion, CompletionSet, Ranking, User, utcnow
+
+
+@dataclass(frozen=True)
+class LabelerProgress:
+    today: int
+    total: int
+    waiting: int  # sets this labeler could still be given
+
+
+def waiting_for(*, session: Session, user_id: int) -> int:
+    """Generated sets with labels still needed that this labeler has not had."""
+    labels = (
+        select(func.count(Ranking.id))
+        .where(Ranking.set_id == CompletionSet.id, col(Ranking.skipped).is_(False))
+        .correlate(CompletionSet)
+        .scalar_subquery()
+    )
+    mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
+    query = select(func.count(CompletionSet.id)).where(
+        CompletionSet.origin == "generated", labels < CompletionSet.labels_needed, ~mine.exists()
+    )
+    return session.exec(query).one()
+
+
+def labeler_progress(*, session: Session, user_id: int) -> LabelerProgress:
+    start_of_day = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    mine = select(func.count(Ranking.id)).where(Ranking.user_id == user_id)
+    return LabelerProgress(
+        today=session.exec(mine.where(Ranking.created_at >= start_of_day)).one(),
+        total=session.exec(mine).one(),
+        waiting=waiting_for(session=session, user_id=user_id),
+    )
+
+
+@dataclass(frozen=True)
+class StoreCounts:
+    sets: int
+    generated_sets: int
+    imported_sets: int
+    rankings: int
+    skipped: int
+    none_acceptable: int
+    flagged_completions: int
+    rankings_last_hour: int
+
+
+def store_counts(*, session: Session) -> StoreCounts:
+    origin = dict(session.exec(select(CompletionSet.origin, func.count(CompletionSet.id)).group_by(CompletionSet.origin)).all())
+    human = select(func.count(Ranking.id)).where(col(Ranking.user_id).is_not(None))
+    flags = session.exec(select(Ranking.flags).where(col(Ranking.user_id).is_not(None))).all()
+    return StoreCounts(
+        sets=sum(origin.values()),
+        generated_sets=origin.get("generated", 0),
+        imported_sets=origin.get("imported", 0),
+        rankings=session.exec(human).one(),
+        skipped=session.exec(human.where(col(Ranking.skipped).is_(True))).one(),
+        none_acceptable=session.exec(human.where(col(Ranking.none_acceptable).is_(True))).one(),
+        flagged_completions=sum(len(f) for f in flags),
+        rankings_last_hour=session.exec(human.where(Ranking.created_at >= utcnow() - timedelta(hours=1))).one(),
+    )
+
+
+@dataclass(frozen=True)
+class LabelerRow:
+    name: str
+    role: str
+    disabled: bool
+    rankings: int
+    skipped: int
+    median_seconds: float | None
+
+
+def labeler_rows(*, session: Session) -> list[LabelerRow]:
+    per_user: dict[int, list[tuple[bool, float | None]]] = defaultdict(list)
+    for user_id, skipped, seconds in session.exec(select(Ranking.user_id, Ranking.skipped, Ranking.seconds_spent)):
+        if user_id is not None:
+            per_user[user_id].append((skipped, seconds))
+    rows = []
+    for user in session.exec(select(User).order_by(User.name)):
+        entries = per_user.get(user.id, [])
+        times = [s for skipped, s in entries if not skipped and s is not None]
+        rows.append(
+            LabelerRow(
+                name=user.name,
+                role=user.role,
+                disabled=user.disabled,
+                rankings=sum(1 for skipped, _ in entries if not skipped),
+                skipped=sum(1 for skipped, _ in entries if skipped),
+                median_seconds=round(median(times), 1) if times else None,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class FlaggedRow:
+    set_id: int
+    completion_id: int
+    reason: str
+    labeler: str
+    text: str
+
+
+def flagged_completions(*, session: Session, limit: int = 200) -> tuple[list[FlaggedRow], Counter[str]]:
+    """The most recent flags with their reasons, and a count per reason."""
+    names = dict(session.exec(select(User.id, User.name)).all())
+    rows: list[FlaggedRow] = []
+    reasons: Counter[str] = Counter()
+    query = select(Ranking.set_id, Ranking.user_id, Ranking.flags).where(col(Ranking.user_id).is_not(None))
+    for set_id, user_id, flags in session.exec(query.order_by(col(Ranking.id).desc())):
+        for cid, reason in flags.items():
+            reasons[reason] += 1
+            if len(rows) < limit:
+                rows.append(FlaggedRow(set_id, int(cid), reason, names.get(user_id, "?"), ""))
+    texts = dict(session.exec(select(Completion.id, Completion.text).where(col(Completion.id).in_([r.completion_id for r in rows]))).all())
+    return [FlaggedRow(r.set_id, r.completion_id, r.reason, r.labeler, texts.get(r.completion_id, "")) for r in rows], reasons

@@ -1,0 +1,57 @@
+"""Admin dashboard: sets, rankings, pairs, per-labeler counts, speed and agreement, flagged completions."""
+
+from __future__ import annotations
+
+import gradio as gr
+from sqlmodel import Session
+
+from labeler.stats import flagged_completions, labeler_rows, store_counts
+from labeler.ui.deps import UIDeps, require_admin
+from rlhf.consensus import agreement
+from rlhf.dataset import load_set_rankings, preference_records
+
+LABELER_COLUMNS = ["labeler", "role", "disabled", "rankings", "skipped", "median s/set", "tau vs consensus", "sets in tau"]
+FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "text"]
+
+
+def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
+    """Summary markdown, labeler rows and flagged rows (pure store reads; the handler checks the role)."""
+    counts = store_counts(session=session)
+    sets = [s for s in load_set_rankings(session=session) if s.origin == "generated"]
+    pairs = preference_records(session=session, sets=sets)
+    agree = agreement([s.rankings for s in sets])
+    alpha = "n/a (needs sets ranked by 2+ labelers)" if agree.alpha is None else f"{agree.alpha:.3f} over {agree.sets} sets"
+    flags, reasons = flagged_completions(session=session)
+    summary = (
+        f"**Sets:** {counts.sets} ({counts.generated_sets} generated, {counts.imported_sets} imported) · "
+        f"**Rankings:** {counts.rankings} ({counts.skipped} skipped, {counts.none_acceptable} none acceptable, "
+        f"{counts.rankings_last_hour} in the last hour) · **Pairs (labeled here):** {len(pairs)}\n\n"
+        f"**Krippendorff's alpha (ordinal):** {alpha} · **Flagged completions:** {counts.flagged_completions} "
+        + (f"({', '.join(f'{k}: {v}' for k, v in reasons.most_common())})" if reasons else "")
+    )
+    from labeler.users import get_user
+
+    labelers = []
+    for row in labeler_rows(session=session):
+        user = get_user(session=session, name=row.name)
+        tau = agree.per_labeler_tau.get(user.id)
+        labelers.append(
+            [row.name, row.role, row.disabled, row.rankings, row.skipped, row.median_seconds, None if tau is None else round(tau, 3), agree.per_labeler_sets.get(user.id, 0)]
+        )
+    flagged = [[f.set_id, f.completion_id, f.reason, f.labeler, f.text[:300]] for f in flags]
+    return summary, labelers, flagged
+
+
+def build_dashboard(deps: UIDeps) -> None:
+    with gr.Tab("Dashboard"):
+        refresh = gr.Button("Refresh", elem_id="dashboard-refresh")
+        summary = gr.Markdown(elem_id="dashboard-summary")
+        labelers = gr.Dataframe(headers=LABELER_COLUMNS, label="Labelers", interactive=False)
+        flagged = gr.Dataframe(headers=FLAG_COLUMNS, label="Flagged completions (newest first)", interactive=False, wrap=True)
+
+    def on_refresh(request: gr.Request):
+        require_admin(deps.engine, request)
+        with Session(deps.engine) as session:
+            return dashboard_data(session)
+
+    refresh.click(on_refresh, None, [summary, labelers, flagged], api_name="admin_dashboard")

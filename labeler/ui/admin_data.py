@@ -1,0 +1,156 @@
+"""Admin data tabs: prompt and pair import, guidelines editor, labels per set, users, export."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+from sqlmodel import Session
+
+from labeler.export import EXPORT_FORMATS, export_preferences, export_raw_rankings
+from labeler.formats import ImportFormatError
+from labeler.importers import import_pairs, import_prompts
+from labeler.settings import current_guidelines, labels_needed, save_guidelines, set_labels_needed
+from labeler.stats import labeler_rows
+from labeler.ui.deps import UIDeps, require_admin
+from labeler.users import UserError, add_user, new_password, reset_password, set_disabled
+from rlhf.pairs import PairSettings
+
+
+def build_data_tab(deps: UIDeps) -> tuple:
+    engine = deps.engine
+    with gr.Tab("Prompts & guidelines"):
+        with gr.Row():
+            upload = gr.File(label="Prompts or pairs file (JSONL[.gz], CSV, TXT, Parquet)", file_count="single")
+            with gr.Column():
+                kind = gr.Radio(["prompts", "pairs"], value="prompts", label="File holds")
+                eval_fraction = gr.Slider(0, 0.5, value=0.1, step=0.05, label="Share of new prompts held out (eval split)")
+                do_import = gr.Button("Import")
+        import_status = gr.Markdown()
+        k = gr.Slider(1, 5, step=1, value=1, label="Labelers per set (overlap k)")
+        save_k = gr.Button("Save labels per set")
+        guide = gr.Textbox(label="Guidelines (Markdown); saving makes a new version", lines=12)
+        save_guide = gr.Button("Save guidelines")
+        data_status = gr.Markdown()
+
+    def on_import(request: gr.Request, file: str | None, what: str, fraction: float) -> str:
+        require_admin(engine, request)
+        if not file:
+            raise gr.Error("Choose a file first.")
+        try:
+            with Session(engine) as session:
+                if what == "prompts":
+                    return f"Imported {import_prompts(session=session, path=Path(file), eval_fraction=fraction)} new prompts."
+                result = import_pairs(session=session, path=Path(file))
+                return f"Imported {result.added} pairs ({result.already_present} already present)."
+        except ImportFormatError as exc:
+            raise gr.Error(f"Nothing imported: {exc}") from exc
+
+    def on_load_settings(request: gr.Request):
+        require_admin(engine, request)
+        with Session(engine) as session:
+            return labels_needed(session=session), current_guidelines(session=session).text
+
+    def on_save_k(request: gr.Request, value: float) -> str:
+        require_admin(engine, request)
+        with Session(engine) as session:
+            updated = set_labels_needed(session=session, k=int(value))
+        return f"Labels per set is now {int(value)} (applied to {updated} unlabeled sets too)."
+
+    def on_save_guide(request: gr.Request, text: str) -> str:
+        admin = require_admin(engine, request)
+        with Session(engine) as session:
+            try:
+                row = save_guidelines(session=session, text=text, author=admin.name)
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from exc
+        return f"Guidelines saved as version {row.version}."
+
+    do_import.click(on_import, [upload, kind, eval_fraction], import_status, api_name="admin_import")
+    save_k.click(on_save_k, [k], data_status, api_name="admin_labels_needed")
+    save_guide.click(on_save_guide, [guide], data_status, api_name="admin_save_guidelines")
+    return on_load_settings, [k, guide]
+
+
+def users_frame(engine) -> pd.DataFrame:
+    with Session(engine) as session:
+        rows = labeler_rows(session=session)
+    return pd.DataFrame([[r.name, r.role, r.disabled, r.rankings] for r in rows], columns=["name", "role", "disabled", "rankings"])
+
+
+def build_users_tab(deps: UIDeps) -> tuple:
+    engine = deps.engine
+    with gr.Tab("Users"):
+        table = gr.Dataframe(label="Users", interactive=False)
+        with gr.Row():
+            name = gr.Textbox(label="User name")
+            role = gr.Radio(["labeler", "admin"], value="labeler", label="Role")
+        with gr.Row():
+            add = gr.Button("Add user")
+            disable = gr.Button("Disable")
+            enable = gr.Button("Enable")
+            reset = gr.Button("Reset password")
+        result = gr.Markdown()
+
+    def act(action: str):
+        def handler(request: gr.Request, user_name: str, user_role: str):
+            require_admin(engine, request)
+            try:
+                with Session(engine) as session:
+                    if action == "add":
+                        password = new_password()
+                        add_user(session=session, name=user_name, password=password, role=user_role)
+                        message = f"Added {user_role} **{user_name}** with password `{password}` (shown once)."
+                    elif action == "reset":
+                        message = f"New password for **{user_name}**: `{reset_password(session=session, name=user_name)}` (shown once)."
+                    else:
+                        set_disabled(session=session, name=user_name, disabled=action == "disable")
+                        message = f"{action.capitalize()}d **{user_name}**."
+            except UserError as exc:
+                raise gr.Error(str(exc)) from exc
+            return message, users_frame(engine)
+
+        return handler
+
+    for button, action in ((add, "add"), (disable, "disable"), (enable, "enable"), (reset, "reset")):
+        button.click(act(action), [name, role], [result, table], api_name=f"admin_user_{action}")
+
+    def on_list(request: gr.Request):
+        require_admin(engine, request)
+        return users_frame(engine)
+
+    return on_list, [table]
+
+
+def build_export_tab(deps: UIDeps) -> None:
+    engine = deps.engine
+    with gr.Tab("Export"):
+        fmt = gr.Radio(list(EXPORT_FORMATS), value="parquet", label="Format")
+        origin = gr.Radio(["all", "generated", "imported"], value="all", label="Which labels")
+        with gr.Row():
+            keep_ties = gr.Checkbox(label="Keep ties (margin 0)")
+            flagged = gr.Radio(["drop", "reject"], value="drop", label="Flagged completions")
+            min_agreement = gr.Slider(0, 1, value=0, step=0.05, label="Minimum agreement")
+            raw = gr.Checkbox(label="Also raw rankings (JSONL)", value=True)
+        go = gr.Button("Export", variant="primary")
+        summary = gr.Markdown()
+        download = gr.File(label="Download")
+
+    def on_export(request: gr.Request, f: str, which: str, ties: bool, flags: str, agree: float, with_raw: bool, progress=gr.Progress()):
+        require_admin(engine, request)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = deps.home / "exports" / stamp
+        progress(0.1, desc="reading rankings")
+        settings = PairSettings(keep_ties=ties, flagged=flags, min_agreement=agree)
+        with Session(engine) as session:
+            result = export_preferences(session=session, out=out, fmt=f, settings=settings, origins=None if which == "all" else [which])
+            if with_raw:
+                export_raw_rankings(session=session, out=out)
+        progress(0.8, desc="packing")
+        archive = shutil.make_archive(str(out), "zip", root_dir=out)
+        return f"Exported **{result.pairs}** pairs from {result.sets} sets to `{out}`.", archive
+
+    go.click(on_export, [fmt, origin, keep_ties, flagged, min_agreement, raw], [summary, download], api_name="admin_export")

@@ -1,0 +1,77 @@
+"""Admin policies tab: versions with lineage, side-by-side samples for one prompt, make current / roll back."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+from sqlmodel import Session, select
+
+from labeler.policies import make_current
+from labeler.tables import PolicyVersion, RewardModel
+from labeler.ui.deps import UIDeps, require_admin
+from models.generation import SamplingParams
+
+
+def versions_frame(session: Session) -> pd.DataFrame:
+    versions = session.exec(select(PolicyVersion).order_by(PolicyVersion.version)).all()
+    by_id = {v.id: v.version for v in versions}
+    rewards = dict(session.exec(select(RewardModel.id, RewardModel.name)).all())
+    rows = [
+        [f"v{v.version}", f"v{by_id[v.parent_id]}" if v.parent_id in by_id else "", rewards.get(v.reward_model_id, ""), "yes" if v.is_current else "", v.adapter_path or "(base)", v.created_at.strftime("%Y-%m-%d %H:%M")]
+        for v in versions
+    ]
+    return pd.DataFrame(rows, columns=["version", "parent", "reward model", "current", "adapter", "created"])
+
+
+def build_policies_tab(deps: UIDeps) -> tuple:
+    engine = deps.engine
+    with gr.Tab("Policies"):
+        table = gr.Dataframe(label="Policy versions (lineage)", interactive=False)
+        with gr.Row():
+            target = gr.Number(label="Version", precision=0, value=0)
+            switch = gr.Button("Make current / roll back")
+        switch_status = gr.Markdown()
+        gr.Markdown("### Compare versions on one prompt")
+        prompt = gr.Textbox(label="Prompt", lines=2)
+        with gr.Row():
+            left_v = gr.Number(label="Left version", precision=0, value=0)
+            right_v = gr.Number(label="Right version", precision=0, value=0)
+            compare = gr.Button("Generate side by side")
+        with gr.Row():
+            left = gr.Markdown(elem_id="compare-left")
+            right = gr.Markdown(elem_id="compare-right")
+
+    def on_list(request: gr.Request):
+        require_admin(engine, request)
+        with Session(engine) as session:
+            return versions_frame(session)
+
+    def on_switch(request: gr.Request, version: float):
+        require_admin(engine, request)
+        with Session(engine) as session:
+            try:
+                pv = make_current(session=session, version=int(version))
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from exc
+            return f"v{pv.version} is now current; new sets come from it.", versions_frame(session)
+
+    def sample(version: int, text: str) -> str:
+        with Session(engine) as session:
+            pv = session.exec(select(PolicyVersion).where(PolicyVersion.version == version)).first()
+        if pv is None:
+            raise gr.Error(f"No policy version v{version}.")
+        sampling = SamplingParams(max_new_tokens=128, temperature=0.0)
+        [[completion]] = deps.pool.generate_as(version=pv.version, adapter_path=pv.adapter_path, prompts=[[{"role": "user", "content": text}]], n=1, sampling=sampling)
+        return f"**v{version}** ({completion.token_count} tokens, {completion.finish_reason})\n\n{completion.text}"
+
+    def on_compare(request: gr.Request, text: str, a: float, b: float):
+        require_admin(engine, request)
+        if not text.strip():
+            raise gr.Error("Type a prompt first.")
+        if deps.pool is None:
+            raise gr.Error("No model is loaded in this app.")
+        return sample(int(a), text), sample(int(b), text)
+
+    switch.click(on_switch, [target], [switch_status, table], api_name="admin_make_current")
+    compare.click(on_compare, [prompt, left_v, right_v], [left, right], api_name="admin_compare")
+    return on_list, [table]

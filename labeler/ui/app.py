@@ -1,0 +1,66 @@
+"""Compose the tabs into one Gradio app. Labelers see the labeling tab; admins also see the admin tab, which is
+made visible on load for admins only (its handlers check the role on the server regardless).
+
+    launch(build_ui(deps), deps, port=7860)
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from labeler.ui.admin_dashboard import build_dashboard
+from labeler.ui.admin_data import build_data_tab, build_export_tab, build_users_tab
+from labeler.ui.admin_policies import build_policies_tab
+from labeler.ui.admin_training import build_training_tab
+from labeler.ui.deps import UIDeps, current_user, make_auth
+from labeler.ui.labeling import KEYBOARD_JS, LABELING_CSS, build_labeling_tab
+
+CSS = LABELING_CSS
+
+
+def build_ui(deps: UIDeps) -> gr.Blocks:
+    with gr.Blocks(title="rankloop") as demo:
+        with gr.Row():
+            gr.Markdown("# rankloop")
+            who = gr.Markdown(elem_id="whoami")
+            gr.Button("Log out", link="/logout", size="sm", scale=0)
+        with gr.Tabs():
+            labeling = build_labeling_tab(deps)
+            with gr.Tab("Admin", id="admin", visible=False) as admin_tab, gr.Tabs():
+                build_dashboard(deps)
+                loaders = [build_data_tab(deps), build_users_tab(deps), build_policies_tab(deps)]
+                build_export_tab(deps)
+                loaders.append(build_training_tab(deps))
+
+        def on_load(request: gr.Request) -> dict:
+            user = current_user(deps.engine, request)
+            updates = labeling["load"](request)
+            updates[who] = f"Logged in as **{user.name}** ({user.role})"
+            updates[admin_tab] = gr.update(visible=user.role == "admin")
+            if user.role == "admin":
+                for fn, outputs in loaders:
+                    values = fn(request)
+                    values = values if isinstance(values, tuple) else (values,)
+                    updates.update(dict(zip(outputs, values, strict=True)))
+            return updates
+
+        load_outputs = [*labeling["outputs"], who, admin_tab] + [o for _, outs in loaders for o in outs]
+        demo.load(on_load, None, load_outputs, api_name=False)
+    return demo
+
+
+
+def launch(demo: gr.Blocks, deps: UIDeps, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
+    """Serve the app with the users table as the log-in check, the keyboard script and the styles."""
+    demo.queue(default_concurrency_limit=16).launch(
+        server_name=host,
+        server_port=port,
+        auth=make_auth(deps.engine),
+        auth_message="Log in with your rankloop account.",
+        css=CSS,
+        js=KEYBOARD_JS,
+        show_error=True,
+        prevent_thread_lock=not block,
+        quiet=not block,
+    )
+    return demo

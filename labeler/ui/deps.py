@@ -1,0 +1,53 @@
+"""What the UI needs, passed in (never read from module globals), and the server-side role checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from labeler.tables import User
+from labeler.users import authenticate, get_user
+
+
+@dataclass
+class UIDeps:
+    engine: Engine
+    home: Path
+    pool: object | None = None  # models.policy.PolicyPool: generation for the policies tab and playground
+    start_job: Callable[..., int] | None = None  # rlhf.jobs.start_job bound to the store (training rounds)
+
+
+def make_auth(engine: Engine) -> Callable[[str, str], bool]:
+    """The log-in check Gradio calls: an enabled user with this password."""
+
+    def check(username: str, password: str) -> bool:
+        with Session(engine) as session:
+            return authenticate(session=session, name=username, password=password) is not None
+
+    return check
+
+
+def current_user(engine: Engine, request: gr.Request | None) -> User:
+    """The logged-in, enabled user of this request, or a gr.Error."""
+    name = getattr(request, "username", None)
+    if not name:
+        raise gr.Error("Not logged in.")
+    with Session(engine) as session:
+        user = get_user(session=session, name=name)
+        if user is None or user.disabled:
+            raise gr.Error("This account does not exist or is disabled.")
+        session.expunge(user)
+        return user
+
+
+def require_admin(engine: Engine, request: gr.Request | None) -> User:
+    """Every admin handler starts here: the role is checked on the server, whatever the page showed."""
+    user = current_user(engine, request)
+    if user.role != "admin":
+        raise gr.Error("Admins only.")
+    return user
