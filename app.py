@@ -37,7 +37,10 @@ def _bootstrap_store(engine, args: argparse.Namespace) -> None:
             )
         password = ensure_admin(session=session)
         if password:
-            print(f"\n  rankloop: created admin account 'admin' with password: {password}\n  (shown once)\n", flush=True)
+            print(
+                f"\n  rankloop: created admin account 'admin' with password: {password}\n  (shown once)\n",
+                flush=True,
+            )
         ensure_initial_policy(session=session, base_model=args.model)
         if session.exec(select(Prompt)).first() is None and BUILTIN_PROMPTS.exists():
             import_prompts(session=session, path=BUILTIN_PROMPTS, eval_fraction=0.1)
@@ -59,7 +62,9 @@ def _serve(args: argparse.Namespace) -> int:
     with Session(engine) as session:
         pool = load_pool(args, session)
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-    worker = PregenWorker(engine=engine, pool=pool, config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling))
+    worker = PregenWorker(
+        engine=engine, pool=pool, config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling)
+    )
     worker.start()
     deps = UIDeps(engine=engine, home=home, pool=pool)
     try:
@@ -92,10 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, parents=[common], description=help_text)
 
     serve = add("serve", "start the web app")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address; a non-loopback one needs existing accounts")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="bind address; a non-loopback one needs existing accounts"
+    )
     serve.add_argument("--port", type=int, default=7860)
     serve.add_argument("--n", type=int, default=4, help="completions per set")
-    serve.add_argument("--buffer", type=int, default=None, help="sets kept ready (default: 2 per active labeler, min 4)")
+    serve.add_argument(
+        "--buffer", type=int, default=None, help="sets kept ready (default: 2 per active labeler, min 4)"
+    )
     serve.add_argument("--max-new-tokens", type=int, default=128)
     serve.add_argument("--temperature", type=float, default=0.8)
     add_model_args(serve)

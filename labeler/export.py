@@ -55,7 +55,9 @@ def _arrow_table(records: list[PreferenceRecord]):
     return pa.table(columns)
 
 
-def _write_dataset(records: list[PreferenceRecord], out: Path, fmt: ExportFormat, push_to_hub: str | None) -> list[Path]:
+def _write_dataset(
+    records: list[PreferenceRecord], out: Path, fmt: ExportFormat, push_to_hub: str | None
+) -> list[Path]:
     import pyarrow.parquet as pq
     from datasets import Dataset
 

@@ -82,4 +82,6 @@ def sample_prompts(
 def active_labelers(*, session: Session, within_hours: float = 1.0) -> int:
     """Labelers who were given a set recently (sizes the pre-generation buffer)."""
     since = utcnow() - timedelta(hours=within_hours)
-    return session.exec(select(func.count(func.distinct(Assignment.user_id))).where(Assignment.leased_at >= since)).one()
+    return session.exec(
+        select(func.count(func.distinct(Assignment.user_id))).where(Assignment.leased_at >= since)
+    ).one()

@@ -58,7 +58,11 @@ class StoreCounts:
 
 
 def store_counts(*, session: Session) -> StoreCounts:
-    origin = dict(session.exec(select(CompletionSet.origin, func.count(CompletionSet.id)).group_by(CompletionSet.origin)).all())
+    origin = dict(
+        session.exec(
+            select(CompletionSet.origin, func.count(CompletionSet.id)).group_by(CompletionSet.origin)
+        ).all()
+    )
     human = select(func.count(Ranking.id)).where(col(Ranking.user_id).is_not(None))
     flags = session.exec(select(Ranking.flags).where(col(Ranking.user_id).is_not(None))).all()
     return StoreCounts(
@@ -69,7 +73,9 @@ def store_counts(*, session: Session) -> StoreCounts:
         skipped=session.exec(human.where(col(Ranking.skipped).is_(True))).one(),
         none_acceptable=session.exec(human.where(col(Ranking.none_acceptable).is_(True))).one(),
         flagged_completions=sum(len(f) for f in flags),
-        rankings_last_hour=session.exec(human.where(Ranking.created_at >= utcnow() - timedelta(hours=1))).one(),
+        rankings_last_hour=session.exec(
+            human.where(Ranking.created_at >= utcnow() - timedelta(hours=1))
+        ).one(),
     )
 
 
@@ -85,7 +91,9 @@ class LabelerRow:
 
 def labeler_rows(*, session: Session) -> list[LabelerRow]:
     per_user: dict[int, list[tuple[bool, float | None]]] = defaultdict(list)
-    for user_id, skipped, seconds in session.exec(select(Ranking.user_id, Ranking.skipped, Ranking.seconds_spent)):
+    for user_id, skipped, seconds in session.exec(
+        select(Ranking.user_id, Ranking.skipped, Ranking.seconds_spent)
+    ):
         if user_id is not None:
             per_user[user_id].append((skipped, seconds))
     rows = []
@@ -125,5 +133,14 @@ def flagged_completions(*, session: Session, limit: int = 200) -> tuple[list[Fla
             reasons[reason] += 1
             if len(rows) < limit:
                 rows.append(FlaggedRow(set_id, int(cid), reason, names.get(user_id, "?"), ""))
-    texts = dict(session.exec(select(Completion.id, Completion.text).where(col(Completion.id).in_([r.completion_id for r in rows]))).all())
-    return [FlaggedRow(r.set_id, r.completion_id, r.reason, r.labeler, texts.get(r.completion_id, "")) for r in rows], reasons
+    texts = dict(
+        session.exec(
+            select(Completion.id, Completion.text).where(
+                col(Completion.id).in_([r.completion_id for r in rows])
+            )
+        ).all()
+    )
+    return [
+        FlaggedRow(r.set_id, r.completion_id, r.reason, r.labeler, texts.get(r.completion_id, ""))
+        for r in rows
+    ], reasons

@@ -30,7 +30,10 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PregenConfig:
     buffer: int | None = field(
-        default=None, metadata={"help": "unlabeled sets to keep ready; None: 2 per labeler active in the last hour, at least 4"}
+        default=None,
+        metadata={
+            "help": "unlabeled sets to keep ready; None: 2 per labeler active in the last hour, at least 4"
+        },
     )
     n: int = field(default=4, metadata={"help": "completions per set"})
     batch_prompts: int = field(default=4, metadata={"help": "prompts generated per call"})

@@ -10,7 +10,16 @@ from labeler.ui.deps import UIDeps, require_admin
 from rlhf.consensus import agreement
 from rlhf.dataset import load_set_rankings, preference_records
 
-LABELER_COLUMNS = ["labeler", "role", "disabled", "rankings", "skipped", "median s/set", "tau vs consensus", "sets in tau"]
+LABELER_COLUMNS = [
+    "labeler",
+    "role",
+    "disabled",
+    "rankings",
+    "skipped",
+    "median s/set",
+    "tau vs consensus",
+    "sets in tau",
+]
 FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "text"]
 
 
@@ -20,7 +29,11 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
     sets = [s for s in load_set_rankings(session=session) if s.origin == "generated"]
     pairs = preference_records(session=session, sets=sets)
     agree = agreement([s.rankings for s in sets])
-    alpha = "n/a (needs sets ranked by 2+ labelers)" if agree.alpha is None else f"{agree.alpha:.3f} over {agree.sets} sets"
+    alpha = (
+        "n/a (needs sets ranked by 2+ labelers)"
+        if agree.alpha is None
+        else f"{agree.alpha:.3f} over {agree.sets} sets"
+    )
     flags, reasons = flagged_completions(session=session)
     summary = (
         f"**Sets:** {counts.sets} ({counts.generated_sets} generated, {counts.imported_sets} imported) · "
@@ -36,7 +49,16 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
         user = get_user(session=session, name=row.name)
         tau = agree.per_labeler_tau.get(user.id)
         labelers.append(
-            [row.name, row.role, row.disabled, row.rankings, row.skipped, row.median_seconds, None if tau is None else round(tau, 3), agree.per_labeler_sets.get(user.id, 0)]
+            [
+                row.name,
+                row.role,
+                row.disabled,
+                row.rankings,
+                row.skipped,
+                row.median_seconds,
+                None if tau is None else round(tau, 3),
+                agree.per_labeler_sets.get(user.id, 0),
+            ]
         )
     flagged = [[f.set_id, f.completion_id, f.reason, f.labeler, f.text[:300]] for f in flags]
     return summary, labelers, flagged
@@ -47,7 +69,9 @@ def build_dashboard(deps: UIDeps) -> None:
         refresh = gr.Button("Refresh", elem_id="dashboard-refresh")
         summary = gr.Markdown(elem_id="dashboard-summary")
         labelers = gr.Dataframe(headers=LABELER_COLUMNS, label="Labelers", interactive=False)
-        flagged = gr.Dataframe(headers=FLAG_COLUMNS, label="Flagged completions (newest first)", interactive=False, wrap=True)
+        flagged = gr.Dataframe(
+            headers=FLAG_COLUMNS, label="Flagged completions (newest first)", interactive=False, wrap=True
+        )
 
     def on_refresh(request: gr.Request):
         require_admin(deps.engine, request)

@@ -24,10 +24,14 @@ def build_data_tab(deps: UIDeps) -> tuple:
     engine = deps.engine
     with gr.Tab("Prompts & guidelines"):
         with gr.Row():
-            upload = gr.File(label="Prompts or pairs file (JSONL[.gz], CSV, TXT, Parquet)", file_count="single")
+            upload = gr.File(
+                label="Prompts or pairs file (JSONL[.gz], CSV, TXT, Parquet)", file_count="single"
+            )
             with gr.Column():
                 kind = gr.Radio(["prompts", "pairs"], value="prompts", label="File holds")
-                eval_fraction = gr.Slider(0, 0.5, value=0.1, step=0.05, label="Share of new prompts held out (eval split)")
+                eval_fraction = gr.Slider(
+                    0, 0.5, value=0.1, step=0.05, label="Share of new prompts held out (eval split)"
+                )
                 do_import = gr.Button("Import")
         import_status = gr.Markdown()
         k = gr.Slider(1, 5, step=1, value=1, label="Labelers per set (overlap k)")
@@ -78,7 +82,10 @@ def build_data_tab(deps: UIDeps) -> tuple:
 def users_frame(engine) -> pd.DataFrame:
     with Session(engine) as session:
         rows = labeler_rows(session=session)
-    return pd.DataFrame([[r.name, r.role, r.disabled, r.rankings] for r in rows], columns=["name", "role", "disabled", "rankings"])
+    return pd.DataFrame(
+        [[r.name, r.role, r.disabled, r.rankings] for r in rows],
+        columns=["name", "role", "disabled", "rankings"],
+    )
 
 
 def build_users_tab(deps: UIDeps) -> tuple:
@@ -103,7 +110,9 @@ def build_users_tab(deps: UIDeps) -> tuple:
                     if action == "add":
                         password = new_password()
                         add_user(session=session, name=user_name, password=password, role=user_role)
-                        message = f"Added {user_role} **{user_name}** with password `{password}` (shown once)."
+                        message = (
+                            f"Added {user_role} **{user_name}** with password `{password}` (shown once)."
+                        )
                     elif action == "reset":
                         message = f"New password for **{user_name}**: `{reset_password(session=session, name=user_name)}` (shown once)."
                     else:
@@ -139,18 +148,38 @@ def build_export_tab(deps: UIDeps) -> None:
         summary = gr.Markdown()
         download = gr.File(label="Download")
 
-    def on_export(request: gr.Request, f: str, which: str, ties: bool, flags: str, agree: float, with_raw: bool, progress=gr.Progress()):
+    def on_export(
+        request: gr.Request,
+        f: str,
+        which: str,
+        ties: bool,
+        flags: str,
+        agree: float,
+        with_raw: bool,
+        progress=gr.Progress(),
+    ):
         require_admin(engine, request)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = deps.home / "exports" / stamp
         progress(0.1, desc="reading rankings")
         settings = PairSettings(keep_ties=ties, flagged=flags, min_agreement=agree)
         with Session(engine) as session:
-            result = export_preferences(session=session, out=out, fmt=f, settings=settings, origins=None if which == "all" else [which])
+            result = export_preferences(
+                session=session,
+                out=out,
+                fmt=f,
+                settings=settings,
+                origins=None if which == "all" else [which],
+            )
             if with_raw:
                 export_raw_rankings(session=session, out=out)
         progress(0.8, desc="packing")
         archive = shutil.make_archive(str(out), "zip", root_dir=out)
         return f"Exported **{result.pairs}** pairs from {result.sets} sets to `{out}`.", archive
 
-    go.click(on_export, [fmt, origin, keep_ties, flagged, min_agreement, raw], [summary, download], api_name="admin_export")
+    go.click(
+        on_export,
+        [fmt, origin, keep_ties, flagged, min_agreement, raw],
+        [summary, download],
+        api_name="admin_export",
+    )

@@ -17,7 +17,14 @@ def versions_frame(session: Session) -> pd.DataFrame:
     by_id = {v.id: v.version for v in versions}
     rewards = dict(session.exec(select(RewardModel.id, RewardModel.name)).all())
     rows = [
-        [f"v{v.version}", f"v{by_id[v.parent_id]}" if v.parent_id in by_id else "", rewards.get(v.reward_model_id, ""), "yes" if v.is_current else "", v.adapter_path or "(base)", v.created_at.strftime("%Y-%m-%d %H:%M")]
+        [
+            f"v{v.version}",
+            f"v{by_id[v.parent_id]}" if v.parent_id in by_id else "",
+            rewards.get(v.reward_model_id, ""),
+            "yes" if v.is_current else "",
+            v.adapter_path or "(base)",
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+        ]
         for v in versions
     ]
     return pd.DataFrame(rows, columns=["version", "parent", "reward model", "current", "adapter", "created"])
@@ -61,7 +68,13 @@ def build_policies_tab(deps: UIDeps) -> tuple:
         if pv is None:
             raise gr.Error(f"No policy version v{version}.")
         sampling = SamplingParams(max_new_tokens=128, temperature=0.0)
-        [[completion]] = deps.pool.generate_as(version=pv.version, adapter_path=pv.adapter_path, prompts=[[{"role": "user", "content": text}]], n=1, sampling=sampling)
+        [[completion]] = deps.pool.generate_as(
+            version=pv.version,
+            adapter_path=pv.adapter_path,
+            prompts=[[{"role": "user", "content": text}]],
+            n=1,
+            sampling=sampling,
+        )
         return f"**v{version}** ({completion.token_count} tokens, {completion.finish_reason})\n\n{completion.text}"
 
     def on_compare(request: gr.Request, text: str, a: float, b: float):

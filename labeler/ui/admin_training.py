@@ -12,7 +12,17 @@ from labeler.ui.deps import UIDeps, require_admin
 
 def jobs_frame(session: Session) -> pd.DataFrame:
     jobs = session.exec(select(Job).order_by(col(Job.id).desc()).limit(50)).all()
-    rows = [[j.id, j.kind, j.status, f"{j.progress:.0%}", j.created_at.strftime("%m-%d %H:%M"), (j.error or "")[:200]] for j in jobs]
+    rows = [
+        [
+            j.id,
+            j.kind,
+            j.status,
+            f"{j.progress:.0%}",
+            j.created_at.strftime("%m-%d %H:%M"),
+            (j.error or "")[:200],
+        ]
+        for j in jobs
+    ]
     return pd.DataFrame(rows, columns=["job", "kind", "status", "progress", "created", "error"])
 
 

@@ -49,8 +49,9 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
     return demo
 
 
-
-def launch(demo: gr.Blocks, deps: UIDeps, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> gr.Blocks:
+def launch(
+    demo: gr.Blocks, deps: UIDeps, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True
+) -> gr.Blocks:
     """Serve the app with the users table as the log-in check, the keyboard script and the styles."""
     demo.queue(default_concurrency_limit=16).launch(
         server_name=host,

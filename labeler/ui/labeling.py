@@ -68,14 +68,18 @@ def next_view(engine: Engine, user_id: int) -> SetView | None:
         )
 
 
-def form_to_ranking(user_id: int, view: SetView, ranks: list[str], flags: list[str], none_acceptable: bool, comment: str) -> RankingIn:
+def form_to_ranking(
+    user_id: int, view: SetView, ranks: list[str], flags: list[str], none_acceptable: bool, comment: str
+) -> RankingIn:
     """Read the form: rank choices ('-' = unranked) and flag choices per slot, in display order."""
     parsed_ranks, parsed_flags = {}, {}
     for cid, rank, flag in zip(view.completion_ids, ranks, flags, strict=False):
         if flag and flag != NOT_FLAGGED:
             parsed_flags[cid] = flag
             if rank and rank != NO_RANK:
-                raise RankingRejected(f"answer {view.completion_ids.index(cid) + 1} is both ranked and flagged: choose one")
+                raise RankingRejected(
+                    f"answer {view.completion_ids.index(cid) + 1} is both ranked and flagged: choose one"
+                )
         elif rank and rank != NO_RANK:
             parsed_ranks[cid] = int(rank)
     return RankingIn(
@@ -91,7 +95,15 @@ def form_to_ranking(user_id: int, view: SetView, ranks: list[str], flags: list[s
     )
 
 
-def submit_form(engine: Engine, user_id: int, view: SetView, ranks: list[str], flags: list[str], none_acceptable: bool, comment: str) -> None:
+def submit_form(
+    engine: Engine,
+    user_id: int,
+    view: SetView,
+    ranks: list[str],
+    flags: list[str],
+    none_acceptable: bool,
+    comment: str,
+) -> None:
     """Validate and store; raises RankingRejected with the exact problem."""
     ranking = form_to_ranking(user_id, view, ranks, flags, none_acceptable, comment)
     with Session(engine) as session:
@@ -99,7 +111,13 @@ def submit_form(engine: Engine, user_id: int, view: SetView, ranks: list[str], f
 
 
 def skip_form(engine: Engine, user_id: int, view: SetView) -> None:
-    ranking = RankingIn(set_id=view.set_id, user_id=user_id, submission_id=view.submission_id, skipped=True, seconds_spent=round(time.time() - view.shown_at, 2))
+    ranking = RankingIn(
+        set_id=view.set_id,
+        user_id=user_id,
+        submission_id=view.submission_id,
+        skipped=True,
+        seconds_spent=round(time.time() - view.shown_at, 2),
+    )
     with Session(engine) as session:
         submit_ranking(session=session, ranking=ranking)
 
@@ -157,10 +175,18 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         slot_boxes, slot_texts, rank_inputs, flag_inputs = [], [], [], []
         with gr.Row(elem_id="slots", elem_classes=["slot-row"]):
             for i in range(MAX_SLOTS):
-                with gr.Column(visible=False, elem_id=f"slot-{i}", elem_classes=["slot"], min_width=260) as box:
+                with gr.Column(
+                    visible=False, elem_id=f"slot-{i}", elem_classes=["slot"], min_width=260
+                ) as box:
                     slot_texts.append(gr.Markdown(elem_id=f"text-{i}"))
-                    rank_inputs.append(gr.Radio([NO_RANK], value=NO_RANK, label=f"Rank of answer {i + 1}", elem_id=f"rank-{i}"))
-                    flag_inputs.append(gr.Radio(FLAG_CHOICES, value=NOT_FLAGGED, label="Flag", elem_id=f"flag-{i}"))
+                    rank_inputs.append(
+                        gr.Radio(
+                            [NO_RANK], value=NO_RANK, label=f"Rank of answer {i + 1}", elem_id=f"rank-{i}"
+                        )
+                    )
+                    flag_inputs.append(
+                        gr.Radio(FLAG_CHOICES, value=NOT_FLAGGED, label="Flag", elem_id=f"flag-{i}")
+                    )
                 slot_boxes.append(box)
         with gr.Row():
             none_ok = gr.Checkbox(label="None acceptable", elem_id="none-acceptable")
@@ -171,10 +197,18 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         status = gr.Markdown(elem_id="status")
 
     def show(view: SetView | None, user_id: int, message: str = "") -> dict:
-        updates: dict = {progress: progress_text(engine, user_id), status: message, comment: "", none_ok: False}
+        updates: dict = {
+            progress: progress_text(engine, user_id),
+            status: message,
+            comment: "",
+            none_ok: False,
+        }
         updates[current] = asdict(view) if view else None
         updates[prompt_md] = view.prompt_markdown if view else ""
-        updates[empty_md] = gr.update(visible=view is None, value="No sets are waiting right now. New ones are being generated; check back in a minute.")
+        updates[empty_md] = gr.update(
+            visible=view is None,
+            value="No sets are waiting right now. New ones are being generated; check back in a minute.",
+        )
         n = len(view.texts) if view else 0
         for i in range(MAX_SLOTS):
             updates[slot_boxes[i]] = gr.update(visible=i < n)
@@ -194,12 +228,22 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             guide_box: gr.update(open=first_visit),
         }
 
-    def on_submit(request: gr.Request, view: dict | None, none_acceptable: bool, note: str, *values: str) -> dict:
+    def on_submit(
+        request: gr.Request, view: dict | None, none_acceptable: bool, note: str, *values: str
+    ) -> dict:
         user = current_user(engine, request)
         if not view:
             return show(next_view(engine, user.id), user.id)
         try:
-            submit_form(engine, user.id, SetView(**view), list(values[:MAX_SLOTS]), list(values[MAX_SLOTS:]), none_acceptable, note)
+            submit_form(
+                engine,
+                user.id,
+                SetView(**view),
+                list(values[:MAX_SLOTS]),
+                list(values[MAX_SLOTS:]),
+                none_acceptable,
+                note,
+            )
         except RankingRejected as exc:
             return {status: f"⚠️ **Not submitted:** {html.escape(str(exc))}"}
         return show(next_view(engine, user.id), user.id, "✅ Saved.")
@@ -210,8 +254,27 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             skip_form(engine, user.id, SetView(**view))
         return show(next_view(engine, user.id), user.id, "Skipped.")
 
-    outputs = [progress, status, comment, none_ok, current, prompt_md, empty_md, *slot_boxes, *slot_texts, *rank_inputs, *flag_inputs]
-    submit.click(on_submit, [current, none_ok, comment, *rank_inputs, *flag_inputs], outputs, api_name="submit_ranking")
+    outputs = [
+        progress,
+        status,
+        comment,
+        none_ok,
+        current,
+        prompt_md,
+        empty_md,
+        *slot_boxes,
+        *slot_texts,
+        *rank_inputs,
+        *flag_inputs,
+    ]
+    submit.click(
+        on_submit, [current, none_ok, comment, *rank_inputs, *flag_inputs], outputs, api_name="submit_ranking"
+    )
     skip.click(on_skip, [current], outputs, api_name="skip_set")
-    layout.change(None, [layout], None, js="(v) => { document.querySelector('#slots').classList.toggle('stacked', v === 'stacked'); }")
+    layout.change(
+        None,
+        [layout],
+        None,
+        js="(v) => { document.querySelector('#slots').classList.toggle('stacked', v === 'stacked'); }",
+    )
     return {"load": on_load, "outputs": [*outputs, guide_md, guide_box]}
