@@ -10,7 +10,7 @@ chat template applied, left padding, stop at EOS, temperature / top-p sampling a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal, Protocol
 
 import torch
@@ -135,6 +135,16 @@ class TransformersBackend:
         return completions
 
     def generate(
+        self, prompts: Sequence[Messages], n: int, sampling: SamplingParams
+    ) -> list[list[Completion]]:
+        """N completions per prompt; within a set, exact duplicates are re-sampled once (sampling only)."""
+        sets = self._generate_all(prompts, n, sampling)
+        if sampling.temperature > 0 and n > 1:
+            reseed = replace(sampling, seed=None if sampling.seed is None else sampling.seed + 1)
+            resample_duplicates(sets, prompts, lambda ps: self._generate_all(ps, 1, reseed))
+        return sets
+
+    def _generate_all(
         self, prompts: Sequence[Messages], n: int, sampling: SamplingParams
     ) -> list[list[Completion]]:
         if n < 1:

@@ -95,3 +95,19 @@ def test_adapter_swap_returns_to_the_same_output_on_one_base(tmp_path, tiny):
     assert pool.generate(PROMPTS, 1, GREEDY) == base_out
     assert pool.loaded_adapters == ["v1", "v2"]
     assert pool.model.get_input_embeddings().weight is embed  # one base, never reloaded or copied
+
+
+def test_backend_resamples_identical_completions(tiny):
+    model, tokenizer = tiny
+    backend = TransformersBackend(model, tokenizer)
+    # a near-zero temperature makes sampling effectively greedy, so all N come out identical at first
+    calls = []
+    original = backend._generate_all
+
+    def spy(prompts, n, sampling):
+        calls.append((len(prompts), n))
+        return original(prompts, n, sampling)
+
+    backend._generate_all = spy
+    backend.generate(PROMPTS[:1], 3, SamplingParams(max_new_tokens=4, temperature=1e-4, seed=0))
+    assert calls == [(1, 3), (2, 1)]  # one batched call for the two duplicates
