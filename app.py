@@ -124,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rlhf.cli import run_stage_command
+
+    argv = sys.argv[1:] if argv is None else argv
+    if run_stage_command(argv):
+        return 0
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"

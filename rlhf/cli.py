@@ -79,7 +79,30 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 
+# Training stages parse their own config dataclass (flags or --config YAML), so `rankloop NAME ...` hands the
+# rest of the command line to `python -m MODULE` unchanged.
+STAGES = {
+    "reward": (
+        "rlhf.reward",
+        "train a reward model from the store's rankings (see `rankloop reward --help`)",
+    ),
+}
+
+
+def run_stage_command(argv: list[str]) -> bool:
+    """Dispatch `rankloop STAGE ...`; False when argv does not name a stage."""
+    if not argv or argv[0] not in STAGES:
+        return False
+    import importlib
+
+    importlib.import_module(STAGES[argv[0]][0]).main(argv[1:])
+    return True
+
+
 def register(add) -> None:
+    for name, (_, text) in STAGES.items():
+        add(name, text)  # listed in --help; `run_stage_command` handles the call
+
     gen = add("generate", "generate completion sets from the current policy into the store (headless)")
     gen.add_argument(
         "--prompts", required=True, help="prompt file (JSONL, CSV, TXT, Parquet or datasets folder)"

@@ -1,0 +1,234 @@
+"""Reward-model stage: train a LoRA reward adapter + score head on the shared base from the store's rankings.
+
+    rankloop reward [--epochs 1] [--trainer ranking|pairs|trl] [--eval-fraction 0.1] ...
+    python -m rlhf.reward --home runs            # the same; also runs under `accelerate launch`
+
+Efficient ranking batches (InstructGPT): every completion of a ranked set is scored once and all of the set's
+pairs take their Bradley-Terry loss from those scores. `--trainer pairs` scores the two texts of every pair
+separately (same loop), and `--trainer trl` trains with `trl.RewardTrainer` on the exploded pairs (the baseline).
+The model is registered in the store as r<K> with its held-out metrics and a snapshot of its data.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from accelerate import Accelerator
+from peft import LoraConfig, get_peft_model
+from sqlmodel import Session, func, select
+
+from labeler.db import default_url, make_engine
+from labeler.tables import RewardModel
+from models.loading import load_base
+from rlhf.losses import ranking_batch_loss
+from rlhf.pairs import PairSettings
+from rlhf.progress import ConsoleReporter, Reporter
+from rlhf.reward_data import Group, explode, load_groups, split_by_prompt, write_snapshot
+from rlhf.reward_eval import evaluate
+from rlhf.scoring import RewardMeta, RewardScorer, ScoreHead, encode, render_dialogue, save_reward_model
+
+logger = logging.getLogger(__name__)
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class RewardConfig:
+    """Settings of one reward round (the admin tab's form and the command line are made from these fields)."""
+
+    model: str = field(
+        default="default", metadata={"help": "base model: 'default', a Hub id or a local path"}
+    )
+    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
+    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
+    trainer: Literal["ranking", "pairs", "trl"] = field(
+        default="ranking", metadata={"help": "ranking batches, per-pair, or trl.RewardTrainer"}
+    )
+    full_finetune: bool = field(
+        default=False, metadata={"help": "train all weights instead of a LoRA adapter"}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    epochs: int = field(default=1, metadata={"help": "passes over the training sets"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    batch_sets: int = field(
+        default=4, metadata={"help": "ranked sets per optimizer step (pairs for per-pair paths)"}
+    )
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    max_length: int = field(
+        default=384, metadata={"help": "tokens per prompt+response, truncated from the left"}
+    )
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "share of prompts held out (fixed per prompt across rounds)"}
+    )
+    use_margin: bool = field(
+        default=False, metadata={"help": "subtract the rank-difference margin in the loss"}
+    )
+    center_rewards: float = field(default=0.0, metadata={"help": "coefficient of the reward-centering term"})
+    keep_ties: bool = field(default=False, metadata={"help": "ties give margin-0 pairs"})
+    flagged: Literal["drop", "reject"] = field(
+        default="drop", metadata={"help": "what flagged completions become"}
+    )
+    min_agreement: float = field(default=0.0, metadata={"help": "drop consensus pairs below this agreement"})
+    include_imported: bool = field(default=True, metadata={"help": "also train on imported pairs"})
+    normalize: bool = field(
+        default=True, metadata={"help": "store held-out mean/std so PPO sees unit-scale rewards"}
+    )
+    max_pairs: int | None = field(default=None, metadata={"help": "cap on training sets (quick runs)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    log_every: int = field(default=5, metadata={"help": "steps between metric points"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+
+    def pair_settings(self) -> PairSettings:
+        return PairSettings(keep_ties=self.keep_ties, flagged=self.flagged, min_agreement=self.min_agreement)
+
+
+@dataclass
+class RewardResult:
+    name: str
+    path: Path
+    metrics: dict
+    train_sets: int
+    heldout_sets: int
+    seconds: float
+
+
+def build_scorer(config: RewardConfig) -> tuple[RewardScorer, object]:
+    base, tokenizer = load_base(config.model, home=Path(config.home), device=config.device)
+    base.config.use_cache = False
+    if config.full_finetune:
+        model = base
+        model.requires_grad_(True)
+    else:
+        lora = LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.05, target_modules=LORA_TARGETS
+        )
+        model = get_peft_model(base, lora, adapter_name="reward")
+    head = ScoreHead(base.config.hidden_size).to(base.device)
+    return RewardScorer(model, head), tokenizer
+
+
+def group_batch(
+    groups: list[Group], tokenizer, config: RewardConfig, device
+) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Inputs for all unique completions of the groups, (chosen, rejected) indices and margins."""
+    texts, pairs, margins = [], [], []
+    for g in groups:
+        offset = len(texts)
+        texts.extend(render_dialogue(tokenizer, g.prompt, t) for t in g.texts)
+        for c, r, margin, _ in g.pairs:
+            pairs.append((offset + c, offset + r))
+            margins.append(margin)
+    enc = encode(tokenizer, texts, config.max_length, device)
+    return enc, torch.tensor(pairs, device=device), torch.tensor(margins, device=device, dtype=torch.float32)
+
+
+def train_loop(
+    scorer: RewardScorer, tokenizer, train: list[Group], config: RewardConfig, reporter: Reporter
+) -> None:
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
+    params = [p for p in scorer.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+    scorer, optimizer = accelerator.prepare(scorer, optimizer)
+    rng = random.Random(config.seed)
+    per_step = config.batch_sets
+    steps = config.epochs * ((len(train) + per_step - 1) // per_step)
+    reporter.start(steps, "reward training")
+    scorer.train()
+    step = 0
+    for _ in range(config.epochs):
+        order = train[:]
+        rng.shuffle(order)
+        shard = [order[i : i + per_step] for i in range(0, len(order), per_step)][
+            accelerator.process_index :: accelerator.num_processes
+        ]
+        for batch in shard:
+            enc, pairs, margins = group_batch(batch, tokenizer, config, accelerator.device)
+            with accelerator.accumulate(scorer):
+                scores = scorer(enc["input_ids"], enc["attention_mask"])
+                loss = ranking_batch_loss(
+                    scores, pairs, margins if config.use_margin else None, config.center_rewards
+                )
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                optimizer.zero_grad()
+            step += 1
+            accuracy = (scores[pairs[:, 0]] > scores[pairs[:, 1]]).float().mean().item()
+            metrics = {"step": step, "loss": loss.item(), "accuracy": accuracy}
+            reporter.step(metrics)
+            if step % config.log_every == 0 or step == steps:
+                reporter.log(metrics)
+    scorer.eval()
+
+
+def next_name(session: Session) -> str:
+    return f"r{(session.exec(select(func.count(RewardModel.id))).one() or 0) + 1}"
+
+
+def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RewardResult:
+    """Load data, train, evaluate, save and register. Returns the new model's name, folder and metrics."""
+    reporter = reporter or ConsoleReporter()
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    engine = make_engine(config.db or default_url(Path(config.home)))
+    with Session(engine) as session:
+        groups = load_groups(
+            session=session, settings=config.pair_settings(), include_imported=config.include_imported
+        )
+        name = next_name(session)
+    train, heldout = split_by_prompt(groups, config.eval_fraction)
+    if config.max_pairs:
+        train = train[: config.max_pairs]
+    if not train:
+        raise ValueError("no usable rankings to train on: rank some sets (or import pairs) first")
+    if config.trainer != "ranking":
+        train = explode(train)
+    logger.info("reward %s: %d training groups, %d held-out sets", name, len(train), len(heldout))
+    scorer, tokenizer = build_scorer(config)
+    if config.trainer == "trl":
+        from rlhf.reward_trl import train_with_trl
+
+        train_with_trl(scorer, tokenizer, train, config)
+    else:
+        train_loop(scorer, tokenizer, train, config, reporter)
+    metrics = evaluate(scorer, tokenizer, heldout or train, config.max_length)
+    metrics["heldout_sets"], metrics["train_groups"] = len(heldout), len(train)
+    reporter.log({k: v for k, v in metrics.items() if isinstance(v, float | int)})
+    folder = Path(config.home) / "models" / f"reward-{name}"
+    meta = RewardMeta(
+        base_model=config.model,
+        reward_mean=metrics.get("reward_mean", 0.0) if config.normalize else 0.0,
+        reward_std=metrics.get("reward_std", 1.0) if config.normalize else 1.0,
+        full_finetune=config.full_finetune,
+    )
+    save_reward_model(folder, scorer.model, scorer.head, meta)
+    snapshot = write_snapshot(folder / "pairs_snapshot.jsonl", train, heldout, {"reward": asdict(config)})
+    with Session(engine) as session:
+        row = RewardModel(
+            name=name,
+            base_model=config.model,
+            adapter_path=str(folder),
+            job_id=job_id,
+            snapshot_path=str(snapshot),
+            metrics=metrics,
+        )
+        session.add(row)
+        session.commit()
+    reporter.close()
+    return RewardResult(name, folder, metrics, len(train), len(heldout), time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rlhf.stage import run_stage
+
+    run_stage(RewardConfig, run, argv, kind="reward")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Reward-model data: ranked sets from the store as groups (unique completions + consensus pairs), a stable
+split by prompt, and the frozen snapshot saved with each model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlmodel import Session
+
+from labeler.store import messages_hash
+from rlhf.consensus import pair_votes
+from rlhf.dataset import load_prompts, load_set_rankings
+from rlhf.pairs import PairSettings, RankingView
+
+
+@dataclass
+class Group:
+    """One ranked set: its completions (scored once each) and the consensus pairs among them."""
+
+    set_id: int
+    prompt: list[dict]
+    prompt_key: str
+    completion_ids: list[int]
+    texts: list[str]
+    pairs: list[tuple[int, int, float, float]]  # (chosen index, rejected index, margin, agreement)
+    rankings: list[RankingView] = field(default_factory=list)
+    origin: str = "generated"
+
+
+def load_groups(*, session: Session, settings: PairSettings, include_imported: bool = True) -> list[Group]:
+    sets = [s for s in load_set_rankings(session=session) if include_imported or s.origin != "imported"]
+    prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in sets})
+    groups = []
+    for s in sets:
+        votes = pair_votes(s.rankings, settings)
+        if not votes:
+            continue
+        ids = sorted({i for p in votes for i in (p.chosen, p.rejected)})
+        index = {cid: k for k, cid in enumerate(ids)}
+        messages = prompts[s.prompt_id][0]
+        groups.append(
+            Group(
+                set_id=s.set_id,
+                prompt=messages,
+                prompt_key=messages_hash(messages),
+                completion_ids=ids,
+                texts=[s.texts[i] for i in ids],
+                pairs=[(index[p.chosen], index[p.rejected], p.margin, p.agreement) for p in votes],
+                rankings=s.rankings,
+                origin=s.origin,
+            )
+        )
+    return groups
+
+
+def is_heldout(prompt_key: str, fraction: float) -> bool:
+    """Stable across rounds: depends only on the prompt's content."""
+    return int(hashlib.sha256(("heldout:" + prompt_key).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
+
+
+def split_by_prompt(groups: list[Group], eval_fraction: float) -> tuple[list[Group], list[Group]]:
+    """Train and held-out groups; one prompt never lands on both sides."""
+    train = [g for g in groups if not is_heldout(g.prompt_key, eval_fraction)]
+    heldout = [g for g in groups if is_heldout(g.prompt_key, eval_fraction)]
+    return train, heldout
+
+
+def explode(groups: list[Group]) -> list[Group]:
+    """Each pair as its own two-completion group (the per-pair baseline scores both texts of every pair)."""
+    out = []
+    for g in groups:
+        for c, r, margin, agree in g.pairs:
+            out.append(
+                Group(
+                    g.set_id,
+                    g.prompt,
+                    g.prompt_key,
+                    [g.completion_ids[c], g.completion_ids[r]],
+                    [g.texts[c], g.texts[r]],
+                    [(0, 1, margin, agree)],
+                    g.rankings,
+                    g.origin,
+                )
+            )
+    return out
+
+
+def write_snapshot(path: Path, train: list[Group], heldout: list[Group], settings: dict) -> Path:
+    """Exactly what was trained and evaluated on, one pair per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"settings": settings}) + "\n")
+        for split, groups in (("train", train), ("heldout", heldout)):
+            for g in groups:
+                for c, r, margin, agree in g.pairs:
+                    row = {
+                        "split": split,
+                        "set_id": g.set_id,
+                        "prompt": g.prompt,
+                        "chosen": g.texts[c],
+                        "rejected": g.texts[r],
+                        "margin": margin,
+                        "agreement": agree,
+                    }
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,69 @@
+"""Held-out evaluation of a reward model: pairwise accuracy, mean margin, loss, accuracy by agreement level,
+agreement with each labeler, and the reward mean/std used for normalisation."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+import torch
+
+from rlhf.losses import bradley_terry_loss
+from rlhf.pairs import ranking_to_pairs
+from rlhf.reward_data import Group
+from rlhf.scoring import RewardScorer, encode, render_dialogue
+
+
+@torch.inference_mode()
+def score_groups(
+    scorer: RewardScorer, tokenizer, groups: list[Group], max_length: int, batch_texts: int = 16
+) -> list[list[float]]:
+    """A reward per completion of every group, each text scored once."""
+    texts = [render_dialogue(tokenizer, g.prompt, t) for g in groups for t in g.texts]
+    device = next(scorer.parameters()).device
+    flat: list[float] = []
+    for i in range(0, len(texts), batch_texts):
+        enc = encode(tokenizer, texts[i : i + batch_texts], max_length, device)
+        flat.extend(scorer(enc["input_ids"], enc["attention_mask"]).float().cpu().tolist())
+    out, k = [], 0
+    for g in groups:
+        out.append(flat[k : k + len(g.texts)])
+        k += len(g.texts)
+    return out
+
+
+def _bucket(agreement: float) -> str:
+    return "unanimous" if agreement >= 0.999 else "majority"
+
+
+def evaluate(scorer: RewardScorer, tokenizer, groups: list[Group], max_length: int) -> dict:
+    if not groups:
+        return {}
+    scorer.eval()
+    scores = score_groups(scorer, tokenizer, groups, max_length)
+    chosen, rejected, correct_by = [], [], defaultdict(list)
+    per_labeler: dict[str, list[bool]] = defaultdict(list)
+    for g, s in zip(groups, scores, strict=True):
+        for c, r, _, agreement in g.pairs:
+            chosen.append(s[c])
+            rejected.append(s[r])
+            correct_by[_bucket(agreement)].append(s[c] > s[r])
+        by_id = dict(zip(g.completion_ids, s, strict=True))
+        for ranking in g.rankings:
+            for p in ranking_to_pairs(ranking):
+                if p.margin > 0 and p.chosen in by_id and p.rejected in by_id:
+                    per_labeler[str(ranking.labeler or "imported")].append(
+                        by_id[p.chosen] > by_id[p.rejected]
+                    )
+    c, r = torch.tensor(chosen), torch.tensor(rejected)
+    all_rewards = [x for s in scores for x in s]
+    return {
+        "accuracy": (c > r).float().mean().item(),
+        "mean_margin": (c - r).mean().item(),
+        "loss": bradley_terry_loss(c, r).item(),
+        "pairs": len(chosen),
+        "accuracy_by_agreement": {k: sum(v) / len(v) for k, v in correct_by.items()},
+        "labeler_agreement": {k: sum(v) / len(v) for k, v in per_labeler.items()},
+        "reward_mean": statistics.fmean(all_rewards),
+        "reward_std": statistics.pstdev(all_rewards) or 1.0,
+    }

@@ -1,0 +1,129 @@
+"""Reward-model pieces shared by the reward stage and PPO: a scalar score head on the base model's last hidden
+state, read at the last real token (found from the attention mask, so left or right padding both work and a pad
+token equal to EOS hides nothing), and saving/loading the head next to a PEFT adapter.
+
+A reward model on disk is a standard PEFT folder (`PeftModel.from_pretrained` loads it) plus `score_head.safetensors`
+and `reward_meta.json` (base model, normalisation).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+HEAD_FILE = "score_head.safetensors"
+META_FILE = "reward_meta.json"
+
+
+def backbone(model: nn.Module) -> nn.Module:
+    """The transformer without its LM head (LoRA layers, injected in place, stay active)."""
+    inner = model.get_base_model() if isinstance(model, PeftModel) else model
+    return inner.base_model
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last attended position per row (works for left and right padding)."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask).argmax(dim=1)
+
+
+class ScoreHead(nn.Module):
+    """hidden state -> scalar reward."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        nn.init.normal_(self.linear.weight, std=1 / (hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden).squeeze(-1)
+
+
+class RewardScorer(nn.Module):
+    """Base model (with the reward adapter active) + score head: `scorer(ids, mask) -> rewards[B]`."""
+
+    def __init__(self, model: nn.Module, head: ScoreHead):
+        super().__init__()
+        self.model = model
+        self.head = head
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = backbone(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.head(hidden[rows, last_token_index(attention_mask)].to(self.head.linear.weight.dtype))
+
+
+def render_dialogue(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[dict], response: str) -> str:
+    """Prompt + response in the chat template, ending at the end-of-turn token (the token that is scored)."""
+    messages = [*prompt, {"role": "assistant", "content": response}]
+    return tokenizer.apply_chat_template(messages, tokenize=False).rstrip("\n")
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, device
+) -> dict[str, torch.Tensor]:
+    """Tokenize, truncating from the left so the final turns (where answers differ) are kept."""
+    side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        enc = tokenizer(
+            list(texts),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            add_special_tokens=False,
+        )
+    finally:
+        tokenizer.truncation_side = side
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+@dataclass
+class RewardMeta:
+    base_model: str
+    adapter_name: str = "reward"
+    reward_mean: float = 0.0
+    reward_std: float = 1.0
+    full_finetune: bool = False
+
+
+def save_reward_model(folder: Path, model: nn.Module, head: ScoreHead, meta: RewardMeta) -> Path:
+    """Adapter (or, for a full fine-tune, the whole model) + head + meta in one folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not isinstance(model, PeftModel):
+        model.save_pretrained(folder)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, folder / HEAD_FILE
+        )
+        (folder / META_FILE).write_text(json.dumps(asdict(meta), indent=2))
+        return folder
+    model.save_pretrained(folder, selected_adapters=[meta.adapter_name])
+    # PEFT writes non-default adapters to a subfolder; keep the folder itself loadable as the adapter.
+    sub = folder / meta.adapter_name
+    if sub.is_dir():
+        for f in sub.iterdir():
+            f.replace(folder / f.name)
+        sub.rmdir()
+    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, folder / HEAD_FILE)
+    (folder / META_FILE).write_text(json.dumps(asdict(meta), indent=2))
+    return folder
+
+
+def load_head(folder: Path, hidden_size: int) -> ScoreHead:
+    head = ScoreHead(hidden_size)
+    head.load_state_dict(load_file(folder / HEAD_FILE))
+    return head
+
+
+def load_meta(folder: Path) -> RewardMeta:
+    return RewardMeta(**json.loads((folder / META_FILE).read_text()))

@@ -1,0 +1,101 @@
+"""Running a training stage from the command line or as a job: parse the config dataclass (flags or YAML),
+report progress to the console or the job row, and record how the job ended.
+
+    python -m rlhf.reward --epochs 2            # flags made from RewardConfig's fields
+    python -m rlhf.reward --config round.yaml   # the same fields from YAML
+    python -m rlhf.reward --job-id 7 ...        # started by the job runner: writes into job 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from sqlmodel import Session
+from transformers import HfArgumentParser
+
+from labeler.db import default_url, make_engine
+from labeler.tables import Job, utcnow
+from rlhf.progress import Cancelled, ConsoleReporter, JobReporter
+
+
+def parse_config(config_cls: type, argv: list[str] | None) -> tuple[object, int | None]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", help="YAML file with the stage's settings")
+    pre.add_argument("--job-id", type=int, help=argparse.SUPPRESS)
+    known, rest = pre.parse_known_args(argv)
+    parser = HfArgumentParser(config_cls)
+    if known.config:
+        (config,) = parser.parse_yaml_file(known.config)
+        overrides = parser.parse_args_into_dataclasses(rest, look_for_args_file=False) if rest else None
+        if overrides:
+            defaults = config_cls()
+            for key, value in asdict(overrides[0]).items():
+                if value != getattr(defaults, key):
+                    setattr(config, key, value)
+    else:
+        (config,) = parser.parse_args_into_dataclasses(rest, look_for_args_file=False)
+    home_env = os.environ.get("RANKLOOP_HOME")
+    if home_env and getattr(config, "home", None) == "runs":
+        config.home = home_env
+    return config, known.job_id
+
+
+def _finish(engine, job_id: int, status: str, error: str | None = None, result: dict | None = None) -> None:
+    with Session(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return
+        if job.status != "cancelled":
+            job.status = status
+        job.error = error
+        job.finished_at = utcnow()
+        if result:
+            job.params = {**job.params, "result": result}
+        if status == "succeeded":
+            job.progress = 1.0
+        session.add(job)
+        session.commit()
+
+
+def run_stage(config_cls: type, run: Callable, argv: list[str] | None, *, kind: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config, job_id = parse_config(config_cls, argv)
+    if job_id is None:
+        result = run(config, reporter=ConsoleReporter())
+        print(summary(kind, result))
+        return
+    engine = make_engine(config.db or default_url(Path(config.home)))
+    with Session(engine) as session:
+        job = session.get(Job, job_id)
+        job.status, job.started_at, job.pid = "running", utcnow(), os.getpid()
+        session.add(job)
+        session.commit()
+    try:
+        result = run(config, reporter=JobReporter(engine, job_id), job_id=job_id)
+    except Cancelled:
+        _finish(engine, job_id, "cancelled", "cancelled by an admin")
+        sys.exit(3)
+    except BaseException as exc:
+        _finish(engine, job_id, "failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}")
+        raise
+    _finish(engine, job_id, "succeeded", result=result_dict(result))
+    print(summary(kind, result))
+
+
+def result_dict(result: object) -> dict:
+    data = asdict(result) if hasattr(result, "__dataclass_fields__") else dict(result)
+    return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+
+def summary(kind: str, result: object) -> str:
+    data = result_dict(result)
+    metrics = data.get("metrics", {})
+    shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    return f"{kind} {data.get('name', '')} saved to {data.get('path', '')}: {shown}"

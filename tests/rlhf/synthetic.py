@@ -1,0 +1,78 @@
+"""A store with a synthetic, learnable preference: the more times an answer says 'good', the better."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from pathlib import Path
+
+from sqlmodel import Session
+
+from labeler.db import make_engine
+from labeler.policies import ensure_initial_policy
+from labeler.store import (
+    CompletionIn,
+    RankingIn,
+    add_completion_set,
+    get_or_add_prompt,
+    lease_next_set,
+    submit_ranking,
+)
+from labeler.users import add_user
+from models.tiny import save_tiny_checkpoint
+
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "sea",
+    "sky",
+    "poem",
+    "list",
+    "answer",
+    "question",
+]
+
+
+def answer(rng: random.Random, goodness: int) -> str:
+    body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+    return f"{body}{' good' * goodness}."
+
+
+def synthetic_store(tmp: Path, sets: int = 80, seed: int = 0) -> tuple[str, str]:
+    """Returns (database URL, tiny checkpoint path). Rankings go through lease + submit like a labeler's."""
+    rng = random.Random(seed)
+    url = f"sqlite:///{tmp / 'rankloop.db'}"
+    engine = make_engine(url)
+    checkpoint = str(save_tiny_checkpoint(tmp / "tiny"))
+    with Session(engine) as session:
+        user = add_user(session=session, name="sim", password="sim-password")
+        user_id = user.id
+        pv = ensure_initial_policy(session=session, base_model=checkpoint)
+        for i in range(sets):
+            prompt = get_or_add_prompt(
+                session=session, messages=[{"role": "user", "content": f"question {i} {rng.choice(WORDS)}"}]
+            )
+            goods = [0, 1, 2, 3]
+            rng.shuffle(goods)
+            add_completion_set(
+                session=session,
+                prompt_id=prompt.id,
+                completions=[CompletionIn(answer(rng, g)) for g in goods],
+                policy_version_id=pv.id,
+            )
+        while (leased := lease_next_set(session=session, user_id=user_id)) is not None:
+            order = sorted(leased.completions, key=lambda c: -c.text.count(" good"))
+            ranks = {c.id: k + 1 for k, c in enumerate(order)}
+            submit_ranking(
+                session=session,
+                ranking=RankingIn(
+                    set_id=leased.set.id, user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks
+                ),
+            )
+    return url, checkpoint
