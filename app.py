@@ -52,10 +52,12 @@ def _serve(args: argparse.Namespace) -> int:
     from labeler.ui.deps import UIDeps
     from models.generation import SamplingParams
     from rlhf.cli import load_pool
+    from rlhf.jobs import JobRunner
     from rlhf.pregen import PregenConfig, PregenWorker
 
     home = Path(args.home)
-    engine = make_engine(args.db or default_url(home))
+    url = args.db or default_url(home)
+    engine = make_engine(url)
     _bootstrap_store(engine, args)
     from sqlmodel import Session
 
@@ -66,11 +68,14 @@ def _serve(args: argparse.Namespace) -> int:
         engine=engine, pool=pool, config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling)
     )
     worker.start()
-    deps = UIDeps(engine=engine, home=home, pool=pool)
+    runner = JobRunner(engine=engine, db_url=url, home=home, launcher=args.launcher)
+    runner.watch()
+    deps = UIDeps(engine=engine, home=home, pool=pool, runner=runner)
     try:
         launch(build_ui(deps), deps, host=args.host, port=args.port)
     finally:
         worker.stop()
+        runner.stop()
     return 0
 
 
@@ -107,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--max-new-tokens", type=int, default=128)
     serve.add_argument("--temperature", type=float, default=0.8)
+    serve.add_argument(
+        "--launcher", choices=["python", "accelerate"], default="python", help="how training jobs start"
+    )
     add_model_args(serve)
     serve.set_defaults(func=_serve)
 

@@ -48,6 +48,7 @@ class SetRankings:
     origin: str
     texts: dict[int, str]
     rankings: list[RankingView]
+    source: str = ""
 
 
 def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None) -> list[SetRankings]:
@@ -77,13 +78,14 @@ def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None)
     ids = sorted(by_set)
     versions = dict(session.exec(select(PolicyVersion.id, PolicyVersion.version)).all())
     sets = {
-        s_id: (p_id, versions.get(pv), origin)
-        for s_id, p_id, pv, origin in session.exec(
+        s_id: (p_id, versions.get(pv), origin, source)
+        for s_id, p_id, pv, origin, source in session.exec(
             select(
                 CompletionSet.id,
                 CompletionSet.prompt_id,
                 CompletionSet.policy_version_id,
                 CompletionSet.origin,
+                CompletionSet.source,
             )
         )
         if s_id in by_set
@@ -92,7 +94,7 @@ def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None)
     for c_id, s_id, text in session.exec(select(Completion.id, Completion.set_id, Completion.text)):
         if s_id in by_set:
             texts[s_id][c_id] = text
-    return [SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i]) for i in ids]
+    return [SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i], sets[i][3]) for i in ids]
 
 
 def records_from_sets(

@@ -66,6 +66,12 @@ class RewardConfig:
     eval_fraction: float = field(
         default=0.1, metadata={"help": "share of prompts held out (fixed per prompt across rounds)"}
     )
+    heldout_sources: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "hold out the prompts of sets imported from these files (instead of a hashed share)"
+        },
+    )
     use_margin: bool = field(
         default=False, metadata={"help": "subtract the rank-difference margin in the loss"}
     )
@@ -182,7 +188,7 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
             session=session, settings=config.pair_settings(), include_imported=config.include_imported
         )
         name = next_name(session)
-    train, heldout = split_by_prompt(groups, config.eval_fraction)
+    train, heldout = split_by_prompt(groups, config.eval_fraction, config.heldout_sources)
     if config.max_pairs:
         train = train[: config.max_pairs]
     if not train:

@@ -28,6 +28,7 @@ class Group:
     pairs: list[tuple[int, int, float, float]]  # (chosen index, rejected index, margin, agreement)
     rankings: list[RankingView] = field(default_factory=list)
     origin: str = "generated"
+    source: str = ""
 
 
 def load_groups(*, session: Session, settings: PairSettings, include_imported: bool = True) -> list[Group]:
@@ -51,6 +52,7 @@ def load_groups(*, session: Session, settings: PairSettings, include_imported: b
                 pairs=[(index[p.chosen], index[p.rejected], p.margin, p.agreement) for p in votes],
                 rankings=s.rankings,
                 origin=s.origin,
+                source=s.source,
             )
         )
     return groups
@@ -61,11 +63,16 @@ def is_heldout(prompt_key: str, fraction: float) -> bool:
     return int(hashlib.sha256(("heldout:" + prompt_key).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < fraction
 
 
-def split_by_prompt(groups: list[Group], eval_fraction: float) -> tuple[list[Group], list[Group]]:
-    """Train and held-out groups; one prompt never lands on both sides."""
-    train = [g for g in groups if not is_heldout(g.prompt_key, eval_fraction)]
-    heldout = [g for g in groups if is_heldout(g.prompt_key, eval_fraction)]
-    return train, heldout
+def split_by_prompt(
+    groups: list[Group], eval_fraction: float, heldout_sources: list[str] | None = None
+) -> tuple[list[Group], list[Group]]:
+    """Train and held-out groups; one prompt never lands on both sides. With `heldout_sources`, the prompts of
+    sets whose source starts with one of them are held out instead of a hashed share."""
+    if heldout_sources:
+        keys = {g.prompt_key for g in groups if g.source.startswith(tuple(heldout_sources))}
+    else:
+        keys = {g.prompt_key for g in groups if is_heldout(g.prompt_key, eval_fraction)}
+    return [g for g in groups if g.prompt_key not in keys], [g for g in groups if g.prompt_key in keys]
 
 
 def explode(groups: list[Group]) -> list[Group]:

@@ -1,4 +1,5 @@
-"""Admin training tab: the jobs table (status, progress, error) and cancel."""
+"""Admin training tab: launch reward (and later PPO) jobs from forms made from the stage configs, watch their
+progress and live metric plots, cancel them; the jobs table and the reward models with their held-out metrics."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import gradio as gr
 import pandas as pd
 from sqlmodel import Session, col, select
 
-from labeler.tables import Job
+from labeler.tables import Job, RewardModel
 from labeler.ui.deps import UIDeps, require_admin
+from labeler.ui.forms import config_form, form_values
+from rlhf.reward import RewardConfig
+
+STAGES = {"reward": RewardConfig}
 
 
 def jobs_frame(session: Session) -> pd.DataFrame:
@@ -19,23 +24,119 @@ def jobs_frame(session: Session) -> pd.DataFrame:
             j.status,
             f"{j.progress:.0%}",
             j.created_at.strftime("%m-%d %H:%M"),
-            (j.error or "")[:200],
+            (j.error or "").splitlines()[0][:200] if j.error else "",
         ]
         for j in jobs
     ]
     return pd.DataFrame(rows, columns=["job", "kind", "status", "progress", "created", "error"])
 
 
+def rewards_frame(session: Session) -> pd.DataFrame:
+    rows = []
+    for r in session.exec(select(RewardModel).order_by(col(RewardModel.id).desc())):
+        m = r.metrics
+        rows.append(
+            [
+                r.name,
+                r.job_id,
+                m.get("accuracy"),
+                m.get("mean_margin"),
+                m.get("loss"),
+                m.get("pairs"),
+                str(m.get("accuracy_by_agreement", {})),
+            ]
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "reward model",
+            "job",
+            "held-out accuracy",
+            "mean margin",
+            "loss",
+            "pairs",
+            "accuracy by agreement",
+        ],
+    )
+
+
+def metrics_frame(job: Job | None) -> pd.DataFrame:
+    """Long format (step, metric, value) for the line plot."""
+    rows = []
+    for point in job.metrics if job else []:
+        step = point.get("step")
+        if step is None:
+            continue
+        rows.extend(
+            (step, k, float(v))
+            for k, v in point.items()
+            if k not in ("step", "t") and isinstance(v, int | float)
+        )
+    return pd.DataFrame(rows, columns=["step", "metric", "value"])
+
+
 def build_training_tab(deps: UIDeps) -> tuple:
     engine = deps.engine
     with gr.Tab("Training"):
-        refresh = gr.Button("Refresh jobs")
-        table = gr.Dataframe(label="Jobs", interactive=False)
+        with gr.Accordion("Launch a reward round", open=False):
+            reward_form = config_form(RewardConfig)
+            launch_reward = gr.Button("Train reward model", variant="primary")
+        launch_status = gr.Markdown()
+        with gr.Row():
+            job_id = gr.Number(label="Job to watch", precision=0)
+            cancel = gr.Button("Cancel job", variant="stop")
+        progress = gr.Slider(0, 100, label="Progress (%)", interactive=False)
+        plot = gr.LinePlot(x="step", y="value", color="metric", label="Metrics", height=300)
+        log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
+        jobs = gr.Dataframe(label="Jobs", interactive=False)
+        rewards = gr.Dataframe(label="Reward models (held-out evaluation)", interactive=False)
+        timer = gr.Timer(2.0, active=False)  # switched on at page load for admins only
 
-    def on_list(request: gr.Request):
+    def on_launch(request: gr.Request, *values):
+        require_admin(engine, request)
+        if deps.runner is None:
+            raise gr.Error("This app was started without a job runner.")
+        try:
+            params = form_values(RewardConfig, list(reward_form), values)
+            new_id = deps.runner.start("reward", params)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise gr.Error(str(exc)) from exc
+        return f"Started reward job {new_id}.", new_id
+
+    def on_watch(request: gr.Request, watched: float | None):
         require_admin(engine, request)
         with Session(engine) as session:
-            return jobs_frame(session)
+            job = (
+                session.get(Job, int(watched))
+                if watched
+                else session.exec(select(Job).order_by(col(Job.id).desc())).first()
+            )
+            return (
+                round(100 * job.progress) if job else 0,
+                metrics_frame(job),
+                (job.log_tail or job.error or "") if job else "",
+                jobs_frame(session),
+                rewards_frame(session),
+            )
 
-    refresh.click(on_list, None, table, api_name="admin_jobs")
-    return on_list, [table]
+    def on_cancel(request: gr.Request, watched: float | None):
+        require_admin(engine, request)
+        if not watched or deps.runner is None:
+            raise gr.Error("Enter the job number to cancel.")
+        try:
+            deps.runner.cancel(int(watched))
+        except RuntimeError as exc:
+            raise gr.Error(str(exc)) from exc
+        return f"Cancelled job {int(watched)}."
+
+    launch_reward.click(
+        on_launch, list(reward_form.values()), [launch_status, job_id], api_name="admin_launch_reward"
+    )
+    watch_outputs = [progress, plot, log, jobs, rewards]
+    timer.tick(on_watch, [job_id], watch_outputs, api_name="admin_jobs", show_progress="hidden")
+    cancel.click(on_cancel, [job_id], launch_status, api_name="admin_cancel_job")
+
+    def on_list(request: gr.Request):
+        return (*on_watch(request, None), gr.Timer(active=True))
+
+    return on_list, [*watch_outputs, timer]

@@ -19,7 +19,7 @@ class UIDeps:
     engine: Engine
     home: Path
     pool: object | None = None  # models.policy.PolicyPool: generation for the policies tab and playground
-    start_job: Callable[..., int] | None = None  # rlhf.jobs.start_job bound to the store (training rounds)
+    runner: object | None = None  # rlhf.jobs.JobRunner: training jobs as separate processes
 
 
 def make_auth(engine: Engine) -> Callable[[str, str], bool]:

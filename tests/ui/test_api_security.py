@@ -1,10 +1,14 @@
 """Admin handlers are reachable through Gradio's API, so each one must refuse a labeler on the server."""
 
+from dataclasses import fields
+
 import pytest
 from gradio_client import Client
 from sqlmodel import Session, func, select
 
 from labeler.tables import Guideline, PolicyVersion, User
+from labeler.ui.forms import HIDDEN
+from rlhf.reward import RewardConfig
 from tests.ui.conftest import PASSWORDS
 
 ADMIN_CALLS = {
@@ -17,7 +21,11 @@ ADMIN_CALLS = {
     "/admin_make_current": (0,),
     "/admin_compare": ("hi", 0, 0),
     "/admin_export": ("jsonl", "all", False, "drop", 0, True),
-    "/admin_jobs": (),
+    "/admin_jobs": (None,),
+    "/admin_launch_reward": tuple(
+        "" if f.name == "heldout_sources" else f.default for f in fields(RewardConfig) if f.name not in HIDDEN
+    ),
+    "/admin_cancel_job": (1,),
 }
 
 

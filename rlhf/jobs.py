@@ -1,0 +1,203 @@
+"""Background jobs: training stages run as their own processes (`python -m rlhf.reward ...`, or under
+`accelerate launch` when asked), never inside the web server. The job row holds status, progress, metric series,
+the log tail and the error; the runner detects dead processes and marks them failed with their exit code.
+
+    runner = JobRunner(engine=engine, db_url=url, home=Path("runs"))
+    job_id = runner.start("reward", {"epochs": 2})
+    runner.cancel(job_id)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import fields
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from labeler.tables import Job, utcnow
+
+logger = logging.getLogger(__name__)
+STAGE_MODULES = {"reward": "rlhf.reward", "ppo": "rlhf.ppo", "dpo": "rlhf.dpo", "round": "rlhf.round"}
+ACTIVE = ("queued", "running")
+
+
+class JobError(RuntimeError):
+    """A job cannot be started or changed (already running, unknown kind)."""
+
+
+def stage_flags(params: dict) -> list[str]:
+    """Config values as command-line flags for the stage's HfArgumentParser."""
+    argv: list[str] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, list | tuple):
+            argv += [f"--{key}", *map(str, value)]
+        else:
+            argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return argv
+
+
+def config_params(config: object) -> dict:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(max(0, path.stat().st_size - limit))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+class JobRunner:
+    """Starts, watches and cancels stage processes; one job of a kind at a time."""
+
+    def __init__(self, *, engine: Engine, db_url: str, home: Path, launcher: str = "python"):
+        self.engine, self.db_url, self.home, self.launcher = engine, db_url, Path(home), launcher
+        self._procs: dict[int, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def log_path(self, job_id: int) -> Path:
+        return self.home / "jobs" / f"job-{job_id}.log"
+
+    def command(self, kind: str, job_id: int, params: dict) -> list[str]:
+        module = STAGE_MODULES[kind]
+        head = [sys.executable, "-m", module]
+        if self.launcher == "accelerate":
+            head = [sys.executable, "-m", "accelerate.commands.launch", "-m", module]
+        return [
+            *head,
+            "--job-id",
+            str(job_id),
+            *stage_flags({**params, "home": str(self.home), "db": self.db_url}),
+        ]
+
+    def start(self, kind: str, params: dict) -> int:
+        if kind not in STAGE_MODULES:
+            raise JobError(f"unknown job kind {kind!r}; use one of {', '.join(STAGE_MODULES)}")
+        with self._lock, Session(self.engine) as session:
+            self._poll(session)
+            busy = session.exec(select(Job).where(Job.kind == kind, col(Job.status).in_(ACTIVE))).first()
+            if busy is not None:
+                raise JobError(
+                    f"a {kind} job is already {busy.status} (job {busy.id}); wait for it or cancel it"
+                )
+            job = Job(kind=kind, params=params, status="queued")
+            session.add(job)
+            session.commit()
+            job_id = job.id
+            log = self.log_path(job_id)
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with log.open("w") as out:
+                proc = subprocess.Popen(
+                    self.command(kind, job_id, params),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self._procs[job_id] = proc
+            job.pid = proc.pid
+            session.add(job)
+            session.commit()
+        logger.info("started %s job %d (pid %d)", kind, job_id, proc.pid)
+        return job_id
+
+    def cancel(self, job_id: int) -> None:
+        """Mark the job cancelled and stop its process (SIGTERM, then SIGKILL after 10 s)."""
+        with self._lock, Session(self.engine) as session:
+            job = session.get(Job, job_id)
+            if job is None:
+                raise JobError(f"no job {job_id}")
+            if job.status not in ACTIVE:
+                raise JobError(f"job {job_id} is already {job.status}")
+            job.status, job.finished_at, job.error = "cancelled", utcnow(), "cancelled by an admin"
+            session.add(job)
+            session.commit()
+            proc = self._procs.pop(job_id, None)
+        if proc is not None:
+            _terminate(proc)
+        elif job.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(job.pid, signal.SIGTERM)
+
+    def poll(self) -> None:
+        with self._lock, Session(self.engine) as session:
+            self._poll(session)
+
+    def _poll(self, session: Session) -> None:
+        for job in session.exec(select(Job).where(col(Job.status).in_(ACTIVE))):
+            proc = self._procs.get(job.id)
+            code = proc.poll() if proc is not None else (None if _alive(job.pid) else -1)
+            job.log_tail = _tail(self.log_path(job.id))
+            if code is not None:
+                session.refresh(job)
+                if job.status in ACTIVE:  # the stage did not record an ending: it died
+                    job.status, job.finished_at = "failed", utcnow()
+                    job.error = (
+                        f"process exited with code {code} before finishing"
+                        if code != -1
+                        else "process disappeared"
+                    )
+                self._procs.pop(job.id, None)
+            session.add(job)
+        session.commit()
+
+    def watch(self, interval: float = 2.0) -> threading.Thread:
+        """Poll in a daemon thread until `stop()`."""
+
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.poll()
+                except Exception:
+                    logger.exception("job watcher failed; continuing")
+
+        thread = threading.Thread(target=loop, name="jobs", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, job_id: int, timeout: float | None = None) -> str:
+        """Block until the job's process ends (tests, command line); returns the final status."""
+        proc = self._procs.get(job_id)
+        if proc is not None:
+            proc.wait(timeout)
+        self.poll()
+        with Session(self.engine) as session:
+            return session.get(Job, job_id).status
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
