@@ -1,0 +1,110 @@
+"""Ranking batches against trl.RewardTrainer on the same data, one epoch each, embedded default base, one run.
+
+The data: 4-way rankings built from the shared HH file (for prompt i: its chosen > its rejected > chosen of
+another dialogue > rejected of that one), so each ranking explodes into 6 pairs. The ranking path scores each
+completion once per set (4 forward passes); the trl baseline scores both texts of every pair (12).
+Target: ranking path >= 2x faster, held-out accuracy within 2 points.
+
+    .venv/bin/python bench/reward_speed.py [--sets 48] [--max-length 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlmodel import Session
+
+from labeler.db import make_engine
+from labeler.formats import split_hh
+from labeler.store import (
+    CompletionIn,
+    RankingIn,
+    add_completion_set,
+    get_or_add_prompt,
+    lease_next_set,
+    submit_ranking,
+)
+from labeler.users import add_user
+from rlhf.reward import RewardConfig, run
+
+HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-test-part-a.jsonl.gz"
+
+
+def build_store(url: str, sets: int) -> None:
+    with gzip.open(HH, "rt", encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh][: sets + 1]
+    parsed = [split_hh(r["chosen"], r["rejected"]) for r in rows]
+    with Session(make_engine(url)) as session:
+        user_id = add_user(session=session, name="bench", password="bench-password").id
+        for i in range(sets):
+            prompt, chosen, rejected = parsed[i]
+            _, other_chosen, other_rejected = parsed[i + 1]
+            p = get_or_add_prompt(session=session, messages=prompt)
+            add_completion_set(
+                session=session,
+                prompt_id=p.id,
+                completions=[CompletionIn(t) for t in (chosen, rejected, other_chosen, other_rejected)],
+                policy_version_id=None,
+            )
+        while (leased := lease_next_set(session=session, user_id=user_id)) is not None:
+            by_position = {c.position: c.id for c in leased.completions}
+            ranks = {by_position[k]: k + 1 for k in range(4)}
+            submit_ranking(
+                session=session,
+                ranking=RankingIn(
+                    set_id=leased.set.id, user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks
+                ),
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sets", type=int, default=48)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--home", default=os.environ.get("RANKLOOP_HOME", "runs"))
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        build_store(url, args.sets)
+        for trainer, batch in (
+            ("ranking", 2),
+            ("trl", 12),
+        ):  # 2 sets = 12 pairs per step, the same as 12 pairs
+            config = RewardConfig(
+                model="default",
+                home=args.home,
+                db=url,
+                trainer=trainer,
+                epochs=1,
+                batch_sets=batch,
+                max_length=args.max_length,
+                eval_fraction=0.25,
+                learning_rate=1e-4,
+            )
+            start = time.perf_counter()
+            result = run(config)
+            results[trainer] = (
+                time.perf_counter() - start,
+                result.metrics["accuracy"],
+                result.metrics["pairs"],
+            )
+            print(
+                f"{trainer}: {results[trainer][0]:.0f}s, held-out accuracy {results[trainer][1]:.3f} on {results[trainer][2]} pairs"
+            )
+    (rank_s, rank_acc, pairs), (trl_s, trl_acc, _) = results["ranking"], results["trl"]
+    print(
+        f"RESULT ranking_s={rank_s:.1f} trl_s={trl_s:.1f} speedup={trl_s / rank_s:.2f} ranking_accuracy={rank_acc:.3f} "
+        f"trl_accuracy={trl_acc:.3f} accuracy_gap={abs(rank_acc - trl_acc):.3f} heldout_pairs={pairs}"
+    )
+
+
+if __name__ == "__main__":
+    main()
