@@ -15,7 +15,6 @@ import gzip
 import json
 import os
 import tempfile
-import time
 import uuid
 from pathlib import Path
 

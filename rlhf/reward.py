@@ -197,13 +197,16 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
         train = explode(train)
     logger.info("reward %s: %d training groups, %d held-out sets", name, len(train), len(heldout))
     scorer, tokenizer = build_scorer(config)
+    train_start = time.perf_counter()
     if config.trainer == "trl":
         from rlhf.reward_trl import train_with_trl
 
         train_with_trl(scorer, tokenizer, train, config)
     else:
         train_loop(scorer, tokenizer, train, config, reporter)
+    train_seconds = time.perf_counter() - train_start
     metrics = evaluate(scorer, tokenizer, heldout or train, config.max_length)
+    metrics["train_seconds"] = round(train_seconds, 2)
     metrics["heldout_sets"], metrics["train_groups"] = len(heldout), len(train)
     reporter.log({k: v for k, v in metrics.items() if isinstance(v, float | int)})
     folder = Path(config.home) / "models" / f"reward-{name}"
