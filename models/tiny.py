@@ -63,8 +63,11 @@ def tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
     return prepare_tokenizer(tokenizer)
 
 
-def tiny_config(tokenizer: PreTrainedTokenizerFast, *, hidden_size: int = 64, layers: int = 2) -> LlamaConfig:
-    """A few-layer Llama config sized to the tokenizer."""
+def tiny_config(
+    tokenizer: PreTrainedTokenizerFast, *, hidden_size: int = 64, layers: int = 2, init_range: float = 0.02
+) -> LlamaConfig:
+    """A few-layer Llama config sized to the tokenizer. A larger `init_range` gives a peakier, more steerable
+    output distribution (PPO tests use it: at 0.02 a random tiny model is almost uniform over the vocabulary)."""
     return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -77,18 +80,21 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast, *, hidden_size: int = 64, la
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
+        initializer_range=init_range,
     )
 
 
 def tiny_model_and_tokenizer(
-    seed: int = 0, *, hidden_size: int = 64, layers: int = 2
+    seed: int = 0, *, hidden_size: int = 64, layers: int = 2, init_range: float = 0.02
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """Build a tiny causal LM (float32, CPU, eval mode) and its tokenizer; same seed, same weights."""
     tokenizer = tiny_tokenizer()
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        model = LlamaForCausalLM(tiny_config(tokenizer, hidden_size=hidden_size, layers=layers))
+        model = LlamaForCausalLM(
+            tiny_config(tokenizer, hidden_size=hidden_size, layers=layers, init_range=init_range)
+        )
     finally:
         torch.random.set_rng_state(generator_state)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -97,9 +103,9 @@ def tiny_model_and_tokenizer(
     return model, tokenizer
 
 
-def save_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
+def save_tiny_checkpoint(folder: Path, seed: int = 0, init_range: float = 0.02) -> Path:
     """Write a tiny model + tokenizer as a normal checkpoint folder (for tests that load by path)."""
-    model, tokenizer = tiny_model_and_tokenizer(seed)
+    model, tokenizer = tiny_model_and_tokenizer(seed, init_range=init_range)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -19,6 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from models.adapters import save_adapter
+
 HEAD_FILE = "score_head.safetensors"
 META_FILE = "reward_meta.json"
 
@@ -107,13 +109,7 @@ def save_reward_model(folder: Path, model: nn.Module, head: ScoreHead, meta: Rew
         )
         (folder / META_FILE).write_text(json.dumps(asdict(meta), indent=2))
         return folder
-    model.save_pretrained(folder, selected_adapters=[meta.adapter_name])
-    # PEFT writes non-default adapters to a subfolder; keep the folder itself loadable as the adapter.
-    sub = folder / meta.adapter_name
-    if sub.is_dir():
-        for f in sub.iterdir():
-            f.replace(folder / f.name)
-        sub.rmdir()
+    save_adapter(model, meta.adapter_name, folder)
     save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, folder / HEAD_FILE)
     (folder / META_FILE).write_text(json.dumps(asdict(meta), indent=2))
     return folder

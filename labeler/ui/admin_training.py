@@ -10,9 +10,10 @@ from sqlmodel import Session, col, select
 from labeler.tables import Job, RewardModel
 from labeler.ui.deps import UIDeps, require_admin
 from labeler.ui.forms import config_form, form_values
+from rlhf.ppo import PPOConfig
 from rlhf.reward import RewardConfig
 
-STAGES = {"reward": RewardConfig}
+STAGES = {"reward": RewardConfig, "ppo": PPOConfig}
 
 
 def jobs_frame(session: Session) -> pd.DataFrame:
@@ -78,9 +79,11 @@ def metrics_frame(job: Job | None) -> pd.DataFrame:
 def build_training_tab(deps: UIDeps) -> tuple:
     engine = deps.engine
     with gr.Tab("Training"):
-        with gr.Accordion("Launch a reward round", open=False):
-            reward_form = config_form(RewardConfig)
-            launch_reward = gr.Button("Train reward model", variant="primary")
+        forms, buttons = {}, {}
+        for kind, config_cls in STAGES.items():
+            with gr.Accordion(f"Launch a {kind} round", open=False):
+                forms[kind] = config_form(config_cls)
+                buttons[kind] = gr.Button(f"Start {kind}", variant="primary")
         launch_status = gr.Markdown()
         with gr.Row():
             job_id = gr.Number(label="Job to watch", precision=0)
@@ -92,16 +95,19 @@ def build_training_tab(deps: UIDeps) -> tuple:
         rewards = gr.Dataframe(label="Reward models (held-out evaluation)", interactive=False)
         timer = gr.Timer(2.0, active=False)  # switched on at page load for admins only
 
-    def on_launch(request: gr.Request, *values):
-        require_admin(engine, request)
-        if deps.runner is None:
-            raise gr.Error("This app was started without a job runner.")
-        try:
-            params = form_values(RewardConfig, list(reward_form), values)
-            new_id = deps.runner.start("reward", params)
-        except (ValueError, TypeError, RuntimeError) as exc:
-            raise gr.Error(str(exc)) from exc
-        return f"Started reward job {new_id}.", new_id
+    def launcher(kind: str):
+        def on_launch(request: gr.Request, *values):
+            require_admin(engine, request)
+            if deps.runner is None:
+                raise gr.Error("This app was started without a job runner.")
+            try:
+                params = form_values(STAGES[kind], list(forms[kind]), values)
+                new_id = deps.runner.start(kind, params)
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise gr.Error(str(exc)) from exc
+            return f"Started {kind} job {new_id}.", new_id
+
+        return on_launch
 
     def on_watch(request: gr.Request, watched: float | None):
         require_admin(engine, request)

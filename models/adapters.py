@@ -1,0 +1,19 @@
+"""Saving one named LoRA adapter as a standard PEFT folder (loadable by `PeftModel.from_pretrained(base, folder)`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from peft import PeftModel
+
+
+def save_adapter(model: PeftModel, name: str, folder: Path) -> Path:
+    """Write adapter `name` into `folder` itself (PEFT puts non-default adapters in a subfolder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, selected_adapters=[name])
+    sub = folder / name
+    if sub.is_dir():
+        for f in sub.iterdir():
+            f.replace(folder / f.name)
+        sub.rmdir()
+    return folder

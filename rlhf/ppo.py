@@ -1,0 +1,260 @@
+"""PPO stage: update the current policy version with LoRA against a reward model, on one shared base.
+
+    rankloop ppo [--steps 20] [--batch_prompts 8] [--kl_coef 0.05] [--reward_model r3] ...
+    python -m rlhf.ppo --home runs          # the same; also runs under `accelerate launch`
+
+Each step: rollout (sample responses from the policy), scoring (reward model at the last real token; per-token
+KL to the reference, k1 or k3, times an adaptive or fixed coefficient), advantages (GAE, whitened), update
+(clipped policy and value losses, entropy bonus, several epochs of minibatches with an approximate-KL early
+stop). The result is saved as policy version K+1 (parent K, the reward model used), with metrics and samples
+before and after. A crash or cancel leaves the current version unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from accelerate import Accelerator
+from sqlmodel import Session, col, select
+
+from labeler.db import default_url, make_engine
+from labeler.policies import current_policy
+from labeler.tables import PolicyVersion, Prompt, RewardModel
+from models.generation import SamplingParams
+from models.loading import load_base
+from rlhf.ppo_model import SharedModel, build_shared, reward_scores, save_policy
+from rlhf.ppo_step import Rollout, StepStats, ppo_update, rollout, score_rollout
+from rlhf.progress import ConsoleReporter, Reporter
+
+logger = logging.getLogger(__name__)
+RewardFn = Callable[[SharedModel, Rollout], torch.Tensor]
+
+
+@dataclass
+class PPOConfig:
+    """Settings of one PPO round (the admin tab's form and the command line are made from these fields)."""
+
+    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
+    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
+    reward_model: str | None = field(
+        default=None, metadata={"help": "reward model name (default: the newest)"}
+    )
+    steps: int = field(default=10, metadata={"help": "PPO iterations (rollout + update)"})
+    batch_prompts: int = field(default=8, metadata={"help": "prompts per rollout"})
+    minibatch: int = field(default=4, metadata={"help": "sequences per gradient step"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate"})
+    max_new_tokens: int = field(default=48, metadata={"help": "response length cap"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
+    kl_coef: float = field(default=0.05, metadata={"help": "initial KL coefficient"})
+    adaptive_kl: bool = field(default=True, metadata={"help": "adapt the coefficient toward target_kl"})
+    target_kl: float = field(default=4.0, metadata={"help": "target sequence KL for the adaptive controller"})
+    kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata={"help": "per-token KL estimator"})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount"})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    clip: float = field(default=0.2, metadata={"help": "policy ratio clip"})
+    vf_coef: float = field(default=0.1, metadata={"help": "value loss coefficient"})
+    vf_clip: float = field(default=0.2, metadata={"help": "value clip range"})
+    ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    stop_kl: float = field(
+        default=0.1, metadata={"help": "stop an epoch when approximate KL (new vs old) passes this"}
+    )
+    no_eos_penalty: float | None = field(
+        default=-1.0, metadata={"help": "added to the score of responses that hit the cap"}
+    )
+    reward_clip: float = field(default=5.0, metadata={"help": "clip normalised scores to +-this"})
+    whiten_advantages: bool = field(default=True, metadata={"help": "whiten advantages per rollout"})
+    reference: Literal["initial", "previous"] = field(
+        default="initial", metadata={"help": "KL against the loop's initial model or the parent version"}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank for a new policy adapter"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
+    sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+    log_every: int = field(default=1, metadata={"help": "steps between metric points"})
+
+
+@dataclass
+class PPOResult:
+    name: str
+    path: Path
+    version: int
+    metrics: dict
+    history: list[dict]
+    seconds: float
+
+
+@dataclass
+class RoundInputs:
+    parent: PolicyVersion
+    reward: RewardModel | None
+    train_prompts: list[list[dict]]
+    eval_prompts: list[list[dict]]
+
+
+def load_inputs(session: Session, config: PPOConfig, need_reward: bool) -> RoundInputs:
+    parent = current_policy(session=session)
+    if parent is None:
+        raise ValueError(
+            "no current policy version in the store: start the app once or run `rankloop generate`"
+        )
+    query = select(RewardModel).order_by(col(RewardModel.id).desc())
+    if config.reward_model:
+        query = select(RewardModel).where(RewardModel.name == config.reward_model)
+    reward = session.exec(query).first()
+    if need_reward and reward is None:
+        raise ValueError(
+            f"reward model {config.reward_model or '(newest)'} not found: run `rankloop reward` first"
+        )
+    prompts = session.exec(select(Prompt.messages, Prompt.split)).all()
+    train = [m for m, split in prompts if split == "train"]
+    evals = [m for m, split in prompts if split == "eval"] or train
+    if not train:
+        raise ValueError(
+            "no train-split prompts in the store: import some with `rankloop import prompts FILE`"
+        )
+    return RoundInputs(parent, reward, train, evals[: config.sample_prompts])
+
+
+def samples(shared: SharedModel, tokenizer, prompts: list[list[dict]], config: PPOConfig) -> list[dict]:
+    from models.generation import TransformersBackend
+
+    backend = TransformersBackend(shared.model, tokenizer)
+    outs = backend.generate(prompts, 1, SamplingParams(max_new_tokens=config.max_new_tokens, temperature=0))
+    return [{"prompt": p[-1]["content"], "response": o[0].text} for p, o in zip(prompts, outs, strict=True)]
+
+
+def train(
+    shared: SharedModel,
+    tokenizer,
+    prompts: list[list[dict]],
+    config: PPOConfig,
+    reporter: Reporter,
+    reward_fn: RewardFn,
+) -> list[dict]:
+    """The PPO loop; returns one metrics dict per step."""
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
+    params = [p for p in shared.policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+    module, optimizer = accelerator.prepare(shared.policy, optimizer)
+    from rlhf.ppo_math import AdaptiveKLController, FixedKLController
+
+    kl_ctl = (
+        AdaptiveKLController(config.kl_coef, config.target_kl)
+        if config.adaptive_kl
+        else FixedKLController(config.kl_coef)
+    )
+    rng = random.Random(config.seed + accelerator.process_index)
+    history: list[dict] = []
+    reporter.start(config.steps, "ppo")
+    for step in range(1, config.steps + 1):
+        batch = [rng.choice(prompts) for _ in range(config.batch_prompts)]
+        ro = rollout(shared, tokenizer, batch, config)
+        scored = score_rollout(shared, ro, reward_fn(shared, ro), kl_ctl.value, config)
+        stats: StepStats = ppo_update(shared, module, optimizer, accelerator, ro, scored, config, params)
+        kl_ctl.update(scored.kl_mean, config.batch_prompts)
+        metrics = {"step": step, **scored.metrics(), **stats.metrics(), "kl_coef": kl_ctl.value}
+        history.append(metrics)
+        reporter.step(metrics)
+        if step % config.log_every == 0 or step == config.steps:
+            reporter.log(metrics)
+    return history
+
+
+def reward_model_fn(shared: SharedModel, ro: Rollout) -> torch.Tensor:
+    return reward_scores(shared, ro.input_ids, ro.attention_mask)
+
+
+def register(
+    session: Session, inputs: RoundInputs, folder: Path, metrics: dict, make_current: bool, job_id: int | None
+) -> PolicyVersion:
+    """Write version K+1 (and switch to it) in one transaction."""
+    latest = (
+        session.exec(select(PolicyVersion.version).order_by(col(PolicyVersion.version).desc())).first() or 0
+    )
+    pv = PolicyVersion(
+        version=latest + 1,
+        base_model=inputs.parent.base_model,
+        adapter_path=str(folder),
+        parent_id=inputs.parent.id,
+        reward_model_id=inputs.reward.id if inputs.reward else None,
+        metrics={**metrics, "job_id": job_id},
+    )
+    if make_current:
+        for cur in session.exec(select(PolicyVersion).where(col(PolicyVersion.is_current).is_(True))):
+            cur.is_current = False
+            session.add(cur)
+        pv.is_current = True
+    session.add(pv)
+    session.commit()
+    session.refresh(pv)
+    return pv
+
+
+def run(
+    config: PPOConfig,
+    *,
+    reporter: Reporter | None = None,
+    job_id: int | None = None,
+    reward_fn: RewardFn | None = None,
+) -> PPOResult:
+    reporter = reporter or ConsoleReporter()
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    engine = make_engine(config.db or default_url(Path(config.home)))
+    with Session(engine) as session:
+        inputs = load_inputs(session, config, need_reward=reward_fn is None)
+        session.expunge_all()
+    base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
+    shared = build_shared(
+        base,
+        policy_path=inputs.parent.adapter_path,
+        reward_path=inputs.reward.adapter_path if reward_fn is None else None,
+        reference=config.reference,
+        lora_r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+    )
+    before = samples(shared, tokenizer, inputs.eval_prompts, config)
+    history = train(shared, tokenizer, inputs.train_prompts, config, reporter, reward_fn or reward_model_fn)
+    after = samples(shared, tokenizer, inputs.eval_prompts, config)
+    with Session(engine) as session:
+        latest = (
+            session.exec(select(PolicyVersion.version).order_by(col(PolicyVersion.version).desc())).first()
+            or 0
+        )
+    folder = Path(config.home) / "models" / f"policy-v{latest + 1}"
+    save_policy(shared, folder)
+    summary = {k: v for k, v in history[-1].items() if isinstance(v, float | int)} if history else {}
+    metrics = {
+        "final": summary,
+        "history": history,
+        "samples_before": before,
+        "samples_after": after,
+        "config": asdict(config),
+    }
+    with Session(engine) as session:
+        pv = register(session, inputs, folder, metrics, config.make_current, job_id)
+        version = pv.version
+    reporter.close()
+    return PPOResult(f"v{version}", folder, version, summary, history, time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rlhf.stage import run_stage
+
+    run_stage(PPOConfig, run, argv, kind="ppo")
+
+
+if __name__ == "__main__":
+    main()

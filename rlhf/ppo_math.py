@@ -1,0 +1,125 @@
+"""PPO's arithmetic as small pure functions on tensors: masked statistics, KL estimators, GAE, the clipped
+losses and the adaptive KL controller. Every tensor is [batch, response tokens] with a 0/1 mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    return masked_mean((x - mean) ** 2, mask)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Zero mean (optionally kept), unit variance over the masked entries; masked-out entries become 0."""
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask
+
+
+def kl_estimate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+    """Per-token KL(policy || reference) from sampled tokens: k1 = log r, k3 = (r - 1) - log r with r = p_ref/p."""
+    log_ratio = logprobs - ref_logprobs
+    if kind == "k1":
+        return log_ratio
+    if kind == "k3":
+        return torch.expm1(-log_ratio) + log_ratio
+    raise ValueError(f"unknown KL estimator {kind!r}; use k1 or k3")
+
+
+def token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
+    """-kl_coef * KL on every response token, plus the sequence score on its last real token."""
+    rewards = -kl_coef * kl * mask
+    last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    rewards[rows, last] += scores
+    return rewards
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over response tokens; returns (advantages, returns). Padding is 0."""
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros(rewards.shape[0], device=rewards.device)
+    running = torch.zeros_like(next_value)
+    for t in reversed(range(rewards.shape[1])):
+        m = mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = delta + gamma * lam * running
+        advantages[:, t] = running * m
+        # padding after the end passes nothing backwards
+        next_value = torch.where(m > 0, values[:, t], next_value)
+        running = running * m
+    returns = (advantages + values) * mask
+    return advantages, returns
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clipped surrogate; returns (loss, clip fraction, approximate KL k3 between new and old)."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
+    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    clip_frac = masked_mean((clipped > unclipped).float(), mask)
+    approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)
+    return loss, clip_frac, approx_kl
+
+
+def value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float
+) -> torch.Tensor:
+    """0.5 * max((v - R)^2, (clip(v, v_old ± clip) - R)^2), masked mean."""
+    clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    var = masked_var(returns, mask)
+    return float(1 - masked_var(returns - values, mask) / var) if var > 0 else 0.0
+
+
+@dataclass
+class AdaptiveKLController:
+    """Ziegler et al. (2019): nudge the coefficient so the measured KL tracks `target`."""
+
+    value: float
+    target: float
+    horizon: int = 10000
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        error = max(-0.2, min(0.2, current_kl / self.target - 1))
+        self.value *= 1 + error * n_steps / self.horizon
+        return self.value
+
+
+@dataclass
+class FixedKLController:
+    value: float
+
+    def update(self, current_kl: float, n_steps: int) -> float:
+        return self.value

@@ -1,0 +1,45 @@
+"""A store with prompts and a tiny v0 for PPO tests, and a synthetic reward: the share of response tokens drawn
+from a target set (the lowest quarter of the vocabulary; about 0.25 for the untrained tiny model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from sqlmodel import Session
+
+from labeler.db import make_engine
+from labeler.policies import ensure_initial_policy
+from labeler.store import add_prompts
+from models.tiny import save_tiny_checkpoint, tiny_tokenizer
+from rlhf.ppo import PPOConfig
+
+
+def ppo_store(tmp: Path) -> tuple[str, str]:
+    url = f"sqlite:///{tmp / 'rankloop.db'}"
+    checkpoint = str(save_tiny_checkpoint(tmp / "tiny", init_range=0.2))
+    with Session(make_engine(url)) as session:
+        add_prompts(
+            session=session,
+            conversations=[[{"role": "user", "content": f"question {i}"}] for i in range(16)],
+            eval_fraction=0.25,
+        )
+        ensure_initial_policy(session=session, base_model=checkpoint)
+    return url, checkpoint
+
+
+TARGET_BELOW = len(tiny_tokenizer()) // 4
+
+
+def target_share(shared, ro) -> torch.Tensor:
+    hits = (ro.responses < TARGET_BELOW).float() * ro.response_mask
+    return hits.sum(1) / ro.response_mask.sum(1).clamp(min=1)
+
+
+def quick_config(tmp: Path, url: str, **overrides) -> PPOConfig:
+    base = {
+        "home": str(tmp), "db": url, "steps": 20, "batch_prompts": 32, "minibatch": 16, "ppo_epochs": 2, "learning_rate": 1e-2,
+        "max_new_tokens": 8, "kl_coef": 0.01, "adaptive_kl": False, "no_eos_penalty": None, "device": "cpu", "stop_kl": 0.5,
+        "reward_clip": 10.0, "lora_r": 8, "lora_alpha": 16,
+    }  # fmt: skip
+    return PPOConfig(**{**base, **overrides})

@@ -1,0 +1,107 @@
+"""PPO on the tiny model: the reference is exact, learning works, a high KL coefficient holds the policy."""
+
+from pathlib import Path
+
+import torch
+from peft import PeftModel
+from sqlmodel import Session, select
+
+from labeler.db import make_engine
+from labeler.tables import PolicyVersion
+from models.loading import load_base
+from rlhf import ppo
+from rlhf.ppo_model import build_shared, gather_logprobs, policy_forward, reference_logprobs
+from rlhf.ppo_step import rollout
+from rlhf.progress import ConsoleReporter
+from tests.rlhf.ppo_helpers import ppo_store, quick_config, target_share
+
+PROMPTS = [[{"role": "user", "content": f"question {i}"}] for i in range(4)]
+
+
+def test_reference_is_the_base_with_adapters_off_and_base_never_changes(tmp_path):
+    url, checkpoint = ppo_store(tmp_path)
+    config = quick_config(tmp_path, url, steps=3, batch_prompts=8, minibatch=4)
+    base, tokenizer = load_base(checkpoint, home=tmp_path, device="cpu")
+    twin, _ = load_base(checkpoint, home=tmp_path, device="cpu")  # an independent copy, for checking only
+    shared = build_shared(base, policy_path=None, reward_path=None, lora_r=8, lora_alpha=16)
+    base_before = {n: p.detach().clone() for n, p in shared.model.named_parameters() if "lora_" not in n}
+    ro = rollout(shared, tokenizer, PROMPTS, config)
+
+    def twin_logprobs():
+        with torch.no_grad():
+            logits = twin(input_ids=ro.input_ids, attention_mask=ro.attention_mask).logits[
+                :, ro.prompt_len - 1 : -1
+            ]
+        return gather_logprobs(logits, ro.responses)
+
+    def policy_logprobs():
+        with torch.no_grad():
+            return policy_forward(shared, ro.input_ids, ro.attention_mask, ro.prompt_len)[0]
+
+    expected = twin_logprobs()
+    assert torch.allclose(
+        reference_logprobs(shared, ro.input_ids, ro.attention_mask, ro.prompt_len), expected, atol=1e-5
+    )
+    policy_before = policy_logprobs()
+    ppo.train(shared, tokenizer, PROMPTS, config, ConsoleReporter(), target_share)
+    assert torch.allclose(
+        reference_logprobs(shared, ro.input_ids, ro.attention_mask, ro.prompt_len), expected, atol=1e-5
+    )
+    assert not torch.allclose(policy_logprobs(), policy_before, atol=1e-3)
+    for name, p in shared.model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(p, base_before[name]), name
+
+
+def _mean(history, key, part):
+    values = [h[key] for h in history]
+    chunk = values[:5] if part == "first" else values[-5:]
+    return sum(chunk) / len(chunk)
+
+
+def test_ppo_raises_reward_registers_v1_and_high_kl_coef_holds_the_policy(tmp_path):
+    url, _ = ppo_store(tmp_path)
+    result = ppo.run(quick_config(tmp_path, url), reward_fn=target_share)
+    first, last = _mean(result.history, "reward", "first"), _mean(result.history, "reward", "last")
+    assert last > first + 0.1, (first, last)
+    assert (
+        max(h["kl"] for h in result.history) < 40
+    )  # the bound for this setting (sum over 8 tokens, in nats)
+    with Session(make_engine(url)) as session:
+        versions = session.exec(select(PolicyVersion).order_by(PolicyVersion.version)).all()
+    assert (
+        [v.version for v in versions] == [0, 1]
+        and versions[1].is_current
+        and versions[1].parent_id == versions[0].id
+    )
+    assert (
+        versions[1].metrics["samples_after"]
+        and versions[1].metrics["final"]["reward"] == result.history[-1]["reward"]
+    )
+    base, _ = load_base(versions[0].base_model, home=tmp_path, device="cpu")
+    assert isinstance(
+        PeftModel.from_pretrained(base, versions[1].adapter_path), PeftModel
+    )  # a standard PEFT folder
+
+    (tmp_path / "held").mkdir()
+    held_url, _ = ppo_store(tmp_path / "held")  # from v0 again, against the same base
+    held = ppo.run(quick_config(tmp_path / "held", held_url, kl_coef=5.0, steps=10), reward_fn=target_share)
+    free_kl = _mean(result.history, "kl", "last")
+    assert _mean(held.history, "kl", "last") < free_kl / 3
+    assert _mean(held.history, "reward", "last") < _mean(held.history, "reward", "first") + 0.1
+
+
+def test_a_crashing_run_leaves_the_current_version(tmp_path):
+    url, _ = ppo_store(tmp_path)
+
+    def broken_reward(shared, ro):
+        raise RuntimeError("reward server down")
+
+    try:
+        ppo.run(quick_config(tmp_path, url, steps=2), reward_fn=broken_reward)
+    except RuntimeError:
+        pass
+    with Session(make_engine(url)) as session:
+        versions = session.exec(select(PolicyVersion)).all()
+    assert [(v.version, v.is_current) for v in versions] == [(0, True)]
+    assert not (Path(tmp_path) / "models" / "policy-v1").exists()

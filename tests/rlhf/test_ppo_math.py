@@ -1,0 +1,86 @@
+import math
+
+import pytest
+import torch
+
+from rlhf.ppo_math import (
+    AdaptiveKLController,
+    explained_variance,
+    gae,
+    kl_estimate,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    token_rewards,
+    value_loss,
+)
+
+
+def test_gae_by_hand():
+    # one sequence of 3 tokens, gamma 0.5, lambda 0.5
+    r, v, m = torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[0.5, 1.0, 1.5]]), torch.ones(1, 3)
+    adv, ret = gae(r, v, m, gamma=0.5, lam=0.5)
+    d2 = 2.0 - 1.5
+    d1 = 0.0 + 0.5 * 1.5 - 1.0
+    d0 = 1.0 + 0.5 * 1.0 - 0.5
+    a2, a1 = d2, d1 + 0.25 * d2
+    a0 = d0 + 0.25 * a1
+    assert torch.allclose(adv, torch.tensor([[a0, a1, a2]]))
+    assert torch.allclose(ret, adv + v)
+
+
+def test_gae_ignores_padding():
+    r, v = torch.tensor([[1.0, 2.0, 9.0]]), torch.tensor([[0.5, 0.5, 7.0]])
+    padded, _ = gae(r, v, torch.tensor([[1.0, 1.0, 0.0]]), gamma=1.0, lam=1.0)
+    short, _ = gae(r[:, :2], v[:, :2], torch.ones(1, 2), gamma=1.0, lam=1.0)
+    assert torch.allclose(padded[:, :2], short) and padded[0, 2] == 0
+
+
+def test_whiten_and_masked_mean():
+    x, m = torch.tensor([[1.0, 2.0, 3.0, 100.0]]), torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    assert masked_mean(x, m).item() == pytest.approx(2.0)
+    w = masked_whiten(x, m)
+    assert masked_mean(w, m).item() == pytest.approx(0.0, abs=1e-6)
+    assert w[0, 3] == 0 and w[0, 2].item() == pytest.approx(1 / math.sqrt(2 / 3), rel=1e-4)
+
+
+def test_kl_estimators_by_hand():
+    lp, ref = torch.tensor([-1.0]), torch.tensor([-2.0])
+    assert kl_estimate(lp, ref, "k1").item() == pytest.approx(1.0)
+    assert kl_estimate(lp, ref, "k3").item() == pytest.approx(math.exp(-1) - 1 + 1)
+    assert kl_estimate(lp, lp, "k3").item() == 0.0
+
+
+def test_token_rewards_put_score_on_last_real_token():
+    kl, mask = torch.tensor([[0.1, 0.2, 0.3]]), torch.tensor([[1.0, 1.0, 0.0]])
+    out = token_rewards(torch.tensor([5.0]), kl, mask, kl_coef=0.5)
+    assert torch.allclose(out, torch.tensor([[-0.05, 5 - 0.1, 0.0]]))
+
+
+def test_clipped_policy_loss_by_hand():
+    old = torch.zeros(1, 2)
+    new = torch.log(torch.tensor([[1.5, 0.5]]))  # ratios 1.5 and 0.5
+    adv, mask = torch.tensor([[1.0, -1.0]]), torch.ones(1, 2)
+    loss, clip_frac, _ = policy_loss(new, old, adv, mask, clip=0.2)
+    # token 1: max(-1.5, -1.2) = -1.2 ; token 2: max(0.5, 0.8) = 0.8
+    assert loss.item() == pytest.approx((-1.2 + 0.8) / 2)
+    assert clip_frac.item() == pytest.approx(1.0)
+
+
+def test_clipped_value_loss_by_hand():
+    v, old, ret, mask = torch.tensor([[2.0]]), torch.tensor([[1.0]]), torch.tensor([[3.0]]), torch.ones(1, 1)
+    # clipped value 1.2: max((2-3)^2, (1.2-3)^2) = 3.24
+    assert value_loss(v, old, ret, mask, clip=0.2).item() == pytest.approx(0.5 * 3.24)
+
+
+def test_adaptive_kl_controller_moves_toward_target():
+    c = AdaptiveKLController(value=0.1, target=1.0, horizon=100)
+    assert c.update(2.0, 10) == pytest.approx(0.1 * 1.02)
+    c2 = AdaptiveKLController(value=0.1, target=1.0, horizon=100)
+    assert c2.update(0.5, 10) < 0.1
+
+
+def test_explained_variance():
+    ret, mask = torch.tensor([[1.0, 2.0, 3.0]]), torch.ones(1, 3)
+    assert explained_variance(ret, ret, mask) == 1.0
+    assert explained_variance(torch.zeros(1, 3) + 2.0, ret, mask) == pytest.approx(0.0)
