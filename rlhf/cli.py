@@ -86,6 +86,10 @@ STAGES = {
         "rlhf.reward",
         "train a reward model from the store's rankings (see `rankloop reward --help`)",
     ),
+    "ppo": (
+        "rlhf.ppo",
+        "PPO round from the current policy against a reward model (see `rankloop ppo --help`)",
+    ),
 }
 
 

@@ -135,9 +135,13 @@ def build_training_tab(deps: UIDeps) -> tuple:
             raise gr.Error(str(exc)) from exc
         return f"Cancelled job {int(watched)}."
 
-    launch_reward.click(
-        on_launch, list(reward_form.values()), [launch_status, job_id], api_name="admin_launch_reward"
-    )
+    for kind, button in buttons.items():
+        button.click(
+            launcher(kind),
+            list(forms[kind].values()),
+            [launch_status, job_id],
+            api_name=f"admin_launch_{kind}",
+        )
     watch_outputs = [progress, plot, log, jobs, rewards]
     timer.tick(on_watch, [job_id], watch_outputs, api_name="admin_jobs", show_progress="hidden")
     cancel.click(on_cancel, [job_id], launch_status, api_name="admin_cancel_job")

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 from peft import PeftModel
 from sqlmodel import Session, select
@@ -97,10 +98,8 @@ def test_a_crashing_run_leaves_the_current_version(tmp_path):
     def broken_reward(shared, ro):
         raise RuntimeError("reward server down")
 
-    try:
+    with pytest.raises(RuntimeError, match="reward server down"):
         ppo.run(quick_config(tmp_path, url, steps=2), reward_fn=broken_reward)
-    except RuntimeError:
-        pass
     with Session(make_engine(url)) as session:
         versions = session.exec(select(PolicyVersion)).all()
     assert [(v.version, v.is_current) for v in versions] == [(0, True)]
