@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
     from labeler.ui.app import build_ui, launch
     from labeler.ui.deps import UIDeps
     from models.generation import SamplingParams
-    from rlhf.cli import load_pool
+    from rlhf.cli import generation_backend, load_pool
     from rlhf.jobs import JobRunner
     from rlhf.pregen import PregenConfig, PregenWorker
 
@@ -63,9 +63,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     with Session(engine) as session:
         pool = load_pool(args, session)
+        backend = generation_backend(args, session, pool)
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     worker = PregenWorker(
-        engine=engine, pool=pool, config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling)
+        engine=engine, pool=backend, config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling)
     )
     worker.start()
     runner = JobRunner(engine=engine, db_url=url, home=home, launcher=args.launcher)

@@ -19,6 +19,8 @@ from labeler.tables import Prompt
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
+from models.resolve import resolve_model
+from models.vllm_backend import select_backend
 
 
 def open_engine(args: argparse.Namespace):
@@ -28,10 +30,22 @@ def open_engine(args: argparse.Namespace):
 def load_pool(args: argparse.Namespace, session: Session) -> PolicyPool:
     """The base model with the store's current policy version active."""
     policy = ensure_initial_policy(session=session, base_model=args.model)
-    model, tokenizer = load_base(policy.base_model, home=Path(args.home), device=args.device)
+    model, tokenizer = load_base(
+        policy.base_model, home=Path(args.home), device=args.device, load_in_4bit=args.load_in_4bit
+    )
     pool = PolicyPool(model, tokenizer)
     pool.activate(version=policy.version, adapter_path=policy.adapter_path)
     return pool
+
+
+def generation_backend(args: argparse.Namespace, session: Session, pool: PolicyPool):
+    """The backend that writes completion sets: the pool itself, or vLLM (`--backend`)."""
+    policy = ensure_initial_policy(session=session, base_model=args.model)
+    backend = select_backend(
+        args.backend, model_path=str(resolve_model(policy.base_model, home=Path(args.home))), pool=pool
+    )
+    backend.activate(version=policy.version, adapter_path=policy.adapter_path)
+    return backend
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -47,7 +61,7 @@ def _generate(args: argparse.Namespace) -> int:
                 select(Prompt.content_hash, Prompt.id).where(col(Prompt.content_hash).in_(hashes))
             ).all()
         )
-        pool = load_pool(args, session)
+        pool = generation_backend(args, session, load_pool(args, session))
         policy = ensure_initial_policy(session=session, base_model=args.model)
         policy_id, version = policy.id, policy.version
         written = 0
@@ -77,6 +91,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--model", default="default", help="base model for v0: 'default', a Hub id or a local path"
     )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--backend", default="auto", choices=["auto", "transformers", "vllm"], help="generation backend"
+    )
+    parser.add_argument(
+        "--load-in-4bit", action="store_true", help="4-bit base via bitsandbytes (CUDA + the gpu extra)"
+    )
 
 
 # Training stages parse their own config dataclass (flags or --config YAML), so `rankloop NAME ...` hands the

@@ -23,6 +23,7 @@ from labeler.policies import active_labelers, count_waiting_sets, current_policy
 from labeler.store import CompletionIn, add_completion_set
 from models.generation import SamplingParams
 from models.policy import PolicyPool
+from models.vllm_backend import VLLMBackend
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,10 @@ class PregenStatus:
 class PregenWorker:
     """Fill, sleep, refill. `step()` does one round and is what tests drive directly."""
 
-    def __init__(self, *, engine: Engine, pool: PolicyPool, config: PregenConfig):
+    def __init__(self, *, engine: Engine, pool: PolicyPool | VLLMBackend, config: PregenConfig):
         self.engine, self.pool, self.config = engine, pool, config
         self.status = PregenStatus()
+        self._activated: tuple[int, str | None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -66,8 +68,10 @@ class PregenWorker:
             policy = current_policy(session=session)
             if policy is None:
                 return 0
-            if self.pool.version != policy.version or (policy.adapter_path and self.pool.active is None):
+            wanted = (policy.version, policy.adapter_path)
+            if self._activated != wanted:
                 self.pool.activate(version=policy.version, adapter_path=policy.adapter_path)
+                self._activated = wanted
             self.status.version = policy.version
             target = self.config.buffer or max(4, 2 * active_labelers(session=session))
             missing = target - count_waiting_sets(session=session, policy_version_id=policy.id)

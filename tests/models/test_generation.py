@@ -111,3 +111,18 @@ def test_backend_resamples_identical_completions(tiny):
     backend._generate_all = spy
     backend.generate(PROMPTS[:1], 3, SamplingParams(max_new_tokens=4, temperature=1e-4, seed=0))
     assert calls == [(1, 3), (2, 1)]  # one batched call for the two duplicates
+
+
+def test_vllm_backend_selection_is_clear_where_it_cannot_run(tiny):
+    import pytest
+
+    from models.vllm_backend import BackendUnavailable, select_backend, vllm_problem
+
+    pool = PolicyPool(*tiny)
+    problem = vllm_problem()
+    if problem is None:
+        pytest.skip("vLLM can run here; the GPU check covers it")
+    assert select_backend("auto", model_path="unused", pool=pool) is pool
+    assert select_backend("transformers", model_path="unused", pool=pool) is pool
+    with pytest.raises(BackendUnavailable, match="use --backend transformers"):
+        select_backend("vllm", model_path="unused", pool=pool)
