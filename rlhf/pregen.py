@@ -20,7 +20,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from labeler.policies import active_labelers, count_waiting_sets, current_policy, sample_prompts
+from labeler.settings import get_setting, labels_needed
 from labeler.store import CompletionIn, add_completion_set
+from labeler.tables import PolicyVersion
 from models.generation import SamplingParams
 from models.policy import PolicyPool
 from models.vllm_backend import VLLMBackend
@@ -38,7 +40,12 @@ class PregenConfig:
     )
     n: int = field(default=4, metadata={"help": "completions per set"})
     batch_prompts: int = field(default=4, metadata={"help": "prompts generated per call"})
-    labels_needed: int = field(default=1, metadata={"help": "labelers per set (overlap k)"})
+    labels_needed: int | None = field(
+        default=None, metadata={"help": "labelers per set; None: the admin's setting"}
+    )
+    human_eval: bool | None = field(
+        default=None, metadata={"help": "mix current and parent completions; None: the admin's setting"}
+    )
     sampling: SamplingParams = field(default_factory=SamplingParams)
     idle_seconds: float = field(default=2.0, metadata={"help": "pause when the buffer is full"})
     max_backoff_seconds: float = field(default=60.0, metadata={"help": "longest wait after repeated errors"})
@@ -82,23 +89,57 @@ class PregenWorker:
             )
             if not prompts:
                 return 0
+            parent = session.get(PolicyVersion, policy.parent_id) if policy.parent_id else None
+            mix = (
+                self.config.human_eval
+                if self.config.human_eval is not None
+                else bool(get_setting(session=session, key="human_eval", default=False))
+            )
+            k = self.config.labels_needed or labels_needed(session=session)
             start = time.perf_counter()
-            sets = self.pool.generate([p.messages for p in prompts], self.config.n, self.config.sampling)
+            sets = self._generate([p.messages for p in prompts], policy, parent if mix else None)
             seconds = (time.perf_counter() - start) / len(prompts)
             for prompt, completions in zip(prompts, sets, strict=True):
                 add_completion_set(
                     session=session,
                     prompt_id=prompt.id,
-                    completions=[CompletionIn(c.text, c.token_count, c.finish_reason) for c in completions],
+                    completions=completions,
                     policy_version_id=policy.id,
-                    sampling=self.config.sampling.to_dict(),
-                    labels_needed=self.config.labels_needed,
+                    sampling={
+                        **self.config.sampling.to_dict(),
+                        "human_eval": parent.version if mix and parent else None,
+                    },
+                    labels_needed=k,
                     generation_seconds=seconds,
                     commit=False,
                 )
             session.commit()
         self.status.sets_written += len(prompts)
         return len(prompts)
+
+    def _generate(
+        self, prompts: list[list[dict]], policy: PolicyVersion, parent: PolicyVersion | None
+    ) -> list[list[CompletionIn]]:
+        """N completions per prompt from the current version; for human evaluation, half from its parent."""
+        n, sampling = self.config.n, self.config.sampling
+        if parent is None:
+            return [
+                [CompletionIn(c.text, c.token_count, c.finish_reason) for c in s]
+                for s in self.pool.generate(prompts, n, sampling)
+            ]
+        new = self.pool.generate(prompts, n - n // 2, sampling)
+        old = self.pool.generate_as(
+            version=parent.version,
+            adapter_path=parent.adapter_path,
+            prompts=prompts,
+            n=n // 2,
+            sampling=sampling,
+        )
+        return [
+            [CompletionIn(c.text, c.token_count, c.finish_reason, policy.id) for c in a]
+            + [CompletionIn(c.text, c.token_count, c.finish_reason, parent.id) for c in b]
+            for a, b in zip(new, old, strict=True)
+        ]
 
     def _run(self) -> None:
         failures = 0

@@ -13,7 +13,14 @@ from sqlmodel import Session
 from labeler.export import EXPORT_FORMATS, export_preferences, export_raw_rankings
 from labeler.formats import ImportFormatError
 from labeler.importers import import_pairs, import_prompts
-from labeler.settings import current_guidelines, labels_needed, save_guidelines, set_labels_needed
+from labeler.settings import (
+    current_guidelines,
+    get_setting,
+    labels_needed,
+    put_setting,
+    save_guidelines,
+    set_labels_needed,
+)
 from labeler.stats import labeler_rows
 from labeler.ui.deps import UIDeps, require_admin
 from labeler.users import UserError, add_user, new_password, reset_password, set_disabled
@@ -35,7 +42,10 @@ def build_data_tab(deps: UIDeps) -> tuple:
                 do_import = gr.Button("Import")
         import_status = gr.Markdown()
         k = gr.Slider(1, 5, step=1, value=1, label="Labelers per set (overlap k)")
-        save_k = gr.Button("Save labels per set")
+        human_eval = gr.Checkbox(
+            label="Human evaluation: new sets mix completions of the current and the previous policy"
+        )
+        save_k = gr.Button("Save labeling settings")
         guide = gr.Textbox(label="Guidelines (Markdown); saving makes a new version", lines=12)
         save_guide = gr.Button("Save guidelines")
         data_status = gr.Markdown()
@@ -56,13 +66,16 @@ def build_data_tab(deps: UIDeps) -> tuple:
     def on_load_settings(request: gr.Request):
         require_admin(engine, request)
         with Session(engine) as session:
-            return labels_needed(session=session), current_guidelines(session=session).text
+            mixing = bool(get_setting(session=session, key="human_eval", default=False))
+            return labels_needed(session=session), mixing, current_guidelines(session=session).text
 
-    def on_save_k(request: gr.Request, value: float) -> str:
+    def on_save_k(request: gr.Request, value: float, mixing: bool) -> str:
         require_admin(engine, request)
         with Session(engine) as session:
             updated = set_labels_needed(session=session, k=int(value))
-        return f"Labels per set is now {int(value)} (applied to {updated} unlabeled sets too)."
+            put_setting(session=session, key="human_eval", value=bool(mixing))
+        state = "on" if mixing else "off"
+        return f"Labels per set is now {int(value)} (applied to {updated} unlabeled sets too); human evaluation mixing {state}."
 
     def on_save_guide(request: gr.Request, text: str) -> str:
         admin = require_admin(engine, request)
@@ -74,9 +87,9 @@ def build_data_tab(deps: UIDeps) -> tuple:
         return f"Guidelines saved as version {row.version}."
 
     do_import.click(on_import, [upload, kind, eval_fraction], import_status, api_name="admin_import")
-    save_k.click(on_save_k, [k], data_status, api_name="admin_labels_needed")
+    save_k.click(on_save_k, [k, human_eval], data_status, api_name="admin_labels_needed")
     save_guide.click(on_save_guide, [guide], data_status, api_name="admin_save_guidelines")
-    return on_load_settings, [k, guide]
+    return on_load_settings, [k, human_eval, guide]
 
 
 def users_frame(engine) -> pd.DataFrame:

@@ -17,7 +17,7 @@ ADMIN_CALLS = {
     "/admin_user_disable": ("bob", "labeler"),
     "/admin_user_reset": ("bob", "labeler"),
     "/admin_save_guidelines": ("be evil",),
-    "/admin_labels_needed": (5,),
+    "/admin_labels_needed": (5, True),
     "/admin_make_current": (0,),
     "/admin_compare": ("hi", 0, 0),
     "/admin_export": ("jsonl", "all", False, "drop", 0, True),

@@ -1,0 +1,91 @@
+"""Simulated labelers for tests and benchmarks only: scripted people with a hidden preference who rank through
+the same store functions as real labelers. Their accounts are named `sim-*` and every ranking they submit carries
+the comment "simulated", so they are never mistaken for human labels.
+
+    labelers = [SimulatedLabeler("a", noise=0.1), SimulatedLabeler("b", noise=0.3, seed=1)]
+    label_waiting_sets(engine, labelers)
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from labeler.store import RankingIn, lease_next_set, submit_ranking
+from labeler.users import add_user, get_user
+
+SIMULATED = "simulated"
+_LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
+
+
+def concise_and_finished(text: str, finish_reason: str) -> float:
+    """The default hidden preference: answers that end properly, are concise (about 10-40 words) and avoid lists."""
+    words = len(text.split())
+    score = 0.0
+    score += 1.5 if finish_reason == "eos" else -1.5
+    score += 0.5 if text.rstrip().endswith((".", "!", "?")) else 0.0
+    score -= abs(words - 25) / 25
+    score -= 0.5 * len(_LIST_LINE.findall(text))
+    score -= 2.0 if words == 0 else 0.0
+    return score
+
+
+@dataclass
+class SimulatedLabeler:
+    name: str
+    noise: float = 0.0  # std of Gaussian noise added to the hidden score before ranking
+    seed: int = 0
+    preference: object = field(default=concise_and_finished)
+
+    @property
+    def account(self) -> str:
+        return f"sim-{self.name}"
+
+    def rank(self, completions, rng: random.Random) -> dict[int, int]:
+        scored = sorted(
+            completions, key=lambda c: -(self.preference(c.text, c.finish_reason) + rng.gauss(0, self.noise))
+        )
+        return {c.id: k + 1 for k, c in enumerate(scored)}
+
+
+def ensure_accounts(engine: Engine, labelers: list[SimulatedLabeler]) -> dict[str, int]:
+    ids = {}
+    with Session(engine) as session:
+        for lab in labelers:
+            user = get_user(session=session, name=lab.account) or add_user(
+                session=session, name=lab.account, password=uuid.uuid4().hex
+            )
+            ids[lab.name] = user.id
+    return ids
+
+
+def label_waiting_sets(
+    engine: Engine, labelers: list[SimulatedLabeler], max_per_labeler: int | None = None
+) -> int:
+    """Each labeler ranks what the store offers it (lease + submit) until nothing waits; returns rankings written."""
+    ids = ensure_accounts(engine, labelers)
+    written = 0
+    for lab in labelers:
+        rng = random.Random(lab.seed)
+        done = 0
+        with Session(engine) as session:
+            while max_per_labeler is None or done < max_per_labeler:
+                leased = lease_next_set(session=session, user_id=ids[lab.name], seed=rng.randrange(1 << 30))
+                if leased is None:
+                    break
+                ranking = RankingIn(
+                    set_id=leased.set.id,
+                    user_id=ids[lab.name],
+                    submission_id=uuid.uuid4().hex,
+                    ranks=lab.rank(leased.completions, rng),
+                    comment=SIMULATED,
+                )
+                submit_ranking(session=session, ranking=ranking)
+                done += 1
+        written += done
+    return written
