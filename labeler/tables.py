@@ -153,3 +153,18 @@ class Setting(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=64)
     value: dict = _json({})
+
+
+class TrainingRound(SQLModel, table=True):
+    """One turn of the loop and its lineage: the rankings it used, the reward model, parent and new policy."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int | None = Field(default=None, foreign_key="job.id")
+    optimizer: str = Field(default="ppo", max_length=8)
+    parent_version_id: int | None = Field(default=None, foreign_key="policyversion.id")
+    reward_model_id: int | None = Field(default=None, foreign_key="rewardmodel.id")
+    new_version_id: int | None = Field(default=None, foreign_key="policyversion.id")
+    ranking_ids: list[int] = _json([])
+    set_ids: list[int] = _json([])
+    metrics: dict = _json({})
+    created_at: datetime = Field(default_factory=utcnow)

@@ -110,6 +110,11 @@ STAGES = {
         "rlhf.ppo",
         "PPO round from the current policy against a reward model (see `rankloop ppo --help`)",
     ),
+    "dpo": ("rlhf.dpo", "DPO on the store's pairs from the current policy (see `rankloop dpo --help`)"),
+    "round": (
+        "rlhf.round",
+        "a whole round: reward model, then PPO or DPO, then switch (`rankloop round --help`)",
+    ),
 }
 
 

@@ -127,11 +127,12 @@ def load_inputs(session: Session, config: PPOConfig, need_reward: bool) -> Round
     return RoundInputs(parent, reward, train, evals[: config.sample_prompts])
 
 
-def samples(shared: SharedModel, tokenizer, prompts: list[list[dict]], config: PPOConfig) -> list[dict]:
+def samples(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[dict]:
+    """Greedy answers of `model` (with its active adapter) to fixed eval prompts, kept before and after a round."""
     from models.generation import TransformersBackend
 
-    backend = TransformersBackend(shared.model, tokenizer)
-    outs = backend.generate(prompts, 1, SamplingParams(max_new_tokens=config.max_new_tokens, temperature=0))
+    backend = TransformersBackend(model, tokenizer)
+    outs = backend.generate(prompts, 1, SamplingParams(max_new_tokens=max_new_tokens, temperature=0))
     return [{"prompt": p[-1]["content"], "response": o[0].text} for p, o in zip(prompts, outs, strict=True)]
 
 
@@ -176,15 +177,18 @@ def reward_model_fn(shared: SharedModel, ro: Rollout) -> torch.Tensor:
     return reward_scores(shared, ro.input_ids, ro.attention_mask)
 
 
+def next_version(session: Session) -> int:
+    return (
+        session.exec(select(PolicyVersion.version).order_by(col(PolicyVersion.version).desc())).first() or 0
+    ) + 1
+
+
 def register(
     session: Session, inputs: RoundInputs, folder: Path, metrics: dict, make_current: bool, job_id: int | None
 ) -> PolicyVersion:
     """Write version K+1 (and switch to it) in one transaction."""
-    latest = (
-        session.exec(select(PolicyVersion.version).order_by(col(PolicyVersion.version).desc())).first() or 0
-    )
     pv = PolicyVersion(
-        version=latest + 1,
+        version=next_version(session),
         base_model=inputs.parent.base_model,
         adapter_path=str(folder),
         parent_id=inputs.parent.id,
@@ -225,15 +229,11 @@ def run(
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
     )
-    before = samples(shared, tokenizer, inputs.eval_prompts, config)
+    before = samples(shared.model, tokenizer, inputs.eval_prompts, config.max_new_tokens)
     history = train(shared, tokenizer, inputs.train_prompts, config, reporter, reward_fn or reward_model_fn)
-    after = samples(shared, tokenizer, inputs.eval_prompts, config)
+    after = samples(shared.model, tokenizer, inputs.eval_prompts, config.max_new_tokens)
     with Session(engine) as session:
-        latest = (
-            session.exec(select(PolicyVersion.version).order_by(col(PolicyVersion.version).desc())).first()
-            or 0
-        )
-    folder = Path(config.home) / "models" / f"policy-v{latest + 1}"
+        folder = Path(config.home) / "models" / f"policy-v{next_version(session)}"
     save_policy(shared, folder)
     summary = {k: v for k, v in history[-1].items() if isinstance(v, float | int)} if history else {}
     metrics = {

@@ -10,10 +10,12 @@ from sqlmodel import Session, col, select
 from labeler.tables import Job, RewardModel
 from labeler.ui.deps import UIDeps, require_admin
 from labeler.ui.forms import config_form, form_values
+from rlhf.dpo import DPOConfig
 from rlhf.ppo import PPOConfig
 from rlhf.reward import RewardConfig
+from rlhf.round import RoundConfig
 
-STAGES = {"reward": RewardConfig, "ppo": PPOConfig}
+STAGES = {"round": RoundConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig}
 
 
 def jobs_frame(session: Session) -> pd.DataFrame:

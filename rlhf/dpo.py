@@ -1,0 +1,142 @@
+"""DPO as an alternative optimiser for a round: `trl.DPOTrainer` on the store's consensus pairs, with LoRA on the
+current policy (the reference is again the base with the adapter off). Saves and registers version K+1.
+
+    rankloop round --optimizer dpo ...      (or directly: python -m rlhf.dpo --home runs)
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from datasets import Dataset
+from peft import LoraConfig, PeftModel
+from sqlmodel import Session
+
+from labeler.db import default_url, make_engine
+from models.adapters import save_adapter
+from models.loading import load_base
+from rlhf.pairs import PairSettings
+from rlhf.ppo import RoundInputs, load_inputs, next_version, register, samples
+from rlhf.progress import ConsoleReporter, Reporter
+from rlhf.reward_data import load_groups
+
+
+@dataclass
+class DPOConfig:
+    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
+    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
+    epochs: int = field(default=1, metadata={"help": "passes over the pairs"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate"})
+    beta: float = field(
+        default=0.1, metadata={"help": "DPO temperature (strength of the pull toward the reference)"}
+    )
+    batch_size: int = field(default=4, metadata={"help": "pairs per step"})
+    max_length: int = field(default=384, metadata={"help": "tokens per prompt+response"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})
+    make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
+    sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
+    max_new_tokens: int = field(default=48, metadata={"help": "length of the before/after samples"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+
+
+@dataclass
+class DPOResult:
+    name: str
+    path: Path
+    version: int
+    metrics: dict
+    seconds: float
+
+
+def pairs_dataset(session: Session, include_imported: bool) -> Dataset:
+    rows = []
+    for g in load_groups(session=session, settings=PairSettings(), include_imported=include_imported):
+        for c, r, _, _ in g.pairs:
+            rows.append(
+                {
+                    "prompt": g.prompt,
+                    "chosen": [{"role": "assistant", "content": g.texts[c]}],
+                    "rejected": [{"role": "assistant", "content": g.texts[r]}],
+                }
+            )
+    if not rows:
+        raise ValueError("no pairs to train on: rank some sets first")
+    return Dataset.from_list(rows)
+
+
+def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> DPOResult:
+    from trl import DPOConfig as TrlDPOConfig
+    from trl import DPOTrainer
+
+    reporter = reporter or ConsoleReporter()
+    start = time.perf_counter()
+    engine = make_engine(config.db or default_url(Path(config.home)))
+    with Session(engine) as session:
+        inputs: RoundInputs = load_inputs(session, config, need_reward=False)
+        data = pairs_dataset(session, config.include_imported)
+        session.expunge_all()
+    base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
+    peft_config = None
+    if inputs.parent.adapter_path:
+        model = PeftModel.from_pretrained(base, inputs.parent.adapter_path, is_trainable=True)
+    else:
+        model = base
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        )
+    reporter.start(1, "dpo")
+    with tempfile.TemporaryDirectory() as out:
+        args = TrlDPOConfig(
+            output_dir=out, num_train_epochs=config.epochs, learning_rate=config.learning_rate, beta=config.beta, per_device_train_batch_size=config.batch_size,
+            max_length=config.max_length, report_to=[], save_strategy="no", logging_steps=1, seed=config.seed, use_cpu=config.device == "cpu",
+        )  # fmt: skip
+        trainer = DPOTrainer(
+            model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config
+        )
+        result = trainer.train()
+    for entry in trainer.state.log_history:
+        if "loss" in entry:
+            reporter.log(
+                {
+                    "step": entry.get("step", 0),
+                    "loss": float(entry["loss"]),
+                    "reward_accuracy": float(entry.get("rewards/accuracies", 0.0)),
+                }
+            )
+    reporter.step()
+    trained = trainer.model
+    after = samples(trained, tokenizer, inputs.eval_prompts, config.max_new_tokens)
+    with Session(engine) as session:
+        version = next_version(session)
+    folder = save_adapter(
+        trained, trained.active_adapter, Path(config.home) / "models" / f"policy-v{version}"
+    )
+    metrics = {
+        "final": {"loss": float(result.training_loss)},
+        "samples_after": after,
+        "config": asdict(config),
+        "optimizer": "dpo",
+    }
+    with Session(engine) as session:
+        pv = register(session, inputs, folder, metrics, config.make_current, job_id)
+    reporter.close()
+    return DPOResult(f"v{pv.version}", folder, pv.version, metrics["final"], time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rlhf.stage import run_stage
+
+    run_stage(DPOConfig, run, argv, kind="dpo")
+
+
+if __name__ == "__main__":
+    main()

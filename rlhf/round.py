@@ -1,0 +1,119 @@
+"""One turn of the loop as one job: a reward model on all usable rankings so far, then PPO (or DPO) from the
+current policy against it, then the new version becomes current (automatically, or after an admin's review in
+the policies tab). The round's lineage is recorded: rankings and sets used, reward model, parent and new policy.
+
+    rankloop round [--optimizer ppo|dpo] [--auto_switch false] [--ppo_steps 20] ...
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sqlmodel import Session, col, select
+
+from labeler.db import default_url, make_engine
+from labeler.policies import current_policy
+from labeler.tables import PolicyVersion, Ranking, RewardModel, TrainingRound
+from rlhf import dpo, ppo, reward
+from rlhf.progress import ConsoleReporter, Reporter
+
+
+@dataclass
+class RoundConfig:
+    """The main settings of a round; each stage keeps its other defaults."""
+
+    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
+    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
+    optimizer: Literal["ppo", "dpo"] = field(
+        default="ppo", metadata={"help": "PPO against the reward model, or DPO on the pairs"}
+    )
+    auto_switch: bool = field(
+        default=True, metadata={"help": "make the new version current at once (else an admin does)"}
+    )
+    include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})
+    reward_epochs: int = field(default=1, metadata={"help": "reward model epochs"})
+    reward_learning_rate: float = field(default=1e-4, metadata={"help": "reward model learning rate"})
+    reward_max_length: int = field(default=256, metadata={"help": "reward model tokens per text"})
+    ppo_steps: int = field(default=10, metadata={"help": "PPO iterations"})
+    ppo_batch_prompts: int = field(default=8, metadata={"help": "prompts per PPO rollout"})
+    ppo_learning_rate: float = field(default=5e-5, metadata={"help": "PPO learning rate"})
+    kl_coef: float = field(default=0.05, metadata={"help": "initial KL coefficient"})
+    max_new_tokens: int = field(default=48, metadata={"help": "PPO response length cap"})
+    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+
+
+@dataclass
+class RoundResult:
+    name: str
+    path: Path
+    metrics: dict
+    reward_model: str | None
+    version: int
+    stage_seconds: dict
+
+
+def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RoundResult:
+    reporter = reporter or ConsoleReporter()
+    engine = make_engine(config.db or default_url(Path(config.home)))
+    with Session(engine) as session:
+        parent = current_policy(session=session)
+        used = session.exec(select(Ranking.id, Ranking.set_id).where(col(Ranking.skipped).is_(False))).all()
+    seconds: dict[str, float] = {}
+    common = {"home": config.home, "db": config.db, "seed": config.seed, "device": config.device}
+    reward_name = None
+    start = time.perf_counter()
+    if config.optimizer == "ppo":
+        rcfg = reward.RewardConfig(
+            model=parent.base_model, epochs=config.reward_epochs, learning_rate=config.reward_learning_rate,
+            max_length=config.reward_max_length, include_imported=config.include_imported, **common,
+        )  # fmt: skip
+        reward_name = reward.run(rcfg, reporter=reporter, job_id=job_id).name
+        seconds["reward"] = time.perf_counter() - start
+        start = time.perf_counter()
+        pcfg = ppo.PPOConfig(
+            reward_model=reward_name, steps=config.ppo_steps, batch_prompts=config.ppo_batch_prompts, learning_rate=config.ppo_learning_rate,
+            kl_coef=config.kl_coef, max_new_tokens=config.max_new_tokens, make_current=config.auto_switch, **common,
+        )  # fmt: skip
+        result = ppo.run(pcfg, reporter=reporter, job_id=job_id)
+        seconds["ppo"] = time.perf_counter() - start
+    else:
+        dcfg = dpo.DPOConfig(
+            beta=config.dpo_beta,
+            include_imported=config.include_imported,
+            make_current=config.auto_switch,
+            **common,
+        )
+        result = dpo.run(dcfg, reporter=reporter, job_id=job_id)
+        seconds["dpo"] = time.perf_counter() - start
+    with Session(engine) as session:
+        new = session.exec(select(PolicyVersion).where(PolicyVersion.version == result.version)).one()
+        rm = (
+            session.exec(select(RewardModel).where(RewardModel.name == reward_name)).first()
+            if reward_name
+            else None
+        )
+        session.add(
+            TrainingRound(
+                job_id=job_id, optimizer=config.optimizer, parent_version_id=parent.id, reward_model_id=rm.id if rm else None, new_version_id=new.id,
+                ranking_ids=[r for r, _ in used], set_ids=sorted({s for _, s in used}), metrics={"final": result.metrics, "seconds": seconds},
+            )
+        )  # fmt: skip
+        session.commit()
+    return RoundResult(
+        f"v{result.version}", result.path, result.metrics, reward_name, result.version, seconds
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    from rlhf.stage import run_stage
+
+    run_stage(RoundConfig, run, argv, kind="round")
+
+
+if __name__ == "__main__":
+    main()
