@@ -86,10 +86,10 @@ def test_ppo_raises_reward_registers_v1_and_high_kl_coef_holds_the_policy(tmp_pa
 
     (tmp_path / "held").mkdir()
     held_url, _ = ppo_store(tmp_path / "held")  # from v0 again, against the same base
-    held = ppo.run(quick_config(tmp_path / "held", held_url, kl_coef=5.0, steps=10), reward_fn=target_share)
-    free_kl = _mean(result.history, "kl", "last")
-    assert _mean(held.history, "kl", "last") < free_kl / 3
-    assert _mean(held.history, "reward", "last") < _mean(held.history, "reward", "first") + 0.1
+    held = ppo.run(quick_config(tmp_path / "held", held_url, kl_coef=5.0), reward_fn=target_share)
+    assert _mean(held.history, "kl", "last") < _mean(result.history, "kl", "last") / 2
+    held_gain = _mean(held.history, "reward", "last") - _mean(held.history, "reward", "first")
+    assert held_gain < (last - first) / 2
 
 
 def test_a_crashing_run_leaves_the_current_version(tmp_path):
