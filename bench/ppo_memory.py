@@ -70,7 +70,7 @@ def shared_step(reward_folder: str, conn) -> None:
     acc = Accelerator(cpu=True)
     conn.send("loaded")
     start = time.perf_counter()
-    ro = rollout(shared, tok, prompts(cfg.batch_prompts), cfg)
+    ro = rollout(shared.model, tok, prompts(cfg.batch_prompts), cfg)
     sc = score_rollout(shared, ro, reward_model_fn(shared, ro), cfg.kl_coef, cfg)
     ppo_update(shared, shared.policy, opt, acc, ro, sc, cfg, params)
     conn.send(time.perf_counter() - start)
@@ -164,10 +164,7 @@ def separate_step(reward_folder: str, conn) -> None:
     conn.send("loaded")
     start = time.perf_counter()
 
-    class Holder:  # rollout() expects the shared model's attribute layout
-        model = policy
-
-    ro: Rollout = rollout(Holder, tok, prompts(cfg.batch_prompts), cfg)
+    ro: Rollout = rollout(policy, tok, prompts(cfg.batch_prompts), cfg)
     args = (ro.input_ids, ro.attention_mask, ro.prompt_len)
 
     def ask(role, kind="", extra=None):

@@ -18,7 +18,6 @@ from sqlmodel import Session
 
 from labeler.db import make_engine
 from labeler.importers import import_pairs
-from models.loading import load_base  # noqa: F401  (fails early if the stack is broken)
 from rlhf.reward import RewardConfig, run
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-test-part-a.jsonl.gz"

@@ -161,7 +161,7 @@ def train(
     reporter.start(config.steps, "ppo")
     for step in range(1, config.steps + 1):
         batch = [rng.choice(prompts) for _ in range(config.batch_prompts)]
-        ro = rollout(shared, tokenizer, batch, config)
+        ro = rollout(shared.model, tokenizer, batch, config)
         scored = score_rollout(shared, ro, reward_fn(shared, ro), kl_ctl.value, config)
         stats: StepStats = ppo_update(shared, module, optimizer, accelerator, ro, scored, config, params)
         kl_ctl.update(scored.kl_mean, config.batch_prompts)

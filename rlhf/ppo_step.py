@@ -35,13 +35,14 @@ class Rollout:
 
 
 @torch.no_grad()
-def rollout(shared: SharedModel, tokenizer, prompts: list[list[dict]], config) -> Rollout:
+def rollout(model, tokenizer, prompts: list[list[dict]], config) -> Rollout:
+    """Sample one response per prompt from `model` (the policy adapter active), cut at the first EOS."""
     enc = tokenizer(
         render_prompts(tokenizer, prompts), return_tensors="pt", padding=True, add_special_tokens=False
     )
-    enc = {k: v.to(shared.model.device) for k, v in enc.items()}
+    enc = {k: v.to(model.device) for k, v in enc.items()}
     eos = tokenizer.eos_token_id
-    out = shared.model.generate(
+    out = model.generate(
         **enc,
         do_sample=True,
         temperature=config.temperature,

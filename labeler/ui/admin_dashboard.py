@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import gradio as gr
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from labeler.stats import flagged_completions, labeler_rows, store_counts
+from labeler.tables import User
 from labeler.ui.deps import UIDeps, require_admin
 from rlhf.consensus import agreement
 from rlhf.dataset import load_set_rankings, preference_records
@@ -42,12 +43,11 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
         f"**Krippendorff's alpha (ordinal):** {alpha} · **Flagged completions:** {counts.flagged_completions} "
         + (f"({', '.join(f'{k}: {v}' for k, v in reasons.most_common())})" if reasons else "")
     )
-    from labeler.users import get_user
-
+    ids = dict(session.exec(select(User.name, User.id)).all())
     labelers = []
     for row in labeler_rows(session=session):
-        user = get_user(session=session, name=row.name)
-        tau = agree.per_labeler_tau.get(user.id)
+        user_id = ids[row.name]
+        tau = agree.per_labeler_tau.get(user_id)
         labelers.append(
             [
                 row.name,
@@ -57,7 +57,7 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
                 row.skipped,
                 row.median_seconds,
                 None if tau is None else round(tau, 3),
-                agree.per_labeler_sets.get(user.id, 0),
+                agree.per_labeler_sets.get(user_id, 0),
             ]
         )
     flagged = [[f.set_id, f.completion_id, f.reason, f.labeler, f.text[:300]] for f in flags]

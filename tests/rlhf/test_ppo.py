@@ -26,7 +26,7 @@ def test_reference_is_the_base_with_adapters_off_and_base_never_changes(tmp_path
     twin, _ = load_base(checkpoint, home=tmp_path, device="cpu")  # an independent copy, for checking only
     shared = build_shared(base, policy_path=None, reward_path=None, lora_r=8, lora_alpha=16)
     base_before = {n: p.detach().clone() for n, p in shared.model.named_parameters() if "lora_" not in n}
-    ro = rollout(shared, tokenizer, PROMPTS, config)
+    ro = rollout(shared.model, tokenizer, PROMPTS, config)
 
     def twin_logprobs():
         with torch.no_grad():
