@@ -30,6 +30,20 @@ def versions_frame(session: Session) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["version", "parent", "reward model", "current", "adapter", "created"])
 
 
+def samples_markdown(pv: PolicyVersion) -> str:
+    """The fixed eval prompts answered before and after the round that made this version."""
+    before = {s["prompt"]: s["response"] for s in pv.metrics.get("samples_before", [])}
+    after = pv.metrics.get("samples_after", [])
+    if not after:
+        return f"v{pv.version} has no recorded samples (the initial model, or made outside a round)."
+    parts = [f"### v{pv.version}: samples before and after its round"]
+    for s in after:
+        parts.append(
+            f"**Prompt:** {s['prompt']}\n\n*Before:* {before.get(s['prompt'], '(not recorded)')}\n\n*After:* {s['response']}"
+        )
+    return "\n\n---\n\n".join(parts)
+
+
 def build_policies_tab(deps: UIDeps) -> tuple:
     engine = deps.engine
     with gr.Tab("Policies"):
@@ -37,6 +51,8 @@ def build_policies_tab(deps: UIDeps) -> tuple:
         with gr.Row():
             target = gr.Number(label="Version", precision=0, value=0)
             switch = gr.Button("Make current / roll back")
+            show = gr.Button("Show its samples before / after training")
+        samples_md = gr.Markdown(elem_id="policy-samples")
         switch_status = gr.Markdown()
         gr.Markdown("### Compare versions on one prompt")
         prompt = gr.Textbox(label="Prompt", lines=2)
@@ -85,6 +101,15 @@ def build_policies_tab(deps: UIDeps) -> tuple:
             raise gr.Error("No model is loaded in this app.")
         return sample(int(a), text), sample(int(b), text)
 
+    def on_samples(request: gr.Request, version: float) -> str:
+        require_admin(engine, request)
+        with Session(engine) as session:
+            pv = session.exec(select(PolicyVersion).where(PolicyVersion.version == int(version))).first()
+        if pv is None:
+            raise gr.Error(f"No policy version v{int(version)}.")
+        return samples_markdown(pv)
+
     switch.click(on_switch, [target], [switch_status, table], api_name="admin_make_current")
+    show.click(on_samples, [target], samples_md, api_name="admin_policy_samples")
     compare.click(on_compare, [prompt, left_v, right_v], [left, right], api_name="admin_compare")
     return on_list, [table]

@@ -63,6 +63,16 @@ def rewards_frame(session: Session) -> pd.DataFrame:
     )
 
 
+def reward_trend(session: Session) -> pd.DataFrame:
+    """Held-out accuracy and mean margin of each reward model, oldest first, for comparing rounds."""
+    rows = []
+    for number, r in enumerate(session.exec(select(RewardModel).order_by(RewardModel.id)), 1):
+        for key in ("accuracy", "mean_margin"):
+            if isinstance(r.metrics.get(key), int | float):
+                rows.append((number, key, float(r.metrics[key])))
+    return pd.DataFrame(rows, columns=["reward model", "metric", "value"])
+
+
 def metrics_frame(job: Job | None) -> pd.DataFrame:
     """Long format (step, metric, value) for the line plot."""
     rows = []
@@ -95,6 +105,9 @@ def build_training_tab(deps: UIDeps) -> tuple:
         log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
         jobs = gr.Dataframe(label="Jobs", interactive=False)
         rewards = gr.Dataframe(label="Reward models (held-out evaluation)", interactive=False)
+        reward_plot = gr.LinePlot(
+            x="reward model", y="value", color="metric", label="Reward models across rounds", height=250
+        )
         timer = gr.Timer(2.0, active=False)  # switched on at page load for admins only
 
     def launcher(kind: str):
@@ -125,6 +138,7 @@ def build_training_tab(deps: UIDeps) -> tuple:
                 (job.log_tail or job.error or "") if job else "",
                 jobs_frame(session),
                 rewards_frame(session),
+                reward_trend(session),
             )
 
     def on_cancel(request: gr.Request, watched: float | None):
@@ -144,7 +158,7 @@ def build_training_tab(deps: UIDeps) -> tuple:
             [launch_status, job_id],
             api_name=f"admin_launch_{kind}",
         )
-    watch_outputs = [progress, plot, log, jobs, rewards]
+    watch_outputs = [progress, plot, log, jobs, rewards, reward_plot]
     timer.tick(on_watch, [job_id], watch_outputs, api_name="admin_jobs", show_progress="hidden")
     cancel.click(on_cancel, [job_id], launch_status, api_name="admin_cancel_job")
 

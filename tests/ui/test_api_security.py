@@ -1,14 +1,13 @@
 """Admin handlers are reachable through Gradio's API, so each one must refuse a labeler on the server."""
 
-from dataclasses import fields
-
+import gradio as gr
 import pytest
 from gradio_client import Client
 from sqlmodel import Session, func, select
 
-from labeler.tables import Guideline, PolicyVersion, User
-from labeler.ui.forms import HIDDEN
-from rlhf.reward import RewardConfig
+from labeler.tables import Guideline, Job, PolicyVersion, Setting, User
+from labeler.ui.admin_training import STAGES
+from labeler.ui.forms import config_form
 from tests.ui.conftest import PASSWORDS
 
 ADMIN_CALLS = {
@@ -22,11 +21,19 @@ ADMIN_CALLS = {
     "/admin_compare": ("hi", 0, 0),
     "/admin_export": ("jsonl", "all", False, "drop", 0, True),
     "/admin_jobs": (None,),
-    "/admin_launch_reward": tuple(
-        "" if f.name == "heldout_sources" else f.default for f in fields(RewardConfig) if f.name not in HIDDEN
-    ),
+    "/admin_policy_samples": (0,),
     "/admin_cancel_job": (1,),
 }
+
+
+def launch_args(config_cls) -> tuple:
+    """Every field of the stage's admin form at its default, as the page would send it."""
+    with gr.Blocks():
+        return tuple(c.value for c in config_form(config_cls).values())
+
+
+for _kind, _cls in STAGES.items():
+    ADMIN_CALLS[f"/admin_launch_{_kind}"] = launch_args(_cls)
 
 
 def snapshot(engine):
@@ -38,6 +45,8 @@ def snapshot(engine):
             users,
             s.exec(select(func.count(Guideline.id))).one(),
             [(p.version, p.is_current) for p in s.exec(select(PolicyVersion))],
+            s.exec(select(func.count(Job.id))).one(),
+            [(x.key, x.value) for x in s.exec(select(Setting))],
         )
 
 
