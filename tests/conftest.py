@@ -47,3 +47,13 @@ def session(engine):
 
     with Session(engine) as s:
         yield s
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """accelerate keeps one process-wide state (e.g. bf16 autocast chosen by a trl trainer); in production every
+    stage is its own process, so each test starts from a fresh state too."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

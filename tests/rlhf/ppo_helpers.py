@@ -38,7 +38,7 @@ def target_share(shared, ro) -> torch.Tensor:
 
 def quick_config(tmp: Path, url: str, **overrides) -> PPOConfig:
     base = {
-        "home": str(tmp), "db": url, "steps": 20, "batch_prompts": 32, "minibatch": 16, "ppo_epochs": 2, "learning_rate": 1e-2,
+        "home": str(tmp), "db": url, "steps": 25, "batch_prompts": 32, "minibatch": 16, "ppo_epochs": 2, "learning_rate": 2e-2,
         "max_new_tokens": 8, "kl_coef": 0.01, "adaptive_kl": False, "no_eos_penalty": None, "device": "cpu", "stop_kl": 0.5,
         "reward_clip": 10.0, "lora_r": 8, "lora_alpha": 16,
     }  # fmt: skip
