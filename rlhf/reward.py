@@ -60,6 +60,9 @@ class RewardConfig:
         default=4, metadata={"help": "ranked sets per optimizer step (pairs for per-pair paths)"}
     )
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    mixed_precision: Literal["no", "bf16"] = field(
+        default="bf16", metadata={"help": "bf16 autocast (as trl's default) or full fp32"}
+    )
     max_length: int = field(
         default=384, metadata={"help": "tokens per prompt+response, truncated from the left"}
     )
@@ -137,7 +140,11 @@ def group_batch(
 def train_loop(
     scorer: RewardScorer, tokenizer, train: list[Group], config: RewardConfig, reporter: Reporter
 ) -> None:
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.grad_accum,
+        cpu=config.device == "cpu",
+        mixed_precision=config.mixed_precision,
+    )
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     scorer, optimizer = accelerator.prepare(scorer, optimizer)

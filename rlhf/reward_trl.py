@@ -78,6 +78,7 @@ def train_with_trl(scorer: RewardScorer, tokenizer, groups: list[Group], config)
             logging_steps=config.log_every,
             use_cpu=config.device == "cpu" or not torch.cuda.is_available(),
             seed=config.seed,
+            bf16=config.mixed_precision == "bf16",
         )
         trainer = RewardTrainer(
             model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora
