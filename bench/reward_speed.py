@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import tempfile
@@ -33,23 +34,38 @@ from labeler.store import (
 from labeler.users import add_user
 from rlhf.reward import RewardConfig, run
 
+HOME = os.environ.get("RANKLOOP_HOME", "runs")
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-test-part-a.jsonl.gz"
 
 
-def build_store(url: str, sets: int) -> None:
+def build_store(url: str, sets: int, max_length: int) -> None:
+    """4-way sets whose four dialogues all fit in `max_length` tokens: trl's RewardTrainer drops longer pairs
+    instead of truncating them, so only data that fits lets both paths train on exactly the same rankings."""
+    from transformers import AutoTokenizer
+
+    from models.resolve import resolve_model
+    from rlhf.scoring import render_dialogue
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("default", home=Path(HOME)))
     with gzip.open(HH, "rt", encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh][: sets + 1]
-    parsed = [split_hh(r["chosen"], r["rejected"]) for r in rows]
+        parsed = [split_hh(r["chosen"], r["rejected"]) for r in map(json.loads, fh)]
+    chosen_sets = []
+    for (prompt, chosen, rejected), (_, other_chosen, other_rejected) in itertools.pairwise(parsed):
+        texts = (chosen, rejected, other_chosen, other_rejected)
+        if all(
+            len(tokenizer(render_dialogue(tokenizer, prompt, t))["input_ids"]) <= max_length for t in texts
+        ):
+            chosen_sets.append((prompt, texts))
+        if len(chosen_sets) == sets:
+            break
     with Session(make_engine(url)) as session:
         user_id = add_user(session=session, name="bench", password="bench-password").id
-        for i in range(sets):
-            prompt, chosen, rejected = parsed[i]
-            _, other_chosen, other_rejected = parsed[i + 1]
+        for prompt, texts in chosen_sets:
             p = get_or_add_prompt(session=session, messages=prompt)
             add_completion_set(
                 session=session,
                 prompt_id=p.id,
-                completions=[CompletionIn(t) for t in (chosen, rejected, other_chosen, other_rejected)],
+                completions=[CompletionIn(t) for t in texts],
                 policy_version_id=None,
             )
         while (leased := lease_next_set(session=session, user_id=user_id)) is not None:
@@ -66,20 +82,19 @@ def build_store(url: str, sets: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", type=int, default=48)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--home", default=os.environ.get("RANKLOOP_HOME", "runs"))
+    parser.add_argument("--max-length", type=int, default=192)
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        build_store(url, args.sets)
+        build_store(url, args.sets, args.max_length)
         for trainer, batch in (
             ("ranking", 2),
             ("trl", 12),
         ):  # 2 sets = 12 pairs per step, the same as 12 pairs
             config = RewardConfig(
                 model="default",
-                home=args.home,
+                home=HOME,
                 db=url,
                 trainer=trainer,
                 epochs=1,
