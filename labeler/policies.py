@@ -30,16 +30,21 @@ def ensure_initial_policy(*, session: Session, base_model: str) -> PolicyVersion
     return pv
 
 
-def make_current(*, session: Session, version: int) -> PolicyVersion:
-    """Switch the current version (also used to roll back) in one transaction."""
-    target = session.exec(select(PolicyVersion).where(PolicyVersion.version == version)).first()
-    if target is None:
-        raise ValueError(f"no policy version v{version}")
+def mark_current(*, session: Session, target: PolicyVersion) -> None:
+    """Make `target` the only current version (not committed: callers switch inside their own transaction)."""
     for pv in session.exec(select(PolicyVersion).where(col(PolicyVersion.is_current).is_(True))):
         pv.is_current = False
         session.add(pv)
     target.is_current = True
     session.add(target)
+
+
+def make_current(*, session: Session, version: int) -> PolicyVersion:
+    """Switch the current version (also used to roll back) in one transaction."""
+    target = session.exec(select(PolicyVersion).where(PolicyVersion.version == version)).first()
+    if target is None:
+        raise ValueError(f"no policy version v{version}")
+    mark_current(session=session, target=target)
     session.commit()
     session.refresh(target)
     return target

@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from sqlmodel import Session, col, select
 
 from labeler.db import default_url, make_engine
-from labeler.policies import current_policy
+from labeler.policies import current_policy, mark_current
 from labeler.tables import PolicyVersion, Prompt, RewardModel
 from models.generation import SamplingParams
 from models.loading import load_base
@@ -195,12 +195,9 @@ def register(
         reward_model_id=inputs.reward.id if inputs.reward else None,
         metrics={**metrics, "job_id": job_id},
     )
-    if make_current:
-        for cur in session.exec(select(PolicyVersion).where(col(PolicyVersion.is_current).is_(True))):
-            cur.is_current = False
-            session.add(cur)
-        pv.is_current = True
     session.add(pv)
+    if make_current:
+        mark_current(session=session, target=pv)
     session.commit()
     session.refresh(pv)
     return pv
