@@ -11,7 +11,8 @@ from datetime import timedelta
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from labeler.tables import Assignment, CompletionSet, PolicyVersion, Prompt, Ranking, utcnow
+from labeler.store import labels_done
+from labeler.tables import Assignment, CompletionSet, PolicyVersion, Prompt, utcnow
 
 
 def current_policy(*, session: Session) -> PolicyVersion | None:
@@ -52,12 +53,7 @@ def make_current(*, session: Session, version: int) -> PolicyVersion:
 
 def count_waiting_sets(*, session: Session, policy_version_id: int | None) -> int:
     """Generated sets of this version that still need labels (rankings below `labels_needed`)."""
-    labels = (
-        select(func.count(Ranking.id))
-        .where(Ranking.set_id == CompletionSet.id, col(Ranking.skipped).is_(False))
-        .correlate(CompletionSet)
-        .scalar_subquery()
-    )
+    labels = labels_done()
     query = select(func.count(CompletionSet.id)).where(
         CompletionSet.origin == "generated",
         CompletionSet.policy_version_id == policy_version_id,

@@ -10,6 +10,7 @@ from statistics import median
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from labeler.store import labels_done
 from labeler.tables import Assignment, Completion, CompletionSet, Ranking, User, utcnow
 
 
@@ -22,12 +23,7 @@ class LabelerProgress:
 
 def waiting_for(*, session: Session, user_id: int) -> int:
     """Generated sets with labels still needed that this labeler has not had."""
-    labels = (
-        select(func.count(Ranking.id))
-        .where(Ranking.set_id == CompletionSet.id, col(Ranking.skipped).is_(False))
-        .correlate(CompletionSet)
-        .scalar_subquery()
-    )
+    labels = labels_done()
     mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
     query = select(func.count(CompletionSet.id)).where(
         CompletionSet.origin == "generated", labels < CompletionSet.labels_needed, ~mine.exists()

@@ -152,7 +152,8 @@ class LeasedSet:
     assignment: Assignment
 
 
-def _labels_done(set_id_col) -> object:
+def labels_done(set_id_col=CompletionSet.id) -> object:
+    """Correlated count of a set's non-skip rankings (the labels it has), for filters and ordering."""
     return (
         select(func.count(Ranking.id))
         .where(Ranking.set_id == set_id_col, col(Ranking.skipped).is_(False))
@@ -210,7 +211,7 @@ def lease_next_set(
     ).first()
     if open_lease is not None:
         return _load_leased(session, open_lease)
-    done, live = _labels_done(CompletionSet.id), _active_leases(CompletionSet.id, now)
+    done, live = labels_done(CompletionSet.id), _active_leases(CompletionSet.id, now)
     mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
     current = _current_version_id(session)
     is_current = case((CompletionSet.policy_version_id == current, 1), else_=0) if current else 0

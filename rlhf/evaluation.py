@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from labeler.tables import Completion, Ranking
+from labeler.tables import Completion
+from rlhf.dataset import load_set_rankings
 from rlhf.pairs import RankingView, effective_ranks
 
 
@@ -67,14 +68,9 @@ def human_win_rate(*, session: Session, new_version_id: int, old_version_id: int
     for set_id, cid, pv in rows:
         versions_by_set.setdefault(set_id, {})[cid] = pv
     mixed = [s for s, v in versions_by_set.items() if {new_version_id, old_version_id} <= set(v.values())]
-    pairs = []
-    for r in session.exec(select(Ranking).where(col(Ranking.set_id).in_(mixed))):
-        view = RankingView(
-            {int(k): v for k, v in r.ranks.items()},
-            frozenset(int(k) for k in r.flags),
-            r.none_acceptable,
-            r.skipped,
-            r.user_id,
-        )
-        pairs.append((view, versions_by_set[r.set_id]))
+    pairs = [
+        (view, versions_by_set[s.set_id])
+        for s in load_set_rankings(session=session, set_ids=mixed)
+        for view in s.rankings
+    ]
     return win_rate_from(pairs, new_version_id, old_version_id)
