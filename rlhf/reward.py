@@ -22,6 +22,7 @@ import torch
 from accelerate import Accelerator
 from peft import LoraConfig, get_peft_model
 from sqlmodel import Session, func, select
+from transformers import get_scheduler
 
 from labeler.db import default_url, make_engine
 from labeler.tables import RewardModel
@@ -56,6 +57,10 @@ class RewardConfig:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     epochs: int = field(default=1, metadata={"help": "passes over the training sets"})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    lr_schedule: Literal["linear", "cosine", "constant"] = field(
+        default="linear", metadata={"help": "learning-rate decay over the run (trl's default is linear)"}
+    )
+    warmup_ratio: float = field(default=0.0, metadata={"help": "share of steps with a linear warm-up"})
     batch_sets: int = field(
         default=4, metadata={"help": "ranked sets per optimizer step (pairs for per-pair paths)"}
     )
@@ -118,7 +123,8 @@ def build_scorer(config: RewardConfig) -> tuple[RewardScorer, object]:
             r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.05, target_modules=LORA_TARGETS
         )
         model = get_peft_model(base, lora, adapter_name="reward")
-    head = ScoreHead(base.config.hidden_size).to(base.device)
+    init_std = getattr(base.config, "initializer_range", 0.02)
+    head = ScoreHead(base.config.hidden_size, init_std=init_std).to(base.device)
     return RewardScorer(model, head), tokenizer
 
 
@@ -147,10 +153,16 @@ def train_loop(
     )
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
-    scorer, optimizer = accelerator.prepare(scorer, optimizer)
     rng = random.Random(config.seed)
     per_step = config.batch_sets
     steps = config.epochs * ((len(train) + per_step - 1) // per_step)
+    schedule = get_scheduler(
+        config.lr_schedule,
+        optimizer,
+        num_warmup_steps=int(config.warmup_ratio * steps),
+        num_training_steps=max(1, steps // config.grad_accum),
+    )
+    scorer, optimizer, schedule = accelerator.prepare(scorer, optimizer, schedule)
     reporter.start(steps, "reward training")
     scorer.train()
     step = 0
@@ -170,6 +182,7 @@ def train_loop(
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(params, 1.0)
                 optimizer.step()
+                schedule.step()
                 optimizer.zero_grad()
             step += 1
             accuracy = (scores[pairs[:, 0]] > scores[pairs[:, 1]]).float().mean().item()

@@ -71,6 +71,8 @@ def train_with_trl(scorer: RewardScorer, tokenizer, groups: list[Group], config)
             per_device_train_batch_size=config.batch_sets,
             gradient_accumulation_steps=config.grad_accum,
             learning_rate=config.learning_rate,
+            lr_scheduler_type=config.lr_schedule,
+            warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
             max_length=config.max_length,
             center_rewards_coefficient=config.center_rewards or None,
             report_to=[],

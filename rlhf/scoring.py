@@ -40,10 +40,12 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 class ScoreHead(nn.Module):
     """hidden state -> scalar reward."""
 
-    def __init__(self, hidden_size: int):
+    def __init__(self, hidden_size: int, init_std: float = 0.02):
         super().__init__()
         self.linear = nn.Linear(hidden_size, 1)
-        nn.init.normal_(self.linear.weight, std=1 / (hidden_size + 1) ** 0.5)
+        # transformers' sequence-classification heads start at N(0, initializer_range): small initial scores, so
+        # the first steps learn the preference instead of undoing a random ranking of the base's features.
+        nn.init.normal_(self.linear.weight, std=init_std)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

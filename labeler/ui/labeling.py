@@ -128,6 +128,8 @@ def progress_text(engine: Engine, user_id: int) -> str:
     return f"**Today:** {p.today} · **Total:** {p.total} · **Waiting:** {p.waiting}"
 
 
+NOTHING_WAITING = "No sets are waiting right now. New ones are being generated; check back in a minute."
+
 KEYBOARD_JS = """
 () => {
   let focused = 0;
@@ -170,7 +172,7 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         progress = gr.Markdown(elem_id="progress")
         current = gr.JSON(visible=False)
         prompt_md = gr.Markdown(elem_id="prompt")
-        empty_md = gr.Markdown("", visible=False, elem_id="empty")
+        empty_md = gr.Markdown("", elem_id="empty")
         layout = gr.Radio(["side by side", "stacked"], value="side by side", label="Layout", elem_id="layout")
         slot_boxes, slot_texts, rank_inputs, flag_inputs = [], [], [], []
         with gr.Row(elem_id="slots", elem_classes=["slot-row"]):
@@ -196,25 +198,30 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             skip = gr.Button("Skip (S)", elem_id="skip-btn")
         status = gr.Markdown(elem_id="status")
 
-    def show(view: SetView | None, user_id: int, message: str = "") -> dict:
+    def show(view: SetView | None, user_id: int, message: str = "", shown: int | None = None) -> dict:
+        """Updates that put `view` on screen. `shown` is how many answers the page shows now: when the next set
+        has as many, only values are sent (Gradio rebuilds a component for every property update, which made
+        a submit several times slower under load); layout and rank choices change only when the count does."""
+        n = len(view.texts) if view else 0
         updates: dict = {
             progress: progress_text(engine, user_id),
             status: message,
             comment: "",
             none_ok: False,
+            current: asdict(view) if view else None,
+            prompt_md: view.prompt_markdown if view else "",
+            empty_md: "" if view else NOTHING_WAITING,
         }
-        updates[current] = asdict(view) if view else None
-        updates[prompt_md] = view.prompt_markdown if view else ""
-        updates[empty_md] = gr.update(
-            visible=view is None,
-            value="No sets are waiting right now. New ones are being generated; check back in a minute.",
-        )
-        n = len(view.texts) if view else 0
         for i in range(MAX_SLOTS):
-            updates[slot_boxes[i]] = gr.update(visible=i < n)
             updates[slot_texts[i]] = f"**Answer {i + 1}**\n\n{view.texts[i]}" if i < n else ""
-            updates[rank_inputs[i]] = gr.update(choices=[NO_RANK, *map(str, range(1, n + 1))], value=NO_RANK)
-            updates[flag_inputs[i]] = gr.update(value=NOT_FLAGGED)
+            updates[flag_inputs[i]] = NOT_FLAGGED
+            if n == shown:
+                updates[rank_inputs[i]] = NO_RANK
+            else:
+                updates[slot_boxes[i]] = gr.update(visible=i < n)
+                updates[rank_inputs[i]] = gr.update(
+                    choices=[NO_RANK, *map(str, range(1, n + 1))], value=NO_RANK
+                )
         return updates
 
     def on_load(request: gr.Request) -> dict:
@@ -234,6 +241,7 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         user = current_user(engine, request)
         if not view:
             return show(next_view(engine, user.id), user.id)
+        shown = len(view["completion_ids"])
         try:
             submit_form(
                 engine,
@@ -246,13 +254,14 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             )
         except RankingRejected as exc:
             return {status: f"⚠️ **Not submitted:** {html.escape(str(exc))}"}
-        return show(next_view(engine, user.id), user.id, "✅ Saved.")
+        return show(next_view(engine, user.id), user.id, "✅ Saved.", shown)
 
     def on_skip(request: gr.Request, view: dict | None) -> dict:
         user = current_user(engine, request)
-        if view:
-            skip_form(engine, user.id, SetView(**view))
-        return show(next_view(engine, user.id), user.id, "Skipped.")
+        if not view:
+            return show(next_view(engine, user.id), user.id)
+        skip_form(engine, user.id, SetView(**view))
+        return show(next_view(engine, user.id), user.id, "Skipped.", len(view["completion_ids"]))
 
     outputs = [
         progress,

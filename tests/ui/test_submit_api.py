@@ -1,0 +1,54 @@
+"""The submit endpoint as a browser or API client uses it: sets of different sizes in a row, each ranked fully.
+
+A submit sends only values while the set size stays the same; when it changes, the rank choices must change too,
+or Gradio would reject a rank the new set needs (for example rank 4 after a three-answer set)."""
+
+from gradio_client import Client
+from sqlmodel import Session, func, select
+
+from labeler.db import make_engine
+from labeler.policies import ensure_initial_policy
+from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
+from labeler.tables import Ranking
+from labeler.ui.app import build_ui, launch
+from labeler.ui.deps import UIDeps
+from labeler.ui.labeling import MAX_SLOTS, NO_RANK, NOT_FLAGGED
+from labeler.users import add_user
+from tests.ui.conftest import free_port
+
+SIZES = [2, 2, 4, 4, 3, 4, 2]
+
+
+def test_sets_of_changing_size_are_ranked_in_a_row(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'rankloop.db'}")
+    with Session(engine) as session:
+        add_user(session=session, name="alice", password="alice-password")
+        version = ensure_initial_policy(session=session, base_model="tiny").id
+        for i, n in enumerate(SIZES):
+            prompt = get_or_add_prompt(session=session, messages=[{"role": "user", "content": f"q{i}"}])
+            add_completion_set(
+                session=session,
+                prompt_id=prompt.id,
+                completions=[CompletionIn(f"answer {i}.{j}") for j in range(n)],
+                policy_version_id=version,
+            )
+    deps = UIDeps(engine=engine, home=tmp_path)
+    port = free_port()
+    demo = launch(build_ui(deps), deps, port=port, block=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", auth=("alice", "alice-password"), verbose=False)
+        flags = [NOT_FLAGGED] * MAX_SLOTS
+        out = client.predict(None, False, "", *([NO_RANK] * MAX_SLOTS), *flags, api_name="/submit_ranking")
+        seen = []
+        while (current := next((o for o in out if isinstance(o, dict) and "set_id" in o), None)) is not None:
+            n = len(current["completion_ids"])
+            seen.append(n)
+            ranks = [str(r) for r in range(n, 0, -1)] + [NO_RANK] * (MAX_SLOTS - n)
+            out = client.predict(current, False, "", *ranks, *flags, api_name="/submit_ranking")
+            assert "Saved" in out[1], out[1]
+    finally:
+        demo.close()
+    assert seen == SIZES
+    with Session(engine) as session:
+        assert session.exec(select(func.count(Ranking.id))).one() == len(SIZES)
+        assert all(len(r.ranks) >= 2 for r in session.exec(select(Ranking)))
