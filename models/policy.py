@@ -75,6 +75,29 @@ class PolicyPool:
     def generate(
         self, prompts: Sequence[Messages], n: int, sampling: SamplingParams
     ) -> list[list[Completion]]:
-        backend = TransformersBackend(self.model, self.tokenizer, token_budget=self.token_budget)
-        with self._adapter_context():
-            return backend.generate(prompts, n, sampling)
+        """N completions per prompt from the active version."""
+        with self.lock:
+            backend = TransformersBackend(self.model, self.tokenizer, token_budget=self.token_budget)
+            with self._adapter_context():
+                return backend.generate(prompts, n, sampling)
+
+    def generate_as(
+        self,
+        *,
+        version: int,
+        adapter_path: str | None,
+        prompts: Sequence[Messages],
+        n: int,
+        sampling: SamplingParams,
+    ) -> list[list[Completion]]:
+        """Generate from `version` (loading its adapter if needed), then give the active version back.
+
+        For side-by-side samples and human-evaluation sets that mix the current version with its parent; the
+        lock is held throughout, so the pre-generation thread never generates with the wrong adapter."""
+        with self.lock:
+            previous = (self.version, self._adapter_paths.get(self.active) if self.active else None)
+            self._activate(version, adapter_path)
+            try:
+                return self.generate(prompts, n, sampling)
+            finally:
+                self._activate(*previous)

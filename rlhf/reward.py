@@ -58,7 +58,7 @@ class RewardConfig:
     epochs: int = field(default=1, metadata={"help": "passes over the training sets"})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
     lr_schedule: Literal["linear", "cosine", "constant"] = field(
-        default="linear", metadata={"help": "learning-rate decay over the run (trl's default is linear)"}
+        default="constant", metadata={"help": "learning-rate schedule (the trl baseline uses the same)"}
     )
     warmup_ratio: float = field(default=0.0, metadata={"help": "share of steps with a linear warm-up"})
     batch_sets: int = field(

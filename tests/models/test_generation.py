@@ -97,6 +97,20 @@ def test_adapter_swap_returns_to_the_same_output_on_one_base(tmp_path, tiny):
     assert pool.model.get_input_embeddings().weight is embed  # one base, never reloaded or copied
 
 
+def test_generate_as_uses_that_version_and_restores_the_active_one(tmp_path, tiny):
+    a = _save_adapter(tmp_path / "a", 1)
+    model, tokenizer = tiny
+    pool = PolicyPool(model, tokenizer)
+    base_out = pool.generate(PROMPTS, 1, GREEDY)
+    as_a = pool.generate_as(version=1, adapter_path=a, prompts=PROMPTS, n=1, sampling=GREEDY)
+    assert as_a != base_out and pool.active is None and pool.version == 0
+    assert pool.generate(PROMPTS, 1, GREEDY) == base_out
+    pool.activate(version=1, adapter_path=a)
+    assert pool.generate(PROMPTS, 1, GREEDY) == as_a
+    as_base = pool.generate_as(version=0, adapter_path=None, prompts=PROMPTS, n=1, sampling=GREEDY)
+    assert as_base == base_out and pool.active == "v1" and pool.version == 1
+
+
 def test_backend_resamples_identical_completions(tiny):
     model, tokenizer = tiny
     backend = TransformersBackend(model, tokenizer)

@@ -1,12 +1,12 @@
 import time
 import uuid
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from labeler.db import make_engine
 from labeler.policies import count_waiting_sets, ensure_initial_policy, make_current
 from labeler.store import RankingIn, add_prompts, lease_next_set, submit_ranking
-from labeler.tables import PolicyVersion
+from labeler.tables import Completion, CompletionSet, PolicyVersion
 from models.generation import SamplingParams
 from models.policy import PolicyPool
 from rlhf.pregen import PregenConfig, PregenWorker
@@ -98,3 +98,32 @@ def test_worker_survives_errors_and_stops_cleanly(tmp_path, tiny):
     assert worker.status.errors == 1 and "simulated" in worker.status.last_error
     assert worker.status.sets_written >= 1
     assert worker._thread is None
+
+
+def test_human_evaluation_sets_mix_the_current_version_with_its_parent(tmp_path, tiny):
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    with Session(engine) as s:
+        add_prompts(
+            session=s, conversations=[[{"role": "user", "content": f"question {i}"}] for i in range(4)]
+        )
+        v0_id = ensure_initial_policy(session=s, base_model="tiny").id
+        v1 = PolicyVersion(
+            version=1, base_model="tiny", adapter_path=_save_adapter(tmp_path / "v1", 1), parent_id=v0_id
+        )
+        s.add(v1)
+        s.commit()
+        v1_id = v1.id
+        make_current(session=s, version=1)
+    worker = _worker(engine, tiny, buffer=2)
+    worker.config.n, worker.config.human_eval = 4, True
+    while worker.step():
+        pass
+    assert worker.pool.active == "v1"  # generating as the parent gave the current version back
+    with Session(engine) as s:
+        sets = s.exec(select(CompletionSet).where(CompletionSet.policy_version_id == v1_id)).all()
+        assert len(sets) == 2 and all(c.sampling["human_eval"] == 0 for c in sets)
+        for cset in sets:
+            writers = [
+                c.policy_version_id for c in s.exec(select(Completion).where(Completion.set_id == cset.id))
+            ]
+            assert sorted(writers) == [v0_id, v0_id, v1_id, v1_id]
