@@ -46,12 +46,12 @@ class PPOConfig:
     reward_model: str | None = field(
         default=None, metadata={"help": "reward model name (default: the newest)"}
     )
-    steps: int = field(default=10, metadata={"help": "PPO iterations (rollout + update)"})
+    steps: int = field(default=16, metadata={"help": "PPO iterations (rollout + update)"})
     batch_prompts: int = field(default=8, metadata={"help": "prompts per rollout"})
     minibatch: int = field(default=4, metadata={"help": "sequences per gradient step"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout"})
-    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate"})
     max_new_tokens: int = field(default=48, metadata={"help": "response length cap"})
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     kl_coef: float = field(default=0.05, metadata={"help": "initial KL coefficient"})

@@ -69,3 +69,22 @@ def test_admin_can_call_the_same_endpoint(running_app):
 def test_wrong_password_cannot_connect(running_app):
     with pytest.raises(Exception):  # noqa: B017 - gradio_client raises a plain ValueError/HTTP error
         Client(running_app.url, auth=("alice", "wrong-password"), verbose=False)
+
+
+def test_admin_compares_two_versions_side_by_side(running_app, tmp_path):
+    from tests.models.test_generation import _save_adapter
+
+    with Session(running_app.engine) as s:
+        v0 = s.exec(select(PolicyVersion).where(PolicyVersion.version == 0)).one()
+        s.add(
+            PolicyVersion(
+                version=1, base_model="tiny", adapter_path=_save_adapter(tmp_path / "v1", 1), parent_id=v0.id
+            )
+        )
+        s.commit()
+    client = Client(running_app.url, auth=("admin", PASSWORDS["admin"]), verbose=False)
+    left, right = client.predict("Say hello.", 0, 1, api_name="/admin_compare")
+    assert left.startswith("**v0**") and right.startswith("**v1**")
+    assert left.split("\n\n", 1)[1] != right.split("\n\n", 1)[1]  # the adapter changes the answer
+    again, _ = client.predict("Say hello.", 0, 0, api_name="/admin_compare")
+    assert again == left  # greedy, and v1 did not stay active
