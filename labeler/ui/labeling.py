@@ -276,10 +276,20 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         *rank_inputs,
         *flag_inputs,
     ]
+    # SQLite has one writer at a time and its busy handler sleeps in growing steps while it waits, so with one
+    # file the labeling writes queue in Gradio (first come, first served) instead of inside SQLite.
+    writes = {
+        "concurrency_id": "labeling-writes",
+        "concurrency_limit": 1 if engine.dialect.name == "sqlite" else "default",
+    }
     submit.click(
-        on_submit, [current, none_ok, comment, *rank_inputs, *flag_inputs], outputs, api_name="submit_ranking"
+        on_submit,
+        [current, none_ok, comment, *rank_inputs, *flag_inputs],
+        outputs,
+        api_name="submit_ranking",
+        **writes,
     )
-    skip.click(on_skip, [current], outputs, api_name="skip_set")
+    skip.click(on_skip, [current], outputs, api_name="skip_set", **writes)
     layout.change(
         None,
         [layout],
