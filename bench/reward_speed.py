@@ -5,7 +5,7 @@ another dialogue > rejected of that one), so each ranking explodes into 6 pairs.
 completion once per set (4 forward passes); the trl baseline scores both texts of every pair (12).
 Target: ranking path >= 2x faster, held-out accuracy within 2 points.
 
-    .venv/bin/python bench/reward_speed.py [--sets 96] [--max-length 128]
+    .venv/bin/python bench/reward_speed.py [--sets 192] [--max-length 128]
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ def build_store(url: str, sets: int, max_length: int) -> None:
             chosen_sets.append((prompt, texts))
         if len(chosen_sets) == sets:
             break
+    print(f"{len(chosen_sets)} four-way sets fit in {max_length} tokens")
     with Session(make_engine(url)) as session:
         user_id = add_user(session=session, name="bench", password="bench-password").id
         for prompt, texts in chosen_sets:
@@ -81,7 +82,7 @@ def build_store(url: str, sets: int, max_length: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sets", type=int, default=96)
+    parser.add_argument("--sets", type=int, default=192)
     parser.add_argument("--max-length", type=int, default=192)
     args = parser.parse_args()
     results = {}
