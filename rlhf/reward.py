@@ -156,11 +156,12 @@ def train_loop(
     rng = random.Random(config.seed)
     per_step = config.batch_sets
     steps = config.epochs * ((len(train) + per_step - 1) // per_step)
+    updates = max(1, steps // config.grad_accum)
     schedule = get_scheduler(
         config.lr_schedule,
         optimizer,
-        num_warmup_steps=int(config.warmup_ratio * steps),
-        num_training_steps=max(1, steps // config.grad_accum),
+        num_warmup_steps=int(config.warmup_ratio * updates),
+        num_training_steps=updates,
     )
     scorer, optimizer, schedule = accelerator.prepare(scorer, optimizer, schedule)
     reporter.start(steps, "reward training")

@@ -24,6 +24,17 @@ def _worker(engine, tiny, buffer=3):
     return PregenWorker(engine=engine, pool=PolicyPool(*tiny), config=config)
 
 
+def _current_v1(session: Session, tmp_path, v0_id: int) -> int:
+    """A version 1 (an adapter on the tiny base, child of v0), made current; returns its row id."""
+    v1 = PolicyVersion(
+        version=1, base_model="tiny", adapter_path=_save_adapter(tmp_path / "v1", 1), parent_id=v0_id
+    )
+    session.add(v1)
+    session.commit()
+    make_current(session=session, version=1)
+    return v1.id
+
+
 def test_worker_fills_refills_and_switches_version(tmp_path, tiny):
     engine = make_engine(
         f"sqlite:///{tmp_path / 'store.db'}"
@@ -52,13 +63,7 @@ def test_worker_fills_refills_and_switches_version(tmp_path, tiny):
     assert worker.step() == 1
     with Session(engine) as s:
         assert count_waiting_sets(session=s, policy_version_id=v0_id) == 3
-        v1 = PolicyVersion(
-            version=1, base_model="tiny", adapter_path=_save_adapter(tmp_path / "v1", 1), parent_id=v0_id
-        )
-        s.add(v1)
-        s.commit()
-        v1_id = v1.id
-        make_current(session=s, version=1)
+        v1_id = _current_v1(s, tmp_path, v0_id)
     worker.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -107,13 +112,7 @@ def test_human_evaluation_sets_mix_the_current_version_with_its_parent(tmp_path,
             session=s, conversations=[[{"role": "user", "content": f"question {i}"}] for i in range(4)]
         )
         v0_id = ensure_initial_policy(session=s, base_model="tiny").id
-        v1 = PolicyVersion(
-            version=1, base_model="tiny", adapter_path=_save_adapter(tmp_path / "v1", 1), parent_id=v0_id
-        )
-        s.add(v1)
-        s.commit()
-        v1_id = v1.id
-        make_current(session=s, version=1)
+        v1_id = _current_v1(s, tmp_path, v0_id)
     worker = _worker(engine, tiny, buffer=2)
     worker.config.n, worker.config.human_eval = 4, True
     while worker.step():
