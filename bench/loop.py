@@ -23,6 +23,7 @@ from labeler.importers import import_prompts
 from labeler.policies import current_policy, ensure_initial_policy
 from labeler.settings import set_labels_needed
 from labeler.tables import PolicyVersion, Prompt, RewardModel
+from models.embedded import home_sharing_cache
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
@@ -65,16 +66,6 @@ def win_rate(
     return wins / len(a), wilson_interval(wins, len(a)), ended(a), ended(b)
 
 
-def bench_home(tmp: str) -> str:
-    """A fresh home for the run's database and adapters, sharing the embedded model's cache with `runs/`."""
-    home = Path(tmp) / "home"
-    home.mkdir()
-    cache = Path(HOME).resolve() / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    (home / "cache").symlink_to(cache)
-    return str(home)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", type=int, default=64)
@@ -86,7 +77,7 @@ def main() -> None:
     start_all = time.perf_counter()
     report = []
     with tempfile.TemporaryDirectory() as tmp:
-        home = bench_home(tmp)
+        home = str(home_sharing_cache(Path(tmp) / "home", Path(HOME)))
         url = f"sqlite:///{Path(home) / 'loop.db'}"
         engine = make_engine(url)
         with Session(engine) as s:

@@ -42,6 +42,16 @@ def cache_dir(home: Path) -> Path:
     return Path(home) / "cache" / CACHE_NAME
 
 
+def home_sharing_cache(home: Path, shared: Path) -> Path:
+    """Make `home` a fresh rankloop home whose model cache is `shared`'s (a link), so a benchmark or test gets its own
+    database and adapters without converting the embedded model again. Returns `home`."""
+    cache = Path(shared).resolve() / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    Path(home).mkdir(parents=True, exist_ok=False)
+    (Path(home) / "cache").symlink_to(cache)
+    return Path(home)
+
+
 def is_prepared(home: Path) -> bool:
     """True once a complete conversion in the current format is in the cache."""
     marker = cache_dir(home) / _DONE_MARKER

@@ -13,6 +13,7 @@ from labeler.policies import current_policy, ensure_initial_policy
 from labeler.settings import set_labels_needed
 from labeler.store import add_prompts
 from labeler.tables import CompletionSet, RewardModel, TrainingRound
+from models.embedded import home_sharing_cache
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
@@ -32,11 +33,8 @@ ROUND = {
 
 
 def test_a_round_on_the_embedded_default(tmp_path):
-    home = tmp_path / "home"
-    home.mkdir()
-    cache = Path(os.environ.get("RANKLOOP_HOME", "runs")).resolve() / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
-    (home / "cache").symlink_to(cache)  # prepare the model once, shared with `make run`
+    # prepare the model once, shared with `make run`
+    home = home_sharing_cache(tmp_path / "home", Path(os.environ.get("RANKLOOP_HOME", "runs")))
     url = f"sqlite:///{home / 'rankloop.db'}"
     engine = make_engine(url)
     with Session(engine) as s:
