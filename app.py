@@ -21,20 +21,38 @@ BUILTIN_PROMPTS = Path(__file__).resolve().parent / "data" / "prompts.jsonl"
 
 
 def _bootstrap_store(engine, args: argparse.Namespace) -> None:
-    """First start: an admin account (password printed once), policy v0, the built-in prompts."""
+    """First start: an admin account (password printed once), policy v0, the built-in prompts.
+
+    Replicas starting together on one empty store may race here; the loser's insert hits a unique constraint,
+    and its second pass finds everything in place."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        _bootstrap_once(engine, args)
+    except IntegrityError:
+        _bootstrap_once(engine, args)
+
+
+def _bootstrap_once(engine, args: argparse.Namespace) -> None:
     from sqlmodel import Session, select
 
-    from labeler.importers import import_prompts
+    from labeler.db import read_session
+    from labeler.importers import parse_prompts
     from labeler.policies import ensure_initial_policy
+    from labeler.store import add_prompts
     from labeler.tables import Prompt, User
     from labeler.users import ensure_admin
 
+    with read_session(engine) as session:
+        has_users = session.exec(select(User.id)).first() is not None
+        has_prompts = session.exec(select(Prompt.id)).first() is not None
+    if args.host not in LOOPBACK and not has_users:
+        raise SystemExit(
+            f"refusing to bind {args.host} with no accounts: create one first with "
+            "`rankloop user add NAME --role admin`"
+        )
+    conversations = [] if has_prompts or not BUILTIN_PROMPTS.exists() else parse_prompts(BUILTIN_PROMPTS)
     with Session(engine) as session:
-        if args.host not in LOOPBACK and session.exec(select(User)).first() is None:
-            raise SystemExit(
-                f"refusing to bind {args.host} with no accounts: create one first with "
-                "`rankloop user add NAME --role admin`"
-            )
         password = ensure_admin(session=session)
         if password:
             print(
@@ -42,40 +60,66 @@ def _bootstrap_store(engine, args: argparse.Namespace) -> None:
                 flush=True,
             )
         ensure_initial_policy(session=session, base_model=args.model)
-        if session.exec(select(Prompt)).first() is None and BUILTIN_PROMPTS.exists():
-            import_prompts(session=session, path=BUILTIN_PROMPTS, eval_fraction=0.1)
+        if conversations:
+            add_prompts(
+                session=session, conversations=conversations, source=BUILTIN_PROMPTS.name, eval_fraction=0.1
+            )
+
+
+def _generator_argv(args: argparse.Namespace, url: str) -> list[str]:
+    """The serve options the pre-generation process needs, as its command line."""
+    argv = ["--home", str(args.home), "--db", url, "--n", str(args.n), "--model", args.model]
+    argv += ["--max-new-tokens", str(args.max_new_tokens), "--temperature", str(args.temperature)]
+    argv += ["--device", args.device, "--backend", args.backend]
+    if args.buffer is not None:
+        argv += ["--buffer", str(args.buffer)]
+    return argv + (["--load-in-4bit"] if args.load_in_4bit else [])
+
+
+def _start_generator(args: argparse.Namespace, url: str, engine, pool):
+    """Pre-generation as a low-priority process (default), a thread in this process, or not at all."""
+    if args.generator == "off":
+        return None
+    if args.generator == "process":
+        from rlhf.pregen_process import GeneratorProcess
+
+        generator = GeneratorProcess(_generator_argv(args, url), Path(args.home) / "logs" / "generator.log")
+    else:
+        from models.generation import SamplingParams
+        from rlhf.cli import generation_backend
+        from rlhf.pregen import PregenConfig, PregenWorker
+
+        sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+        generator = PregenWorker(
+            engine=engine,
+            pool=generation_backend(args, engine, pool),
+            config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling),
+        )
+    generator.start()
+    return generator
 
 
 def _serve(args: argparse.Namespace) -> int:
     from labeler.db import default_url, make_engine
     from labeler.ui.app import build_ui, launch
     from labeler.ui.deps import UIDeps
-    from models.generation import SamplingParams
-    from rlhf.cli import generation_backend, load_pool
+    from rlhf.cli import load_pool
     from rlhf.jobs import JobRunner
-    from rlhf.pregen import PregenConfig, PregenWorker
 
     home = Path(args.home)
     url = args.db or default_url(home)
     engine = make_engine(url)
     _bootstrap_store(engine, args)
-    from sqlmodel import Session
-
-    with Session(engine) as session:
-        pool = load_pool(args, session)
-        backend = generation_backend(args, session, pool)
-    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-    worker = PregenWorker(
-        engine=engine, pool=backend, config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling)
-    )
-    worker.start()
+    pool = load_pool(args, engine)  # the admin tab's side-by-side samples (and the generator in thread mode)
+    generator = _start_generator(args, url, engine, pool)
     runner = JobRunner(engine=engine, db_url=url, home=home, launcher=args.launcher)
     runner.watch()
     deps = UIDeps(engine=engine, home=home, pool=pool, runner=runner)
     try:
         launch(build_ui(deps), deps, host=args.host, port=args.port)
     finally:
-        worker.stop()
+        if generator is not None:
+            generator.stop()
         runner.stop()
     return 0
 
@@ -115,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--temperature", type=float, default=0.8)
     serve.add_argument(
         "--launcher", choices=["python", "accelerate"], default="python", help="how training jobs start"
+    )
+    serve.add_argument(
+        "--generator",
+        choices=["process", "thread", "off"],
+        default="process",
+        help="pre-generation: its own low-priority process (default), a thread of the server, or off",
     )
     add_model_args(serve)
     serve.set_defaults(func=_serve)

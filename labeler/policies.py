@@ -6,6 +6,7 @@ pv = ensure_initial_policy(session=session, base_model="default")
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import func
@@ -13,6 +14,22 @@ from sqlmodel import Session, col, select
 
 from labeler.store import labels_done
 from labeler.tables import Assignment, CompletionSet, PolicyVersion, Prompt, utcnow
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """What generation needs to know of a version, detached from any session (safe to use after it closes)."""
+
+    id: int
+    version: int
+    base_model: str
+    adapter_path: str | None
+    parent_id: int | None
+
+    @classmethod
+    def of(cls, row: PolicyVersion) -> PolicyRef:
+        assert row.id is not None
+        return cls(row.id, row.version, row.base_model, row.adapter_path, row.parent_id)
 
 
 def current_policy(*, session: Session) -> PolicyVersion | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from labeler.tables import CompletionSet, Guideline, Ranking, Setting
@@ -47,12 +48,18 @@ def set_labels_needed(*, session: Session, k: int, apply_to_waiting: bool = True
 
 def current_guidelines(*, session: Session) -> Guideline:
     """The newest guidelines; on a new store, version 1 is the project's default text."""
-    row = session.exec(select(Guideline).order_by(col(Guideline.version).desc())).first()
+    newest = select(Guideline).order_by(col(Guideline.version).desc())
+    row = session.exec(newest).first()
     if row is None:
-        row = Guideline(version=1, text=DEFAULT_GUIDELINES.read_text(encoding="utf-8"), author="rankloop")
-        session.add(row)
-        session.commit()
-        session.refresh(row)
+        session.rollback()  # read the file with no transaction open
+        text = DEFAULT_GUIDELINES.read_text(encoding="utf-8")
+        session.add(Guideline(version=1, text=text, author="rankloop"))
+        try:
+            session.commit()
+        except IntegrityError:  # another process stored version 1 first
+            session.rollback()
+        row = session.exec(newest).first()
+        assert row is not None
     return row
 
 

@@ -181,17 +181,63 @@ def _current_version_id(session: Session) -> int | None:
 
 def _load_leased(session: Session, assignment: Assignment) -> LeasedSet:
     cset = session.get(CompletionSet, assignment.set_id)
+    assert cset is not None
     by_id = {c.id: c for c in session.exec(select(Completion).where(Completion.set_id == assignment.set_id))}
+    prompt = session.get(Prompt, cset.prompt_id)
+    assert prompt is not None
     return LeasedSet(
         set=cset,
-        prompt=session.get(Prompt, cset.prompt_id),
+        prompt=prompt,
         completions=[by_id[i] for i in assignment.display_order],
         assignment=assignment,
     )
 
 
+def _has_room(session: Session, cset: CompletionSet, now) -> bool:
+    """A fresh count of the set's labels plus live leases, below what it needs."""
+    done = session.exec(
+        select(func.count(Ranking.id)).where(Ranking.set_id == cset.id, col(Ranking.skipped).is_(False))
+    ).one()
+    live = session.exec(
+        select(func.count(Assignment.id)).where(
+            Assignment.set_id == cset.id,
+            col(Assignment.completed_at).is_(None),
+            Assignment.lease_expires_at > now,
+        )
+    ).one()
+    return done + live < cset.labels_needed
+
+
+def _candidates(session: Session, user_id: int, now, skip: Sequence[int]):
+    """Sets this labeler may take, best first (see `lease_next_set`), row-locked on PostgreSQL."""
+    done, live = labels_done(CompletionSet.id), _active_leases(CompletionSet.id, now)
+    mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
+    current = _current_version_id(session)
+    is_current = case((CompletionSet.policy_version_id == current, 1), else_=0) if current else 0
+    query = select(CompletionSet).where(
+        CompletionSet.origin == "generated", ~mine.exists(), done + live < CompletionSet.labels_needed
+    )
+    if skip:
+        query = query.where(col(CompletionSet.id).not_in(skip))
+    return (
+        query.order_by(
+            is_current.desc() if current else CompletionSet.id,
+            col(CompletionSet.policy_version_id).desc(),
+            done.desc(),
+            CompletionSet.id,
+        )
+        .limit(1)
+        .with_for_update(skip_locked=True, of=CompletionSet)  # SQLite: nothing (BEGIN IMMEDIATE serialises)
+    )
+
+
 def lease_next_set(
-    *, session: Session, user_id: int, lease_seconds: int = DEFAULT_LEASE_SECONDS, seed: int | None = None
+    *,
+    session: Session,
+    user_id: int,
+    lease_seconds: int = DEFAULT_LEASE_SECONDS,
+    seed: int | None = None,
+    _retry: bool = True,
 ) -> LeasedSet | None:
     """Give `user_id` a set to rank, or None when nothing is waiting.
 
@@ -200,6 +246,11 @@ def lease_next_set(
     Order: sets of the current policy version first, then newer versions; among those, sets other labelers
     already started (so overlap completes and agreement can be measured), then oldest first. Expired leases
     stop counting, so their sets return to the pool.
+
+    Race-free on both stores: on SQLite the transaction holds the write lock from its start; on PostgreSQL the
+    chosen set's row is locked (`FOR UPDATE SKIP LOCKED`, so concurrent leases take different sets) and its
+    labels are counted again after the lock, so a lease committed meanwhile is seen. The result is loaded
+    before the commit: with `expire_on_commit=False` it needs no second transaction.
     """
     now = utcnow()
     open_lease = session.exec(
@@ -211,22 +262,11 @@ def lease_next_set(
     ).first()
     if open_lease is not None:
         return _load_leased(session, open_lease)
-    done, live = labels_done(CompletionSet.id), _active_leases(CompletionSet.id, now)
-    mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
-    current = _current_version_id(session)
-    is_current = case((CompletionSet.policy_version_id == current, 1), else_=0) if current else 0
-    query = (
-        select(CompletionSet)
-        .where(CompletionSet.origin == "generated", ~mine.exists(), done + live < CompletionSet.labels_needed)
-        .order_by(
-            is_current.desc() if current else CompletionSet.id,
-            col(CompletionSet.policy_version_id).desc(),
-            done.desc(),
-            CompletionSet.id,
-        )
-        .limit(1)
-    )
-    cset = session.exec(query).first()
+    full: list[int] = []
+    while (cset := session.exec(_candidates(session, user_id, now, full)).first()) is not None:
+        if _has_room(session, cset, now):
+            break
+        full.append(cset.id)  # filled by a lease that committed after this statement's snapshot
     if cset is None:
         session.rollback()
         return None
@@ -241,8 +281,18 @@ def lease_next_set(
         lease_expires_at=now + timedelta(seconds=lease_seconds),
     )
     session.add(assignment)
-    session.commit()
-    return _load_leased(session, assignment)
+    session.flush()
+    leased = _load_leased(session, assignment)
+    try:
+        session.commit()
+    except IntegrityError:  # the same labeler leased this set in another tab at the same moment
+        session.rollback()
+        if not _retry:
+            raise
+        return lease_next_set(
+            session=session, user_id=user_id, lease_seconds=lease_seconds, seed=seed, _retry=False
+        )
+    return leased
 
 
 def release_lease(*, session: Session, user_id: int, set_id: int) -> None:

@@ -135,6 +135,7 @@ class Job(SQLModel, table=True):
     log_tail: str = ""
     error: str | None = None
     pid: int | None = None
+    host: str | None = Field(default=None, max_length=255)  # the machine whose runner started the process
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -168,3 +169,14 @@ class TrainingRound(SQLModel, table=True):
     set_ids: list[int] = _json([])
     metrics: dict = _json({})
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class WorkerLease(SQLModel, table=True):
+    """Who does a singleton background task (e.g. pre-generation) when several app replicas share one store.
+
+    The holder renews `expires_at` while it lives; once that passes, any replica may take the row over."""
+
+    name: str = Field(primary_key=True, max_length=32)
+    holder: str = Field(max_length=128)
+    expires_at: datetime
+    renewed_at: datetime = Field(default_factory=utcnow)

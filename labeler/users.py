@@ -54,21 +54,34 @@ def add_user(*, session: Session, name: str, password: str, role: str = "labeler
         raise UserError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
     if len(password) < 8:
         raise UserError("password must be at least 8 characters")
+    password_hash = hash_password(password)  # the slow part, before any transaction opens
     if get_user(session=session, name=name) is not None:
         raise UserError(f"user {name!r} already exists")
-    user = User(name=name, password_hash=hash_password(password), role=role)
+    user = User(name=name, password_hash=password_hash, role=role)
     session.add(user)
     session.commit()
     session.refresh(user)
     return user
 
 
+_DUMMY_HASH: list[str] = []
+
+
+def _dummy_hash() -> str:
+    if not _DUMMY_HASH:
+        _DUMMY_HASH.append(hash_password(secrets.token_urlsafe(16)))
+    return _DUMMY_HASH[0]
+
+
 def authenticate(*, session: Session, name: str, password: str) -> User | None:
-    """The enabled user with this name and password, else None."""
+    """The enabled user with this name and password, else None.
+
+    Costs one scrypt whatever the outcome: an unknown or disabled name is checked against a dummy hash, so the
+    answer's timing does not tell which names exist."""
     user = get_user(session=session, name=name)
-    if user is None or user.disabled or not check_password(password, user.password_hash):
-        return None
-    return user
+    usable = user is not None and not user.disabled
+    matches = check_password(password, user.password_hash if usable and user else _dummy_hash())
+    return user if usable and matches else None
 
 
 def _require(session: Session, name: str) -> User:
@@ -88,11 +101,12 @@ def set_disabled(*, session: Session, name: str, disabled: bool) -> User:
 
 def reset_password(*, session: Session, name: str, password: str | None = None) -> str:
     """Set a new password (generated when not given) and return it."""
-    user = _require(session, name)
     password = password or new_password()
     if len(password) < 8:
         raise UserError("password must be at least 8 characters")
-    user.password_hash = hash_password(password)
+    password_hash = hash_password(password)
+    user = _require(session, name)
+    user.password_hash = password_hash
     session.add(user)
     session.commit()
     return password

@@ -8,28 +8,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from tqdm import tqdm
 
-from labeler.db import default_url, make_engine
+from labeler.db import default_url, make_engine, read_session
 from labeler.importers import parse_prompts
-from labeler.policies import ensure_initial_policy
+from labeler.policies import PolicyRef, ensure_initial_policy
 from labeler.store import CompletionIn, add_completion_set, add_prompts, messages_hash
 from labeler.tables import Prompt
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
 from models.resolve import resolve_model
-from models.vllm_backend import select_backend
+from models.vllm_backend import VLLMBackend, select_backend
 
 
 def open_engine(args: argparse.Namespace):
     return make_engine(args.db or default_url(Path(args.home)))
 
 
-def load_pool(args: argparse.Namespace, session: Session) -> PolicyPool:
-    """The base model with the store's current policy version active."""
-    policy = ensure_initial_policy(session=session, base_model=args.model)
+def current_ref(engine: Engine, base_model: str) -> PolicyRef:
+    """The store's current version (v0 on an empty store), read in one short transaction."""
+    with Session(engine) as session:
+        return PolicyRef.of(ensure_initial_policy(session=session, base_model=base_model))
+
+
+def load_pool(args: argparse.Namespace, engine: Engine) -> PolicyPool:
+    """The base model with the store's current policy version active (loaded after the session closed)."""
+    policy = current_ref(engine, args.model)
     model, tokenizer = load_base(
         policy.base_model, home=Path(args.home), device=args.device, load_in_4bit=args.load_in_4bit
     )
@@ -38,9 +45,11 @@ def load_pool(args: argparse.Namespace, session: Session) -> PolicyPool:
     return pool
 
 
-def generation_backend(args: argparse.Namespace, session: Session, pool: PolicyPool):
+def generation_backend(
+    args: argparse.Namespace, engine: Engine, pool: PolicyPool
+) -> PolicyPool | VLLMBackend:
     """The backend that writes completion sets: the pool itself, or vLLM (`--backend`)."""
-    policy = ensure_initial_policy(session=session, base_model=args.model)
+    policy = current_ref(engine, args.model)
     backend = select_backend(
         args.backend, model_path=str(resolve_model(policy.base_model, home=Path(args.home))), pool=pool
     )
@@ -53,36 +62,38 @@ def _generate(args: argparse.Namespace) -> int:
     sampling = SamplingParams(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
     )
-    with Session(open_engine(args)) as session:
+    engine = open_engine(args)
+    with Session(engine) as session:
         add_prompts(session=session, conversations=conversations, source=Path(args.prompts).name)
-        hashes = [messages_hash(c) for c in conversations]
+    hashes = [messages_hash(c) for c in conversations]
+    with read_session(engine) as session:
         prompt_ids = dict(
             session.exec(
                 select(Prompt.content_hash, Prompt.id).where(col(Prompt.content_hash).in_(hashes))
             ).all()
         )
-        pool = generation_backend(args, session, load_pool(args, session))
-        policy = ensure_initial_policy(session=session, base_model=args.model)
-        policy_id, version = policy.id, policy.version
-        written = 0
-        for start in tqdm(
-            range(0, len(conversations), args.batch), desc=f"generate v{version}", unit="batch"
-        ):
-            batch = conversations[start : start + args.batch]
-            sets = pool.generate(batch, args.n, sampling)
+    pool = generation_backend(args, engine, load_pool(args, engine))
+    policy = current_ref(engine, args.model)
+    written = 0
+    for start in tqdm(
+        range(0, len(conversations), args.batch), desc=f"generate v{policy.version}", unit="batch"
+    ):
+        batch = conversations[start : start + args.batch]
+        sets = pool.generate(batch, args.n, sampling)  # no transaction is open while the model works
+        with Session(engine) as session:
             for conv, completions in zip(batch, sets, strict=True):
                 add_completion_set(
                     session=session,
                     prompt_id=prompt_ids[messages_hash(conv)],
                     completions=[CompletionIn(c.text, c.token_count, c.finish_reason) for c in completions],
-                    policy_version_id=policy_id,
+                    policy_version_id=policy.id,
                     sampling=sampling.to_dict(),
                     labels_needed=args.labels_needed,
                     commit=False,
                 )
             session.commit()
-            written += len(batch)
-    print(f"wrote {written} completion sets of {args.n} from policy v{version}")
+        written += len(batch)
+    print(f"wrote {written} completion sets of {args.n} from policy v{policy.version}")
     return 0
 
 

@@ -1,8 +1,15 @@
 """The pre-generation worker: keeps at least B unlabeled completion sets ready for the current policy version,
-so labelers never wait for a model. Runs as a background thread in the app process.
+so labelers never wait for a model.
 
     worker = PregenWorker(engine=engine, pool=pool, config=PregenConfig(buffer=8, n=4))
-    worker.start(); ...; worker.stop()
+    worker.start(); ...; worker.stop()          # a thread (tests, `rankloop serve --generator thread`)
+    python -m rlhf.pregen_process --home runs   # its own process at a low priority (what `rankloop serve` runs)
+
+Each step reads what to generate in one short read-only transaction and closes it, runs the model with no
+transaction open, then writes the new sets in one short write transaction: the store's write lock is never held
+across a model call. When several app replicas share one store, only the holder of the `pregen` worker lease
+generates; a keeper thread renews the lease while a batch runs, and another replica takes it over once it
+expires (its holder died) or is released (its holder stopped).
 
 When the current version changes, the worker activates the new adapter (no base reload) and new sets come from
 it; older unlabeled sets stay valid and are served after the new ones (see `lease_next_set`). A generation
@@ -19,15 +26,18 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from labeler.policies import active_labelers, count_waiting_sets, current_policy, sample_prompts
+from labeler.db import read_session
+from labeler.policies import PolicyRef, active_labelers, count_waiting_sets, current_policy, sample_prompts
 from labeler.settings import get_setting, labels_needed
 from labeler.store import CompletionIn, add_completion_set
 from labeler.tables import PolicyVersion
+from labeler.workers import hold_worker_lease, holder_id, release_worker_lease
 from models.generation import SamplingParams
 from models.policy import PolicyPool
 from models.vllm_backend import VLLMBackend
 
 logger = logging.getLogger(__name__)
+LEASE_NAME = "pregen"
 
 
 @dataclass
@@ -49,6 +59,10 @@ class PregenConfig:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     idle_seconds: float = field(default=2.0, metadata={"help": "pause when the buffer is full"})
     max_backoff_seconds: float = field(default=60.0, metadata={"help": "longest wait after repeated errors"})
+    lease_seconds: float = field(
+        default=30.0,
+        metadata={"help": "worker lease length; another replica takes over this long after a death"},
+    )
 
 
 @dataclass
@@ -57,6 +71,17 @@ class PregenStatus:
     errors: int = 0
     last_error: str | None = None
     version: int | None = None
+    holds_lease: bool = False
+
+
+@dataclass
+class _Plan:
+    """What one step generates, read in one short transaction."""
+
+    policy: PolicyRef
+    parent: PolicyRef | None  # set when human evaluation mixes in the parent's answers
+    prompts: list[tuple[int, list[dict]]]
+    labels_needed: int
 
 
 class PregenWorker:
@@ -65,60 +90,73 @@ class PregenWorker:
     def __init__(self, *, engine: Engine, pool: PolicyPool | VLLMBackend, config: PregenConfig):
         self.engine, self.pool, self.config = engine, pool, config
         self.status = PregenStatus()
+        self.holder = holder_id()
         self._activated: tuple[int, str | None] | None = None
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
-    def step(self) -> int:
-        """Top the current version's buffer up by at most one batch; returns sets written."""
-        with Session(self.engine) as session:
-            policy = current_policy(session=session)
-            if policy is None:
-                return 0
-            wanted = (policy.version, policy.adapter_path)
-            if self._activated != wanted:
-                self.pool.activate(version=policy.version, adapter_path=policy.adapter_path)
-                self._activated = wanted
+    def plan(self) -> _Plan | None:
+        """Read what the buffer lacks; None when it is full (or there is nothing to generate)."""
+        with read_session(self.engine) as session:
+            row = current_policy(session=session)
+            if row is None:
+                return None
+            policy = PolicyRef.of(row)
             self.status.version = policy.version
             target = self.config.buffer or max(4, 2 * active_labelers(session=session))
             missing = target - count_waiting_sets(session=session, policy_version_id=policy.id)
             if missing <= 0:
-                return 0
+                return None
             prompts = sample_prompts(
                 session=session, count=min(missing, self.config.batch_prompts), policy_version_id=policy.id
             )
             if not prompts:
-                return 0
-            parent = session.get(PolicyVersion, policy.parent_id) if policy.parent_id else None
-            mix = (
-                self.config.human_eval
-                if self.config.human_eval is not None
-                else bool(get_setting(session=session, key="human_eval", default=False))
+                return None
+            mix = self.config.human_eval
+            if mix is None:
+                mix = bool(get_setting(session=session, key="human_eval", default=False))
+            parent_row = session.get(PolicyVersion, policy.parent_id) if mix and policy.parent_id else None
+            return _Plan(
+                policy=policy,
+                parent=PolicyRef.of(parent_row) if parent_row is not None else None,
+                prompts=[(p.id, p.messages) for p in prompts if p.id is not None],
+                labels_needed=self.config.labels_needed or labels_needed(session=session),
             )
-            k = self.config.labels_needed or labels_needed(session=session)
-            start = time.perf_counter()
-            sets = self._generate([p.messages for p in prompts], policy, parent if mix else None)
-            seconds = (time.perf_counter() - start) / len(prompts)
-            for prompt, completions in zip(prompts, sets, strict=True):
+
+    def step(self) -> int:
+        """Top the current version's buffer up by at most one batch; returns sets written."""
+        plan = self.plan()
+        if plan is None:
+            return 0
+        wanted = (plan.policy.version, plan.policy.adapter_path)
+        if self._activated != wanted:
+            self.pool.activate(version=plan.policy.version, adapter_path=plan.policy.adapter_path)
+            self._activated = wanted
+        start = time.perf_counter()
+        sets = self._generate([m for _, m in plan.prompts], plan.policy, plan.parent)
+        seconds = (time.perf_counter() - start) / len(plan.prompts)
+        sampling = {
+            **self.config.sampling.to_dict(),
+            "human_eval": plan.parent.version if plan.parent else None,
+        }
+        with Session(self.engine) as session:  # one short write: no model call inside
+            for (prompt_id, _), completions in zip(plan.prompts, sets, strict=True):
                 add_completion_set(
                     session=session,
-                    prompt_id=prompt.id,
+                    prompt_id=prompt_id,
                     completions=completions,
-                    policy_version_id=policy.id,
-                    sampling={
-                        **self.config.sampling.to_dict(),
-                        "human_eval": parent.version if mix and parent else None,
-                    },
-                    labels_needed=k,
+                    policy_version_id=plan.policy.id,
+                    sampling=sampling,
+                    labels_needed=plan.labels_needed,
                     generation_seconds=seconds,
                     commit=False,
                 )
             session.commit()
-        self.status.sets_written += len(prompts)
-        return len(prompts)
+        self.status.sets_written += len(plan.prompts)
+        return len(plan.prompts)
 
     def _generate(
-        self, prompts: list[list[dict]], policy: PolicyVersion, parent: PolicyVersion | None
+        self, prompts: list[list[dict]], policy: PolicyRef, parent: PolicyRef | None
     ) -> list[list[CompletionIn]]:
         """N completions per prompt from the current version; for human evaluation, half from its parent."""
         n, sampling = self.config.n, self.config.sampling
@@ -141,9 +179,39 @@ class PregenWorker:
             for a, b in zip(new, old, strict=True)
         ]
 
-    def _run(self) -> None:
+    def hold_lease(self) -> bool:
+        """Take or renew the `pregen` worker lease; only its holder generates."""
+        try:
+            with Session(self.engine) as session:
+                held = hold_worker_lease(
+                    session=session, name=LEASE_NAME, holder=self.holder, seconds=self.config.lease_seconds
+                )
+        except Exception:
+            logger.exception("could not renew the pre-generation lease")
+            held = False
+        if held != self.status.holds_lease:
+            logger.info("pre-generation lease %s (%s)", "taken" if held else "lost", self.holder)
+        self.status.holds_lease = held
+        return held
+
+    def release_lease(self) -> None:
+        if self.status.holds_lease:
+            with Session(self.engine) as session:
+                release_worker_lease(session=session, name=LEASE_NAME, holder=self.holder)
+            self.status.holds_lease = False
+
+    def _keep_lease(self) -> None:
+        """Renew the lease every third of its length, also while a long batch runs in the other thread."""
+        while not self._stop.wait(self.config.lease_seconds / 3):
+            self.hold_lease()
+
+    def run(self) -> None:
+        """Generate while holding the lease, until `stop()`; errors back off exponentially."""
         failures = 0
         while not self._stop.is_set():
+            if not self.status.holds_lease:
+                self._stop.wait(self.config.lease_seconds / 3)
+                continue
             try:
                 wrote = self.step()
                 failures = 0
@@ -159,13 +227,20 @@ class PregenWorker:
                 self._stop.wait(self.config.idle_seconds)
 
     def start(self) -> None:
+        """Run in background threads: the generator and its lease keeper."""
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="pregen", daemon=True)
-        self._thread.start()
+        self.hold_lease()
+        self._threads = [
+            threading.Thread(target=self.run, name="pregen", daemon=True),
+            threading.Thread(target=self._keep_lease, name="pregen-lease", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Ask the loop to stop and wait for the current batch to finish."""
+        """Ask the loop to stop, wait for the current batch to finish, and hand the lease over."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+        self.release_lease()

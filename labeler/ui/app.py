@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import gradio as gr
 
+from labeler.login import LoginThrottle
 from labeler.ui.admin_dashboard import build_dashboard
 from labeler.ui.admin_data import build_data_tab, build_export_tab, build_users_tab
 from labeler.ui.admin_policies import build_policies_tab
 from labeler.ui.admin_training import build_training_tab
-from labeler.ui.deps import UIDeps, current_user, make_auth
+from labeler.ui.auth import CLIENT_ADDRESS_MIDDLEWARE, make_auth
+from labeler.ui.deps import UIDeps, current_user
 from labeler.ui.labeling import KEYBOARD_JS, LABELING_CSS, build_labeling_tab
 
 CSS = LABELING_CSS
@@ -56,7 +58,8 @@ def launch(
     demo.queue(default_concurrency_limit=16).launch(
         server_name=host,
         server_port=port,
-        auth=make_auth(deps.engine),
+        auth=make_auth(deps.engine, LoginThrottle()),
+        app_kwargs={"middleware": [CLIENT_ADDRESS_MIDDLEWARE]},
         auth_message="Log in with your rankloop account.",
         css=CSS,
         js=KEYBOARD_JS,

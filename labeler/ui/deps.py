@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
+from labeler.db import read_session
 from labeler.tables import User
-from labeler.users import authenticate, get_user
+from labeler.users import get_user
 
 
 @dataclass
@@ -22,22 +21,12 @@ class UIDeps:
     runner: object | None = None  # rlhf.jobs.JobRunner: training jobs as separate processes
 
 
-def make_auth(engine: Engine) -> Callable[[str, str], bool]:
-    """The log-in check Gradio calls: an enabled user with this password."""
-
-    def check(username: str, password: str) -> bool:
-        with Session(engine) as session:
-            return authenticate(session=session, name=username, password=password) is not None
-
-    return check
-
-
 def current_user(engine: Engine, request: gr.Request | None) -> User:
     """The logged-in, enabled user of this request, or a gr.Error."""
     name = getattr(request, "username", None)
     if not name:
         raise gr.Error("Not logged in.")
-    with Session(engine) as session:
+    with read_session(engine) as session:
         user = get_user(session=session, name=name)
         if user is None or user.disabled:
             raise gr.Error("This account does not exist or is disabled.")

@@ -16,6 +16,7 @@ import gradio as gr
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from labeler.db import read_session
 from labeler.settings import current_guidelines
 from labeler.stats import labeler_progress
 from labeler.store import RankingIn, RankingRejected, lease_next_set, submit_ranking
@@ -52,11 +53,13 @@ def render_conversation(messages: list[dict]) -> str:
 
 
 def next_view(engine: Engine, user_id: int) -> SetView | None:
-    with Session(engine) as session:
+    # One write transaction: the guidelines version is read inside it, and the leased rows stay loaded after
+    # the commit (no second transaction to read them back).
+    with Session(engine, expire_on_commit=False) as session:
+        version = current_guidelines(session=session).version
         leased = lease_next_set(session=session, user_id=user_id)
         if leased is None:
             return None
-        version = current_guidelines(session=session).version
         return SetView(
             set_id=leased.set.id,
             completion_ids=[c.id for c in leased.completions],
@@ -123,7 +126,7 @@ def skip_form(engine: Engine, user_id: int, view: SetView) -> None:
 
 
 def progress_text(engine: Engine, user_id: int) -> str:
-    with Session(engine) as session:
+    with read_session(engine) as session:
         p = labeler_progress(session=session, user_id=user_id)
     return f"**Today:** {p.today} · **Total:** {p.total} · **Waiting:** {p.waiting}"
 

@@ -102,7 +102,7 @@ def test_worker_survives_errors_and_stops_cleanly(tmp_path, tiny):
     worker.stop(timeout=10)
     assert worker.status.errors == 1 and "simulated" in worker.status.last_error
     assert worker.status.sets_written >= 1
-    assert worker._thread is None
+    assert worker._threads == [] and not worker.status.holds_lease  # stopped, and the lease handed back
 
 
 def test_human_evaluation_sets_mix_the_current_version_with_its_parent(tmp_path, tiny):

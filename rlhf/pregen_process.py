@@ -1,0 +1,142 @@
+"""Pre-generation in its own process, at a lower OS priority than the web server, so a model call can never
+starve the server of CPU or of the interpreter lock. `rankloop serve` starts and supervises it:
+
+    python -m rlhf.pregen_process --home runs [--db URL] [--n 4] [--buffer 8] [--parent-pid PID]
+
+The process loads the base model and the current adapter itself, runs `PregenWorker` (which takes the `pregen`
+worker lease, so one replica of several generates), hands the lease over on SIGTERM, and exits when the server
+that started it is gone. Its log goes to HOME/logs/generator.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+NICENESS = 10  # CFS gives a nice-10 process about a tenth of a core's share next to a nice-0 one
+
+
+def lower_priority(pid: int, niceness: int = NICENESS) -> None:
+    """Make `pid` yield the CPU to the web server (POSIX nice); a no-op where not supported."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    except (AttributeError, OSError) as exc:
+        logger.warning("could not lower the priority of pid %d: %s", pid, exc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rlhf.cli import add_model_args
+
+    parser = argparse.ArgumentParser(
+        prog="python -m rlhf.pregen_process", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--home", default=os.environ.get("RANKLOOP_HOME", "runs"))
+    parser.add_argument("--db", help="database URL (default: sqlite:///HOME/rankloop.db)")
+    parser.add_argument("--n", type=int, default=4, help="completions per set")
+    parser.add_argument("--buffer", type=int, default=None, help="sets kept ready (default: 2 per labeler)")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
+    add_model_args(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from labeler.db import default_url, make_engine
+    from models.generation import SamplingParams
+    from rlhf.cli import generation_backend, load_pool
+    from rlhf.pregen import PregenConfig, PregenWorker
+
+    engine = make_engine(args.db or default_url(Path(args.home)))
+    backend = generation_backend(args, engine, load_pool(args, engine))
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    worker = PregenWorker(
+        engine=engine, pool=backend, config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling)
+    )
+    done = threading.Event()
+
+    def quit_now(*_: object) -> None:
+        # A batch in flight is dropped (nothing of it was written); the lease goes to another replica at once.
+        try:
+            worker.release_lease()
+        finally:
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, quit_now)
+    signal.signal(signal.SIGINT, quit_now)
+    worker.start()
+    logger.info("pre-generation running (pid %d, holder %s)", os.getpid(), worker.holder)
+    while not done.wait(2.0):
+        if args.parent_pid and os.getppid() != args.parent_pid:
+            logger.info("the server (pid %d) is gone; stopping", args.parent_pid)
+            quit_now()
+    return 0
+
+
+class GeneratorProcess:
+    """Starts `python -m rlhf.pregen_process` at a low priority, restarts it if it dies, stops it with the server."""
+
+    def __init__(self, argv: list[str], log_path: Path, *, max_backoff: float = 60.0):
+        self.argv, self.log_path, self.max_backoff = argv, Path(log_path), max_backoff
+        self.proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "rlhf.pregen_process", *self.argv, "--parent-pid", str(os.getpid())]
+
+    def _spawn(self) -> subprocess.Popen:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        lower_priority(proc.pid)
+        logger.info(
+            "pre-generation process started (pid %d, nice +%d); log: %s", proc.pid, NICENESS, self.log_path
+        )
+        return proc
+
+    def _supervise(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            self.proc = self._spawn()
+            code = self.proc.wait()
+            if self._stop.is_set():
+                return
+            failures += 1
+            delay = min(self.max_backoff, 2.0**failures)
+            logger.error("pre-generation process exited with code %s; restarting in %.0fs", code, delay)
+            self._stop.wait(delay)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._supervise, name="pregen-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (the process hands its lease over and exits), then SIGKILL after `timeout`."""
+        self._stop.set()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
