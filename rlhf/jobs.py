@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from labeler.tables import Job, utcnow
+from rlhf.pregen_process import lower_priority
 
 logger = logging.getLogger(__name__)
 STAGE_MODULES = {"reward": "rlhf.reward", "ppo": "rlhf.ppo", "dpo": "rlhf.dpo", "round": "rlhf.round"}
@@ -86,30 +88,36 @@ class JobRunner:
     def start(self, kind: str, params: dict) -> int:
         if kind not in STAGE_MODULES:
             raise JobError(f"unknown job kind {kind!r}; use one of {', '.join(STAGE_MODULES)}")
-        with self._lock, Session(self.engine) as session:
-            self._poll(session)
-            busy = session.exec(select(Job).where(Job.kind == kind, col(Job.status).in_(ACTIVE))).first()
-            if busy is not None:
-                raise JobError(
-                    f"a {kind} job is already {busy.status} (job {busy.id}); wait for it or cancel it"
-                )
-            job = Job(kind=kind, params=params, status="queued")
-            session.add(job)
-            session.commit()
-            job_id = job.id
+        with self._lock:  # the watcher must not judge the job between its row and its process
+            with Session(self.engine) as session:
+                self._poll(session)
+                busy = session.exec(select(Job).where(Job.kind == kind, col(Job.status).in_(ACTIVE))).first()
+                if busy is not None:
+                    raise JobError(
+                        f"a {kind} job is already {busy.status} (job {busy.id}); wait for it or cancel it"
+                    )
+                job = Job(kind=kind, params=params, status="queued", host=socket.gethostname())
+                session.add(job)
+                session.commit()
+                job_id = job.id
+            assert job_id is not None
             log = self.log_path(job_id)
             log.parent.mkdir(parents=True, exist_ok=True)
-            with log.open("w") as out:
+            with log.open("w") as out:  # no transaction is open while the process starts
                 proc = subprocess.Popen(
                     self.command(kind, job_id, params),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
+            lower_priority(proc.pid)  # training yields the CPU to the web server
             self._procs[job_id] = proc
-            job.pid = proc.pid
-            session.add(job)
-            session.commit()
+            with Session(self.engine) as session:
+                job = session.get(Job, job_id)
+                assert job is not None
+                job.pid = proc.pid
+                session.add(job)
+                session.commit()
         logger.info("started %s job %d (pid %d)", kind, job_id, proc.pid)
         return job_id
 
@@ -136,12 +144,28 @@ class JobRunner:
             self._poll(session)
 
     def _poll(self, session: Session) -> None:
-        for job in session.exec(select(Job).where(col(Job.status).in_(ACTIVE))):
-            proc = self._procs.get(job.id)
-            code = proc.poll() if proc is not None else (None if _alive(job.pid) else -1)
-            job.log_tail = _tail(self.log_path(job.id))
+        """Refresh log tails and mark dead processes failed: read, close, look at processes and files, write.
+
+        Only jobs started on this machine are judged (another replica's pid means nothing here); of those, this
+        runner's own children by their exit code, others (from a restarted server) by whether the pid lives."""
+        here = socket.gethostname()
+        active = [
+            (job.id, job.pid)
+            for job in session.exec(select(Job).where(col(Job.status).in_(ACTIVE)))
+            if job.id is not None and (job.id in self._procs or job.host in (here, None))
+        ]
+        session.rollback()  # no transaction stays open while files and processes are looked at
+        seen = []
+        for job_id, pid in active:
+            proc = self._procs.get(job_id)
+            code = proc.poll() if proc is not None else (None if _alive(pid) else -1)
+            seen.append((job_id, code, _tail(self.log_path(job_id))))
+        for job_id, code, tail in seen:
+            job = session.get(Job, job_id)
+            if job is None:
+                continue
+            job.log_tail = tail
             if code is not None:
-                session.refresh(job)
                 if job.status in ACTIVE:  # the stage did not record an ending: it died
                     job.status, job.finished_at = "failed", utcnow()
                     job.error = (
@@ -149,7 +173,7 @@ class JobRunner:
                         if code != -1
                         else "process disappeared"
                     )
-                self._procs.pop(job.id, None)
+                self._procs.pop(job_id, None)
             session.add(job)
         session.commit()
 

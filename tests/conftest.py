@@ -41,6 +41,42 @@ def engine():
     return make_engine("sqlite://")
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A PostgreSQL server for the test session: `$RANKLOOP_TEST_PG_URL`, else a throw-away local cluster;
+    tests that need it are skipped, with the reason, where neither exists."""
+    from tests.pgserver import PostgresUnavailable, throwaway_postgres
+
+    if os.environ.get("RANKLOOP_TEST_PG_URL"):
+        yield os.environ["RANKLOOP_TEST_PG_URL"]
+        return
+    try:
+        with throwaway_postgres() as url:
+            yield url
+    except PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """A fresh, empty PostgreSQL database per test."""
+    import uuid
+
+    from tests.pgserver import create_database, drop_database
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield create_database(pg_server, name)
+    drop_database(pg_server, name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """The same test on a SQLite file and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture
 def session(engine):
     from sqlmodel import Session

@@ -53,6 +53,7 @@ def test_export_then_import_round_trips(tmp_path, session, engine, hh_file, fmt)
     assert after == before
 
 
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)  # trains trl; the store part is covered above
 def test_exported_parquet_trains_trl_reward_and_dpo(tmp_path, session, hh_file):
     from datasets import load_dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification

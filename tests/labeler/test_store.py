@@ -130,16 +130,20 @@ def test_unassigned_submission_refused(session):
         )
 
 
-def test_concurrent_leasing_never_repeats_a_set_nor_loses_a_ranking(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+def test_concurrent_leasing_never_repeats_a_set_nor_overfills_nor_loses_a_ranking(store_url):
+    """16 labelers lease and submit at once (each its own connection), with a double click on every submit:
+    no set gets more than its k labels, no labeler sees a set twice, every ranking is stored once."""
+    engine = make_engine(store_url)
     with Session(engine) as s:
-        users = [make_user(s, f"u{i}").id for i in range(6)]
-        make_sets(s, 30, labels_needed=2)
+        users = [make_user(s, f"u{i}").id for i in range(16)]
+        make_sets(s, 40, labels_needed=3)
     seen: dict[int, list[int]] = {u: [] for u in users}
     errors: list[BaseException] = []
+    start = threading.Barrier(len(users))
 
     def work(user_id: int) -> None:
         try:
+            start.wait()
             with Session(engine) as s:
                 while (leased := lease_next_set(session=s, user_id=user_id)) is not None:
                     seen[user_id].append(leased.set.id)
@@ -159,7 +163,8 @@ def test_concurrent_leasing_never_repeats_a_set_nor_loses_a_ranking(tmp_path):
         assert len(sets) == len(set(sets))
     with Session(engine) as s:
         rankings = s.exec(select(Ranking)).all()
-        assert len(rankings) == 60 == sum(len(v) for v in seen.values())
+        assert len(rankings) == 120 == sum(len(v) for v in seen.values())
         per_set = s.exec(select(Ranking.set_id, func.count(Ranking.id)).group_by(Ranking.set_id)).all()
-        assert all(count == 2 for _, count in per_set) and len(per_set) == 30
+        assert all(count == 3 for _, count in per_set) and len(per_set) == 40
         assert all(a.completed_at is not None for a in s.exec(select(Assignment)))
+    engine.dispose()

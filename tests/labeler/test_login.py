@@ -1,0 +1,78 @@
+"""The log-in throttle (a fake clock) and constant-cost authentication."""
+
+import time
+
+from sqlmodel import Session
+
+from labeler.login import LoginThrottle
+from labeler.users import add_user, authenticate
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_growing_delay_then_lock_per_account_and_per_address():
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock, free_failures=3, base_delay=1, lock_after=6, lock_seconds=600)
+    waits = []
+    for _ in range(5):
+        throttle.failed("alice", "10.0.0.1")
+        waits.append(throttle.wait_seconds("alice", "10.0.0.1"))
+        clock.now += waits[-1]
+    assert waits == [0, 0, 1, 2, 4]  # typos are free, then the wait doubles
+    throttle.failed("alice", "10.0.0.1")
+    assert throttle.wait_seconds("alice", "10.0.0.1") == 600  # locked
+    assert throttle.wait_seconds("alice", "10.9.9.9") == 600  # the account, from any address
+    assert throttle.wait_seconds("bob", "10.0.0.1") == 600  # the address, for any account
+    assert throttle.wait_seconds("bob", "10.9.9.9") == 0
+    clock.now += 601
+    throttle.succeeded("alice", "10.0.0.1")
+    assert throttle.wait_seconds("alice", "10.9.9.9") == 0  # success clears the account ...
+    throttle.failed("carol", "10.0.0.1")
+    assert throttle.wait_seconds("carol", "10.0.0.1") == 600  # ... but not the attacker's address
+
+
+def test_failures_are_forgotten_after_a_quiet_period():
+    clock = Clock()
+    throttle = LoginThrottle(clock=clock, free_failures=1, forget_after=60)
+    throttle.failed("a", "x")
+    throttle.failed("a", "x")
+    assert throttle.wait_seconds("a", "x") == 2
+    clock.now += 120
+    throttle.failed("a", "x")  # counted from one again
+    assert throttle.wait_seconds("a", "x") == 1
+
+
+def test_unknown_and_disabled_names_cost_as_much_as_a_wrong_password(engine):
+    with Session(engine) as s:
+        add_user(session=s, name="alice", password="alice-password")
+        add_user(session=s, name="dora", password="dora-password")
+        from labeler.users import set_disabled
+
+        set_disabled(session=s, name="dora", disabled=True)
+
+    def seconds(name: str, password: str) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            with Session(engine) as s:
+                result = authenticate(session=s, name=name, password=password)
+            best = min(best, time.perf_counter() - start)
+        assert result is None or name == "alice"
+        return best
+
+    wrong, unknown, disabled = (
+        seconds("alice", "nope-nope"),
+        seconds("nobody", "nope"),
+        seconds("dora", "dora-password"),
+    )
+    assert wrong > 0.01  # one scrypt
+    assert 0.5 < unknown / wrong < 2 and 0.5 < disabled / wrong < 2
+    with Session(engine) as s:
+        assert authenticate(session=s, name="alice", password="alice-password") is not None
+        assert authenticate(session=s, name="dora", password="dora-password") is None
