@@ -70,7 +70,7 @@ def _generator_argv(args: argparse.Namespace, url: str) -> list[str]:
     """The serve options the pre-generation process needs, as its command line."""
     argv = ["--home", str(args.home), "--db", url, "--n", str(args.n), "--model", args.model]
     argv += ["--max-new-tokens", str(args.max_new_tokens), "--temperature", str(args.temperature)]
-    argv += ["--device", args.device, "--backend", args.backend]
+    argv += ["--device", args.device, "--backend", args.backend, "--lease-seconds", str(args.worker_lease_seconds)]
     if args.buffer is not None:
         argv += ["--buffer", str(args.buffer)]
     return argv + (["--load-in-4bit"] if args.load_in_4bit else [])
@@ -93,7 +93,9 @@ def _start_generator(args: argparse.Namespace, url: str, engine, pool):
         generator = PregenWorker(
             engine=engine,
             pool=generation_backend(args, engine, pool),
-            config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling),
+            config=PregenConfig(
+                buffer=args.buffer, n=args.n, sampling=sampling, lease_seconds=args.worker_lease_seconds
+            ),
         )
     generator.start()
     return generator
@@ -165,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["process", "thread", "off"],
         default="process",
         help="pre-generation: its own low-priority process (default), a thread of the server, or off",
+    )
+    serve.add_argument(
+        "--worker-lease-seconds",
+        type=float,
+        default=30.0,
+        help="replicas on one store: the generating one renews a lease this long; another takes over after it",
     )
     add_model_args(serve)
     serve.set_defaults(func=_serve)

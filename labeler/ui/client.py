@@ -1,0 +1,112 @@
+"""The labeling app over HTTP, as a browser tab uses it: log in, take the next set, rank it, submit. For
+scripted labeling, load tests (`bench/labeling.py`) and crash tests.
+
+    async with LabelingClient("http://127.0.0.1:7860/", "alice", "password") as client:
+        await client.login()
+        current = await client.next_set()                # {"set_id": ..., "completion_ids": [...], ...}
+        current = await client.submit(current, ranks=[1, 2, 2, 3])   # ranks in display order; the next set
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from labeler.ui.labeling import MAX_SLOTS, NO_RANK, NOT_FLAGGED
+
+
+class LabelingError(RuntimeError):
+    """The app refused or failed a request; the message is the app's."""
+
+
+class LabelingClient:
+    """One labeler's session: a cookie from the log-in and a Gradio session, like one browser tab."""
+
+    def __init__(self, url: str, name: str, password: str, *, timeout: float = 120.0):
+        self.name, self.password = name, password
+        self.http = httpx.AsyncClient(base_url=url, timeout=timeout)
+        self.session_hash = uuid.uuid4().hex
+
+    async def __aenter__(self) -> LabelingClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.http.aclose()
+
+    async def login(self) -> None:
+        response = await self.http.post("login", data={"username": self.name, "password": self.password})
+        if response.status_code != 200:
+            raise LabelingError(f"log-in as {self.name} refused ({response.status_code}): {response.text[:200]}")
+
+    async def next_set(self) -> dict | None:
+        """The set leased to this labeler (the same one again until it is submitted), or None."""
+        return _current(await self._call("submit_ranking", [None, False, "", *_blank()]))
+
+    async def submit(
+        self,
+        current: dict,
+        ranks: list[int | None],
+        *,
+        flags: list[str | None] | None = None,
+        none_acceptable: bool = False,
+        comment: str = "",
+    ) -> dict | None:
+        """Submit ranks (display order; None leaves an answer unranked); returns the next set or None."""
+        rank_values = [NO_RANK if r is None else str(r) for r in ranks]
+        flag_values = [f or NOT_FLAGGED for f in (flags or [None] * len(ranks))]
+        data = [
+            current,
+            none_acceptable,
+            comment,
+            *_pad(rank_values, NO_RANK),
+            *_pad(flag_values, NOT_FLAGGED),
+        ]
+        return _current(await self._call("submit_ranking", data))
+
+    async def skip(self, current: dict) -> dict | None:
+        return _current(await self._call("skip_set", [current]))
+
+    async def _call(self, api_name: str, data: list) -> list:
+        """Join Gradio's queue, then read the event's result from its stream."""
+        joined = await self.http.post(
+            f"gradio_api/call/{api_name}", json={"data": data, "session_hash": self.session_hash}
+        )
+        if joined.status_code != 200:
+            raise LabelingError(f"{api_name} refused ({joined.status_code}): {joined.text[:200]}")
+        event = joined.json()["event_id"]
+        async with self.http.stream("GET", f"gradio_api/call/{api_name}/{event}") as stream:
+            kind = None
+            async for line in stream.aiter_lines():
+                if line.startswith("event:"):
+                    kind = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and kind in ("complete", "error"):
+                    payload = json.loads(line.split(":", 1)[1])
+                    if kind == "error":
+                        raise LabelingError(f"{api_name} failed: {payload}")
+                    _raise_if_rejected(payload)
+                    return payload
+        raise LabelingError(f"{api_name}: the event stream ended without a result")
+
+
+def _blank() -> list[str]:
+    return [NO_RANK] * MAX_SLOTS + [NOT_FLAGGED] * MAX_SLOTS
+
+
+def _pad(values: list[str], filler: str) -> list[str]:
+    return (values + [filler] * MAX_SLOTS)[:MAX_SLOTS]
+
+
+def _current(outputs: list) -> dict | None:
+    return next((o for o in outputs if isinstance(o, dict) and "set_id" in o), None)
+
+
+def _raise_if_rejected(outputs: list[Any]) -> None:
+    for value in outputs:
+        if isinstance(value, str) and "Not submitted" in value:
+            raise LabelingError(value)
