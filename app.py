@@ -70,7 +70,14 @@ def _generator_argv(args: argparse.Namespace, url: str) -> list[str]:
     """The serve options the pre-generation process needs, as its command line."""
     argv = ["--home", str(args.home), "--db", url, "--n", str(args.n), "--model", args.model]
     argv += ["--max-new-tokens", str(args.max_new_tokens), "--temperature", str(args.temperature)]
-    argv += ["--device", args.device, "--backend", args.backend, "--lease-seconds", str(args.worker_lease_seconds)]
+    argv += [
+        "--device",
+        args.device,
+        "--backend",
+        args.backend,
+        "--lease-seconds",
+        str(args.worker_lease_seconds),
+    ]
     if args.buffer is not None:
         argv += ["--buffer", str(args.buffer)]
     return argv + (["--load-in-4bit"] if args.load_in_4bit else [])

@@ -1,191 +1,339 @@
-"""Labeling benchmark: 32 simulated labelers submit rankings through the app's HTTP API (logged in, Gradio's
-queue, each with its own session as a browser tab has) against a running app in its own process (tiny model,
-buffer full). Measures the time from submit to the next set (p50, p95), the submits per second served, and checks
-rankings stored against rankings submitted. Targets: p95 < 150 ms, zero lost or duplicated.
+"""Labeling benchmark: the system a team runs. Starts the real `rankloop serve` (embedded default model) as
+subprocesses, with the pre-generation worker ACTIVE throughout (its buffer target is above what is waiting, so
+it generates for the whole run) and, with `--train`, a reward job launched through the admin API and running in
+the background. 32 labelers then work over HTTP: each logs in (logins spread over 4 s), takes a set, looks at it
+for 0.5x-1.5x of `--think` seconds, submits, and goes on; 4 of them log in again half-way.
 
-Each labeler looks at a set for a random 0.5x-1.5x of `--think` seconds (default 2 s) before submitting: a person
-reading four answers takes tens of seconds, so 32 of these load the server like several hundred people.
-`--think 0` submits back to back and measures where the server saturates instead. The clients are async HTTP in
-one thread, light enough that the server, not the load generator, is what the 2 cores spend their time on.
+Measures submit-to-next-set latency (p50, p95), log-in latency (p95), errors, and checks that every acknowledged
+ranking is stored exactly once. Targets on the 2-core machine, generator active and a reward job running:
+submit p95 <= 250 ms, log-in p95 <= 1000 ms, 0 errors, 0 lost, 0 duplicated; the same with PostgreSQL and two
+replicas (labelers split between them, as a proxy with sticky sessions would).
 
-    .venv/bin/python bench/labeling.py [--labelers 32] [--per-labeler 10] [--think 2.0]
+    .venv/bin/python bench/labeling.py [--train] [--db postgresql --replicas 2] [--generator process|thread]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
+import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-from sqlmodel import Session, func, select
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from labeler.db import make_engine
-from labeler.policies import ensure_initial_policy
-from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
-from labeler.tables import Ranking
-from labeler.ui.app import build_ui, launch
-from labeler.ui.deps import UIDeps
-from labeler.ui.labeling import MAX_SLOTS, NO_RANK, NOT_FLAGGED
-from labeler.users import add_user
-from models.policy import PolicyPool
-from models.tiny import tiny_model_and_tokenizer
+import httpx  # noqa: E402
+from sqlmodel import Session, col, func, select  # noqa: E402
+
+from labeler.db import make_engine  # noqa: E402
+from labeler.policies import ensure_initial_policy  # noqa: E402
+from labeler.store import (  # noqa: E402
+    CompletionIn,
+    RankingIn,
+    add_completion_set,
+    add_prompts,
+    lease_next_set,
+    submit_ranking,
+)
+from labeler.tables import CompletionSet, Job, Prompt, Ranking, User  # noqa: E402
+from labeler.ui.client import LabelingClient  # noqa: E402
+from labeler.users import add_user  # noqa: E402
+from models.embedded import home_sharing_cache  # noqa: E402
+
+ADMIN_PASSWORD = "bench-admin-password"
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "answer",
+    "helps",
+    "people",
+    "who",
+    "ask",
+    "short",
+    "clear",
+    "questions",
+    "about",
+    "daily",
+    "life",
+    "and",
+    "work",
+]
 
 
-def seed(engine, labelers: int, sets: int) -> None:
+@dataclass
+class Figures:
+    submit_s: list[float] = field(default_factory=list)
+    login_s: list[float] = field(default_factory=list)
+    acked: list[tuple[str, int]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    generated: int = 0
+    stored: int = 0
+    lost: int = 0
+    duplicated: int = 0
+
+
+def _text(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(20, 60)))
+
+
+def seed(url: str, labelers: int, sets: int, train_sets: int) -> None:
+    """Accounts, v0 on the embedded default, `sets` waiting sets, and `train_sets` ranked ones for the reward job."""
+    rng = random.Random(0)
+    engine = make_engine(url)
     with Session(engine) as session:
+        add_user(session=session, name="admin", password=ADMIN_PASSWORD, role="admin")
         for i in range(labelers):
             add_user(session=session, name=f"sim{i}", password=f"password-{i}")
-        pv = ensure_initial_policy(session=session, base_model="tiny")
-        for i in range(sets):
-            prompt = get_or_add_prompt(
-                session=session, messages=[{"role": "user", "content": f"question {i}"}]
-            )
+        trainer = add_user(session=session, name="trainer", password="password-trainer")
+        pv = ensure_initial_policy(session=session, base_model="default")
+        add_prompts(
+            session=session,
+            conversations=[
+                [{"role": "user", "content": f"Question {i}: {_text(rng)}?"}]
+                for i in range(sets + train_sets)
+            ],
+        )
+        prompts = session.exec(select(Prompt.id).order_by(Prompt.id)).all()
+        for prompt_id in prompts:
             add_completion_set(
                 session=session,
-                prompt_id=prompt.id,
-                completions=[CompletionIn(f"answer {i}.{j} " * 20) for j in range(4)],
+                prompt_id=prompt_id,
+                completions=[CompletionIn(_text(rng)) for _ in range(4)],
                 policy_version_id=pv.id,
                 commit=False,
             )
         session.commit()
-
-
-async def labeler(
-    url: str,
-    i: int,
-    rounds: int,
-    think: float,
-    latencies: list[float],
-    submitted: list[int],
-    errors: list[str],
-) -> None:
-    """One labeler: log in, take a set, think, submit, and time each submit until the next set is back."""
-    rng = random.Random(i)
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-        try:
-            login = await http.post("login", data={"username": f"sim{i}", "password": f"password-{i}"})
-            login.raise_for_status()
-            session = uuid.uuid4().hex
-            out = await call(
-                http, session, [None, False, "", *([NO_RANK] * MAX_SLOTS), *([NOT_FLAGGED] * MAX_SLOTS)]
+        trainer_id = trainer.id
+    with Session(engine) as session:  # the trainer ranks the first `train_sets` sets: data for the reward job
+        for i in range(train_sets):
+            leased = lease_next_set(session=session, user_id=trainer_id)
+            assert leased is not None
+            order = rng.sample(range(1, 5), 4)
+            ranks = {c.id: r for c, r in zip(leased.completions, order, strict=True)}
+            submit_ranking(
+                session=session,
+                ranking=RankingIn(
+                    set_id=leased.set.id, user_id=trainer_id, submission_id=f"seed-{i}", ranks=ranks
+                ),
             )
-            for _ in range(rounds):
-                current = next((o for o in out if isinstance(o, dict) and "set_id" in o), None)
-                if not current:
-                    break
-                await asyncio.sleep(rng.uniform(0.5 * think, 1.5 * think))
-                ranks = [str(r) for r in rng.sample(range(1, 5), 4)] + [NO_RANK] * (MAX_SLOTS - 4)
-                start = time.perf_counter()
-                out = await call(http, session, [current, False, "", *ranks, *([NOT_FLAGGED] * MAX_SLOTS)])
-                latencies.append(time.perf_counter() - start)
-                submitted.append(current["set_id"])
-        except Exception as exc:
-            errors.append(f"labeler {i}: {exc!r}")
+    engine.dispose()
 
 
-async def call(http: httpx.AsyncClient, session: str, data: list) -> list:
-    """Gradio's HTTP API, as a browser's fetch would use it: join the queue, then read the event's result."""
-    joined = await http.post("gradio_api/call/submit_ranking", json={"data": data, "session_hash": session})
-    joined.raise_for_status()
-    event = joined.json()["event_id"]
-    async with http.stream("GET", f"gradio_api/call/submit_ranking/{event}") as stream:
-        kind = None
-        async for line in stream.aiter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and kind in ("complete", "error"):
-                payload = json.loads(line.split(":", 1)[1])
-                if kind == "error":
-                    raise RuntimeError(f"submit failed: {payload}")
-                return payload
-    raise RuntimeError("the event stream ended without a result")
+def start_replica(home: Path, port: int, db: str, args: argparse.Namespace) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "app", "serve", "--home", str(home), "--port", str(port), "--db", db]
+    cmd += ["--buffer", str(args.buffer), "--generator", args.generator]
+    log = (home / f"serve-{port}.log").open("ab")
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
 
-async def run_labelers(url: str, args: argparse.Namespace) -> tuple[list[float], list[int], list[str], float]:
-    latencies: list[float] = []
-    submitted: list[int] = []
-    errors: list[str] = []
-    start = time.perf_counter()
-    await asyncio.gather(
-        *(
-            labeler(url, i, args.per_labeler, args.think, latencies, submitted, errors)
-            for i in range(args.labelers)
-        )
-    )
-    return latencies, submitted, errors, time.perf_counter() - start
-
-
-def serve(db: str, home: str, port: int) -> None:
-    """The app under test, in its own process so client threads do not share its interpreter."""
-    engine = make_engine(db)
-    deps = UIDeps(engine=engine, home=Path(home), pool=PolicyPool(*tiny_model_and_tokenizer()))
-    demo = launch(build_ui(deps), deps, port=port, block=False)
-    try:
-        while True:
-            time.sleep(1)
-    finally:
-        demo.close()
-
-
-def wait_until_up(url: str, timeout: float = 60) -> None:
+def wait_until_up(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            httpx.get(url, timeout=2)
+        if proc.poll() is not None:
+            raise RuntimeError(f"rankloop serve on port {port} exited with {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/config", timeout=2)
             return
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    raise RuntimeError(f"app did not start at {url}")
+        time.sleep(0.5)
+    raise RuntimeError(f"rankloop serve did not answer on port {port}")
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(1)
+
+
+def launch_reward_job(port: int, engine) -> int:
+    """Start a reward job the way an admin does: the admin tab's launch endpoint, as the admin."""
+    from gradio_client import Client
+
+    client = Client(f"http://127.0.0.1:{port}/", auth=("admin", ADMIN_PASSWORD), verbose=False)
+    # epochs (param_5) high enough that it trains through the run; blanks where the form has no default
+    client.predict(api_name="/admin_launch_reward", param_5=20, param_14="", param_22=100_000)
+    with Session(engine) as session:
+        job = session.exec(select(Job).order_by(col(Job.id).desc())).first()
+    assert job is not None and job.id is not None
+    wait_for(lambda: _job_progress(engine, job.id) > 0, 600, "the reward job to start training")
+    return job.id
+
+
+def _job_progress(engine, job_id: int) -> float:
+    with Session(engine) as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status not in ("queued", "running"):
+            raise RuntimeError(
+                f"the reward job ended early: {job.status if job else 'missing'} {job.error if job else ''}"
+            )
+        return job.progress
+
+
+async def labeler(url: str, i: int, args: argparse.Namespace, figures: Figures) -> None:
+    rng = random.Random(i)
+    name = f"sim{i}"
+    await asyncio.sleep(4.0 * i / args.labelers)  # people do not all press "log in" in the same millisecond
+    try:
+        async with LabelingClient(url, name, f"password-{i}", timeout=120) as client:
+            await _timed(figures.login_s, client.login())
+            current = await client.next_set()
+            for round_ in range(args.per_labeler):
+                if current is None:
+                    raise RuntimeError("no set waiting")
+                await asyncio.sleep(rng.uniform(0.5 * args.think, 1.5 * args.think))
+                if i < 4 and round_ == args.per_labeler // 2:
+                    await _timed(figures.login_s, client.login())  # a new tab, a session that expired
+                following = await _timed(figures.submit_s, client.submit(current, rng.sample(range(1, 5), 4)))
+                figures.acked.append((name, current["set_id"]))
+                current = following
+    except Exception as exc:
+        figures.errors.append(f"{name}: {exc!r}")
+
+
+async def _timed(into: list[float], awaitable):
+    start = time.perf_counter()
+    result = await awaitable
+    into.append(time.perf_counter() - start)
+    return result
+
+
+def count_generated(engine) -> int:
+    with Session(engine) as session:
+        return session.exec(
+            select(func.count(CompletionSet.id)).where(col(CompletionSet.generation_seconds).is_not(None))
+        ).one()
+
+
+def check_stored(engine, figures: Figures) -> tuple[int, int, int]:
+    """(stored, lost, duplicated) for the benchmark's labelers."""
+    with Session(engine) as session:
+        names = {u.id: u.name for u in session.exec(select(User))}
+        rows = [
+            (names[r.user_id], r.set_id)
+            for r in session.exec(select(Ranking))
+            if names[r.user_id].startswith("sim")
+        ]
+    stored = set(rows)
+    return len(rows), len(set(figures.acked) - stored), len(rows) - len(stored)
+
+
+def ms(values: list[float], q: int) -> float:
+    if len(values) < 2:
+        return 1000 * (values[0] if values else float("nan"))
+    return 1000 * statistics.quantiles(values, n=100)[q - 1]
+
+
+@contextlib.contextmanager
+def database(kind: str, home: Path):
+    if kind == "sqlite":
+        yield f"sqlite:///{home / 'rankloop.db'}"
+    elif kind == "postgresql":
+        from tests.pgserver import create_database, throwaway_postgres
+
+        with throwaway_postgres(fsync=True) as server:
+            yield create_database(server, "bench")
+    else:
+        yield kind
+
+
+def run(args: argparse.Namespace, home: Path, db: str) -> Figures:
+    train_sets = 120 if args.train else 0
+    waiting = args.labelers * (args.per_labeler + 2)
+    args.buffer = waiting + 400  # above what is waiting: the generator works for the whole run
+    seed(db, args.labelers, waiting, train_sets)
+    engine = make_engine(db)
+    ports = [args.port + k for k in range(args.replicas)]
+    replicas = [start_replica(home, port, db, args) for port in ports]
+    figures = Figures()
+    job_id = None
+    try:
+        for port, proc in zip(ports, replicas, strict=True):
+            wait_until_up(port, proc)
+        if args.generator != "off":
+            from labeler.workers import lease_holder
+
+            def generator_ready() -> bool:
+                with Session(engine) as s:
+                    return lease_holder(session=s, name="pregen") is not None
+
+            wait_for(generator_ready, 300, "the generator to load the model and take its lease")
+        if args.train:
+            job_id = launch_reward_job(ports[0], engine)
+            print(f"reward job {job_id} is training", flush=True)
+        generated_before = count_generated(engine)
+        urls = [f"http://127.0.0.1:{p}/" for p in ports]
+        start = time.perf_counter()
+
+        async def everyone() -> None:
+            await asyncio.gather(
+                *(labeler(urls[i % len(urls)], i, args, figures) for i in range(args.labelers))
+            )
+
+        asyncio.run(everyone())
+        figures.wall_s = time.perf_counter() - start
+        figures.generated = count_generated(engine) - generated_before
+        if job_id is not None:
+            _job_progress(engine, job_id)  # still running (raises if it died)
+    finally:
+        for proc in replicas:
+            proc.send_signal(signal.SIGTERM)
+        for proc in replicas:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(60)
+        if job_id is not None:
+            with Session(engine) as s:
+                pid = s.get(Job, job_id).pid
+            with contextlib.suppress(ProcessLookupError, TypeError):
+                os.killpg(pid, signal.SIGKILL)
+    figures.stored, figures.lost, figures.duplicated = check_stored(engine, figures)
+    engine.dispose()
+    return figures
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--labelers", type=int, default=32)
-    parser.add_argument("--per-labeler", type=int, default=10)
-    parser.add_argument("--port", type=int, default=7877)
+    parser.add_argument("--per-labeler", type=int, default=30)
+    parser.add_argument("--think", type=float, default=2.0, help="mean seconds a labeler looks at a set")
+    parser.add_argument("--train", action="store_true", help="a reward job trains in the background")
     parser.add_argument(
-        "--think", type=float, default=2.0, help="mean seconds a labeler looks at a set (0: back to back)"
+        "--db", default="sqlite", help="sqlite, postgresql (a throw-away local server) or a URL"
     )
-    parser.add_argument("--serve", nargs=2, metavar=("DB", "HOME"), help=argparse.SUPPRESS)
+    parser.add_argument("--replicas", type=int, default=1, help="rankloop serve processes on the one store")
+    parser.add_argument("--generator", choices=["process", "thread", "off"], default="process")
+    parser.add_argument("--port", type=int, default=7877)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve[0], args.serve[1], args.port)
-        return
-    url = f"http://127.0.0.1:{args.port}/"
+    shared = Path(os.environ.get("RANKLOOP_HOME", REPO / "runs"))
     with tempfile.TemporaryDirectory() as tmp:
-        db = f"sqlite:///{Path(tmp) / 'bench.db'}"
-        engine = make_engine(db)
-        seed(engine, args.labelers, args.labelers * (args.per_labeler + 2))
-        server = subprocess.Popen([sys.executable, __file__, "--serve", db, tmp, "--port", str(args.port)])
-        try:
-            wait_until_up(url)
-            latencies, submitted, errors, wall = asyncio.run(run_labelers(url, args))
-        finally:
-            server.terminate()
-            server.wait(30)
-        with Session(engine) as session:
-            stored = session.exec(select(func.count(Ranking.id))).one()
-            distinct = session.exec(select(func.count(func.distinct(Ranking.set_id)))).one()
-    for e in errors[:5]:
+        home = home_sharing_cache(Path(tmp) / "home", shared)
+        with database(args.db, home) as db:
+            figures = run(args, home, db)
+    for e in figures.errors[:5]:
         print("error:", e)
-    q = statistics.quantiles(latencies, n=100)
-    p50, p95 = q[49] * 1000, q[94] * 1000
+    half = len(figures.submit_s) // 2
     print(
-        f"{len(submitted)} submits by {args.labelers} labelers: p50 {p50:.0f} ms, p95 {p95:.0f} ms; stored {stored} ({distinct} distinct sets)"
+        f"submit p95 first half {ms(figures.submit_s[:half], 95):.0f} ms, second half {ms(figures.submit_s[half:], 95):.0f} ms; "
+        f"max {1000 * max(figures.submit_s, default=0):.0f} ms"
     )
+    kind = "sqlite" if args.db.startswith("sqlite") else "postgresql"
     print(
-        f"RESULT labelers={args.labelers} submitted={len(submitted)} stored={stored} lost={len(submitted) - stored} "
-        f"duplicated={stored - distinct} p50_ms={p50:.0f} p95_ms={p95:.0f} errors={len(errors)} "
-        f"think_s={args.think} submits_per_s={len(submitted) / wall:.1f}"
+        f"RESULT labelers={args.labelers} submitted={len(figures.acked)} stored={figures.stored} "
+        f"lost={figures.lost} duplicated={figures.duplicated} p50_ms={ms(figures.submit_s, 50):.0f} p95_ms={ms(figures.submit_s, 95):.0f} "
+        f"login_p95_ms={ms(figures.login_s, 95):.0f} errors={len(figures.errors)} "
+        f"generated_sets={figures.generated} train={'on' if args.train else 'off'} db={kind} "
+        f"replicas={args.replicas} generator={args.generator} submits_per_s={len(figures.acked) / figures.wall_s:.1f}"
     )
 
 

@@ -126,6 +126,10 @@ STAGES = {
         "rlhf.round",
         "a whole round: reward model, then PPO or DPO, then switch (`rankloop round --help`)",
     ),
+    "pregen": (
+        "rlhf.pregen_process",
+        "run only the pre-generation worker, e.g. on a GPU machine with --backend vllm (`rankloop pregen --help`)",
+    ),
 }
 
 

@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     parser.add_argument(
-        "--lease-seconds", type=float, default=30.0, help="worker lease; a replica takes over this long after a death"
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        help="worker lease; a replica takes over this long after a death",
     )
     add_model_args(parser)
     return parser
@@ -63,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     backend = generation_backend(args, engine, load_pool(args, engine))
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     worker = PregenWorker(
-        engine=engine, pool=backend, config=PregenConfig(buffer=args.buffer, n=args.n, sampling=sampling, lease_seconds=args.lease_seconds),
+        engine=engine,
+        pool=backend,
+        config=PregenConfig(
+            buffer=args.buffer, n=args.n, sampling=sampling, lease_seconds=args.lease_seconds
+        ),
     )
     done = threading.Event()
 

@@ -42,7 +42,9 @@ class LabelingClient:
     async def login(self) -> None:
         response = await self.http.post("login", data={"username": self.name, "password": self.password})
         if response.status_code != 200:
-            raise LabelingError(f"log-in as {self.name} refused ({response.status_code}): {response.text[:200]}")
+            raise LabelingError(
+                f"log-in as {self.name} refused ({response.status_code}): {response.text[:200]}"
+            )
 
     async def next_set(self) -> dict | None:
         """The set leased to this labeler (the same one again until it is submitted), or None."""

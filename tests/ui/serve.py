@@ -39,13 +39,26 @@ def seed_home(
 def start_serve(home: Path, port: int, model: Path, *args: str, db: str | None = None) -> subprocess.Popen:
     """`rankloop serve` on `port`; returns once it answers HTTP (or raises with its log)."""
     log = (home / f"serve-{port}.log").open("ab")
-    cmd = [sys.executable, "-m", "app", "serve", "--home", str(home), "--port", str(port), "--model", str(model)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "app",
+        "serve",
+        "--home",
+        str(home),
+        "--port",
+        str(port),
+        "--model",
+        str(model),
+    ]
     cmd += ["--max-new-tokens", "8", *args, *(["--db", db] if db else [])]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"serve exited with {proc.returncode}: {(home / f'serve-{port}.log').read_text()[-3000:]}")
+            raise RuntimeError(
+                f"serve exited with {proc.returncode}: {(home / f'serve-{port}.log').read_text()[-3000:]}"
+            )
         try:
             if httpx.get(f"http://127.0.0.1:{port}/config", timeout=2).status_code < 500:
                 return proc

@@ -57,7 +57,9 @@ def test_two_replicas_share_labelers_and_one_generates(tmp_path, store_url):
     replicas = [start_serve(tmp_path, port, model, *extra) for port in ports]
     engine = make_engine(url_db)
     try:
-        generators = {r.pid: [c.pid for c in psutil.Process(r.pid).children(recursive=True)] for r in replicas}
+        generators = {
+            r.pid: [c.pid for c in psutil.Process(r.pid).children(recursive=True)] for r in replicas
+        }
         holder = _wait_for(lambda: _holder_pid(engine), 60, "a generator to take the lease")
         owner = next(pid for pid, kids in generators.items() if holder in kids)
 
@@ -81,13 +83,13 @@ def test_two_replicas_share_labelers_and_one_generates(tmp_path, store_url):
             os.kill(pid, signal.SIGKILL)
         other = next(pid for pid in generators if pid != owner)
         taken = _wait_for(
-            lambda: p if (p := _holder_pid(engine)) in generators[other] else None, 30, "the other replica to take over"
+            lambda: p if (p := _holder_pid(engine)) in generators[other] else None,
+            30,
+            "the other replica to take over",
         )
         with Session(engine) as s:
             before = s.exec(select(func.count(CompletionSet.id))).one()
-        _wait_for(
-            lambda: True if _count_sets(engine) > before else None, 60, "the new holder to write sets"
-        )
+        _wait_for(lambda: True if _count_sets(engine) > before else None, 60, "the new holder to write sets")
         assert taken in generators[other]
     finally:
         engine.dispose()

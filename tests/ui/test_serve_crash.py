@@ -75,7 +75,11 @@ def test_sigkill_mid_load_loses_nothing_acknowledged_and_leases_resume(tmp_path)
         assert set(acked) <= set(stored), set(acked) - set(stored)  # every acknowledged ranking is there
         assert len(stored) == len(set(stored))  # none twice
         per_set = s.exec(select(Ranking.set_id, func.count(Ranking.id)).group_by(Ranking.set_id)).all()
-        assert max(count for _, count in per_set) <= 1 == s.exec(select(func.max(CompletionSet.labels_needed))).one()
+        assert (
+            max(count for _, count in per_set)
+            <= 1
+            == s.exec(select(func.max(CompletionSet.labels_needed))).one()
+        )
     engine.dispose()
 
     server = start_serve(tmp_path, port, model, "--generator", "off")
