@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from labeler.tables import Job, utcnow
-from rlhf.pregen_process import lower_priority
+from rlhf.pregen_process import background_env, lower_priority
 
 logger = logging.getLogger(__name__)
 STAGE_MODULES = {"reward": "rlhf.reward", "ppo": "rlhf.ppo", "dpo": "rlhf.dpo", "round": "rlhf.round"}
@@ -109,6 +109,7 @@ class JobRunner:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    env=background_env(),
                 )
             lower_priority(proc.pid)  # training yields the CPU to the web server
             self._procs[job_id] = proc

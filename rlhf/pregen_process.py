@@ -31,6 +31,14 @@ def lower_priority(pid: int, niceness: int = NICENESS) -> None:
         logger.warning("could not lower the priority of pid %d: %s", pid, exc)
 
 
+def background_env() -> dict[str, str]:
+    """The environment of a background model process: half the cores for its math threads (unless set), so it
+    and a training job do not oversubscribe the CPU (OpenMP threads spin while they wait for a core)."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // 2)))
+    return env
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rlhf.cli import add_model_args
 
