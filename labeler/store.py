@@ -194,18 +194,12 @@ def _load_leased(session: Session, assignment: Assignment) -> LeasedSet:
 
 
 def _has_room(session: Session, cset: CompletionSet, now) -> bool:
-    """A fresh count of the set's labels plus live leases, below what it needs."""
-    done = session.exec(
-        select(func.count(Ranking.id)).where(Ranking.set_id == cset.id, col(Ranking.skipped).is_(False))
-    ).one()
-    live = session.exec(
-        select(func.count(Assignment.id)).where(
-            Assignment.set_id == cset.id,
-            col(Assignment.completed_at).is_(None),
-            Assignment.lease_expires_at > now,
-        )
-    ).one()
-    return done + live < cset.labels_needed
+    """A fresh count (a new statement, so after the row lock) of the set's labels plus live leases, below k."""
+    done, live = labels_done(CompletionSet.id), _active_leases(CompletionSet.id, now)
+    query = select(CompletionSet.id).where(
+        CompletionSet.id == cset.id, done + live < CompletionSet.labels_needed
+    )
+    return session.exec(query).first() is not None
 
 
 def _candidates(session: Session, user_id: int, now, skip: Sequence[int]):
