@@ -123,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
     generator = _start_generator(args, url, engine, pool)
     runner = JobRunner(engine=engine, db_url=url, home=home, launcher=args.launcher)
     runner.watch()
-    deps = UIDeps(engine=engine, home=home, pool=pool, runner=runner)
+    deps = UIDeps(engine=engine, home=home, pool=pool, runner=runner, completions_per_set=args.n)
     try:
         launch(build_ui(deps), deps, host=args.host, port=args.port)
     finally:

@@ -73,10 +73,14 @@ WORDS = [
 @dataclass
 class Figures:
     submit_s: list[float] = field(default_factory=list)
+    submit_at: list[float] = field(default_factory=list)  # seconds into the run when each submit finished
     login_s: list[float] = field(default_factory=list)
     acked: list[tuple[str, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    server_cpu_s: float = 0.0  # CPU time the web servers used during the labeling phase
+    client_cpu_s: float = 0.0  # and this process, the 32 simulated browsers (on the same cores here)
+    started: float = 0.0
     generated: int = 0
     stored: int = 0
     lost: int = 0
@@ -184,7 +188,9 @@ def _job_progress(engine, job_id: int) -> float:
 async def labeler(url: str, i: int, args: argparse.Namespace, figures: Figures) -> None:
     rng = random.Random(i)
     name = f"sim{i}"
-    await asyncio.sleep(4.0 * i / args.labelers)  # people do not all press "log in" in the same millisecond
+    await asyncio.sleep(
+        args.ramp * i / args.labelers
+    )  # people do not all press "log in" in the same millisecond
     try:
         async with LabelingClient(url, name, f"password-{i}", timeout=120) as client:
             await _timed(figures.login_s, client.login())
@@ -196,6 +202,7 @@ async def labeler(url: str, i: int, args: argparse.Namespace, figures: Figures) 
                 if i < 4 and round_ == args.per_labeler // 2:
                     await _timed(figures.login_s, client.login())  # a new tab, a session that expired
                 following = await _timed(figures.submit_s, client.submit(current, rng.sample(range(1, 5), 4)))
+                figures.submit_at.append(time.perf_counter() - figures.started)
                 figures.acked.append((name, current["set_id"]))
                 current = following
     except Exception as exc:
@@ -207,6 +214,12 @@ async def _timed(into: list[float], awaitable):
     result = await awaitable
     into.append(time.perf_counter() - start)
     return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def count_generated(engine) -> int:
@@ -274,7 +287,9 @@ def run(args: argparse.Namespace, home: Path, db: str) -> Figures:
             print(f"reward job {job_id} is training", flush=True)
         generated_before = count_generated(engine)
         urls = [f"http://127.0.0.1:{p}/" for p in ports]
-        start = time.perf_counter()
+        cpu_before = sum(cpu_seconds(p.pid) for p in replicas)
+        client_before = cpu_seconds(os.getpid())
+        start = figures.started = time.perf_counter()
 
         async def everyone() -> None:
             await asyncio.gather(
@@ -283,6 +298,8 @@ def run(args: argparse.Namespace, home: Path, db: str) -> Figures:
 
         asyncio.run(everyone())
         figures.wall_s = time.perf_counter() - start
+        figures.server_cpu_s = sum(cpu_seconds(p.pid) for p in replicas) - cpu_before
+        figures.client_cpu_s = cpu_seconds(os.getpid()) - client_before
         figures.generated = count_generated(engine) - generated_before
         if job_id is not None:
             _job_progress(engine, job_id)  # still running (raises if it died)
@@ -302,11 +319,25 @@ def run(args: argparse.Namespace, home: Path, db: str) -> Figures:
     return figures
 
 
+def print_timeline(figures: Figures, window: float = 5.0) -> None:
+    """Submit latency per `window` seconds of the run: where in the run the slow ones were."""
+    buckets: dict[int, list[float]] = {}
+    for at, took in zip(figures.submit_at, figures.submit_s, strict=False):
+        buckets.setdefault(int(at // window), []).append(took)
+    for k in sorted(buckets):
+        values = buckets[k]
+        print(
+            f"  {k * window:4.0f}-{(k + 1) * window:.0f} s: {len(values):4d} submits, p50 {ms(values, 50):5.0f} ms, "
+            f"p95 {ms(values, 95):5.0f} ms, max {1000 * max(values):5.0f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--labelers", type=int, default=32)
     parser.add_argument("--per-labeler", type=int, default=30)
     parser.add_argument("--think", type=float, default=2.0, help="mean seconds a labeler looks at a set")
+    parser.add_argument("--ramp", type=float, default=4.0, help="seconds over which the labelers log in")
     parser.add_argument("--train", action="store_true", help="a reward job trains in the background")
     parser.add_argument(
         "--db", default="sqlite", help="sqlite, postgresql (a throw-away local server) or a URL"
@@ -322,18 +353,16 @@ def main() -> None:
             figures = run(args, home, db)
     for e in figures.errors[:5]:
         print("error:", e)
-    half = len(figures.submit_s) // 2
-    print(
-        f"submit p95 first half {ms(figures.submit_s[:half], 95):.0f} ms, second half {ms(figures.submit_s[half:], 95):.0f} ms; "
-        f"max {1000 * max(figures.submit_s, default=0):.0f} ms"
-    )
+    print_timeline(figures)
     kind = "sqlite" if args.db.startswith("sqlite") else "postgresql"
     print(
         f"RESULT labelers={args.labelers} submitted={len(figures.acked)} stored={figures.stored} "
         f"lost={figures.lost} duplicated={figures.duplicated} p50_ms={ms(figures.submit_s, 50):.0f} p95_ms={ms(figures.submit_s, 95):.0f} "
         f"login_p95_ms={ms(figures.login_s, 95):.0f} errors={len(figures.errors)} "
         f"generated_sets={figures.generated} train={'on' if args.train else 'off'} db={kind} "
-        f"replicas={args.replicas} generator={args.generator} submits_per_s={len(figures.acked) / figures.wall_s:.1f}"
+        f"replicas={args.replicas} generator={args.generator} submits_per_s={len(figures.acked) / figures.wall_s:.1f} "
+        f"server_cpu_ms_per_submit={1000 * figures.server_cpu_s / max(1, len(figures.acked)):.0f} "
+        f"client_cpu_ms_per_submit={1000 * figures.client_cpu_s / max(1, len(figures.acked)):.0f}"
     )
 
 

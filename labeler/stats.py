@@ -31,13 +31,15 @@ def waiting_for(*, session: Session, user_id: int) -> int:
     return session.exec(query).one()
 
 
-def labeler_progress(*, session: Session, user_id: int) -> LabelerProgress:
+def labeler_progress(*, session: Session, user_id: int, waiting: int | None = None) -> LabelerProgress:
+    """Rankings today and in all, and sets waiting (counted here unless the caller passes a recent count)."""
     start_of_day = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    mine = select(func.count(Ranking.id)).where(Ranking.user_id == user_id)
+    today = func.count(Ranking.id).filter(Ranking.created_at >= start_of_day)
+    counts = session.exec(select(today, func.count(Ranking.id)).where(Ranking.user_id == user_id)).one()
     return LabelerProgress(
-        today=session.exec(mine.where(Ranking.created_at >= start_of_day)).one(),
-        total=session.exec(mine).one(),
-        waiting=waiting_for(session=session, user_id=user_id),
+        today=counts[0],
+        total=counts[1],
+        waiting=waiting if waiting is not None else waiting_for(session=session, user_id=user_id),
     )
 
 

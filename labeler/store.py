@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -21,6 +22,7 @@ from sqlalchemy import and_, case, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from labeler.db import read_session
 from labeler.tables import (
     FLAG_REASONS,
     Assignment,
@@ -33,6 +35,7 @@ from labeler.tables import (
 )
 
 DEFAULT_LEASE_SECONDS = 15 * 60
+SHORTLIST = 8  # best waiting sets a lease reads before its write transaction claims the first still free
 
 
 class StoreError(ValueError):
@@ -202,8 +205,8 @@ def _has_room(session: Session, cset: CompletionSet, now) -> bool:
     return session.exec(query).first() is not None
 
 
-def _candidates(session: Session, user_id: int, now, skip: Sequence[int]):
-    """Sets this labeler may take, best first (see `lease_next_set`), row-locked on PostgreSQL."""
+def _candidates(session: Session, user_id: int, now, skip: Sequence[int] = (), *, lock: bool = True):
+    """Sets this labeler may take, best first (see `lease_next_set`); with `lock`, row-locked on PostgreSQL."""
     done, live = labels_done(CompletionSet.id), _active_leases(CompletionSet.id, now)
     mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
     current = _current_version_id(session)
@@ -213,16 +216,50 @@ def _candidates(session: Session, user_id: int, now, skip: Sequence[int]):
     )
     if skip:
         query = query.where(col(CompletionSet.id).not_in(skip))
-    return (
-        query.order_by(
-            is_current.desc() if current else CompletionSet.id,
-            col(CompletionSet.policy_version_id).desc(),
-            done.desc(),
-            CompletionSet.id,
-        )
-        .limit(1)
-        .with_for_update(skip_locked=True, of=CompletionSet)  # SQLite: nothing (BEGIN IMMEDIATE serialises)
+    query = query.order_by(
+        is_current.desc() if current else CompletionSet.id,
+        col(CompletionSet.policy_version_id).desc(),
+        done.desc(),
+        CompletionSet.id,
     )
+    # SQLite: no row locks (BEGIN IMMEDIATE serialises writers)
+    return query.with_for_update(skip_locked=True, of=CompletionSet) if lock else query
+
+
+def _claim(session: Session, user_id: int, set_id: int, now) -> CompletionSet | None:
+    """The set, row-locked on PostgreSQL, if this labeler never had it and it still has room; else None."""
+    mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
+    query = (
+        select(CompletionSet)
+        .where(CompletionSet.id == set_id, ~mine.exists())
+        .with_for_update(skip_locked=True, of=CompletionSet)
+    )
+    cset = session.exec(query).first()
+    return cset if cset is not None and _has_room(session, cset, now) else None
+
+
+@contextmanager
+def _reading(session: Session) -> Iterator[Session]:
+    """A read session next to `session`'s engine, so a scan runs before the write transaction (and, on SQLite,
+    outside the one-writer turn). Reads through `session` itself when it is already in a transaction (a second
+    connection could wait on the first) or when the store is in-memory SQLite (one shared connection)."""
+    bind = session.get_bind()
+    in_memory = bind.dialect.name == "sqlite" and bind.url.database in (None, "", ":memory:")
+    if in_memory or session.in_transaction():
+        yield session
+        return
+    with read_session(bind) as reader:
+        yield reader
+
+
+def _open_lease(session: Session, user_id: int, now) -> Assignment | None:
+    return session.exec(
+        select(Assignment).where(
+            Assignment.user_id == user_id,
+            col(Assignment.completed_at).is_(None),
+            Assignment.lease_expires_at > now,
+        )
+    ).first()
 
 
 def lease_next_set(
@@ -241,26 +278,30 @@ def lease_next_set(
     already started (so overlap completes and agreement can be measured), then oldest first. Expired leases
     stop counting, so their sets return to the pool.
 
-    Race-free on both stores: on SQLite the transaction holds the write lock from its start; on PostgreSQL the
-    chosen set's row is locked (`FOR UPDATE SKIP LOCKED`, so concurrent leases take different sets) and its
-    labels are counted again after the lock, so a lease committed meanwhile is seen. The result is loaded
-    before the commit: with `expire_on_commit=False` it needs no second transaction.
+    Two steps. A read transaction finds the open lease or a shortlist of the best sets (the scan over every
+    waiting set, which held SQLite's one-writer turn for most of a lease before). The write transaction then
+    claims the first shortlisted set that still qualifies, checked by id: on PostgreSQL its row is locked
+    (`FOR UPDATE SKIP LOCKED`, so concurrent leases take different sets) and its labels are counted again
+    after the lock, so a lease committed meanwhile is seen; on SQLite the write transaction holds the write
+    lock from its start. Only when every shortlisted set was taken meanwhile does the write transaction scan
+    again. The result is loaded before the commit: with `expire_on_commit=False` it needs no second
+    transaction.
     """
     now = utcnow()
-    open_lease = session.exec(
-        select(Assignment).where(
-            Assignment.user_id == user_id,
-            col(Assignment.completed_at).is_(None),
-            Assignment.lease_expires_at > now,
-        )
-    ).first()
-    if open_lease is not None:
-        return _load_leased(session, open_lease)
-    full: list[int] = []
-    while (cset := session.exec(_candidates(session, user_id, now, full)).first()) is not None:
-        if _has_room(session, cset, now):
-            break
-        full.append(cset.id)  # filled by a lease that committed after this statement's snapshot
+    with _reading(session) as reader:
+        open_lease = _open_lease(reader, user_id, now)
+        if open_lease is not None:
+            return _load_leased(reader, open_lease)
+        shortlist = [
+            c.id for c in reader.exec(_candidates(reader, user_id, now, lock=False).limit(SHORTLIST))
+        ]
+    if not shortlist:
+        return None
+    cset = next((c for i in shortlist if (c := _claim(session, user_id, i, now)) is not None), None)
+    full: list[int] = list(shortlist)
+    while cset is None and (found := session.exec(_candidates(session, user_id, now, full).limit(1)).first()):
+        cset = found if _has_room(session, found, now) else None
+        full.append(found.id)  # filled by a lease that committed after this statement's snapshot
     if cset is None:
         session.rollback()
         return None
@@ -408,7 +449,13 @@ def submit_ranking(*, session: Session, ranking: RankingIn) -> Ranking:
 
 
 def _resolve_repeat(session: Session, ranking: RankingIn) -> Ranking:
-    existing = _existing(session, ranking)
+    # A read: it must not leave the caller's session holding a write transaction.
+    with _reading(session) as reader:
+        existing = _existing(reader, ranking)
+        if existing is not None:
+            reader.expunge(existing)
+    if session.in_transaction():
+        session.rollback()
     if existing is None:
         raise RankingRejected(f"set {ranking.set_id} could not be stored (constraint violation); try again")
     if (

@@ -15,6 +15,7 @@ from trl import RewardConfig as TrlRewardConfig
 from trl import RewardTrainer
 
 from models.resolve import resolve_model
+from rlhf.reward import precision
 from rlhf.reward_data import Group
 from rlhf.scoring import RewardScorer
 
@@ -80,7 +81,7 @@ def train_with_trl(scorer: RewardScorer, tokenizer, groups: list[Group], config)
             logging_steps=config.log_every,
             use_cpu=config.device == "cpu" or not torch.cuda.is_available(),
             seed=config.seed,
-            bf16=config.mixed_precision == "bf16",
+            bf16=precision(config) == "bf16",
         )
         trainer = RewardTrainer(
             model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora

@@ -6,6 +6,8 @@ made visible on load for admins only (its handlers check the role on the server 
 
 from __future__ import annotations
 
+import os
+
 import gradio as gr
 
 from labeler.login import LoginThrottle
@@ -47,14 +49,24 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
             return updates
 
         load_outputs = [*labeling["outputs"], who, admin_tab] + [o for _, outs in loaders for o in outs]
-        demo.load(on_load, None, load_outputs, api_name=False)
+        # Not queued (one POST, like a submit); named so scripted clients open the page as a browser does.
+        demo.load(on_load, None, load_outputs, api_name="open_page", queue=False)
     return demo
+
+
+def quiet_queue_analytics() -> None:
+    """Gradio's queue rebuilds a pandas table of its last 10,000 events after every event, for a monitoring
+    page this app does not serve: a third of the server's CPU per submit after a few thousand rankings. Keep a
+    short history and summarise it rarely. Read when the queue is made, so call this before `launch`."""
+    os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "100")
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 
 def launch(
     demo: gr.Blocks, deps: UIDeps, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True
 ) -> gr.Blocks:
     """Serve the app with the users table as the log-in check, the keyboard script and the styles."""
+    quiet_queue_analytics()
     demo.queue(default_concurrency_limit=16).launch(
         server_name=host,
         server_port=port,
@@ -64,6 +76,7 @@ def launch(
         css=CSS,
         js=KEYBOARD_JS,
         show_error=True,
+        max_threads=int(os.environ.get("RL_THREADS", "40")),
         prevent_thread_lock=not block,
         quiet=not block,
     )

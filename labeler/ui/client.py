@@ -9,7 +9,6 @@ scripted labeling, load tests (`bench/labeling.py`) and crash tests.
 
 from __future__ import annotations
 
-import json
 import uuid
 from types import TracebackType
 from typing import Any
@@ -47,8 +46,9 @@ class LabelingClient:
             )
 
     async def next_set(self) -> dict | None:
-        """The set leased to this labeler (the same one again until it is submitted), or None."""
-        return _current(await self._call("submit_ranking", [None, False, "", *_blank()]))
+        """Open the page as a browser does: the set leased to this labeler (the same one again until it is
+        submitted), or None."""
+        return _current(await self._call("open_page", []))
 
     async def submit(
         self,
@@ -75,29 +75,15 @@ class LabelingClient:
         return _current(await self._call("skip_set", [current]))
 
     async def _call(self, api_name: str, data: list) -> list:
-        """Join Gradio's queue, then read the event's result from its stream."""
-        joined = await self.http.post(
-            f"gradio_api/call/{api_name}", json={"data": data, "session_hash": self.session_hash}
+        """One POST to the event's route, as the page makes for an event outside the queue."""
+        response = await self.http.post(
+            f"gradio_api/run/{api_name}", json={"data": data, "session_hash": self.session_hash}
         )
-        if joined.status_code != 200:
-            raise LabelingError(f"{api_name} refused ({joined.status_code}): {joined.text[:200]}")
-        event = joined.json()["event_id"]
-        async with self.http.stream("GET", f"gradio_api/call/{api_name}/{event}") as stream:
-            kind = None
-            async for line in stream.aiter_lines():
-                if line.startswith("event:"):
-                    kind = line.split(":", 1)[1].strip()
-                elif line.startswith("data:") and kind in ("complete", "error"):
-                    payload = json.loads(line.split(":", 1)[1])
-                    if kind == "error":
-                        raise LabelingError(f"{api_name} failed: {payload}")
-                    _raise_if_rejected(payload)
-                    return payload
-        raise LabelingError(f"{api_name}: the event stream ended without a result")
-
-
-def _blank() -> list[str]:
-    return [NO_RANK] * MAX_SLOTS + [NOT_FLAGGED] * MAX_SLOTS
+        if response.status_code != 200:
+            raise LabelingError(f"{api_name} failed ({response.status_code}): {response.text[:300]}")
+        outputs = response.json()["data"]
+        _raise_if_rejected(outputs)
+        return outputs
 
 
 def _pad(values: list[str], filler: str) -> list[str]:

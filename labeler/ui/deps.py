@@ -19,6 +19,7 @@ class UIDeps:
     home: Path
     pool: object | None = None  # models.policy.PolicyPool: generation for the policies tab and playground
     runner: object | None = None  # rlhf.jobs.JobRunner: training jobs as separate processes
+    completions_per_set: int = 4  # how many answers the labeling page is laid out for before any set arrives
 
 
 def current_user(engine: Engine, request: gr.Request | None) -> User:

@@ -8,6 +8,7 @@ The data side (`next_view`, `submit_form`) works on plain values so it is tested
 from __future__ import annotations
 
 import html
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ from sqlmodel import Session
 
 from labeler.db import read_session
 from labeler.settings import current_guidelines
-from labeler.stats import labeler_progress
+from labeler.stats import labeler_progress, waiting_for
 from labeler.store import RankingIn, RankingRejected, lease_next_set, submit_ranking
 from labeler.tables import FLAG_REASONS
 from labeler.ui.deps import UIDeps, current_user
@@ -42,6 +43,10 @@ class SetView:
     guidelines_version: int
 
 
+def rank_choices(n: int) -> list[str]:
+    return [NO_RANK, *map(str, range(1, n + 1))]
+
+
 def render_conversation(messages: list[dict]) -> str:
     """The prompt with its full context, one block per turn."""
     names = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -53,10 +58,11 @@ def render_conversation(messages: list[dict]) -> str:
 
 
 def next_view(engine: Engine, user_id: int) -> SetView | None:
-    # One write transaction: the guidelines version is read inside it, and the leased rows stay loaded after
-    # the commit (no second transaction to read them back).
-    with Session(engine, expire_on_commit=False) as session:
+    # The guidelines version is read first (a read transaction); the lease then reads its shortlist and writes
+    # briefly, and its rows stay loaded after the commit (no transaction to read them back).
+    with read_session(engine) as session:
         version = current_guidelines(session=session).version
+    with Session(engine, expire_on_commit=False) as session:
         leased = lease_next_set(session=session, user_id=user_id)
         if leased is None:
             return None
@@ -125,9 +131,30 @@ def skip_form(engine: Engine, user_id: int, view: SetView) -> None:
         submit_ranking(session=session, ranking=ranking)
 
 
-def progress_text(engine: Engine, user_id: int) -> str:
+class WaitingCounts:
+    """Sets waiting per labeler, recounted at most every `ttl` seconds. The count scans every waiting set: on a
+    busy store it was a sixth of a submit's database time, for a figure that changes slowly."""
+
+    def __init__(self, ttl: float = 15.0):
+        self.ttl = ttl
+        self._counts: dict[int, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session: Session, user_id: int) -> int:
+        now = time.monotonic()
+        with self._lock:
+            seen = self._counts.get(user_id)
+        if seen is not None and now - seen[0] < self.ttl:
+            return seen[1]
+        count = waiting_for(session=session, user_id=user_id)
+        with self._lock:
+            self._counts[user_id] = (now, count)
+        return count
+
+
+def progress_text(engine: Engine, user_id: int, waiting: WaitingCounts) -> str:
     with read_session(engine) as session:
-        p = labeler_progress(session=session, user_id=user_id)
+        p = labeler_progress(session=session, user_id=user_id, waiting=waiting.get(session, user_id))
     return f"**Today:** {p.today} · **Total:** {p.total} · **Waiting:** {p.waiting}"
 
 
@@ -169,6 +196,8 @@ LABELING_CSS = """
 def build_labeling_tab(deps: UIDeps) -> dict:
     """Build the tab; returns the components `build_ui` wires to page load."""
     engine = deps.engine
+    laid_out = min(deps.completions_per_set, MAX_SLOTS)
+    waiting = WaitingCounts()
     with gr.Tab("Label", id="label"):
         with gr.Accordion("Guidelines", open=False) as guide_box:
             guide_md = gr.Markdown()
@@ -181,12 +210,15 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         with gr.Row(elem_id="slots", elem_classes=["slot-row"]):
             for i in range(MAX_SLOTS):
                 with gr.Column(
-                    visible=False, elem_id=f"slot-{i}", elem_classes=["slot"], min_width=260
+                    visible=i < laid_out, elem_id=f"slot-{i}", elem_classes=["slot"], min_width=260
                 ) as box:
                     slot_texts.append(gr.Markdown(elem_id=f"text-{i}"))
                     rank_inputs.append(
                         gr.Radio(
-                            [NO_RANK], value=NO_RANK, label=f"Rank of answer {i + 1}", elem_id=f"rank-{i}"
+                            rank_choices(laid_out),
+                            value=NO_RANK,
+                            label=f"Rank of answer {i + 1}",
+                            elem_id=f"rank-{i}",
                         )
                     )
                     flag_inputs.append(
@@ -203,11 +235,12 @@ def build_labeling_tab(deps: UIDeps) -> dict:
 
     def show(view: SetView | None, user_id: int, message: str = "", shown: int | None = None) -> dict:
         """Updates that put `view` on screen. `shown` is how many answers the page shows now: when the next set
-        has as many, only values are sent (Gradio rebuilds a component for every property update, which made
-        a submit several times slower under load); layout and rank choices change only when the count does."""
+        has as many, only values are sent. Layout and rank choices change only when the count does: Gradio
+        rebuilds a component's config on the event loop for every property update (about 2 ms each), which
+        stalled every other request while 32 labelers opened the page."""
         n = len(view.texts) if view else 0
         updates: dict = {
-            progress: progress_text(engine, user_id),
+            progress: progress_text(engine, user_id, waiting),
             status: message,
             comment: "",
             none_ok: False,
@@ -222,18 +255,16 @@ def build_labeling_tab(deps: UIDeps) -> dict:
                 updates[rank_inputs[i]] = NO_RANK
             else:
                 updates[slot_boxes[i]] = gr.update(visible=i < n)
-                updates[rank_inputs[i]] = gr.update(
-                    choices=[NO_RANK, *map(str, range(1, n + 1))], value=NO_RANK
-                )
+                updates[rank_inputs[i]] = gr.update(choices=rank_choices(n), value=NO_RANK)
         return updates
 
     def on_load(request: gr.Request) -> dict:
         user = current_user(engine, request)
-        with Session(engine) as session:
+        with read_session(engine) as session:
             guidelines = current_guidelines(session=session)
-            first_visit = labeler_progress(session=session, user_id=user.id).total == 0
+            first_visit = labeler_progress(session=session, user_id=user.id, waiting=0).total == 0
         return {
-            **show(next_view(engine, user.id), user.id),
+            **show(next_view(engine, user.id), user.id, shown=laid_out),
             guide_md: guidelines.text,
             guide_box: gr.update(open=first_visit),
         }
@@ -279,20 +310,16 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         *rank_inputs,
         *flag_inputs,
     ]
-    # SQLite has one writer at a time and its busy handler sleeps in growing steps while it waits, so with one
-    # file the labeling writes queue in Gradio (first come, first served) instead of inside SQLite.
-    writes = {
-        "concurrency_id": "labeling-writes",
-        "concurrency_limit": 1 if engine.dialect.name == "sqlite" else "default",
-    }
+    # Not queued: a submit is one short request (POST /run/submit_ranking) rather than a queue entry plus an
+    # event stream, which halved its cost on the server. Writers take turns in the store (labeler/db.py).
     submit.click(
         on_submit,
         [current, none_ok, comment, *rank_inputs, *flag_inputs],
         outputs,
         api_name="submit_ranking",
-        **writes,
+        queue=False,
     )
-    skip.click(on_skip, [current], outputs, api_name="skip_set", **writes)
+    skip.click(on_skip, [current], outputs, api_name="skip_set", queue=False)
     layout.change(
         None,
         [layout],
