@@ -75,7 +75,7 @@ class Figures:
     submit_s: list[float] = field(default_factory=list)
     submit_at: list[float] = field(default_factory=list)  # seconds into the run when each submit finished
     login_s: list[float] = field(default_factory=list)
-    acked: list[tuple[str, int]] = field(default_factory=list)
+    acked: list[str] = field(default_factory=list)  # submission ids the app acknowledged
     errors: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     server_cpu_s: float = 0.0  # CPU time the web servers used during the labeling phase
@@ -203,7 +203,7 @@ async def labeler(url: str, i: int, args: argparse.Namespace, figures: Figures) 
                     await _timed(figures.login_s, client.login())  # a new tab, a session that expired
                 following = await _timed(figures.submit_s, client.submit(current, rng.sample(range(1, 5), 4)))
                 figures.submit_at.append(time.perf_counter() - figures.started)
-                figures.acked.append((name, current["set_id"]))
+                figures.acked.append(current.submission_id)
                 current = following
     except Exception as exc:
         figures.errors.append(f"{name}: {exc!r}")
@@ -230,16 +230,14 @@ def count_generated(engine) -> int:
 
 
 def check_stored(engine, figures: Figures) -> tuple[int, int, int]:
-    """(stored, lost, duplicated) for the benchmark's labelers."""
+    """(stored, lost, duplicated) for the benchmark's labelers: acknowledged submissions missing from the store,
+    and labels stored twice for one labeler and set."""
     with Session(engine) as session:
         names = {u.id: u.name for u in session.exec(select(User))}
-        rows = [
-            (names[r.user_id], r.set_id)
-            for r in session.exec(select(Ranking))
-            if names[r.user_id].startswith("sim")
-        ]
-    stored = set(rows)
-    return len(rows), len(set(figures.acked) - stored), len(rows) - len(stored)
+        rows = [r for r in session.exec(select(Ranking)) if names[r.user_id].startswith("sim")]
+    stored = {r.submission_id for r in rows}
+    labels = [(r.user_id, r.set_id) for r in rows]
+    return len(rows), len(set(figures.acked) - stored), len(labels) - len(set(labels))
 
 
 def ms(values: list[float], q: int) -> float:

@@ -138,6 +138,9 @@ def _add_missing_columns(engine: Engine) -> None:
             kind = column.type.compile(dialect=engine.dialect)
             conn.execute(text(f'ALTER TABLE "{table_name}" ADD COLUMN "{column.name}" {kind}'))
             logger.info("store: added column %s.%s", table_name, column.name)
+        for table in SQLModel.metadata.sorted_tables:  # and the indexes on them (unique ones included)
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 def make_engine(url: str, *, create: bool = True, echo: bool = False) -> Engine:

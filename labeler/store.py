@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, case, func, or_, update
 from sqlalchemy.exc import IntegrityError
@@ -35,6 +36,7 @@ from labeler.tables import (
 )
 
 DEFAULT_LEASE_SECONDS = 15 * 60
+MAX_COMMENT_CHARS = 2000
 SHORTLIST = 8  # best waiting sets a lease reads before its write transaction claims the first still free
 
 
@@ -44,6 +46,10 @@ class StoreError(ValueError):
 
 class RankingRejected(StoreError):
     """A submitted ranking failed validation."""
+
+
+class LeaseGone(RankingRejected):
+    """The page's set is not (or no longer) this labeler's to submit: show them their current set instead."""
 
 
 def messages_hash(messages: Sequence[dict]) -> str:
@@ -268,6 +274,7 @@ def lease_next_set(
     user_id: int,
     lease_seconds: int = DEFAULT_LEASE_SECONDS,
     seed: int | None = None,
+    guidelines_version: int | None = None,
     _retry: bool = True,
 ) -> LeasedSet | None:
     """Give `user_id` a set to rank, or None when nothing is waiting.
@@ -290,8 +297,10 @@ def lease_next_set(
     now = utcnow()
     with _reading(session) as reader:
         open_lease = _open_lease(reader, user_id, now)
-        if open_lease is not None:
+        if open_lease is not None and open_lease.token is not None:
             return _load_leased(reader, open_lease)
+        if open_lease is not None:  # leased before leases had tokens: issue one
+            return _issue_token(session, open_lease.id)
         shortlist = [
             c.id for c in reader.exec(_candidates(reader, user_id, now, lock=False).limit(SHORTLIST))
         ]
@@ -314,6 +323,8 @@ def lease_next_set(
         user_id=user_id,
         display_order=ids,
         lease_expires_at=now + timedelta(seconds=lease_seconds),
+        token=secrets.token_hex(16),
+        guidelines_version=guidelines_version,
     )
     session.add(assignment)
     session.flush()
@@ -325,9 +336,33 @@ def lease_next_set(
         if not _retry:
             raise
         return lease_next_set(
-            session=session, user_id=user_id, lease_seconds=lease_seconds, seed=seed, _retry=False
+            session=session,
+            user_id=user_id,
+            lease_seconds=lease_seconds,
+            seed=seed,
+            guidelines_version=guidelines_version,
+            _retry=False,
         )
     return leased
+
+
+def _issue_token(session: Session, assignment_id: int | None) -> LeasedSet:
+    assignment = session.get(Assignment, assignment_id)
+    assert assignment is not None
+    assignment.token = secrets.token_hex(16)
+    session.add(assignment)
+    session.flush()
+    leased = _load_leased(session, assignment)
+    session.commit()
+    return leased
+
+
+def leased_by_token(*, session: Session, user_id: int, token: str) -> LeasedSet:
+    """The lease a page names by its token; refused unless it is this labeler's."""
+    assignment = session.exec(select(Assignment).where(Assignment.token == token)).first()
+    if assignment is None or assignment.user_id != user_id:
+        raise LeaseGone("this page's set is not leased to you; reload the page for your current set")
+    return _load_leased(session, assignment)
 
 
 def release_lease(*, session: Session, user_id: int, set_id: int) -> None:
@@ -358,11 +393,19 @@ class RankingIn:
 
 
 def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
-    """Raise RankingRejected saying exactly what is missing or wrong."""
+    """Raise RankingRejected saying exactly what is missing or wrong.
+
+    Rules: a skip carries nothing else; no answer is both ranked and flagged; ranks run from 1 to N (equal ranks
+    are ties); 'none acceptable' carries no ranks (flags may say why); otherwise a labeler's ranking covers every
+    answer, each ranked or flagged, with at least two ranked (partial rankings are refused, not stored)."""
     known, n = set(completion_ids), len(completion_ids)
     unknown = (set(ranking.ranks) | set(ranking.flags)) - known
     if unknown:
         raise RankingRejected(f"completions {sorted(unknown)} are not in set {ranking.set_id}")
+    if len(ranking.comment) > MAX_COMMENT_CHARS:
+        raise RankingRejected(
+            f"the comment has {len(ranking.comment)} characters; at most {MAX_COMMENT_CHARS} are kept"
+        )
     if ranking.skipped:
         if ranking.ranks or ranking.flags or ranking.none_acceptable:
             raise RankingRejected("a skip carries no ranks, flags or 'none acceptable'")
@@ -377,10 +420,17 @@ def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
     if out_of_range:
         raise RankingRejected(f"ranks must be whole numbers from 1 to {n}; got {out_of_range}")
     if ranking.none_acceptable:
+        if ranking.ranks:
+            raise RankingRejected("'none acceptable' means no answer is ranked: clear the ranks or untick it")
         return
     if len(ranking.ranks) < 2:
         raise RankingRejected(
             f"rank at least two unflagged completions (ranked {len(ranking.ranks)}), or mark 'none acceptable'"
+        )
+    if ranking.user_id is not None and len(ranking.ranks) + len(ranking.flags) < n:
+        left = [i + 1 for i, cid in enumerate(completion_ids) if cid not in ranking.ranks | ranking.flags]
+        raise RankingRejected(
+            f"answer(s) {', '.join(map(str, left))} are neither ranked nor flagged: rank or flag every answer"
         )
 
 
@@ -411,16 +461,23 @@ def submit_ranking(*, session: Session, ranking: RankingIn) -> Ranking:
     completion_ids = list(session.exec(select(Completion.id).where(Completion.set_id == ranking.set_id)))
     if not completion_ids:
         raise RankingRejected(f"set {ranking.set_id} does not exist")
-    validate_ranking(ranking, completion_ids)
     assignment_id = None
     if ranking.user_id is not None:
-        assignment_id = session.exec(
-            select(Assignment.id).where(
+        lease = session.exec(
+            select(Assignment).where(
                 Assignment.set_id == ranking.set_id, Assignment.user_id == ranking.user_id
             )
         ).first()
-        if assignment_id is None:
+        if lease is None:
             raise RankingRejected(f"set {ranking.set_id} was never assigned to this labeler")
+        assignment_id = lease.id
+        if sorted(lease.display_order) == sorted(completion_ids):
+            completion_ids = list(lease.display_order)  # messages name answers as this labeler saw them
+        validate_ranking(ranking, completion_ids)
+        if lease.completed_at is None and not ranking.skipped and _as_utc(lease.lease_expires_at) <= utcnow():
+            _refuse_if_filled_meanwhile(session, ranking.set_id)
+    else:
+        validate_ranking(ranking, completion_ids)
     row = Ranking(
         set_id=ranking.set_id,
         user_id=ranking.user_id,
@@ -448,6 +505,58 @@ def submit_ranking(*, session: Session, ranking: RankingIn) -> Ranking:
     return row
 
 
+def _as_utc(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without a zone; every timestamp in the store is UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _refuse_if_filled_meanwhile(session: Session, set_id: int) -> None:
+    """A submit after its lease expired counts as a label if the set still has room (its labels plus other
+    labelers' live leases below k); otherwise others filled it meanwhile and it is refused, nothing stored."""
+    cset = session.get(CompletionSet, set_id)
+    assert cset is not None
+    if not _has_room(session, cset, utcnow()):
+        raise LeaseGone(
+            "your lease on this set expired and other labelers have since given it all the labels it needs, "
+            "so this ranking was not stored; here is your next set"
+        )
+
+
+@dataclass
+class PageChoices:
+    """What a labeler's page sends for the set it shows, by display position: nothing that names the set."""
+
+    ranks: list[int | None]
+    flags: list[str | None]
+    none_acceptable: bool = False
+    comment: str = ""
+    skipped: bool = False
+
+
+def submit_leased(*, session: Session, leased: LeasedSet, choices: PageChoices) -> Ranking:
+    """Store a labeler's choices for a set leased to them (`leased_by_token` checks whose it is). The set, the
+    order its answers were shown in, the time it was shown (so the seconds spent) and the guidelines version
+    come from the lease record; the submission id is `lease:<token>`, so a repeat of a submit is stored once."""
+    order = leased.assignment.display_order
+    user_id = leased.assignment.user_id
+    beyond = [*choices.ranks[len(order) :], *choices.flags[len(order) :]]
+    if any(value is not None for value in beyond):
+        raise RankingRejected(f"this set has {len(order)} answers; the page sent choices for more")
+    ranking = RankingIn(
+        set_id=leased.set.id or 0,
+        user_id=user_id,
+        submission_id=f"lease:{leased.assignment.token}",
+        ranks={cid: r for cid, r in zip(order, choices.ranks, strict=False) if r is not None},
+        flags={cid: f for cid, f in zip(order, choices.flags, strict=False) if f},
+        none_acceptable=choices.none_acceptable,
+        skipped=choices.skipped,
+        comment=choices.comment,
+        seconds_spent=round((utcnow() - _as_utc(leased.assignment.leased_at)).total_seconds(), 2),
+        guidelines_version=leased.assignment.guidelines_version,
+    )
+    return submit_ranking(session=session, ranking=ranking)
+
+
 def _resolve_repeat(session: Session, ranking: RankingIn) -> Ranking:
     # A read: it must not leave the caller's session holding a write transaction.
     with _reading(session) as reader:
@@ -464,4 +573,6 @@ def _resolve_repeat(session: Session, ranking: RankingIn) -> Ranking:
         and _same_submission(existing, ranking)
     ):
         return existing
-    raise RankingRejected(f"set {ranking.set_id} was already ranked by this labeler (ranking {existing.id})")
+    if existing.user_id != ranking.user_id:
+        raise RankingRejected("this submission id belongs to another ranking; nothing was stored")
+    raise RankingRejected(f"set {ranking.set_id} was already ranked by this labeler")

@@ -105,6 +105,10 @@ class Assignment(SQLModel, table=True):
     leased_at: datetime = Field(default_factory=utcnow)
     lease_expires_at: datetime
     completed_at: datetime | None = None
+    # What the page holds instead of the set: a random, server-issued token naming this lease. The ranking
+    # submitted through it gets the submission id `lease:<token>`.
+    token: str | None = Field(default=None, unique=True, index=True, max_length=64)
+    guidelines_version: int | None = None  # the guidelines shown with the set, recorded at lease time
 
 
 class Ranking(SQLModel, table=True):

@@ -3,13 +3,16 @@ scripted labeling, load tests (`bench/labeling.py`) and crash tests.
 
     async with LabelingClient("http://127.0.0.1:7860/", "alice", "password") as client:
         await client.login()
-        current = await client.next_set()                # {"set_id": ..., "completion_ids": [...], ...}
-        current = await client.submit(current, ranks=[1, 2, 2, 3])   # ranks in display order; the next set
+        page = await client.next_set()                   # Page(token=..., texts=[...]): what the page holds
+        page = await client.submit(page, ranks=[1, 2, 2, 3])   # ranks in display order; the next set
+
+The page holds only the lease's token; the ranking it stores has the submission id `lease:<token>`.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -20,6 +23,18 @@ from labeler.ui.labeling import MAX_SLOTS, NO_RANK, NOT_FLAGGED
 
 class LabelingError(RuntimeError):
     """The app refused or failed a request; the message is the app's."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """A set on a labeler's page: its lease token (all the page holds) and the answers' texts as shown."""
+
+    token: str
+    texts: list[str]
+
+    @property
+    def submission_id(self) -> str:
+        return f"lease:{self.token}"
 
 
 class LabelingClient:
@@ -45,34 +60,34 @@ class LabelingClient:
                 f"log-in as {self.name} refused ({response.status_code}): {response.text[:200]}"
             )
 
-    async def next_set(self) -> dict | None:
+    async def next_set(self) -> Page | None:
         """Open the page as a browser does: the set leased to this labeler (the same one again until it is
         submitted), or None."""
-        return _current(await self._call("open_page", []))
+        return page_from_outputs(await self._call("open_page", []))
 
     async def submit(
         self,
-        current: dict,
+        current: Page,
         ranks: list[int | None],
         *,
         flags: list[str | None] | None = None,
         none_acceptable: bool = False,
         comment: str = "",
-    ) -> dict | None:
+    ) -> Page | None:
         """Submit ranks (display order; None leaves an answer unranked); returns the next set or None."""
         rank_values = [NO_RANK if r is None else str(r) for r in ranks]
         flag_values = [f or NOT_FLAGGED for f in (flags or [None] * len(ranks))]
         data = [
-            current,
+            current.token,
             none_acceptable,
             comment,
             *_pad(rank_values, NO_RANK),
             *_pad(flag_values, NOT_FLAGGED),
         ]
-        return _current(await self._call("submit_ranking", data))
+        return page_from_outputs(await self._call("submit_ranking", data))
 
-    async def skip(self, current: dict) -> dict | None:
-        return _current(await self._call("skip_set", [current]))
+    async def skip(self, current: Page) -> Page | None:
+        return page_from_outputs(await self._call("skip_set", [current.token]))
 
     async def _call(self, api_name: str, data: list) -> list:
         """One POST to the event's route, as the page makes for an event outside the queue."""
@@ -90,8 +105,17 @@ def _pad(values: list[str], filler: str) -> list[str]:
     return (values + [filler] * MAX_SLOTS)[:MAX_SLOTS]
 
 
-def _current(outputs: list) -> dict | None:
-    return next((o for o in outputs if isinstance(o, dict) and "set_id" in o), None)
+TOKEN_OUTPUT = 4  # the lease token's place among the labeling events' outputs (labeler/ui/labeling.py)
+
+
+def page_from_outputs(outputs: list) -> Page | None:
+    """The set a labeling event put on the page: the token, and the answers' texts in display order (outputs
+    that start "**Answer "; layout blocks may or may not be among the outputs, depending on the client)."""
+    token = outputs[TOKEN_OUTPUT]
+    if not isinstance(token, str) or not token:
+        return None
+    texts = [t for t in outputs if isinstance(t, str) and t.startswith("**Answer ")]
+    return Page(token=token, texts=texts)
 
 
 def _raise_if_rejected(outputs: list[Any]) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import html
 import threading
 import time
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import gradio as gr
 from sqlalchemy.engine import Engine
@@ -20,7 +19,16 @@ from sqlmodel import Session
 from labeler.db import read_session
 from labeler.settings import current_guidelines
 from labeler.stats import labeler_progress, waiting_for
-from labeler.store import RankingIn, RankingRejected, lease_next_set, submit_ranking
+from labeler.store import (
+    MAX_COMMENT_CHARS,
+    LeasedSet,
+    LeaseGone,
+    PageChoices,
+    RankingRejected,
+    lease_next_set,
+    leased_by_token,
+    submit_leased,
+)
 from labeler.tables import FLAG_REASONS
 from labeler.ui.deps import UIDeps, current_user
 
@@ -32,15 +40,12 @@ FLAG_CHOICES = [NOT_FLAGGED, *FLAG_REASONS]
 
 @dataclass
 class SetView:
-    """One leased set as the page shows it; round-trips through the page as JSON."""
+    """One leased set as the page shows it. Only `token` goes to the page (it names the lease); everything else
+    stays on the server, which reads it back from the lease record when the page submits."""
 
-    set_id: int
-    completion_ids: list[int]
+    token: str
     texts: list[str]
     prompt_markdown: str
-    submission_id: str
-    shown_at: float
-    guidelines_version: int
 
 
 def rank_choices(n: int) -> list[str]:
@@ -58,77 +63,57 @@ def render_conversation(messages: list[dict]) -> str:
 
 
 def next_view(engine: Engine, user_id: int) -> SetView | None:
-    # The guidelines version is read first (a read transaction); the lease then reads its shortlist and writes
-    # briefly, and its rows stay loaded after the commit (no transaction to read them back).
+    # The guidelines version is read first (a read transaction) and recorded on the lease; the lease reads its
+    # shortlist and writes briefly, and its rows stay loaded after the commit.
     with read_session(engine) as session:
         version = current_guidelines(session=session).version
     with Session(engine, expire_on_commit=False) as session:
-        leased = lease_next_set(session=session, user_id=user_id)
-        if leased is None:
-            return None
-        return SetView(
-            set_id=leased.set.id,
-            completion_ids=[c.id for c in leased.completions],
-            texts=[c.text for c in leased.completions],
-            prompt_markdown=render_conversation(leased.prompt.messages),
-            submission_id=uuid.uuid4().hex,
-            shown_at=time.time(),
-            guidelines_version=version,
-        )
+        leased = lease_next_set(session=session, user_id=user_id, guidelines_version=version)
+        return _view(leased) if leased is not None else None
 
 
-def form_to_ranking(
-    user_id: int, view: SetView, ranks: list[str], flags: list[str], none_acceptable: bool, comment: str
-) -> RankingIn:
-    """Read the form: rank choices ('-' = unranked) and flag choices per slot, in display order."""
-    parsed_ranks, parsed_flags = {}, {}
-    for cid, rank, flag in zip(view.completion_ids, ranks, flags, strict=False):
-        if flag and flag != NOT_FLAGGED:
-            parsed_flags[cid] = flag
-            if rank and rank != NO_RANK:
-                raise RankingRejected(
-                    f"answer {view.completion_ids.index(cid) + 1} is both ranked and flagged: choose one"
-                )
-        elif rank and rank != NO_RANK:
-            parsed_ranks[cid] = int(rank)
-    return RankingIn(
-        set_id=view.set_id,
-        user_id=user_id,
-        submission_id=view.submission_id,
+def _view(leased: LeasedSet) -> SetView:
+    assert leased.assignment.token is not None
+    return SetView(
+        token=leased.assignment.token,
+        texts=[c.text for c in leased.completions],
+        prompt_markdown=render_conversation(leased.prompt.messages),
+    )
+
+
+def read_choices(
+    ranks: list[str], flags: list[str], none_acceptable: bool, comment: str, *, skipped: bool = False
+) -> PageChoices:
+    """The form's values by display position: rank choices ('-' = unranked) and flag choices."""
+    parsed_ranks: list[int | None] = []
+    parsed_flags: list[str | None] = []
+    for i, (rank, flag) in enumerate(zip(ranks, flags, strict=False)):
+        flagged = bool(flag) and flag != NOT_FLAGGED
+        ranked = bool(rank) and rank != NO_RANK
+        if flagged and ranked:
+            raise RankingRejected(f"answer {i + 1} is both ranked and flagged: choose one")
+        if ranked and not str(rank).isdigit():
+            raise RankingRejected(f"answer {i + 1}: rank {str(rank)[:20]!r} is not a whole number")
+        parsed_ranks.append(int(rank) if ranked else None)
+        parsed_flags.append(flag if flagged else None)
+    return PageChoices(
         ranks=parsed_ranks,
         flags=parsed_flags,
         none_acceptable=bool(none_acceptable),
         comment=comment or "",
-        seconds_spent=round(time.time() - view.shown_at, 2),
-        guidelines_version=view.guidelines_version,
+        skipped=skipped,
     )
 
 
-def submit_form(
-    engine: Engine,
-    user_id: int,
-    view: SetView,
-    ranks: list[str],
-    flags: list[str],
-    none_acceptable: bool,
-    comment: str,
-) -> None:
-    """Validate and store; raises RankingRejected with the exact problem."""
-    ranking = form_to_ranking(user_id, view, ranks, flags, none_acceptable, comment)
+def submit_form(engine: Engine, user_id: int, token: str, choices: PageChoices) -> int:
+    """Validate and store the choices for the set leased under `token`; returns how many answers it had.
+    Raises RankingRejected with the exact problem."""
+    if len(token) > 64:
+        raise LeaseGone("this page's set is not leased to you; reload the page for your current set")
     with Session(engine) as session:
-        submit_ranking(session=session, ranking=ranking)
-
-
-def skip_form(engine: Engine, user_id: int, view: SetView) -> None:
-    ranking = RankingIn(
-        set_id=view.set_id,
-        user_id=user_id,
-        submission_id=view.submission_id,
-        skipped=True,
-        seconds_spent=round(time.time() - view.shown_at, 2),
-    )
-    with Session(engine) as session:
-        submit_ranking(session=session, ranking=ranking)
+        leased = leased_by_token(session=session, user_id=user_id, token=token)
+        submit_leased(session=session, leased=leased, choices=choices)
+        return len(leased.completions)
 
 
 class WaitingCounts:
@@ -202,7 +187,7 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         with gr.Accordion("Guidelines", open=False) as guide_box:
             guide_md = gr.Markdown()
         progress = gr.Markdown(elem_id="progress")
-        current = gr.JSON(visible=False)
+        current = gr.Textbox(visible=False, elem_id="lease-token")  # the lease's token, nothing else
         prompt_md = gr.Markdown(elem_id="prompt")
         empty_md = gr.Markdown("", elem_id="empty")
         layout = gr.Radio(["side by side", "stacked"], value="side by side", label="Layout", elem_id="layout")
@@ -227,7 +212,9 @@ def build_labeling_tab(deps: UIDeps) -> dict:
                 slot_boxes.append(box)
         with gr.Row():
             none_ok = gr.Checkbox(label="None acceptable", elem_id="none-acceptable")
-            comment = gr.Textbox(label="Comment (optional)", lines=1, elem_id="comment")
+            comment = gr.Textbox(
+                label="Comment (optional)", lines=1, max_length=MAX_COMMENT_CHARS, elem_id="comment"
+            )
         with gr.Row():
             submit = gr.Button("Submit (Enter)", variant="primary", elem_id="submit-btn")
             skip = gr.Button("Skip (S)", elem_id="skip-btn")
@@ -244,7 +231,7 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             status: message,
             comment: "",
             none_ok: False,
-            current: asdict(view) if view else None,
+            current: view.token if view else "",
             prompt_md: view.prompt_markdown if view else "",
             empty_md: "" if view else NOTHING_WAITING,
         }
@@ -269,33 +256,34 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             guide_box: gr.update(open=first_visit),
         }
 
-    def on_submit(
-        request: gr.Request, view: dict | None, none_acceptable: bool, note: str, *values: str
-    ) -> dict:
+    def on_submit(request: gr.Request, token: str, none_acceptable: bool, note: str, *values: str) -> dict:
         user = current_user(engine, request)
-        if not view:
+        if not token:
             return show(next_view(engine, user.id), user.id)
-        shown = len(view["completion_ids"])
         try:
-            submit_form(
-                engine,
-                user.id,
-                SetView(**view),
-                list(values[:MAX_SLOTS]),
-                list(values[MAX_SLOTS:]),
-                none_acceptable,
-                note,
-            )
+            choices = read_choices(list(values[:MAX_SLOTS]), list(values[MAX_SLOTS:]), none_acceptable, note)
+            shown = submit_form(engine, user.id, token, choices)
         except RankingRejected as exc:
-            return {status: f"⚠️ **Not submitted:** {html.escape(str(exc))}"}
+            return rejected(exc, user.id)
         return show(next_view(engine, user.id), user.id, "✅ Saved.", shown)
 
-    def on_skip(request: gr.Request, view: dict | None) -> dict:
+    def on_skip(request: gr.Request, token: str) -> dict:
         user = current_user(engine, request)
-        if not view:
+        if not token:
             return show(next_view(engine, user.id), user.id)
-        skip_form(engine, user.id, SetView(**view))
-        return show(next_view(engine, user.id), user.id, "Skipped.", len(view["completion_ids"]))
+        try:
+            shown = submit_form(engine, user.id, token, PageChoices([], [], skipped=True))
+        except RankingRejected as exc:
+            return rejected(exc, user.id)
+        return show(next_view(engine, user.id), user.id, "Skipped.", shown)
+
+    def rejected(exc: RankingRejected, user_id: int) -> dict:
+        """The reason on screen; when the page's set is gone (not this labeler's, or filled after the lease
+        expired), the labeler's current set comes with it."""
+        message = f"⚠️ **Not submitted:** {html.escape(str(exc))}"
+        if isinstance(exc, LeaseGone):
+            return show(next_view(engine, user_id), user_id, message)
+        return {status: message}
 
     outputs = [
         progress,

@@ -1,11 +1,15 @@
-"""The labeling tab's data side against a real SQLite file (no browser)."""
+"""The labeling tab's data side against a real SQLite file (no browser): the page holds only a lease token, and
+everything else (the set, the answers' order, the time shown, the guidelines version) comes from the lease."""
+
+from datetime import timedelta
 
 import pytest
-from sqlmodel import Session, func, select
+from sqlmodel import Session, func, select, update
 
-from labeler.store import RankingRejected
-from labeler.tables import Ranking
-from labeler.ui.labeling import NO_RANK, NOT_FLAGGED, next_view, skip_form, submit_form
+from labeler.settings import set_labels_needed
+from labeler.store import MAX_COMMENT_CHARS, LeaseGone, RankingRejected
+from labeler.tables import Assignment, Ranking, utcnow
+from labeler.ui.labeling import NO_RANK, NOT_FLAGGED, PageChoices, next_view, read_choices, submit_form
 from labeler.users import get_user
 from tests.ui.conftest import seeded_engine
 
@@ -14,7 +18,7 @@ from tests.ui.conftest import seeded_engine
 def store(tmp_path):
     engine = seeded_engine(tmp_path)
     with Session(engine) as s:
-        return engine, get_user(session=s, name="alice").id
+        return engine, get_user(session=s, name="alice").id, get_user(session=s, name="bob").id
 
 
 def rankings(engine):
@@ -22,61 +26,116 @@ def rankings(engine):
         return s.exec(select(Ranking)).all()
 
 
-def test_rank_with_ties_and_flag(store):
-    engine, alice = store
+def lease(engine, token):
+    with Session(engine) as s:
+        return s.exec(select(Assignment).where(Assignment.token == token)).one()
+
+
+def submit(engine, user, view, ranks, flags=None, none_acceptable=False, comment=""):
+    choices = read_choices(ranks, flags or [NOT_FLAGGED] * len(ranks), none_acceptable, comment)
+    return submit_form(engine, user, view.token, choices)
+
+
+def test_rank_with_ties_and_flag_reads_the_set_from_the_lease(store):
+    engine, alice, _ = store
     view = next_view(engine, alice)
-    submit_form(
-        engine,
-        alice,
-        view,
-        ["1", "1", "2", NO_RANK],
-        [NOT_FLAGGED, NOT_FLAGGED, NOT_FLAGGED, "harmful"],
-        False,
-        " tie! ",
-    )
+    submit(engine, alice, view, ["1", "1", "2", NO_RANK], [NOT_FLAGGED] * 3 + ["harmful"], comment=" tie! ")
     [row] = rankings(engine)
-    ids = view.completion_ids
+    ids = lease(engine, view.token).display_order
     assert row.ranks == {str(ids[0]): 1, str(ids[1]): 1, str(ids[2]): 2}
     assert row.flags == {str(ids[3]): "harmful"} and row.comment == "tie!"
-    assert row.seconds_spent >= 0 and row.guidelines_version == 1
-    assert next_view(engine, alice).set_id != view.set_id
+    assert row.submission_id == f"lease:{view.token}"
+    assert 0 <= row.seconds_spent < 60 and row.guidelines_version == 1  # measured and recorded by the server
+    assert next_view(engine, alice).token != view.token
 
 
 def test_none_acceptable_and_skip(store):
-    engine, alice = store
+    engine, alice, _ = store
     view = next_view(engine, alice)
-    submit_form(engine, alice, view, [NO_RANK] * 4, ["nonsensical"] * 4, True, "")
+    submit(engine, alice, view, [NO_RANK] * 4, ["nonsensical"] * 4, none_acceptable=True)
     skipped = next_view(engine, alice)
-    skip_form(engine, alice, skipped)
+    submit_form(engine, alice, skipped.token, PageChoices([], [], skipped=True))
     rows = rankings(engine)
     assert rows[0].none_acceptable and rows[1].skipped and len(rows) == 2
 
 
 @pytest.mark.parametrize(
-    ("ranks", "flags", "message"),
+    ("ranks", "flags", "none_acceptable", "message"),
     [
-        (["1", NO_RANK, NO_RANK, NO_RANK], [NOT_FLAGGED] * 4, "rank at least two"),
         (
-            ["1", "2", NO_RANK, NO_RANK],
-            ["harmful", NOT_FLAGGED, NOT_FLAGGED, NOT_FLAGGED],
-            "answer 1 is both ranked and flagged",
+            ["1", NO_RANK, NO_RANK, NO_RANK],
+            [NOT_FLAGGED] + ["nonsensical"] * 3,
+            False,
+            "rank at least two",
         ),
+        (["1", "2", NO_RANK, NO_RANK], ["harmful"] + [NOT_FLAGGED] * 3, False, "answer 1 is both ranked"),
+        (["1", "2", NO_RANK, NO_RANK], [NOT_FLAGGED] * 4, False, r"answer\(s\) 3, 4 are neither ranked"),
+        (["1", "2", "3", "4"], [NOT_FLAGGED] * 4, True, "'none acceptable' means no answer is ranked"),
+        (["1", "2", "x", "4"], [NOT_FLAGGED] * 4, False, "is not a whole number"),
     ],
 )
-def test_invalid_submission_rejected_with_message(store, ranks, flags, message):
-    engine, alice = store
+def test_invalid_submission_rejected_with_message(store, ranks, flags, none_acceptable, message):
+    engine, alice, _ = store
     view = next_view(engine, alice)
     with pytest.raises(RankingRejected, match=message):
-        submit_form(engine, alice, view, ranks, flags, False, "")
+        submit(engine, alice, view, ranks, flags, none_acceptable)
     assert rankings(engine) == []
-    assert next_view(engine, alice).set_id == view.set_id  # the same set stays on screen
+    assert next_view(engine, alice).token == view.token  # the same set stays on screen
+
+
+def test_comment_over_the_limit_is_refused(store):
+    engine, alice, _ = store
+    view = next_view(engine, alice)
+    with pytest.raises(RankingRejected, match=f"at most {MAX_COMMENT_CHARS}"):
+        submit(engine, alice, view, ["1", "2", "3", "4"], comment="x" * (MAX_COMMENT_CHARS + 1))
+    assert rankings(engine) == []
 
 
 def test_double_submit_counted_once(store):
-    engine, alice = store
+    engine, alice, _ = store
     view = next_view(engine, alice)
-    form = (["2", "1", "4", "3"], [NOT_FLAGGED] * 4, False, "")
-    submit_form(engine, alice, view, *form)
-    submit_form(engine, alice, view, *form)
+    submit(engine, alice, view, ["2", "1", "4", "3"])
+    submit(engine, alice, view, ["2", "1", "4", "3"])
     with Session(engine) as s:
         assert s.exec(select(func.count(Ranking.id))).one() == 1
+
+
+def test_another_labelers_or_a_made_up_token_is_refused(store):
+    engine, alice, bob = store
+    view = next_view(engine, alice)
+    for token in (view.token, "0" * 32, "x" * 10_000):
+        with pytest.raises(LeaseGone, match="not leased to you"):
+            submit_form(engine, bob, token, read_choices(["1", "2", "3", "4"], [NOT_FLAGGED] * 4, False, ""))
+    assert rankings(engine) == []
+
+
+def _expire(engine, token):
+    with Session(engine) as s:
+        s.exec(
+            update(Assignment)
+            .where(Assignment.token == token)
+            .values(lease_expires_at=utcnow() - timedelta(1))
+        )
+        s.commit()
+
+
+def test_submit_after_the_lease_expired_counts_while_the_set_has_room(store):
+    engine, alice, _ = store
+    view = next_view(engine, alice)
+    _expire(engine, view.token)
+    submit(engine, alice, view, ["1", "2", "3", "4"])
+    assert len(rankings(engine)) == 1
+
+
+def test_submit_after_the_lease_expired_is_refused_once_others_filled_the_set(store):
+    engine, alice, bob = store
+    with Session(engine) as s:
+        set_labels_needed(session=s, k=1)
+    view = next_view(engine, alice)
+    _expire(engine, view.token)
+    taken = next_view(engine, bob)  # the expired slot went back to the pool
+    assert lease(engine, taken.token).set_id == lease(engine, view.token).set_id
+    submit(engine, bob, taken, ["1", "2", "3", "4"])
+    with pytest.raises(LeaseGone, match="expired"):
+        submit(engine, alice, view, ["1", "2", "3", "4"])
+    assert len(rankings(engine)) == 1  # the set got its one label, not two

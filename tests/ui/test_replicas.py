@@ -22,7 +22,7 @@ from tests.ui.serve import seed_home, start_serve, stop
 LABELERS = [f"l{i}" for i in range(8)]
 
 
-async def _label(url: str, name: str, rounds: int, acked: list[tuple[str, int]]) -> None:
+async def _label(url: str, name: str, rounds: int, acked: list[tuple[str, str]]) -> None:
     rng = random.Random(name)
     async with LabelingClient(url, name, f"password-{name}") as client:
         await client.login()
@@ -30,7 +30,7 @@ async def _label(url: str, name: str, rounds: int, acked: list[tuple[str, int]])
         for _ in range(rounds):
             assert current is not None
             following = await client.submit(current, rng.sample(range(1, 5), 4))
-            acked.append((name, current["set_id"]))
+            acked.append((name, current.submission_id))
             current = following
 
 
@@ -63,7 +63,7 @@ def test_two_replicas_share_labelers_and_one_generates(tmp_path, store_url):
         holder = _wait_for(lambda: _holder_pid(engine), 60, "a generator to take the lease")
         owner = next(pid for pid, kids in generators.items() if holder in kids)
 
-        acked: list[tuple[str, int]] = []
+        acked: list[tuple[str, str]] = []
 
         async def label_on_both() -> None:
             urls = [f"http://127.0.0.1:{p}/" for p in ports]
@@ -72,7 +72,11 @@ def test_two_replicas_share_labelers_and_one_generates(tmp_path, store_url):
         asyncio.run(label_on_both())
         with Session(engine) as s:
             names = {u.id: u.name for u in s.exec(select(User))}
-            stored = [(names[r.user_id], r.set_id) for r in s.exec(select(Ranking))]
+            rankings = s.exec(select(Ranking)).all()
+            stored = [(names[r.user_id], r.submission_id) for r in rankings]
+            assert len({(r.user_id, r.set_id) for r in rankings}) == len(
+                rankings
+            )  # no labeler twice on a set
             per_set = s.exec(select(Ranking.set_id, func.count(Ranking.id)).group_by(Ranking.set_id)).all()
         assert sorted(stored) == sorted(acked) and len(stored) == 48 == len(set(stored))
         assert max(count for _, count in per_set) <= 2

@@ -14,7 +14,7 @@ import psutil
 from sqlmodel import Session, func, select
 
 from labeler.db import make_engine
-from labeler.tables import CompletionSet, Ranking, User
+from labeler.tables import CompletionSet, Ranking
 from labeler.ui.client import LabelingClient
 from tests.ui.conftest import free_port
 from tests.ui.serve import seed_home, start_serve, stop
@@ -22,7 +22,7 @@ from tests.ui.serve import seed_home, start_serve, stop
 LABELERS = [f"l{i}" for i in range(8)]
 
 
-async def _label_until_killed(url: str, name: str, acked: list[tuple[str, int]]) -> None:
+async def _label_until_killed(url: str, name: str, acked: list[str]) -> None:
     rng = random.Random(name)
     async with LabelingClient(url, name, f"password-{name}", timeout=30) as client:
         await client.login()
@@ -33,12 +33,12 @@ async def _label_until_killed(url: str, name: str, acked: list[tuple[str, int]])
                 following = await client.submit(current, ranks)
             except Exception:  # the server died under this request: not acknowledged
                 return
-            acked.append((name, current["set_id"]))
+            acked.append(current.submission_id)
             current = following
             await asyncio.sleep(rng.uniform(0, 0.05))
 
 
-async def _load_then_kill(url: str, server_pid: int, acked: list[tuple[str, int]]) -> int:
+async def _load_then_kill(url: str, server_pid: int, acked: list[str]) -> str:
     async with LabelingClient(url, "holder", "password-holder") as holder:
         await holder.login()
         held = await holder.next_set()
@@ -49,7 +49,7 @@ async def _load_then_kill(url: str, server_pid: int, acked: list[tuple[str, int]
         await asyncio.sleep(0.05)
     os.kill(server_pid, signal.SIGKILL)  # mid-load: requests are in flight
     await asyncio.gather(*tasks)
-    return held["set_id"]
+    return held.token
 
 
 def test_sigkill_mid_load_loses_nothing_acknowledged_and_leases_resume(tmp_path):
@@ -58,7 +58,7 @@ def test_sigkill_mid_load_loses_nothing_acknowledged_and_leases_resume(tmp_path)
     server = start_serve(tmp_path, port, model, "--buffer", "500")  # the generator works throughout
     children = psutil.Process(server.pid).children(recursive=True)
     assert children, "the pre-generation process did not start"
-    acked: list[tuple[str, int]] = []
+    acked: list[str] = []
     url = f"http://127.0.0.1:{port}/"
     held_set = asyncio.run(_load_then_kill(url, server.pid, acked))
     server.wait(10)
@@ -70,10 +70,11 @@ def test_sigkill_mid_load_loses_nothing_acknowledged_and_leases_resume(tmp_path)
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     engine = make_engine(url_db)
     with Session(engine) as s:
-        names = {u.id: u.name for u in s.exec(select(User))}
-        stored = [(names[r.user_id], r.set_id) for r in s.exec(select(Ranking))]
-        assert set(acked) <= set(stored), set(acked) - set(stored)  # every acknowledged ranking is there
-        assert len(stored) == len(set(stored))  # none twice
+        rankings = s.exec(select(Ranking)).all()
+        stored = {r.submission_id for r in rankings}
+        assert set(acked) <= stored, set(acked) - stored  # every acknowledged ranking is there
+        labels = [(r.user_id, r.set_id) for r in rankings]
+        assert len(labels) == len(set(labels))  # none twice
         per_set = s.exec(select(Ranking.set_id, func.count(Ranking.id)).group_by(Ranking.set_id)).all()
         assert (
             max(count for _, count in per_set)
@@ -85,13 +86,13 @@ def test_sigkill_mid_load_loses_nothing_acknowledged_and_leases_resume(tmp_path)
     server = start_serve(tmp_path, port, model, "--generator", "off")
     try:
 
-        async def after_restart() -> tuple[int | None, int | None]:
+        async def after_restart() -> tuple[str, str | None]:
             async with LabelingClient(url, "holder", "password-holder") as holder:
                 await holder.login()
                 again = await holder.next_set()
                 assert again is not None
                 following = await holder.submit(again, [1, 2, 3, 4])
-                return again["set_id"], following["set_id"] if following else None
+                return again.token, following.token if following else None
 
         resumed, following = asyncio.run(after_restart())
     finally:

@@ -11,6 +11,7 @@ from labeler.policies import ensure_initial_policy
 from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
 from labeler.tables import Ranking
 from labeler.ui.app import build_ui, launch
+from labeler.ui.client import page_from_outputs
 from labeler.ui.deps import UIDeps
 from labeler.ui.labeling import MAX_SLOTS, NO_RANK, NOT_FLAGGED
 from labeler.users import add_user
@@ -38,13 +39,13 @@ def test_sets_of_changing_size_are_ranked_in_a_row(tmp_path):
     try:
         client = Client(f"http://127.0.0.1:{port}/", auth=("alice", "alice-password"), verbose=False)
         flags = [NOT_FLAGGED] * MAX_SLOTS
-        out = client.predict(None, False, "", *([NO_RANK] * MAX_SLOTS), *flags, api_name="/submit_ranking")
+        out = client.predict(api_name="/open_page")
         seen = []
-        while (current := next((o for o in out if isinstance(o, dict) and "set_id" in o), None)) is not None:
-            n = len(current["completion_ids"])
+        while (page := page_from_outputs(list(out))) is not None:
+            n = len(page.texts)
             seen.append(n)
             ranks = [str(r) for r in range(n, 0, -1)] + [NO_RANK] * (MAX_SLOTS - n)
-            out = client.predict(current, False, "", *ranks, *flags, api_name="/submit_ranking")
+            out = client.predict(page.token, False, "", *ranks, *flags, api_name="/submit_ranking")
             assert "Saved" in out[1], out[1]
     finally:
         demo.close()
