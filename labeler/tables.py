@@ -39,6 +39,8 @@ class User(SQLModel, table=True):
     role: str = Field(default="labeler", max_length=16)
     disabled: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+    # Log-in sessions that began before this moment have ended (set by a password reset or by disabling).
+    sessions_valid_after: datetime | None = None
 
 
 class Prompt(SQLModel, table=True):

@@ -12,7 +12,7 @@ import secrets
 
 from sqlmodel import Session, select
 
-from labeler.tables import ROLES, User
+from labeler.tables import ROLES, User, utcnow
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
@@ -94,6 +94,8 @@ def _require(session: Session, name: str) -> User:
 def set_disabled(*, session: Session, name: str, disabled: bool) -> User:
     user = _require(session, name)
     user.disabled = disabled
+    if disabled:
+        user.sessions_valid_after = utcnow()  # open sessions end at once, on every replica
     session.add(user)
     session.commit()
     return user
@@ -107,6 +109,7 @@ def reset_password(*, session: Session, name: str, password: str | None = None) 
     password_hash = hash_password(password)
     user = _require(session, name)
     user.password_hash = password_hash
+    user.sessions_valid_after = utcnow()  # whoever held the old password is logged out
     session.add(user)
     session.commit()
     return password

@@ -159,7 +159,6 @@ def build_export_tab(deps: UIDeps) -> None:
             raw = gr.Checkbox(label="Also raw rankings (JSONL)", value=True)
         go = gr.Button("Export", variant="primary")
         summary = gr.Markdown()
-        download = gr.File(label="Download")
 
     def on_export(
         request: gr.Request,
@@ -187,12 +186,16 @@ def build_export_tab(deps: UIDeps) -> None:
             if with_raw:
                 export_raw_rankings(session=session, out=out)
         progress(0.8, desc="packing")
-        archive = shutil.make_archive(str(out), "zip", root_dir=out)
-        return f"Exported **{result.pairs}** pairs from {result.sets} sets to `{out}`.", archive
+        archive = Path(shutil.make_archive(str(out), "zip", root_dir=out))
+        # served to admins only, at /exports/NAME.zip (labeler/ui/guard.py), never through Gradio's file cache
+        return (
+            f"Exported **{result.pairs}** pairs from {result.sets} sets. "
+            f"[Download {archive.name}](exports/{archive.name})"
+        )
 
     go.click(
         on_export,
         [fmt, origin, keep_ties, flagged, min_agreement, raw],
-        [summary, download],
+        [summary],
         api_name="admin_export",
     )

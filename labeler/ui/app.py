@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from labeler.login import LoginThrottle
 from labeler.ui.admin_dashboard import build_dashboard
@@ -17,6 +18,7 @@ from labeler.ui.admin_policies import build_policies_tab
 from labeler.ui.admin_training import build_training_tab
 from labeler.ui.auth import CLIENT_ADDRESS_MIDDLEWARE, make_auth
 from labeler.ui.deps import UIDeps, current_user
+from labeler.ui.guard import MAX_UPLOAD_BYTES, SessionGuard
 from labeler.ui.labeling import KEYBOARD_JS, LABELING_CSS, build_labeling_tab
 
 CSS = LABELING_CSS
@@ -71,12 +73,17 @@ def launch(
         server_name=host,
         server_port=port,
         auth=make_auth(deps.engine, LoginThrottle()),
-        app_kwargs={"middleware": [CLIENT_ADDRESS_MIDDLEWARE]},
+        app_kwargs={
+            "middleware": [
+                CLIENT_ADDRESS_MIDDLEWARE,
+                Middleware(SessionGuard, engine=deps.engine, exports=deps.home / "exports"),
+            ]
+        },
+        max_file_size=MAX_UPLOAD_BYTES,
         auth_message="Log in with your rankloop account.",
         css=CSS,
         js=KEYBOARD_JS,
-        show_error=True,
-        max_threads=int(os.environ.get("RL_THREADS", "40")),
+        show_error=False,  # clients see gr.Error's sentence; tracebacks stay in the server log
         prevent_thread_lock=not block,
         quiet=not block,
     )

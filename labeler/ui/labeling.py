@@ -7,10 +7,14 @@ The data side (`next_view`, `submit_form`) works on plain values so it is tested
 
 from __future__ import annotations
 
+import functools
 import html
+import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 from sqlalchemy.engine import Engine
@@ -32,6 +36,7 @@ from labeler.store import (
 from labeler.tables import FLAG_REASONS
 from labeler.ui.deps import UIDeps, current_user
 
+logger = logging.getLogger(__name__)
 MAX_SLOTS = 8
 NO_RANK = "-"
 NOT_FLAGGED = "not flagged"
@@ -141,6 +146,25 @@ def progress_text(engine: Engine, user_id: int, waiting: WaitingCounts) -> str:
     with read_session(engine) as session:
         p = labeler_progress(session=session, user_id=user_id, waiting=waiting.get(session, user_id))
     return f"**Today:** {p.today} · **Total:** {p.total} · **Waiting:** {p.waiting}"
+
+
+def one_clear_sentence(handler: Callable[..., dict]) -> Callable[..., dict]:
+    """A labeler sees one sentence when the server fails (the traceback goes to the server log only); a
+    gr.Error (not logged in, account disabled) passes through as it is."""
+
+    @functools.wraps(handler)
+    def wrapped(*args: Any) -> dict:
+        try:
+            return handler(*args)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            logger.exception("labeling handler %s failed", handler.__name__)
+            raise gr.Error(
+                "The server could not save this; nothing was stored. Try again in a moment."
+            ) from exc
+
+    return wrapped
 
 
 NOTHING_WAITING = "No sets are waiting right now. New ones are being generated; check back in a minute."
@@ -256,6 +280,7 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             guide_box: gr.update(open=first_visit),
         }
 
+    @one_clear_sentence
     def on_submit(request: gr.Request, token: str, none_acceptable: bool, note: str, *values: str) -> dict:
         user = current_user(engine, request)
         if not token:
@@ -267,6 +292,7 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             return rejected(exc, user.id)
         return show(next_view(engine, user.id), user.id, "✅ Saved.", shown)
 
+    @one_clear_sentence
     def on_skip(request: gr.Request, token: str) -> dict:
         user = current_user(engine, request)
         if not token:

@@ -1,0 +1,149 @@
+"""Checks in front of every request to the Gradio app: sessions that have ended, request sizes, uploads and export
+downloads.
+
+- **Sessions end at once.** Gradio keeps log-in tokens in memory (`app.tokens`, token -> user name). Each request
+  carrying a token is checked against the users table (reread at most once a second per user, in a worker
+  thread): a disabled or deleted user, or a session that began before `User.sessions_valid_after` (a password
+  reset, a disable), loses its token within that second, so handlers, uploads and file downloads all see a logged-out client.
+  A session's start is when this replica first saw its token, which is the request right after the log-in.
+- **Bounded requests.** Bodies are capped at `MAX_REQUEST_BYTES` (a submit is a few kilobytes), uploads at
+  `MAX_UPLOAD_BYTES`; larger ones get HTTP 413 before the body is read.
+- **Uploads and exports are for admins.** Only admins upload files (labelers' pages have no upload control).
+  Export archives are served from `HOME/exports` at `/exports/NAME.zip` to admins only, never through Gradio's
+  file cache (which serves any logged-in user).
+
+    launch(..., app_kwargs={"middleware": [Middleware(SessionGuard, engine=engine, exports=home / "exports")]})
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import anyio
+from sqlalchemy.engine import Engine
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.responses import FileResponse, JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from labeler.db import read_session
+from labeler.tables import utcnow
+from labeler.users import get_user
+
+logger = logging.getLogger(__name__)
+MAX_REQUEST_BYTES = 1 << 20
+MAX_UPLOAD_BYTES = 64 << 20
+UPLOAD_PATH = "/gradio_api/upload"
+EXPORTS_PATH = "/exports/"
+RECHECK_SECONDS = 1.0  # how stale a replica's view of an account may be
+_EXPORT_NAME = re.compile(r"^[\w.-]+\.zip$")
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    role: str
+    disabled: bool
+    sessions_valid_after: datetime | None
+
+
+class SessionGuard:
+    """Pure ASGI middleware; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, engine: Engine, exports: Path, recheck_seconds: float = RECHECK_SECONDS):
+        self.engine, self.exports, self.recheck_seconds = engine, Path(exports), recheck_seconds
+        self.bounded = RequestBodyLimitMiddleware(app, max_body_size=MAX_REQUEST_BYTES)
+        self.uploads = RequestBodyLimitMiddleware(app, max_body_size=MAX_UPLOAD_BYTES)
+        self.first_seen: dict[str, datetime] = {}
+        self.accounts: dict[str, tuple[float, Account | None]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.bounded(scope, receive, send)
+            return
+        account = await self._account(scope)
+        path = scope["path"]
+        if path.startswith(UPLOAD_PATH):
+            if account is None or account.role != "admin":
+                await _refuse(scope, receive, send, 403, "Only admins upload files.")
+                return
+            await self.uploads(scope, receive, send)
+        elif path.startswith(EXPORTS_PATH):
+            await self._export(scope, receive, send, account, path[len(EXPORTS_PATH) :])
+        else:
+            await self.bounded(scope, receive, send)
+
+    async def _account(self, scope: Scope) -> Account | None:
+        """The logged-in account of this request, or None; revokes the token of a session that has ended."""
+        tokens: dict[str, str] = getattr(scope.get("app"), "tokens", None) or {}
+        for token in _session_tokens(scope):
+            name = tokens.get(token)
+            if name is None:
+                continue
+            started = self.first_seen.setdefault(token, utcnow())
+            account = await self._lookup(name)
+            if _still_valid(account, started):
+                return account
+            tokens.pop(token, None)
+            self.first_seen.pop(token, None)
+            logger.info("session of %r ended (disabled, removed or password reset)", name)
+        return None
+
+    async def _lookup(self, name: str) -> Account | None:
+        now = time.monotonic()
+        cached = self.accounts.get(name)
+        if cached is not None and now - cached[0] < self.recheck_seconds:
+            return cached[1]
+        account = await anyio.to_thread.run_sync(self._read_account, name)
+        self.accounts[name] = (now, account)
+        return account
+
+    def _read_account(self, name: str) -> Account | None:
+        with read_session(self.engine) as session:
+            user = get_user(session=session, name=name)
+            if user is None:
+                return None
+            return Account(user.name, user.role, user.disabled, user.sessions_valid_after)
+
+    async def _export(
+        self, scope: Scope, receive: Receive, send: Send, account: Account | None, name: str
+    ) -> None:
+        if account is None or account.role != "admin":
+            await _refuse(scope, receive, send, 403, "Exports are for admins.")
+            return
+        path = self.exports / name
+        if not _EXPORT_NAME.match(name) or not path.is_file():
+            await _refuse(scope, receive, send, 404, "No such export.")
+            return
+        await FileResponse(path, filename=name)(scope, receive, send)
+
+
+def _still_valid(account: Account | None, started: datetime) -> bool:
+    if account is None or account.disabled:
+        return False
+    after = account.sessions_valid_after
+    if after is None:
+        return True
+    after = after if after.tzinfo is not None else after.replace(tzinfo=UTC)
+    return started > after
+
+
+def _session_tokens(scope: Scope) -> list[str]:
+    raw = b"; ".join(value for key, value in scope.get("headers", []) if key == b"cookie")
+    if not raw:
+        return []
+    cookies = SimpleCookie()
+    try:
+        cookies.load(raw.decode("latin-1"))
+    except Exception:  # a malformed cookie header names no session
+        return []
+    return [morsel.value for key, morsel in cookies.items() if key.startswith("access-token")]
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+    await JSONResponse({"error": message}, status_code=status)(scope, receive, send)

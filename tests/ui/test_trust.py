@@ -1,0 +1,120 @@
+"""Trust boundaries against the running app over HTTP: the page cannot name another set, sessions end when an
+admin disables a user or resets a password, request and upload sizes are bounded, uploads and export archives
+are for admins, and failures reach clients as one sentence, never as Python's exception text."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from gradio_client import Client
+from sqlmodel import Session, func, select
+
+from labeler.tables import Ranking
+from labeler.ui.client import LabelingClient, LabelingError
+from labeler.ui.guard import MAX_REQUEST_BYTES, RECHECK_SECONDS
+from labeler.ui.labeling import MAX_SLOTS, NO_RANK, NOT_FLAGGED
+from labeler.users import reset_password, set_disabled
+from tests.ui.conftest import PASSWORDS
+
+
+def count_rankings(engine) -> int:
+    with Session(engine) as s:
+        return s.exec(select(func.count(Ranking.id))).one()
+
+
+def logged_in(url: str, name: str) -> httpx.Client:
+    http = httpx.Client(base_url=url, timeout=30)
+    assert http.post("login", data={"username": name, "password": PASSWORDS[name]}).status_code == 200
+    return http
+
+
+def submit_raw(
+    http: httpx.Client, token: str, comment: str = "", ranks=("1", "2", "3", "4")
+) -> httpx.Response:
+    ranks = [*ranks, *[NO_RANK] * (MAX_SLOTS - len(ranks))]
+    data = [token, False, comment, *ranks, *[NOT_FLAGGED] * MAX_SLOTS]
+    return http.post("gradio_api/run/submit_ranking", json={"data": data, "session_hash": "t"})
+
+
+async def _page(url: str, name: str):
+    async with LabelingClient(url, name, PASSWORDS[name]) as client:
+        await client.login()
+        return await client.next_set()
+
+
+def test_a_page_cannot_submit_another_labelers_set(running_app):
+    alices = asyncio.run(_page(running_app.url, "alice"))
+    bob = logged_in(running_app.url, "bob")
+    response = submit_raw(bob, alices.token)
+    assert response.status_code == 200 and "not leased to you" in response.json()["data"][1]
+    assert count_rankings(running_app.engine) == 0
+
+
+def test_password_reset_and_disabling_end_open_sessions_on_every_route(running_app):
+    alice, bob = logged_in(running_app.url, "alice"), logged_in(running_app.url, "bob")
+    assert alice.post("gradio_api/run/open_page", json={"data": [], "session_hash": "a"}).status_code == 200
+    assert bob.get("config").status_code == 200
+    with Session(running_app.engine) as s:
+        reset_password(session=s, name="alice", password="a-brand-new-password")
+        set_disabled(session=s, name="bob", disabled=True)
+    time.sleep(RECHECK_SECONDS + 0.1)  # each replica rereads an account at most once a second
+    for http in (alice, bob):
+        assert http.post("gradio_api/run/open_page", json={"data": [], "session_hash": "a"}).status_code in (
+            401,
+            403,
+        )
+        upload = http.post("gradio_api/upload", files={"files": ("x.txt", b"hello")})
+        assert upload.status_code in (401, 403)
+    assert count_rankings(running_app.engine) == 0
+
+
+def test_labelers_cannot_upload_and_uploads_are_bounded(running_app):
+    alice = logged_in(running_app.url, "alice")
+    assert alice.post("gradio_api/upload", files={"files": ("x.txt", b"hello")}).status_code == 403
+    admin = logged_in(running_app.url, "admin")
+    assert admin.post("gradio_api/upload", files={"files": ("x.txt", b"hello")}).status_code == 200
+
+
+def test_oversized_request_bodies_are_refused_before_they_are_read(running_app):
+    page = asyncio.run(_page(running_app.url, "alice"))
+    alice = logged_in(running_app.url, "alice")
+    response = submit_raw(alice, page.token, comment="x" * (MAX_REQUEST_BYTES + 10))
+    assert response.status_code == 413
+    long_but_within = submit_raw(alice, page.token, comment="x" * 5000)
+    assert "at most 2000" in long_but_within.json()["data"][1]
+    assert count_rankings(running_app.engine) == 0
+
+
+def test_export_archives_are_served_to_admins_only(running_app):
+    admin = Client(running_app.url, auth=("admin", PASSWORDS["admin"]), verbose=False)
+    summary = admin.predict("jsonl", "all", False, "drop", 0, True, api_name="/admin_export")
+    name = summary.split("(exports/")[1].rstrip(")")
+    assert logged_in(running_app.url, "admin").get(f"exports/{name}").status_code == 200
+    assert logged_in(running_app.url, "alice").get(f"exports/{name}").status_code == 403
+    assert httpx.get(f"{running_app.url}exports/{name}").status_code == 403
+    assert logged_in(running_app.url, "admin").get("exports/..%2Frankloop.db").status_code == 404
+
+
+@pytest.mark.parametrize("data", [[], ["t"], ["t", False, "", *["1"] * 40]])
+def test_malformed_calls_get_no_python_exception_text(running_app, data):
+    alice = logged_in(running_app.url, "alice")
+    response = alice.post("gradio_api/run/submit_ranking", json={"data": data, "session_hash": "m"})
+    assert response.status_code != 200
+    text = response.text
+    assert "Traceback" not in text and "Error(" not in text and "index" not in text.lower(), text
+    assert count_rankings(running_app.engine) == 0
+
+
+def test_the_http_client_reports_a_refusal(running_app):
+    async def flow() -> None:
+        async with LabelingClient(running_app.url, "alice", PASSWORDS["alice"]) as client:
+            await client.login()
+            page = await client.next_set()
+            with pytest.raises(LabelingError, match="neither ranked nor flagged"):
+                await client.submit(page, [1, 2, None, None])
+
+    asyncio.run(flow())
+    assert count_rankings(running_app.engine) == 0
