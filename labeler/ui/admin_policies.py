@@ -9,6 +9,7 @@ from sqlmodel import Session, select
 from labeler.policies import make_current
 from labeler.tables import PolicyVersion, RewardModel
 from labeler.ui.deps import UIDeps, require_admin
+from labeler.ui.render import safe_markdown
 from models.generation import SamplingParams
 
 
@@ -91,7 +92,7 @@ def build_policies_tab(deps: UIDeps) -> tuple:
             n=1,
             sampling=sampling,
         )
-        return f"**v{version}** ({completion.token_count} tokens, {completion.finish_reason})\n\n{completion.text}"
+        return f"**v{version}** ({completion.token_count} tokens, {completion.finish_reason})\n\n{safe_markdown(completion.text)}"
 
     def on_compare(request: gr.Request, text: str, a: float, b: float):
         require_admin(engine, request)

@@ -18,7 +18,7 @@ from labeler.ui.admin_policies import build_policies_tab
 from labeler.ui.admin_training import build_training_tab
 from labeler.ui.auth import CLIENT_ADDRESS_MIDDLEWARE, make_auth
 from labeler.ui.deps import UIDeps, current_user
-from labeler.ui.guard import MAX_UPLOAD_BYTES, SessionGuard
+from labeler.ui.guard import MAX_UPLOAD_BYTES, ContentSecurityPolicy, SessionGuard
 from labeler.ui.labeling import KEYBOARD_JS, LABELING_CSS, build_labeling_tab
 
 CSS = LABELING_CSS
@@ -76,6 +76,7 @@ def launch(
         app_kwargs={
             "middleware": [
                 CLIENT_ADDRESS_MIDDLEWARE,
+                Middleware(ContentSecurityPolicy),
                 Middleware(SessionGuard, engine=deps.engine, exports=deps.home / "exports"),
             ]
         },

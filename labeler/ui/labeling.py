@@ -35,6 +35,7 @@ from labeler.store import (
 )
 from labeler.tables import FLAG_REASONS
 from labeler.ui.deps import UIDeps, current_user
+from labeler.ui.render import safe_markdown
 
 logger = logging.getLogger(__name__)
 MAX_SLOTS = 8
@@ -62,7 +63,8 @@ def render_conversation(messages: list[dict]) -> str:
     names = {"system": "System", "user": "User", "assistant": "Assistant"}
     blocks = []
     for m in messages:
-        body = m["content"] if m["role"] != "system" else f"*{m['content']}*"
+        content = safe_markdown(str(m.get("content", "")))
+        body = content if m["role"] != "system" else f"*{content}*"
         blocks.append(f"**{names.get(m['role'], m['role'])}:**\n\n{body}")
     return "\n\n---\n\n".join(blocks)
 
@@ -81,7 +83,7 @@ def _view(leased: LeasedSet) -> SetView:
     assert leased.assignment.token is not None
     return SetView(
         token=leased.assignment.token,
-        texts=[c.text for c in leased.completions],
+        texts=[safe_markdown(c.text) for c in leased.completions],
         prompt_markdown=render_conversation(leased.prompt.messages),
     )
 
@@ -276,7 +278,7 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             first_visit = labeler_progress(session=session, user_id=user.id, waiting=0).total == 0
         return {
             **show(next_view(engine, user.id), user.id, shown=laid_out),
-            guide_md: guidelines.text,
+            guide_md: safe_markdown(guidelines.text),
             guide_box: gr.update(open=first_visit),
         }
 
