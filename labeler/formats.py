@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,19 +35,36 @@ class Record:
     line: int
 
 
+MAX_TEXT_CHARS = 100_000  # one message, prompt or answer
+
+
 def _open_bytes(path: Path) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with _open_bytes(path) as fh:
-        for number, raw in enumerate(fh, 1):
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise ImportFormatError(
-                    path, number, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
-                ) from None
+    """Lines as text; a UTF-8 byte-order mark on the first line is dropped."""
+    number = 0
+    try:
+        with _open_bytes(path) as fh:
+            for number, raw in enumerate(fh, 1):
+                try:
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise ImportFormatError(
+                        path, number, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                    ) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise ImportFormatError(path, number or None, None, f"not a valid gzip file ({exc})") from None
+
+
+def bounded_text(value: str, path: Path, line: int, field: str) -> str:
+    """`value`, or an error when it is longer than MAX_TEXT_CHARS."""
+    if len(value) > MAX_TEXT_CHARS:
+        raise ImportFormatError(
+            path, line, field, f"is {len(value):,} characters long; at most {MAX_TEXT_CHARS:,} are accepted"
+        )
+    return value
 
 
 def read_jsonl(path: Path) -> Iterator[Record]:
@@ -59,6 +77,8 @@ def read_jsonl(path: Path) -> Iterator[Record]:
             raise ImportFormatError(
                 path, number, None, f"not valid JSON ({exc.msg}, column {exc.colno})"
             ) from None
+        except RecursionError:
+            raise ImportFormatError(path, number, None, "JSON nested too deeply") from None
         if not isinstance(data, dict):
             raise ImportFormatError(path, number, None, f"expected a JSON object, got {type(data).__name__}")
         yield Record(data, number)
@@ -67,8 +87,11 @@ def read_jsonl(path: Path) -> Iterator[Record]:
 def read_csv(path: Path) -> Iterator[Record]:
     lines = (text for _, text in _decoded_lines(path))
     reader = csv.DictReader(lines)
-    for row in reader:
-        yield Record(dict(row), reader.line_num)
+    try:
+        for row in reader:
+            yield Record(dict(row), reader.line_num)
+    except csv.Error as exc:
+        raise ImportFormatError(path, reader.line_num + 1, None, f"not valid CSV ({exc})") from None
 
 
 def read_text(path: Path) -> Iterator[Record]:
@@ -90,7 +113,10 @@ def read_table(path: Path) -> Iterator[Record]:
     else:
         import pyarrow.parquet as pq
 
-        rows = iter(pq.read_table(path).to_pylist())
+        try:
+            rows = iter(pq.read_table(path).to_pylist())
+        except Exception as exc:  # pyarrow raises several kinds for a damaged file
+            raise ImportFormatError(path, None, None, f"not a readable Parquet file ({exc!s:.120})") from None
     for number, row in enumerate(rows, 1):
         yield Record(dict(row), number)
 
@@ -125,7 +151,7 @@ def as_messages(
     if isinstance(value, str):
         if not value.strip():
             raise ImportFormatError(path, line, field, "is empty")
-        return [{"role": default_role, "content": value}]
+        return [{"role": default_role, "content": bounded_text(value, path, line, field)}]
     if isinstance(value, list) and value:
         out = []
         for i, m in enumerate(value):
@@ -136,7 +162,9 @@ def as_messages(
                     f"{field}[{i}]",
                     f"expected {{'role': one of {ROLES}, 'content': text}}, got {m!r:.80}",
                 )
-            out.append({"role": m["role"], "content": m["content"]})
+            out.append(
+                {"role": m["role"], "content": bounded_text(m["content"], path, line, f"{field}[{i}]")}
+            )
         return out
     raise ImportFormatError(path, line, field, f"expected text or a list of messages, got {value!r:.80}")
 

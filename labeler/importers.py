@@ -8,16 +8,18 @@ and written in one transaction, so a malformed file leaves the store untouched.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlmodel import Session, col, select
 
-from labeler.formats import ImportFormatError, Record, as_messages, read_records, split_hh
+from labeler.formats import ImportFormatError, Record, as_messages, bounded_text, read_records, split_hh
 from labeler.store import CompletionIn, add_completion_set, add_prompts, get_or_add_prompt
 from labeler.tables import Ranking
 
 _PROMPT_FIELDS = ("messages", "prompt", "text")
+MAX_MARGIN = 1_000
 
 
 def _prompt_of(record: Record, path: Path) -> list[dict]:
@@ -27,8 +29,9 @@ def _prompt_of(record: Record, path: Path) -> list[dict]:
             messages = as_messages(value, path, record.line, name)
             system = record.data.get("system")
             if isinstance(system, str) and system.strip() and messages[0]["role"] != "system":
+                system = bounded_text(system, path, record.line, "system")
                 messages = [{"role": "system", "content": system}, *messages]
-            return messages
+            return ends_with_user(messages, path, record.line, name)
     raise ImportFormatError(
         path, record.line, _PROMPT_FIELDS[1], f"missing: give one of {', '.join(_PROMPT_FIELDS)}"
     )
@@ -60,9 +63,18 @@ class PairIn:
     line: int
 
 
+def ends_with_user(messages: list[dict], path: Path, line: int, field: str) -> list[dict]:
+    """A prompt asks something: its last message is the user's (an assistant turn last leaves nothing to answer)."""
+    if messages[-1]["role"] != "user":
+        raise ImportFormatError(
+            path, line, field, f"the last message must be the user's, not the {messages[-1]['role']}'s"
+        )
+    return messages
+
+
 def _response_text(value: object, path: Path, line: int, field: str) -> str:
     if isinstance(value, str):
-        return value
+        return bounded_text(value, path, line, field)
     messages = as_messages(value, path, line, field, default_role="assistant")
     if messages[-1]["role"] != "assistant":
         raise ImportFormatError(path, line, field, "the last message must be the assistant's answer")
@@ -74,12 +86,16 @@ def _margin_of(record: Record, path: Path) -> int:
     if value is None:
         return 1
     try:
-        margin = round(float(value))
+        number = float(value)
     except (TypeError, ValueError):
         raise ImportFormatError(
             path, record.line, "margin", f"expected a number, got {value!r:.40}"
         ) from None
-    return max(1, margin)
+    if not math.isfinite(number) or abs(number) > MAX_MARGIN:
+        raise ImportFormatError(
+            path, record.line, "margin", f"expected a finite number up to {MAX_MARGIN}, got {value!r:.40}"
+        )
+    return max(1, round(number))
 
 
 def _pair_of(record: Record, path: Path) -> PairIn:
@@ -88,7 +104,7 @@ def _pair_of(record: Record, path: Path) -> PairIn:
         if data.get(name) in (None, "", []):
             raise ImportFormatError(path, line, name, "missing")
     if data.get("prompt") not in (None, "", []):
-        prompt = as_messages(data["prompt"], path, line, "prompt")
+        prompt = ends_with_user(as_messages(data["prompt"], path, line, "prompt"), path, line, "prompt")
         chosen = _response_text(data["chosen"], path, line, "chosen")
         rejected = _response_text(data["rejected"], path, line, "rejected")
     elif isinstance(data["chosen"], str) and isinstance(data["rejected"], str):
@@ -96,9 +112,15 @@ def _pair_of(record: Record, path: Path) -> PairIn:
             prompt, chosen, rejected = split_hh(data["chosen"], data["rejected"])
         except ValueError as exc:
             raise ImportFormatError(path, line, "chosen", f"not an HH transcript pair: {exc}") from None
+        for name, text in (("chosen", chosen), ("rejected", rejected)):
+            bounded_text(text, path, line, name)
     else:
         raise ImportFormatError(
             path, line, "prompt", "missing (needed unless chosen/rejected are HH transcripts)"
+        )
+    if chosen.strip() == rejected.strip():
+        raise ImportFormatError(
+            path, line, "rejected", "is the same answer as chosen: a pair needs two answers"
         )
     return PairIn(prompt, chosen, rejected, _margin_of(record, path), line)
 

@@ -163,7 +163,47 @@ BAD_INPUTS = {
         b'{"prompt": [{"role": "robot", "content": "x"}], "chosen": "b", "rejected": "c"}\n',
         r"badmsg.jsonl:1: field 'prompt\[0\]'",
     ),
+    "huge_field.csv": (
+        b"prompt,chosen,rejected\nq,a,b\n" + b'"' + b"x" * 140_000 + b'",a,b\n',
+        r"huge_field.csv:3: not valid CSV \(field larger than field limit",
+    ),
+    "nested.jsonl": (
+        b'{"prompt": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+        r"nested.jsonl:1: JSON nested",
+    ),
+    "not_gzip.jsonl.gz": (
+        b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n',
+        r"not_gzip.jsonl.gz: not a valid gzip",
+    ),
+    "garbage.parquet": (b"PAR1 this is not parquet at all", r"garbage.parquet: not a readable Parquet file"),
+    "inf_margin.jsonl": (
+        b'{"prompt": "a", "chosen": "b", "rejected": "c", "margin": "Infinity"}\n',
+        r"inf_margin.jsonl:1: field 'margin': expected a finite number",
+    ),
+    "huge_margin.jsonl": (
+        b'{"prompt": "a", "chosen": "b", "rejected": "c", "margin": 1e999}\n',
+        r"huge_margin.jsonl:1: field 'margin': expected a finite number",
+    ),
+    "same.jsonl": (
+        b'{"prompt": "a", "chosen": "same", "rejected": " same "}\n',
+        r"same.jsonl:1: field 'rejected': is the same answer as chosen",
+    ),
+    "assistant_last.jsonl": (
+        b'{"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], '
+        b'"chosen": "b", "rejected": "c"}\n',
+        r"assistant_last.jsonl:1: field 'prompt': the last message must be the user's",
+    ),
+    "huge_prompt.jsonl": (
+        b'{"prompt": "' + b"x" * 200_000 + b'", "chosen": "b", "rejected": "c"}\n',
+        r"huge_prompt.jsonl:1: field 'prompt': is 200,000 characters long; at most 100,000",
+    ),
 }
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path, session):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    assert import_pairs(session=session, path=path).added == 1
 
 
 @pytest.mark.parametrize("name", sorted(BAD_INPUTS))
