@@ -53,6 +53,16 @@ def test_a_page_cannot_submit_another_labelers_set(running_app):
     assert count_rankings(running_app.engine) == 0
 
 
+def test_a_forged_page_state_is_not_a_token(running_app):
+    alice = logged_in(running_app.url, "alice")
+    forged = {"set_id": 1, "completion_ids": [1, 2, 3, 4], "seconds_spent": -3e7, "guidelines_version": 999}
+    response = submit_raw(alice, forged)  # type: ignore[arg-type]
+    assert response.status_code != 200 or "Not submitted" in str(response.json()["data"][1])
+    response = submit_raw(alice, "import:" + "0" * 48)  # an imported pair's key is not a lease
+    assert "not leased to you" in response.json()["data"][1]
+    assert count_rankings(running_app.engine) == 0
+
+
 def test_password_reset_and_disabling_end_open_sessions_on_every_route(running_app):
     alice, bob = logged_in(running_app.url, "alice"), logged_in(running_app.url, "bob")
     assert alice.post("gradio_api/run/open_page", json={"data": [], "session_hash": "a"}).status_code == 200
