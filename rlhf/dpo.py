@@ -79,7 +79,7 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     start = time.perf_counter()
     engine = make_engine(config.db or default_url(Path(config.home)))
     with Session(engine) as session:
-        inputs: RoundInputs = load_inputs(session, config, need_reward=False)
+        inputs: RoundInputs = load_inputs(session, sample_prompts=config.sample_prompts, need_reward=False)
         data = pairs_dataset(session, config.include_imported)
         session.expunge_all()
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)

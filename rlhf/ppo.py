@@ -103,19 +103,23 @@ class RoundInputs:
     eval_prompts: list[list[dict]]
 
 
-def load_inputs(session: Session, config: PPOConfig, need_reward: bool) -> RoundInputs:
+def load_inputs(
+    session: Session, *, sample_prompts: int, need_reward: bool, reward_model: str | None = None
+) -> RoundInputs:
+    """The current version (the parent), the reward model (`reward_model` by name, else the newest), train
+    prompts and the first `sample_prompts` eval prompts. Shared by PPO and DPO, so it takes plain values."""
     parent = current_policy(session=session)
     if parent is None:
         raise ValueError(
             "no current policy version in the store: start the app once or run `rankloop generate`"
         )
     query = select(RewardModel).order_by(col(RewardModel.id).desc())
-    if config.reward_model:
-        query = select(RewardModel).where(RewardModel.name == config.reward_model)
+    if reward_model:
+        query = select(RewardModel).where(RewardModel.name == reward_model)
     reward = session.exec(query).first()
     if need_reward and reward is None:
         raise ValueError(
-            f"reward model {config.reward_model or '(newest)'} not found: run `rankloop reward` first"
+            f"reward model {reward_model or '(newest)'} not found: run `rankloop reward` first"
         )
     prompts = session.exec(select(Prompt.messages, Prompt.split)).all()
     train = [m for m, split in prompts if split == "train"]
@@ -124,7 +128,7 @@ def load_inputs(session: Session, config: PPOConfig, need_reward: bool) -> Round
         raise ValueError(
             "no train-split prompts in the store: import some with `rankloop import prompts FILE`"
         )
-    return RoundInputs(parent, reward, train, evals[: config.sample_prompts])
+    return RoundInputs(parent, reward, train, evals[:sample_prompts])
 
 
 def samples(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[dict]:
@@ -215,7 +219,12 @@ def run(
     start = time.perf_counter()
     engine = make_engine(config.db or default_url(Path(config.home)))
     with Session(engine) as session:
-        inputs = load_inputs(session, config, need_reward=reward_fn is None)
+        inputs = load_inputs(
+            session,
+            sample_prompts=config.sample_prompts,
+            need_reward=reward_fn is None,
+            reward_model=config.reward_model,
+        )
         session.expunge_all()
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
     shared = build_shared(

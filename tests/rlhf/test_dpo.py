@@ -1,0 +1,58 @@
+"""`rankloop dpo` end to end on the tiny model: ranked sets in the store become pairs, trl's DPOTrainer trains a
+LoRA adapter on the current version, and version 1 is registered and made current."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from labeler.db import make_engine
+from labeler.store import CompletionIn, RankingIn, add_completion_set, lease_next_set, submit_ranking
+from labeler.tables import PolicyVersion, Prompt
+from labeler.users import add_user
+from tests.rlhf.ppo_helpers import ppo_store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rank_some_sets(url: str, count: int = 6) -> None:
+    engine = make_engine(url)
+    with Session(engine) as s:
+        labeler = add_user(session=s, name="ann", password="ann-password").id
+        v0 = s.exec(select(PolicyVersion)).one().id
+        for prompt_id in s.exec(select(Prompt.id).order_by(Prompt.id)).all()[:count]:
+            answers = [
+                CompletionIn(f"a short answer {prompt_id}"),
+                CompletionIn("no"),
+                CompletionIn("maybe later"),
+            ]
+            add_completion_set(session=s, prompt_id=prompt_id, completions=answers, policy_version_id=v0)
+        for i in range(count):
+            leased = lease_next_set(session=s, user_id=labeler, seed=i)
+            assert leased is not None
+            ranks = {c.id: position + 1 for position, c in enumerate(leased.completions)}
+            submit_ranking(
+                session=s,
+                ranking=RankingIn(
+                    set_id=leased.set.id, user_id=labeler, submission_id=f"dpo-{i}", ranks=ranks
+                ),
+            )
+    engine.dispose()
+
+
+def test_rankloop_dpo_trains_and_registers_the_next_version(tmp_path):
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url)
+    args = ["--home", str(tmp_path), "--db", url, "--epochs", "1", "--batch_size", "2", "--max_length", "64"]
+    args += ["--sample_prompts", "1", "--max_new_tokens", "4", "--device", "cpu"]
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with Session(make_engine(url)) as s:
+        versions = s.exec(select(PolicyVersion).order_by(PolicyVersion.version)).all()
+    assert [v.version for v in versions] == [0, 1]
+    assert versions[1].is_current and Path(versions[1].adapter_path).is_dir()
