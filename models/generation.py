@@ -51,6 +51,27 @@ class GenerationBackend(Protocol):
     ) -> list[list[Completion]]: ...
 
 
+class PolicyBackend(GenerationBackend, Protocol):
+    """A backend that serves policy versions (adapters on one base): what the pre-generation worker and the
+    admin's side-by-side samples need. `models.policy.PolicyPool` and `models.vllm_backend.VLLMBackend`."""
+
+    def activate(self, *, version: int, adapter_path: str | None) -> None:
+        """Make `version` the one `generate` uses."""
+        ...
+
+    def generate_as(
+        self,
+        *,
+        version: int,
+        adapter_path: str | None,
+        prompts: Sequence[Messages],
+        n: int,
+        sampling: SamplingParams,
+    ) -> list[list[Completion]]:
+        """Generate from `version` without changing the active one (human-evaluation mixing, comparisons)."""
+        ...
+
+
 def render_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Messages]) -> list[str]:
     """Apply the chat template with the assistant turn opened."""
     return [

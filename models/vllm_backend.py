@@ -50,15 +50,33 @@ class VLLMBackend:
     def activate(self, *, version: int, adapter_path: str | None) -> None:
         self.version, self.adapter_path = version, adapter_path
 
-    def _lora(self):
-        if self.adapter_path is None:
+    @staticmethod
+    def _lora(version: int, adapter_path: str | None):
+        if adapter_path is None:
             return None
         from vllm.lora.request import LoRARequest
 
-        return LoRARequest(f"v{self.version}", self.version, str(self.adapter_path))
+        return LoRARequest(f"v{version}", version, str(adapter_path))
 
     def generate(
         self, prompts: Sequence[Messages], n: int, sampling: SamplingParams
+    ) -> list[list[Completion]]:
+        return self._generate(prompts, n, sampling, self._lora(self.version, self.adapter_path))
+
+    def generate_as(
+        self,
+        *,
+        version: int,
+        adapter_path: str | None,
+        prompts: Sequence[Messages],
+        n: int,
+        sampling: SamplingParams,
+    ) -> list[list[Completion]]:
+        """Generate from `version` (a LoRA request of its own); the active version is untouched."""
+        return self._generate(prompts, n, sampling, self._lora(version, adapter_path))
+
+    def _generate(
+        self, prompts: Sequence[Messages], n: int, sampling: SamplingParams, lora
     ) -> list[list[Completion]]:
         from vllm import SamplingParams as VllmSampling
 
@@ -69,7 +87,7 @@ class VLLMBackend:
             max_tokens=sampling.max_new_tokens,
             seed=sampling.seed,
         )
-        outputs = self.llm.chat([list(p) for p in prompts], params, lora_request=self._lora(), use_tqdm=False)
+        outputs = self.llm.chat([list(p) for p in prompts], params, lora_request=lora, use_tqdm=False)
         return [
             [
                 Completion(o.text.strip(), len(o.token_ids), "eos" if o.finish_reason == "stop" else "length")

@@ -118,9 +118,7 @@ def load_inputs(
         query = select(RewardModel).where(RewardModel.name == reward_model)
     reward = session.exec(query).first()
     if need_reward and reward is None:
-        raise ValueError(
-            f"reward model {reward_model or '(newest)'} not found: run `rankloop reward` first"
-        )
+        raise ValueError(f"reward model {reward_model or '(newest)'} not found: run `rankloop reward` first")
     prompts = session.exec(select(Prompt.messages, Prompt.split)).all()
     train = [m for m, split in prompts if split == "train"]
     evals = [m for m, split in prompts if split == "eval"] or train

@@ -32,9 +32,7 @@ from labeler.settings import get_setting, labels_needed
 from labeler.store import CompletionIn, add_completion_set
 from labeler.tables import PolicyVersion
 from labeler.workers import hold_worker_lease, holder_id, release_worker_lease
-from models.generation import SamplingParams
-from models.policy import PolicyPool
-from models.vllm_backend import VLLMBackend
+from models.generation import PolicyBackend, SamplingParams
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "pregen"
@@ -87,7 +85,7 @@ class _Plan:
 class PregenWorker:
     """Fill, sleep, refill. `step()` does one round and is what tests drive directly."""
 
-    def __init__(self, *, engine: Engine, pool: PolicyPool | VLLMBackend, config: PregenConfig):
+    def __init__(self, *, engine: Engine, pool: PolicyBackend, config: PregenConfig):
         self.engine, self.pool, self.config = engine, pool, config
         self.status = PregenStatus()
         self.holder = holder_id()

@@ -140,3 +140,17 @@ def test_vllm_backend_selection_is_clear_where_it_cannot_run(tiny):
     assert select_backend("transformers", model_path="unused", pool=pool) is pool
     with pytest.raises(BackendUnavailable, match="use --backend transformers"):
         select_backend("vllm", model_path="unused", pool=pool)
+
+
+def test_both_backends_serve_policy_versions_with_the_protocols_calls():
+    """The pre-generation worker mixes versions with `generate_as`: both backends must have it (vLLM lacked it)."""
+    import inspect
+
+    from models.generation import PolicyBackend
+    from models.policy import PolicyPool
+    from models.vllm_backend import VLLMBackend
+
+    for name in ("generate", "activate", "generate_as"):
+        wanted = list(inspect.signature(getattr(PolicyBackend, name)).parameters)
+        for backend in (PolicyPool, VLLMBackend):
+            assert list(inspect.signature(getattr(backend, name)).parameters) == wanted, (backend, name)
