@@ -11,6 +11,7 @@ from labeler.tables import PolicyVersion, RewardModel
 from labeler.ui.deps import UIDeps, require_admin
 from labeler.ui.render import safe_markdown
 from models.generation import SamplingParams
+from rlhf.evaluation import human_win_rate
 
 
 def versions_frame(session: Session) -> pd.DataFrame:
@@ -23,12 +24,25 @@ def versions_frame(session: Session) -> pd.DataFrame:
             f"v{by_id[v.parent_id]}" if v.parent_id in by_id else "",
             rewards.get(v.reward_model_id, ""),
             "yes" if v.is_current else "",
+            win_rate_text(session, v),
             v.adapter_path or "(base)",
             v.created_at.strftime("%Y-%m-%d %H:%M"),
         ]
         for v in versions
     ]
-    return pd.DataFrame(rows, columns=["version", "parent", "reward model", "current", "adapter", "created"])
+    columns = ["version", "parent", "reward model", "current", "human win-rate vs parent", "adapter", "created"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def win_rate_text(session: Session, version: PolicyVersion) -> str:
+    """How often labelers ranked this version's answers above its parent's in mixed sets (Admin > Prompts &
+    guidelines > mixing), with a 95% Wilson interval; blank until such sets are ranked."""
+    if version.parent_id is None or version.id is None:
+        return ""
+    result = human_win_rate(session=session, new_version_id=version.id, old_version_id=version.parent_id)
+    if result.rate is None or result.low is None or result.high is None:
+        return ""
+    return f"{result.rate:.2f} ({result.low:.2f}-{result.high:.2f}, {result.comparisons} comparisons)"
 
 
 def samples_markdown(pv: PolicyVersion) -> str:

@@ -1,0 +1,51 @@
+"""The policies tab's data side: a version's human win-rate over its parent, from ranked mixed sets."""
+
+from sqlmodel import Session
+
+from labeler.db import make_engine
+from labeler.policies import ensure_initial_policy
+from labeler.store import (
+    CompletionIn,
+    RankingIn,
+    add_completion_set,
+    get_or_add_prompt,
+    lease_next_set,
+    submit_ranking,
+)
+from labeler.tables import PolicyVersion
+from labeler.ui.admin_policies import versions_frame
+from labeler.users import add_user
+
+
+def test_versions_table_shows_the_human_win_rate_over_the_parent(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'rankloop.db'}")
+    with Session(engine) as s:
+        v0 = ensure_initial_policy(session=s, base_model="tiny")
+        v1 = PolicyVersion(version=1, base_model="tiny", parent_id=v0.id, is_current=True)
+        s.add(v1)
+        s.commit()
+        labeler = add_user(session=s, name="ann", password="ann-password").id
+        for i in range(10):
+            prompt = get_or_add_prompt(session=s, messages=[{"role": "user", "content": f"q{i}"}])
+            answers = [
+                CompletionIn("new a", policy_version_id=v1.id),
+                CompletionIn("new b", policy_version_id=v1.id),
+            ]
+            answers += [
+                CompletionIn("old a", policy_version_id=v0.id),
+                CompletionIn("old b", policy_version_id=v0.id),
+            ]
+            add_completion_set(session=s, prompt_id=prompt.id, completions=answers, policy_version_id=v1.id)
+        for i in range(10):
+            leased = lease_next_set(session=s, user_id=labeler)
+            # the new version's answers first in 8 sets of 10
+            ranks = {
+                c.id: (1 if c.text.startswith("new") else 2) ^ (3 if i >= 8 else 0)
+                for c in leased.completions
+            }
+            submit_ranking(session=s, ranking=RankingIn(leased.set.id, labeler, f"r{i}", ranks=ranks))
+        frame = versions_frame(s)
+    shown = dict(zip(frame["version"], frame["human win-rate vs parent"], strict=True))
+    assert shown["v0"] == ""
+    rate, interval = shown["v1"].split(" ", 1)
+    assert float(rate) == 0.8 and "40 comparisons" in interval  # 4 new-vs-old pairs in each of 10 sets
