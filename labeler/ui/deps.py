@@ -17,7 +17,7 @@ from labeler.users import get_user
 class UIDeps:
     engine: Engine
     home: Path
-    pool: object | None = None  # models.policy.PolicyPool: generation for the policies tab and playground
+    pool: object | None = None  # models.policy.PolicyPool: generation for the policies tab (side by side)
     runner: object | None = None  # rlhf.jobs.JobRunner: training jobs as separate processes
     completions_per_set: int = 4  # how many answers the labeling page is laid out for before any set arrives
 
