@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 from sqlalchemy.engine import Engine
@@ -12,13 +13,17 @@ from labeler.db import read_session
 from labeler.tables import User
 from labeler.users import get_user
 
+if TYPE_CHECKING:  # types only: the UI does not import torch to start
+    from models.generation import PolicyBackend
+    from rlhf.jobs import JobRunner
+
 
 @dataclass
 class UIDeps:
     engine: Engine
     home: Path
-    pool: object | None = None  # models.policy.PolicyPool: generation for the policies tab (side by side)
-    runner: object | None = None  # rlhf.jobs.JobRunner: training jobs as separate processes
+    pool: PolicyBackend | None = None  # generation for the policies tab (side by side)
+    runner: JobRunner | None = None  # training jobs as separate processes
     completions_per_set: int = 4  # how many answers the labeling page is laid out for before any set arrives
 
 
