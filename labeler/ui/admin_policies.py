@@ -30,7 +30,15 @@ def versions_frame(session: Session) -> pd.DataFrame:
         ]
         for v in versions
     ]
-    columns = ["version", "parent", "reward model", "current", "human win-rate vs parent", "adapter", "created"]
+    columns = [
+        "version",
+        "parent",
+        "reward model",
+        "current",
+        "human win-rate vs parent",
+        "adapter",
+        "created",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 

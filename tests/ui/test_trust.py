@@ -14,7 +14,7 @@ from sqlmodel import Session, func, select
 
 from labeler.tables import Ranking
 from labeler.ui.client import LabelingClient, LabelingError
-from labeler.ui.guard import MAX_REQUEST_BYTES, RECHECK_SECONDS
+from labeler.ui.guard import MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES, RECHECK_SECONDS
 from labeler.ui.labeling import MAX_SLOTS, NO_RANK, NOT_FLAGGED
 from labeler.users import reset_password, set_disabled
 from tests.ui.conftest import PASSWORDS
@@ -86,6 +86,8 @@ def test_labelers_cannot_upload_and_uploads_are_bounded(running_app):
     assert alice.post("gradio_api/upload", files={"files": ("x.txt", b"hello")}).status_code == 403
     admin = logged_in(running_app.url, "admin")
     assert admin.post("gradio_api/upload", files={"files": ("x.txt", b"hello")}).status_code == 200
+    too_big = b"x" * (MAX_UPLOAD_BYTES + 1024)
+    assert admin.post("gradio_api/upload", files={"files": ("big.txt", too_big)}).status_code == 413
 
 
 def test_oversized_request_bodies_are_refused_before_they_are_read(running_app):
