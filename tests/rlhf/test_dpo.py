@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from labeler.db import make_engine
 from labeler.store import CompletionIn, RankingIn, add_completion_set, lease_next_set, submit_ranking
-from labeler.tables import PolicyVersion, Prompt
+from labeler.tables import PolicyVersion, Prompt, TrainingRound
 from labeler.users import add_user
 from tests.rlhf.ppo_helpers import ppo_store
 
@@ -56,3 +56,18 @@ def test_rankloop_dpo_trains_and_registers_the_next_version(tmp_path):
         versions = s.exec(select(PolicyVersion).order_by(PolicyVersion.version)).all()
     assert [v.version for v in versions] == [0, 1]
     assert versions[1].is_current and Path(versions[1].adapter_path).is_dir()
+
+
+def test_rankloop_round_with_dpo_records_the_round(tmp_path):
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url)
+    args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--device", "cpu"]
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "round", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with Session(make_engine(url)) as s:
+        [round_] = s.exec(select(TrainingRound)).all()
+        new = s.get(PolicyVersion, round_.new_version_id)
+    assert round_.optimizer == "dpo" and round_.reward_model_id is None and len(round_.ranking_ids) == 6
+    assert new is not None and new.version == 1 and new.is_current
