@@ -106,4 +106,5 @@ def test_hostile_prompt_neither_posts_nor_loads_remote_content_nor_stalls(runnin
     assert page.locator("#slots img").count() == 0
     page.wait_for_timeout(1000)
     assert Beacon.hits == [], Beacon.hits
-    assert shown_after < 15, f"the hostile page took {shown_after:.1f} s to show"
+    # 2.7 s here, log-in and page load included; the uncapped table alone took 8.4 s to render
+    assert shown_after < 8, f"the hostile page took {shown_after:.1f} s to show"
