@@ -115,7 +115,7 @@ def read_choices(
 def submit_form(engine: Engine, user_id: int, token: str, choices: PageChoices) -> int:
     """Validate and store the choices for the set leased under `token`; returns how many answers it had.
     Raises RankingRejected with the exact problem."""
-    if len(token) > 64:
+    if not isinstance(token, str) or len(token) > 64:
         raise LeaseGone("this page's set is not leased to you; reload the page for your current set")
     with Session(engine) as session:
         leased = leased_by_token(session=session, user_id=user_id, token=token)
