@@ -17,13 +17,13 @@ from sqlalchemy import insert
 from sqlmodel import Session
 from tqdm import tqdm
 
+from labeler.dataset import load_prompts, load_set_rankings, records_from_sets
 from labeler.db import make_engine
 from labeler.export import export_preferences
+from labeler.pairs import PairSettings
 from labeler.store import RankingIn, submit_ranking
 from labeler.tables import Assignment, Completion, CompletionSet, Prompt, utcnow
 from labeler.users import add_user
-from rlhf.dataset import load_prompts, load_set_rankings, records_from_sets
-from rlhf.pairs import PairSettings
 
 
 def seed_store(session: Session, count: int, user_id: int) -> list[tuple[int, list[int]]]:

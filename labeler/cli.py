@@ -16,8 +16,8 @@ from sqlmodel import Session
 from labeler.db import default_url, make_engine
 from labeler.export import EXPORT_FORMATS, export_preferences, export_raw_rankings
 from labeler.importers import import_pairs, import_prompts
+from labeler.pairs import PairSettings
 from labeler.users import add_user, new_password, reset_password, set_disabled
-from rlhf.pairs import PairSettings
 
 
 def open_session(args: argparse.Namespace) -> Session:

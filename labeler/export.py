@@ -16,10 +16,10 @@ from typing import Literal
 
 from sqlmodel import Session, select
 
+from labeler.consensus import Agreement, agreement
+from labeler.dataset import PreferenceRecord, load_set_rankings, preference_records
+from labeler.pairs import PairSettings
 from labeler.tables import Assignment, Completion, CompletionSet, Prompt, Ranking, User
-from rlhf.consensus import Agreement, agreement
-from rlhf.dataset import PreferenceRecord, load_set_rankings, preference_records
-from rlhf.pairs import PairSettings
 
 ExportFormat = Literal["parquet", "jsonl", "hf"]
 EXPORT_FORMATS: tuple[str, ...] = ("parquet", "jsonl", "hf")

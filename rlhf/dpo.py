@@ -17,9 +17,9 @@ from peft import LoraConfig, PeftModel
 from sqlmodel import Session
 
 from labeler.db import default_url, make_engine
+from labeler.pairs import PairSettings
 from models.adapters import save_adapter
 from models.loading import load_base
-from rlhf.pairs import PairSettings
 from rlhf.ppo import RoundInputs, load_inputs, next_version, register, samples
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import load_groups

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
+from labeler.dataset import load_set_rankings
+from labeler.pairs import RankingView, effective_ranks
 from labeler.tables import Completion
-from rlhf.dataset import load_set_rankings
-from rlhf.pairs import RankingView, effective_ranks
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ from sqlmodel import Session, func, select
 from transformers import get_scheduler
 
 from labeler.db import default_url, make_engine
+from labeler.pairs import PairSettings
 from labeler.tables import RewardModel
 from models.loading import load_base
 from rlhf.losses import ranking_batch_loss
-from rlhf.pairs import PairSettings
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import Group, explode, load_groups, split_by_prompt, write_snapshot
 from rlhf.reward_eval import evaluate

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from sqlmodel import Session
 
+from labeler.consensus import pair_votes
+from labeler.dataset import load_prompts, load_set_rankings
+from labeler.pairs import PairSettings, RankingView
 from labeler.store import messages_hash
-from rlhf.consensus import pair_votes
-from rlhf.dataset import load_prompts, load_set_rankings
-from rlhf.pairs import PairSettings, RankingView
 
 
 @dataclass

@@ -8,8 +8,8 @@ from collections import defaultdict
 
 import torch
 
+from labeler.pairs import ranking_to_pairs
 from rlhf.losses import bradley_terry_loss
-from rlhf.pairs import ranking_to_pairs
 from rlhf.reward_data import Group
 from rlhf.scoring import RewardScorer, encode, render_dialogue
 

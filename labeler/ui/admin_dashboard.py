@@ -5,11 +5,11 @@ from __future__ import annotations
 import gradio as gr
 from sqlmodel import Session, select
 
+from labeler.consensus import agreement
+from labeler.dataset import load_set_rankings, preference_records
 from labeler.stats import flagged_completions, labeler_rows, store_counts
 from labeler.tables import User
 from labeler.ui.deps import UIDeps, require_admin
-from rlhf.consensus import agreement
-from rlhf.dataset import load_set_rankings, preference_records
 
 LABELER_COLUMNS = [
     "labeler",

@@ -13,6 +13,7 @@ from sqlmodel import Session
 from labeler.export import EXPORT_FORMATS, export_preferences, export_raw_rankings
 from labeler.formats import ImportFormatError
 from labeler.importers import import_pairs, import_prompts
+from labeler.pairs import PairSettings
 from labeler.settings import (
     current_guidelines,
     get_setting,
@@ -24,7 +25,6 @@ from labeler.settings import (
 from labeler.stats import labeler_rows
 from labeler.ui.deps import UIDeps, require_admin
 from labeler.users import UserError, add_user, new_password, reset_password, set_disabled
-from rlhf.pairs import PairSettings
 
 
 def build_data_tab(deps: UIDeps) -> tuple:

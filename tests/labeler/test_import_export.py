@@ -5,13 +5,13 @@ from pathlib import Path
 import pytest
 from sqlmodel import func, select
 
+from labeler.dataset import preference_records
 from labeler.export import export_preferences, export_raw_rankings
 from labeler.formats import ImportFormatError, to_transcript
 from labeler.importers import import_pairs, import_prompts, parse_pairs
+from labeler.pairs import PairSettings
 from labeler.store import RankingIn, lease_next_set, submit_ranking
 from labeler.tables import Completion, CompletionSet, Prompt, Ranking
-from rlhf.dataset import preference_records
-from rlhf.pairs import PairSettings
 from tests.labeler.helpers import make_sets, make_user
 
 

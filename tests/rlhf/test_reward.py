@@ -7,10 +7,10 @@ from peft import PeftModel
 from sqlmodel import Session, select
 
 from labeler.db import make_engine
+from labeler.pairs import PairSettings
 from labeler.tables import RewardModel
 from models.tiny import tiny_model_and_tokenizer
 from rlhf.losses import bradley_terry_loss, ranking_batch_loss
-from rlhf.pairs import PairSettings
 from rlhf.progress import ConsoleReporter
 from rlhf.reward import RewardConfig, build_scorer, run, train_loop
 from rlhf.reward_data import load_groups, split_by_prompt

@@ -1,6 +1,6 @@
 import pytest
 
-from rlhf.consensus import (
+from labeler.consensus import (
     agreement,
     consensus_order,
     kendall_tau_b,
@@ -8,7 +8,7 @@ from rlhf.consensus import (
     pair_votes,
     ranked_pairs_order,
 )
-from rlhf.pairs import PairSettings, RankingView
+from labeler.pairs import PairSettings, RankingView
 
 
 def r(ranks, who, **kw):

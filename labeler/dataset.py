@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 
 from sqlmodel import Session, col, select
 
+from labeler.consensus import pair_votes
+from labeler.pairs import PairSettings, RankingView
 from labeler.tables import Completion, CompletionSet, PolicyVersion, Prompt, Ranking
-from rlhf.consensus import pair_votes
-from rlhf.pairs import PairSettings, RankingView
 
 
 @dataclass(slots=True)

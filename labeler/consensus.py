@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
-from rlhf.pairs import PairSettings, RankingView, effective_ranks, ranking_to_pairs
+from labeler.pairs import PairSettings, RankingView, effective_ranks, ranking_to_pairs
 
 
 @dataclass(frozen=True)
