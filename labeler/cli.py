@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from labeler.db import default_url, make_engine
+from labeler.db import default_url, make_engine, read_session
 from labeler.export import EXPORT_FORMATS, export_preferences, export_raw_rankings
 from labeler.importers import import_pairs, import_prompts
 from labeler.pairs import PairSettings
@@ -54,7 +54,7 @@ def _import(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.home) / "exports" / "latest"
     origins = None if args.origin == "all" else [args.origin]
-    with open_session(args) as session:
+    with read_session(make_engine(args.db or default_url(Path(args.home)))) as session:  # reads only
         result = export_preferences(
             session=session,
             out=out,

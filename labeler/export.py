@@ -127,6 +127,7 @@ def export_preferences(
         agreement=agreement([s.rankings for s in sets], settings),
         counts={"rankings": sum(len(s.rankings) for s in sets), "ranked sets": len(sets)},
     )
+    _end_reads(session)
     out = Path(out)
     result.paths = _write_dataset(records, out, fmt, push_to_hub)
     (out / "README.md").write_text(_card(result, fmt))
@@ -139,8 +140,6 @@ def export_preferences(
 
 def export_raw_rankings(*, session: Session, out: Path) -> Path:
     """Every ranking as one JSONL line: prompt, completions, labeler, display order, ranks (ties kept), flags."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "rankings.jsonl"
     users = dict(session.exec(select(User.id, User.name)).all())
     orders = {(a.set_id, a.user_id): a.display_order for a in session.exec(select(Assignment))}
     sets = {c.id: c for c in session.exec(select(CompletionSet))}
@@ -155,10 +154,11 @@ def export_raw_rankings(*, session: Session, out: Path) -> Path:
                 "finish_reason": c.finish_reason,
             }
         )
-    with path.open("w", encoding="utf-8") as fh:
-        for ranking in session.exec(select(Ranking).order_by(Ranking.id)):
-            cset = sets[ranking.set_id]
-            line = {
+    lines = []
+    for ranking in session.exec(select(Ranking).order_by(Ranking.id)):
+        cset = sets[ranking.set_id]
+        lines.append(
+            {
                 "set_id": cset.id,
                 "origin": cset.origin,
                 "prompt": prompts[cset.prompt_id],
@@ -174,5 +174,15 @@ def export_raw_rankings(*, session: Session, out: Path) -> Path:
                 "guidelines_version": ranking.guidelines_version,
                 "created_at": ranking.created_at.isoformat(),
             }
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+        )
+    _end_reads(session)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "rankings.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
     return path
+
+
+def _end_reads(session: Session) -> None:
+    """End the read transaction before any file is written (no file I/O inside a transaction)."""
+    session.rollback()

@@ -10,8 +10,8 @@ from statistics import median
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from labeler.store import labels_done
-from labeler.tables import Assignment, Completion, CompletionSet, Ranking, User, utcnow
+from labeler.store import had_by, labels_done
+from labeler.tables import Completion, CompletionSet, Ranking, User, utcnow
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,8 @@ class LabelerProgress:
 
 def waiting_for(*, session: Session, user_id: int) -> int:
     """Generated sets with labels still needed that this labeler has not had."""
-    labels = labels_done()
-    mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
     query = select(func.count(CompletionSet.id)).where(
-        CompletionSet.origin == "generated", labels < CompletionSet.labels_needed, ~mine.exists()
+        CompletionSet.origin == "generated", labels_done() < CompletionSet.labels_needed, ~had_by(user_id)
     )
     return session.exec(query).one()
 

@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import and_, case, func, or_, update
 from sqlalchemy.exc import IntegrityError
@@ -32,6 +32,7 @@ from labeler.tables import (
     PolicyVersion,
     Prompt,
     Ranking,
+    as_utc,
     utcnow,
 )
 
@@ -184,6 +185,16 @@ def _active_leases(set_id_col, now) -> object:
     )
 
 
+def had_by(user_id: int) -> object:
+    """Correlated test: this labeler was ever given the set (a lease, finished or not)."""
+    return (
+        select(Assignment.id)
+        .where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
+        .correlate(CompletionSet)
+        .exists()
+    )
+
+
 def _current_version_id(session: Session) -> int | None:
     return session.exec(select(PolicyVersion.id).where(col(PolicyVersion.is_current).is_(True))).first()
 
@@ -214,11 +225,10 @@ def _has_room(session: Session, cset: CompletionSet, now) -> bool:
 def _candidates(session: Session, user_id: int, now, skip: Sequence[int] = (), *, lock: bool = True):
     """Sets this labeler may take, best first (see `lease_next_set`); with `lock`, row-locked on PostgreSQL."""
     done, live = labels_done(CompletionSet.id), _active_leases(CompletionSet.id, now)
-    mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
     current = _current_version_id(session)
     is_current = case((CompletionSet.policy_version_id == current, 1), else_=0) if current else 0
     query = select(CompletionSet).where(
-        CompletionSet.origin == "generated", ~mine.exists(), done + live < CompletionSet.labels_needed
+        CompletionSet.origin == "generated", ~had_by(user_id), done + live < CompletionSet.labels_needed
     )
     if skip:
         query = query.where(col(CompletionSet.id).not_in(skip))
@@ -234,10 +244,9 @@ def _candidates(session: Session, user_id: int, now, skip: Sequence[int] = (), *
 
 def _claim(session: Session, user_id: int, set_id: int, now) -> CompletionSet | None:
     """The set, row-locked on PostgreSQL, if this labeler never had it and it still has room; else None."""
-    mine = select(Assignment.id).where(Assignment.set_id == CompletionSet.id, Assignment.user_id == user_id)
     query = (
         select(CompletionSet)
-        .where(CompletionSet.id == set_id, ~mine.exists())
+        .where(CompletionSet.id == set_id, ~had_by(user_id))
         .with_for_update(skip_locked=True, of=CompletionSet)
     )
     cset = session.exec(query).first()
@@ -357,12 +366,12 @@ def _issue_token(session: Session, assignment_id: int | None) -> LeasedSet:
     return leased
 
 
-def leased_by_token(*, session: Session, user_id: int, token: str) -> LeasedSet:
+def lease_by_token(*, session: Session, user_id: int, token: str) -> Assignment:
     """The lease a page names by its token; refused unless it is this labeler's."""
     assignment = session.exec(select(Assignment).where(Assignment.token == token)).first()
     if assignment is None or assignment.user_id != user_id:
         raise LeaseGone("this page's set is not leased to you; reload the page for your current set")
-    return _load_leased(session, assignment)
+    return assignment
 
 
 def release_lease(*, session: Session, user_id: int, set_id: int) -> None:
@@ -474,7 +483,7 @@ def submit_ranking(*, session: Session, ranking: RankingIn) -> Ranking:
         if sorted(lease.display_order) == sorted(completion_ids):
             completion_ids = list(lease.display_order)  # messages name answers as this labeler saw them
         validate_ranking(ranking, completion_ids)
-        if lease.completed_at is None and not ranking.skipped and _as_utc(lease.lease_expires_at) <= utcnow():
+        if lease.completed_at is None and not ranking.skipped and as_utc(lease.lease_expires_at) <= utcnow():
             _refuse_if_filled_meanwhile(session, ranking.set_id)
     else:
         validate_ranking(ranking, completion_ids)
@@ -505,11 +514,6 @@ def submit_ranking(*, session: Session, ranking: RankingIn) -> Ranking:
     return row
 
 
-def _as_utc(moment: datetime) -> datetime:
-    """SQLite hands timestamps back without a zone; every timestamp in the store is UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _refuse_if_filled_meanwhile(session: Session, set_id: int) -> None:
     """A submit after its lease expired counts as a label if the set still has room (its labels plus other
     labelers' live leases below k); otherwise others filled it meanwhile and it is refused, nothing stored."""
@@ -533,26 +537,25 @@ class PageChoices:
     skipped: bool = False
 
 
-def submit_leased(*, session: Session, leased: LeasedSet, choices: PageChoices) -> Ranking:
-    """Store a labeler's choices for a set leased to them (`leased_by_token` checks whose it is). The set, the
+def submit_leased(*, session: Session, lease: Assignment, choices: PageChoices) -> Ranking:
+    """Store a labeler's choices for a set leased to them (`lease_by_token` checks whose it is). The set, the
     order its answers were shown in, the time it was shown (so the seconds spent) and the guidelines version
     come from the lease record; the submission id is `lease:<token>`, so a repeat of a submit is stored once."""
-    order = leased.assignment.display_order
-    user_id = leased.assignment.user_id
+    order = lease.display_order
     beyond = [*choices.ranks[len(order) :], *choices.flags[len(order) :]]
     if any(value is not None for value in beyond):
         raise RankingRejected(f"this set has {len(order)} answers; the page sent choices for more")
     ranking = RankingIn(
-        set_id=leased.set.id or 0,
-        user_id=user_id,
-        submission_id=f"lease:{leased.assignment.token}",
+        set_id=lease.set_id,
+        user_id=lease.user_id,
+        submission_id=f"lease:{lease.token}",
         ranks={cid: r for cid, r in zip(order, choices.ranks, strict=False) if r is not None},
         flags={cid: f for cid, f in zip(order, choices.flags, strict=False) if f},
         none_acceptable=choices.none_acceptable,
         skipped=choices.skipped,
         comment=choices.comment,
-        seconds_spent=round((utcnow() - _as_utc(leased.assignment.leased_at)).total_seconds(), 2),
-        guidelines_version=leased.assignment.guidelines_version,
+        seconds_spent=round((utcnow() - as_utc(lease.leased_at)).total_seconds(), 2),
+        guidelines_version=lease.guidelines_version,
     )
     return submit_ranking(session=session, ranking=ranking)
 

@@ -25,6 +25,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A timestamp read back from the store as UTC (SQLite hands them back without a zone)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _json(default: Any = None) -> Any:
     factory = (lambda: type(default)()) if isinstance(default, (list, dict)) else None
     if factory is None:

@@ -18,7 +18,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from labeler.tables import WorkerLease, utcnow
+from labeler.tables import WorkerLease, as_utc, utcnow
 
 
 def holder_id() -> str:
@@ -64,5 +64,4 @@ def lease_holder(*, session: Session, name: str) -> str | None:
     row = session.exec(select(WorkerLease).where(WorkerLease.name == name)).first()
     if row is None:
         return None
-    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=utcnow().tzinfo)
-    return row.holder if expires > utcnow() else None
+    return row.holder if as_utc(row.expires_at) > utcnow() else None

@@ -10,6 +10,7 @@ import gradio as gr
 import pandas as pd
 from sqlmodel import Session
 
+from labeler.db import read_session
 from labeler.export import EXPORT_FORMATS, export_preferences, export_raw_rankings
 from labeler.formats import ImportFormatError
 from labeler.importers import import_pairs, import_prompts
@@ -175,7 +176,7 @@ def build_export_tab(deps: UIDeps) -> None:
         out = deps.home / "exports" / stamp
         progress(0.1, desc="reading rankings")
         settings = PairSettings(keep_ties=ties, flagged=flags, min_agreement=agree)
-        with Session(engine) as session:
+        with read_session(engine) as session:  # reads only: no write lock while files are written
             result = export_preferences(
                 session=session,
                 out=out,

@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from labeler.db import read_session
-from labeler.tables import utcnow
+from labeler.tables import as_utc, utcnow
 from labeler.users import get_user
 
 logger = logging.getLogger(__name__)
@@ -129,10 +129,7 @@ def _still_valid(account: Account | None, started: datetime) -> bool:
     if account is None or account.disabled:
         return False
     after = account.sessions_valid_after
-    if after is None:
-        return True
-    after = after if after.tzinfo is not None else after.replace(tzinfo=UTC)
-    return started > after
+    return after is None or started > as_utc(after)
 
 
 def _session_tokens(scope: Scope) -> list[str]:

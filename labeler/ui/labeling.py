@@ -29,8 +29,8 @@ from labeler.store import (
     LeaseGone,
     PageChoices,
     RankingRejected,
+    lease_by_token,
     lease_next_set,
-    leased_by_token,
     submit_leased,
 )
 from labeler.tables import FLAG_REASONS
@@ -69,11 +69,13 @@ def render_conversation(messages: list[dict]) -> str:
     return "\n\n---\n\n".join(blocks)
 
 
-def next_view(engine: Engine, user_id: int) -> SetView | None:
-    # The guidelines version is read first (a read transaction) and recorded on the lease; the lease reads its
+def next_view(engine: Engine, user_id: int, guidelines_version: int | None = None) -> SetView | None:
+    # The guidelines version (read here unless the caller has it) is recorded on the lease; the lease reads its
     # shortlist and writes briefly, and its rows stay loaded after the commit.
-    with read_session(engine) as session:
-        version = current_guidelines(session=session).version
+    version = guidelines_version
+    if version is None:
+        with read_session(engine) as session:
+            version = current_guidelines(session=session).version
     with Session(engine, expire_on_commit=False) as session:
         leased = lease_next_set(session=session, user_id=user_id, guidelines_version=version)
         return _view(leased) if leased is not None else None
@@ -118,9 +120,10 @@ def submit_form(engine: Engine, user_id: int, token: str, choices: PageChoices) 
     if not isinstance(token, str) or len(token) > 64:
         raise LeaseGone("this page's set is not leased to you; reload the page for your current set")
     with Session(engine) as session:
-        leased = leased_by_token(session=session, user_id=user_id, token=token)
-        submit_leased(session=session, leased=leased, choices=choices)
-        return len(leased.completions)
+        lease = lease_by_token(session=session, user_id=user_id, token=token)
+        answers = len(lease.display_order)
+        submit_leased(session=session, lease=lease, choices=choices)
+        return answers
 
 
 class WaitingCounts:
@@ -277,7 +280,7 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             guidelines = current_guidelines(session=session)
             first_visit = labeler_progress(session=session, user_id=user.id, waiting=0).total == 0
         return {
-            **show(next_view(engine, user.id), user.id, shown=laid_out),
+            **show(next_view(engine, user.id, guidelines.version), user.id, shown=laid_out),
             guide_md: safe_markdown(guidelines.text),
             guide_box: gr.update(open=first_visit),
         }
