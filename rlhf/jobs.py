@@ -111,7 +111,7 @@ class JobRunner:
                     start_new_session=True,
                     env=background_env(),
                 )
-            lower_priority(proc.pid)  # training yields the CPU to the web server
+            lower_priority(proc.pid, own_session=True)  # training yields the CPU to the web server
             self._procs[job_id] = proc
             with Session(self.engine) as session:
                 job = session.get(Job, job_id)

@@ -23,12 +23,31 @@ logger = logging.getLogger(__name__)
 NICENESS = 10  # CFS gives a nice-10 process about a tenth of a core's share next to a nice-0 one
 
 
-def lower_priority(pid: int, niceness: int = NICENESS) -> None:
-    """Make `pid` yield the CPU to the web server (POSIX nice); a no-op where not supported."""
+def lower_priority(pid: int, niceness: int = NICENESS, *, own_session: bool = False) -> None:
+    """Make `pid` yield the CPU to the web server (POSIX nice); a no-op where not supported.
+
+    `own_session`: the process was started in a session of its own (`start_new_session=True`). Where Linux
+    groups the CPU by session (`kernel.sched_autogroup_enabled`), a new session is a new scheduling group that
+    gets as much CPU as the server's whole group whatever its processes' nice values, so the group's own nice
+    value (`/proc/PID/autogroup`) is lowered too. Never for a process in the server's session: that would
+    lower the server's share."""
     try:
         os.setpriority(os.PRIO_PROCESS, pid, niceness)
     except (AttributeError, OSError) as exc:
         logger.warning("could not lower the priority of pid %d: %s", pid, exc)
+    if own_session:
+        lower_group_priority(pid, niceness)
+
+
+def lower_group_priority(pid: int, niceness: int) -> None:
+    """Set the nice value of `pid`'s scheduling group (Linux autogroup); nothing where there is none."""
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    if not autogroup.exists():
+        return
+    try:
+        autogroup.write_text(str(niceness))
+    except OSError as exc:
+        logger.warning("could not lower the scheduling group priority of pid %d: %s", pid, exc)
 
 
 def background_env() -> dict[str, str]:

@@ -19,7 +19,7 @@ from labeler.ui.admin_training import build_training_tab
 from labeler.ui.auth import CLIENT_ADDRESS_MIDDLEWARE, make_auth
 from labeler.ui.deps import UIDeps, current_user
 from labeler.ui.guard import MAX_UPLOAD_BYTES, ContentSecurityPolicy, SessionGuard
-from labeler.ui.labeling import KEYBOARD_JS, LABELING_CSS, build_labeling_tab
+from labeler.ui.labeling import LABELING_CSS, build_labeling_tab
 
 CSS = LABELING_CSS
 
@@ -67,7 +67,7 @@ def quiet_queue_analytics() -> None:
 def launch(
     demo: gr.Blocks, deps: UIDeps, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True
 ) -> gr.Blocks:
-    """Serve the app with the users table as the log-in check, the keyboard script and the styles."""
+    """Serve the app with the users table as the log-in check and the styles."""
     quiet_queue_analytics()
     demo.queue(default_concurrency_limit=16).launch(
         server_name=host,
@@ -83,7 +83,6 @@ def launch(
         max_file_size=MAX_UPLOAD_BYTES,
         auth_message="Log in with your rankloop account.",
         css=CSS,
-        js=KEYBOARD_JS,
         show_error=False,  # clients see gr.Error's sentence; tracebacks stay in the server log
         prevent_thread_lock=not block,
         quiet=not block,

@@ -6,7 +6,8 @@ scripted labeling, load tests (`bench/labeling.py`) and crash tests.
         page = await client.next_set()                   # Page(token=..., texts=[...]): what the page holds
         page = await client.submit(page, ranks=[1, 2, 2, 3])   # ranks in display order; the next set
 
-The page holds only the lease's token; the ranking it stores has the submission id `lease:<token>`.
+The page names its set only by the lease's token (in the ranking widget's value, `labeler/ui/ranker.py`); the
+ranking it stores has the submission id `lease:<token>`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from typing import Any
 
 import httpx
 
-from labeler.ui.labeling import MAX_SLOTS, NO_RANK, NOT_FLAGGED
-
 
 class LabelingError(RuntimeError):
     """The app refused or failed a request; the message is the app's."""
@@ -27,7 +26,7 @@ class LabelingError(RuntimeError):
 
 @dataclass(frozen=True)
 class Page:
-    """A set on a labeler's page: its lease token (all the page holds) and the answers' texts as shown."""
+    """A set on a labeler's page: its lease token and the answers as shown (HTML, in display order)."""
 
     token: str
     texts: list[str]
@@ -75,19 +74,12 @@ class LabelingClient:
         comment: str = "",
     ) -> Page | None:
         """Submit ranks (display order; None leaves an answer unranked); returns the next set or None."""
-        rank_values = [NO_RANK if r is None else str(r) for r in ranks]
-        flag_values = [f or NOT_FLAGGED for f in (flags or [None] * len(ranks))]
-        data = [
-            current.token,
-            none_acceptable,
-            comment,
-            *_pad(rank_values, NO_RANK),
-            *_pad(flag_values, NOT_FLAGGED),
-        ]
-        return page_from_outputs(await self._call("submit_ranking", data))
+        flags = flags or [None] * len(ranks)
+        widget = {"token": current.token, "answers": [], "ranks": list(ranks), "flags": list(flags)}
+        return page_from_outputs(await self._call("submit_ranking", [widget, none_acceptable, comment]))
 
     async def skip(self, current: Page) -> Page | None:
-        return page_from_outputs(await self._call("skip_set", [current.token]))
+        return page_from_outputs(await self._call("skip_set", [{"token": current.token}]))
 
     async def _call(self, api_name: str, data: list) -> list:
         """One POST to the event's route, as the page makes for an event outside the queue."""
@@ -101,21 +93,16 @@ class LabelingClient:
         return outputs
 
 
-def _pad(values: list[str], filler: str) -> list[str]:
-    return (values + [filler] * MAX_SLOTS)[:MAX_SLOTS]
-
-
-TOKEN_OUTPUT = 4  # the lease token's place among the labeling events' outputs (labeler/ui/labeling.py)
+WIDGET_OUTPUT = 0  # the ranking widget's place among the labeling events' outputs (labeler/ui/labeling.py)
 
 
 def page_from_outputs(outputs: list) -> Page | None:
-    """The set a labeling event put on the page: the token, and the answers' texts in display order (outputs
-    that start "**Answer "; layout blocks may or may not be among the outputs, depending on the client)."""
-    token = outputs[TOKEN_OUTPUT]
+    """The set a labeling event put on the page: the token and the answers from the ranking widget's value."""
+    widget = outputs[WIDGET_OUTPUT]
+    token = widget.get("token") if isinstance(widget, dict) else None
     if not isinstance(token, str) or not token:
         return None
-    texts = [t for t in outputs if isinstance(t, str) and t.startswith("**Answer ")]
-    return Page(token=token, texts=texts)
+    return Page(token=token, texts=list(widget.get("answers") or []))
 
 
 def _raise_if_rejected(outputs: list[Any]) -> None:

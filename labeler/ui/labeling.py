@@ -1,6 +1,7 @@
-"""The labeling tab: guidelines, the prompt in context, N completions in this labeler's order, ranks, flags,
-none acceptable, skip, comment, progress. Keyboard: digits rank the focused answer, F flags it, Enter submits,
-S skips (see `KEYBOARD_JS`).
+"""The labeling tab: guidelines, the prompt in context, the set's answers in this labeler's order in the ranking
+widget (`labeler/ui/ranker.py`: click or press numbers to rank, ties, flags, undo), none acceptable, comment,
+skip and progress in a bar that stays on screen. Keyboard: numbers rank, `=` ties, F then a number flags,
+Backspace undoes, Enter submits, S skips.
 
 The data side (`next_view`, `submit_form`) works on plain values so it is tested without a browser.
 """
@@ -34,28 +35,23 @@ from labeler.store import (
     submit_leased,
 )
 from labeler.tables import FLAG_REASONS
+from labeler.ui import ranker
 from labeler.ui.deps import UIDeps, current_user
-from labeler.ui.render import safe_markdown
+from labeler.ui.ranker import page_token, ranker_value, read_choices, read_page
+from labeler.ui.render import markdown_html, safe_markdown
 
 logger = logging.getLogger(__name__)
-MAX_SLOTS = 8
-NO_RANK = "-"
-NOT_FLAGGED = "not flagged"
-FLAG_CHOICES = [NOT_FLAGGED, *FLAG_REASONS]
+__all__ = ["PageChoices", "read_choices", "read_page"]
 
 
 @dataclass
 class SetView:
-    """One leased set as the page shows it. Only `token` goes to the page (it names the lease); everything else
-    stays on the server, which reads it back from the lease record when the page submits."""
+    """One leased set as the page shows it. Only `token` names the set on the page; everything else stays on
+    the server, which reads it back from the lease record when the page submits."""
 
     token: str
-    texts: list[str]
+    texts: list[str]  # the answers as HTML, in this labeler's order
     prompt_markdown: str
-
-
-def rank_choices(n: int) -> list[str]:
-    return [NO_RANK, *map(str, range(1, n + 1))]
 
 
 def render_conversation(messages: list[dict]) -> str:
@@ -85,32 +81,8 @@ def _view(leased: LeasedSet) -> SetView:
     assert leased.assignment.token is not None
     return SetView(
         token=leased.assignment.token,
-        texts=[safe_markdown(c.text) for c in leased.completions],
+        texts=[markdown_html(c.text) for c in leased.completions],
         prompt_markdown=render_conversation(leased.prompt.messages),
-    )
-
-
-def read_choices(
-    ranks: list[str], flags: list[str], none_acceptable: bool, comment: str, *, skipped: bool = False
-) -> PageChoices:
-    """The form's values by display position: rank choices ('-' = unranked) and flag choices."""
-    parsed_ranks: list[int | None] = []
-    parsed_flags: list[str | None] = []
-    for i, (rank, flag) in enumerate(zip(ranks, flags, strict=False)):
-        flagged = bool(flag) and flag != NOT_FLAGGED
-        ranked = bool(rank) and rank != NO_RANK
-        if flagged and ranked:
-            raise RankingRejected(f"answer {i + 1} is both ranked and flagged: choose one")
-        if ranked and not str(rank).isdigit():
-            raise RankingRejected(f"answer {i + 1}: rank {str(rank)[:20]!r} is not a whole number")
-        parsed_ranks.append(int(rank) if ranked else None)
-        parsed_flags.append(flag if flagged else None)
-    return PageChoices(
-        ranks=parsed_ranks,
-        flags=parsed_flags,
-        none_acceptable=bool(none_acceptable),
-        comment=comment or "",
-        skipped=skipped,
     )
 
 
@@ -174,105 +146,51 @@ def one_clear_sentence(handler: Callable[..., dict]) -> Callable[..., dict]:
 
 NOTHING_WAITING = "No sets are waiting right now. New ones are being generated; check back in a minute."
 
-KEYBOARD_JS = """
-() => {
-  let focused = 0;
-  const slot = (i) => document.querySelector(`#slot-${i}`);
-  document.addEventListener('focusin', (e) => { const s = e.target.closest('[id^="slot-"]'); if (s) focused = +s.id.split('-')[1]; });
-  document.addEventListener('click', (e) => { const s = e.target.closest('[id^="slot-"]'); if (s) focused = +s.id.split('-')[1]; });
-  document.addEventListener('keydown', (e) => {
-    const t = e.target;
-    if (t && (t.tagName === 'TEXTAREA' || (t.tagName === 'INPUT' && t.type === 'text'))) return;
-    if (!document.querySelector('#submit-btn')) return;
-    if (/^[1-9]$/.test(e.key)) {
-      const input = document.querySelector(`#rank-${focused} input[value="${e.key}"]`);
-      if (input) { input.click(); e.preventDefault(); }
-    } else if (e.key === 'f' || e.key === 'F') {
-      const flagged = document.querySelector(`#flag-${focused} input:checked`);
-      const target = (flagged && flagged.value !== 'not flagged') ? 'not flagged' : 'nonsensical';
-      const input = document.querySelector(`#flag-${focused} input[value="${target}"]`);
-      if (input) { input.click(); e.preventDefault(); }
-    } else if (e.key === 'Enter') {
-      document.querySelector('#submit-btn').click(); e.preventDefault();
-    } else if (e.key === 's' || e.key === 'S') {
-      document.querySelector('#skip-btn').click(); e.preventDefault();
-    }
-  });
-}
-"""
-
-LABELING_CSS = """
-#slots.stacked > .row, #slots.stacked .slot-row { flex-direction: column !important; }
-.slot { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px; }
-"""
+LABELING_CSS = ranker.CSS
 
 
 def build_labeling_tab(deps: UIDeps) -> dict:
     """Build the tab; returns the components `build_ui` wires to page load."""
     engine = deps.engine
-    laid_out = min(deps.completions_per_set, MAX_SLOTS)
     waiting = WaitingCounts()
     with gr.Tab("Label", id="label"):
         with gr.Accordion("Guidelines", open=False) as guide_box:
             guide_md = gr.Markdown()
         progress = gr.Markdown(elem_id="progress")
-        current = gr.Textbox(visible=False, elem_id="lease-token")  # the lease's token, nothing else
         prompt_md = gr.Markdown(elem_id="prompt")
         empty_md = gr.Markdown("", elem_id="empty")
-        layout = gr.Radio(["side by side", "stacked"], value="side by side", label="Layout", elem_id="layout")
-        slot_boxes, slot_texts, rank_inputs, flag_inputs = [], [], [], []
-        with gr.Row(elem_id="slots", elem_classes=["slot-row"]):
-            for i in range(MAX_SLOTS):
-                with gr.Column(
-                    visible=i < laid_out, elem_id=f"slot-{i}", elem_classes=["slot"], min_width=260
-                ) as box:
-                    slot_texts.append(gr.Markdown(elem_id=f"text-{i}"))
-                    rank_inputs.append(
-                        gr.Radio(
-                            rank_choices(laid_out),
-                            value=NO_RANK,
-                            label=f"Rank of answer {i + 1}",
-                            elem_id=f"rank-{i}",
-                        )
-                    )
-                    flag_inputs.append(
-                        gr.Radio(FLAG_CHOICES, value=NOT_FLAGGED, label="Flag", elem_id=f"flag-{i}")
-                    )
-                slot_boxes.append(box)
-        with gr.Row():
-            none_ok = gr.Checkbox(label="None acceptable", elem_id="none-acceptable")
-            comment = gr.Textbox(
-                label="Comment (optional)", lines=1, max_length=MAX_COMMENT_CHARS, elem_id="comment"
-            )
-        with gr.Row():
-            submit = gr.Button("Submit (Enter)", variant="primary", elem_id="submit-btn")
-            skip = gr.Button("Skip (S)", elem_id="skip-btn")
-        status = gr.Markdown(elem_id="status")
+        answers = gr.HTML(
+            ranker_value(None, None),
+            html_template=ranker.TEMPLATE,
+            js_on_load=ranker.JS,
+            elem_id="ranker",
+            reasons=list(FLAG_REASONS),
+        )
+        with gr.Column(elem_id="action-bar"):
+            status = gr.Markdown(elem_id="status")
+            with gr.Row(equal_height=True):
+                submit = gr.Button("Submit (Enter)", variant="primary", elem_id="submit-btn", scale=2)
+                skip = gr.Button("Skip (S)", elem_id="skip-btn", scale=1)
+                none_ok = gr.Checkbox(label="None acceptable", elem_id="none-acceptable", scale=1)
+                comment = gr.Textbox(
+                    label="Comment (optional)",
+                    lines=1,
+                    max_length=MAX_COMMENT_CHARS,
+                    elem_id="comment",
+                    scale=3,
+                )
 
-    def show(view: SetView | None, user_id: int, message: str = "", shown: int | None = None) -> dict:
-        """Updates that put `view` on screen. `shown` is how many answers the page shows now: when the next set
-        has as many, only values are sent. Layout and rank choices change only when the count does: Gradio
-        rebuilds a component's config on the event loop for every property update (about 2 ms each), which
-        stalled every other request while 32 labelers opened the page."""
-        n = len(view.texts) if view else 0
-        updates: dict = {
+    def show(view: SetView | None, user_id: int, message: str = "") -> dict:
+        """Values that put `view` on screen (values only: no component is rebuilt)."""
+        return {
+            answers: ranker_value(view.token, view.texts) if view else ranker_value(None, None),
             progress: progress_text(engine, user_id, waiting),
             status: message,
             comment: "",
             none_ok: False,
-            current: view.token if view else "",
             prompt_md: view.prompt_markdown if view else "",
             empty_md: "" if view else NOTHING_WAITING,
         }
-        for i in range(MAX_SLOTS):
-            updates[slot_texts[i]] = f"**Answer {i + 1}**\n\n{view.texts[i]}" if i < n else ""
-            updates[flag_inputs[i]] = NOT_FLAGGED
-            if n == shown:
-                updates[rank_inputs[i]] = NO_RANK
-            else:
-                updates[slot_boxes[i]] = gr.update(visible=i < n)
-                updates[rank_inputs[i]] = gr.update(choices=rank_choices(n), value=NO_RANK)
-        return updates
 
     def on_load(request: gr.Request) -> dict:
         user = current_user(engine, request)
@@ -280,69 +198,44 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             guidelines = current_guidelines(session=session)
             first_visit = labeler_progress(session=session, user_id=user.id, waiting=0).total == 0
         return {
-            **show(next_view(engine, user.id, guidelines.version), user.id, shown=laid_out),
+            **show(next_view(engine, user.id, guidelines.version), user.id),
             guide_md: safe_markdown(guidelines.text),
             guide_box: gr.update(open=first_visit),
         }
 
     @one_clear_sentence
-    def on_submit(request: gr.Request, token: str, none_acceptable: bool, note: str, *values: str) -> dict:
+    def on_submit(request: gr.Request, page: Any, none_acceptable: bool, note: str) -> dict:
         user = current_user(engine, request)
-        if not token:
-            return show(next_view(engine, user.id), user.id)
         try:
-            choices = read_choices(list(values[:MAX_SLOTS]), list(values[MAX_SLOTS:]), none_acceptable, note)
-            shown = submit_form(engine, user.id, token, choices)
+            if not (token := page_token(page)):
+                return show(next_view(engine, user.id), user.id)
+            submit_form(engine, user.id, token, read_page(page, none_acceptable, note))
         except RankingRejected as exc:
             return rejected(exc, user.id)
-        return show(next_view(engine, user.id), user.id, "✅ Saved.", shown)
+        return show(next_view(engine, user.id), user.id, "✅ Saved.")
 
     @one_clear_sentence
-    def on_skip(request: gr.Request, token: str) -> dict:
+    def on_skip(request: gr.Request, page: Any) -> dict:
         user = current_user(engine, request)
-        if not token:
-            return show(next_view(engine, user.id), user.id)
         try:
-            shown = submit_form(engine, user.id, token, PageChoices([], [], skipped=True))
+            if not (token := page_token(page)):
+                return show(next_view(engine, user.id), user.id)
+            submit_form(engine, user.id, token, PageChoices([], [], skipped=True))
         except RankingRejected as exc:
             return rejected(exc, user.id)
-        return show(next_view(engine, user.id), user.id, "Skipped.", shown)
+        return show(next_view(engine, user.id), user.id, "Skipped.")
 
     def rejected(exc: RankingRejected, user_id: int) -> dict:
-        """The reason on screen; when the page's set is gone (not this labeler's, or filled after the lease
-        expired), the labeler's current set comes with it."""
+        """The reason on screen (the labeler's choices stay as they were); when the page's set is gone (not this
+        labeler's, or filled after the lease expired), the labeler's current set comes with it."""
         message = f"⚠️ **Not submitted:** {html.escape(str(exc))}"
         if isinstance(exc, LeaseGone):
             return show(next_view(engine, user_id), user_id, message)
         return {status: message}
 
-    outputs = [
-        progress,
-        status,
-        comment,
-        none_ok,
-        current,
-        prompt_md,
-        empty_md,
-        *slot_boxes,
-        *slot_texts,
-        *rank_inputs,
-        *flag_inputs,
-    ]
+    outputs = [answers, progress, status, comment, none_ok, prompt_md, empty_md]
     # Not queued: a submit is one short request (POST /run/submit_ranking) rather than a queue entry plus an
     # event stream, which halved its cost on the server. Writers take turns in the store (labeler/db.py).
-    submit.click(
-        on_submit,
-        [current, none_ok, comment, *rank_inputs, *flag_inputs],
-        outputs,
-        api_name="submit_ranking",
-        queue=False,
-    )
-    skip.click(on_skip, [current], outputs, api_name="skip_set", queue=False)
-    layout.change(
-        None,
-        [layout],
-        None,
-        js="(v) => { document.querySelector('#slots').classList.toggle('stacked', v === 'stacked'); }",
-    )
+    submit.click(on_submit, [answers, none_ok, comment], outputs, api_name="submit_ranking", queue=False)
+    skip.click(on_skip, [answers], outputs, api_name="skip_set", queue=False)
     return {"load": on_load, "outputs": [*outputs, guide_md, guide_box]}

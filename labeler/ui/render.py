@@ -4,12 +4,16 @@ Prompts and answers are text from people and models, never markup: raw HTML outs
 prompt cannot carry a form, an input, an image from another server or an event handler. Very long text is folded
 and long tables are cut, so one item cannot freeze a labeler's browser (a 2000-row table took 8 s to render).
 
-    gr.Markdown(safe_markdown(text))
+    gr.Markdown(safe_markdown(text))       # Gradio renders the Markdown (and sanitises it again)
+    markdown_html(text)                    # HTML made here, for the ranking widget (labeler/ui/ranker.py)
 """
 
 from __future__ import annotations
 
+import functools
 import re
+
+from markdown_it import MarkdownIt
 
 MAX_RENDER_CHARS = 20_000
 MAX_TABLE_ROWS = 60
@@ -30,6 +34,19 @@ def safe_markdown(text: str, *, max_chars: int = MAX_RENDER_CHARS, max_rows: int
     if hidden:
         rendered += f"\n\n*… {hidden:,} more characters not shown.*"
     return rendered
+
+
+@functools.cache
+def _markdown() -> MarkdownIt:
+    # CommonMark with GitHub's tables and strikethrough; html=False shows raw HTML as text, and the link checker
+    # refuses javascript:, vbscript:, file: and non-image data: links.
+    return MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"])
+
+
+def markdown_html(text: str) -> str:
+    """`safe_markdown(text)` rendered to HTML on the server: no tag, attribute or script from `text` survives,
+    only the Markdown's own elements (paragraphs, lists, code, tables, links, local images)."""
+    return _markdown().render(safe_markdown(text))
 
 
 def _cut_tables(text: str, max_rows: int) -> str:

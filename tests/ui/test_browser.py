@@ -46,29 +46,38 @@ def test_labeler_ranks_with_clicks_and_keyboard_then_admin_sees_it(running_app, 
     bad.screenshot(path=tmp_path / "wrong-password.png")
 
     page = log_in(browser, running_app.url, "alice", PASSWORDS["alice"])
-    page.locator("#slot-0").wait_for(state="visible", timeout=20_000)
+    page.locator("#answer-0").wait_for(state="visible", timeout=20_000)
     assert page.locator("#admin-tab-button, button[role=tab]:has-text('Admin')").count() == 0
     first_prompt = page.locator("#prompt").inner_text()
-    # clicks: answer 1 gets rank 2; keyboard: focus answers 2-4 and press digits, F flags answer 4
-    page.locator("#rank-0 label:has-text('2')").click()
-    page.locator("#text-1").click()
-    page.keyboard.press("1")
-    page.locator("#text-2").click()
+    order = page.locator("#ranker .rl-order")
+    # clicks: answer 2 is best, then answer 1; keys: "=" "3" ties answer 3 with answer 1, "f" "4" flags answer 4
+    page.locator("#answer-1").click()
+    page.locator("#answer-0").click()
+    page.keyboard.press("=")
     page.keyboard.press("3")
-    page.locator("#text-3").click()
     page.keyboard.press("f")
-    page.locator("#rank-2 input[value='3']").wait_for(state="attached")
-    assert page.locator("#flag-3 input[value='nonsensical']").is_checked()
+    page.keyboard.press("4")
+    page.get_by_text("Flagged: 4 (nonsensical)").wait_for(timeout=5_000)
+    assert order.inner_text() == "2 > 1 = 3"
+    page.keyboard.press("Backspace")  # undo the tie, then answer 3 comes last
+    page.keyboard.press("3")
+    page.wait_for_function("document.querySelector('#ranker .rl-order').innerText === '2 > 1 > 3'")
+    assert page.locator("#answer-3 select").input_value() == "nonsensical"
     page.screenshot(path=tmp_path / "ranked.png", full_page=True)
-    page.locator("#text-0").click()
+    # Enter on the focused "None acceptable" box submits and leaves the box as it was
+    page.locator("#none-acceptable input").focus()
     page.keyboard.press("Enter")
     page.get_by_text("Saved.").wait_for(timeout=15_000)
-    assert page.locator("#prompt").inner_text() != first_prompt
+    assert not page.locator("#none-acceptable input").is_checked()
+    page.wait_for_function(f"document.querySelector('#prompt').innerText !== {first_prompt!r}")
+    assert page.locator("#ranker .rl-order").count() == 0  # the next set starts unranked
     page.screenshot(path=tmp_path / "next-set.png", full_page=True)
 
     with Session(running_app.engine) as s:
         [row] = s.exec(select(Ranking)).all()
+    ids = row.ranks.keys()
     assert sorted(row.ranks.values()) == [1, 2, 3] and list(row.flags.values()) == ["nonsensical"]
+    assert not row.none_acceptable and len(ids) == 3
 
     admin = log_in(browser, running_app.url, "admin", PASSWORDS["admin"])
     admin.get_by_role("tab", name="Admin").click()

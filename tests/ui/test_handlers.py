@@ -9,7 +9,7 @@ from sqlmodel import Session, func, select, update
 from labeler.settings import set_labels_needed
 from labeler.store import MAX_COMMENT_CHARS, LeaseGone, RankingRejected
 from labeler.tables import Assignment, Ranking, utcnow
-from labeler.ui.labeling import NO_RANK, NOT_FLAGGED, PageChoices, next_view, read_choices, submit_form
+from labeler.ui.labeling import PageChoices, next_view, read_choices, read_page, submit_form
 from labeler.users import get_user
 from tests.ui.conftest import seeded_engine
 
@@ -32,14 +32,14 @@ def lease(engine, token):
 
 
 def submit(engine, user, view, ranks, flags=None, none_acceptable=False, comment=""):
-    choices = read_choices(ranks, flags or [NOT_FLAGGED] * len(ranks), none_acceptable, comment)
+    choices = read_choices(ranks, flags or [None] * len(ranks), none_acceptable, comment)
     return submit_form(engine, user, view.token, choices)
 
 
 def test_rank_with_ties_and_flag_reads_the_set_from_the_lease(store):
     engine, alice, _ = store
     view = next_view(engine, alice)
-    submit(engine, alice, view, ["1", "1", "2", NO_RANK], [NOT_FLAGGED] * 3 + ["harmful"], comment=" tie! ")
+    submit(engine, alice, view, [1, 1, 2, None], [None] * 3 + ["harmful"], comment=" tie! ")
     [row] = rankings(engine)
     ids = lease(engine, view.token).display_order
     assert row.ranks == {str(ids[0]): 1, str(ids[1]): 1, str(ids[2]): 2}
@@ -52,7 +52,7 @@ def test_rank_with_ties_and_flag_reads_the_set_from_the_lease(store):
 def test_none_acceptable_and_skip(store):
     engine, alice, _ = store
     view = next_view(engine, alice)
-    submit(engine, alice, view, [NO_RANK] * 4, ["nonsensical"] * 4, none_acceptable=True)
+    submit(engine, alice, view, [None] * 4, ["nonsensical"] * 4, none_acceptable=True)
     skipped = next_view(engine, alice)
     submit_form(engine, alice, skipped.token, PageChoices([], [], skipped=True))
     rows = rankings(engine)
@@ -63,15 +63,18 @@ def test_none_acceptable_and_skip(store):
     ("ranks", "flags", "none_acceptable", "message"),
     [
         (
-            ["1", NO_RANK, NO_RANK, NO_RANK],
-            [NOT_FLAGGED] + ["nonsensical"] * 3,
+            [1, None, None, None],
+            [None] + ["nonsensical"] * 3,
             False,
             "rank at least two",
         ),
-        (["1", "2", NO_RANK, NO_RANK], ["harmful"] + [NOT_FLAGGED] * 3, False, "answer 1 is both ranked"),
-        (["1", "2", NO_RANK, NO_RANK], [NOT_FLAGGED] * 4, False, r"answer\(s\) 3, 4 are neither ranked"),
-        (["1", "2", "3", "4"], [NOT_FLAGGED] * 4, True, "'none acceptable' means no answer is ranked"),
-        (["1", "2", "x", "4"], [NOT_FLAGGED] * 4, False, "is not a whole number"),
+        ([1, 2, None, None], ["harmful"] + [None] * 3, False, "answer 1 is both ranked"),
+        ([1, 2, None, None], [None] * 4, False, r"answer\(s\) 3, 4 are neither ranked"),
+        ([1, 2, 3, 4], [None] * 4, True, "'none acceptable' means no answer is ranked"),
+        ([1, 2, "x", 4], [None] * 4, False, "is not a whole number"),
+        ([1, 2, True, 3], [None] * 4, False, "answer 3: rank .True. is not a whole number"),
+        ([1, 2, 0, 3], [None] * 4, False, "answer 3: rank .0. is not a whole number from 1"),
+        ([1, 2, 3, None], [None] * 3 + ["<b>x</b>"], False, "answer 4: unknown flag"),
     ],
 )
 def test_invalid_submission_rejected_with_message(store, ranks, flags, none_acceptable, message):
@@ -87,15 +90,15 @@ def test_comment_over_the_limit_is_refused(store):
     engine, alice, _ = store
     view = next_view(engine, alice)
     with pytest.raises(RankingRejected, match=f"at most {MAX_COMMENT_CHARS}"):
-        submit(engine, alice, view, ["1", "2", "3", "4"], comment="x" * (MAX_COMMENT_CHARS + 1))
+        submit(engine, alice, view, [1, 2, 3, 4], comment="x" * (MAX_COMMENT_CHARS + 1))
     assert rankings(engine) == []
 
 
 def test_double_submit_counted_once(store):
     engine, alice, _ = store
     view = next_view(engine, alice)
-    submit(engine, alice, view, ["2", "1", "4", "3"])
-    submit(engine, alice, view, ["2", "1", "4", "3"])
+    submit(engine, alice, view, [2, 1, 4, 3])
+    submit(engine, alice, view, [2, 1, 4, 3])
     with Session(engine) as s:
         assert s.exec(select(func.count(Ranking.id))).one() == 1
 
@@ -105,7 +108,7 @@ def test_another_labelers_or_a_made_up_token_is_refused(store):
     view = next_view(engine, alice)
     for token in (view.token, "0" * 32, "x" * 10_000):
         with pytest.raises(LeaseGone, match="not leased to you"):
-            submit_form(engine, bob, token, read_choices(["1", "2", "3", "4"], [NOT_FLAGGED] * 4, False, ""))
+            submit_form(engine, bob, token, read_choices([1, 2, 3, 4], [None] * 4, False, ""))
     assert rankings(engine) == []
 
 
@@ -123,7 +126,7 @@ def test_submit_after_the_lease_expired_counts_while_the_set_has_room(store):
     engine, alice, _ = store
     view = next_view(engine, alice)
     _expire(engine, view.token)
-    submit(engine, alice, view, ["1", "2", "3", "4"])
+    submit(engine, alice, view, [1, 2, 3, 4])
     assert len(rankings(engine)) == 1
 
 
@@ -135,7 +138,31 @@ def test_submit_after_the_lease_expired_is_refused_once_others_filled_the_set(st
     _expire(engine, view.token)
     taken = next_view(engine, bob)  # the expired slot went back to the pool
     assert lease(engine, taken.token).set_id == lease(engine, view.token).set_id
-    submit(engine, bob, taken, ["1", "2", "3", "4"])
+    submit(engine, bob, taken, [1, 2, 3, 4])
     with pytest.raises(LeaseGone, match="expired"):
-        submit(engine, alice, view, ["1", "2", "3", "4"])
+        submit(engine, alice, view, [1, 2, 3, 4])
     assert len(rankings(engine)) == 1  # the set got its one label, not two
+
+
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        ("9f86d081", "the page sent no ranking"),
+        ({"token": "t", "ranks": "1,2", "flags": []}, "must be lists"),
+        ({"token": "t", "ranks": list(range(1, 18)), "flags": []}, "at most 16 answers"),
+    ],
+)
+def test_a_malformed_page_value_is_refused_with_what_is_wrong(page, message):
+    with pytest.raises(RankingRejected, match=message):
+        read_page(page, False, "")
+
+
+def test_the_page_value_reads_ranks_and_flags_by_position():
+    choices = read_page(
+        {"token": "t", "answers": ["ignored"], "ranks": [2, 1, None], "flags": ["", None, "harmful"]},
+        False,
+        "ok",
+    )
+    assert (
+        choices.ranks == [2, 1, None] and choices.flags == [None, None, "harmful"] and choices.comment == "ok"
+    )

@@ -94,7 +94,7 @@ def test_hostile_prompt_neither_posts_nor_loads_remote_content_nor_stalls(runnin
 
     started = time.monotonic()
     page = log_in(browser, running_app.url, "alice", PASSWORDS["alice"])
-    page.locator("#slot-0").wait_for(state="visible", timeout=20_000)
+    page.locator("#answer-0").wait_for(state="visible", timeout=20_000)
     page.get_by_text("more table rows not shown").wait_for(timeout=20_000)
     shown_after = time.monotonic() - started
 
@@ -103,7 +103,7 @@ def test_hostile_prompt_neither_posts_nor_loads_remote_content_nor_stalls(runnin
     assert prompt.locator("img").count() == 0
     assert "<form" in prompt.inner_text()  # shown as text
     assert prompt.locator("tr").count() <= MAX_TABLE_ROWS
-    assert page.locator("#slots img").count() == 0
+    assert page.locator("#ranker img").count() == 0
     page.wait_for_timeout(1000)
     assert Beacon.hits == [], Beacon.hits
     # 2.7 s here, log-in and page load included; the uncapped table alone took 8.4 s to render

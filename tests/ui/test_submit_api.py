@@ -1,7 +1,7 @@
 """The submit endpoint as a browser or API client uses it: sets of different sizes in a row, each ranked fully.
 
-A submit sends only values while the set size stays the same; when it changes, the rank choices must change too,
-or Gradio would reject a rank the new set needs (for example rank 4 after a three-answer set)."""
+Every set goes into the one ranking widget whatever its size; the ranks a client sends are checked against the
+set the lease names (for example rank 4 is fine after a three-answer set)."""
 
 from gradio_client import Client
 from sqlmodel import Session, func, select
@@ -13,7 +13,6 @@ from labeler.tables import Ranking
 from labeler.ui.app import build_ui, launch
 from labeler.ui.client import page_from_outputs
 from labeler.ui.deps import UIDeps
-from labeler.ui.labeling import MAX_SLOTS, NO_RANK, NOT_FLAGGED
 from labeler.users import add_user
 from tests.ui.conftest import free_port
 
@@ -38,15 +37,14 @@ def test_sets_of_changing_size_are_ranked_in_a_row(tmp_path):
     demo = launch(build_ui(deps), deps, port=port, block=False)
     try:
         client = Client(f"http://127.0.0.1:{port}/", auth=("alice", "alice-password"), verbose=False)
-        flags = [NOT_FLAGGED] * MAX_SLOTS
         out = client.predict(api_name="/open_page")
         seen = []
         while (page := page_from_outputs(list(out))) is not None:
             n = len(page.texts)
             seen.append(n)
-            ranks = [str(r) for r in range(n, 0, -1)] + [NO_RANK] * (MAX_SLOTS - n)
-            out = client.predict(page.token, False, "", *ranks, *flags, api_name="/submit_ranking")
-            assert "Saved" in out[1], out[1]
+            widget = {"token": page.token, "ranks": list(range(n, 0, -1)), "flags": [None] * n}
+            out = client.predict(widget, False, "", api_name="/submit_ranking")
+            assert "Saved" in out[2], out[2]
     finally:
         demo.close()
     assert seen == SIZES

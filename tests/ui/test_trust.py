@@ -15,9 +15,10 @@ from sqlmodel import Session, func, select
 from labeler.tables import Ranking
 from labeler.ui.client import LabelingClient, LabelingError
 from labeler.ui.guard import MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES, RECHECK_SECONDS
-from labeler.ui.labeling import MAX_SLOTS, NO_RANK, NOT_FLAGGED
 from labeler.users import reset_password, set_disabled
 from tests.ui.conftest import PASSWORDS
+
+STATUS = 2  # the status message among the labeling events' outputs
 
 
 def count_rankings(engine) -> int:
@@ -31,11 +32,9 @@ def logged_in(url: str, name: str) -> httpx.Client:
     return http
 
 
-def submit_raw(
-    http: httpx.Client, token: str, comment: str = "", ranks=("1", "2", "3", "4")
-) -> httpx.Response:
-    ranks = [*ranks, *[NO_RANK] * (MAX_SLOTS - len(ranks))]
-    data = [token, False, comment, *ranks, *[NOT_FLAGGED] * MAX_SLOTS]
+def submit_raw(http: httpx.Client, token: str, comment: str = "", ranks=(1, 2, 3, 4)) -> httpx.Response:
+    page = {"token": token, "answers": [], "ranks": list(ranks), "flags": [None] * len(ranks)}
+    data = [page, False, comment]
     return http.post("gradio_api/run/submit_ranking", json={"data": data, "session_hash": "t"})
 
 
@@ -49,7 +48,7 @@ def test_a_page_cannot_submit_another_labelers_set(running_app):
     alices = asyncio.run(_page(running_app.url, "alice"))
     bob = logged_in(running_app.url, "bob")
     response = submit_raw(bob, alices.token)
-    assert response.status_code == 200 and "not leased to you" in response.json()["data"][1]
+    assert response.status_code == 200 and "not leased to you" in response.json()["data"][STATUS]
     assert count_rankings(running_app.engine) == 0
 
 
@@ -57,9 +56,9 @@ def test_a_forged_page_state_is_not_a_token(running_app):
     alice = logged_in(running_app.url, "alice")
     forged = {"set_id": 1, "completion_ids": [1, 2, 3, 4], "seconds_spent": -3e7, "guidelines_version": 999}
     response = submit_raw(alice, forged)  # type: ignore[arg-type]
-    assert response.status_code != 200 or "Not submitted" in str(response.json()["data"][1])
+    assert response.status_code != 200 or "Not submitted" in str(response.json()["data"][STATUS])
     response = submit_raw(alice, "import:" + "0" * 48)  # an imported pair's key is not a lease
-    assert "not leased to you" in response.json()["data"][1]
+    assert "not leased to you" in response.json()["data"][STATUS]
     assert count_rankings(running_app.engine) == 0
 
 
@@ -96,7 +95,7 @@ def test_oversized_request_bodies_are_refused_before_they_are_read(running_app):
     response = submit_raw(alice, page.token, comment="x" * (MAX_REQUEST_BYTES + 10))
     assert response.status_code == 413
     long_but_within = submit_raw(alice, page.token, comment="x" * 5000)
-    assert "at most 2000" in long_but_within.json()["data"][1]
+    assert "at most 2000" in long_but_within.json()["data"][STATUS]
     assert count_rankings(running_app.engine) == 0
 
 
@@ -110,7 +109,7 @@ def test_export_archives_are_served_to_admins_only(running_app):
     assert logged_in(running_app.url, "admin").get("exports/..%2Frankloop.db").status_code == 404
 
 
-@pytest.mark.parametrize("data", [[], ["t"], ["t", False, "", *["1"] * 40]])
+@pytest.mark.parametrize("data", [[], [{"token": "t"}], [{"token": "t"}, False]])
 def test_malformed_calls_get_no_python_exception_text(running_app, data):
     alice = logged_in(running_app.url, "alice")
     response = alice.post("gradio_api/run/submit_ranking", json={"data": data, "session_hash": "m"})
