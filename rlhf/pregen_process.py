@@ -20,21 +20,33 @@ import threading
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
-NICENESS = 10  # CFS gives a nice-10 process about a tenth of a core's share next to a nice-0 one
+NICENESS = (
+    19  # the lowest; where SCHED_IDLE is refused, CFS still gives a nice-19 process ~1/70 of a nice-0 one
+)
 
 
 def lower_priority(pid: int, niceness: int = NICENESS, *, own_session: bool = False) -> None:
-    """Make `pid` yield the CPU to the web server (POSIX nice); a no-op where not supported.
+    """Make `pid` run only on CPU time the web server leaves idle; a no-op where not supported.
+
+    On Linux the process becomes SCHED_IDLE (threads it starts later inherit it): it runs whenever a core has
+    nothing else to do, and a server thread that wakes up takes the core at once. Plain nice values were not
+    enough on 2 cores: a nice-10 generator still held both cores for several milliseconds at each of the
+    server's thread wake-ups, several per submit. Elsewhere it gets the lowest nice value.
 
     `own_session`: the process was started in a session of its own (`start_new_session=True`). Where Linux
     groups the CPU by session (`kernel.sched_autogroup_enabled`), a new session is a new scheduling group that
-    gets as much CPU as the server's whole group whatever its processes' nice values, so the group's own nice
+    gets as much CPU as the server's whole group whatever its processes' priorities, so the group's own nice
     value (`/proc/PID/autogroup`) is lowered too. Never for a process in the server's session: that would
     lower the server's share."""
     try:
         os.setpriority(os.PRIO_PROCESS, pid, niceness)
     except (AttributeError, OSError) as exc:
         logger.warning("could not lower the priority of pid %d: %s", pid, exc)
+    if hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:
+            logger.warning("could not make pid %d an idle-time process: %s", pid, exc)
     if own_session:
         lower_group_priority(pid, niceness)
 

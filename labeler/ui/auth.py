@@ -1,7 +1,9 @@
 """The log-in check Gradio calls, off the event loop and throttled.
 
 Gradio awaits an `async` auth callable on its event loop, so the check itself (a read of the users table and
-one scrypt, about 50 ms of CPU) runs in a worker thread and never stalls other requests. Gradio passes only the
+one scrypt, about 60 ms of CPU) runs in a worker thread and never stalls other requests. At most half the cores
+hash passwords at once: when a team logs in at the start of a shift, the hashes queue for those cores instead of
+taking every core from the server's event loop (on 2 cores, eight parallel hashes held back every submit). Gradio passes only the
 name and password; `ClientAddressMiddleware` records the client's address for the throttle (uvicorn already
 replaces it with X-Forwarded-For's when the request comes through a proxy on the same machine).
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
@@ -47,6 +50,8 @@ CLIENT_ADDRESS_MIDDLEWARE = Middleware(ClientAddressMiddleware)
 def make_auth(engine: Engine, throttle: LoginThrottle) -> Callable[[str, str], Awaitable[bool]]:
     """The log-in check: an enabled user with this password, unless failed attempts ask for a pause first."""
 
+    hashing = anyio.CapacityLimiter(max(1, (os.cpu_count() or 2) // 2))
+
     def verify(name: str, password: str) -> bool:
         with read_session(engine) as session:
             return authenticate(session=session, name=name, password=password) is not None
@@ -63,7 +68,7 @@ def make_auth(engine: Engine, throttle: LoginThrottle) -> Callable[[str, str], A
                 detail=f"Too many failed log-ins. Try again in {math.ceil(wait)} s.",
                 headers={"Retry-After": str(math.ceil(wait))},
             )
-        ok = await anyio.to_thread.run_sync(verify, username, password)
+        ok = await anyio.to_thread.run_sync(verify, username, password, limiter=hashing)
         if ok:
             throttle.succeeded(username, address)
         else:
