@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Protocol
 
 DEFAULT_HOME = os.environ.get("RANKLOOP_HOME", "runs")
 
@@ -83,8 +84,16 @@ def _generator_argv(args: argparse.Namespace, url: str) -> list[str]:
     return argv + (["--load-in-4bit"] if args.load_in_4bit else [])
 
 
-def _start_generator(args: argparse.Namespace, url: str, engine, pool):
-    """Pre-generation as a low-priority process (default), a thread in this process, or not at all."""
+class Background(Protocol):
+    """What the server starts next to itself and stops when it stops."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def _start_generator(args: argparse.Namespace, url: str, engine, pool) -> Background | None:
+    """Pre-generation as an idle-priority process (default), a thread in this process, or not at all."""
+    generator: Background
     if args.generator == "off":
         return None
     if args.generator == "process":

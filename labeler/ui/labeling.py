@@ -36,7 +36,7 @@ from labeler.store import (
 )
 from labeler.tables import FLAG_REASONS
 from labeler.ui import ranker
-from labeler.ui.deps import UIDeps, current_user
+from labeler.ui.deps import RecentUsers, UIDeps
 from labeler.ui.ranker import page_token, ranker_value, read_choices, read_page
 from labeler.ui.render import markdown_html, safe_markdown
 
@@ -119,6 +119,24 @@ class WaitingCounts:
         return count
 
 
+class GuidelinesVersion:
+    """The current guidelines' version, read at most once per `ttl` seconds: each lease records it, and reading
+    the guidelines row (text included) for every submit cost a read transaction."""
+
+    def __init__(self, engine: Engine, ttl: float = 1.0):
+        self.engine, self.ttl = engine, ttl
+        self._seen: tuple[float, int] | None = None
+
+    def get(self) -> int:
+        now, seen = time.monotonic(), self._seen
+        if seen is not None and now - seen[0] < self.ttl:
+            return seen[1]
+        with read_session(self.engine) as session:
+            version = current_guidelines(session=session).version
+        self._seen = (now, version)
+        return version
+
+
 def progress_text(engine: Engine, user_id: int, waiting: WaitingCounts) -> str:
     with read_session(engine) as session:
         p = labeler_progress(session=session, user_id=user_id, waiting=waiting.get(session, user_id))
@@ -153,6 +171,8 @@ def build_labeling_tab(deps: UIDeps) -> dict:
     """Build the tab; returns the components `build_ui` wires to page load."""
     engine = deps.engine
     waiting = WaitingCounts()
+    users = RecentUsers(engine)
+    guidelines_version = GuidelinesVersion(engine)
     with gr.Tab("Label", id="label"):
         with gr.Accordion("Guidelines", open=False) as guide_box:
             guide_md = gr.Markdown()
@@ -193,7 +213,7 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         }
 
     def on_load(request: gr.Request) -> dict:
-        user = current_user(engine, request)
+        user = users.get(request)
         with read_session(engine) as session:
             guidelines = current_guidelines(session=session)
             first_visit = labeler_progress(session=session, user_id=user.id, waiting=0).total == 0
@@ -205,25 +225,25 @@ def build_labeling_tab(deps: UIDeps) -> dict:
 
     @one_clear_sentence
     def on_submit(request: gr.Request, page: Any, none_acceptable: bool, note: str) -> dict:
-        user = current_user(engine, request)
+        user = users.get(request)
         try:
             if not (token := page_token(page)):
-                return show(next_view(engine, user.id), user.id)
+                return show(next_view(engine, user.id, guidelines_version.get()), user.id)
             submit_form(engine, user.id, token, read_page(page, none_acceptable, note))
         except RankingRejected as exc:
             return rejected(exc, user.id)
-        return show(next_view(engine, user.id), user.id, "✅ Saved.")
+        return show(next_view(engine, user.id, guidelines_version.get()), user.id, "✅ Saved.")
 
     @one_clear_sentence
     def on_skip(request: gr.Request, page: Any) -> dict:
-        user = current_user(engine, request)
+        user = users.get(request)
         try:
             if not (token := page_token(page)):
                 return show(next_view(engine, user.id), user.id)
             submit_form(engine, user.id, token, PageChoices([], [], skipped=True))
         except RankingRejected as exc:
             return rejected(exc, user.id)
-        return show(next_view(engine, user.id), user.id, "Skipped.")
+        return show(next_view(engine, user.id, guidelines_version.get()), user.id, "Skipped.")
 
     def rejected(exc: RankingRejected, user_id: int) -> dict:
         """The reason on screen (the labeler's choices stay as they were); when the page's set is gone (not this

@@ -166,3 +166,27 @@ def test_the_page_value_reads_ranks_and_flags_by_position():
     assert (
         choices.ranks == [2, 1, None] and choices.flags == [None, None, "harmful"] and choices.comment == "ok"
     )
+
+
+def test_the_labeling_pages_user_and_guidelines_reads_are_at_most_a_moment_old(store):
+    import time
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from labeler.settings import save_guidelines
+    from labeler.ui.deps import RecentUsers
+    from labeler.ui.labeling import GuidelinesVersion
+    from labeler.users import set_disabled
+
+    engine, alice, _ = store
+    users, version = RecentUsers(engine, ttl=0.2), GuidelinesVersion(engine, ttl=0.2)
+    request = SimpleNamespace(username="alice")
+    assert users.get(request).id == alice and version.get() == 1
+    with Session(engine) as s:
+        set_disabled(session=s, name="alice", disabled=True)
+        save_guidelines(session=s, text="new rules", author="admin")
+    time.sleep(0.25)
+    assert version.get() == 2
+    with pytest.raises(gr.Error, match="disabled"):
+        users.get(request)
