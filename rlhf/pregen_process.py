@@ -55,8 +55,8 @@ def lower_priority(pid: int, niceness: int = NICENESS, *, own_session: bool = Fa
 def keep_a_core_free(pid: int) -> None:
     """Keep `pid` (and the threads it starts later) off the first core when there are several, so the web server
     and the database always find one core that no model process has filled with its work: with a generator and
-    a training job both busy on 2 cores, submit p95 on PostgreSQL with 2 replicas was 687-822 ms; with the
-    generator off, 150 ms (bench/labeling.py). Costs background work one core of N when the server is idle."""
+    a training job both busy on 2 cores, submit p50 on PostgreSQL with 2 replicas was 253-312 ms, and 72-80 ms
+    with this (bench/labeling.py). Costs background work one core of N when the server is idle."""
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     if len(cores) < 2:
         return
