@@ -86,16 +86,14 @@ def _view(leased: LeasedSet) -> SetView:
     )
 
 
-def submit_form(engine: Engine, user_id: int, token: str, choices: PageChoices) -> int:
-    """Validate and store the choices for the set leased under `token`; returns how many answers it had.
-    Raises RankingRejected with the exact problem."""
+def submit_form(engine: Engine, user_id: int, token: str, choices: PageChoices) -> None:
+    """Validate and store the choices for the set leased under `token`. Raises RankingRejected with the exact
+    problem."""
     if not isinstance(token, str) or len(token) > 64:
         raise LeaseGone("this page's set is not leased to you; reload the page for your current set")
     with Session(engine) as session:
         lease = lease_by_token(session=session, user_id=user_id, token=token)
-        answers = len(lease.display_order)
         submit_leased(session=session, lease=lease, choices=choices)
-        return answers
 
 
 class WaitingCounts:
@@ -212,6 +210,10 @@ def build_labeling_tab(deps: UIDeps) -> dict:
             empty_md: "" if view else NOTHING_WAITING,
         }
 
+    def show_next(user_id: int, message: str = "") -> dict:
+        """The labeler's next set (or the one still leased to them) on screen, with `message`."""
+        return show(next_view(engine, user_id, guidelines_version.get()), user_id, message)
+
     def on_load(request: gr.Request) -> dict:
         user = users.get(request)
         with read_session(engine) as session:
@@ -228,29 +230,29 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         user = users.get(request)
         try:
             if not (token := page_token(page)):
-                return show(next_view(engine, user.id, guidelines_version.get()), user.id)
+                return show_next(user.id)
             submit_form(engine, user.id, token, read_page(page, none_acceptable, note))
         except RankingRejected as exc:
             return rejected(exc, user.id)
-        return show(next_view(engine, user.id, guidelines_version.get()), user.id, "✅ Saved.")
+        return show_next(user.id, "✅ Saved.")
 
     @one_clear_sentence
     def on_skip(request: gr.Request, page: Any) -> dict:
         user = users.get(request)
         try:
             if not (token := page_token(page)):
-                return show(next_view(engine, user.id), user.id)
+                return show_next(user.id)
             submit_form(engine, user.id, token, PageChoices([], [], skipped=True))
         except RankingRejected as exc:
             return rejected(exc, user.id)
-        return show(next_view(engine, user.id, guidelines_version.get()), user.id, "Skipped.")
+        return show_next(user.id, "Skipped.")
 
     def rejected(exc: RankingRejected, user_id: int) -> dict:
         """The reason on screen (the labeler's choices stay as they were); when the page's set is gone (not this
         labeler's, or filled after the lease expired), the labeler's current set comes with it."""
         message = f"⚠️ **Not submitted:** {html.escape(str(exc))}"
         if isinstance(exc, LeaseGone):
-            return show(next_view(engine, user_id), user_id, message)
+            return show_next(user_id, message)
         return {status: message}
 
     outputs = [answers, progress, status, comment, none_ok, prompt_md, empty_md]
