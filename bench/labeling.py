@@ -5,9 +5,10 @@ the background. 32 labelers then work over HTTP: each logs in (logins spread ove
 for 0.5x-1.5x of `--think` seconds, submits, and goes on; 4 of them log in again half-way.
 
 Measures submit-to-next-set latency (p50, p95), log-in latency (p95), errors, and checks that every acknowledged
-ranking is stored exactly once. Targets on the 2-core machine, generator active and a reward job running:
-submit p95 <= 250 ms, log-in p95 <= 1000 ms, 0 errors, 0 lost, 0 duplicated; the same with PostgreSQL and two
-replicas (labelers split between them, as a proxy with sticky sessions would).
+ranking is stored exactly once; with `--train`, also how much of the reward job was done meanwhile
+(`train_progress_pct`), so a job starved by the generator shows. Targets on the 2-core machine, generator
+active and a reward job running: submit p95 <= 250 ms, log-in p95 <= 1000 ms, 0 errors, 0 lost, 0 duplicated;
+the same with PostgreSQL and two replicas (labelers split between them, as a proxy with sticky sessions would).
 
     .venv/bin/python bench/labeling.py [--train] [--db postgresql --replicas 2] [--generator process|thread]
 """
@@ -82,6 +83,7 @@ class Figures:
     client_cpu_s: float = 0.0  # and this process, the 32 simulated browsers (on the same cores here)
     started: float = 0.0
     generated: int = 0
+    trained: float = 0.0  # share of the reward job done during the labeling phase (it is really training)
     stored: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -284,6 +286,7 @@ def run(args: argparse.Namespace, home: Path, db: str) -> Figures:
             job_id = launch_reward_job(ports[0], engine)
             print(f"reward job {job_id} is training", flush=True)
         generated_before = count_generated(engine)
+        trained_before = _job_progress(engine, job_id) if job_id is not None else 0.0
         urls = [f"http://127.0.0.1:{p}/" for p in ports]
         cpu_before = sum(cpu_seconds(p.pid) for p in replicas)
         client_before = cpu_seconds(os.getpid())
@@ -299,8 +302,8 @@ def run(args: argparse.Namespace, home: Path, db: str) -> Figures:
         figures.server_cpu_s = sum(cpu_seconds(p.pid) for p in replicas) - cpu_before
         figures.client_cpu_s = cpu_seconds(os.getpid()) - client_before
         figures.generated = count_generated(engine) - generated_before
-        if job_id is not None:
-            _job_progress(engine, job_id)  # still running (raises if it died)
+        if job_id is not None:  # still running (raises if it died), and how far it got meanwhile
+            figures.trained = _job_progress(engine, job_id) - trained_before
     finally:
         for proc in replicas:
             proc.send_signal(signal.SIGTERM)
@@ -357,7 +360,8 @@ def main() -> None:
         f"RESULT labelers={args.labelers} submitted={len(figures.acked)} stored={figures.stored} "
         f"lost={figures.lost} duplicated={figures.duplicated} p50_ms={ms(figures.submit_s, 50):.0f} p95_ms={ms(figures.submit_s, 95):.0f} "
         f"login_p95_ms={ms(figures.login_s, 95):.0f} errors={len(figures.errors)} "
-        f"generated_sets={figures.generated} train={'on' if args.train else 'off'} db={kind} "
+        f"generated_sets={figures.generated} train={'on' if args.train else 'off'} "
+        f"train_progress_pct={100 * figures.trained:.1f} db={kind} "
         f"replicas={args.replicas} generator={args.generator} submits_per_s={len(figures.acked) / figures.wall_s:.1f} "
         f"server_cpu_ms_per_submit={1000 * figures.server_cpu_s / max(1, len(figures.acked)):.0f} "
         f"client_cpu_ms_per_submit={1000 * figures.client_cpu_s / max(1, len(figures.acked)):.0f}"
