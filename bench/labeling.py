@@ -36,15 +36,9 @@ import httpx  # noqa: E402
 from sqlmodel import Session, col, func, select  # noqa: E402
 
 from labeler.db import make_engine  # noqa: E402
+from labeler.leasing import lease_next_set  # noqa: E402
 from labeler.policies import ensure_initial_policy  # noqa: E402
-from labeler.store import (  # noqa: E402
-    CompletionIn,
-    RankingIn,
-    add_completion_set,
-    add_prompts,
-    lease_next_set,
-    submit_ranking,
-)
+from labeler.store import CompletionIn, RankingIn, add_completion_set, add_prompts, submit_ranking  # noqa: E402
 from labeler.tables import CompletionSet, Job, Prompt, Ranking, User  # noqa: E402
 from labeler.ui.client import LabelingClient  # noqa: E402
 from labeler.users import add_user  # noqa: E402

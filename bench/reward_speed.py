@@ -23,14 +23,8 @@ from sqlmodel import Session
 
 from labeler.db import make_engine
 from labeler.formats import split_hh
-from labeler.store import (
-    CompletionIn,
-    RankingIn,
-    add_completion_set,
-    get_or_add_prompt,
-    lease_next_set,
-    submit_ranking,
-)
+from labeler.leasing import lease_next_set
+from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
 from labeler.users import add_user
 from rlhf.reward import RewardConfig, run
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from labeler.store import labels_done
+from labeler.leasing import labels_done
 from labeler.tables import Assignment, CompletionSet, PolicyVersion, Prompt, utcnow
 
 

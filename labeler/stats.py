@@ -10,7 +10,7 @@ from statistics import median
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from labeler.store import had_by, labels_done
+from labeler.leasing import had_by, labels_done
 from labeler.tables import Completion, CompletionSet, Ranking, User, utcnow
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from labeler.store import RankingIn, lease_next_set, submit_ranking
+from labeler.leasing import lease_next_set
+from labeler.store import RankingIn, submit_ranking
 from labeler.users import add_user, get_user
 
 SIMULATED = "simulated"

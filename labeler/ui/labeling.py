@@ -22,18 +22,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from labeler.db import read_session
+from labeler.leasing import LeasedSet, lease_by_token, lease_next_set
 from labeler.settings import current_guidelines
 from labeler.stats import labeler_progress, waiting_for
-from labeler.store import (
-    MAX_COMMENT_CHARS,
-    LeasedSet,
-    LeaseGone,
-    PageChoices,
-    RankingRejected,
-    lease_by_token,
-    lease_next_set,
-    submit_leased,
-)
+from labeler.store import MAX_COMMENT_CHARS, LeaseGone, PageChoices, RankingRejected, submit_leased
 from labeler.tables import FLAG_REASONS
 from labeler.ui import ranker
 from labeler.ui.deps import RecentUsers, UIDeps

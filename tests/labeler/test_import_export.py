@@ -9,8 +9,9 @@ from labeler.dataset import preference_records
 from labeler.export import export_preferences, export_raw_rankings
 from labeler.formats import ImportFormatError, to_transcript
 from labeler.importers import import_pairs, import_prompts, parse_pairs
+from labeler.leasing import lease_next_set
 from labeler.pairs import PairSettings
-from labeler.store import RankingIn, lease_next_set, submit_ranking
+from labeler.store import RankingIn, submit_ranking
 from labeler.tables import Completion, CompletionSet, Prompt, Ranking
 from tests.labeler.helpers import make_sets, make_user
 

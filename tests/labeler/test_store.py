@@ -6,7 +6,8 @@ import pytest
 from sqlmodel import Session, func, select
 
 from labeler.db import make_engine
-from labeler.store import RankingIn, RankingRejected, lease_next_set, submit_ranking
+from labeler.leasing import lease_next_set
+from labeler.store import RankingIn, RankingRejected, submit_ranking
 from labeler.tables import Assignment, Ranking, utcnow
 from tests.labeler.helpers import make_sets, make_user, make_version
 

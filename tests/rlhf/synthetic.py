@@ -9,15 +9,9 @@ from pathlib import Path
 from sqlmodel import Session
 
 from labeler.db import make_engine
+from labeler.leasing import lease_next_set
 from labeler.policies import ensure_initial_policy
-from labeler.store import (
-    CompletionIn,
-    RankingIn,
-    add_completion_set,
-    get_or_add_prompt,
-    lease_next_set,
-    submit_ranking,
-)
+from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
 from labeler.users import add_user
 from models.tiny import save_tiny_checkpoint
 

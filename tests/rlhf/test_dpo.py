@@ -10,7 +10,8 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from labeler.db import make_engine
-from labeler.store import CompletionIn, RankingIn, add_completion_set, lease_next_set, submit_ranking
+from labeler.leasing import lease_next_set
+from labeler.store import CompletionIn, RankingIn, add_completion_set, submit_ranking
 from labeler.tables import PolicyVersion, Prompt, TrainingRound
 from labeler.users import add_user
 from tests.rlhf.ppo_helpers import ppo_store

@@ -8,9 +8,10 @@ import time
 from sqlmodel import Session, select
 
 from labeler.db import make_engine
+from labeler.leasing import lease_next_set
 from labeler.policies import current_policy, ensure_initial_policy
 from labeler.settings import set_labels_needed
-from labeler.store import add_prompts, lease_next_set
+from labeler.store import add_prompts
 from labeler.tables import CompletionSet, Job, PolicyVersion, TrainingRound
 from models.generation import SamplingParams
 from models.loading import load_base

@@ -4,8 +4,9 @@ import uuid
 from sqlmodel import Session, select
 
 from labeler.db import make_engine
+from labeler.leasing import lease_next_set
 from labeler.policies import count_waiting_sets, ensure_initial_policy, make_current
-from labeler.store import RankingIn, add_prompts, lease_next_set, submit_ranking
+from labeler.store import RankingIn, add_prompts, submit_ranking
 from labeler.tables import Completion, CompletionSet, PolicyVersion
 from models.generation import SamplingParams
 from models.policy import PolicyPool
