@@ -2,11 +2,11 @@
 
 Gradio awaits an `async` auth callable on its event loop, so the check itself (a read of the users table and
 one scrypt, 75-100 ms of CPU here) runs in a thread of its own pool and never stalls other requests. The pool
-has a thread per core, each at nice +10 on Linux: when a team logs in at the start of a shift the hashes use
+has a thread per core, each at nice +5 on Linux: when a team logs in at the start of a shift the hashes use
 every core the web handlers leave (scrypt releases the interpreter lock), and a submit that arrives meanwhile
-takes its core first. Before, at most half the cores hashed at normal priority: on 2 cores the 32 log-ins of
-`bench/labeling.py` queued behind one hasher (log-in p95 1.3-1.8 s) while each hash still competed with the
-server's thread. Gradio passes only the name and password; `ClientAddressMiddleware` records the client's
+gets most of its core (CFS weights 1024 against 335). Before, at most half the cores hashed at normal
+priority: on 2 cores the 32 log-ins of `bench/labeling.py` queued behind one hasher (log-in p95 1.3-1.8 s)
+while each hash still competed with the server's thread. Gradio passes only the name and password; `ClientAddressMiddleware` records the client's
 address for the throttle (uvicorn already replaces it with X-Forwarded-For's when the request comes through a
 proxy on the same machine).
 
@@ -53,7 +53,7 @@ class ClientAddressMiddleware:
 CLIENT_ADDRESS_MIDDLEWARE = Middleware(ClientAddressMiddleware)
 
 
-HASHING_NICENESS = 10  # below the server's other threads (0), above background model processes (idle class)
+HASHING_NICENESS = 5  # below the server's other threads (0), above background model processes (idle class)
 
 
 def lower_this_thread(niceness: int = HASHING_NICENESS) -> None:
