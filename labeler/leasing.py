@@ -135,14 +135,13 @@ def has_room(session: Session, set_id: int, now: datetime) -> bool:
 def _candidates(session: Session, user_id: int, now: datetime, skip: Sequence[int]) -> Any:
     """Sets this labeler may take, best first, leaving out `skip`; row-locked on PostgreSQL. For the rare
     rescan when every shortlisted set was taken meanwhile."""
-    current = session.exec(select(PolicyVersion.id).where(col(PolicyVersion.is_current).is_(True))).first()
     query = select(CompletionSet).where(
         CompletionSet.origin == "generated",
         ~had_by(user_id),
         _room_left(now),
         col(CompletionSet.id).not_in(skip),
     )
-    return query.order_by(*_best_first(current)).with_for_update(skip_locked=True, of=CompletionSet)
+    return query.order_by(*_best_first(_CURRENT)).with_for_update(skip_locked=True, of=CompletionSet)
 
 
 def _claim(session: Session, user_id: int, set_id: int, now: datetime) -> int | None:
@@ -198,13 +197,13 @@ def lease_next_set(
     result is loaded before the commit: with `expire_on_commit=False` it needs no second transaction. The
     unique (set, labeler) constraint refuses a second lease of one set by one labeler (two tabs at once)."""
     now = utcnow()
+    params = {"user_id": user_id, "now": now}
     with reading(session) as reader:
-        open_lease = reader.exec(_OPEN_LEASE, params={"user_id": user_id, "now": now}).first()
+        open_lease = reader.exec(_OPEN_LEASE, params=params).first()
         if open_lease is not None and open_lease.token is not None:
             return _load_leased(reader, open_lease)
         if open_lease is not None:  # leased before leases had tokens: issue one
             return _issue_token(session, open_lease.id)
-        params = {"user_id": user_id, "now": now}
         shortlist = list(reader.connection().execute(_SHORTLIST, params).scalars())
     if not shortlist:
         return None
@@ -259,14 +258,3 @@ def lease_by_token(*, session: Session, user_id: int, token: str) -> Assignment:
     if assignment is None or assignment.user_id != user_id:
         raise LeaseGone("this page's set is not leased to you; reload the page for your current set")
     return assignment
-
-
-def release_lease(*, session: Session, user_id: int, set_id: int) -> None:
-    """Drop an unfinished lease at once (e.g. the labeler logged out), returning the slot to the pool."""
-    assignment = session.exec(
-        select(Assignment).where(Assignment.user_id == user_id, Assignment.set_id == set_id)
-    ).first()
-    if assignment is not None and assignment.completed_at is None:
-        assignment.lease_expires_at = utcnow()
-        session.add(assignment)
-    session.commit()

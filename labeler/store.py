@@ -225,7 +225,7 @@ def _answer_ids(session: Session, ranking: RankingIn, lease: Assignment | None) 
     """The set's completion ids; for a labeler, in the order they were shown (messages number them so)."""
     if lease is not None and lease.display_order:
         return list(lease.display_order)
-    ids = [i for i in session.exec(select(Completion.id).where(Completion.set_id == ranking.set_id)) if i]
+    ids = list(session.exec(select(Completion.id).where(Completion.set_id == ranking.set_id)))
     if not ids:
         raise RankingRejected(f"set {ranking.set_id} does not exist")
     return ids

@@ -6,9 +6,9 @@ has a thread per core, each at nice +5 on Linux: when a team logs in at the star
 every core the web handlers leave (scrypt releases the interpreter lock), and a submit that arrives meanwhile
 gets most of its core (CFS weights 1024 against 335). Before, at most half the cores hashed at normal
 priority: on 2 cores the 32 log-ins of `bench/labeling.py` queued behind one hasher (log-in p95 1.3-1.8 s)
-while each hash still competed with the server's thread. Gradio passes only the name and password; `ClientAddressMiddleware` records the client's
-address for the throttle (uvicorn already replaces it with X-Forwarded-For's when the request comes through a
-proxy on the same machine).
+while each hash still competed with the server's thread. Gradio passes only the name and password;
+`ClientAddressMiddleware` records the client's address for the throttle (uvicorn already replaces it with
+X-Forwarded-For's when the request comes through a proxy on the same machine).
 
     launch(..., auth=make_auth(engine, LoginThrottle()), app_kwargs={"middleware": [CLIENT_ADDRESS_MIDDLEWARE]})
 """
