@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import Column, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
@@ -122,21 +122,60 @@ def _sqlite_setup(engine: Engine) -> None:
             raise
 
 
+# Columns added after stores existed whose values follow from other rows: filled once, as the column is added.
+_BACKFILLS = {
+    ("completionset", "labels_done"): (
+        "UPDATE completionset SET labels_done = (SELECT count(*) FROM ranking"
+        " WHERE ranking.set_id = completionset.id AND NOT ranking.skipped)"
+    ),
+}
+
+
+# Indexes older stores have and the current tables do not: dropped on start (a planner could still pick them).
+_RETIRED_INDEXES = {"completionset": ["ix_set_open"]}
+
+
+def _drop_retired_indexes(engine: Engine) -> None:
+    existing = inspect(engine)
+    retired = [
+        (table, name)
+        for table, names in _RETIRED_INDEXES.items()
+        if existing.has_table(table)
+        for name in names
+        if name in {ix["name"] for ix in existing.get_indexes(table)}
+    ]
+    if not retired:
+        return
+    with engine.begin() as conn:
+        for table, name in retired:
+            conn.execute(text(f'DROP INDEX "{name}"'))
+            logger.info("store: dropped index %s on %s", name, table)
+
+
+def _addable(column: Column) -> bool:
+    return column.nullable or column.server_default is not None
+
+
 def _add_missing_columns(engine: Engine) -> None:
-    """Columns added to a table after a store was created (nullable ones only): ALTER TABLE ... ADD COLUMN."""
+    """Columns added to a table after a store was created (nullable ones, or with a default, filled from the
+    other rows where `_BACKFILLS` says how): ALTER TABLE ... ADD COLUMN, in one transaction."""
     existing = inspect(engine)
     missing = [
         (table.name, column)
         for table in SQLModel.metadata.sorted_tables
         for column in table.columns
-        if column.nullable and column.name not in {c["name"] for c in existing.get_columns(table.name)}
+        if _addable(column) and column.name not in {c["name"] for c in existing.get_columns(table.name)}
     ]
     if not missing:
         return
     with engine.begin() as conn:
         for table_name, column in missing:
             kind = column.type.compile(dialect=engine.dialect)
+            if column.server_default is not None:
+                kind += f" DEFAULT {column.server_default.arg}" + ("" if column.nullable else " NOT NULL")
             conn.execute(text(f'ALTER TABLE "{table_name}" ADD COLUMN "{column.name}" {kind}'))
+            if (table_name, column.name) in _BACKFILLS:
+                conn.execute(text(_BACKFILLS[(table_name, column.name)]))
             logger.info("store: added column %s.%s", table_name, column.name)
         for table in SQLModel.metadata.sorted_tables:  # and the indexes on them (unique ones included)
             for index in table.indexes:
@@ -172,4 +211,5 @@ def make_engine(url: str, *, create: bool = True, echo: bool = False) -> Engine:
     if create:
         SQLModel.metadata.create_all(engine)
         _add_missing_columns(engine)
+        _drop_retired_indexes(engine)
     return engine

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlmodel import Session, col, select
 
 from labeler.formats import ImportFormatError, Record, as_messages, bounded_text, read_records, split_hh
-from labeler.store import CompletionIn, add_completion_set, add_prompts, get_or_add_prompt
+from labeler.store import CompletionIn, add_completion_set, add_prompts, count_label, get_or_add_prompt
 from labeler.tables import Ranking
 
 _PROMPT_FIELDS = ("messages", "prompt", "text")
@@ -167,6 +167,7 @@ def import_pairs(*, session: Session, path: Path) -> PairImport:
             )
             ranks = {str(chosen_row.id): 1, str(rejected_row.id): 1 + pair.margin}
             session.add(Ranking(set_id=cset.id, user_id=None, submission_id=key, ranks=ranks))
+            count_label(session, cset.id)
             added += 1
         session.commit()
     except Exception:

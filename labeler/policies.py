@@ -12,7 +12,6 @@ from datetime import timedelta
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from labeler.leasing import labels_done
 from labeler.tables import Assignment, CompletionSet, PolicyVersion, Prompt, utcnow
 
 
@@ -70,11 +69,10 @@ def make_current(*, session: Session, version: int) -> PolicyVersion:
 
 def count_waiting_sets(*, session: Session, policy_version_id: int | None) -> int:
     """Generated sets of this version that still need labels (rankings below `labels_needed`)."""
-    labels = labels_done()
     query = select(func.count(CompletionSet.id)).where(
         CompletionSet.origin == "generated",
         CompletionSet.policy_version_id == policy_version_id,
-        labels < CompletionSet.labels_needed,
+        CompletionSet.labels_done < CompletionSet.labels_needed,
     )
     return session.exec(query).one()
 

@@ -10,7 +10,7 @@ from statistics import median
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from labeler.leasing import had_by, labels_done
+from labeler.leasing import had_by
 from labeler.tables import Completion, CompletionSet, Ranking, User, utcnow
 
 
@@ -24,7 +24,9 @@ class LabelerProgress:
 def waiting_for(*, session: Session, user_id: int) -> int:
     """Generated sets with labels still needed that this labeler has not had."""
     query = select(func.count(CompletionSet.id)).where(
-        CompletionSet.origin == "generated", labels_done() < CompletionSet.labels_needed, ~had_by(user_id)
+        CompletionSet.origin == "generated",
+        CompletionSet.labels_done < CompletionSet.labels_needed,
+        ~had_by(user_id),
     )
     return session.exec(query).one()
 

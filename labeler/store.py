@@ -269,6 +269,8 @@ def submit_ranking(*, session: Session, ranking: RankingIn, lease: Assignment | 
         session.connection().execute(
             update(table).where(table.c.id == lease.id).values(completed_at=utcnow())
         )
+    if not ranking.skipped:
+        count_label(session, ranking.set_id)
     try:
         session.commit()
     except IntegrityError:
@@ -276,6 +278,15 @@ def submit_ranking(*, session: Session, ranking: RankingIn, lease: Assignment | 
         session.rollback()
         return _resolve_repeat(session, ranking)
     return row
+
+
+def count_label(session: Session, set_id: int) -> None:
+    """One more label on the set's count (`CompletionSet.labels_done`), in the transaction that adds the ranking
+    it counts: both are stored or neither."""
+    table = CompletionSet.__table__
+    session.connection().execute(
+        update(table).where(table.c.id == set_id).values(labels_done=table.c.labels_done + 1)
+    )
 
 
 def _refuse_if_filled_meanwhile(session: Session, set_id: int) -> None:

@@ -81,7 +81,6 @@ class PolicyVersion(SQLModel, table=True):
 
 
 class CompletionSet(SQLModel, table=True):
-    __table_args__ = (Index("ix_set_open", "origin", "policy_version_id"),)
     id: int | None = Field(default=None, primary_key=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)
     policy_version_id: int | None = Field(default=None, foreign_key="policyversion.id")
@@ -89,8 +88,25 @@ class CompletionSet(SQLModel, table=True):
     source: str = Field(default="", max_length=256)
     sampling: dict = _json({})
     labels_needed: int = 1
+    # Its labels (non-skip rankings), counted by the store in the transaction that adds one, so that leasing
+    # finds the open sets through an index instead of counting every set's rankings on every lease.
+    labels_done: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     generation_seconds: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# The sets still open, in the order leasing takes them (newest policy first, then the sets closest to their
+# overlap k, then the oldest): a lease walks it and stops after a few rows (labeler/leasing.py). The predicate
+# has no parameters, so PostgreSQL's generic plans use it too.
+_OPEN = CompletionSet.__table__.c  # type: ignore[attr-defined]
+Index(
+    "ix_set_waiting",
+    _OPEN.policy_version_id.desc(),
+    _OPEN.labels_done.desc(),
+    _OPEN.id,
+    sqlite_where=_OPEN.labels_done < _OPEN.labels_needed,
+    postgresql_where=_OPEN.labels_done < _OPEN.labels_needed,
+)
 
 
 class Completion(SQLModel, table=True):

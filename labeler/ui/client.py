@@ -12,12 +12,22 @@ ranking it stores has the submission id `lease:<token>`.
 
 from __future__ import annotations
 
+import functools
+import ssl
 import uuid
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import certifi
 import httpx
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every client in the process. httpx builds one per client otherwise (56 ms of CPU
+    each here): in a load test on the server's own cores, 32 labelers logging in took 1.8 s of CPU for it."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class LabelingError(RuntimeError):
@@ -41,7 +51,7 @@ class LabelingClient:
 
     def __init__(self, url: str, name: str, password: str, *, timeout: float = 120.0):
         self.name, self.password = name, password
-        self.http = httpx.AsyncClient(base_url=url, timeout=timeout)
+        self.http = httpx.AsyncClient(base_url=url, timeout=timeout, verify=_tls_context())
         self.session_hash = uuid.uuid4().hex
 
     async def __aenter__(self) -> LabelingClient:

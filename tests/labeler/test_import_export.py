@@ -34,6 +34,8 @@ def test_hh_import_gives_1500_pairs_that_rebuild_the_transcripts(session, hh_fil
         assert record.origin == "imported"
     assert import_pairs(session=session, path=hh_file).already_present == 1500
     assert count(session, Ranking) == 1500
+    # each imported set holds its one label, so none waits for a labeler
+    assert set(session.exec(select(CompletionSet.labels_done)).all()) == {1}
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl", "hf"])

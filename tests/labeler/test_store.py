@@ -3,12 +3,13 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlmodel import Session, func, select
+from sqlalchemy import inspect, text
+from sqlmodel import Session, col, func, select
 
 from labeler.db import make_engine
 from labeler.leasing import lease_next_set
 from labeler.store import RankingIn, RankingRejected, submit_ranking
-from labeler.tables import Assignment, Ranking, utcnow
+from labeler.tables import Assignment, CompletionSet, Ranking, utcnow
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 
@@ -168,4 +169,73 @@ def test_concurrent_leasing_never_repeats_a_set_nor_overfills_nor_loses_a_rankin
         per_set = s.exec(select(Ranking.set_id, func.count(Ranking.id)).group_by(Ranking.set_id)).all()
         assert all(count == 3 for _, count in per_set) and len(per_set) == 40
         assert all(a.completed_at is not None for a in s.exec(select(Assignment)))
+        assert {c.labels_done for c in s.exec(select(CompletionSet))} == {3}  # counted once per ranking
+    engine.dispose()
+
+
+def label_counts(session: Session) -> dict[int, tuple[int, int]]:
+    """Per set: (the stored count, the non-skip rankings actually there)."""
+    counted = {c.id: c.labels_done for c in session.exec(select(CompletionSet))}
+    actual = dict(
+        session.exec(
+            select(Ranking.set_id, func.count(Ranking.id))
+            .where(col(Ranking.skipped).is_(False))
+            .group_by(Ranking.set_id)
+        ).all()
+    )
+    return {i: (n, actual.get(i, 0)) for i, n in counted.items()}
+
+
+def test_labels_are_counted_once_each_skips_repeats_and_refusals_not_at_all(session):
+    a, b, c = (make_user(session, name) for name in "abc")
+    make_sets(session, 2, labels_needed=2)
+    first = lease_next_set(session=session, user_id=a.id)
+    ranking = strict(first, a.id)
+    submit_ranking(session=session, ranking=ranking)
+    submit_ranking(session=session, ranking=ranking)  # a repeat: stored once, counted once
+    with pytest.raises(RankingRejected):
+        submit_ranking(
+            session=session, ranking=RankingIn(set_id=first.set.id, user_id=c.id, submission_id="x")
+        )
+    skipped = lease_next_set(session=session, user_id=b.id)
+    submit_ranking(
+        session=session,
+        ranking=RankingIn(set_id=skipped.set.id, user_id=b.id, submission_id="s", skipped=True),
+    )
+    none_ok = lease_next_set(session=session, user_id=b.id)
+    submit_ranking(
+        session=session,
+        ranking=RankingIn(set_id=none_ok.set.id, user_id=b.id, submission_id="n", none_acceptable=True),
+    )
+    counts = label_counts(session)
+    assert all(stored == actual for stored, actual in counts.values()), counts
+    assert sorted(stored for stored, _ in counts.values()) == [1, 1]
+
+
+def test_an_older_store_gets_its_label_counts_and_loses_the_retired_index(tmp_path):
+    """A store made before sets counted their labels: on start the column is added, filled from the rankings,
+    the old index dropped, and leasing goes on from the right counts."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    with Session(engine) as s:
+        a, b = make_user(s, "a"), make_user(s, "b")
+        make_version(s)
+        make_sets(s, 3, labels_needed=2, version_id=1)
+        for user in (a, b):
+            leased = lease_next_set(session=s, user_id=user.id)
+            submit_ranking(session=s, ranking=strict(leased, user.id))
+        a_id = a.id
+    with engine.begin() as conn:  # back to the old schema
+        conn.execute(text("DROP INDEX ix_set_waiting"))
+        conn.execute(text("ALTER TABLE completionset DROP COLUMN labels_done"))
+        conn.execute(text("CREATE INDEX ix_set_open ON completionset (origin, policy_version_id)"))
+    engine.dispose()
+    engine = make_engine(url)
+    indexes = {ix["name"] for ix in inspect(engine).get_indexes("completionset")}
+    assert "ix_set_open" not in indexes and "ix_set_waiting" in indexes
+    with Session(engine) as s:
+        assert sorted(stored for stored, actual in label_counts(s).values() if stored == actual) == [0, 0, 2]
+        # a's next set: one of the two without labels (a had the full one)
+        leased = lease_next_set(session=s, user_id=a_id)
+        assert leased is not None and leased.set.labels_done == 0
     engine.dispose()
