@@ -39,7 +39,7 @@ from labeler.db import make_engine  # noqa: E402
 from labeler.leasing import lease_next_set  # noqa: E402
 from labeler.policies import ensure_initial_policy  # noqa: E402
 from labeler.store import CompletionIn, RankingIn, add_completion_set, add_prompts, submit_ranking  # noqa: E402
-from labeler.tables import CompletionSet, Job, Prompt, Ranking, User  # noqa: E402
+from labeler.tables import CompletionSet, Job, Prompt, Ranking, User, id_of  # noqa: E402
 from labeler.ui.client import LabelingClient  # noqa: E402
 from labeler.users import add_user  # noqa: E402
 from models.embedded import home_sharing_cache  # noqa: E402
@@ -104,8 +104,8 @@ def seed(url: str, labelers: int, sets: int, train_sets: int) -> None:
                 for i in range(sets + train_sets)
             ],
         )
-        prompts = session.exec(select(Prompt.id).order_by(Prompt.id)).all()
-        for prompt_id in prompts:
+        prompts = session.exec(select(col(Prompt.id)).order_by(col(Prompt.id))).all()
+        for prompt_id in (p for p in prompts if p is not None):
             add_completion_set(
                 session=session,
                 prompt_id=prompt_id,
@@ -114,17 +114,17 @@ def seed(url: str, labelers: int, sets: int, train_sets: int) -> None:
                 commit=False,
             )
         session.commit()
-        trainer_id = trainer.id
+        trainer_id = id_of(trainer)
     with Session(engine) as session:  # the trainer ranks the first `train_sets` sets: data for the reward job
         for i in range(train_sets):
             leased = lease_next_set(session=session, user_id=trainer_id)
             assert leased is not None
             order = rng.sample(range(1, 5), 4)
-            ranks = {c.id: r for c, r in zip(leased.completions, order, strict=True)}
+            ranks = {id_of(c): r for c, r in zip(leased.completions, order, strict=True)}
             submit_ranking(
                 session=session,
                 ranking=RankingIn(
-                    set_id=leased.set.id, user_id=trainer_id, submission_id=f"seed-{i}", ranks=ranks
+                    set_id=id_of(leased.set), user_id=trainer_id, submission_id=f"seed-{i}", ranks=ranks
                 ),
             )
     engine.dispose()
@@ -221,7 +221,9 @@ def cpu_seconds(pid: int) -> float:
 def count_generated(engine) -> int:
     with Session(engine) as session:
         return session.exec(
-            select(func.count(CompletionSet.id)).where(col(CompletionSet.generation_seconds).is_not(None))
+            select(func.count(col(CompletionSet.id))).where(
+                col(CompletionSet.generation_seconds).is_not(None)
+            )
         ).one()
 
 
@@ -306,9 +308,11 @@ def run(args: argparse.Namespace, home: Path, db: str) -> Figures:
                 proc.wait(60)
         if job_id is not None:
             with Session(engine) as s:
-                pid = s.get(Job, job_id).pid
-            with contextlib.suppress(ProcessLookupError, TypeError):
-                os.killpg(pid, signal.SIGKILL)
+                job = s.get(Job, job_id)
+                pid = job.pid if job is not None else None
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
     figures.stored, figures.lost, figures.duplicated = check_stored(engine, figures)
     engine.dispose()
     return figures

@@ -108,6 +108,7 @@ def main() -> None:
             result = round_stage.run(round_stage.RoundConfig(home=home, db=url))
             with Session(engine) as s:
                 new = current_policy(session=s)
+                assert new is not None, "the round made no current version"
                 rm = s.exec(select(RewardModel).where(RewardModel.name == result.reward_model)).one()
             t = time.perf_counter()
             rate, (low, high), ended, ended_v0 = win_rate(

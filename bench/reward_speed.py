@@ -18,6 +18,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Literal
 
 from sqlmodel import Session
 
@@ -25,6 +26,7 @@ from labeler.db import make_engine
 from labeler.formats import split_hh
 from labeler.leasing import lease_next_set
 from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
+from labeler.tables import id_of
 from labeler.users import add_user
 from rlhf.reward import RewardConfig, run
 
@@ -54,22 +56,22 @@ def build_store(url: str, sets: int, max_length: int) -> None:
             break
     print(f"{len(chosen_sets)} four-way sets fit in {max_length} tokens")
     with Session(make_engine(url)) as session:
-        user_id = add_user(session=session, name="bench", password="bench-password").id
+        user_id = id_of(add_user(session=session, name="bench", password="bench-password"))
         for prompt, texts in chosen_sets:
             p = get_or_add_prompt(session=session, messages=prompt)
             add_completion_set(
                 session=session,
-                prompt_id=p.id,
+                prompt_id=id_of(p),
                 completions=[CompletionIn(t) for t in texts],
                 policy_version_id=None,
             )
         while (leased := lease_next_set(session=session, user_id=user_id)) is not None:
-            by_position = {c.position: c.id for c in leased.completions}
+            by_position = {c.position: id_of(c) for c in leased.completions}
             ranks = {by_position[k]: k + 1 for k in range(4)}
             submit_ranking(
                 session=session,
                 ranking=RankingIn(
-                    set_id=leased.set.id, user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks
+                    set_id=id_of(leased.set), user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks
                 ),
             )
 
@@ -83,10 +85,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         build_store(url, args.sets, args.max_length)
-        for trainer, batch in (
-            ("ranking", 2),
-            ("trl", 12),
-        ):  # 2 sets = 12 pairs per step, the same as 12 pairs
+        runs: list[tuple[Literal["ranking", "trl"], int]] = [("ranking", 2), ("trl", 12)]
+        for trainer, batch in runs:  # 2 sets = 12 pairs per step, the same as 12 pairs
             config = RewardConfig(
                 model="default",
                 home=HOME,

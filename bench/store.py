@@ -22,7 +22,7 @@ from labeler.db import make_engine
 from labeler.export import export_preferences
 from labeler.pairs import PairSettings
 from labeler.store import RankingIn, submit_ranking
-from labeler.tables import Assignment, Completion, CompletionSet, Prompt, utcnow
+from labeler.tables import Assignment, Completion, CompletionSet, Prompt, id_of, utcnow
 from labeler.users import add_user
 
 
@@ -99,7 +99,7 @@ def main() -> None:
         with Session(engine) as session:
             user = add_user(session=session, name="bench", password="bench-password")
             start = time.perf_counter()
-            user_id = user.id
+            user_id = id_of(user)
             sets = seed_store(session, args.rankings, user_id)
             print(f"setup: {args.rankings} sets of 4 in {time.perf_counter() - start:.1f}s")
 

@@ -148,7 +148,7 @@ def krippendorff_alpha_ordinal(units: Sequence[Sequence[int]]) -> float | None:
 
     Units with fewer than two values are not pairable and are ignored. None when undefined (no variation).
     """
-    coincidence: Counter[tuple[int, int]] = Counter()
+    coincidence: defaultdict[tuple[int, int], float] = defaultdict(float)
     for values in units:
         m = len(values)
         if m < 2:
@@ -159,7 +159,7 @@ def krippendorff_alpha_ordinal(units: Sequence[Sequence[int]]) -> float | None:
                     coincidence[(c, k)] += 1.0 / (m - 1)
     if not coincidence:
         return None
-    n_c: Counter[int] = Counter()
+    n_c: defaultdict[int, float] = defaultdict(float)
     for (c, _k), w in coincidence.items():
         n_c[c] += w
     values = sorted(n_c)
@@ -201,7 +201,7 @@ def agreement(sets: Sequence[Sequence[RankingView]], settings: PairSettings = Pa
         merged = consensus_order(voters, settings)
         for r in voters:
             tau = kendall_tau_b(effective_ranks(r, settings.flagged), merged)
-            if tau is not None:
+            if tau is not None and r.labeler is not None:
                 taus[r.labeler].append(tau)
     return Agreement(
         alpha=krippendorff_alpha_ordinal(units),

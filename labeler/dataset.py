@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from labeler.consensus import pair_votes
@@ -53,18 +54,18 @@ class SetRankings:
 
 def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None) -> list[SetRankings]:
     """All ranked sets (or the given ones) with their completions and rankings, in a few bulk queries."""
-    rq = select(
-        Ranking.set_id,
-        Ranking.user_id,
-        Ranking.ranks,
-        Ranking.flags,
-        Ranking.none_acceptable,
-        Ranking.skipped,
+    rq = select_columns(  # more columns than sqlmodel's typed select takes
+        col(Ranking.set_id),
+        col(Ranking.user_id),
+        col(Ranking.ranks),
+        col(Ranking.flags),
+        col(Ranking.none_acceptable),
+        col(Ranking.skipped),
     )
     if set_ids is not None:
         rq = rq.where(col(Ranking.set_id).in_(list(set_ids)))
     by_set: dict[int, list[RankingView]] = defaultdict(list)
-    for set_id, user_id, ranks, flags, none_acceptable, skipped in session.exec(rq):
+    for set_id, user_id, ranks, flags, none_acceptable, skipped in session.execute(rq):
         view = RankingView(
             {int(k): v for k, v in ranks.items()},
             frozenset(int(k) for k in flags),
@@ -79,20 +80,20 @@ def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None)
     versions = dict(session.exec(select(PolicyVersion.id, PolicyVersion.version)).all())
     sets = {
         s_id: (p_id, versions.get(pv), origin, source)
-        for s_id, p_id, pv, origin, source in session.exec(
-            select(
-                CompletionSet.id,
-                CompletionSet.prompt_id,
-                CompletionSet.policy_version_id,
-                CompletionSet.origin,
-                CompletionSet.source,
+        for s_id, p_id, pv, origin, source in session.execute(
+            select_columns(
+                col(CompletionSet.id),
+                col(CompletionSet.prompt_id),
+                col(CompletionSet.policy_version_id),
+                col(CompletionSet.origin),
+                col(CompletionSet.source),
             )
         )
         if s_id in by_set
     }
     texts: dict[int, dict[int, str]] = defaultdict(dict)
-    for c_id, s_id, text in session.exec(select(Completion.id, Completion.set_id, Completion.text)):
-        if s_id in by_set:
+    for c_id, s_id, text in session.exec(select(col(Completion.id), Completion.set_id, Completion.text)):
+        if s_id in by_set and c_id is not None:
             texts[s_id][c_id] = text
     return [SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i], sets[i][3]) for i in ids]
 
@@ -128,8 +129,8 @@ def records_from_sets(
 
 def load_prompts(*, session: Session, prompt_ids: set[int]) -> dict[int, tuple[list[dict], str]]:
     return {
-        p_id: (messages, split)
-        for p_id, messages, split in session.exec(select(Prompt.id, Prompt.messages, Prompt.split))
+        p_id: (list(messages), split)
+        for p_id, messages, split in session.exec(select(col(Prompt.id), Prompt.messages, Prompt.split))
         if p_id in prompt_ids
     }
 

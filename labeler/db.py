@@ -172,7 +172,8 @@ def _add_missing_columns(engine: Engine) -> None:
         for table_name, column in missing:
             kind = column.type.compile(dialect=engine.dialect)
             if column.server_default is not None:
-                kind += f" DEFAULT {column.server_default.arg}" + ("" if column.nullable else " NOT NULL")
+                default = column.server_default.arg  # type: ignore[attr-defined]
+                kind += f" DEFAULT {default}" + ("" if column.nullable else " NOT NULL")
             conn.execute(text(f'ALTER TABLE "{table_name}" ADD COLUMN "{column.name}" {kind}'))
             if (table_name, column.name) in _BACKFILLS:
                 conn.execute(text(_BACKFILLS[(table_name, column.name)]))

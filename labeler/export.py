@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from labeler.consensus import Agreement, agreement
 from labeler.dataset import PreferenceRecord, load_set_rankings, preference_records
 from labeler.pairs import PairSettings
-from labeler.tables import Assignment, Completion, CompletionSet, Prompt, Ranking, User
+from labeler.tables import Assignment, Completion, CompletionSet, Prompt, Ranking, User, id_of
 
 ExportFormat = Literal["parquet", "jsonl", "hf"]
 EXPORT_FORMATS: tuple[str, ...] = ("parquet", "jsonl", "hf")
@@ -141,11 +141,13 @@ def export_preferences(
 def export_raw_rankings(*, session: Session, out: Path) -> Path:
     """Every ranking as one JSONL line: prompt, completions, labeler, display order, ranks (ties kept), flags."""
     users = dict(session.exec(select(User.id, User.name)).all())
-    orders = {(a.set_id, a.user_id): a.display_order for a in session.exec(select(Assignment))}
+    orders: dict[tuple[int, int | None], list[int]] = {
+        (a.set_id, a.user_id): a.display_order for a in session.exec(select(Assignment))
+    }
     sets = {c.id: c for c in session.exec(select(CompletionSet))}
     prompts = dict(session.exec(select(Prompt.id, Prompt.messages)).all())
     completions: dict[int, list[dict]] = {}
-    for c in session.exec(select(Completion).order_by(Completion.set_id, Completion.position)):
+    for c in session.exec(select(Completion).order_by(col(Completion.set_id), col(Completion.position))):
         completions.setdefault(c.set_id, []).append(
             {
                 "id": c.id,
@@ -155,16 +157,16 @@ def export_raw_rankings(*, session: Session, out: Path) -> Path:
             }
         )
     lines = []
-    for ranking in session.exec(select(Ranking).order_by(Ranking.id)):
+    for ranking in session.exec(select(Ranking).order_by(col(Ranking.id))):
         cset = sets[ranking.set_id]
         lines.append(
             {
                 "set_id": cset.id,
                 "origin": cset.origin,
                 "prompt": prompts[cset.prompt_id],
-                "completions": completions.get(cset.id, []),
+                "completions": completions.get(id_of(cset), []),
                 "labeler": users.get(ranking.user_id),
-                "display_order": orders.get((cset.id, ranking.user_id)),
+                "display_order": orders.get((id_of(cset), ranking.user_id)),
                 "ranks": ranking.ranks,
                 "flags": ranking.flags,
                 "none_acceptable": ranking.none_acceptable,

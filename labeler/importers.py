@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from labeler.formats import ImportFormatError, Record, as_messages, bounded_text, read_records, split_hh
 from labeler.store import CompletionIn, add_completion_set, add_prompts, count_label, get_or_add_prompt
-from labeler.tables import Ranking
+from labeler.tables import Ranking, id_of
 
 _PROMPT_FIELDS = ("messages", "prompt", "text")
 MAX_MARGIN = 1_000
@@ -158,7 +158,7 @@ def import_pairs(*, session: Session, path: Path) -> PairImport:
             prompt = get_or_add_prompt(session=session, messages=pair.prompt, source=path.name)
             cset, (chosen_row, rejected_row) = add_completion_set(
                 session=session,
-                prompt_id=prompt.id,
+                prompt_id=id_of(prompt),
                 completions=[CompletionIn(pair.chosen), CompletionIn(pair.rejected)],
                 policy_version_id=None,
                 origin="imported",
@@ -166,8 +166,8 @@ def import_pairs(*, session: Session, path: Path) -> PairImport:
                 commit=False,
             )
             ranks = {str(chosen_row.id): 1, str(rejected_row.id): 1 + pair.margin}
-            session.add(Ranking(set_id=cset.id, user_id=None, submission_id=key, ranks=ranks))
-            count_label(session, cset.id)
+            session.add(Ranking(set_id=id_of(cset), user_id=None, submission_id=key, ranks=ranks))
+            count_label(session, id_of(cset))
             added += 1
         session.commit()
     except Exception:

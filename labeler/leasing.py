@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, or_
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, case, func, or_
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -35,7 +36,9 @@ from labeler.tables import Assignment, Completion, CompletionSet, PolicyVersion,
 
 DEFAULT_LEASE_SECONDS = 15 * 60
 SHORTLIST = 8  # best waiting sets a lease reads before its write transaction claims the first still free
-_USER, _NOW, _SET = bindparam("user_id"), bindparam("now"), bindparam("set_id")
+_USER: BindParameter[int] = bindparam("user_id")
+_NOW: BindParameter[datetime] = bindparam("now")
+_SET: BindParameter[int] = bindparam("set_id")
 
 
 def active_leases(set_id_col: Any, now: datetime | Any) -> Any:
@@ -65,13 +68,11 @@ def had_by(user_id: int | Any) -> ColumnElement[bool]:
 def _room_left(now: datetime | Any) -> ColumnElement[bool]:
     """Labels plus live leases below k. The first term is the open-sets index's predicate (labeler/tables.py),
     so the scan reads that index only; the lease count runs for the rows it keeps."""
-    open_ = CompletionSet.labels_done < CompletionSet.labels_needed
-    return and_(
-        open_, CompletionSet.labels_done + active_leases(CompletionSet.id, now) < CompletionSet.labels_needed
-    )
+    done, needed = col(CompletionSet.labels_done), col(CompletionSet.labels_needed)
+    return and_(done < needed, done + active_leases(CompletionSet.id, now) < needed)
 
 
-_OPEN_ORDER = [
+_OPEN_ORDER: list[Any] = [
     col(CompletionSet.policy_version_id).desc(),
     col(CompletionSet.labels_done).desc(),
     CompletionSet.id,
@@ -102,11 +103,11 @@ def _takeable(*where: ColumnElement[bool]) -> Any:
     )
 
 
-_SHORTLIST_CURRENT = _takeable(CompletionSet.policy_version_id == _CURRENT)
+_SHORTLIST_CURRENT = _takeable(col(CompletionSet.policy_version_id) == _CURRENT)
 _SHORTLIST_OTHERS = _takeable(
     or_(
         col(CompletionSet.policy_version_id).is_(None),
-        CompletionSet.policy_version_id != func.coalesce(_CURRENT, -1),
+        col(CompletionSet.policy_version_id) != func.coalesce(_CURRENT, -1),
     )
 )
 # PostgreSQL locks the claimed row (SKIP LOCKED: concurrent leases take different sets); SQLite ignores it, as
@@ -184,6 +185,7 @@ def reading(session: Session) -> Iterator[Session]:
     outside the one-writer turn). Reads through `session` itself when it is already in a transaction (a second
     connection could wait on the first) or when the store is in-memory SQLite (one shared connection)."""
     bind = session.get_bind()
+    assert isinstance(bind, Engine), "sessions are bound to an engine"
     in_memory = bind.dialect.name == "sqlite" and bind.url.database in (None, "", ":memory:")
     if in_memory or session.in_transaction():
         yield session

@@ -69,7 +69,7 @@ def make_current(*, session: Session, version: int) -> PolicyVersion:
 
 def count_waiting_sets(*, session: Session, policy_version_id: int | None) -> int:
     """Generated sets of this version that still need labels (rankings below `labels_needed`)."""
-    query = select(func.count(CompletionSet.id)).where(
+    query = select(func.count(col(CompletionSet.id))).where(
         CompletionSet.origin == "generated",
         CompletionSet.policy_version_id == policy_version_id,
         CompletionSet.labels_done < CompletionSet.labels_needed,
@@ -82,7 +82,7 @@ def sample_prompts(
 ) -> list[Prompt]:
     """Train-split prompts for new sets, those with the fewest sets from this version first (ties at random)."""
     used = (
-        select(func.count(CompletionSet.id))
+        select(func.count(col(CompletionSet.id)))
         .where(CompletionSet.prompt_id == Prompt.id, CompletionSet.policy_version_id == policy_version_id)
         .correlate(Prompt)
         .scalar_subquery()

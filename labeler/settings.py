@@ -26,7 +26,8 @@ def put_setting(*, session: Session, key: str, value: object) -> None:
 
 
 def labels_needed(*, session: Session) -> int:
-    return int(get_setting(session=session, key="labels_needed", default=1))
+    value = get_setting(session=session, key="labels_needed", default=1)
+    return int(value) if isinstance(value, (int, float, str)) else 1
 
 
 def set_labels_needed(*, session: Session, k: int, apply_to_waiting: bool = True) -> int:
@@ -38,10 +39,10 @@ def set_labels_needed(*, session: Session, k: int, apply_to_waiting: bool = True
         ranked = select(Ranking.set_id).distinct()
         result = session.execute(
             update(CompletionSet)
-            .where(CompletionSet.origin == "generated", col(CompletionSet.id).not_in(ranked))
+            .where(col(CompletionSet.origin) == "generated", col(CompletionSet.id).not_in(ranked))
             .values(labels_needed=k)
         )
-        updated = result.rowcount or 0
+        updated = getattr(result, "rowcount", 0) or 0
     put_setting(session=session, key="labels_needed", value=k)
     return updated
 

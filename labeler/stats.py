@@ -11,7 +11,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from labeler.leasing import had_by
-from labeler.tables import Completion, CompletionSet, Ranking, User, utcnow
+from labeler.tables import Completion, CompletionSet, Ranking, User, id_of, utcnow
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class LabelerProgress:
 
 def waiting_for(*, session: Session, user_id: int) -> int:
     """Generated sets with labels still needed that this labeler has not had."""
-    query = select(func.count(CompletionSet.id)).where(
+    query = select(func.count(col(CompletionSet.id))).where(
         CompletionSet.origin == "generated",
         CompletionSet.labels_done < CompletionSet.labels_needed,
         ~had_by(user_id),
@@ -34,8 +34,8 @@ def waiting_for(*, session: Session, user_id: int) -> int:
 def labeler_progress(*, session: Session, user_id: int, waiting: int | None = None) -> LabelerProgress:
     """Rankings today and in all, and sets waiting (counted here unless the caller passes a recent count)."""
     start_of_day = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    today = func.count(Ranking.id).filter(Ranking.created_at >= start_of_day)
-    counts = session.exec(select(today, func.count(Ranking.id)).where(Ranking.user_id == user_id)).one()
+    today = func.count(col(Ranking.id)).filter(col(Ranking.created_at) >= start_of_day)
+    counts = session.exec(select(today, func.count(col(Ranking.id))).where(Ranking.user_id == user_id)).one()
     return LabelerProgress(
         today=counts[0],
         total=counts[1],
@@ -58,10 +58,12 @@ class StoreCounts:
 def store_counts(*, session: Session) -> StoreCounts:
     origin = dict(
         session.exec(
-            select(CompletionSet.origin, func.count(CompletionSet.id)).group_by(CompletionSet.origin)
+            select(CompletionSet.origin, func.count(col(CompletionSet.id))).group_by(
+                col(CompletionSet.origin)
+            )
         ).all()
     )
-    human = select(func.count(Ranking.id)).where(col(Ranking.user_id).is_not(None))
+    human = select(func.count(col(Ranking.id))).where(col(Ranking.user_id).is_not(None))
     flags = session.exec(select(Ranking.flags).where(col(Ranking.user_id).is_not(None))).all()
     return StoreCounts(
         sets=sum(origin.values()),
@@ -96,7 +98,7 @@ def labeler_rows(*, session: Session) -> list[LabelerRow]:
             per_user[user_id].append((skipped, seconds))
     rows = []
     for user in session.exec(select(User).order_by(User.name)):
-        entries = per_user.get(user.id, [])
+        entries = per_user.get(id_of(user), [])
         times = [s for skipped, s in entries if not skipped and s is not None]
         rows.append(
             LabelerRow(

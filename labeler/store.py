@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from labeler.errors import LeaseGone, RankingRejected, StoreError
 from labeler.leasing import has_room, reading
@@ -30,6 +30,8 @@ from labeler.tables import (
     Prompt,
     Ranking,
     as_utc,
+    id_of,
+    table_of,
     utcnow,
 )
 
@@ -121,7 +123,7 @@ def add_completion_set(
     session.flush()
     rows = [
         Completion(
-            set_id=cset.id,
+            set_id=id_of(cset),
             position=position,
             text=c.text,
             token_count=c.token_count,
@@ -205,8 +207,8 @@ def _same_submission(row: Ranking, ranking: RankingIn) -> bool:
 
 
 def _existing(session: Session, ranking: RankingIn) -> Ranking | None:
-    same_labeler = and_(Ranking.set_id == ranking.set_id, Ranking.user_id == ranking.user_id)
-    match = Ranking.submission_id == ranking.submission_id
+    same_labeler = and_(col(Ranking.set_id) == ranking.set_id, col(Ranking.user_id) == ranking.user_id)
+    match = col(Ranking.submission_id) == ranking.submission_id
     if ranking.user_id is not None:
         match = or_(match, same_labeler)
     return session.exec(select(Ranking).where(match)).first()
@@ -225,7 +227,11 @@ def _answer_ids(session: Session, ranking: RankingIn, lease: Assignment | None) 
     """The set's completion ids; for a labeler, in the order they were shown (messages number them so)."""
     if lease is not None and lease.display_order:
         return list(lease.display_order)
-    ids = list(session.exec(select(Completion.id).where(Completion.set_id == ranking.set_id)))
+    ids = [
+        i
+        for i in session.exec(select(Completion.id).where(Completion.set_id == ranking.set_id))
+        if i is not None
+    ]
     if not ids:
         raise RankingRejected(f"set {ranking.set_id} does not exist")
     return ids
@@ -265,7 +271,7 @@ def submit_ranking(*, session: Session, ranking: RankingIn, lease: Assignment | 
     )
     session.add(row)
     if lease is not None:
-        table = Assignment.__table__  # core update: no ORM bookkeeping on the labelers' hot path
+        table = table_of(Assignment)  # core update: no ORM bookkeeping on the labelers' hot path
         session.connection().execute(
             update(table).where(table.c.id == lease.id).values(completed_at=utcnow())
         )
@@ -283,7 +289,7 @@ def submit_ranking(*, session: Session, ranking: RankingIn, lease: Assignment | 
 def count_label(session: Session, set_id: int) -> None:
     """One more label on the set's count (`CompletionSet.labels_done`), in the transaction that adds the ranking
     it counts: both are stored or neither."""
-    table = CompletionSet.__table__
+    table = table_of(CompletionSet)
     session.connection().execute(
         update(table).where(table.c.id == set_id).values(labels_done=table.c.labels_done + 1)
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 Role = Literal["labeler", "admin"]
@@ -28,6 +28,18 @@ def utcnow() -> datetime:
 def as_utc(moment: datetime) -> datetime:
     """A timestamp read back from the store as UTC (SQLite hands them back without a zone)."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's core table, for statements that skip the ORM on hot paths."""
+    return model.__table__  # type: ignore[attr-defined]
+
+
+def id_of(row: Any) -> int:
+    """The id of a row read from or flushed to the store (always set there; None only before a flush)."""
+    if row.id is None:
+        raise ValueError(f"{type(row).__name__} has no id yet: flush it first")
+    return row.id
 
 
 def _json(default: Any = None) -> Any:
@@ -98,7 +110,7 @@ class CompletionSet(SQLModel, table=True):
 # The sets still open, in the order leasing takes them (newest policy first, then the sets closest to their
 # overlap k, then the oldest): a lease walks it and stops after a few rows (labeler/leasing.py). The predicate
 # has no parameters, so PostgreSQL's generic plans use it too.
-_OPEN = CompletionSet.__table__.c  # type: ignore[attr-defined]
+_OPEN = table_of(CompletionSet).c
 Index(
     "ix_set_waiting",
     _OPEN.policy_version_id.desc(),

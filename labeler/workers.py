@@ -18,7 +18,7 @@ from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from labeler.tables import WorkerLease, as_utc, utcnow
+from labeler.tables import WorkerLease, as_utc, table_of, utcnow
 
 
 def holder_id() -> str:
@@ -29,7 +29,7 @@ def holder_id() -> str:
 def hold_worker_lease(*, session: Session, name: str, holder: str, seconds: float) -> bool:
     """Take or renew lease `name` for `holder` for `seconds`; True when `holder` holds it afterwards."""
     now = utcnow()
-    table = WorkerLease.__table__
+    table = table_of(WorkerLease)
     renewed = session.connection().execute(
         update(table)
         .where(table.c.name == name, or_(table.c.holder == holder, table.c.expires_at < now))
@@ -52,7 +52,7 @@ def hold_worker_lease(*, session: Session, name: str, holder: str, seconds: floa
 
 def release_worker_lease(*, session: Session, name: str, holder: str) -> None:
     """Let the lease expire now if `holder` has it, so another replica takes over without waiting."""
-    table = WorkerLease.__table__
+    table = table_of(WorkerLease)
     session.connection().execute(
         update(table).where(table.c.name == name, table.c.holder == holder).values(expires_at=utcnow())
     )

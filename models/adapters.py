@@ -10,7 +10,7 @@ from peft import PeftModel
 def save_adapter(model: PeftModel, name: str, folder: Path) -> Path:
     """Write adapter `name` into `folder` itself (PEFT puts non-default adapters in a subfolder)."""
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, selected_adapters=[name])
+    model.save_pretrained(str(folder), selected_adapters=[name])
     sub = folder / name
     if sub.is_dir():
         for f in sub.iterdir():

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import torch
+from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Message = dict[str, str]
@@ -75,7 +76,8 @@ class PolicyBackend(GenerationBackend, Protocol):
 def render_prompts(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[Messages]) -> list[str]:
     """Apply the chat template with the assistant turn opened."""
     return [
-        tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True) for p in prompts
+        str(tokenizer.apply_chat_template(list(p), tokenize=False, add_generation_prompt=True))
+        for p in prompts
     ]
 
 
@@ -119,7 +121,11 @@ class TransformersBackend:
     """Batched `model.generate` over all prompts x N, chunked so one call holds at most `token_budget` tokens."""
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, token_budget: int = 32768
+        self,
+        model: PreTrainedModel | PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        token_budget: int = 32768,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -138,7 +144,7 @@ class TransformersBackend:
         greedy = sampling.temperature <= 0
         kwargs = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p}
         with torch.inference_mode():
-            out = self.model.generate(
+            out = cast(Any, self.model).generate(  # transformers' stubs type it loosely
                 **enc,
                 max_new_tokens=sampling.max_new_tokens,
                 do_sample=not greedy,
@@ -151,7 +157,7 @@ class TransformersBackend:
         completions = []
         for row in new_tokens:
             kept, reason = split_generated(row, eos_ids=eos_ids, pad_id=pad_id)
-            text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+            text = str(self.tokenizer.decode(kept, skip_special_tokens=True)).strip()
             completions.append(Completion(text=text, token_count=len(kept), finish_reason=reason))
         return completions
 

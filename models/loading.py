@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -56,7 +57,7 @@ def load_base(
         kwargs["device_map"] = {"": 0}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not load_in_4bit:
-        model.to(plan.device)
+        cast(Any, model).to(plan.device)
     model.eval()
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(path))
     logger.info("loaded %s from %s on %s (%s)", name, path, plan.device, plan.dtype)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -60,7 +61,7 @@ def tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         unk_token="<unk>",
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    return prepare_tokenizer(tokenizer)
+    return cast(PreTrainedTokenizerFast, prepare_tokenizer(tokenizer))
 
 
 def tiny_config(

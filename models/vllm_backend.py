@@ -45,7 +45,8 @@ class VLLMBackend:
             max_lora_rank=max_lora_rank,
             gpu_memory_utilization=gpu_memory_utilization,
         )
-        self.version, self.adapter_path = 0, None
+        self.version: int = 0
+        self.adapter_path: str | None = None
 
     def activate(self, *, version: int, adapter_path: str | None) -> None:
         self.version, self.adapter_path = version, adapter_path

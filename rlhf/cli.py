@@ -67,11 +67,13 @@ def _generate(args: argparse.Namespace) -> int:
         add_prompts(session=session, conversations=conversations, source=Path(args.prompts).name)
     hashes = [messages_hash(c) for c in conversations]
     with read_session(engine) as session:
-        prompt_ids = dict(
-            session.exec(
+        prompt_ids = {
+            content_hash: prompt_id
+            for content_hash, prompt_id in session.exec(
                 select(Prompt.content_hash, Prompt.id).where(col(Prompt.content_hash).in_(hashes))
             ).all()
-        )
+            if prompt_id is not None
+        }
     pool = generation_backend(args, engine, load_pool(args, engine))
     policy = current_ref(engine, args.model)
     written = 0

@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
@@ -84,6 +84,7 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
         session.expunge_all()
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
     peft_config = None
+    model: Any
     if inputs.parent.adapter_path:
         model = PeftModel.from_pretrained(base, inputs.parent.adapter_path, is_trainable=True)
     else:
@@ -113,15 +114,16 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
                 }
             )
     reporter.step()
-    trained = trainer.model
+    trained = cast(Any, trainer.model)
     after = samples(trained, tokenizer, inputs.eval_prompts, config.max_new_tokens)
     with Session(engine) as session:
         version = next_version(session)
     folder = save_adapter(
         trained, trained.active_adapter, Path(config.home) / "models" / f"policy-v{version}"
     )
+    final = {"loss": float(result.training_loss)}
     metrics = {
-        "final": {"loss": float(result.training_loss)},
+        "final": final,
         "samples_after": after,
         "config": asdict(config),
         "optimizer": "dpo",
@@ -129,7 +131,7 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     with Session(engine) as session:
         pv = register(session, inputs, folder, metrics, config.make_current, job_id)
     reporter.close()
-    return DPOResult(f"v{pv.version}", folder, pv.version, metrics["final"], time.perf_counter() - start)
+    return DPOResult(f"v{pv.version}", folder, pv.version, final, time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -66,7 +66,8 @@ def human_win_rate(*, session: Session, new_version_id: int, old_version_id: int
     ).all()
     versions_by_set: dict[int, dict[int, int]] = {}
     for set_id, cid, pv in rows:
-        versions_by_set.setdefault(set_id, {})[cid] = pv
+        if cid is not None and pv is not None:
+            versions_by_set.setdefault(set_id, {})[cid] = pv
     mixed = [s for s, v in versions_by_set.items() if {new_version_id, old_version_id} <= set(v.values())]
     pairs = [
         (view, versions_by_set[s.set_id])

@@ -19,6 +19,7 @@ import sys
 import threading
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -48,7 +49,7 @@ def stage_flags(params: dict) -> list[str]:
     return argv
 
 
-def config_params(config: object) -> dict:
+def config_params(config: Any) -> dict:
     return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
@@ -114,10 +115,10 @@ class JobRunner:
             lower_priority(proc.pid, own_session=True)  # training yields the CPU to the web server
             self._procs[job_id] = proc
             with Session(self.engine) as session:
-                job = session.get(Job, job_id)
-                assert job is not None
-                job.pid = proc.pid
-                session.add(job)
+                row = session.get(Job, job_id)
+                assert row is not None
+                row.pid = proc.pid
+                session.add(row)
                 session.commit()
         logger.info("started %s job %d (pid %d)", kind, job_id, proc.pid)
         return job_id
@@ -202,7 +203,10 @@ class JobRunner:
             proc.wait(timeout)
         self.poll()
         with Session(self.engine) as session:
-            return session.get(Job, job_id).status
+            job = session.get(Job, job_id)
+            if job is None:
+                raise JobError(f"no job {job_id}")
+            return job.status
 
 
 def _alive(pid: int | None) -> bool:

@@ -120,8 +120,8 @@ def load_inputs(
     if need_reward and reward is None:
         raise ValueError(f"reward model {reward_model or '(newest)'} not found: run `rankloop reward` first")
     prompts = session.exec(select(Prompt.messages, Prompt.split)).all()
-    train = [m for m, split in prompts if split == "train"]
-    evals = [m for m, split in prompts if split == "eval"] or train
+    train = [list(m) for m, split in prompts if split == "train"]
+    evals = [list(m) for m, split in prompts if split == "eval"] or train
     if not train:
         raise ValueError(
             "no train-split prompts in the store: import some with `rankloop import prompts FILE`"
@@ -228,7 +228,7 @@ def run(
     shared = build_shared(
         base,
         policy_path=inputs.parent.adapter_path,
-        reward_path=inputs.reward.adapter_path if reward_fn is None else None,
+        reward_path=inputs.reward.adapter_path if reward_fn is None and inputs.reward is not None else None,
         reference=config.reference,
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,

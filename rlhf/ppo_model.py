@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +93,8 @@ def build_shared(
 ) -> SharedModel:
     """Wrap `base` once with the policy adapter (from the parent version or new), the frozen reward adapter and,
     for `reference="previous"`, a frozen copy of the parent's adapter."""
-    hidden = base.config.hidden_size
+    hidden: int = cast(Any, base).config.hidden_size
+    device = cast(Any, base).device
     if policy_path:
         model = PeftModel.from_pretrained(base, policy_path, adapter_name=POLICY, is_trainable=True)
     else:
@@ -107,13 +109,13 @@ def build_shared(
         ]
         lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=targets)
         model = get_peft_model(base, lora, adapter_name=POLICY)
-    value_head = ValueHead(hidden).to(base.device)
+    value_head = ValueHead(hidden).to(device)
     if policy_path and (Path(policy_path) / VALUE_HEAD_FILE).exists():
         value_head.load_state_dict(load_file(Path(policy_path) / VALUE_HEAD_FILE))
     reward_head = reward_meta = None
     if reward_path:
         model.load_adapter(reward_path, adapter_name=REWARD, is_trainable=False)
-        reward_head = load_head(Path(reward_path), hidden).to(base.device).eval()
+        reward_head = load_head(Path(reward_path), hidden).to(device).eval()
         reward_head.requires_grad_(False)
         reward_meta = load_meta(Path(reward_path))
     reference_adapter = None

@@ -131,7 +131,7 @@ def ppo_update(
     shared: SharedModel, module, optimizer, accelerator, ro: Rollout, sc: ScoredRollout, config, params
 ) -> StepStats:
     """Several epochs of clipped PPO over minibatches of the rollout; an epoch stops early past `stop_kl`."""
-    totals = {"pg": [], "vf": [], "ent": [], "clip": [], "kl": []}
+    totals: dict[str, list[float]] = {"pg": [], "vf": [], "ent": [], "clip": [], "kl": []}
     batch = ro.input_ids.shape[0]
     updates, early = 0, False
     for _ in range(config.ppo_epochs):

@@ -16,12 +16,12 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
 from peft import LoraConfig, get_peft_model
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 from transformers import get_scheduler
 
 from labeler.db import default_url, make_engine
@@ -116,6 +116,7 @@ class RewardResult:
 def build_scorer(config: RewardConfig) -> tuple[RewardScorer, object]:
     base, tokenizer = load_base(config.model, home=Path(config.home), device=config.device)
     base.config.use_cache = False
+    model: Any
     if config.full_finetune:
         model = base
         model.requires_grad_(True)
@@ -133,7 +134,9 @@ def group_batch(
     groups: list[Group], tokenizer, config: RewardConfig, device
 ) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Inputs for all unique completions of the groups, (chosen, rejected) indices and margins."""
-    texts, pairs, margins = [], [], []
+    texts: list[str] = []
+    pairs: list[tuple[int, int]] = []
+    margins: list[float] = []
     for g in groups:
         offset = len(texts)
         texts.extend(render_dialogue(tokenizer, g.prompt, t) for t in g.texts)
@@ -205,7 +208,7 @@ def train_loop(
 
 
 def next_name(session: Session) -> str:
-    return f"r{(session.exec(select(func.count(RewardModel.id))).one() or 0) + 1}"
+    return f"r{(session.exec(select(func.count(col(RewardModel.id)))).one() or 0) + 1}"
 
 
 def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RewardResult:

@@ -55,12 +55,12 @@ def evaluate(scorer: RewardScorer, tokenizer, groups: list[Group], max_length: i
                     per_labeler[str(ranking.labeler or "imported")].append(
                         by_id[p.chosen] > by_id[p.rejected]
                     )
-    c, r = torch.tensor(chosen), torch.tensor(rejected)
+    chosen_t, rejected_t = torch.tensor(chosen), torch.tensor(rejected)
     all_rewards = [x for s in scores for x in s]
     return {
-        "accuracy": (c > r).float().mean().item(),
-        "mean_margin": (c - r).mean().item(),
-        "loss": bradley_terry_loss(c, r).item(),
+        "accuracy": (chosen_t > rejected_t).float().mean().item(),
+        "mean_margin": (chosen_t - rejected_t).mean().item(),
+        "loss": bradley_terry_loss(chosen_t, rejected_t).item(),
         "pairs": len(chosen),
         "accuracy_by_agreement": {k: sum(v) / len(v) for k, v in correct_by.items()},
         "labeler_agreement": {k: sum(v) / len(v) for k, v in per_labeler.items()},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from datasets import Dataset
@@ -63,7 +64,7 @@ def train_with_trl(scorer: RewardScorer, tokenizer, groups: list[Group], config)
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=0.05,
-        target_modules=list(scorer.model.peft_config["reward"].target_modules),
+        target_modules=list(cast(Any, scorer.model).peft_config["reward"].target_modules),
     )
     with tempfile.TemporaryDirectory() as out:
         args = TrlRewardConfig(
@@ -87,5 +88,5 @@ def train_with_trl(scorer: RewardScorer, tokenizer, groups: list[Group], config)
             model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora
         )
         trainer.train()
-    if copy_into_scorer(trainer.model, scorer) == 0:
+    if copy_into_scorer(cast(torch.nn.Module, trainer.model), scorer) == 0:
         raise RuntimeError("no weights copied from the trl model: layer names did not match")

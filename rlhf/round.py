@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sqlmodel import Session, col, select
 
@@ -62,9 +62,21 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     engine = make_engine(config.db or default_url(Path(config.home)))
     with Session(engine) as session:
         parent = current_policy(session=session)
-        used = session.exec(select(Ranking.id, Ranking.set_id).where(col(Ranking.skipped).is_(False))).all()
+        used = session.exec(
+            select(col(Ranking.id), Ranking.set_id).where(col(Ranking.skipped).is_(False))
+        ).all()
+    if parent is None:
+        raise RuntimeError(
+            "the store has no current policy version: start the app once, or run `rankloop generate`"
+        )
     seconds: dict[str, float] = {}
-    common = {"home": config.home, "db": config.db, "seed": config.seed, "device": config.device}
+    result: ppo.PPOResult | dpo.DPOResult
+    common: dict[str, Any] = {
+        "home": config.home,
+        "db": config.db,
+        "seed": config.seed,
+        "device": config.device,
+    }
     reward_name = None
     start = time.perf_counter()
     if config.optimizer == "ppo":
@@ -100,7 +112,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         session.add(
             TrainingRound(
                 job_id=job_id, optimizer=config.optimizer, parent_version_id=parent.id, reward_model_id=rm.id if rm else None, new_version_id=new.id,
-                ranking_ids=[r for r, _ in used], set_ids=sorted({s for _, s in used}), metrics={"final": result.metrics, "seconds": seconds},
+                ranking_ids=[r for r, _ in used if r is not None], set_ids=sorted({s for _, s in used}), metrics={"final": result.metrics, "seconds": seconds},
             )
         )  # fmt: skip
         session.commit()

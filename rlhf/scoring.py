@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from peft import PeftModel
@@ -28,7 +29,7 @@ META_FILE = "reward_meta.json"
 def backbone(model: nn.Module) -> nn.Module:
     """The transformer without its LM head (LoRA layers, injected in place, stay active)."""
     inner = model.get_base_model() if isinstance(model, PeftModel) else model
-    return inner.base_model
+    return cast(nn.Module, inner.base_model)
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -69,7 +70,7 @@ class RewardScorer(nn.Module):
 def render_dialogue(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[dict], response: str) -> str:
     """Prompt + response in the chat template, ending at the end-of-turn token (the token that is scored)."""
     messages = [*prompt, {"role": "assistant", "content": response}]
-    return tokenizer.apply_chat_template(messages, tokenize=False).rstrip("\n")
+    return str(tokenizer.apply_chat_template(messages, tokenize=False)).rstrip("\n")
 
 
 def encode(
@@ -105,7 +106,7 @@ def save_reward_model(folder: Path, model: nn.Module, head: ScoreHead, meta: Rew
     """Adapter (or, for a full fine-tune, the whole model) + head + meta in one folder."""
     folder.mkdir(parents=True, exist_ok=True)
     if not isinstance(model, PeftModel):
-        model.save_pretrained(folder)
+        cast(Any, model).save_pretrained(folder)
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, folder / HEAD_FILE
         )

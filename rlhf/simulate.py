@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -18,6 +19,7 @@ from sqlmodel import Session
 
 from labeler.leasing import lease_next_set
 from labeler.store import RankingIn, submit_ranking
+from labeler.tables import id_of
 from labeler.users import add_user, get_user
 
 SIMULATED = "simulated"
@@ -41,7 +43,7 @@ class SimulatedLabeler:
     name: str
     noise: float = 0.0  # std of Gaussian noise added to the hidden score before ranking
     seed: int = 0
-    preference: object = field(default=concise_and_finished)
+    preference: Callable[[str, str], float] = field(default=concise_and_finished)
 
     @property
     def account(self) -> str:
@@ -61,7 +63,7 @@ def ensure_accounts(engine: Engine, labelers: list[SimulatedLabeler]) -> dict[st
             user = get_user(session=session, name=lab.account) or add_user(
                 session=session, name=lab.account, password=uuid.uuid4().hex
             )
-            ids[lab.name] = user.id
+            ids[lab.name] = id_of(user)
     return ids
 
 
@@ -80,7 +82,7 @@ def label_waiting_sets(
                 if leased is None:
                     break
                 ranking = RankingIn(
-                    set_id=leased.set.id,
+                    set_id=id_of(leased.set),
                     user_id=ids[lab.name],
                     submission_id=uuid.uuid4().hex,
                     ranks=lab.rank(leased.completions, rng),

@@ -14,8 +14,9 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session
 from transformers import HfArgumentParser
@@ -25,7 +26,7 @@ from labeler.tables import Job, utcnow
 from rlhf.progress import Cancelled, ConsoleReporter, JobReporter
 
 
-def parse_config(config_cls: type, argv: list[str] | None) -> tuple[object, int | None]:
+def parse_config(config_cls: Any, argv: list[str] | None) -> tuple[Any, int | None]:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", help="YAML file with the stage's settings")
     pre.add_argument("--job-id", type=int, help=argparse.SUPPRESS)
@@ -64,7 +65,7 @@ def _finish(engine, job_id: int, status: str, error: str | None = None, result: 
         session.commit()
 
 
-def run_stage(config_cls: type, run: Callable, argv: list[str] | None, *, kind: str) -> None:
+def run_stage(config_cls: Any, run: Callable, argv: list[str] | None, *, kind: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config, job_id = parse_config(config_cls, argv)
     if job_id is None:
@@ -74,6 +75,8 @@ def run_stage(config_cls: type, run: Callable, argv: list[str] | None, *, kind: 
     engine = make_engine(config.db or default_url(Path(config.home)))
     with Session(engine) as session:
         job = session.get(Job, job_id)
+        if job is None:
+            raise SystemExit(f"job {job_id} is not in the store at {engine.url!r}")
         job.status, job.started_at, job.pid = "running", utcnow(), os.getpid()
         session.add(job)
         session.commit()
@@ -89,8 +92,8 @@ def run_stage(config_cls: type, run: Callable, argv: list[str] | None, *, kind: 
     print(summary(kind, result))
 
 
-def result_dict(result: object) -> dict:
-    data = asdict(result) if hasattr(result, "__dataclass_fields__") else dict(result)
+def result_dict(result: Any) -> dict:
+    data = asdict(result) if is_dataclass(result) and not isinstance(result, type) else dict(result)
     return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
 
 

@@ -43,7 +43,7 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
         f"**Krippendorff's alpha (ordinal):** {alpha} · **Flagged completions:** {counts.flagged_completions} "
         + (f"({', '.join(f'{k}: {v}' for k, v in reasons.most_common())})" if reasons else "")
     )
-    ids = dict(session.exec(select(User.name, User.id)).all())
+    ids = {name: i for name, i in session.exec(select(User.name, User.id)).all() if i is not None}
     labelers = []
     for row in labeler_rows(session=session):
         user_id = ids[row.name]

@@ -5,16 +5,17 @@ from __future__ import annotations
 import shutil
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 import gradio as gr
 import pandas as pd
 from sqlmodel import Session
 
 from labeler.db import read_session
-from labeler.export import EXPORT_FORMATS, export_preferences, export_raw_rankings
+from labeler.export import EXPORT_FORMATS, ExportFormat, export_preferences, export_raw_rankings
 from labeler.formats import ImportFormatError
 from labeler.importers import import_pairs, import_prompts
-from labeler.pairs import PairSettings
+from labeler.pairs import FlagMode, PairSettings
 from labeler.settings import (
     current_guidelines,
     get_setting,
@@ -175,12 +176,14 @@ def build_export_tab(deps: UIDeps) -> None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = deps.home / "exports" / stamp
         progress(0.1, desc="reading rankings")
-        settings = PairSettings(keep_ties=ties, flagged=flags, min_agreement=agree)
+        if flags not in ("drop", "reject") or f not in ("parquet", "jsonl", "hf"):
+            raise gr.Error(f"Unknown export choice: format {f!r}, flagged answers {flags!r}.")
+        settings = PairSettings(keep_ties=ties, flagged=cast(FlagMode, flags), min_agreement=agree)
         with read_session(engine) as session:  # reads only: no write lock while files are written
             result = export_preferences(
                 session=session,
                 out=out,
-                fmt=f,
+                fmt=cast(ExportFormat, f),
                 settings=settings,
                 origins=None if which == "all" else [which],
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from labeler.policies import make_current
 from labeler.tables import PolicyVersion, RewardModel
@@ -15,7 +15,7 @@ from rlhf.evaluation import human_win_rate
 
 
 def versions_frame(session: Session) -> pd.DataFrame:
-    versions = session.exec(select(PolicyVersion).order_by(PolicyVersion.version)).all()
+    versions = session.exec(select(PolicyVersion).order_by(col(PolicyVersion.version))).all()
     by_id = {v.id: v.version for v in versions}
     rewards = dict(session.exec(select(RewardModel.id, RewardModel.name)).all())
     rows = [
@@ -106,6 +106,8 @@ def build_policies_tab(deps: UIDeps) -> tuple:
             pv = session.exec(select(PolicyVersion).where(PolicyVersion.version == version)).first()
         if pv is None:
             raise gr.Error(f"No policy version v{version}.")
+        if deps.pool is None:
+            raise gr.Error("This server has no model loaded for samples.")
         sampling = SamplingParams(max_new_tokens=128, temperature=0.0)
         [[completion]] = deps.pool.generate_as(
             version=pv.version,

@@ -66,7 +66,7 @@ def rewards_frame(session: Session) -> pd.DataFrame:
 def reward_trend(session: Session) -> pd.DataFrame:
     """Held-out accuracy and mean margin of each reward model, oldest first, for comparing rounds."""
     rows = []
-    for number, r in enumerate(session.exec(select(RewardModel).order_by(RewardModel.id)), 1):
+    for number, r in enumerate(session.exec(select(RewardModel).order_by(col(RewardModel.id))), 1):
         for key in ("accuracy", "mean_margin"):
             if isinstance(r.metrics.get(key), int | float):
                 rows.append((number, key, float(r.metrics[key])))
@@ -75,7 +75,7 @@ def reward_trend(session: Session) -> pd.DataFrame:
 
 def metrics_frame(job: Job | None) -> pd.DataFrame:
     """Long format (step, metric, value) for the line plot."""
-    rows = []
+    rows: list[tuple[int, str, float]] = []
     for point in job.metrics if job else []:
         step = point.get("step")
         if step is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import ssl
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -77,7 +78,7 @@ class LabelingClient:
     async def submit(
         self,
         current: Page,
-        ranks: list[int | None],
+        ranks: Sequence[int | None],
         *,
         flags: list[str | None] | None = None,
         none_acceptable: bool = False,

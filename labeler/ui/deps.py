@@ -67,6 +67,12 @@ class RecentUsers:
             self._seen[user.name] = (now, user)
         return user
 
+    def user_id(self, request: gr.Request | None) -> int:
+        """The id of `get`'s user (a stored row always has one)."""
+        user_id = self.get(request).id
+        assert user_id is not None
+        return user_id
+
 
 def require_admin(engine: Engine, request: gr.Request | None) -> User:
     """Every admin handler starts here: the role is checked on the server, whatever the page showed."""

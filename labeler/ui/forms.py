@@ -33,7 +33,7 @@ def config_form(config_cls: type, *, hidden: set[str] = HIDDEN) -> dict[str, gr.
     for f in fields(config_cls):
         if f.name in hidden:
             continue
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
         out[f.name] = _component(f, hints[f.name], default)
     return out
 

@@ -31,7 +31,7 @@ import anyio
 from sqlalchemy.engine import Engine
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.responses import FileResponse, JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labeler.db import read_session
 from labeler.tables import as_utc, utcnow
@@ -169,10 +169,10 @@ class ContentSecurityPolicy:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start: dict | None = None
+        start: Message | None = None
         body: list[bytes] = []
 
-        async def send_with_policy(message: dict) -> None:
+        async def send_with_policy(message: Message) -> None:
             nonlocal start
             if message["type"] == "http.response.start":
                 start = message
@@ -200,10 +200,10 @@ def csp(page: bytes) -> str:
     return f"{CSP_BASE}; script-src 'self' 'unsafe-eval' {hashes}".rstrip()
 
 
-def _is_html(start: dict) -> bool:
+def _is_html(start: Message) -> bool:
     return any(k == b"content-type" and v.startswith(b"text/html") for k, v in start.get("headers", []))
 
 
-def _with_header(start: dict, policy: str) -> dict:
+def _with_header(start: Message, policy: str) -> Message:
     headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-security-policy"]
     return {**start, "headers": [*headers, (b"content-security-policy", policy.encode())]}

@@ -207,37 +207,37 @@ def build_labeling_tab(deps: UIDeps) -> dict:
         return show(next_view(engine, user_id, guidelines_version.get()), user_id, message)
 
     def on_load(request: gr.Request) -> dict:
-        user = users.get(request)
+        user_id = users.user_id(request)
         with read_session(engine) as session:
             guidelines = current_guidelines(session=session)
-            first_visit = labeler_progress(session=session, user_id=user.id, waiting=0).total == 0
+            first_visit = labeler_progress(session=session, user_id=user_id, waiting=0).total == 0
         return {
-            **show(next_view(engine, user.id, guidelines.version), user.id),
+            **show(next_view(engine, user_id, guidelines.version), user_id),
             guide_md: safe_markdown(guidelines.text),
             guide_box: gr.update(open=first_visit),
         }
 
     @one_clear_sentence
     def on_submit(request: gr.Request, page: Any, none_acceptable: bool, note: str) -> dict:
-        user = users.get(request)
+        user_id = users.user_id(request)
         try:
             if not (token := page_token(page)):
-                return show_next(user.id)
-            submit_form(engine, user.id, token, read_page(page, none_acceptable, note))
+                return show_next(user_id)
+            submit_form(engine, user_id, token, read_page(page, none_acceptable, note))
         except RankingRejected as exc:
-            return rejected(exc, user.id)
-        return show_next(user.id, "✅ Saved.")
+            return rejected(exc, user_id)
+        return show_next(user_id, "✅ Saved.")
 
     @one_clear_sentence
     def on_skip(request: gr.Request, page: Any) -> dict:
-        user = users.get(request)
+        user_id = users.user_id(request)
         try:
             if not (token := page_token(page)):
-                return show_next(user.id)
-            submit_form(engine, user.id, token, PageChoices([], [], skipped=True))
+                return show_next(user_id)
+            submit_form(engine, user_id, token, PageChoices([], [], skipped=True))
         except RankingRejected as exc:
-            return rejected(exc, user.id)
-        return show_next(user.id, "Skipped.")
+            return rejected(exc, user_id)
+        return show_next(user_id, "Skipped.")
 
     def rejected(exc: RankingRejected, user_id: int) -> dict:
         """The reason on screen (the labeler's choices stay as they were); when the page's set is gone (not this

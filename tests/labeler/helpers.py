@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
-from labeler.tables import PolicyVersion
+from labeler.tables import PolicyVersion, id_of
 from labeler.users import add_user
 
 
@@ -31,7 +31,7 @@ def make_sets(
         )
         cset, _ = add_completion_set(
             session=session,
-            prompt_id=prompt.id,
+            prompt_id=id_of(prompt),
             completions=[CompletionIn(f"answer {i}.{j}") for j in range(n)],
             policy_version_id=version_id,
             labels_needed=labels_needed,

@@ -9,13 +9,15 @@ from sqlmodel import Session, col, func, select
 from labeler.db import make_engine
 from labeler.leasing import lease_next_set
 from labeler.store import RankingIn, RankingRejected, submit_ranking
-from labeler.tables import Assignment, CompletionSet, Ranking, utcnow
+from labeler.tables import Assignment, CompletionSet, Ranking, id_of, utcnow
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 
 def strict(leased, user_id, **kw):
-    ranks = {c.id: i + 1 for i, c in enumerate(leased.completions)}
-    return RankingIn(set_id=leased.set.id, user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks, **kw)
+    ranks = {id_of(c): i + 1 for i, c in enumerate(leased.completions)}
+    return RankingIn(
+        set_id=id_of(leased.set), user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks, **kw
+    )
 
 
 def test_lease_shows_same_set_until_submitted_then_the_next(session):
@@ -87,7 +89,7 @@ def test_validation_says_what_is_missing(session):
         )
     with pytest.raises(RankingRejected, match="not in set"):
         submit_ranking(session=session, ranking=RankingIn(**base, ranks={ids[0]: 1, 99999: 2}))
-    assert session.exec(select(func.count(Ranking.id))).one() == 0
+    assert session.exec(select(func.count(col(Ranking.id)))).one() == 0
     ok = RankingIn(**base, none_acceptable=True, flags={i: "nonsensical" for i in ids})
     assert submit_ranking(session=session, ranking=ok).none_acceptable
 
@@ -107,7 +109,7 @@ def test_same_submission_twice_is_stored_once_and_conflicts_are_refused(session)
     different.ranks = {k: 5 - v for k, v in different.ranks.items()}
     with pytest.raises(RankingRejected, match="already ranked"):
         submit_ranking(session=session, ranking=different)
-    assert session.exec(select(func.count(Ranking.id))).one() == 1
+    assert session.exec(select(func.count(col(Ranking.id)))).one() == 1
 
 
 def test_skip_is_recorded_but_does_not_count_as_a_label(session):
@@ -116,7 +118,7 @@ def test_skip_is_recorded_but_does_not_count_as_a_label(session):
     leased = lease_next_set(session=session, user_id=a.id)
     submit_ranking(
         session=session,
-        ranking=RankingIn(set_id=leased.set.id, user_id=a.id, submission_id="s", skipped=True),
+        ranking=RankingIn(set_id=id_of(leased.set), user_id=a.id, submission_id="s", skipped=True),
     )
     assert lease_next_set(session=session, user_id=a.id) is None  # never shown twice
     assert lease_next_set(session=session, user_id=b.id).set.id == leased.set.id
@@ -148,7 +150,7 @@ def test_concurrent_leasing_never_repeats_a_set_nor_overfills_nor_loses_a_rankin
             start.wait()
             with Session(engine) as s:
                 while (leased := lease_next_set(session=s, user_id=user_id)) is not None:
-                    seen[user_id].append(leased.set.id)
+                    seen[user_id].append(id_of(leased.set))
                     ranking = strict(leased, user_id)
                     submit_ranking(session=s, ranking=ranking)
                     submit_ranking(session=s, ranking=ranking)  # a double click
@@ -166,7 +168,7 @@ def test_concurrent_leasing_never_repeats_a_set_nor_overfills_nor_loses_a_rankin
     with Session(engine) as s:
         rankings = s.exec(select(Ranking)).all()
         assert len(rankings) == 120 == sum(len(v) for v in seen.values())
-        per_set = s.exec(select(Ranking.set_id, func.count(Ranking.id)).group_by(Ranking.set_id)).all()
+        per_set = s.exec(select(Ranking.set_id, func.count(col(Ranking.id))).group_by(Ranking.set_id)).all()
         assert all(count == 3 for _, count in per_set) and len(per_set) == 40
         assert all(a.completed_at is not None for a in s.exec(select(Assignment)))
         assert {c.labels_done for c in s.exec(select(CompletionSet))} == {3}  # counted once per ranking
@@ -175,12 +177,12 @@ def test_concurrent_leasing_never_repeats_a_set_nor_overfills_nor_loses_a_rankin
 
 def label_counts(session: Session) -> dict[int, tuple[int, int]]:
     """Per set: (the stored count, the non-skip rankings actually there)."""
-    counted = {c.id: c.labels_done for c in session.exec(select(CompletionSet))}
+    counted = {id_of(c): c.labels_done for c in session.exec(select(CompletionSet))}
     actual = dict(
         session.exec(
-            select(Ranking.set_id, func.count(Ranking.id))
+            select(Ranking.set_id, func.count(col(Ranking.id)))
             .where(col(Ranking.skipped).is_(False))
-            .group_by(Ranking.set_id)
+            .group_by(col(Ranking.set_id))
         ).all()
     )
     return {i: (n, actual.get(i, 0)) for i, n in counted.items()}

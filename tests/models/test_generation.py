@@ -74,7 +74,7 @@ def _save_adapter(folder: Path, seed: int) -> str:
             r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False
         ),
     )
-    peft_model.save_pretrained(folder)
+    peft_model.save_pretrained(str(folder))
     return str(folder)
 
 

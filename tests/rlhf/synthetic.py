@@ -12,6 +12,7 @@ from labeler.db import make_engine
 from labeler.leasing import lease_next_set
 from labeler.policies import ensure_initial_policy
 from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
+from labeler.tables import id_of
 from labeler.users import add_user
 from models.tiny import save_tiny_checkpoint
 
@@ -46,7 +47,7 @@ def synthetic_store(tmp: Path, sets: int = 80, seed: int = 0) -> tuple[str, str]
     checkpoint = str(save_tiny_checkpoint(tmp / "tiny"))
     with Session(engine) as session:
         user = add_user(session=session, name="sim", password="sim-password")
-        user_id = user.id
+        user_id = id_of(user)
         pv = ensure_initial_policy(session=session, base_model=checkpoint)
         for i in range(sets):
             prompt = get_or_add_prompt(
@@ -56,17 +57,17 @@ def synthetic_store(tmp: Path, sets: int = 80, seed: int = 0) -> tuple[str, str]
             rng.shuffle(goods)
             add_completion_set(
                 session=session,
-                prompt_id=prompt.id,
+                prompt_id=id_of(prompt),
                 completions=[CompletionIn(answer(rng, g)) for g in goods],
                 policy_version_id=pv.id,
             )
         while (leased := lease_next_set(session=session, user_id=user_id)) is not None:
             order = sorted(leased.completions, key=lambda c: -c.text.count(" good"))
-            ranks = {c.id: k + 1 for k, c in enumerate(order)}
+            ranks = {id_of(c): k + 1 for k, c in enumerate(order)}
             submit_ranking(
                 session=session,
                 ranking=RankingIn(
-                    set_id=leased.set.id, user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks
+                    set_id=id_of(leased.set), user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks
                 ),
             )
     return url, checkpoint

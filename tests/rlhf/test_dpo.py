@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from labeler.db import make_engine
 from labeler.leasing import lease_next_set
 from labeler.store import CompletionIn, RankingIn, add_completion_set, submit_ranking
-from labeler.tables import PolicyVersion, Prompt, TrainingRound
+from labeler.tables import PolicyVersion, Prompt, TrainingRound, id_of
 from labeler.users import add_user
 from tests.rlhf.ppo_helpers import ppo_store
 
@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 def rank_some_sets(url: str, count: int = 6) -> None:
     engine = make_engine(url)
     with Session(engine) as s:
-        labeler = add_user(session=s, name="ann", password="ann-password").id
+        labeler = id_of(add_user(session=s, name="ann", password="ann-password"))
         v0 = s.exec(select(PolicyVersion)).one().id
-        for prompt_id in s.exec(select(Prompt.id).order_by(Prompt.id)).all()[:count]:
+        for prompt_id in [id_of(p) for p in s.exec(select(Prompt).order_by(col(Prompt.id))).all()[:count]]:
             answers = [
                 CompletionIn(f"a short answer {prompt_id}"),
                 CompletionIn("no"),
@@ -34,11 +34,11 @@ def rank_some_sets(url: str, count: int = 6) -> None:
         for i in range(count):
             leased = lease_next_set(session=s, user_id=labeler, seed=i)
             assert leased is not None
-            ranks = {c.id: position + 1 for position, c in enumerate(leased.completions)}
+            ranks = {id_of(c): position + 1 for position, c in enumerate(leased.completions)}
             submit_ranking(
                 session=s,
                 ranking=RankingIn(
-                    set_id=leased.set.id, user_id=labeler, submission_id=f"dpo-{i}", ranks=ranks
+                    set_id=id_of(leased.set), user_id=labeler, submission_id=f"dpo-{i}", ranks=ranks
                 ),
             )
     engine.dispose()

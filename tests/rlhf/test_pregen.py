@@ -7,7 +7,7 @@ from labeler.db import make_engine
 from labeler.leasing import lease_next_set
 from labeler.policies import count_waiting_sets, ensure_initial_policy, make_current
 from labeler.store import RankingIn, add_prompts, submit_ranking
-from labeler.tables import Completion, CompletionSet, PolicyVersion
+from labeler.tables import Completion, CompletionSet, PolicyVersion, id_of
 from models.generation import SamplingParams
 from models.policy import PolicyPool
 from rlhf.pregen import PregenConfig, PregenWorker
@@ -33,7 +33,7 @@ def _current_v1(session: Session, tmp_path, v0_id: int) -> int:
     session.add(v1)
     session.commit()
     make_current(session=session, version=1)
-    return v1.id
+    return id_of(v1)
 
 
 def test_worker_fills_refills_and_switches_version(tmp_path, tiny):

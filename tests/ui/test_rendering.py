@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 
 from labeler.policies import ensure_initial_policy
 from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
-from labeler.tables import CompletionSet
+from labeler.tables import CompletionSet, id_of
 from labeler.ui.render import MAX_TABLE_ROWS, safe_markdown
 from tests.ui.conftest import PASSWORDS, free_port
 from tests.ui.test_browser import CHROMIUM, browser, log_in  # noqa: F401  (the browser fixture)
@@ -75,7 +75,7 @@ def hostile_set(engine, beacon: str) -> None:
         p = get_or_add_prompt(session=s, messages=[{"role": "user", "content": prompt}])
         add_completion_set(
             session=s,
-            prompt_id=p.id,
+            prompt_id=id_of(p),
             completions=[CompletionIn(a) for a in answers],
             policy_version_id=version,
         )

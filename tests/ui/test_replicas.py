@@ -10,7 +10,7 @@ import signal
 import time
 
 import psutil
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from labeler.db import make_engine
 from labeler.tables import CompletionSet, Ranking, User
@@ -77,7 +77,9 @@ def test_two_replicas_share_labelers_and_one_generates(tmp_path, store_url):
             assert len({(r.user_id, r.set_id) for r in rankings}) == len(
                 rankings
             )  # no labeler twice on a set
-            per_set = s.exec(select(Ranking.set_id, func.count(Ranking.id)).group_by(Ranking.set_id)).all()
+            per_set = s.exec(
+                select(Ranking.set_id, func.count(col(Ranking.id))).group_by(Ranking.set_id)
+            ).all()
         assert sorted(stored) == sorted(acked) and len(stored) == 48 == len(set(stored))
         assert max(count for _, count in per_set) <= 2
         assert _holder_pid(engine) == holder  # one generator held it all along (renewed, never handed over)
@@ -102,4 +104,4 @@ def test_two_replicas_share_labelers_and_one_generates(tmp_path, store_url):
 
 def _count_sets(engine) -> int:
     with Session(engine) as s:
-        return s.exec(select(func.count(CompletionSet.id))).one()
+        return s.exec(select(func.count(col(CompletionSet.id)))).one()

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 from gradio_client import Client
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from labeler.tables import Ranking
 from labeler.ui.client import LabelingClient, LabelingError
@@ -23,7 +23,7 @@ STATUS = 2  # the status message among the labeling events' outputs
 
 def count_rankings(engine) -> int:
     with Session(engine) as s:
-        return s.exec(select(func.count(Ranking.id))).one()
+        return s.exec(select(func.count(col(Ranking.id)))).one()
 
 
 def logged_in(url: str, name: str) -> httpx.Client:
@@ -55,7 +55,7 @@ def test_a_page_cannot_submit_another_labelers_set(running_app):
 def test_a_forged_page_state_is_not_a_token(running_app):
     alice = logged_in(running_app.url, "alice")
     forged = {"set_id": 1, "completion_ids": [1, 2, 3, 4], "seconds_spent": -3e7, "guidelines_version": 999}
-    response = submit_raw(alice, forged)  # type: ignore[arg-type]
+    response = submit_raw(alice, forged)
     assert response.status_code != 200 or "Not submitted" in str(response.json()["data"][STATUS])
     response = submit_raw(alice, "import:" + "0" * 48)  # an imported pair's key is not a lease
     assert "not leased to you" in response.json()["data"][STATUS]
@@ -124,6 +124,7 @@ def test_the_http_client_reports_a_refusal(running_app):
         async with LabelingClient(running_app.url, "alice", PASSWORDS["alice"]) as client:
             await client.login()
             page = await client.next_set()
+            assert page is not None
             with pytest.raises(LabelingError, match="neither ranked nor flagged"):
                 await client.submit(page, [1, 2, None, None])
 
