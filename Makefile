@@ -7,12 +7,14 @@ PY := $(VENV)/bin/python
 HOME_DIR ?= runs
 PORT ?= 7860
 
-.PHONY: run test test-slow lint bench prepare clean
+LOCK := requirements.lock
 
-$(VENV)/.installed: pyproject.toml
+.PHONY: run test test-slow lint lock bench prepare clean
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' -c $(LOCK)
 	touch $@
 
 prepare: $(VENV)/.installed
@@ -31,6 +33,18 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# Refresh the lock: pyproject.toml's ranges into a fresh venv, the test suite on it, then the versions it passed with.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e '.[test]'
+	.venv-lock/bin/python -m models.embedded --home $(HOME_DIR)
+	RANKLOOP_HOME=$(HOME_DIR) .venv-lock/bin/python -m pytest -q
+	(head -n 2 $(LOCK); .venv-lock/bin/python -m pip freeze --exclude-editable) > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
