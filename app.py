@@ -102,13 +102,13 @@ def _start_generator(args: argparse.Namespace, url: str, engine, pool) -> Backgr
         generator = GeneratorProcess(_generator_argv(args, url), Path(args.home) / "logs" / "generator.log")
     else:
         from models.generation import SamplingParams
-        from rlhf.cli import generation_backend
         from rlhf.pregen import PregenConfig, PregenWorker
+        from rlhf.serving import ModelOptions, generation_backend
 
         sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
         generator = PregenWorker(
             engine=engine,
-            pool=generation_backend(args, engine, pool),
+            pool=generation_backend(ModelOptions.of(args), engine, pool),
             config=PregenConfig(
                 buffer=args.buffer, n=args.n, sampling=sampling, lease_seconds=args.worker_lease_seconds
             ),
@@ -121,14 +121,16 @@ def _serve(args: argparse.Namespace) -> int:
     from labeler.db import default_url, make_engine
     from labeler.ui.app import build_ui, launch
     from labeler.ui.deps import UIDeps
-    from rlhf.cli import load_pool
     from rlhf.jobs import JobRunner
+    from rlhf.serving import ModelOptions, load_pool
 
     home = Path(args.home)
     url = args.db or default_url(home)
     engine = make_engine(url)
     _bootstrap_store(engine, args)
-    pool = load_pool(args, engine)  # the admin tab's side-by-side samples (and the generator in thread mode)
+    pool = load_pool(
+        ModelOptions.of(args), engine
+    )  # the admin tab's side-by-side samples (and the generator in thread mode)
     generator = _start_generator(args, url, engine, pool)
     runner = JobRunner(engine=engine, db_url=url, home=home, launcher=args.launcher)
     runner.watch()

@@ -44,7 +44,7 @@ def make_reward_folder(folder: Path) -> None:
 
 
 def config():
-    from rlhf.ppo import PPOConfig
+    from rlhf.configs import PPOConfig
 
     return PPOConfig(
         batch_prompts=8, minibatch=4, ppo_epochs=1, max_new_tokens=48, device="cpu", no_eos_penalty=None

@@ -18,7 +18,8 @@ from sqlmodel import Session
 
 from labeler.db import make_engine
 from labeler.importers import import_pairs
-from rlhf.reward import RewardConfig, run
+from rlhf.configs import RewardConfig
+from rlhf.reward import run
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-test-part-a.jsonl.gz"
 

@@ -28,7 +28,8 @@ from labeler.leasing import lease_next_set
 from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
 from labeler.tables import id_of
 from labeler.users import add_user
-from rlhf.reward import RewardConfig, run
+from rlhf.configs import RewardConfig
+from rlhf.reward import run
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-test-part-a.jsonl.gz"

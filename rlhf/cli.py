@@ -8,53 +8,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from tqdm import tqdm
 
 from labeler.db import default_url, make_engine, read_session
 from labeler.importers import parse_prompts
-from labeler.policies import PolicyRef, ensure_initial_policy
 from labeler.store import CompletionIn, add_completion_set, add_prompts, messages_hash
 from labeler.tables import Prompt
 from models.generation import SamplingParams
-from models.loading import load_base
-from models.policy import PolicyPool
-from models.resolve import resolve_model
-from models.vllm_backend import VLLMBackend, select_backend
+from rlhf.configs import STAGES
+from rlhf.serving import ModelOptions, current_ref, generation_backend, load_pool
 
 
 def open_engine(args: argparse.Namespace):
     return make_engine(args.db or default_url(Path(args.home)))
-
-
-def current_ref(engine: Engine, base_model: str) -> PolicyRef:
-    """The store's current version (v0 on an empty store), read in one short transaction."""
-    with Session(engine) as session:
-        return PolicyRef.of(ensure_initial_policy(session=session, base_model=base_model))
-
-
-def load_pool(args: argparse.Namespace, engine: Engine) -> PolicyPool:
-    """The base model with the store's current policy version active (loaded after the session closed)."""
-    policy = current_ref(engine, args.model)
-    model, tokenizer = load_base(
-        policy.base_model, home=Path(args.home), device=args.device, load_in_4bit=args.load_in_4bit
-    )
-    pool = PolicyPool(model, tokenizer)
-    pool.activate(version=policy.version, adapter_path=policy.adapter_path)
-    return pool
-
-
-def generation_backend(
-    args: argparse.Namespace, engine: Engine, pool: PolicyPool
-) -> PolicyPool | VLLMBackend:
-    """The backend that writes completion sets: the pool itself, or vLLM (`--backend`)."""
-    policy = current_ref(engine, args.model)
-    backend = select_backend(
-        args.backend, model_path=str(resolve_model(policy.base_model, home=Path(args.home))), pool=pool
-    )
-    backend.activate(version=policy.version, adapter_path=policy.adapter_path)
-    return backend
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -74,7 +41,8 @@ def _generate(args: argparse.Namespace) -> int:
             ).all()
             if prompt_id is not None
         }
-    pool = generation_backend(args, engine, load_pool(args, engine))
+    options = ModelOptions.of(args)
+    pool = generation_backend(options, engine, load_pool(options, engine))
     policy = current_ref(engine, args.model)
     written = 0
     for start in tqdm(
@@ -113,26 +81,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 # Training stages parse their own config dataclass (flags or --config YAML), so `rankloop NAME ...` hands the
-# rest of the command line to `python -m MODULE` unchanged.
-STAGES = {
-    "reward": (
-        "rlhf.reward",
-        "train a reward model from the store's rankings (see `rankloop reward --help`)",
-    ),
-    "ppo": (
-        "rlhf.ppo",
-        "PPO round from the current policy against a reward model (see `rankloop ppo --help`)",
-    ),
-    "dpo": ("rlhf.dpo", "DPO on the store's pairs from the current policy (see `rankloop dpo --help`)"),
-    "round": (
-        "rlhf.round",
-        "a whole round: reward model, then PPO or DPO, then switch (`rankloop round --help`)",
-    ),
-    "pregen": (
-        "rlhf.pregen_process",
-        "run only the pre-generation worker, e.g. on a GPU machine with --backend vllm (`rankloop pregen --help`)",
-    ),
-}
+# rest of the command line to `python -m MODULE` unchanged (the stages: rlhf/configs.py).
 
 
 def run_stage_command(argv: list[str]) -> bool:
@@ -141,13 +90,13 @@ def run_stage_command(argv: list[str]) -> bool:
         return False
     import importlib
 
-    importlib.import_module(STAGES[argv[0]][0]).main(argv[1:])
+    importlib.import_module(STAGES[argv[0]].module).main(argv[1:])
     return True
 
 
 def register(add) -> None:
-    for name, (_, text) in STAGES.items():
-        add(name, text)  # listed in --help; `run_stage_command` handles the call
+    for name, stage in STAGES.items():
+        add(name, stage.help)  # listed in --help; `run_stage_command` handles the call
 
     gen = add("generate", "generate completion sets from the current policy into the store (headless)")
     gen.add_argument(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
@@ -20,30 +20,10 @@ from labeler.db import default_url, make_engine
 from labeler.pairs import PairSettings
 from models.adapters import save_adapter
 from models.loading import load_base
+from rlhf.configs import DPOConfig
 from rlhf.ppo import RoundInputs, load_inputs, next_version, register, samples
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import load_groups
-
-
-@dataclass
-class DPOConfig:
-    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
-    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
-    epochs: int = field(default=1, metadata={"help": "passes over the pairs"})
-    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate"})
-    beta: float = field(
-        default=0.1, metadata={"help": "DPO temperature (strength of the pull toward the reference)"}
-    )
-    batch_size: int = field(default=4, metadata={"help": "pairs per step"})
-    max_length: int = field(default=384, metadata={"help": "tokens per prompt+response"})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})
-    make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
-    sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
-    max_new_tokens: int = field(default=48, metadata={"help": "length of the before/after samples"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
 
 
 @dataclass

@@ -25,10 +25,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from labeler.tables import Job, utcnow
+from rlhf.configs import JOB_KINDS, STAGES
 from rlhf.pregen_process import background_env, lower_priority
 
 logger = logging.getLogger(__name__)
-STAGE_MODULES = {"reward": "rlhf.reward", "ppo": "rlhf.ppo", "dpo": "rlhf.dpo", "round": "rlhf.round"}
 ACTIVE = ("queued", "running")
 
 
@@ -75,7 +75,7 @@ class JobRunner:
         return self.home / "jobs" / f"job-{job_id}.log"
 
     def command(self, kind: str, job_id: int, params: dict) -> list[str]:
-        module = STAGE_MODULES[kind]
+        module = STAGES[kind].module
         head = [sys.executable, "-m", module]
         if self.launcher == "accelerate":
             head = [sys.executable, "-m", "accelerate.commands.launch", "-m", module]
@@ -87,8 +87,8 @@ class JobRunner:
         ]
 
     def start(self, kind: str, params: dict) -> int:
-        if kind not in STAGE_MODULES:
-            raise JobError(f"unknown job kind {kind!r}; use one of {', '.join(STAGE_MODULES)}")
+        if kind not in JOB_KINDS:
+            raise JobError(f"unknown job kind {kind!r}; use one of {', '.join(JOB_KINDS)}")
         with self._lock:  # the watcher must not judge the job between its row and its process
             with Session(self.engine) as session:
                 self._poll(session)

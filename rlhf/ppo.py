@@ -16,9 +16,8 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from accelerate import Accelerator
@@ -29,60 +28,13 @@ from labeler.policies import current_policy, mark_current
 from labeler.tables import PolicyVersion, Prompt, RewardModel
 from models.generation import SamplingParams
 from models.loading import load_base
+from rlhf.configs import PPOConfig
 from rlhf.ppo_model import SharedModel, build_shared, reward_scores, save_policy
 from rlhf.ppo_step import Rollout, StepStats, ppo_update, rollout, score_rollout
 from rlhf.progress import ConsoleReporter, Reporter
 
 logger = logging.getLogger(__name__)
 RewardFn = Callable[[SharedModel, Rollout], torch.Tensor]
-
-
-@dataclass
-class PPOConfig:
-    """Settings of one PPO round (the admin tab's form and the command line are made from these fields)."""
-
-    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
-    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
-    reward_model: str | None = field(
-        default=None, metadata={"help": "reward model name (default: the newest)"}
-    )
-    steps: int = field(default=16, metadata={"help": "PPO iterations (rollout + update)"})
-    batch_prompts: int = field(default=8, metadata={"help": "prompts per rollout"})
-    minibatch: int = field(default=4, metadata={"help": "sequences per gradient step"})
-    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout"})
-    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate"})
-    max_new_tokens: int = field(default=48, metadata={"help": "response length cap"})
-    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
-    kl_coef: float = field(default=0.05, metadata={"help": "initial KL coefficient"})
-    adaptive_kl: bool = field(default=True, metadata={"help": "adapt the coefficient toward target_kl"})
-    target_kl: float = field(default=4.0, metadata={"help": "target sequence KL for the adaptive controller"})
-    kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata={"help": "per-token KL estimator"})
-    gamma: float = field(default=1.0, metadata={"help": "GAE discount"})
-    lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
-    clip: float = field(default=0.2, metadata={"help": "policy ratio clip"})
-    vf_coef: float = field(default=0.1, metadata={"help": "value loss coefficient"})
-    vf_clip: float = field(default=0.2, metadata={"help": "value clip range"})
-    ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
-    stop_kl: float = field(
-        default=0.1, metadata={"help": "stop an epoch when approximate KL (new vs old) passes this"}
-    )
-    no_eos_penalty: float | None = field(
-        default=-1.0, metadata={"help": "added to the score of responses that hit the cap"}
-    )
-    reward_clip: float = field(default=5.0, metadata={"help": "clip normalised scores to +-this"})
-    whiten_advantages: bool = field(default=True, metadata={"help": "whiten advantages per rollout"})
-    reference: Literal["initial", "previous"] = field(
-        default="initial", metadata={"help": "KL against the loop's initial model or the parent version"}
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank for a new policy adapter"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
-    sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
-    log_every: int = field(default=1, metadata={"help": "steps between metric points"})
 
 
 @dataclass

@@ -114,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from labeler.db import default_url, make_engine
     from models.generation import SamplingParams
-    from rlhf.cli import generation_backend, load_pool
     from rlhf.pregen import PregenConfig, PregenWorker
+    from rlhf.serving import ModelOptions, generation_backend, load_pool
 
     engine = make_engine(args.db or default_url(Path(args.home)))
-    backend = generation_backend(args, engine, load_pool(args, engine))
+    options = ModelOptions.of(args)
+    backend = generation_backend(options, engine, load_pool(options, engine))
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     worker = PregenWorker(
         engine=engine,

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -25,9 +25,9 @@ from sqlmodel import Session, col, func, select
 from transformers import get_scheduler
 
 from labeler.db import default_url, make_engine
-from labeler.pairs import PairSettings
 from labeler.tables import RewardModel
 from models.loading import load_base
+from rlhf.configs import RewardConfig
 from rlhf.losses import ranking_batch_loss
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import Group, explode, load_groups, split_by_prompt, write_snapshot
@@ -36,71 +36,6 @@ from rlhf.scoring import RewardMeta, RewardScorer, ScoreHead, encode, render_dia
 
 logger = logging.getLogger(__name__)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-@dataclass
-class RewardConfig:
-    """Settings of one reward round (the admin tab's form and the command line are made from these fields)."""
-
-    model: str = field(
-        default="default", metadata={"help": "base model: 'default', a Hub id or a local path"}
-    )
-    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
-    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
-    trainer: Literal["ranking", "pairs", "trl"] = field(
-        default="ranking", metadata={"help": "ranking batches, per-pair, or trl.RewardTrainer"}
-    )
-    full_finetune: bool = field(
-        default=False, metadata={"help": "train all weights instead of a LoRA adapter"}
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
-    epochs: int = field(default=1, metadata={"help": "passes over the training sets"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
-    lr_schedule: Literal["linear", "cosine", "constant"] = field(
-        default="constant", metadata={"help": "learning-rate schedule (the trl baseline uses the same)"}
-    )
-    warmup_ratio: float = field(default=0.0, metadata={"help": "share of steps with a linear warm-up"})
-    batch_sets: int = field(
-        default=4, metadata={"help": "ranked sets per optimizer step (pairs for per-pair paths)"}
-    )
-    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    mixed_precision: Literal["auto", "no", "bf16"] = field(
-        default="auto",
-        metadata={"help": "auto: bf16 autocast on a GPU, fp32 on CPU (bf16 there was 7x slower); no; bf16"},
-    )
-    max_length: int = field(
-        default=384, metadata={"help": "tokens per prompt+response, truncated from the left"}
-    )
-    eval_fraction: float = field(
-        default=0.1, metadata={"help": "share of prompts held out (fixed per prompt across rounds)"}
-    )
-    heldout_sources: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "hold out the prompts of sets imported from these files (instead of a hashed share)"
-        },
-    )
-    use_margin: bool = field(
-        default=False, metadata={"help": "subtract the rank-difference margin in the loss"}
-    )
-    center_rewards: float = field(default=0.0, metadata={"help": "coefficient of the reward-centering term"})
-    keep_ties: bool = field(default=False, metadata={"help": "ties give margin-0 pairs"})
-    flagged: Literal["drop", "reject"] = field(
-        default="drop", metadata={"help": "what flagged completions become"}
-    )
-    min_agreement: float = field(default=0.0, metadata={"help": "drop consensus pairs below this agreement"})
-    include_imported: bool = field(default=True, metadata={"help": "also train on imported pairs"})
-    normalize: bool = field(
-        default=True, metadata={"help": "store held-out mean/std so PPO sees unit-scale rewards"}
-    )
-    max_pairs: int | None = field(default=None, metadata={"help": "cap on training sets (quick runs)"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    log_every: int = field(default=5, metadata={"help": "steps between metric points"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
-
-    def pair_settings(self) -> PairSettings:
-        return PairSettings(keep_ties=self.keep_ties, flagged=self.flagged, min_agreement=self.min_agreement)
 
 
 @dataclass

@@ -8,9 +8,9 @@ the policies tab). The round's lineage is recorded: rankings and sets used, rewa
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -18,33 +18,8 @@ from labeler.db import default_url, make_engine
 from labeler.policies import current_policy
 from labeler.tables import PolicyVersion, Ranking, RewardModel, TrainingRound
 from rlhf import dpo, ppo, reward
+from rlhf.configs import DPOConfig, PPOConfig, RewardConfig, RoundConfig
 from rlhf.progress import ConsoleReporter, Reporter
-
-
-@dataclass
-class RoundConfig:
-    """The main settings of a round; each stage keeps its other defaults."""
-
-    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
-    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
-    optimizer: Literal["ppo", "dpo"] = field(
-        default="ppo", metadata={"help": "PPO against the reward model, or DPO on the pairs"}
-    )
-    auto_switch: bool = field(
-        default=True, metadata={"help": "make the new version current at once (else an admin does)"}
-    )
-    include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})
-    reward_epochs: int = field(default=2, metadata={"help": "reward model epochs"})
-    reward_learning_rate: float = field(default=1e-4, metadata={"help": "reward model learning rate"})
-    reward_max_length: int = field(default=256, metadata={"help": "reward model tokens per text"})
-    ppo_steps: int = field(default=16, metadata={"help": "PPO iterations"})
-    ppo_batch_prompts: int = field(default=8, metadata={"help": "prompts per PPO rollout"})
-    ppo_learning_rate: float = field(default=2e-4, metadata={"help": "PPO learning rate"})
-    kl_coef: float = field(default=0.05, metadata={"help": "initial KL coefficient"})
-    max_new_tokens: int = field(default=48, metadata={"help": "PPO response length cap"})
-    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
 
 
 @dataclass
@@ -80,21 +55,21 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     reward_name = None
     start = time.perf_counter()
     if config.optimizer == "ppo":
-        rcfg = reward.RewardConfig(
+        rcfg = RewardConfig(
             model=parent.base_model, epochs=config.reward_epochs, learning_rate=config.reward_learning_rate,
             max_length=config.reward_max_length, include_imported=config.include_imported, **common,
         )  # fmt: skip
         reward_name = reward.run(rcfg, reporter=reporter, job_id=job_id).name
         seconds["reward"] = time.perf_counter() - start
         start = time.perf_counter()
-        pcfg = ppo.PPOConfig(
+        pcfg = PPOConfig(
             reward_model=reward_name, steps=config.ppo_steps, batch_prompts=config.ppo_batch_prompts, learning_rate=config.ppo_learning_rate,
             kl_coef=config.kl_coef, max_new_tokens=config.max_new_tokens, make_current=config.auto_switch, **common,
         )  # fmt: skip
         result = ppo.run(pcfg, reporter=reporter, job_id=job_id)
         seconds["ppo"] = time.perf_counter() - start
     else:
-        dcfg = dpo.DPOConfig(
+        dcfg = DPOConfig(
             beta=config.dpo_beta,
             include_imported=config.include_imported,
             make_current=config.auto_switch,

@@ -10,12 +10,7 @@ from sqlmodel import Session, col, select
 from labeler.tables import Job, RewardModel
 from labeler.ui.deps import UIDeps, require_admin
 from labeler.ui.forms import config_form, form_values
-from rlhf.dpo import DPOConfig
-from rlhf.ppo import PPOConfig
-from rlhf.reward import RewardConfig
-from rlhf.round import RoundConfig
-
-STAGES = {"round": RoundConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig}
+from rlhf.configs import JOB_KINDS, STAGES, job_config
 
 
 def jobs_frame(session: Session) -> pd.DataFrame:
@@ -92,9 +87,9 @@ def build_training_tab(deps: UIDeps) -> tuple:
     engine = deps.engine
     with gr.Tab("Training"):
         forms, buttons = {}, {}
-        for kind, config_cls in STAGES.items():
-            with gr.Accordion(f"Launch a {kind} round", open=False):
-                forms[kind] = config_form(config_cls)
+        for kind in JOB_KINDS:
+            with gr.Accordion(STAGES[kind].title, open=False):
+                forms[kind] = config_form(job_config(kind))
                 buttons[kind] = gr.Button(f"Start {kind}", variant="primary")
         launch_status = gr.Markdown()
         with gr.Row():
@@ -116,7 +111,7 @@ def build_training_tab(deps: UIDeps) -> tuple:
             if deps.runner is None:
                 raise gr.Error("This app was started without a job runner.")
             try:
-                params = form_values(STAGES[kind], list(forms[kind]), values)
+                params = form_values(job_config(kind), list(forms[kind]), values)
                 new_id = deps.runner.start(kind, params)
             except (ValueError, TypeError, RuntimeError) as exc:
                 raise gr.Error(str(exc)) from exc

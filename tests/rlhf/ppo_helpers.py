@@ -12,7 +12,7 @@ from labeler.db import make_engine
 from labeler.policies import ensure_initial_policy
 from labeler.store import add_prompts
 from models.tiny import save_tiny_checkpoint, tiny_tokenizer
-from rlhf.ppo import PPOConfig
+from rlhf.configs import PPOConfig
 
 
 def ppo_store(tmp: Path) -> tuple[str, str]:

@@ -10,9 +10,10 @@ from labeler.db import make_engine
 from labeler.pairs import PairSettings
 from labeler.tables import RewardModel
 from models.tiny import tiny_model_and_tokenizer
+from rlhf.configs import RewardConfig
 from rlhf.losses import bradley_terry_loss, ranking_batch_loss
 from rlhf.progress import ConsoleReporter
-from rlhf.reward import RewardConfig, build_scorer, run, train_loop
+from rlhf.reward import build_scorer, run, train_loop
 from rlhf.reward_data import load_groups, split_by_prompt
 from rlhf.scoring import RewardScorer, ScoreHead, last_token_index, load_head, load_meta
 from tests.rlhf.synthetic import synthetic_store

@@ -6,8 +6,8 @@ from gradio_client import Client
 from sqlmodel import Session, func, select
 
 from labeler.tables import Guideline, Job, PolicyVersion, Setting, User
-from labeler.ui.admin_training import STAGES
 from labeler.ui.forms import config_form
+from rlhf.configs import JOB_KINDS, job_config
 from tests.ui.conftest import PASSWORDS
 
 ADMIN_CALLS = {
@@ -32,8 +32,8 @@ def launch_args(config_cls) -> tuple:
         return tuple(c.value for c in config_form(config_cls).values())
 
 
-for _kind, _cls in STAGES.items():
-    ADMIN_CALLS[f"/admin_launch_{_kind}"] = launch_args(_cls)
+for _kind in JOB_KINDS:
+    ADMIN_CALLS[f"/admin_launch_{_kind}"] = launch_args(job_config(_kind))
 
 
 def snapshot(engine):

@@ -1,0 +1,227 @@
+"""The training stages' settings and the one registry of stages, torch-free: the command line (`rankloop
+NAME`), the job runner and the admin tab's forms all read `STAGES`, and importing this module loads no model
+library (the admin tab builds its forms from these dataclasses).
+
+    from rlhf.configs import STAGES, RewardConfig
+    STAGES["reward"].module      # "rlhf.reward": what `rankloop reward` and a reward job run (python -m ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from labeler.pairs import PairSettings
+
+
+@dataclass
+class RewardConfig:
+    """Settings of one reward round (the admin tab's form and the command line are made from these fields)."""
+
+    model: str = field(
+        default="default", metadata={"help": "base model: 'default', a Hub id or a local path"}
+    )
+    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
+    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
+    trainer: Literal["ranking", "pairs", "trl"] = field(
+        default="ranking", metadata={"help": "ranking batches, per-pair, or trl.RewardTrainer"}
+    )
+    full_finetune: bool = field(
+        default=False, metadata={"help": "train all weights instead of a LoRA adapter"}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    epochs: int = field(default=1, metadata={"help": "passes over the training sets"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    lr_schedule: Literal["linear", "cosine", "constant"] = field(
+        default="constant", metadata={"help": "learning-rate schedule (the trl baseline uses the same)"}
+    )
+    warmup_ratio: float = field(default=0.0, metadata={"help": "share of steps with a linear warm-up"})
+    batch_sets: int = field(
+        default=4, metadata={"help": "ranked sets per optimizer step (pairs for per-pair paths)"}
+    )
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    mixed_precision: Literal["auto", "no", "bf16"] = field(
+        default="auto",
+        metadata={"help": "auto: bf16 autocast on a GPU, fp32 on CPU (bf16 there was 7x slower); no; bf16"},
+    )
+    max_length: int = field(
+        default=384, metadata={"help": "tokens per prompt+response, truncated from the left"}
+    )
+    eval_fraction: float = field(
+        default=0.1, metadata={"help": "share of prompts held out (fixed per prompt across rounds)"}
+    )
+    heldout_sources: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "hold out the prompts of sets imported from these files (instead of a hashed share)"
+        },
+    )
+    use_margin: bool = field(
+        default=False, metadata={"help": "subtract the rank-difference margin in the loss"}
+    )
+    center_rewards: float = field(default=0.0, metadata={"help": "coefficient of the reward-centering term"})
+    keep_ties: bool = field(default=False, metadata={"help": "ties give margin-0 pairs"})
+    flagged: Literal["drop", "reject"] = field(
+        default="drop", metadata={"help": "what flagged completions become"}
+    )
+    min_agreement: float = field(default=0.0, metadata={"help": "drop consensus pairs below this agreement"})
+    include_imported: bool = field(default=True, metadata={"help": "also train on imported pairs"})
+    normalize: bool = field(
+        default=True, metadata={"help": "store held-out mean/std so PPO sees unit-scale rewards"}
+    )
+    max_pairs: int | None = field(default=None, metadata={"help": "cap on training sets (quick runs)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    log_every: int = field(default=5, metadata={"help": "steps between metric points"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+
+    def pair_settings(self) -> PairSettings:
+        return PairSettings(keep_ties=self.keep_ties, flagged=self.flagged, min_agreement=self.min_agreement)
+
+
+@dataclass
+class PPOConfig:
+    """Settings of one PPO round (the admin tab's form and the command line are made from these fields)."""
+
+    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
+    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
+    reward_model: str | None = field(
+        default=None, metadata={"help": "reward model name (default: the newest)"}
+    )
+    steps: int = field(default=16, metadata={"help": "PPO iterations (rollout + update)"})
+    batch_prompts: int = field(default=8, metadata={"help": "prompts per rollout"})
+    minibatch: int = field(default=4, metadata={"help": "sequences per gradient step"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate"})
+    max_new_tokens: int = field(default=48, metadata={"help": "response length cap"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
+    kl_coef: float = field(default=0.05, metadata={"help": "initial KL coefficient"})
+    adaptive_kl: bool = field(default=True, metadata={"help": "adapt the coefficient toward target_kl"})
+    target_kl: float = field(default=4.0, metadata={"help": "target sequence KL for the adaptive controller"})
+    kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata={"help": "per-token KL estimator"})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount"})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    clip: float = field(default=0.2, metadata={"help": "policy ratio clip"})
+    vf_coef: float = field(default=0.1, metadata={"help": "value loss coefficient"})
+    vf_clip: float = field(default=0.2, metadata={"help": "value clip range"})
+    ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    stop_kl: float = field(
+        default=0.1, metadata={"help": "stop an epoch when approximate KL (new vs old) passes this"}
+    )
+    no_eos_penalty: float | None = field(
+        default=-1.0, metadata={"help": "added to the score of responses that hit the cap"}
+    )
+    reward_clip: float = field(default=5.0, metadata={"help": "clip normalised scores to +-this"})
+    whiten_advantages: bool = field(default=True, metadata={"help": "whiten advantages per rollout"})
+    reference: Literal["initial", "previous"] = field(
+        default="initial", metadata={"help": "KL against the loop's initial model or the parent version"}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank for a new policy adapter"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
+    sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+    log_every: int = field(default=1, metadata={"help": "steps between metric points"})
+
+
+@dataclass
+class DPOConfig:
+    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
+    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
+    epochs: int = field(default=1, metadata={"help": "passes over the pairs"})
+    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate"})
+    beta: float = field(
+        default=0.1, metadata={"help": "DPO temperature (strength of the pull toward the reference)"}
+    )
+    batch_size: int = field(default=4, metadata={"help": "pairs per step"})
+    max_length: int = field(default=384, metadata={"help": "tokens per prompt+response"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})
+    make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
+    sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
+    max_new_tokens: int = field(default=48, metadata={"help": "length of the before/after samples"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+
+
+@dataclass
+class RoundConfig:
+    """The main settings of a round; each stage keeps its other defaults."""
+
+    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
+    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
+    optimizer: Literal["ppo", "dpo"] = field(
+        default="ppo", metadata={"help": "PPO against the reward model, or DPO on the pairs"}
+    )
+    auto_switch: bool = field(
+        default=True, metadata={"help": "make the new version current at once (else an admin does)"}
+    )
+    include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})
+    reward_epochs: int = field(default=2, metadata={"help": "reward model epochs"})
+    reward_learning_rate: float = field(default=1e-4, metadata={"help": "reward model learning rate"})
+    reward_max_length: int = field(default=256, metadata={"help": "reward model tokens per text"})
+    ppo_steps: int = field(default=16, metadata={"help": "PPO iterations"})
+    ppo_batch_prompts: int = field(default=8, metadata={"help": "prompts per PPO rollout"})
+    ppo_learning_rate: float = field(default=2e-4, metadata={"help": "PPO learning rate"})
+    kl_coef: float = field(default=0.05, metadata={"help": "initial KL coefficient"})
+    max_new_tokens: int = field(default=48, metadata={"help": "PPO response length cap"})
+    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: the module that runs it (`python -m MODULE`), its settings (None: it parses its own flags and
+    is not launched as a job), what `rankloop --help` says of it, and the admin form's title."""
+
+    module: str
+    config: type | None
+    help: str
+    title: str = ""
+
+
+STAGES: dict[str, Stage] = {
+    "round": Stage(
+        "rlhf.round",
+        RoundConfig,
+        "a whole round: reward model, then PPO or DPO, then switch (`rankloop round --help`)",
+        "Run a whole round (reward model, then PPO or DPO)",
+    ),
+    "reward": Stage(
+        "rlhf.reward",
+        RewardConfig,
+        "train a reward model from the store's rankings (see `rankloop reward --help`)",
+        "Train a reward model",
+    ),
+    "ppo": Stage(
+        "rlhf.ppo",
+        PPOConfig,
+        "PPO round from the current policy against a reward model (see `rankloop ppo --help`)",
+        "PPO against a reward model",
+    ),
+    "dpo": Stage(
+        "rlhf.dpo",
+        DPOConfig,
+        "DPO on the store's pairs from the current policy (see `rankloop dpo --help`)",
+        "DPO on the pairs",
+    ),
+    "pregen": Stage(
+        "rlhf.pregen_process",
+        None,
+        "run only the pre-generation worker, e.g. on a GPU machine with --backend vllm (`rankloop pregen --help`)",
+    ),
+}
+JOB_KINDS: tuple[str, ...] = tuple(name for name, stage in STAGES.items() if stage.config is not None)
+
+
+def job_config(kind: str) -> type:
+    """The settings dataclass of a stage that runs as a job; ValueError for any other name."""
+    stage = STAGES.get(kind)
+    if stage is None or stage.config is None:
+        raise ValueError(f"unknown job kind {kind!r}; use one of {', '.join(JOB_KINDS)}")
+    return stage.config

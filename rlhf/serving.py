@@ -1,0 +1,73 @@
+"""The models a running app or worker generates with: the base model with the store's current policy version
+active (`PolicyPool`), and the backend that writes completion sets (the pool itself, or vLLM), from typed
+options that the command line fills (`ModelOptions.of(args)`).
+
+    options = ModelOptions(model="default", home="runs")
+    pool = load_pool(options, engine)
+    backend = generation_backend(options, engine, pool)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from labeler.policies import PolicyRef, ensure_initial_policy
+from models.loading import load_base
+from models.policy import PolicyPool
+from models.resolve import resolve_model
+from models.vllm_backend import VLLMBackend, select_backend
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which base model serves generation, where and how (the `--model`, `--device`, `--backend` and
+    `--load-in-4bit` flags of `rankloop serve`, `generate` and `pregen`)."""
+
+    model: str = "default"  # base model for v0: 'default', a Hub id or a local path
+    home: str = "runs"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
+    load_in_4bit: bool = False
+
+    @classmethod
+    def of(cls, args: Any) -> ModelOptions:
+        """The options from parsed command-line flags (any object with those attributes)."""
+        return cls(
+            model=args.model,
+            home=str(args.home),
+            device=args.device,
+            backend=args.backend,
+            load_in_4bit=args.load_in_4bit,
+        )
+
+
+def current_ref(engine: Engine, base_model: str) -> PolicyRef:
+    """The store's current version (v0 on an empty store), read in one short transaction."""
+    with Session(engine) as session:
+        return PolicyRef.of(ensure_initial_policy(session=session, base_model=base_model))
+
+
+def load_pool(options: ModelOptions, engine: Engine) -> PolicyPool:
+    """The base model with the store's current policy version active (loaded after the session closed)."""
+    policy = current_ref(engine, options.model)
+    model, tokenizer = load_base(
+        policy.base_model, home=Path(options.home), device=options.device, load_in_4bit=options.load_in_4bit
+    )
+    pool = PolicyPool(model, tokenizer)
+    pool.activate(version=policy.version, adapter_path=policy.adapter_path)
+    return pool
+
+
+def generation_backend(options: ModelOptions, engine: Engine, pool: PolicyPool) -> PolicyPool | VLLMBackend:
+    """The backend that writes completion sets: the pool itself, or vLLM (`--backend`)."""
+    policy = current_ref(engine, options.model)
+    backend = select_backend(
+        options.backend, model_path=str(resolve_model(policy.base_model, home=Path(options.home))), pool=pool
+    )
+    backend.activate(version=policy.version, adapter_path=policy.adapter_path)
+    return backend

@@ -1,0 +1,52 @@
+"""One registry of stages (rlhf/configs.py) that the command line, the job runner and the admin forms all read,
+and settings that load no model library."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from rlhf.configs import JOB_KINDS, STAGES, job_config
+from rlhf.jobs import JobError, JobRunner
+
+
+def test_every_stage_module_runs_with_its_settings():
+    for name, stage in STAGES.items():
+        module = importlib.import_module(stage.module)
+        assert callable(module.main), name
+        if stage.config is not None:
+            assert dataclasses.is_dataclass(stage.config) and stage.title, name
+            assert all(f.metadata.get("help") for f in dataclasses.fields(stage.config)), name
+
+
+def test_the_command_line_lists_every_stage(capsys):
+    import app
+
+    with pytest.raises(SystemExit):
+        app.main(["--help"])
+    shown = capsys.readouterr().out
+    assert all(name in shown for name in STAGES)
+
+
+def test_the_job_runner_starts_exactly_the_job_kinds(tmp_path, engine):
+    runner = JobRunner(engine=engine, db_url="sqlite://", home=tmp_path)
+    assert set(JOB_KINDS) == {"round", "reward", "ppo", "dpo"}
+    for kind in JOB_KINDS:
+        assert runner.command(kind, 1, {})[2] == STAGES[kind].module
+    with pytest.raises(JobError, match="unknown job kind 'pregen'"):
+        runner.start("pregen", {})
+    with pytest.raises(ValueError, match="unknown job kind"):
+        job_config("pregen")
+
+
+def test_settings_and_the_admin_tab_load_no_model_library():
+    code = (
+        "import sys, rlhf.configs, labeler.ui.admin_training\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'accelerate') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
