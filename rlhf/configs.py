@@ -8,8 +8,8 @@ library (the admin tab builds its forms from these dataclasses).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal
 
 from labeler.pairs import PairSettings
 
@@ -148,9 +148,34 @@ class DPOConfig:
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
 
 
+# The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
+# so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
+ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
+    "reward": (RewardConfig, {"epochs": 2, "learning_rate": None, "max_length": 256}),
+    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None}),
+    "dpo": (DPOConfig, {"beta": None}),
+}  # fmt: skip
+
+
+def _with_stage_fields(cls: type) -> type:
+    """Before `@dataclass`: add every field of `ROUND_EXPOSES` to `cls` under its stage's prefix."""
+    for prefix, (config, exposed) in ROUND_EXPOSES.items():
+        own = {f.name: f for f in fields(config)}
+        for name, default in exposed.items():
+            stage_field = own[name]
+            assert stage_field.default is not MISSING, f"{config.__name__}.{name} needs a plain default"
+            key = f"{prefix}_{name}"
+            cls.__annotations__[key] = config.__annotations__[name]
+            value = stage_field.default if default is None else default
+            setattr(cls, key, field(default=value, metadata=dict(stage_field.metadata)))
+    return cls
+
+
 @dataclass
+@_with_stage_fields
 class RoundConfig:
-    """The main settings of a round; each stage keeps its other defaults."""
+    """The settings of a round: its own, then the stages' settings it exposes (`ROUND_EXPOSES`, e.g. `ppo_steps`);
+    each stage keeps its other defaults."""
 
     home: str = field(default="runs", metadata={"help": "rankloop home folder"})
     db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
@@ -161,17 +186,12 @@ class RoundConfig:
         default=True, metadata={"help": "make the new version current at once (else an admin does)"}
     )
     include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})
-    reward_epochs: int = field(default=2, metadata={"help": "reward model epochs"})
-    reward_learning_rate: float = field(default=1e-4, metadata={"help": "reward model learning rate"})
-    reward_max_length: int = field(default=256, metadata={"help": "reward model tokens per text"})
-    ppo_steps: int = field(default=16, metadata={"help": "PPO iterations"})
-    ppo_batch_prompts: int = field(default=8, metadata={"help": "prompts per PPO rollout"})
-    ppo_learning_rate: float = field(default=2e-4, metadata={"help": "PPO learning rate"})
-    kl_coef: float = field(default=0.05, metadata={"help": "initial KL coefficient"})
-    max_new_tokens: int = field(default=48, metadata={"help": "PPO response length cap"})
-    dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+
+    def stage_settings(self, stage: str) -> dict[str, Any]:
+        """The values this round sets for one stage (`reward`, `ppo` or `dpo`), by the stage's field names."""
+        return {name: getattr(self, f"{stage}_{name}") for name in ROUND_EXPOSES[stage][1]}
 
 
 @dataclass(frozen=True)

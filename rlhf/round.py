@@ -56,24 +56,28 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     start = time.perf_counter()
     if config.optimizer == "ppo":
         rcfg = RewardConfig(
-            model=parent.base_model, epochs=config.reward_epochs, learning_rate=config.reward_learning_rate,
-            max_length=config.reward_max_length, include_imported=config.include_imported, **common,
-        )  # fmt: skip
+            model=parent.base_model,
+            include_imported=config.include_imported,
+            **common,
+            **config.stage_settings("reward"),
+        )
         reward_name = reward.run(rcfg, reporter=reporter, job_id=job_id).name
         seconds["reward"] = time.perf_counter() - start
         start = time.perf_counter()
         pcfg = PPOConfig(
-            reward_model=reward_name, steps=config.ppo_steps, batch_prompts=config.ppo_batch_prompts, learning_rate=config.ppo_learning_rate,
-            kl_coef=config.kl_coef, max_new_tokens=config.max_new_tokens, make_current=config.auto_switch, **common,
-        )  # fmt: skip
+            reward_model=reward_name,
+            make_current=config.auto_switch,
+            **common,
+            **config.stage_settings("ppo"),
+        )
         result = ppo.run(pcfg, reporter=reporter, job_id=job_id)
         seconds["ppo"] = time.perf_counter() - start
     else:
         dcfg = DPOConfig(
-            beta=config.dpo_beta,
             include_imported=config.include_imported,
             make_current=config.auto_switch,
             **common,
+            **config.stage_settings("dpo"),
         )
         result = dpo.run(dcfg, reporter=reporter, job_id=job_id)
         seconds["dpo"] = time.perf_counter() - start

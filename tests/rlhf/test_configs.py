@@ -50,3 +50,19 @@ def test_settings_and_the_admin_tab_load_no_model_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_round_exposes_stage_settings_with_the_stages_own_types_and_help():
+    from rlhf.configs import ROUND_EXPOSES, DPOConfig, PPOConfig, RewardConfig, RoundConfig
+
+    round_fields = {f.name: f for f in dataclasses.fields(RoundConfig)}
+    for prefix, (config, exposed) in ROUND_EXPOSES.items():
+        stage_fields = {f.name: f for f in dataclasses.fields(config)}
+        for name, default in exposed.items():
+            mine, theirs = round_fields[f"{prefix}_{name}"], stage_fields[name]
+            assert (mine.type, mine.metadata) == (theirs.type, theirs.metadata)
+            assert mine.default == (theirs.default if default is None else default)
+    config = RoundConfig(ppo_steps=3, reward_epochs=5, dpo_beta=0.2)
+    assert PPOConfig(**config.stage_settings("ppo")).steps == 3
+    assert RewardConfig(**config.stage_settings("reward")).epochs == 5
+    assert DPOConfig(**config.stage_settings("dpo")).beta == 0.2

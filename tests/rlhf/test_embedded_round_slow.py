@@ -27,7 +27,7 @@ ROUND = {
     "reward_max_length": 128,
     "ppo_steps": 2,
     "ppo_batch_prompts": 4,
-    "max_new_tokens": 24,
+    "ppo_max_new_tokens": 24,
     "device": "cpu",
 }
 

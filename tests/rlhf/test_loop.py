@@ -27,7 +27,7 @@ ROUND = {
     "reward_learning_rate": 3e-3,
     "ppo_steps": 2,
     "ppo_batch_prompts": 4,
-    "max_new_tokens": 8,
+    "ppo_max_new_tokens": 8,
     "device": "cpu",
 }
 LABELERS = [SimulatedLabeler("a", noise=0.1, seed=1), SimulatedLabeler("b", noise=0.5, seed=2)]
