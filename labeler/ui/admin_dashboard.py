@@ -7,9 +7,10 @@ from sqlmodel import Session, select
 
 from labeler.consensus import agreement
 from labeler.dataset import load_set_rankings, preference_records
+from labeler.db import read_session
 from labeler.stats import flagged_completions, labeler_rows, store_counts
 from labeler.tables import User
-from labeler.ui.deps import UIDeps, require_admin
+from labeler.ui.deps import TabLoad, UIDeps, require_admin
 
 LABELER_COLUMNS = [
     "labeler",
@@ -64,7 +65,7 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
     return summary, labelers, flagged
 
 
-def build_dashboard(deps: UIDeps) -> None:
+def build_dashboard(deps: UIDeps) -> TabLoad:
     with gr.Tab("Dashboard"):
         refresh = gr.Button("Refresh", elem_id="dashboard-refresh")
         summary = gr.Markdown(elem_id="dashboard-summary")
@@ -75,7 +76,8 @@ def build_dashboard(deps: UIDeps) -> None:
 
     def on_refresh(request: gr.Request):
         require_admin(deps.engine, request)
-        with Session(deps.engine) as session:
+        with read_session(deps.engine) as session:  # reads only: no write lock
             return dashboard_data(session)
 
     refresh.click(on_refresh, None, [summary, labelers, flagged], api_name="admin_dashboard")
+    return TabLoad(on_refresh, [summary, labelers, flagged])  # filled when an admin opens the page

@@ -25,11 +25,11 @@ from labeler.settings import (
     set_labels_needed,
 )
 from labeler.stats import labeler_rows
-from labeler.ui.deps import UIDeps, require_admin
+from labeler.ui.deps import NOTHING_ON_LOAD, TabLoad, UIDeps, require_admin
 from labeler.users import UserError, add_user, new_password, reset_password, set_disabled
 
 
-def build_data_tab(deps: UIDeps) -> tuple:
+def build_data_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Prompts & guidelines"):
         with gr.Row():
@@ -91,7 +91,7 @@ def build_data_tab(deps: UIDeps) -> tuple:
     do_import.click(on_import, [upload, kind, eval_fraction], import_status, api_name="admin_import")
     save_k.click(on_save_k, [k, human_eval], data_status, api_name="admin_labels_needed")
     save_guide.click(on_save_guide, [guide], data_status, api_name="admin_save_guidelines")
-    return on_load_settings, [k, human_eval, guide]
+    return TabLoad(on_load_settings, [k, human_eval, guide])
 
 
 def users_frame(engine) -> pd.DataFrame:
@@ -103,7 +103,7 @@ def users_frame(engine) -> pd.DataFrame:
     )
 
 
-def build_users_tab(deps: UIDeps) -> tuple:
+def build_users_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Users"):
         table = gr.Dataframe(label="Users", interactive=False)
@@ -146,10 +146,10 @@ def build_users_tab(deps: UIDeps) -> tuple:
         require_admin(engine, request)
         return users_frame(engine)
 
-    return on_list, [table]
+    return TabLoad(on_list, [table])
 
 
-def build_export_tab(deps: UIDeps) -> None:
+def build_export_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Export"):
         fmt = gr.Radio(list(EXPORT_FORMATS), value="parquet", label="Format")
@@ -203,3 +203,4 @@ def build_export_tab(deps: UIDeps) -> None:
         [summary],
         api_name="admin_export",
     )
+    return NOTHING_ON_LOAD

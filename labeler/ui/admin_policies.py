@@ -8,7 +8,7 @@ from sqlmodel import Session, col, select
 
 from labeler.policies import make_current
 from labeler.tables import PolicyVersion, RewardModel
-from labeler.ui.deps import UIDeps, require_admin
+from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.render import safe_markdown
 from models.generation import SamplingParams
 from rlhf.evaluation import human_win_rate
@@ -67,7 +67,7 @@ def samples_markdown(pv: PolicyVersion) -> str:
     return "\n\n---\n\n".join(parts)
 
 
-def build_policies_tab(deps: UIDeps) -> tuple:
+def build_policies_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Policies"):
         table = gr.Dataframe(label="Policy versions (lineage)", interactive=False)
@@ -137,4 +137,4 @@ def build_policies_tab(deps: UIDeps) -> tuple:
     switch.click(on_switch, [target], [switch_status, table], api_name="admin_make_current")
     show.click(on_samples, [target], samples_md, api_name="admin_policy_samples")
     compare.click(on_compare, [prompt, left_v, right_v], [left, right], api_name="admin_compare")
-    return on_list, [table]
+    return TabLoad(on_list, [table])

@@ -8,7 +8,7 @@ import pandas as pd
 from sqlmodel import Session, col, select
 
 from labeler.tables import Job, RewardModel
-from labeler.ui.deps import UIDeps, require_admin
+from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.forms import config_form, form_values
 from rlhf.configs import JOB_KINDS, STAGES, job_config
 
@@ -83,7 +83,7 @@ def metrics_frame(job: Job | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "metric", "value"])
 
 
-def build_training_tab(deps: UIDeps) -> tuple:
+def build_training_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Training"):
         forms, buttons = {}, {}
@@ -160,4 +160,4 @@ def build_training_tab(deps: UIDeps) -> tuple:
     def on_list(request: gr.Request):
         return (*on_watch(request, None), gr.Timer(active=True))
 
-    return on_list, [*watch_outputs, timer]
+    return TabLoad(on_list, [*watch_outputs, timer])

@@ -33,24 +33,29 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
         with gr.Tabs():
             labeling = build_labeling_tab(deps)
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab, gr.Tabs():
-                build_dashboard(deps)
-                loaders = [build_data_tab(deps), build_users_tab(deps), build_policies_tab(deps)]
-                build_export_tab(deps)
-                loaders.append(build_training_tab(deps))
+                admin_tabs = [
+                    build(deps)
+                    for build in (
+                        build_dashboard,
+                        build_data_tab,
+                        build_users_tab,
+                        build_policies_tab,
+                        build_export_tab,
+                        build_training_tab,
+                    )
+                ]
 
         def on_load(request: gr.Request) -> dict:
             user = current_user(deps.engine, request)
-            updates = labeling["load"](request)
+            updates = labeling.updates(request)
             updates[who] = f"Logged in as **{user.name}** ({user.role})"
             updates[admin_tab] = gr.update(visible=user.role == "admin")
             if user.role == "admin":
-                for fn, outputs in loaders:
-                    values = fn(request)
-                    values = values if isinstance(values, tuple) else (values,)
-                    updates.update(dict(zip(outputs, values, strict=True)))
+                for tab in admin_tabs:
+                    updates.update(tab.updates(request))
             return updates
 
-        load_outputs = [*labeling["outputs"], who, admin_tab] + [o for _, outs in loaders for o in outs]
+        load_outputs = [*labeling.outputs, who, admin_tab] + [o for tab in admin_tabs for o in tab.outputs]
         # Not queued (one POST, like a submit); named so scripted clients open the page as a browser does.
         demo.load(on_load, None, load_outputs, api_name="open_page", queue=False)
     return demo

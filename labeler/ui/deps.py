@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from sqlalchemy.engine import Engine
@@ -80,3 +81,22 @@ def require_admin(engine: Engine, request: gr.Request | None) -> User:
     if user.role != "admin":
         raise gr.Error("Admins only.")
     return user
+
+
+@dataclass(frozen=True)
+class TabLoad:
+    """What every tab builder returns: what the tab fills when the page opens. `load(request)` gives one value
+    per output (a tuple, or the value itself for one output) or a dict of component -> update."""
+
+    load: Callable[[gr.Request], Any]
+    outputs: list[Any]
+
+    def updates(self, request: gr.Request) -> dict:
+        values = self.load(request)
+        if isinstance(values, dict):
+            return values
+        values = values if isinstance(values, tuple) else (values,)
+        return dict(zip(self.outputs, values, strict=True))
+
+
+NOTHING_ON_LOAD = TabLoad(lambda request: {}, [])  # a tab that fills nothing when the page opens

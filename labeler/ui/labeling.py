@@ -28,7 +28,7 @@ from labeler.stats import labeler_progress, waiting_for
 from labeler.store import MAX_COMMENT_CHARS, LeaseGone, PageChoices, RankingRejected, submit_leased
 from labeler.tables import FLAG_REASONS
 from labeler.ui import ranker
-from labeler.ui.deps import RecentUsers, UIDeps
+from labeler.ui.deps import RecentUsers, TabLoad, UIDeps
 from labeler.ui.ranker import page_token, ranker_value, read_choices, read_page
 from labeler.ui.render import markdown_html, safe_markdown
 
@@ -157,7 +157,7 @@ NOTHING_WAITING = "No sets are waiting right now. New ones are being generated; 
 LABELING_CSS = ranker.CSS
 
 
-def build_labeling_tab(deps: UIDeps) -> dict:
+def build_labeling_tab(deps: UIDeps) -> TabLoad:
     """Build the tab; returns the components `build_ui` wires to page load."""
     engine = deps.engine
     waiting = WaitingCounts()
@@ -252,4 +252,4 @@ def build_labeling_tab(deps: UIDeps) -> dict:
     # event stream, which halved its cost on the server. Writers take turns in the store (labeler/db.py).
     submit.click(on_submit, [answers, none_ok, comment], outputs, api_name="submit_ranking", queue=False)
     skip.click(on_skip, [answers], outputs, api_name="skip_set", queue=False)
-    return {"load": on_load, "outputs": [*outputs, guide_md, guide_box]}
+    return TabLoad(on_load, [*outputs, guide_md, guide_box])

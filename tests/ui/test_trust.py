@@ -130,3 +130,14 @@ def test_the_http_client_reports_a_refusal(running_app):
 
     asyncio.run(flow())
     assert count_rankings(running_app.engine) == 0
+
+
+def test_the_admin_tabs_are_filled_when_an_admin_opens_the_page_and_only_then(running_app):
+    def page_text(name: str) -> str:
+        http = logged_in(running_app.url, name)
+        response = http.post("gradio_api/run/open_page", json={"data": [], "session_hash": name})
+        assert response.status_code == 200
+        return str(response.json()["data"])
+
+    assert "**Sets:** 6 (6 generated, 0 imported)" in page_text("admin")  # the dashboard, without a Refresh
+    assert "**Sets:**" not in page_text("alice")
