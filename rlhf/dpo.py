@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
 from sqlmodel import Session
@@ -19,7 +20,7 @@ from sqlmodel import Session
 from labeler.db import default_url, make_engine
 from labeler.pairs import PairSettings
 from models.adapters import save_adapter
-from models.loading import load_base
+from models.loading import load_base, pick_device
 from rlhf.configs import DPOConfig
 from rlhf.ppo import RoundInputs, load_inputs, next_version, register, samples
 from rlhf.progress import ConsoleReporter, Reporter
@@ -75,10 +76,13 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
         )
     reporter.start(1, "dpo")
+    plan = pick_device(config.device)  # `auto`: CUDA with bf16 where there is one, else the CPU in fp32
+    on_cpu = plan.device.type == "cpu"
     with tempfile.TemporaryDirectory() as out:
         args = TrlDPOConfig(
             output_dir=out, num_train_epochs=config.epochs, learning_rate=config.learning_rate, beta=config.beta, per_device_train_batch_size=config.batch_size,
-            max_length=config.max_length, report_to=[], save_strategy="no", logging_steps=1, seed=config.seed, use_cpu=config.device == "cpu",
+            max_length=config.max_length, report_to=[], save_strategy="no", logging_steps=1, seed=config.seed,
+            use_cpu=on_cpu, bf16=plan.dtype == torch.bfloat16,  # trl's default asks for bf16, which a CPU refuses
         )  # fmt: skip
         trainer = DPOTrainer(
             model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=peft_config
