@@ -91,6 +91,16 @@ def precision(config: RewardConfig) -> str:
     return "bf16" if on_gpu else "no"
 
 
+def shard_batches(groups: list[Group], per_step: int, rank: int, world: int) -> list[list[Group]]:
+    """Process `rank`'s batches of `per_step` groups: every `world`-th, the list first padded with its own first
+    batches to a multiple of `world` (as torch's DistributedSampler pads), so that every process takes the same
+    number of optimizer steps; an uneven count leaves a process waiting in a gradient all-reduce."""
+    batches = [groups[i : i + per_step] for i in range(0, len(groups), per_step)]
+    pad = -len(batches) % world if batches else 0
+    batches += [batches[i % len(batches)] for i in range(pad)]
+    return batches[rank::world]
+
+
 def train_loop(
     scorer: RewardScorer, tokenizer, train: list[Group], config: RewardConfig, reporter: Reporter
 ) -> None:
@@ -103,8 +113,9 @@ def train_loop(
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     rng = random.Random(config.seed)
     per_step = config.batch_sets
-    steps = config.epochs * ((len(train) + per_step - 1) // per_step)
-    updates = max(1, steps // config.grad_accum)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    steps = config.epochs * len(shard_batches(train, per_step, rank, world))  # this process's steps
+    updates = max(1, steps * world // config.grad_accum)  # accelerate steps the schedule once per process
     schedule = get_scheduler(
         config.lr_schedule,
         optimizer,
@@ -118,10 +129,7 @@ def train_loop(
     for _ in range(config.epochs):
         order = train[:]
         rng.shuffle(order)
-        shard = [order[i : i + per_step] for i in range(0, len(order), per_step)][
-            accelerator.process_index :: accelerator.num_processes
-        ]
-        for batch in shard:
+        for batch in shard_batches(order, per_step, rank, world):
             enc, pairs, margins = group_batch(batch, tokenizer, config, accelerator.device)
             with accelerator.accumulate(scorer):
                 scores = scorer(enc["input_ids"], enc["attention_mask"])

@@ -141,3 +141,15 @@ def test_trl_baseline_trains_and_lands_in_the_same_format(tmp_path):
     assert (folder / "score_head.safetensors").exists() and (folder / "adapter_model.safetensors").exists()
     # scored by rankloop's own scorer after the copy: the trained weights arrived
     assert result.metrics["accuracy"] > 0.9 and result.train_sets == 6 * (40 - result.heldout_sets)
+
+
+def test_every_process_takes_the_same_number_of_steps_and_all_batches_are_covered():
+    from rlhf.reward import shard_batches
+
+    for count in range(0, 11):
+        groups = list(range(count))
+        assert shard_batches(groups, 2, 0, 1) == [groups[i : i + 2] for i in range(0, count, 2)]
+        for world in (2, 3, 4):
+            shards = [shard_batches(groups, 2, rank, world) for rank in range(world)]
+            assert len({len(s) for s in shards}) == 1, (count, world)
+            assert {g for s in shards for batch in s for g in batch} == set(groups)
