@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from peft import LoraConfig, get_peft_model
 from sqlmodel import Session, col, func, select
 from transformers import get_scheduler
@@ -193,19 +193,24 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
         reward_std=metrics.get("reward_std", 1.0) if config.normalize else 1.0,
         full_finetune=config.full_finetune,
     )
-    save_reward_model(folder, scorer.model, scorer.head, meta)
-    snapshot = write_snapshot(folder / "pairs_snapshot.jsonl", train, heldout, {"reward": asdict(config)})
-    with Session(engine) as session:
-        row = RewardModel(
-            name=name,
-            base_model=config.model,
-            adapter_path=str(folder),
-            job_id=job_id,
-            snapshot_path=str(snapshot),
-            metrics=metrics,
-        )
-        session.add(row)
-        session.commit()
+    # Under several processes (`accelerate launch`, torchrun) one writes the files and the row; the others wait
+    # for it (each computed the same name before training), so the model is stored once.
+    state = PartialState()
+    if state.is_main_process:
+        save_reward_model(folder, scorer.model, scorer.head, meta)
+        snapshot = write_snapshot(folder / "pairs_snapshot.jsonl", train, heldout, {"reward": asdict(config)})
+        with Session(engine) as session:
+            row = RewardModel(
+                name=name,
+                base_model=config.model,
+                adapter_path=str(folder),
+                job_id=job_id,
+                snapshot_path=str(snapshot),
+                metrics=metrics,
+            )
+            session.add(row)
+            session.commit()
+    state.wait_for_everyone()
     reporter.close()
     return RewardResult(name, folder, metrics, len(train), len(heldout), time.perf_counter() - start)
 
