@@ -128,9 +128,8 @@ def _serve(args: argparse.Namespace) -> int:
     url = args.db or default_url(home)
     engine = make_engine(url)
     _bootstrap_store(engine, args)
-    pool = load_pool(
-        ModelOptions.of(args), engine
-    )  # the admin tab's side-by-side samples (and the generator in thread mode)
+    # the admin tab's side-by-side samples (and the generator in thread mode)
+    pool = load_pool(ModelOptions.of(args), engine)
     generator = _start_generator(args, url, engine, pool)
     runner = JobRunner(engine=engine, db_url=url, home=home, launcher=args.launcher)
     runner.watch()

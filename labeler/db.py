@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from sqlalchemy import Column, event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Inspector
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -135,8 +135,7 @@ _BACKFILLS = {
 _RETIRED_INDEXES = {"completionset": ["ix_set_open"]}
 
 
-def _drop_retired_indexes(engine: Engine) -> None:
-    existing = inspect(engine)
+def _drop_retired_indexes(engine: Engine, existing: Inspector) -> None:
     retired = [
         (table, name)
         for table, names in _RETIRED_INDEXES.items()
@@ -156,10 +155,9 @@ def _addable(column: Column) -> bool:
     return column.nullable or column.server_default is not None
 
 
-def _add_missing_columns(engine: Engine) -> None:
+def _add_missing_columns(engine: Engine, existing: Inspector) -> None:
     """Columns added to a table after a store was created (nullable ones, or with a default, filled from the
     other rows where `_BACKFILLS` says how): ALTER TABLE ... ADD COLUMN, in one transaction."""
-    existing = inspect(engine)
     missing = [
         (table.name, column)
         for table in SQLModel.metadata.sorted_tables
@@ -211,6 +209,7 @@ def make_engine(url: str, *, create: bool = True, echo: bool = False) -> Engine:
         )
     if create:
         SQLModel.metadata.create_all(engine)
-        _add_missing_columns(engine)
-        _drop_retired_indexes(engine)
+        existing = inspect(engine)  # one reflection of the store for both checks
+        _add_missing_columns(engine, existing)
+        _drop_retired_indexes(engine, existing)
     return engine

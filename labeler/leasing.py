@@ -104,7 +104,7 @@ def _takeable(*where: ColumnElement[bool]) -> Any:
 
 
 _SHORTLIST_CURRENT = _takeable(col(CompletionSet.policy_version_id) == _CURRENT)
-_SHORTLIST_OTHERS = _takeable(
+_SHORTLIST_OTHERS = _takeable(  # a NULL version counts as not current even when no version is current
     or_(
         col(CompletionSet.policy_version_id).is_(None),
         col(CompletionSet.policy_version_id) != func.coalesce(_CURRENT, -1),
@@ -219,7 +219,7 @@ def lease_next_set(
     """Give `user_id` a set to rank, or None when nothing is waiting (the rules are in the module docstring).
 
     A labeler's unexpired, unfinished lease is returned again (a page reload shows the same set). Otherwise two
-    steps. A read transaction finds a shortlist of the best sets (the scan over every waiting set, outside the
+    steps. A read transaction finds a shortlist of the best sets (a walk over the open-sets index, outside the
     write lock). The write transaction then claims the first shortlisted set that still qualifies, checked by
     id: on PostgreSQL its row is locked (`FOR UPDATE SKIP LOCKED`) and its labels are counted again after the
     lock, so a lease committed meanwhile is seen; on SQLite the write transaction holds the write lock from its

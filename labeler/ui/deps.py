@@ -13,7 +13,7 @@ import gradio as gr
 from sqlalchemy.engine import Engine
 
 from labeler.db import read_session
-from labeler.tables import User
+from labeler.tables import User, id_of
 from labeler.users import get_user
 
 if TYPE_CHECKING:  # types only: the UI does not import torch to start
@@ -69,10 +69,8 @@ class RecentUsers:
         return user
 
     def user_id(self, request: gr.Request | None) -> int:
-        """The id of `get`'s user (a stored row always has one)."""
-        user_id = self.get(request).id
-        assert user_id is not None
-        return user_id
+        """The id of `get`'s user."""
+        return id_of(self.get(request))
 
 
 def require_admin(engine: Engine, request: gr.Request | None) -> User:
