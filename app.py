@@ -35,24 +35,22 @@ def _bootstrap_store(engine, args: argparse.Namespace) -> None:
 
 
 def _bootstrap_once(engine, args: argparse.Namespace) -> None:
-    from sqlmodel import Session, select
+    from sqlmodel import Session
 
     from labeler.db import read_session
     from labeler.importers import parse_prompts
     from labeler.policies import ensure_initial_policy
-    from labeler.store import add_prompts
-    from labeler.tables import Prompt, User
-    from labeler.users import ensure_admin
+    from labeler.store import add_prompts, has_prompts
+    from labeler.users import ensure_admin, has_users
 
     with read_session(engine) as session:
-        has_users = session.exec(select(User.id)).first() is not None
-        has_prompts = session.exec(select(Prompt.id)).first() is not None
-    if args.host not in LOOPBACK and not has_users:
+        any_users, any_prompts = has_users(session=session), has_prompts(session=session)
+    if args.host not in LOOPBACK and not any_users:
         raise SystemExit(
             f"refusing to bind {args.host} with no accounts: create one first with "
             "`rankloop user add NAME --role admin`"
         )
-    conversations = [] if has_prompts or not BUILTIN_PROMPTS.exists() else parse_prompts(BUILTIN_PROMPTS)
+    conversations = [] if any_prompts or not BUILTIN_PROMPTS.exists() else parse_prompts(BUILTIN_PROMPTS)
     with Session(engine) as session:
         password = ensure_admin(session=session)
         if password:

@@ -23,12 +23,12 @@ from labeler.importers import import_prompts
 from labeler.policies import current_policy, ensure_initial_policy
 from labeler.settings import set_labels_needed
 from labeler.tables import PolicyVersion, Prompt, RewardModel
+from labeler.winrate import wilson_interval
 from models.embedded import home_sharing_cache
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
 from rlhf import round as round_stage
-from rlhf.evaluation import wilson_interval
 from rlhf.pregen import PregenConfig, PregenWorker
 from rlhf.simulate import SimulatedLabeler, concise_and_finished, label_waiting_sets
 

@@ -101,3 +101,53 @@ def active_labelers(*, session: Session, within_hours: float = 1.0) -> int:
     return session.exec(
         select(func.count(func.distinct(Assignment.user_id))).where(Assignment.leased_at >= since)
     ).one()
+
+
+def policy_by_version(*, session: Session, version: int) -> PolicyVersion | None:
+    return session.exec(select(PolicyVersion).where(PolicyVersion.version == version)).first()
+
+
+def policy_ref(*, session: Session, policy_id: int | None) -> PolicyRef | None:
+    """The version with this row id (e.g. a version's parent), detached; None for None or a missing row."""
+    row = session.get(PolicyVersion, policy_id) if policy_id is not None else None
+    return PolicyRef.of(row) if row is not None else None
+
+
+def policy_versions(*, session: Session) -> list[PolicyVersion]:
+    """Every version, oldest first (the policies tab's lineage table)."""
+    return list(session.exec(select(PolicyVersion).order_by(col(PolicyVersion.version))).all())
+
+
+def next_policy_version(*, session: Session) -> int:
+    """The number the next registered version gets (its adapter folder is named after it before it is saved)."""
+    latest = session.exec(select(PolicyVersion.version).order_by(col(PolicyVersion.version).desc())).first()
+    return (latest or 0) + 1
+
+
+def register_policy_version(
+    *,
+    session: Session,
+    version: int,
+    parent: PolicyRef,
+    adapter_path: str,
+    reward_model_id: int | None,
+    metrics: dict,
+    make_current: bool,
+) -> PolicyRef:
+    """Write `version` (read from `next_policy_version` before its files were saved under that number; the
+    number is unique, so a second registrant fails whole) with its parent and the reward model it was trained
+    against, and, if asked, switch to it: one transaction, so a failure leaves the current version as it was."""
+    pv = PolicyVersion(
+        version=version,
+        base_model=parent.base_model,
+        adapter_path=adapter_path,
+        parent_id=parent.id,
+        reward_model_id=reward_model_id,
+        metrics=metrics,
+    )
+    session.add(pv)
+    if make_current:
+        mark_current(session=session, target=pv)
+    session.commit()
+    session.refresh(pv)
+    return PolicyRef.of(pv)

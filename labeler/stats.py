@@ -81,6 +81,7 @@ def store_counts(*, session: Session) -> StoreCounts:
 
 @dataclass(frozen=True)
 class LabelerRow:
+    user_id: int
     name: str
     role: str
     disabled: bool
@@ -102,6 +103,7 @@ def labeler_rows(*, session: Session) -> list[LabelerRow]:
         times = [s for skipped, s in entries if not skipped and s is not None]
         rows.append(
             LabelerRow(
+                user_id=id_of(user),
                 name=user.name,
                 role=user.role,
                 disabled=user.disabled,

@@ -86,6 +86,17 @@ def add_prompts(
     return added
 
 
+def prompt_ids(*, session: Session, conversations: Iterable[Sequence[dict]]) -> dict[str, int]:
+    """Content hash -> prompt id for those of `conversations` that the store holds."""
+    hashes = [messages_hash(c) for c in conversations]
+    rows = session.exec(select(Prompt.content_hash, Prompt.id).where(col(Prompt.content_hash).in_(hashes)))
+    return {digest: prompt_id for digest, prompt_id in rows.all() if prompt_id is not None}
+
+
+def has_prompts(*, session: Session) -> bool:
+    return session.exec(select(Prompt.id)).first() is not None
+
+
 @dataclass(frozen=True)
 class CompletionIn:
     text: str

@@ -115,9 +115,13 @@ def reset_password(*, session: Session, name: str, password: str | None = None) 
     return password
 
 
+def has_users(*, session: Session) -> bool:
+    return session.exec(select(User.id)).first() is not None
+
+
 def ensure_admin(*, session: Session) -> str | None:
     """On a store with no users, create `admin` with a random password and return it (print it once)."""
-    if session.exec(select(User)).first() is not None:
+    if has_users(session=session):
         return None
     password = new_password()
     add_user(session=session, name="admin", password=password, role="admin")

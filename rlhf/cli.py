@@ -8,13 +8,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 from tqdm import tqdm
 
 from labeler.db import default_url, make_engine, read_session
 from labeler.importers import parse_prompts
-from labeler.store import CompletionIn, add_completion_set, add_prompts, messages_hash
-from labeler.tables import Prompt
+from labeler.store import CompletionIn, add_completion_set, add_prompts, messages_hash, prompt_ids
 from models.generation import SamplingParams
 from rlhf.configs import STAGES
 from rlhf.serving import ModelOptions, current_ref, generation_backend, load_pool
@@ -32,15 +31,8 @@ def _generate(args: argparse.Namespace) -> int:
     engine = open_engine(args)
     with Session(engine) as session:
         add_prompts(session=session, conversations=conversations, source=Path(args.prompts).name)
-    hashes = [messages_hash(c) for c in conversations]
     with read_session(engine) as session:
-        prompt_ids = {
-            content_hash: prompt_id
-            for content_hash, prompt_id in session.exec(
-                select(Prompt.content_hash, Prompt.id).where(col(Prompt.content_hash).in_(hashes))
-            ).all()
-            if prompt_id is not None
-        }
+        ids = prompt_ids(session=session, conversations=conversations)
     options = ModelOptions.of(args)
     pool = generation_backend(options, engine, load_pool(options, engine))
     policy = current_ref(engine, args.model)
@@ -54,7 +46,7 @@ def _generate(args: argparse.Namespace) -> int:
             for conv, completions in zip(batch, sets, strict=True):
                 add_completion_set(
                     session=session,
-                    prompt_id=prompt_ids[messages_hash(conv)],
+                    prompt_id=ids[messages_hash(conv)],
                     completions=[CompletionIn(c.text, c.token_count, c.finish_reason) for c in completions],
                     policy_version_id=policy.id,
                     sampling=sampling.to_dict(),

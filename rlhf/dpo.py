@@ -17,12 +17,12 @@ from datasets import Dataset
 from peft import LoraConfig, PeftModel
 from sqlmodel import Session
 
-from labeler.db import default_url, make_engine
+from labeler.db import default_url, make_engine, read_session
 from labeler.pairs import PairSettings
 from models.adapters import save_adapter
 from models.loading import load_base, pick_device
 from rlhf.configs import DPOConfig
-from rlhf.ppo import RoundInputs, load_inputs, next_version, register, samples
+from rlhf.policy_stage import read_inputs, samples, save_version
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import load_groups
 
@@ -59,10 +59,9 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     reporter = reporter or ConsoleReporter()
     start = time.perf_counter()
     engine = make_engine(config.db or default_url(Path(config.home)))
-    with Session(engine) as session:
-        inputs: RoundInputs = load_inputs(session, sample_prompts=config.sample_prompts, need_reward=False)
+    inputs = read_inputs(engine, sample_count=config.sample_prompts, need_reward=False)
+    with read_session(engine) as session:
         data = pairs_dataset(session, config.include_imported)
-        session.expunge_all()
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
     peft_config = None
     model: Any
@@ -99,12 +98,7 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
             )
     reporter.step()
     trained = cast(Any, trainer.model)
-    after = samples(trained, tokenizer, inputs.eval_prompts, config.max_new_tokens)
-    with Session(engine) as session:
-        version = next_version(session)
-    folder = save_adapter(
-        trained, trained.active_adapter, Path(config.home) / "models" / f"policy-v{version}"
-    )
+    after = samples(trained, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     final = {"loss": float(result.training_loss)}
     metrics = {
         "final": final,
@@ -112,10 +106,17 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
         "config": asdict(config),
         "optimizer": "dpo",
     }
-    with Session(engine) as session:
-        pv = register(session, inputs, folder, metrics, config.make_current, job_id)
+    version, folder = save_version(
+        engine,
+        inputs,
+        home=Path(config.home),
+        save=lambda folder: save_adapter(trained, trained.active_adapter, folder),
+        metrics=metrics,
+        make_current=config.make_current,
+        job_id=job_id,
+    )
     reporter.close()
-    return DPOResult(f"v{pv.version}", folder, pv.version, final, time.perf_counter() - start)
+    return DPOResult(f"v{version}", folder, version, final, time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> None:

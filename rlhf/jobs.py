@@ -22,18 +22,24 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from labeler.tables import Job, utcnow
+from labeler.job_rows import (
+    DISAPPEARED,
+    JobError,
+    active_jobs,
+    cancel_job,
+    job_status,
+    open_job,
+    record_check,
+    set_job_pid,
+)
+from labeler.tables import JobStatus
 from rlhf.configs import JOB_KINDS, STAGES
 from rlhf.pregen_process import background_env, lower_priority
 
 logger = logging.getLogger(__name__)
-ACTIVE = ("queued", "running")
-
-
-class JobError(RuntimeError):
-    """A job cannot be started or changed (already running, unknown kind)."""
+__all__ = ["JobError", "JobRunner", "stage_flags"]
 
 
 def stage_flags(params: dict) -> list[str]:
@@ -90,18 +96,9 @@ class JobRunner:
         if kind not in JOB_KINDS:
             raise JobError(f"unknown job kind {kind!r}; use one of {', '.join(JOB_KINDS)}")
         with self._lock:  # the watcher must not judge the job between its row and its process
+            self._poll()
             with Session(self.engine) as session:
-                self._poll(session)
-                busy = session.exec(select(Job).where(Job.kind == kind, col(Job.status).in_(ACTIVE))).first()
-                if busy is not None:
-                    raise JobError(
-                        f"a {kind} job is already {busy.status} (job {busy.id}); wait for it or cancel it"
-                    )
-                job = Job(kind=kind, params=params, status="queued", host=socket.gethostname())
-                session.add(job)
-                session.commit()
-                job_id = job.id
-            assert job_id is not None
+                job_id = open_job(session=session, kind=kind, params=params, host=socket.gethostname())
             log = self.log_path(job_id)
             log.parent.mkdir(parents=True, exist_ok=True)
             with log.open("w") as out:  # no transaction is open while the process starts
@@ -115,69 +112,50 @@ class JobRunner:
             lower_priority(proc.pid, own_session=True)  # training yields the CPU to the web server
             self._procs[job_id] = proc
             with Session(self.engine) as session:
-                row = session.get(Job, job_id)
-                assert row is not None
-                row.pid = proc.pid
-                session.add(row)
-                session.commit()
+                set_job_pid(session=session, job_id=job_id, pid=proc.pid)
         logger.info("started %s job %d (pid %d)", kind, job_id, proc.pid)
         return job_id
 
     def cancel(self, job_id: int) -> None:
         """Mark the job cancelled and stop its process (SIGTERM, then SIGKILL after 10 s)."""
         with self._lock, Session(self.engine) as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise JobError(f"no job {job_id}")
-            if job.status not in ACTIVE:
-                raise JobError(f"job {job_id} is already {job.status}")
-            job.status, job.finished_at, job.error = "cancelled", utcnow(), "cancelled by an admin"
-            session.add(job)
-            session.commit()
+            pid = cancel_job(session=session, job_id=job_id)
             proc = self._procs.pop(job_id, None)
         if proc is not None:
             _terminate(proc)
-        elif job.pid:
+        elif pid:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(job.pid, signal.SIGTERM)
+                os.killpg(pid, signal.SIGTERM)
 
     def poll(self) -> None:
-        with self._lock, Session(self.engine) as session:
-            self._poll(session)
+        with self._lock:
+            self._poll()
 
-    def _poll(self, session: Session) -> None:
+    def _poll(self) -> None:
         """Refresh log tails and mark dead processes failed: read, close, look at processes and files, write.
 
         Only jobs started on this machine are judged (another replica's pid means nothing here); of those, this
         runner's own children by their exit code, others (from a restarted server) by whether the pid lives."""
         here = socket.gethostname()
-        active = [
-            (job.id, job.pid)
-            for job in session.exec(select(Job).where(col(Job.status).in_(ACTIVE)))
-            if job.id is not None and (job.id in self._procs or job.host in (here, None))
-        ]
-        session.rollback()  # no transaction stays open while files and processes are looked at
-        seen = []
-        for job_id, pid in active:
-            proc = self._procs.get(job_id)
-            code = proc.poll() if proc is not None else (None if _alive(pid) else -1)
-            seen.append((job_id, code, _tail(self.log_path(job_id))))
-        for job_id, code, tail in seen:
-            job = session.get(Job, job_id)
-            if job is None:
-                continue
-            job.log_tail = tail
-            if code is not None:
-                if job.status in ACTIVE:  # the stage did not record an ending: it died
-                    job.status, job.finished_at = "failed", utcnow()
-                    job.error = (
-                        f"process exited with code {code} before finishing"
-                        if code != -1
-                        else "process disappeared"
-                    )
-                self._procs.pop(job_id, None)
-            session.add(job)
-        session.commit()
+        with Session(self.engine) as session:
+            active = [
+                job
+                for job in active_jobs(session=session)
+                if job.id in self._procs or job.host in (here, None)
+            ]
+        seen = []  # no transaction is open while files and processes are looked at
+        for job in active:
+            proc = self._procs.get(job.id)
+            code = proc.poll() if proc is not None else (None if _alive(job.pid) else DISAPPEARED)
+            seen.append((job.id, code, _tail(self.log_path(job.id))))
+        if not seen:
+            return
+        with Session(self.engine) as session:
+            for job_id, code, tail in seen:
+                record_check(session=session, job_id=job_id, log_tail=tail, exit_code=code)
+                if code is not None:
+                    self._procs.pop(job_id, None)
+            session.commit()
 
     def watch(self, interval: float = 2.0) -> threading.Thread:
         """Poll in a daemon thread until `stop()`."""
@@ -196,17 +174,14 @@ class JobRunner:
     def stop(self) -> None:
         self._stop.set()
 
-    def wait(self, job_id: int, timeout: float | None = None) -> str:
+    def wait(self, job_id: int, timeout: float | None = None) -> JobStatus:
         """Block until the job's process ends (tests, command line); returns the final status."""
         proc = self._procs.get(job_id)
         if proc is not None:
             proc.wait(timeout)
         self.poll()
         with Session(self.engine) as session:
-            job = session.get(Job, job_id)
-            if job is None:
-                raise JobError(f"no job {job_id}")
-            return job.status
+            return job_status(session=session, job_id=job_id)
 
 
 def _alive(pid: int | None) -> bool:

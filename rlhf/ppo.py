@@ -21,14 +21,11 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from sqlmodel import Session, col, select
 
 from labeler.db import default_url, make_engine
-from labeler.policies import current_policy, mark_current
-from labeler.tables import PolicyVersion, Prompt, RewardModel
-from models.generation import SamplingParams
 from models.loading import load_base
 from rlhf.configs import PPOConfig
+from rlhf.policy_stage import read_inputs, samples, save_version
 from rlhf.ppo_model import SharedModel, build_shared, reward_scores, save_policy
 from rlhf.ppo_step import Rollout, StepStats, ppo_update, rollout, score_rollout
 from rlhf.progress import ConsoleReporter, Reporter
@@ -45,49 +42,6 @@ class PPOResult:
     metrics: dict
     history: list[dict]
     seconds: float
-
-
-@dataclass
-class RoundInputs:
-    parent: PolicyVersion
-    reward: RewardModel | None
-    train_prompts: list[list[dict]]
-    eval_prompts: list[list[dict]]
-
-
-def load_inputs(
-    session: Session, *, sample_prompts: int, need_reward: bool, reward_model: str | None = None
-) -> RoundInputs:
-    """The current version (the parent), the reward model (`reward_model` by name, else the newest), train
-    prompts and the first `sample_prompts` eval prompts. Shared by PPO and DPO, so it takes plain values."""
-    parent = current_policy(session=session)
-    if parent is None:
-        raise ValueError(
-            "no current policy version in the store: start the app once or run `rankloop generate`"
-        )
-    query = select(RewardModel).order_by(col(RewardModel.id).desc())
-    if reward_model:
-        query = select(RewardModel).where(RewardModel.name == reward_model)
-    reward = session.exec(query).first()
-    if need_reward and reward is None:
-        raise ValueError(f"reward model {reward_model or '(newest)'} not found: run `rankloop reward` first")
-    prompts = session.exec(select(Prompt.messages, Prompt.split)).all()
-    train = [list(m) for m, split in prompts if split == "train"]
-    evals = [list(m) for m, split in prompts if split == "eval"] or train
-    if not train:
-        raise ValueError(
-            "no train-split prompts in the store: import some with `rankloop import prompts FILE`"
-        )
-    return RoundInputs(parent, reward, train, evals[:sample_prompts])
-
-
-def samples(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[dict]:
-    """Greedy answers of `model` (with its active adapter) to fixed eval prompts, kept before and after a round."""
-    from models.generation import TransformersBackend
-
-    backend = TransformersBackend(model, tokenizer)
-    outs = backend.generate(prompts, 1, SamplingParams(max_new_tokens=max_new_tokens, temperature=0))
-    return [{"prompt": p[-1]["content"], "response": o[0].text} for p, o in zip(prompts, outs, strict=True)]
 
 
 def train(
@@ -131,32 +85,6 @@ def reward_model_fn(shared: SharedModel, ro: Rollout) -> torch.Tensor:
     return reward_scores(shared, ro.input_ids, ro.attention_mask)
 
 
-def next_version(session: Session) -> int:
-    return (
-        session.exec(select(PolicyVersion.version).order_by(col(PolicyVersion.version).desc())).first() or 0
-    ) + 1
-
-
-def register(
-    session: Session, inputs: RoundInputs, folder: Path, metrics: dict, make_current: bool, job_id: int | None
-) -> PolicyVersion:
-    """Write version K+1 (and switch to it) in one transaction."""
-    pv = PolicyVersion(
-        version=next_version(session),
-        base_model=inputs.parent.base_model,
-        adapter_path=str(folder),
-        parent_id=inputs.parent.id,
-        reward_model_id=inputs.reward.id if inputs.reward else None,
-        metrics={**metrics, "job_id": job_id},
-    )
-    session.add(pv)
-    if make_current:
-        mark_current(session=session, target=pv)
-    session.commit()
-    session.refresh(pv)
-    return pv
-
-
 def run(
     config: PPOConfig,
     *,
@@ -168,14 +96,12 @@ def run(
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     engine = make_engine(config.db or default_url(Path(config.home)))
-    with Session(engine) as session:
-        inputs = load_inputs(
-            session,
-            sample_prompts=config.sample_prompts,
-            need_reward=reward_fn is None,
-            reward_model=config.reward_model,
-        )
-        session.expunge_all()
+    inputs = read_inputs(
+        engine,
+        sample_count=config.sample_prompts,
+        need_reward=reward_fn is None,
+        reward_model=config.reward_model,
+    )
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
     shared = build_shared(
         base,
@@ -185,12 +111,9 @@ def run(
         lora_r=config.lora_r,
         lora_alpha=config.lora_alpha,
     )
-    before = samples(shared.model, tokenizer, inputs.eval_prompts, config.max_new_tokens)
-    history = train(shared, tokenizer, inputs.train_prompts, config, reporter, reward_fn or reward_model_fn)
-    after = samples(shared.model, tokenizer, inputs.eval_prompts, config.max_new_tokens)
-    with Session(engine) as session:
-        folder = Path(config.home) / "models" / f"policy-v{next_version(session)}"
-    save_policy(shared, folder)
+    before = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
+    history = train(shared, tokenizer, inputs.prompts.train, config, reporter, reward_fn or reward_model_fn)
+    after = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     summary = {k: v for k, v in history[-1].items() if isinstance(v, float | int)} if history else {}
     metrics = {
         "final": summary,
@@ -199,9 +122,15 @@ def run(
         "samples_after": after,
         "config": asdict(config),
     }
-    with Session(engine) as session:
-        pv = register(session, inputs, folder, metrics, config.make_current, job_id)
-        version = pv.version
+    version, folder = save_version(
+        engine,
+        inputs,
+        home=Path(config.home),
+        save=lambda folder: save_policy(shared, folder),
+        metrics=metrics,
+        make_current=config.make_current,
+        job_id=job_id,
+    )
     reporter.close()
     return PPOResult(f"v{version}", folder, version, summary, history, time.perf_counter() - start)
 

@@ -27,10 +27,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from labeler.db import read_session
-from labeler.policies import PolicyRef, active_labelers, count_waiting_sets, current_policy, sample_prompts
+from labeler.policies import (
+    PolicyRef,
+    active_labelers,
+    count_waiting_sets,
+    current_policy,
+    policy_ref,
+    sample_prompts,
+)
 from labeler.settings import get_setting, labels_needed
 from labeler.store import CompletionIn, add_completion_set
-from labeler.tables import PolicyVersion
 from labeler.workers import hold_worker_lease, holder_id, release_worker_lease
 from models.generation import PolicyBackend, SamplingParams
 
@@ -113,10 +119,10 @@ class PregenWorker:
             mix = self.config.human_eval
             if mix is None:
                 mix = bool(get_setting(session=session, key="human_eval", default=False))
-            parent_row = session.get(PolicyVersion, policy.parent_id) if mix and policy.parent_id else None
+            parent = policy_ref(session=session, policy_id=policy.parent_id) if mix else None
             return _Plan(
                 policy=policy,
-                parent=PolicyRef.of(parent_row) if parent_row is not None else None,
+                parent=parent,
                 prompts=[(p.id, p.messages) for p in prompts if p.id is not None],
                 labels_needed=self.config.labels_needed or labels_needed(session=session),
             )

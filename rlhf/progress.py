@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from tqdm.auto import tqdm
 
-from labeler.tables import Job
+from labeler.job_rows import report_progress
 
 logger = logging.getLogger(__name__)
 
@@ -90,16 +90,13 @@ class JobReporter(ConsoleReporter):
             return
         self._last = now
         with Session(self.engine) as session:
-            job = session.get(Job, self.job_id)
-            if job is None:
-                return
-            if job.status == "cancelled":
-                raise Cancelled(f"job {self.job_id} was cancelled")
-            job.progress = min(1.0, self.done / self.total)
-            if self._pending:
-                job.metrics = [*job.metrics, *self._pending]
-                self._pending = []
-            if phase:
-                job.log_tail = (job.log_tail + phase + "\n")[-4000:]
-            session.add(job)
-            session.commit()
+            going_on = report_progress(
+                session=session,
+                job_id=self.job_id,
+                progress=self.done / self.total,
+                metrics=self._pending,
+                phase=phase,
+            )
+        if not going_on:
+            raise Cancelled(f"job {self.job_id} was cancelled")
+        self._pending = []

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from accelerate import Accelerator, PartialState
 from peft import LoraConfig, get_peft_model
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session
 from transformers import get_scheduler
 
 from labeler.db import default_url, make_engine
-from labeler.tables import RewardModel
+from labeler.reward_models import next_reward_name, register_reward_model
 from models.loading import load_base
 from rlhf.configs import RewardConfig
 from rlhf.losses import ranking_batch_loss
@@ -150,10 +150,6 @@ def train_loop(
     scorer.eval()
 
 
-def next_name(session: Session) -> str:
-    return f"r{(session.exec(select(func.count(col(RewardModel.id)))).one() or 0) + 1}"
-
-
 def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RewardResult:
     """Load data, train, evaluate, save and register. Returns the new model's name, folder and metrics."""
     reporter = reporter or ConsoleReporter()
@@ -164,7 +160,7 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
         groups = load_groups(
             session=session, settings=config.pair_settings(), include_imported=config.include_imported
         )
-        name = next_name(session)
+        name = next_reward_name(session=session)
     train, heldout = split_by_prompt(groups, config.eval_fraction, config.heldout_sources)
     if config.max_pairs:
         train = train[: config.max_pairs]
@@ -200,16 +196,15 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
         save_reward_model(folder, scorer.model, scorer.head, meta)
         snapshot = write_snapshot(folder / "pairs_snapshot.jsonl", train, heldout, {"reward": asdict(config)})
         with Session(engine) as session:
-            row = RewardModel(
+            register_reward_model(
+                session=session,
                 name=name,
                 base_model=config.model,
                 adapter_path=str(folder),
-                job_id=job_id,
                 snapshot_path=str(snapshot),
                 metrics=metrics,
+                job_id=job_id,
             )
-            session.add(row)
-            session.commit()
     state.wait_for_everyone()
     reporter.close()
     return RewardResult(name, folder, metrics, len(train), len(heldout), time.perf_counter() - start)

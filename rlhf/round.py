@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from labeler.db import default_url, make_engine
-from labeler.policies import current_policy
-from labeler.tables import PolicyVersion, Ranking, RewardModel, TrainingRound
+from labeler.db import default_url, make_engine, read_session
+from labeler.policies import current_policy, policy_by_version
+from labeler.reward_models import find_reward_model
+from labeler.rounds import RoundLineage, record_round, round_labels
+from labeler.tables import id_of
 from rlhf import dpo, ppo, reward
 from rlhf.configs import DPOConfig, PPOConfig, RewardConfig, RoundConfig
 from rlhf.progress import ConsoleReporter, Reporter
@@ -35,11 +37,9 @@ class RoundResult:
 def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RoundResult:
     reporter = reporter or ConsoleReporter()
     engine = make_engine(config.db or default_url(Path(config.home)))
-    with Session(engine) as session:
+    with read_session(engine) as session:
         parent = current_policy(session=session)
-        used = session.exec(
-            select(col(Ranking.id), Ranking.set_id).where(col(Ranking.skipped).is_(False))
-        ).all()
+        labels = round_labels(session=session)
     if parent is None:
         raise RuntimeError(
             "the store has no current policy version: start the app once, or run `rankloop generate`"
@@ -82,19 +82,21 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         result = dpo.run(dcfg, reporter=reporter, job_id=job_id)
         seconds["dpo"] = time.perf_counter() - start
     with Session(engine) as session:
-        new = session.exec(select(PolicyVersion).where(PolicyVersion.version == result.version)).one()
-        rm = (
-            session.exec(select(RewardModel).where(RewardModel.name == reward_name)).first()
-            if reward_name
-            else None
+        new = policy_by_version(session=session, version=result.version)
+        reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
+        assert new is not None, f"the stage registered v{result.version}"
+        record_round(
+            session=session,
+            lineage=RoundLineage(
+                optimizer=config.optimizer,
+                parent_version_id=id_of(parent),
+                new_version_id=id_of(new),
+                labels=labels,
+                reward_model_id=reward_ref.id if reward_ref else None,
+                job_id=job_id,
+                metrics={"final": result.metrics, "seconds": seconds},
+            ),
         )
-        session.add(
-            TrainingRound(
-                job_id=job_id, optimizer=config.optimizer, parent_version_id=parent.id, reward_model_id=rm.id if rm else None, new_version_id=new.id,
-                ranking_ids=[r for r, _ in used if r is not None], set_ids=sorted({s for _, s in used}), metrics={"final": result.metrics, "seconds": seconds},
-            )
-        )  # fmt: skip
-        session.commit()
     return RoundResult(
         f"v{result.version}", result.path, result.metrics, reward_name, result.version, seconds
     )

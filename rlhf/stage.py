@@ -18,11 +18,12 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from transformers import HfArgumentParser
 
 from labeler.db import default_url, make_engine
-from labeler.tables import Job, utcnow
+from labeler.job_rows import Ending, JobError, finish_job, mark_running
 from rlhf.progress import Cancelled, ConsoleReporter, JobReporter
 
 
@@ -48,21 +49,11 @@ def parse_config(config_cls: Any, argv: list[str] | None) -> tuple[Any, int | No
     return config, known.job_id
 
 
-def _finish(engine, job_id: int, status: str, error: str | None = None, result: dict | None = None) -> None:
+def _finish(
+    engine: Engine, job_id: int, status: Ending, error: str | None = None, result: dict | None = None
+) -> None:
     with Session(engine) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return
-        if job.status != "cancelled":
-            job.status = status
-        job.error = error
-        job.finished_at = utcnow()
-        if result:
-            job.params = {**job.params, "result": result}
-        if status == "succeeded":
-            job.progress = 1.0
-        session.add(job)
-        session.commit()
+        finish_job(session=session, job_id=job_id, status=status, error=error, result=result)
 
 
 def run_stage(config_cls: Any, run: Callable, argv: list[str] | None, *, kind: str) -> None:
@@ -74,12 +65,10 @@ def run_stage(config_cls: Any, run: Callable, argv: list[str] | None, *, kind: s
         return
     engine = make_engine(config.db or default_url(Path(config.home)))
     with Session(engine) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise SystemExit(f"job {job_id} is not in the store at {engine.url!r}")
-        job.status, job.started_at, job.pid = "running", utcnow(), os.getpid()
-        session.add(job)
-        session.commit()
+        try:
+            mark_running(session=session, job_id=job_id, pid=os.getpid())
+        except JobError as exc:
+            raise SystemExit(f"{exc} in the store at {engine.url!r}") from exc
     try:
         result = run(config, reporter=JobReporter(engine, job_id), job_id=job_id)
     except Cancelled:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gradio as gr
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from labeler.consensus import agreement
 from labeler.dataset import load_set_rankings, preference_records
 from labeler.db import read_session
 from labeler.stats import flagged_completions, labeler_rows, store_counts
-from labeler.tables import User
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 
 LABELER_COLUMNS = [
@@ -44,11 +43,9 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
         f"**Krippendorff's alpha (ordinal):** {alpha} · **Flagged completions:** {counts.flagged_completions} "
         + (f"({', '.join(f'{k}: {v}' for k, v in reasons.most_common())})" if reasons else "")
     )
-    ids = {name: i for name, i in session.exec(select(User.name, User.id)).all() if i is not None}
     labelers = []
     for row in labeler_rows(session=session):
-        user_id = ids[row.name]
-        tau = agree.per_labeler_tau.get(user_id)
+        tau = agree.per_labeler_tau.get(row.user_id)
         labelers.append(
             [
                 row.name,
@@ -58,7 +55,7 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
                 row.skipped,
                 row.median_seconds,
                 None if tau is None else round(tau, 3),
-                agree.per_labeler_sets.get(user_id, 0),
+                agree.per_labeler_sets.get(row.user_id, 0),
             ]
         )
     flagged = [[f.set_id, f.completion_id, f.reason, f.labeler, f.text[:300]] for f in flags]

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from labeler.policies import make_current
-from labeler.tables import PolicyVersion, RewardModel
+from labeler.db import read_session
+from labeler.policies import make_current, policy_by_version, policy_versions
+from labeler.reward_models import reward_names
+from labeler.tables import PolicyVersion
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.render import safe_markdown
+from labeler.winrate import human_win_rate
 from models.generation import SamplingParams
-from rlhf.evaluation import human_win_rate
 
 
 def versions_frame(session: Session) -> pd.DataFrame:
-    versions = session.exec(select(PolicyVersion).order_by(col(PolicyVersion.version))).all()
+    versions = policy_versions(session=session)
     by_id = {v.id: v.version for v in versions}
-    rewards = dict(session.exec(select(RewardModel.id, RewardModel.name)).all())
+    rewards = reward_names(session=session)
     rows = [
         [
             f"v{v.version}",
             f"v{by_id[v.parent_id]}" if v.parent_id in by_id else "",
-            rewards.get(v.reward_model_id, ""),
+            rewards.get(v.reward_model_id, "") if v.reward_model_id is not None else "",
             "yes" if v.is_current else "",
             win_rate_text(session, v),
             v.adapter_path or "(base)",
@@ -102,8 +104,8 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
             return f"v{pv.version} is now current; new sets come from it.", versions_frame(session)
 
     def sample(version: int, text: str) -> str:
-        with Session(engine) as session:
-            pv = session.exec(select(PolicyVersion).where(PolicyVersion.version == version)).first()
+        with read_session(engine) as session:
+            pv = policy_by_version(session=session, version=version)
         if pv is None:
             raise gr.Error(f"No policy version v{version}.")
         if deps.pool is None:
@@ -128,8 +130,8 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
 
     def on_samples(request: gr.Request, version: float) -> str:
         require_admin(engine, request)
-        with Session(engine) as session:
-            pv = session.exec(select(PolicyVersion).where(PolicyVersion.version == int(version))).first()
+        with read_session(engine) as session:
+            pv = policy_by_version(session=session, version=int(version))
         if pv is None:
             raise gr.Error(f"No policy version v{int(version)}.")
         return samples_markdown(pv)

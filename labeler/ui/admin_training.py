@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from labeler.tables import Job, RewardModel
+from labeler.db import read_session
+from labeler.job_rows import get_job, recent_jobs
+from labeler.reward_models import reward_models
+from labeler.tables import Job
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.forms import config_form, form_values
 from rlhf.configs import JOB_KINDS, STAGES, job_config
 
 
 def jobs_frame(session: Session) -> pd.DataFrame:
-    jobs = session.exec(select(Job).order_by(col(Job.id).desc()).limit(50)).all()
+    jobs = recent_jobs(session=session, limit=50)
     rows = [
         [
             j.id,
@@ -31,7 +34,7 @@ def jobs_frame(session: Session) -> pd.DataFrame:
 
 def rewards_frame(session: Session) -> pd.DataFrame:
     rows = []
-    for r in session.exec(select(RewardModel).order_by(col(RewardModel.id).desc())):
+    for r in reward_models(session=session, newest_first=True):
         m = r.metrics
         rows.append(
             [
@@ -61,7 +64,7 @@ def rewards_frame(session: Session) -> pd.DataFrame:
 def reward_trend(session: Session) -> pd.DataFrame:
     """Held-out accuracy and mean margin of each reward model, oldest first, for comparing rounds."""
     rows = []
-    for number, r in enumerate(session.exec(select(RewardModel).order_by(col(RewardModel.id))), 1):
+    for number, r in enumerate(reward_models(session=session, newest_first=False), 1):
         for key in ("accuracy", "mean_margin"):
             if isinstance(r.metrics.get(key), int | float):
                 rows.append((number, key, float(r.metrics[key])))
@@ -121,12 +124,8 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
 
     def on_watch(request: gr.Request, watched: float | None):
         require_admin(engine, request)
-        with Session(engine) as session:
-            job = (
-                session.get(Job, int(watched))
-                if watched
-                else session.exec(select(Job).order_by(col(Job.id).desc())).first()
-            )
+        with read_session(engine) as session:
+            job = get_job(session=session, job_id=int(watched) if watched else None)
             return (
                 round(100 * job.progress) if job else 0,
                 metrics_frame(job),

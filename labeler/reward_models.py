@@ -1,0 +1,79 @@
+"""Reward-model rows: the name the next one gets, registering one a training stage saved, finding one by name.
+
+with Session(engine) as session:
+    ref = register_reward_model(session=session, name=next_reward_name(session=session), ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from labeler.tables import RewardModel, id_of
+
+
+@dataclass(frozen=True)
+class RewardRef:
+    """What a stage needs of a reward model, detached from any session."""
+
+    id: int
+    name: str
+    base_model: str
+    adapter_path: str | None
+
+    @classmethod
+    def of(cls, row: RewardModel) -> RewardRef:
+        return cls(id_of(row), row.name, row.base_model, row.adapter_path)
+
+
+def next_reward_name(*, session: Session) -> str:
+    """`r<N+1>` for a store holding N reward models."""
+    return f"r{(session.exec(select(func.count(col(RewardModel.id)))).one() or 0) + 1}"
+
+
+def find_reward_model(*, session: Session, name: str | None = None) -> RewardRef | None:
+    """The reward model called `name`; the newest one when `name` is None or empty."""
+    query = select(RewardModel).order_by(col(RewardModel.id).desc())
+    if name:
+        query = select(RewardModel).where(RewardModel.name == name)
+    row = session.exec(query).first()
+    return RewardRef.of(row) if row is not None else None
+
+
+def reward_models(*, session: Session, newest_first: bool = True) -> list[RewardModel]:
+    """Every reward model with its held-out metrics (the training tab's table and trend plot)."""
+    order = col(RewardModel.id).desc() if newest_first else col(RewardModel.id)
+    return list(session.exec(select(RewardModel).order_by(order)).all())
+
+
+def reward_names(*, session: Session) -> dict[int, str]:
+    return {
+        i: name for i, name in session.exec(select(RewardModel.id, RewardModel.name)).all() if i is not None
+    }
+
+
+def register_reward_model(
+    *,
+    session: Session,
+    name: str,
+    base_model: str,
+    adapter_path: str,
+    snapshot_path: str | None,
+    metrics: dict,
+    job_id: int | None,
+) -> RewardRef:
+    """Record a reward model whose files are already saved (names are unique: a second one fails whole)."""
+    row = RewardModel(
+        name=name,
+        base_model=base_model,
+        adapter_path=adapter_path,
+        job_id=job_id,
+        snapshot_path=snapshot_path,
+        metrics=metrics,
+    )
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return RewardRef.of(row)

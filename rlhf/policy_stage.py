@@ -1,0 +1,74 @@
+"""What the policy optimisers (PPO and DPO) share around their training loops: reading their inputs from the
+store, greedy samples of fixed prompts before and after, and storing the result as version K+1 once, however
+many processes trained it (`accelerate launch`, torchrun).
+
+    inputs = read_inputs(engine, sample_count=4, need_reward=True, reward_model="r2")
+    ...                                          # train
+    version, folder = save_version(engine, inputs, home=home, save=write_adapter, metrics=m, make_current=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from accelerate import PartialState
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from labeler.db import read_session
+from labeler.policies import next_policy_version, register_policy_version
+from labeler.rounds import PolicyInputs, policy_inputs
+from models.generation import SamplingParams, TransformersBackend
+
+
+def read_inputs(
+    engine: Engine, *, sample_count: int, need_reward: bool, reward_model: str | None = None
+) -> PolicyInputs:
+    """The parent version, reward model and prompts, read in one short transaction (no model is loaded yet)."""
+    with read_session(engine) as session:
+        return policy_inputs(
+            session=session, sample_count=sample_count, need_reward=need_reward, reward_model=reward_model
+        )
+
+
+def samples(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) -> list[dict]:
+    """Greedy answers of `model` (with its active adapter) to fixed eval prompts, kept before and after a round."""
+    backend = TransformersBackend(model, tokenizer)
+    outs = backend.generate(prompts, 1, SamplingParams(max_new_tokens=max_new_tokens, temperature=0))
+    return [{"prompt": p[-1]["content"], "response": o[0].text} for p, o in zip(prompts, outs, strict=True)]
+
+
+def save_version(
+    engine: Engine,
+    inputs: PolicyInputs,
+    *,
+    home: Path,
+    save: Callable[[Path], object],
+    metrics: dict,
+    make_current: bool,
+    job_id: int | None = None,
+) -> tuple[int, Path]:
+    """Save the trained adapter with `save(folder)` and register it as the next version; returns (version,
+    folder). Under several processes every one reads the same number, the main process alone writes the
+    files and the row (in one transaction, switching to it when asked), and all return once it has."""
+    state = PartialState()
+    state.wait_for_everyone()  # every process has trained before any reads the number
+    with read_session(engine) as session:
+        version = next_policy_version(session=session)
+    folder = Path(home) / "models" / f"policy-v{version}"
+    state.wait_for_everyone()  # ... and every one has read it before the main process registers
+    if state.is_main_process:
+        save(folder)
+        with Session(engine) as session:
+            register_policy_version(
+                session=session,
+                version=version,
+                parent=inputs.parent,
+                adapter_path=str(folder),
+                reward_model_id=inputs.reward.id if inputs.reward else None,
+                metrics={**metrics, "job_id": job_id},
+                make_current=make_current,
+            )
+    state.wait_for_everyone()
+    return version, folder
