@@ -119,7 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
     from labeler.db import default_url, make_engine
     from labeler.ui.app import build_ui, launch
     from labeler.ui.deps import UIDeps
-    from rlhf.jobs import JobRunner
+    from rlhf.jobs import JobRunner, Launcher
     from rlhf.serving import ModelOptions, load_pool
 
     home = Path(args.home)
@@ -129,7 +129,10 @@ def _serve(args: argparse.Namespace) -> int:
     # the admin tab's side-by-side samples (and the generator in thread mode)
     pool = load_pool(ModelOptions.of(args), engine)
     generator = _start_generator(args, url, engine, pool)
-    runner = JobRunner(engine=engine, db_url=url, home=home, launcher=args.launcher)
+    if (args.processes or args.accelerate_config) and args.launcher != "accelerate":
+        raise SystemExit("--processes and --accelerate-config need --launcher accelerate")
+    launcher = Launcher(args.launcher, args.processes, args.accelerate_config)
+    runner = JobRunner(engine=engine, db_url=url, home=home, launcher=launcher)
     runner.watch()
     deps = UIDeps(engine=engine, home=home, pool=pool, runner=runner, completions_per_set=args.n)
     try:
@@ -176,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--temperature", type=float, default=0.8)
     serve.add_argument(
         "--launcher", choices=["python", "accelerate"], default="python", help="how training jobs start"
+    )
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="with --launcher accelerate: data-parallel processes per job (GPUs, or CPU processes without)",
+    )
+    serve.add_argument(
+        "--accelerate-config",
+        default=None,
+        help="with --launcher accelerate: its config file (DeepSpeed, ...)",
     )
     serve.add_argument(
         "--generator",

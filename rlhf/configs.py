@@ -38,7 +38,8 @@ class RewardConfig:
     )
     warmup_ratio: float = field(default=0.0, metadata={"help": "share of steps with a linear warm-up"})
     batch_sets: int = field(
-        default=4, metadata={"help": "ranked sets per optimizer step (pairs for per-pair paths)"}
+        default=4,
+        metadata={"help": "ranked sets per optimizer step over all processes (pairs for per-pair paths)"},
     )
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     mixed_precision: Literal["auto", "no", "bf16"] = field(
@@ -89,13 +90,15 @@ class PPOConfig:
         default=None, metadata={"help": "reward model name (default: the newest)"}
     )
     steps: int = field(default=16, metadata={"help": "PPO iterations (rollout + update)"})
-    batch_prompts: int = field(default=8, metadata={"help": "prompts per rollout"})
-    minibatch: int = field(default=4, metadata={"help": "sequences per gradient step"})
+    batch_prompts: int = field(default=8, metadata={"help": "prompts per rollout, over all processes"})
+    minibatch: int = field(default=4, metadata={"help": "sequences per gradient step, over all processes"})
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     ppo_epochs: int = field(default=2, metadata={"help": "passes over each rollout"})
     learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate"})
     max_new_tokens: int = field(default=48, metadata={"help": "response length cap"})
-    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
+    temperature: float = field(
+        default=1.0, metadata={"help": "rollout sampling temperature (0: greedy, to compare runs)"}
+    )
     kl_coef: float = field(default=0.05, metadata={"help": "initial KL coefficient"})
     adaptive_kl: bool = field(default=True, metadata={"help": "adapt the coefficient toward target_kl"})
     target_kl: float = field(default=4.0, metadata={"help": "target sequence KL for the adaptive controller"})
@@ -136,7 +139,7 @@ class DPOConfig:
     beta: float = field(
         default=0.1, metadata={"help": "DPO temperature (strength of the pull toward the reference)"}
     )
-    batch_size: int = field(default=4, metadata={"help": "pairs per step"})
+    batch_size: int = field(default=4, metadata={"help": "pairs per step, over all processes"})
     max_length: int = field(default=384, metadata={"help": "tokens per prompt+response"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from accelerate import PartialState
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
 from sqlmodel import Session
@@ -52,6 +53,16 @@ def pairs_dataset(session: Session, include_imported: bool) -> Dataset:
     return Dataset.from_list(rows)
 
 
+def per_process_batch(batch_size: int) -> int:
+    """Each process's share of the global batch (trl's batch size is per device)."""
+    processes = PartialState().num_processes
+    if batch_size % processes:
+        raise ValueError(
+            f"batch_size={batch_size} does not split evenly over {processes} processes: use a multiple of {processes}"
+        )
+    return batch_size // processes
+
+
 def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> DPOResult:
     from trl import DPOConfig as TrlDPOConfig
     from trl import DPOTrainer
@@ -79,7 +90,7 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     on_cpu = plan.device.type == "cpu"
     with tempfile.TemporaryDirectory() as out:
         args = TrlDPOConfig(
-            output_dir=out, num_train_epochs=config.epochs, learning_rate=config.learning_rate, beta=config.beta, per_device_train_batch_size=config.batch_size,
+            output_dir=out, num_train_epochs=config.epochs, learning_rate=config.learning_rate, beta=config.beta, per_device_train_batch_size=per_process_batch(config.batch_size),
             max_length=config.max_length, report_to=[], save_strategy="no", logging_steps=1, seed=config.seed,
             use_cpu=on_cpu, bf16=plan.dtype == torch.bfloat16,  # trl's default asks for bf16, which a CPU refuses
         )  # fmt: skip
@@ -111,6 +122,7 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
         inputs,
         home=Path(config.home),
         save=lambda folder: save_adapter(trained, trained.active_adapter, folder),
+        weights=[p for p in trained.parameters() if p.requires_grad],
         metrics=metrics,
         make_current=config.make_current,
         job_id=job_id,

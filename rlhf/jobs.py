@@ -17,9 +17,9 @@ import socket
 import subprocess
 import sys
 import threading
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -39,7 +39,7 @@ from rlhf.configs import JOB_KINDS, STAGES
 from rlhf.pregen_process import background_env, lower_priority
 
 logger = logging.getLogger(__name__)
-__all__ = ["JobError", "JobRunner", "stage_flags"]
+__all__ = ["JobError", "JobRunner", "Launcher", "stage_flags"]
 
 
 def stage_flags(params: dict) -> list[str]:
@@ -53,6 +53,32 @@ def stage_flags(params: dict) -> list[str]:
         else:
             argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return argv
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """How stage processes start: plain `python -m rlhf.<stage>`, or under `accelerate launch`, whose config file
+    (`accelerate config`; `config_file` to name one) decides GPUs, DeepSpeed ZeRO and mixed precision.
+    `processes` asks for that many data-parallel processes on this machine (one per GPU where there are GPUs,
+    CPU processes over gloo where there are none)."""
+
+    kind: Literal["python", "accelerate"] = "python"
+    processes: int | None = None
+    config_file: str | None = None
+
+    def head(self, module: str) -> list[str]:
+        if self.kind == "python":
+            return [sys.executable, "-m", module]
+        flags = ["--config_file", self.config_file] if self.config_file else []
+        if self.processes and self.processes > 1:
+            # accelerate's multi-process launcher (torch.distributed.run underneath): GPUs where present,
+            # else CPU processes; `--cpu` instead would start a single process
+            flags += ["--multi_gpu", "--num_processes", str(self.processes), "--num_machines", "1"]
+        elif self.processes == 1:
+            flags += ["--num_processes", "1"]
+        if not self.config_file:
+            flags += ["--mixed_precision", "no", "--dynamo_backend", "no"]  # the stage's config decides
+        return [sys.executable, "-m", "accelerate.commands.launch", *flags, "-m", module]
 
 
 def config_params(config: Any) -> dict:
@@ -71,8 +97,9 @@ def _tail(path: Path, limit: int = 4000) -> str:
 class JobRunner:
     """Starts, watches and cancels stage processes; one job of a kind at a time."""
 
-    def __init__(self, *, engine: Engine, db_url: str, home: Path, launcher: str = "python"):
-        self.engine, self.db_url, self.home, self.launcher = engine, db_url, Path(home), launcher
+    def __init__(self, *, engine: Engine, db_url: str, home: Path, launcher: Launcher | None = None):
+        self.engine, self.db_url, self.home = engine, db_url, Path(home)
+        self.launcher = launcher or Launcher()
         self._procs: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -81,12 +108,8 @@ class JobRunner:
         return self.home / "jobs" / f"job-{job_id}.log"
 
     def command(self, kind: str, job_id: int, params: dict) -> list[str]:
-        module = STAGES[kind].module
-        head = [sys.executable, "-m", module]
-        if self.launcher == "accelerate":
-            head = [sys.executable, "-m", "accelerate.commands.launch", "-m", module]
         return [
-            *head,
+            *self.launcher.head(STAGES[kind].module),
             "--job-id",
             str(job_id),
             *stage_flags({**params, "home": str(self.home), "db": self.db_url}),

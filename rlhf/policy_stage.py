@@ -9,9 +9,11 @@ many processes trained it (`accelerate launch`, torchrun).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -20,6 +22,8 @@ from labeler.db import read_session
 from labeler.policies import next_policy_version, register_policy_version
 from labeler.rounds import PolicyInputs, policy_inputs
 from models.generation import SamplingParams, TransformersBackend
+
+logger = logging.getLogger(__name__)
 
 
 def read_inputs(
@@ -39,20 +43,47 @@ def samples(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) ->
     return [{"prompt": p[-1]["content"], "response": o[0].text} for p, o in zip(prompts, outs, strict=True)]
 
 
+def weights_digest(weights: Iterable[torch.Tensor]) -> str:
+    """A short fingerprint of trained weights (sums of values, magnitudes and squares over every tensor)."""
+    sums = torch.zeros(3, dtype=torch.float64)
+    for w in weights:
+        v = w.detach().double().cpu()
+        sums += torch.stack([v.sum(), v.abs().sum(), (v * v).sum()])
+    return " ".join(f"{x:.12e}" for x in sums.tolist())
+
+
+def check_in_sync(weights: Iterable[torch.Tensor]) -> str:
+    """Under several processes, fail unless every one holds the same trained weights (as data-parallel training
+    promises), so the one copy the main process saves is everybody's; returns the digest."""
+    digest = weights_digest(weights)
+    state = PartialState()
+    if state.num_processes > 1:
+        digests: list[str | None] = [None] * state.num_processes
+        torch.distributed.all_gather_object(digests, digest)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"the {state.num_processes} processes ended with different weights: {digests}")
+        if state.is_main_process:
+            logger.info("trained weights agree on all %d processes (digest %s)", state.num_processes, digest)
+    return digest
+
+
 def save_version(
     engine: Engine,
     inputs: PolicyInputs,
     *,
     home: Path,
     save: Callable[[Path], object],
+    weights: Iterable[torch.Tensor],
     metrics: dict,
     make_current: bool,
     job_id: int | None = None,
 ) -> tuple[int, Path]:
     """Save the trained adapter with `save(folder)` and register it as the next version; returns (version,
-    folder). Under several processes every one reads the same number, the main process alone writes the
-    files and the row (in one transaction, switching to it when asked), and all return once it has."""
+    folder). Under several processes the weights are checked to agree, every process reads the same number,
+    the main process alone writes the files and the row (in one transaction, switching to it when asked), and
+    all return once it has."""
     state = PartialState()
+    metrics = {**metrics, "weights_digest": check_in_sync(weights), "processes": state.num_processes}
     state.wait_for_everyone()  # every process has trained before any reads the number
     with read_session(engine) as session:
         version = next_policy_version(session=session)

@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -52,8 +52,14 @@ def train(
     reporter: Reporter,
     reward_fn: RewardFn,
 ) -> list[dict]:
-    """The PPO loop; returns one metrics dict per step."""
+    """The PPO loop; returns one metrics dict per step.
+
+    `batch_prompts` and `minibatch` are global: under N processes (`accelerate launch`, torchrun) each draws
+    the same batch of prompts and rolls out its 1/N share, advantages are whitened over the whole batch, the
+    gradients are averaged (DDP) and the logged figures are means over all processes, so a run with N
+    processes follows the same recipe as one process with the whole batch."""
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
+    local = per_process(config, accelerator.num_processes)
     params = [p for p in shared.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     module, optimizer = accelerator.prepare(shared.policy, optimizer)
@@ -64,21 +70,49 @@ def train(
         if config.adaptive_kl
         else FixedKLController(config.kl_coef)
     )
-    rng = random.Random(config.seed + accelerator.process_index)
+    rng = random.Random(config.seed)  # the same draw on every process: the global batch
+    share = slice(
+        accelerator.process_index * local.batch_prompts, (accelerator.process_index + 1) * local.batch_prompts
+    )
+    total = (lambda t: accelerator.reduce(t, "sum")) if accelerator.num_processes > 1 else None
     history: list[dict] = []
     reporter.start(config.steps, "ppo")
     for step in range(1, config.steps + 1):
-        batch = [rng.choice(prompts) for _ in range(config.batch_prompts)]
-        ro = rollout(shared.model, tokenizer, batch, config)
-        scored = score_rollout(shared, ro, reward_fn(shared, ro), kl_ctl.value, config)
-        stats: StepStats = ppo_update(shared, module, optimizer, accelerator, ro, scored, config, params)
-        kl_ctl.update(scored.kl_mean, config.batch_prompts)
-        metrics = {"step": step, **scored.metrics(), **stats.metrics(), "kl_coef": kl_ctl.value}
+        batch = [rng.choice(prompts) for _ in range(config.batch_prompts)][share]
+        ro = rollout(shared.model, tokenizer, batch, local)
+        scored = score_rollout(shared, ro, reward_fn(shared, ro), kl_ctl.value, local, total)
+        stats: StepStats = ppo_update(shared, module, optimizer, accelerator, ro, scored, local, params)
+        figures = mean_over_processes(accelerator, {**scored.metrics(), **stats.metrics()})
+        kl_ctl.update(figures["kl"], config.batch_prompts)
+        metrics = {"step": step, **figures, "kl_coef": kl_ctl.value}
         history.append(metrics)
         reporter.step(metrics)
         if step % config.log_every == 0 or step == config.steps:
             reporter.log(metrics)
     return history
+
+
+def per_process(config: PPOConfig, processes: int) -> PPOConfig:
+    """The config one of `processes` processes runs with: its share of the batch and of each minibatch."""
+    if processes == 1:
+        return config
+    for name in ("batch_prompts", "minibatch"):
+        if getattr(config, name) % processes:
+            raise ValueError(
+                f"{name}={getattr(config, name)} does not split evenly over {processes} processes: "
+                f"use a multiple of {processes}"
+            )
+    return replace(
+        config, batch_prompts=config.batch_prompts // processes, minibatch=config.minibatch // processes
+    )
+
+
+def mean_over_processes(accelerator: Accelerator, figures: dict[str, float]) -> dict[str, float]:
+    """Each figure averaged over the processes (the same dict on every one); unchanged for one process."""
+    if accelerator.num_processes == 1:
+        return figures
+    means = accelerator.reduce(torch.tensor(list(figures.values()), dtype=torch.float64), "mean")
+    return dict(zip(figures, means.tolist(), strict=True))
 
 
 def reward_model_fn(shared: SharedModel, ro: Rollout) -> torch.Tensor:
@@ -127,6 +161,7 @@ def run(
         inputs,
         home=Path(config.home),
         save=lambda folder: save_policy(shared, folder),
+        weights=[p for p in shared.policy.parameters() if p.requires_grad],
         metrics=metrics,
         make_current=config.make_current,
         job_id=job_id,

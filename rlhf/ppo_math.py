@@ -3,6 +3,7 @@ losses and the adaptive KL controller. Every tensor is [batch, response tokens] 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +21,22 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean((x - mean) ** 2, mask)
 
 
-def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Zero mean (optionally kept), unit variance over the masked entries; masked-out entries become 0."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+Total = Callable[[torch.Tensor], torch.Tensor]
+
+
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, total: Total | None = None
+) -> torch.Tensor:
+    """Zero mean (optionally kept), unit variance over the masked entries; masked-out entries become 0.
+
+    `total` sums a tensor over every process's batch (under several processes), so the statistics are those of
+    the whole rollout, as one process holding all of it would compute them."""
+    if total is None:
+        mean, var = masked_mean(x, mask), masked_var(x, mask)
+    else:
+        count = total(mask.sum()).clamp(min=1)
+        mean = total((x * mask).sum()) / count
+        var = total((((x - mean) * mask) ** 2).sum()) / count
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean

@@ -9,6 +9,7 @@ import torch
 
 from models.generation import render_prompts
 from rlhf.ppo_math import (
+    Total,
     explained_variance,
     gae,
     kl_estimate,
@@ -34,6 +35,13 @@ class Rollout:
         return self.input_ids[:, self.prompt_len :]
 
 
+def sampling_kwargs(temperature: float) -> dict:
+    """Sampling at `temperature`, or greedy decoding at 0 (deterministic rollouts, e.g. to compare runs)."""
+    if temperature <= 0:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+
+
 @torch.no_grad()
 def rollout(model, tokenizer, prompts: list[list[dict]], config) -> Rollout:
     """Sample one response per prompt from `model` (the policy adapter active), cut at the first EOS."""
@@ -44,10 +52,7 @@ def rollout(model, tokenizer, prompts: list[list[dict]], config) -> Rollout:
     eos = tokenizer.eos_token_id
     out = model.generate(
         **enc,
-        do_sample=True,
-        temperature=config.temperature,
-        top_k=0,
-        top_p=1.0,
+        **sampling_kwargs(config.temperature),
         max_new_tokens=config.max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=eos,
@@ -92,8 +97,14 @@ class ScoredRollout:
 
 @torch.no_grad()
 def score_rollout(
-    shared: SharedModel, ro: Rollout, raw_scores: torch.Tensor, kl_coef: float, config
+    shared: SharedModel,
+    ro: Rollout,
+    raw_scores: torch.Tensor,
+    kl_coef: float,
+    config,
+    total: Total | None = None,
 ) -> ScoredRollout:
+    """Scores, KL and advantages of a rollout; `total` sums over all processes' rollouts (whitening is global)."""
     mask = ro.response_mask
     old_logprobs, old_values, _ = policy_forward(shared, ro.input_ids, ro.attention_mask, ro.prompt_len)
     ref = reference_logprobs(shared, ro.input_ids, ro.attention_mask, ro.prompt_len)
@@ -106,7 +117,7 @@ def score_rollout(
     old_values = old_values.float() * mask
     advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
     if config.whiten_advantages:
-        advantages = masked_whiten(advantages, mask)
+        advantages = masked_whiten(advantages, mask, total=total)
     return ScoredRollout(
         old_logprobs, old_values, advantages, returns, scores, kl, kl_coef, mask.sum(1), ro.ended
     )
@@ -130,7 +141,11 @@ class StepStats:
 def ppo_update(
     shared: SharedModel, module, optimizer, accelerator, ro: Rollout, sc: ScoredRollout, config, params
 ) -> StepStats:
-    """Several epochs of clipped PPO over minibatches of the rollout; an epoch stops early past `stop_kl`."""
+    """Several epochs of clipped PPO over minibatches of the rollout; an epoch stops early past `stop_kl`.
+
+    Under several processes each holds its share of the rollout (`config.minibatch` is the per-process
+    minibatch) and the early stop is decided on the mean over all of them, so every process takes the same
+    number of gradient steps (a process that stopped alone would leave the others waiting in all-reduce)."""
     totals: dict[str, list[float]] = {"pg": [], "vf": [], "ent": [], "clip": [], "kl": []}
     batch = ro.input_ids.shape[0]
     updates, early = 0, False
@@ -157,7 +172,8 @@ def ppo_update(
             for key, value in (("pg", pg), ("vf", vf), ("ent", ent), ("clip", clip_frac), ("kl", approx_kl)):
                 totals[key].append(value.item())
             epoch_kl.append(approx_kl.item())
-        if sum(epoch_kl) / len(epoch_kl) > config.stop_kl:
+        epoch_mean = accelerator.reduce(torch.tensor(sum(epoch_kl) / len(epoch_kl)), "mean").item()
+        if epoch_mean > config.stop_kl:
             early = True
             break
     mean = {k: sum(v) / len(v) for k, v in totals.items()}

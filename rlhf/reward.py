@@ -92,13 +92,21 @@ def precision(config: RewardConfig) -> str:
 
 
 def shard_batches(groups: list[Group], per_step: int, rank: int, world: int) -> list[list[Group]]:
-    """Process `rank`'s batches of `per_step` groups: every `world`-th, the list first padded with its own first
-    batches to a multiple of `world` (as torch's DistributedSampler pads), so that every process takes the same
-    number of optimizer steps; an uneven count leaves a process waiting in a gradient all-reduce."""
-    batches = [groups[i : i + per_step] for i in range(0, len(groups), per_step)]
-    pad = -len(batches) % world if batches else 0
-    batches += [batches[i % len(batches)] for i in range(pad)]
-    return batches[rank::world]
+    """Process `rank`'s share of each optimizer step. `per_step` is the global batch: the groups are cut into
+    batches of `per_step` and each is dealt round-robin over the `world` processes, so N processes take the
+    steps one process would (a last batch that does not split evenly repeats some of its own groups), every
+    process takes the same number of them with equal shares, and none is left waiting in a gradient
+    all-reduce."""
+    if per_step % world:
+        raise ValueError(
+            f"batch_sets={per_step} does not split evenly over {world} processes: use a multiple of {world}"
+        )
+    shares = []
+    for start in range(0, len(groups), per_step):
+        batch = groups[start : start + per_step]
+        batch += batch[: -len(batch) % world] if len(batch) >= world else [batch[0]] * (world - len(batch))
+        shares.append(batch[rank::world])
+    return shares
 
 
 def train_loop(

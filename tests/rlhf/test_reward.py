@@ -143,13 +143,22 @@ def test_trl_baseline_trains_and_lands_in_the_same_format(tmp_path):
     assert result.metrics["accuracy"] > 0.9 and result.train_sets == 6 * (40 - result.heldout_sets)
 
 
-def test_every_process_takes_the_same_number_of_steps_and_all_batches_are_covered():
+def test_processes_share_each_global_batch_take_the_same_steps_and_cover_every_group():
     from rlhf.reward import shard_batches
 
     for count in range(0, 11):
         groups = list(range(count))
         assert shard_batches(groups, 2, 0, 1) == [groups[i : i + 2] for i in range(0, count, 2)]
         for world in (2, 3, 4):
-            shards = [shard_batches(groups, 2, rank, world) for rank in range(world)]
+            per_step = 2 * world
+            shards = [shard_batches(groups, per_step, rank, world) for rank in range(world)]
             assert len({len(s) for s in shards}) == 1, (count, world)
+            assert len(shards[0]) == len(shard_batches(groups, per_step, 0, 1))  # the steps one process takes
+            for step in zip(*shards, strict=True):  # each step's shares make up one global batch
+                assert len({len(share) for share in step}) == 1
+                assert sorted({g for share in step for g in share}) == sorted(
+                    groups[groups.index(step[0][0]) : groups.index(step[0][0]) + per_step]
+                )
             assert {g for s in shards for batch in s for g in batch} == set(groups)
+    with pytest.raises(ValueError, match="batch_sets=3 does not split evenly over 2 processes"):
+        shard_batches(list(range(6)), 3, 0, 2)
