@@ -8,9 +8,11 @@ rankloop --help                            # every subcommand
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -106,7 +108,7 @@ def _start_generator(args: argparse.Namespace, url: str, engine, pool) -> Backgr
         sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
         generator = PregenWorker(
             engine=engine,
-            pool=generation_backend(ModelOptions.of(args), engine, pool),
+            pool=generation_backend(ModelOptions.of(vars(args)), engine, pool),
             config=PregenConfig(
                 buffer=args.buffer, n=args.n, sampling=sampling, lease_seconds=args.worker_lease_seconds
             ),
@@ -127,7 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
     engine = make_engine(url)
     _bootstrap_store(engine, args)
     # the admin tab's side-by-side samples (and the generator in thread mode)
-    pool = load_pool(ModelOptions.of(args), engine)
+    pool = load_pool(ModelOptions.of(vars(args)), engine)
     generator = _start_generator(args, url, engine, pool)
     if (args.processes or args.accelerate_config) and args.launcher != "accelerate":
         raise SystemExit("--processes and --accelerate-config need --launcher accelerate")
@@ -219,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def dispatch(handler: Callable[..., int], args: argparse.Namespace) -> int:
+    """Run a subcommand. This module's own handlers take the Namespace; those of labeler/ and rlhf/ take the
+    flags their signature names as keyword arguments, so no Namespace goes below app.py."""
+    if handler.__module__ == __name__:
+        return handler(args)
+    flags = vars(args)
+    return handler(**{name: flags[name] for name in inspect.signature(handler).parameters})
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlhf.cli import run_stage_command
 
@@ -230,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return args.func(args)
+        return dispatch(args.func, args)
     except Exception as exc:  # command-line boundary: one clear line, not a traceback
         if args.verbose:
             raise

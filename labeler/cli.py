@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Literal
 
 from sqlmodel import Session
 
 from labeler.db import default_url, make_engine, read_session
-from labeler.export import EXPORT_FORMATS, export_preferences, export_raw_rankings
+from labeler.export import EXPORT_FORMATS, ExportFormat, export_preferences, export_raw_rankings
 from labeler.importers import import_pairs, import_prompts
 from labeler.pairs import PairSettings
 from labeler.users import add_user, new_password, reset_password, set_disabled
 
 
-def open_session(args: argparse.Namespace) -> Session:
-    return Session(make_engine(args.db or default_url(Path(args.home))))
+def open_session(home: str, db: str | None) -> Session:
+    return Session(make_engine(db or default_url(Path(home))))
 
 
 def add_pair_settings_args(parser: argparse.ArgumentParser) -> None:
@@ -34,55 +35,63 @@ def add_pair_settings_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def pair_settings_from(args: argparse.Namespace) -> PairSettings:
-    return PairSettings(keep_ties=args.keep_ties, flagged=args.flagged, min_agreement=args.min_agreement)
+# Handlers take the parsed flags they need as keyword arguments (app.py passes them by name), never argparse's
+# Namespace, so the type checker sees every flag a handler reads.
 
 
-def _import(args: argparse.Namespace) -> int:
-    with open_session(args) as session:
-        if args.kind == "prompts":
-            added = import_prompts(session=session, path=Path(args.file), eval_fraction=args.eval_fraction)
-            print(f"imported {added} new prompts from {args.file}")
+def _import(*, home: str, db: str | None, kind: str, file: str, eval_fraction: float) -> int:
+    with open_session(home, db) as session:
+        if kind == "prompts":
+            added = import_prompts(session=session, path=Path(file), eval_fraction=eval_fraction)
+            print(f"imported {added} new prompts from {file}")
         else:
-            result = import_pairs(session=session, path=Path(args.file))
-            print(
-                f"imported {result.added} pairs from {args.file} ({result.already_present} already present)"
-            )
+            result = import_pairs(session=session, path=Path(file))
+            print(f"imported {result.added} pairs from {file} ({result.already_present} already present)")
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path(args.home) / "exports" / "latest"
-    origins = None if args.origin == "all" else [args.origin]
-    with read_session(make_engine(args.db or default_url(Path(args.home)))) as session:  # reads only
+def _export(
+    *,
+    home: str,
+    db: str | None,
+    out: str | None,
+    origin: str,
+    format: ExportFormat,
+    raw: bool,
+    push_to_hub: str | None,
+    keep_ties: bool,
+    flagged: Literal["drop", "reject"],
+    min_agreement: float,
+) -> int:
+    folder = Path(out) if out else Path(home) / "exports" / "latest"
+    settings = PairSettings(keep_ties=keep_ties, flagged=flagged, min_agreement=min_agreement)
+    with read_session(make_engine(db or default_url(Path(home)))) as session:  # reads only
         result = export_preferences(
             session=session,
-            out=out,
-            fmt=args.format,
-            settings=pair_settings_from(args),
-            origins=origins,
-            push_to_hub=args.push_to_hub,
+            out=folder,
+            fmt=format,
+            settings=settings,
+            origins=None if origin == "all" else [origin],
+            push_to_hub=push_to_hub,
         )
         print(f"exported {result.pairs} pairs from {result.sets} sets to {result.paths[0]}")
-        if args.raw:
-            print(f"raw rankings: {export_raw_rankings(session=session, out=out)}")
+        if raw:
+            print(f"raw rankings: {export_raw_rankings(session=session, out=folder)}")
     return 0
 
 
-def _user(args: argparse.Namespace) -> int:
-    with open_session(args) as session:
-        if args.action == "add":
-            password = args.password or new_password()
-            user = add_user(session=session, name=args.name, password=password, role=args.role)
-            print(
-                f"added {user.role} {user.name!r}" + ("" if args.password else f" with password: {password}")
-            )
-        elif args.action in ("disable", "enable"):
-            set_disabled(session=session, name=args.name, disabled=args.action == "disable")
-            print(f"{args.action}d {args.name!r}")
+def _user(*, home: str, db: str | None, action: str, name: str, role: str, password: str | None) -> int:
+    with open_session(home, db) as session:
+        if action == "add":
+            chosen = password or new_password()
+            user = add_user(session=session, name=name, password=chosen, role=role)
+            print(f"added {user.role} {user.name!r}" + ("" if password else f" with password: {chosen}"))
+        elif action in ("disable", "enable"):
+            set_disabled(session=session, name=name, disabled=action == "disable")
+            print(f"{action}d {name!r}")
         else:
             print(
-                f"new password for {args.name!r}: {reset_password(session=session, name=args.name, password=args.password)}"
+                f"new password for {name!r}: {reset_password(session=session, name=name, password=password)}"
             )
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Literal
 
 from sqlmodel import Session
 from tqdm import tqdm
@@ -18,44 +19,55 @@ from models.generation import SamplingParams
 from rlhf.configs import STAGES
 from rlhf.serving import ModelOptions, current_ref, generation_backend, load_pool
 
+# Handlers take the parsed flags they need as keyword arguments (app.py passes them by name), never argparse's
+# Namespace, so the type checker sees every flag a handler reads.
 
-def open_engine(args: argparse.Namespace):
-    return make_engine(args.db or default_url(Path(args.home)))
 
-
-def _generate(args: argparse.Namespace) -> int:
-    conversations = parse_prompts(Path(args.prompts))
-    sampling = SamplingParams(
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
-    )
-    engine = open_engine(args)
+def _generate(
+    *,
+    home: str,
+    db: str | None,
+    prompts: str,
+    n: int,
+    labels_needed: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+    batch: int,
+    model: str,
+    device: Literal["auto", "cpu", "cuda"],
+    backend: Literal["auto", "transformers", "vllm"],
+    load_in_4bit: bool,
+) -> int:
+    conversations = parse_prompts(Path(prompts))
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    engine = make_engine(db or default_url(Path(home)))
     with Session(engine) as session:
-        add_prompts(session=session, conversations=conversations, source=Path(args.prompts).name)
+        add_prompts(session=session, conversations=conversations, source=Path(prompts).name)
     with read_session(engine) as session:
         ids = prompt_ids(session=session, conversations=conversations)
-    options = ModelOptions.of(args)
+    options = ModelOptions(model=model, home=home, device=device, backend=backend, load_in_4bit=load_in_4bit)
     pool = generation_backend(options, engine, load_pool(options, engine))
-    policy = current_ref(engine, args.model)
+    policy = current_ref(engine, model)
     written = 0
-    for start in tqdm(
-        range(0, len(conversations), args.batch), desc=f"generate v{policy.version}", unit="batch"
-    ):
-        batch = conversations[start : start + args.batch]
-        sets = pool.generate(batch, args.n, sampling)  # no transaction is open while the model works
+    for start in tqdm(range(0, len(conversations), batch), desc=f"generate v{policy.version}", unit="batch"):
+        chunk = conversations[start : start + batch]
+        sets = pool.generate(chunk, n, sampling)  # no transaction is open while the model works
         with Session(engine) as session:
-            for conv, completions in zip(batch, sets, strict=True):
+            for conv, completions in zip(chunk, sets, strict=True):
                 add_completion_set(
                     session=session,
                     prompt_id=ids[messages_hash(conv)],
                     completions=[CompletionIn(c.text, c.token_count, c.finish_reason) for c in completions],
                     policy_version_id=policy.id,
                     sampling=sampling.to_dict(),
-                    labels_needed=args.labels_needed,
+                    labels_needed=labels_needed,
                     commit=False,
                 )
             session.commit()
-        written += len(batch)
-    print(f"wrote {written} completion sets of {args.n} from policy v{policy.version}")
+        written += len(chunk)
+    print(f"wrote {written} completion sets of {n} from policy v{policy.version}")
     return 0
 
 

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.serving import ModelOptions, generation_backend, load_pool
 
     engine = make_engine(args.db or default_url(Path(args.home)))
-    options = ModelOptions.of(args)
+    options = ModelOptions.of(vars(args))
     backend = generation_backend(options, engine, load_pool(options, engine))
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
     worker = PregenWorker(

@@ -1,6 +1,6 @@
 """The models a running app or worker generates with: the base model with the store's current policy version
 active (`PolicyPool`), and the backend that writes completion sets (the pool itself, or vLLM), from typed
-options that the command line fills (`ModelOptions.of(args)`).
+options that the command line fills (`ModelOptions.of(vars(args))`).
 
     options = ModelOptions(model="default", home="runs")
     pool = load_pool(options, engine)
@@ -9,6 +9,7 @@ options that the command line fills (`ModelOptions.of(args)`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,14 +36,14 @@ class ModelOptions:
     load_in_4bit: bool = False
 
     @classmethod
-    def of(cls, args: Any) -> ModelOptions:
-        """The options from parsed command-line flags (any object with those attributes)."""
+    def of(cls, flags: Mapping[str, Any]) -> ModelOptions:
+        """The options from parsed command-line flags by name (`vars(args)`)."""
         return cls(
-            model=args.model,
-            home=str(args.home),
-            device=args.device,
-            backend=args.backend,
-            load_in_4bit=args.load_in_4bit,
+            model=flags["model"],
+            home=str(flags["home"]),
+            device=flags["device"],
+            backend=flags["backend"],
+            load_in_4bit=flags["load_in_4bit"],
         )
 
 

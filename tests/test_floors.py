@@ -140,3 +140,23 @@ def test_the_check_catches_a_wrong_way_import():
         "labeler imports rlhf.ppo",
         "labeler imports torch",
     ]
+
+
+def namespace_parameters(source: str) -> list[str]:
+    """Functions taking argparse's Namespace as a parameter (its fields are invisible to the type checker)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for arg in [*node.args.args, *node.args.kwonlyargs]:
+                if arg.annotation is not None and "Namespace" in ast.unparse(arg.annotation):
+                    found.append(f"{node.name}({arg.arg})")
+    return found
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_function_below_app_takes_an_argparse_namespace(path):
+    assert namespace_parameters(path.read_text(encoding="utf-8")) == []
+
+
+def test_the_namespace_check_catches_one():
+    assert namespace_parameters("import argparse\ndef f(args: argparse.Namespace): ...\n") == ["f(args)"]
