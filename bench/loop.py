@@ -22,6 +22,7 @@ from labeler.db import make_engine
 from labeler.importers import import_prompts
 from labeler.policies import current_policy, ensure_initial_policy
 from labeler.settings import set_labels_needed
+from labeler.simulate import SimulatedLabeler, concise_and_finished, label_waiting_sets
 from labeler.tables import PolicyVersion, Prompt, RewardModel
 from labeler.winrate import wilson_interval
 from models.embedded import home_sharing_cache
@@ -30,7 +31,6 @@ from models.loading import load_base
 from models.policy import PolicyPool
 from rlhf import round as round_stage
 from rlhf.pregen import PregenConfig, PregenWorker
-from rlhf.simulate import SimulatedLabeler, concise_and_finished, label_waiting_sets
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"

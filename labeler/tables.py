@@ -66,6 +66,8 @@ class Prompt(SQLModel, table=True):
     content_hash: str = Field(unique=True, index=True, max_length=64)
     source: str = Field(default="", max_length=256)
     split: str = Field(default="train", index=True, max_length=8)
+    # Verifiable instructions the prompt carries ([{kind, params}], labeler/instructions.py), or None
+    instructions: list[dict] | None = _json(None)
     created_at: datetime = Field(default_factory=utcnow)
 
 

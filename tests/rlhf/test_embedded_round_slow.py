@@ -11,6 +11,7 @@ from sqlmodel import Session, select
 from labeler.db import make_engine
 from labeler.policies import current_policy, ensure_initial_policy
 from labeler.settings import set_labels_needed
+from labeler.simulate import SimulatedLabeler, label_waiting_sets
 from labeler.store import add_prompts
 from labeler.tables import CompletionSet, RewardModel, TrainingRound
 from models.embedded import home_sharing_cache
@@ -19,7 +20,6 @@ from models.loading import load_base
 from models.policy import PolicyPool
 from rlhf.jobs import JobRunner
 from rlhf.pregen import PregenConfig, PregenWorker
-from rlhf.simulate import SimulatedLabeler, label_waiting_sets
 
 pytestmark = pytest.mark.slow
 ROUND = {

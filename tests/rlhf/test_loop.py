@@ -11,6 +11,7 @@ from labeler.db import make_engine
 from labeler.leasing import lease_next_set
 from labeler.policies import current_policy, ensure_initial_policy
 from labeler.settings import set_labels_needed
+from labeler.simulate import SimulatedLabeler, ensure_accounts, label_waiting_sets
 from labeler.store import add_prompts
 from labeler.tables import CompletionSet, Job, PolicyVersion, TrainingRound
 from models.generation import SamplingParams
@@ -19,7 +20,6 @@ from models.policy import PolicyPool
 from models.tiny import save_tiny_checkpoint
 from rlhf.jobs import JobRunner
 from rlhf.pregen import PregenConfig, PregenWorker
-from rlhf.simulate import SimulatedLabeler, ensure_accounts, label_waiting_sets
 
 ROUND = {
     "reward_epochs": 2,

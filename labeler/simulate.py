@@ -11,12 +11,14 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from labeler.instruction_prompts import stored_instructions
+from labeler.instructions import Instruction, constraints_met
 from labeler.leasing import lease_next_set
 from labeler.store import RankingIn, submit_ranking
 from labeler.tables import id_of
@@ -26,8 +28,12 @@ SIMULATED = "simulated"
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+", re.MULTILINE)
 
 
-def concise_and_finished(text: str, finish_reason: str) -> float:
-    """The default hidden preference: answers that end properly, are concise (about 10-40 words) and avoid lists."""
+Preference = Callable[[str, str, Sequence[Instruction]], float]
+
+
+def concise_and_finished(text: str, finish_reason: str, instructions: Sequence[Instruction] = ()) -> float:
+    """One rule for every prompt (the prompt's instructions are ignored): answers that end properly, are concise
+    (about 10-40 words) and avoid lists."""
     words = len(text.split())
     score = 0.0
     score += 1.5 if finish_reason == "eos" else -1.5
@@ -38,21 +44,47 @@ def concise_and_finished(text: str, finish_reason: str) -> float:
     return score
 
 
+def finished(text: str, finish_reason: str) -> float:
+    """Answer quality that says nothing about length or form: it ends (EOS, closing punctuation), it is not empty."""
+    score = 1.5 if finish_reason == "eos" else -1.5
+    score += 0.5 if text.rstrip().endswith((".", "!", "?", '"')) else 0.0
+    return score - (2.0 if not text.strip() else 0.0)
+
+
+CONSTRAINT_WEIGHT = 4.0  # above the whole range of `finished`, so constraints met decide first
+
+
+def instructions_first(text: str, finish_reason: str, instructions: Sequence[Instruction] = ()) -> float:
+    """A per-prompt preference: the number of the prompt's verifiable instructions met, then `finished`."""
+    return CONSTRAINT_WEIGHT * constraints_met(text, instructions) + finished(text, finish_reason)
+
+
+PREFERENCES: dict[str, Preference] = {"concise": concise_and_finished, "instructions": instructions_first}
+
+
 @dataclass
 class SimulatedLabeler:
     name: str
     noise: float = 0.0  # std of Gaussian noise added to the hidden score before ranking
     seed: int = 0
-    preference: Callable[[str, str], float] = field(default=concise_and_finished)
+    preference: Preference = field(default=concise_and_finished)
 
     @property
     def account(self) -> str:
         return f"sim-{self.name}"
 
-    def rank(self, completions, rng: random.Random) -> dict[int, int]:
-        scored = sorted(
-            completions, key=lambda c: -(self.preference(c.text, c.finish_reason) + rng.gauss(0, self.noise))
-        )
+    def score(self, text: str, finish_reason: str, instructions: Sequence[Instruction] = ()) -> float:
+        """The hidden preference, without noise (the judge in benchmarks)."""
+        return self.preference(text, finish_reason, instructions)
+
+    def rank(
+        self, completions, rng: random.Random, instructions: Sequence[Instruction] = ()
+    ) -> dict[int, int]:
+        noisy = {
+            c.id: self.score(c.text, c.finish_reason, instructions) + rng.gauss(0, self.noise)
+            for c in completions
+        }
+        scored = sorted(completions, key=lambda c: -noisy[c.id])
         return {c.id: k + 1 for k, c in enumerate(scored)}
 
 
@@ -85,7 +117,7 @@ def label_waiting_sets(
                     set_id=id_of(leased.set),
                     user_id=ids[lab.name],
                     submission_id=uuid.uuid4().hex,
-                    ranks=lab.rank(leased.completions, rng),
+                    ranks=lab.rank(leased.completions, rng, stored_instructions(leased.prompt.instructions)),
                     comment=SIMULATED,
                 )
                 submit_ranking(session=session, ranking=ranking)
