@@ -53,6 +53,7 @@ class PolicyInputs:
     parent: PolicyRef
     reward: RewardRef | None
     prompts: StagePrompts
+    parent_kl_coef: float | None = None  # where the parent's PPO round left its adaptive KL coefficient
 
 
 def policy_inputs(
@@ -68,8 +69,12 @@ def policy_inputs(
     reward = find_reward_model(session=session, name=reward_model)
     if need_reward and reward is None:
         raise ValueError(f"reward model {reward_model or '(newest)'} not found: run `rankloop reward` first")
+    coef = (parent.metrics.get("final") or {}).get("kl_coef")
     return PolicyInputs(
-        PolicyRef.of(parent), reward, stage_prompts(session=session, sample_count=sample_count)
+        PolicyRef.of(parent),
+        reward,
+        stage_prompts(session=session, sample_count=sample_count),
+        float(coef) if isinstance(coef, int | float) else None,
     )
 
 

@@ -102,6 +102,19 @@ class PPOConfig:
     kl_coef: float = field(default=0.05, metadata={"help": "initial KL coefficient"})
     adaptive_kl: bool = field(default=True, metadata={"help": "adapt the coefficient toward target_kl"})
     target_kl: float = field(default=4.0, metadata={"help": "target sequence KL for the adaptive controller"})
+    kl_horizon: int | None = field(
+        default=None,
+        metadata={
+            "help": "episodes over which the adaptive controller closes its error (default: a quarter of the "
+            "round's steps x batch_prompts, so the coefficient can move about 2x within one round)"
+        },
+    )
+    carry_kl_coef: bool = field(
+        default=True,
+        metadata={
+            "help": "start from the coefficient the parent version's PPO round ended with (else kl_coef)"
+        },
+    )
     kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata={"help": "per-token KL estimator"})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount"})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda"})

@@ -51,6 +51,7 @@ def train(
     config: PPOConfig,
     reporter: Reporter,
     reward_fn: RewardFn,
+    start_coef: float | None = None,
 ) -> list[dict]:
     """The PPO loop; returns one metrics dict per step.
 
@@ -60,13 +61,16 @@ def train(
     processes follows the same recipe as one process with the whole batch."""
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
     local = per_process(config, accelerator.num_processes)
+    start_coef = start_coef if start_coef is not None else config.kl_coef
     params = [p for p in shared.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     module, optimizer = accelerator.prepare(shared.policy, optimizer)
-    from rlhf.ppo_math import AdaptiveKLController, FixedKLController
+    from rlhf.ppo_math import AdaptiveKLController, FixedKLController, round_horizon
 
     kl_ctl = (
-        AdaptiveKLController(config.kl_coef, config.target_kl)
+        AdaptiveKLController(
+            start_coef, config.target_kl, round_horizon(config.steps, config.batch_prompts, config.kl_horizon)
+        )
         if config.adaptive_kl
         else FixedKLController(config.kl_coef)
     )
@@ -146,7 +150,11 @@ def run(
         lora_alpha=config.lora_alpha,
     )
     before = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
-    history = train(shared, tokenizer, inputs.prompts.train, config, reporter, reward_fn or reward_model_fn)
+    carried = config.adaptive_kl and config.carry_kl_coef and inputs.parent_kl_coef
+    start_coef = inputs.parent_kl_coef if carried and inputs.parent_kl_coef else config.kl_coef
+    history = train(
+        shared, tokenizer, inputs.prompts.train, config, reporter, reward_fn or reward_model_fn, start_coef
+    )
     after = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     summary = {k: v for k, v in history[-1].items() if isinstance(v, float | int)} if history else {}
     metrics = {
@@ -155,6 +163,7 @@ def run(
         "samples_before": before,
         "samples_after": after,
         "config": asdict(config),
+        "kl_coef_start": start_coef,
     }
     version, folder = save_version(
         engine,

@@ -119,7 +119,9 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
 @dataclass
 class AdaptiveKLController:
-    """Ziegler et al. (2019): nudge the coefficient so the measured KL tracks `target`."""
+    """Ziegler et al. (2019): nudge the coefficient so the measured KL tracks `target`. Each update multiplies it
+    by 1 + e * n / horizon (e the relative error, clipped to +-0.2), so over `horizon` episodes it can move by
+    up to e^0.2; their horizon (10,000) suits long runs, not a round of a few hundred episodes."""
 
     value: float
     target: float
@@ -129,6 +131,12 @@ class AdaptiveKLController:
         error = max(-0.2, min(0.2, current_kl / self.target - 1))
         self.value *= 1 + error * n_steps / self.horizon
         return self.value
+
+
+def round_horizon(steps: int, batch: int, horizon: int | None = None) -> int:
+    """The controller's horizon for a round: `horizon` when given, else a quarter of the round's episodes, so
+    a KL off target the whole round moves the coefficient by up to e^0.8 (about 2.2x) before the round ends."""
+    return horizon if horizon else max(1, steps * batch // 4)
 
 
 @dataclass

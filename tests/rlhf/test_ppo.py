@@ -105,3 +105,35 @@ def test_a_crashing_run_leaves_the_current_version(tmp_path):
         versions = session.exec(select(PolicyVersion)).all()
     assert [(v.version, v.is_current) for v in versions] == [(0, True)]
     assert not (Path(tmp_path) / "models" / "policy-v1").exists()
+
+
+def test_the_next_round_starts_from_the_parents_value_head_and_kl_coefficient(tmp_path):
+    from safetensors.torch import load_file
+
+    from rlhf.ppo_model import VALUE_HEAD_FILE
+
+    url, checkpoint = ppo_store(tmp_path)
+    small = {
+        "steps": 3,
+        "batch_prompts": 8,
+        "minibatch": 4,
+        "adaptive_kl": True,
+        "target_kl": 1e-4,
+        "kl_coef": 0.1,
+    }
+    first = ppo.run(quick_config(tmp_path, url, **small), reward_fn=target_share)
+    assert first.history[-1]["kl_coef"] > 0.1  # KL above its (tiny) target: the coefficient rose within the round
+    saved = load_file(first.path / VALUE_HEAD_FILE)
+    base, _ = load_base(checkpoint, home=tmp_path, device="cpu")
+    shared = build_shared(base, policy_path=str(first.path), reward_path=None)
+    warm = shared.policy.value_head.state_dict()
+    assert saved.keys() == warm.keys() and all(torch.equal(saved[k], warm[k]) for k in saved)
+
+    second = ppo.run(quick_config(tmp_path, url, **small), reward_fn=target_share)
+    with Session(make_engine(url)) as s:
+        v2 = s.exec(select(PolicyVersion).where(PolicyVersion.version == second.version)).one()
+    assert v2.metrics["kl_coef_start"] == pytest.approx(first.history[-1]["kl_coef"])
+    fresh = ppo.run(quick_config(tmp_path, url, **small, carry_kl_coef=False), reward_fn=target_share)
+    with Session(make_engine(url)) as s:
+        v3 = s.exec(select(PolicyVersion).where(PolicyVersion.version == fresh.version)).one()
+    assert v3.metrics["kl_coef_start"] == 0.1

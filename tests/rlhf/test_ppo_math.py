@@ -80,6 +80,23 @@ def test_adaptive_kl_controller_moves_toward_target():
     assert c2.update(0.5, 10) < 0.1
 
 
+def test_a_round_sized_horizon_moves_the_coefficient_toward_target_within_one_round():
+    from rlhf.ppo_math import round_horizon
+
+    steps, batch = 16, 8  # a 128-episode round, with KL at twice the target all along (as bench/loop.py saw)
+    sized = AdaptiveKLController(value=0.05, target=4.0, horizon=round_horizon(steps, batch))
+    fixed = AdaptiveKLController(value=0.05, target=4.0)  # Ziegler's 10,000-episode horizon
+    for _ in range(steps):
+        sized.update(8.0, batch)
+        fixed.update(8.0, batch)
+    assert sized.value > 2 * 0.05 and fixed.value < 1.03 * 0.05
+    low = AdaptiveKLController(value=0.05, target=4.0, horizon=round_horizon(steps, batch))
+    for _ in range(steps):
+        low.update(1.0, batch)
+    assert low.value < 0.5 * 0.05
+    assert round_horizon(steps, batch, 500) == 500
+
+
 def test_explained_variance():
     ret, mask = torch.tensor([[1.0, 2.0, 3.0]]), torch.ones(1, 3)
     assert explained_variance(ret, ret, mask) == 1.0
