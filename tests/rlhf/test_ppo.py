@@ -122,7 +122,8 @@ def test_the_next_round_starts_from_the_parents_value_head_and_kl_coefficient(tm
         "kl_coef": 0.1,
     }
     first = ppo.run(quick_config(tmp_path, url, **small), reward_fn=target_share)
-    assert first.history[-1]["kl_coef"] > 0.1  # KL above its (tiny) target: the coefficient rose within the round
+    # KL above its (tiny) target: the coefficient rose within the round
+    assert first.history[-1]["kl_coef"] > 0.1
     saved = load_file(first.path / VALUE_HEAD_FILE)
     base, _ = load_base(checkpoint, home=tmp_path, device="cpu")
     shared = build_shared(base, policy_path=str(first.path), reward_path=None)
