@@ -33,6 +33,7 @@ class RoundLabels:
 class StagePrompts:
     train: list[list[dict]]
     samples: list[list[dict]]  # fixed eval prompts answered before and after the round
+    train_instructions: list[list[dict]] = field(default_factory=list)  # each train prompt's ([] for none)
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,17 @@ def round_labels(*, session: Session) -> RoundLabels:
 def stage_prompts(*, session: Session, sample_count: int) -> StagePrompts:
     """Train-split prompts to train on, and the first `sample_count` eval-split ones (train ones when the store
     has no eval split) for before/after samples. Raises ValueError when there is nothing to train on."""
-    prompts = session.exec(select(Prompt.messages, Prompt.split).order_by(col(Prompt.id))).all()
-    train = [list(m) for m, split in prompts if split == "train"]
-    evals = [list(m) for m, split in prompts if split == "eval"] or train
+    prompts = session.exec(
+        select(Prompt.messages, Prompt.split, Prompt.instructions).order_by(col(Prompt.id))
+    ).all()
+    train = [list(m) for m, split, _ in prompts if split == "train"]
+    rules = [list(r or []) for _, split, r in prompts if split == "train"]
+    evals = [list(m) for m, split, _ in prompts if split == "eval"] or train
     if not train:
         raise ValueError(
             "no train-split prompts in the store: import some with `rankloop import prompts FILE`"
         )
-    return StagePrompts(train, evals[:sample_count])
+    return StagePrompts(train, evals[:sample_count], rules)
 
 
 def record_round(*, session: Session, lineage: RoundLineage) -> int:

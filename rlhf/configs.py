@@ -109,6 +109,23 @@ class PPOConfig:
             "round's steps x batch_prompts, so the coefficient can move about 2x within one round)"
         },
     )
+    gold: Literal["none", "concise", "instructions"] = field(
+        default="none",
+        metadata={
+            "help": "a gold judge scored on every rollout next to the reward model (simulation: the simulated "
+            "labelers' hidden preference), for the over-optimisation monitor"
+        },
+    )
+    overopt_stop: bool = field(
+        default=True,
+        metadata={
+            "help": "with a gold judge: stop when gold falls for overopt_patience checks while reward rises"
+        },
+    )
+    overopt_patience: int = field(
+        default=3, metadata={"help": "checks in a row of falling gold before stopping"}
+    )
+    overopt_window: int = field(default=2, metadata={"help": "steps averaged into one monitor check"})
     carry_kl_coef: bool = field(
         default=True,
         metadata={

@@ -23,8 +23,11 @@ import torch
 from accelerate import Accelerator
 
 from labeler.db import default_url, make_engine
+from labeler.instruction_prompts import stored_instructions
+from labeler.instructions import Instruction
 from models.loading import load_base
 from rlhf.configs import PPOConfig
+from rlhf.overopt import GoldFn, OveroptimisationMonitor, gold_mean, preference_judge
 from rlhf.policy_stage import read_inputs, samples, save_version
 from rlhf.ppo_model import SharedModel, build_shared, reward_scores, save_policy
 from rlhf.ppo_step import Rollout, StepStats, ppo_update, rollout, score_rollout
@@ -52,8 +55,10 @@ def train(
     reporter: Reporter,
     reward_fn: RewardFn,
     start_coef: float | None = None,
-) -> list[dict]:
-    """The PPO loop; returns one metrics dict per step.
+    gold: Gold | None = None,
+) -> tuple[list[dict], OveroptimisationMonitor | None]:
+    """The PPO loop; returns one metrics dict per step, and the over-optimisation monitor when a gold judge
+    (`gold`: the judge and each train prompt's instructions) scored the rollouts.
 
     `batch_prompts` and `minibatch` are global: under N processes (`accelerate launch`, torchrun) each draws
     the same batch of prompts and rolls out its 1/N share, advantages are whitened over the whole batch, the
@@ -79,21 +84,39 @@ def train(
         accelerator.process_index * local.batch_prompts, (accelerator.process_index + 1) * local.batch_prompts
     )
     total = (lambda t: accelerator.reduce(t, "sum")) if accelerator.num_processes > 1 else None
+    monitor = (
+        OveroptimisationMonitor(config.overopt_patience, config.overopt_window, config.overopt_stop)
+        if gold is not None
+        else None
+    )
     history: list[dict] = []
     reporter.start(config.steps, "ppo")
     for step in range(1, config.steps + 1):
-        batch = [rng.choice(prompts) for _ in range(config.batch_prompts)][share]
-        ro = rollout(shared.model, tokenizer, batch, local)
+        picks = [rng.randrange(len(prompts)) for _ in range(config.batch_prompts)][share]
+        ro = rollout(shared.model, tokenizer, [prompts[i] for i in picks], local)
         scored = score_rollout(shared, ro, reward_fn(shared, ro), kl_ctl.value, local, total)
+        judged = {"gold": gold_mean(gold.judge, ro, [gold.instructions[i] for i in picks])} if gold else {}
         stats: StepStats = ppo_update(shared, module, optimizer, accelerator, ro, scored, local, params)
-        figures = mean_over_processes(accelerator, {**scored.metrics(), **stats.metrics()})
+        figures = mean_over_processes(accelerator, {**scored.metrics(), **judged, **stats.metrics()})
         kl_ctl.update(figures["kl"], config.batch_prompts)
         metrics = {"step": step, **figures, "kl_coef": kl_ctl.value}
         history.append(metrics)
         reporter.step(metrics)
-        if step % config.log_every == 0 or step == config.steps:
+        stop = monitor is not None and monitor.observe(step, proxy=figures["reward"], gold=figures["gold"])
+        if step % config.log_every == 0 or step == config.steps or stop:
             reporter.log(metrics)
-    return history
+        if stop:
+            logger.warning("ppo: %s", monitor.reason if monitor else "")
+            break
+    return history, monitor
+
+
+@dataclass(frozen=True)
+class Gold:
+    """A gold judge and each train prompt's instructions (what the judge checks)."""
+
+    judge: GoldFn
+    instructions: list[list[Instruction]]
 
 
 def per_process(config: PPOConfig, processes: int) -> PPOConfig:
@@ -129,6 +152,7 @@ def run(
     reporter: Reporter | None = None,
     job_id: int | None = None,
     reward_fn: RewardFn | None = None,
+    gold_fn: GoldFn | None = None,
 ) -> PPOResult:
     reporter = reporter or ConsoleReporter()
     torch.manual_seed(config.seed)
@@ -152,8 +176,23 @@ def run(
     before = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     carried = config.adaptive_kl and config.carry_kl_coef and inputs.parent_kl_coef
     start_coef = inputs.parent_kl_coef if carried and inputs.parent_kl_coef else config.kl_coef
-    history = train(
-        shared, tokenizer, inputs.prompts.train, config, reporter, reward_fn or reward_model_fn, start_coef
+    gold = (
+        Gold(
+            gold_fn or preference_judge(config.gold, tokenizer),
+            [stored_instructions(r) for r in inputs.prompts.train_instructions],
+        )
+        if gold_fn is not None or config.gold != "none"
+        else None
+    )
+    history, monitor = train(
+        shared,
+        tokenizer,
+        inputs.prompts.train,
+        config,
+        reporter,
+        reward_fn or reward_model_fn,
+        start_coef,
+        gold,
     )
     after = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     summary = {k: v for k, v in history[-1].items() if isinstance(v, float | int)} if history else {}
@@ -164,7 +203,14 @@ def run(
         "samples_after": after,
         "config": asdict(config),
         "kl_coef_start": start_coef,
+        "steps_done": len(history),
     }
+    if monitor is not None:
+        metrics["overoptimisation"] = {
+            "stopped_at": monitor.stopped_at,
+            "reason": monitor.reason,
+            "stopped": monitor.stopped_at is not None and config.overopt_stop,
+        }
     version, folder = save_version(
         engine,
         inputs,

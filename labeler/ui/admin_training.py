@@ -86,6 +86,17 @@ def metrics_frame(job: Job | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "metric", "value"])
 
 
+def overopt_frame(job: Job | None) -> pd.DataFrame:
+    """PPO's proxy (reward-model score) and gold score against KL to the reference, for jobs with a gold judge:
+    the gold curve turning down while the proxy keeps rising is over-optimisation."""
+    rows: list[tuple[float, str, float]] = []
+    for point in job.metrics if job else []:
+        if isinstance(point.get("gold"), int | float) and isinstance(point.get("kl"), int | float):
+            rows.append((float(point["kl"]), "proxy (reward model)", float(point["reward"])))
+            rows.append((float(point["kl"]), "gold", float(point["gold"])))
+    return pd.DataFrame(rows, columns=["kl", "score", "value"])
+
+
 def build_training_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Training"):
@@ -100,6 +111,13 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             cancel = gr.Button("Cancel job", variant="stop")
         progress = gr.Slider(0, 100, label="Progress (%)", interactive=False)
         plot = gr.LinePlot(x="step", y="value", color="metric", label="Metrics", height=300)
+        overopt_plot = gr.LinePlot(
+            x="kl",
+            y="value",
+            color="score",
+            label="Proxy vs gold score against KL (PPO with a gold judge)",
+            height=250,
+        )
         log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
         jobs = gr.Dataframe(label="Jobs", interactive=False)
         rewards = gr.Dataframe(label="Reward models (held-out evaluation)", interactive=False)
@@ -129,6 +147,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             return (
                 round(100 * job.progress) if job else 0,
                 metrics_frame(job),
+                overopt_frame(job),
                 (job.log_tail or job.error or "") if job else "",
                 jobs_frame(session),
                 rewards_frame(session),
@@ -152,7 +171,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             [launch_status, job_id],
             api_name=f"admin_launch_{kind}",
         )
-    watch_outputs = [progress, plot, log, jobs, rewards, reward_plot]
+    watch_outputs = [progress, plot, overopt_plot, log, jobs, rewards, reward_plot]
     timer.tick(on_watch, [job_id], watch_outputs, api_name="admin_jobs", show_progress="hidden")
     cancel.click(on_cancel, [job_id], launch_status, api_name="admin_cancel_job")
 
