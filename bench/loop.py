@@ -1,10 +1,21 @@
-"""The loop end to end on the embedded default (CPU): two rounds with simulated labelers (4 completions per set,
-64 sets per round, 2 labelers per set), the reward model and PPO at their default settings. Per round it reports
-the simulated labelers' win-rate of the new policy over the initial one on held-out eval prompts (judged by the
-labelers' hidden preference), the reward model's held-out accuracy, KL to the initial model and wall time per
-stage. Target: win-rate of v2 over v0 >= 0.70; the whole run under 60 minutes.
+"""The loop end to end on the embedded default (CPU): rounds of generate -> simulated labelers rank -> reward model
+-> PPO, at the round's default settings, 4 completions per set and 2 labelers per set.
 
-    .venv/bin/python bench/loop.py [--sets 64] [--rounds 2]
+`--preference instructions` (the default): prompts carry verifiable instructions (labeler/instruction_prompts.py;
+fewer than N words here, at least N there, all capitals, a title...), the simulated labelers rank by instructions
+met, then by whether the answer ends, with noise, and PPO's gold judge (the noise-free preference) drives the
+over-optimisation monitor. Held-out prompts have topics and parameter values training never saw. Per round:
+held-out strict pass rate of v0 and vK (the same prompts, several samples each, 95% Wilson interval), win-rate of
+vK over v0 by the hidden preference, reward-model held-out accuracy, KL to v0, mean answer length and wall time per
+stage; at the end each instruction kind's pass rate for v0 and the last version, and one RESULT line.
+Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the controller's target, <= 60 min.
+
+`--preference concise`: one rule for every prompt (end properly, about 25 words, no lists) on data/prompts.jsonl.
+
+    .venv/bin/python bench/loop.py [--preference instructions|concise] [--rounds 3] [--sets 64]
+
+This measures the training loop by design (generation through the pre-generation worker's code in-process, the
+stages called in-process as a round job would run them); the served app is measured by bench/labeling.py.
 """
 
 from __future__ import annotations
@@ -14,129 +25,220 @@ import json
 import os
 import tempfile
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
 from labeler.db import make_engine
 from labeler.importers import import_prompts
-from labeler.policies import current_policy, ensure_initial_policy
+from labeler.instruction_prompts import add_instruction_prompts, generate_prompts, stored_instructions
+from labeler.instructions import Instruction, count_words, strict_pass
+from labeler.policies import PolicyRef, current_policy, ensure_initial_policy
 from labeler.settings import set_labels_needed
-from labeler.simulate import SimulatedLabeler, concise_and_finished, label_waiting_sets
-from labeler.tables import PolicyVersion, Prompt, RewardModel
+from labeler.simulate import PREFERENCES, SimulatedLabeler, label_waiting_sets
+from labeler.tables import Prompt, RewardModel
 from labeler.winrate import wilson_interval
 from models.embedded import home_sharing_cache
-from models.generation import SamplingParams
+from models.generation import Completion, SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
 from rlhf import round as round_stage
+from rlhf.configs import PPOConfig
 from rlhf.pregen import PregenConfig, PregenWorker
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"
-LABELERS = [SimulatedLabeler("a", noise=0.2, seed=1), SimulatedLabeler("b", noise=0.4, seed=2)]
+MAX_NEW_TOKENS = 72
 
 
-def win_rate(
-    pool: PolicyPool,
-    new: PolicyVersion,
-    old: PolicyVersion,
-    prompts: list[list[dict]],
-    sampling: SamplingParams,
-    samples: int,
-) -> tuple[float, tuple[float, float], float, float]:
-    """Share of (eval prompt, sample) pairs where the hidden preference scores the new version's answer above the
-    old one's (ties count half), its 95% Wilson interval, and each version's share of answers that end."""
+@dataclass(frozen=True)
+class EvalPrompt:
+    messages: list[dict]
+    instructions: list[Instruction]
 
-    def answers(v: PolicyVersion) -> list:
-        out = pool.generate_as(
-            version=v.version, adapter_path=v.adapter_path, prompts=prompts, n=samples, sampling=sampling
-        )
-        return [c for s in out for c in s]
 
-    a, b = answers(new), answers(old)
-    wins = 0.0
-    for x, y in zip(a, b, strict=True):
-        sx, sy = concise_and_finished(x.text, x.finish_reason), concise_and_finished(y.text, y.finish_reason)
-        wins += 1.0 if sx > sy else 0.5 if sx == sy else 0.0
+@dataclass
+class Answers:
+    version: int
+    by_prompt: list[list[Completion]]
 
-    def ended(answers: list) -> float:
-        return sum(c.finish_reason == "eos" for c in answers) / len(answers)
 
-    return wins / len(a), wilson_interval(wins, len(a)), ended(a), ended(b)
+def seed_store(engine: Engine, preference: str, train: int, heldout: int) -> list[EvalPrompt]:
+    """Prompts, v0 and k=2 labels per set; returns the held-out (eval-split) prompts with their instructions."""
+    with Session(engine) as s:
+        if preference == "instructions":
+            prompts = generate_prompts(count=train, split="train", seed=0)
+            prompts += generate_prompts(count=heldout, split="heldout", seed=0)
+            add_instruction_prompts(session=s, prompts=prompts, source="bench-instructions")
+        else:
+            import_prompts(session=s, path=PROMPTS, eval_fraction=0.25)
+        ensure_initial_policy(session=s, base_model="default")
+        set_labels_needed(session=s, k=2)
+        rows = s.exec(select(Prompt).where(Prompt.split == "eval").order_by(col(Prompt.id))).all()
+        return [EvalPrompt(list(p.messages), stored_instructions(p.instructions)) for p in rows]
+
+
+def answers_of(pool: PolicyPool, policy: PolicyRef, evals: list[EvalPrompt], samples: int) -> Answers:
+    sampling = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=1)
+    out = pool.generate_as(
+        version=policy.version,
+        adapter_path=policy.adapter_path,
+        prompts=[e.messages for e in evals],
+        n=samples,
+        sampling=sampling,
+    )
+    return Answers(policy.version, out)
+
+
+def judged(answers: Answers, evals: list[EvalPrompt], judge: SimulatedLabeler) -> dict:
+    """Strict pass rate (95% interval), per-instruction pass rates, mean words, share ending, and judge scores."""
+    passes, words, ended, scores = [], [], [], []
+    per_kind: dict[str, list[bool]] = defaultdict(list)
+    for prompt, completions in zip(evals, answers.by_prompt, strict=True):
+        for c in completions:
+            passes.append(strict_pass(c.text, prompt.instructions) if prompt.instructions else False)
+            for rule in prompt.instructions:
+                per_kind[rule.kind].append(rule.check(c.text))
+            words.append(count_words(c.text))
+            ended.append(c.finish_reason == "eos")
+            scores.append(judge.score(c.text, c.finish_reason, prompt.instructions))
+    n = len(passes)
+    low, high = wilson_interval(sum(passes), n)
+    return {
+        "pass_rate": sum(passes) / n,
+        "pass_ci95": (low, high),
+        "per_kind": {k: sum(v) / len(v) for k, v in sorted(per_kind.items())},
+        "mean_words": sum(words) / n,
+        "ending": sum(ended) / n,
+        "scores": scores,
+    }
+
+
+def win_rate(new: dict, old: dict) -> tuple[float, tuple[float, float]]:
+    """Share of (prompt, sample) pairs where the hidden preference puts vK's answer above v0's (ties half)."""
+    wins = sum(
+        1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(new["scores"], old["scores"], strict=True)
+    )
+    n = len(new["scores"])
+    return wins / n, wilson_interval(wins, n)
+
+
+def run_round(
+    engine: Engine, home: str, url: str, worker: PregenWorker, labelers: list, preference: str
+) -> dict:
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    while worker.step():
+        pass
+    seconds["generate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    label_waiting_sets(engine, labelers)
+    seconds["label"] = time.perf_counter() - t
+    exposed: dict[str, Any] = {"ppo_max_new_tokens": MAX_NEW_TOKENS, "ppo_gold": preference}  # ROUND_EXPOSES
+    config = round_stage.RoundConfig(home=home, db=url, **exposed)
+    result = round_stage.run(config)
+    seconds.update(result.stage_seconds)
+    with Session(engine) as s:
+        rm = s.exec(select(RewardModel).where(RewardModel.name == result.reward_model)).one()
+        new = current_policy(session=s)
+        assert new is not None and new.version == result.version, "the round made no current version"
+        stopped = (new.metrics.get("overoptimisation") or {}).get("stopped_at")
+        return {
+            "policy": PolicyRef.of(new),
+            "reward_accuracy": rm.metrics.get("accuracy"),
+            "kl": result.metrics.get("kl"),
+            "kl_coef": result.metrics.get("kl_coef"),
+            "overopt_stopped_at": stopped,
+            "seconds": seconds,
+        }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sets", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument(
-        "--eval-samples", type=int, default=4, help="sampled answers per eval prompt and version"
-    )
+    parser.add_argument("--preference", choices=sorted(PREFERENCES), default="instructions")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sets", type=int, default=64, help="sets generated and labeled per round")
+    parser.add_argument("--train-prompts", type=int, default=160)
+    parser.add_argument("--heldout-prompts", type=int, default=24)
+    parser.add_argument("--eval-samples", type=int, default=4, help="sampled answers per held-out prompt")
     args = parser.parse_args()
     start_all = time.perf_counter()
+    preference = PREFERENCES[args.preference]
+    labelers = [
+        SimulatedLabeler("a", noise=0.2, seed=1, preference=preference),
+        SimulatedLabeler("b", noise=0.4, seed=2, preference=preference),
+    ]
+    judge = SimulatedLabeler("judge", preference=preference)
+    target_kl = PPOConfig().target_kl
     report = []
     with tempfile.TemporaryDirectory() as tmp:
         home = str(home_sharing_cache(Path(tmp) / "home", Path(HOME)))
         url = f"sqlite:///{Path(home) / 'loop.db'}"
         engine = make_engine(url)
-        with Session(engine) as s:
-            import_prompts(session=s, path=PROMPTS, eval_fraction=0.25)
-            ensure_initial_policy(session=s, base_model="default")
-            set_labels_needed(session=s, k=2)
-            evals = [p.messages for p in s.exec(select(Prompt).where(Prompt.split == "eval"))]
+        evals = seed_store(engine, args.preference, args.train_prompts, args.heldout_prompts)
         base, tokenizer = load_base("default", home=Path(home))
         pool = PolicyPool(base, tokenizer)
-        sampling = SamplingParams(max_new_tokens=64, temperature=0.8, seed=0)
+        sampling = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.8, seed=0)
         worker = PregenWorker(
             engine=engine,
             pool=pool,
             config=PregenConfig(buffer=args.sets, n=4, batch_prompts=8, sampling=sampling),
         )
-        eval_sampling = SamplingParams(max_new_tokens=64, temperature=0.7, seed=1)
         with Session(engine) as s:
-            v0 = s.exec(select(PolicyVersion).where(PolicyVersion.version == 0)).one()
-            s.expunge(v0)
-        for number in range(1, args.rounds + 1):
-            t = time.perf_counter()
-            while worker.step():
-                pass
-            generate_s = time.perf_counter() - t
-            t = time.perf_counter()
-            label_waiting_sets(engine, LABELERS)
-            label_s = time.perf_counter() - t
-            result = round_stage.run(round_stage.RoundConfig(home=home, db=url))
-            with Session(engine) as s:
-                new = current_policy(session=s)
-                assert new is not None, "the round made no current version"
-                rm = s.exec(select(RewardModel).where(RewardModel.name == result.reward_model)).one()
-            t = time.perf_counter()
-            rate, (low, high), ended, ended_v0 = win_rate(
-                pool, new, v0, evals, eval_sampling, args.eval_samples
+            v0_ref = current_policy(session=s)
+            assert v0_ref is not None
+            v0 = PolicyRef.of(v0_ref)
+        t = time.perf_counter()
+        v0_eval = judged(answers_of(pool, v0, evals, args.eval_samples), evals, judge)
+        v0_eval_s = time.perf_counter() - t
+        print(
+            json.dumps(
+                {"v0": {k: v for k, v in v0_eval.items() if k != "scores"}, "eval_s": round(v0_eval_s)}
             )
+        )
+        last_eval = v0_eval
+        for number in range(1, args.rounds + 1):
+            done = run_round(engine, home, url, worker, labelers, args.preference)
+            t = time.perf_counter()
+            last_eval = judged(answers_of(pool, done["policy"], evals, args.eval_samples), evals, judge)
+            rate, (low, high) = win_rate(last_eval, v0_eval)
             row = {
                 "round": number,
+                "version": done["policy"].version,
+                "pass_rate_v0": round(v0_eval["pass_rate"], 3),
+                "pass_rate": round(last_eval["pass_rate"], 3),
+                "pass_ci95": [round(x, 3) for x in last_eval["pass_ci95"]],
                 "win_rate_vs_v0": round(rate, 3),
                 "win_rate_ci95": [round(low, 3), round(high, 3)],
-                "comparisons": len(evals) * args.eval_samples,
-                "answers_ending": round(ended, 3),
-                "answers_ending_v0": round(ended_v0, 3),
-                "reward_accuracy": rm.metrics.get("accuracy"),
-                "kl_to_initial": result.metrics.get("kl"),
-                "generate_s": round(generate_s),
-                "label_s": round(label_s),
-                **{f"{k}_s": round(v) for k, v in result.stage_seconds.items()},
+                "reward_accuracy": done["reward_accuracy"],
+                "kl_to_v0": done["kl"],
+                "kl_coef": done["kl_coef"],
+                "overopt_stopped_at": done["overopt_stopped_at"],
+                "mean_words": round(last_eval["mean_words"], 1),
+                "answers_ending": round(last_eval["ending"], 3),
+                **{f"{k}_s": round(v) for k, v in done["seconds"].items()},
                 "eval_s": round(time.perf_counter() - t),
             }
             report.append(row)
-            print(json.dumps(row))
+            print(json.dumps(row), flush=True)
     total = time.perf_counter() - start_all
+    kinds = sorted(set(v0_eval["per_kind"]) | set(last_eval["per_kind"]))
+    print("per-instruction pass rate (v0 -> last):")
+    for kind in kinds:
+        print(
+            f"  {kind:12s} {v0_eval['per_kind'].get(kind, 0):.2f} -> {last_eval['per_kind'].get(kind, 0):.2f}"
+        )
     last = report[-1]
+    gain = last["pass_rate"] - last["pass_rate_v0"]
     print(
-        f"RESULT rounds={len(report)} win_rate_last_vs_v0={last['win_rate_vs_v0']:.3f} "
-        f"win_rate_ci95={last['win_rate_ci95'][0]:.2f}-{last['win_rate_ci95'][1]:.2f} "
-        f"reward_accuracy_last={last['reward_accuracy']:.3f} kl_last={last['kl_to_initial']:.3f} "
-        f"answers_ending_last={last['answers_ending']:.2f} total_min={total / 60:.1f}"
+        f"RESULT preference={args.preference} rounds={len(report)} pass_rate_v0={last['pass_rate_v0']:.3f} "
+        f"pass_rate_last={last['pass_rate']:.3f} pass_gain={gain:.3f} win_rate_last={last['win_rate_vs_v0']:.3f} "
+        f"kl_last={last['kl_to_v0']:.3f} kl_target={target_kl} mean_words_last={last['mean_words']:.1f} "
+        f"reward_accuracy_last={last['reward_accuracy']:.3f} total_min={total / 60:.1f}"
     )
 
 

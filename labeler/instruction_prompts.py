@@ -1,6 +1,6 @@
 """Prompts with verifiable instructions: an everyday request plus one or two instructions (labeler/instructions.py)
-with random parameters, so what a good answer looks like changes from prompt to prompt (fewer than 20 words here,
-at least 60 there, all capitals, three bullet points...). Topics and parameter values are split between train and
+with random parameters, so what a good answer looks like changes from prompt to prompt (fewer than 15 words here,
+at least 40 there, all capitals, three bullet points...). Topics and parameter values are split between train and
 held-out, so a held-out prompt asks about a topic, and with values, that training never saw.
 
     prompts = generate_prompts(count=64, split="train", seed=0)
@@ -86,8 +86,8 @@ VALUES: dict[str, dict[str, dict[PromptSplit, tuple[Any, ...]]]] = {
             "heldout": ("patience", "morning", "green"),
         }
     },
-    "max_words": {"n": {"train": (15, 25, 40), "heldout": (20, 30)}},
-    "min_words": {"n": {"train": (40, 60, 100), "heldout": (50, 80)}},
+    "max_words": {"n": {"train": (10, 15, 25), "heldout": (12, 20)}},
+    "min_words": {"n": {"train": (25, 40, 50), "heldout": (30, 45)}},
     "end_phrase": {
         "phrase": {
             "train": ("Is there anything else I can help with?", "That is all."),

@@ -185,7 +185,7 @@ class DPOConfig:
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"epochs": 2, "learning_rate": None, "max_length": 256}),
-    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None}),
+    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None}),
     "dpo": (DPOConfig, {"beta": None}),
 }  # fmt: skip
 
