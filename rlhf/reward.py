@@ -25,13 +25,14 @@ from sqlmodel import Session
 from transformers import get_scheduler
 
 from labeler.db import default_url, make_engine
+from labeler.hacking import ComplaintSet, hacking_suspects, sets_with_complaints
 from labeler.reward_models import next_reward_name, register_reward_model
 from models.loading import load_base
 from rlhf.configs import RewardConfig
 from rlhf.losses import ranking_batch_loss
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import Group, explode, load_groups, split_by_prompt, write_snapshot
-from rlhf.reward_eval import evaluate
+from rlhf.reward_eval import evaluate, score_sets
 from rlhf.scoring import RewardMeta, RewardScorer, ScoreHead, encode, render_dialogue, save_reward_model
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,18 @@ def train_loop(
     scorer.eval()
 
 
+def hacking_review(scorer: RewardScorer, tokenizer, complaints: list[ComplaintSet], max_length: int) -> dict:
+    """The reward-hacking review list for this model: answers it scores first in their set that labelers
+    flagged or ranked last (labeler/hacking.py), and how many of the sets with such answers it checked."""
+    scores = score_sets(scorer, tokenizer, [(s.prompt, s.texts) for s in complaints], max_length)
+    suspects = hacking_suspects(complaints, scores)
+    return {
+        "sets_checked": len(complaints),
+        "suspects": len(suspects),
+        "items": [x.to_dict() for x in suspects],
+    }
+
+
 def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RewardResult:
     """Load data, train, evaluate, save and register. Returns the new model's name, folder and metrics."""
     reporter = reporter or ConsoleReporter()
@@ -169,6 +182,7 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
             session=session, settings=config.pair_settings(), include_imported=config.include_imported
         )
         name = next_reward_name(session=session)
+        complaints = sets_with_complaints(session=session)
     train, heldout = split_by_prompt(groups, config.eval_fraction, config.heldout_sources)
     if config.max_pairs:
         train = train[: config.max_pairs]
@@ -189,6 +203,7 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     metrics = evaluate(scorer, tokenizer, heldout or train, config.max_length)
     metrics["train_seconds"] = round(train_seconds, 2)
     metrics["heldout_sets"], metrics["train_groups"] = len(heldout), len(train)
+    metrics["review"] = hacking_review(scorer, tokenizer, complaints, config.max_length)
     reporter.log({k: v for k, v in metrics.items() if isinstance(v, float | int)})
     folder = Path(config.home) / "models" / f"reward-{name}"
     meta = RewardMeta(

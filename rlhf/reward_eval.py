@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 
 import torch
 
@@ -14,21 +15,32 @@ from rlhf.reward_data import Group
 from rlhf.scoring import RewardScorer, encode, render_dialogue
 
 
-@torch.inference_mode()
 def score_groups(
     scorer: RewardScorer, tokenizer, groups: list[Group], max_length: int, batch_texts: int = 16
 ) -> list[list[float]]:
     """A reward per completion of every group, each text scored once."""
-    texts = [render_dialogue(tokenizer, g.prompt, t) for g in groups for t in g.texts]
+    return score_sets(scorer, tokenizer, [(g.prompt, g.texts) for g in groups], max_length, batch_texts)
+
+
+@torch.inference_mode()
+def score_sets(
+    scorer: RewardScorer,
+    tokenizer,
+    sets: Sequence[tuple[Sequence[dict], Sequence[str]]],
+    max_length: int,
+    batch_texts: int = 16,
+) -> list[list[float]]:
+    """A reward per answer of every (prompt, answers) set, in batches of `batch_texts`."""
+    texts = [render_dialogue(tokenizer, prompt, t) for prompt, answers in sets for t in answers]
     device = next(scorer.parameters()).device
     flat: list[float] = []
     for i in range(0, len(texts), batch_texts):
         enc = encode(tokenizer, texts[i : i + batch_texts], max_length, device)
         flat.extend(scorer(enc["input_ids"], enc["attention_mask"]).float().cpu().tolist())
     out, k = [], 0
-    for g in groups:
-        out.append(flat[k : k + len(g.texts)])
-        k += len(g.texts)
+    for _, answers in sets:
+        out.append(flat[k : k + len(answers)])
+        k += len(answers)
     return out
 
 

@@ -45,6 +45,7 @@ def rewards_frame(session: Session) -> pd.DataFrame:
                 m.get("loss"),
                 m.get("pairs"),
                 str(m.get("accuracy_by_agreement", {})),
+                (m.get("review") or {}).get("suspects"),
             ]
         )
     return pd.DataFrame(
@@ -57,8 +58,21 @@ def rewards_frame(session: Session) -> pd.DataFrame:
             "loss",
             "pairs",
             "accuracy by agreement",
+            "hacking suspects",
         ],
     )
+
+
+def review_frame(session: Session) -> pd.DataFrame:
+    """The newest reward model's reward-hacking review list: answers it scores first in their set although
+    labelers flagged them or ranked them last (labeler/hacking.py), the widest margins first."""
+    models = reward_models(session=session, newest_first=True)
+    items = (models[0].metrics.get("review") or {}).get("items", []) if models else []
+    rows = [
+        [models[0].name, i["set_id"], i["prompt"][:200], i["text"][:400], i["why"], round(i["margin"], 3)]
+        for i in items
+    ]
+    return pd.DataFrame(rows, columns=["reward model", "set", "prompt", "answer", "why", "margin over next"])
 
 
 def reward_trend(session: Session) -> pd.DataFrame:
@@ -121,6 +135,11 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
         jobs = gr.Dataframe(label="Jobs", interactive=False)
         rewards = gr.Dataframe(label="Reward models (held-out evaluation)", interactive=False)
+        review = gr.Dataframe(
+            label="Reward-hacking review: answers the newest reward model ranks first that labelers rejected",
+            interactive=False,
+            wrap=True,
+        )
         reward_plot = gr.LinePlot(
             x="reward model", y="value", color="metric", label="Reward models across rounds", height=250
         )
@@ -151,6 +170,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
                 (job.log_tail or job.error or "") if job else "",
                 jobs_frame(session),
                 rewards_frame(session),
+                review_frame(session),
                 reward_trend(session),
             )
 
@@ -171,7 +191,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             [launch_status, job_id],
             api_name=f"admin_launch_{kind}",
         )
-    watch_outputs = [progress, plot, overopt_plot, log, jobs, rewards, reward_plot]
+    watch_outputs = [progress, plot, overopt_plot, log, jobs, rewards, review, reward_plot]
     timer.tick(on_watch, [job_id], watch_outputs, api_name="admin_jobs", show_progress="hidden")
     cancel.click(on_cancel, [job_id], launch_status, api_name="admin_cancel_job")
 
