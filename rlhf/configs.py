@@ -62,7 +62,23 @@ class RewardConfig:
         default=False, metadata={"help": "subtract the rank-difference margin in the loss"}
     )
     center_rewards: float = field(default=0.0, metadata={"help": "coefficient of the reward-centering term"})
-    keep_ties: bool = field(default=False, metadata={"help": "ties give margin-0 pairs"})
+    keep_ties: bool = field(
+        default=False,
+        metadata={
+            "help": "tied answers become tie pairs, trained with Davidson's tie likelihood (else dropped)"
+        },
+    )
+    tie_strength: float = field(
+        default=1.0,
+        metadata={"help": "Davidson's nu: how likely a tie is between equal answers (with keep_ties)"},
+    )
+    none_acceptable: Literal["exclude", "below_reference"] = field(
+        default="exclude",
+        metadata={
+            "help": "sets marked 'none acceptable': left out, or every answer trained to score below a "
+            "reference at 0 (an average answer)"
+        },
+    )
     flagged: Literal["drop", "reject"] = field(
         default="drop", metadata={"help": "what flagged completions become"}
     )

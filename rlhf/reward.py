@@ -12,6 +12,7 @@ The model is registered in the store as r<K> with its held-out metrics and a sna
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -29,7 +30,7 @@ from labeler.hacking import ComplaintSet, hacking_suspects, sets_with_complaints
 from labeler.reward_models import next_reward_name, register_reward_model
 from models.loading import load_base
 from rlhf.configs import RewardConfig
-from rlhf.losses import ranking_batch_loss
+from rlhf.losses import below_reference_loss, ranking_batch_loss
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import Group, explode, load_groups, split_by_prompt, write_snapshot
 from rlhf.reward_eval import evaluate, score_sets
@@ -66,21 +67,63 @@ def build_scorer(config: RewardConfig) -> tuple[RewardScorer, object]:
     return RewardScorer(model, head), tokenizer
 
 
-def group_batch(
-    groups: list[Group], tokenizer, config: RewardConfig, device
-) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Inputs for all unique completions of the groups, (chosen, rejected) indices and margins."""
+@dataclass
+class Batch:
+    """One optimizer step's inputs: every unique answer encoded once, (chosen, rejected) index pairs, their
+    margins and tie flags, and the answers of "none acceptable" sets (indices into the encoded answers)."""
+
+    enc: dict
+    pairs: torch.Tensor  # [P, 2]
+    margins: torch.Tensor  # [P]
+    ties: torch.Tensor  # [P] bool: a tie pair (margin 0 with keep_ties)
+    negatives: torch.Tensor  # [N]
+
+
+def group_batch(groups: list[Group], tokenizer, config: RewardConfig, device) -> Batch:
     texts: list[str] = []
     pairs: list[tuple[int, int]] = []
     margins: list[float] = []
+    negatives: list[int] = []
     for g in groups:
         offset = len(texts)
         texts.extend(render_dialogue(tokenizer, g.prompt, t) for t in g.texts)
         for c, r, margin, _ in g.pairs:
             pairs.append((offset + c, offset + r))
             margins.append(margin)
-    enc = encode(tokenizer, texts, config.max_length, device)
-    return enc, torch.tensor(pairs, device=device), torch.tensor(margins, device=device, dtype=torch.float32)
+        negatives.extend(offset + k for k in g.negatives)
+    margin_t = torch.tensor(margins, device=device, dtype=torch.float32)
+    return Batch(
+        encode(tokenizer, texts, config.max_length, device),
+        torch.tensor(pairs, device=device, dtype=torch.long).reshape(-1, 2),
+        margin_t,
+        (margin_t == 0) & config.keep_ties,
+        torch.tensor(negatives, device=device, dtype=torch.long),
+    )
+
+
+def batch_loss(scores: torch.Tensor, batch: Batch, config: RewardConfig) -> torch.Tensor:
+    """Bradley-Terry (Davidson's with ties when `keep_ties`) over the pairs, plus the below-reference term for
+    the answers of "none acceptable" sets; weighted by how many pairs and answers each part has."""
+    parts, weights = [], []
+    if len(batch.pairs):
+        parts.append(
+            ranking_batch_loss(
+                scores,
+                batch.pairs,
+                batch.margins if config.use_margin else None,
+                config.center_rewards,
+                batch.ties if config.keep_ties else None,
+                math.log(config.tie_strength),
+            )
+        )
+        weights.append(len(batch.pairs))
+    if len(batch.negatives):
+        parts.append(below_reference_loss(scores[batch.negatives]))
+        weights.append(len(batch.negatives))
+    total = parts[0] * weights[0]
+    for part, weight in zip(parts[1:], weights[1:], strict=True):
+        total = total + part * weight
+    return total / sum(weights)
 
 
 def precision(config: RewardConfig) -> str:
@@ -139,19 +182,20 @@ def train_loop(
         order = train[:]
         rng.shuffle(order)
         for batch in shard_batches(order, per_step, rank, world):
-            enc, pairs, margins = group_batch(batch, tokenizer, config, accelerator.device)
+            inputs = group_batch(batch, tokenizer, config, accelerator.device)
             with accelerator.accumulate(scorer):
-                scores = scorer(enc["input_ids"], enc["attention_mask"])
-                loss = ranking_batch_loss(
-                    scores, pairs, margins if config.use_margin else None, config.center_rewards
-                )
+                scores = scorer(inputs.enc["input_ids"], inputs.enc["attention_mask"])
+                loss = batch_loss(scores, inputs, config)
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(params, 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
             step += 1
-            accuracy = (scores[pairs[:, 0]] > scores[pairs[:, 1]]).float().mean().item()
+            strict = inputs.pairs[~inputs.ties]
+            accuracy = (
+                (scores[strict[:, 0]] > scores[strict[:, 1]]).float().mean().item() if len(strict) else 0.0
+            )
             metrics = {"step": step, "loss": loss.item(), "accuracy": accuracy}
             reporter.step(metrics)
             if step % config.log_every == 0 or step == steps:
@@ -179,10 +223,18 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     engine = make_engine(config.db or default_url(Path(config.home)))
     with Session(engine) as session:
         groups = load_groups(
-            session=session, settings=config.pair_settings(), include_imported=config.include_imported
+            session=session,
+            settings=config.pair_settings(),
+            include_imported=config.include_imported,
+            none_acceptable=config.none_acceptable,
         )
         name = next_reward_name(session=session)
         complaints = sets_with_complaints(session=session)
+    if config.trainer == "trl" and (config.keep_ties or config.none_acceptable != "exclude"):
+        raise ValueError(
+            "trl's RewardTrainer takes strict pairs only: use --trainer ranking or pairs with keep_ties or "
+            "none_acceptable=below_reference"
+        )
     train, heldout = split_by_prompt(groups, config.eval_fraction, config.heldout_sources)
     if config.max_pairs:
         train = train[: config.max_pairs]

@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from sqlmodel import Session
 
@@ -14,6 +15,8 @@ from labeler.consensus import pair_votes
 from labeler.dataset import load_prompts, load_set_rankings
 from labeler.pairs import PairSettings, RankingView
 from labeler.store import messages_hash
+
+NoneAcceptable = Literal["exclude", "below_reference"]
 
 
 @dataclass
@@ -29,17 +32,30 @@ class Group:
     rankings: list[RankingView] = field(default_factory=list)
     origin: str = "generated"
     source: str = ""
+    negatives: list[int] = field(default_factory=list)  # answers of a "none acceptable" set (indices)
 
 
-def load_groups(*, session: Session, settings: PairSettings, include_imported: bool = True) -> list[Group]:
+def load_groups(
+    *,
+    session: Session,
+    settings: PairSettings,
+    include_imported: bool = True,
+    none_acceptable: NoneAcceptable = "exclude",
+) -> list[Group]:
+    """Every ranked set with consensus pairs as a Group. With `none_acceptable="below_reference"`, a set that
+    a labeler marked "none acceptable" also lists all its answers as `negatives` (each to score below a
+    reference answer at 0), and such a set is kept even when it has no pairs."""
     sets = [s for s in load_set_rankings(session=session) if include_imported or s.origin != "imported"]
     prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in sets})
     groups = []
     for s in sets:
         votes = pair_votes(s.rankings, settings)
-        if not votes:
+        rejected_all = none_acceptable == "below_reference" and any(
+            r.none_acceptable and not r.skipped for r in s.rankings
+        )
+        if not votes and not rejected_all:
             continue
-        ids = sorted({i for p in votes for i in (p.chosen, p.rejected)})
+        ids = sorted(s.texts) if rejected_all else sorted({i for p in votes for i in (p.chosen, p.rejected)})
         index = {cid: k for k, cid in enumerate(ids)}
         messages = prompts[s.prompt_id][0]
         groups.append(
@@ -53,6 +69,7 @@ def load_groups(*, session: Session, settings: PairSettings, include_imported: b
                 rankings=s.rankings,
                 origin=s.origin,
                 source=s.source,
+                negatives=list(range(len(ids))) if rejected_all else [],
             )
         )
     return groups
@@ -76,7 +93,8 @@ def split_by_prompt(
 
 
 def explode(groups: list[Group]) -> list[Group]:
-    """Each pair as its own two-completion group (the per-pair baseline scores both texts of every pair)."""
+    """Each pair as its own two-completion group (the per-pair baseline scores both texts of every pair); the
+    answers of a "none acceptable" set each as a one-answer group with no pair."""
     out = []
     for g in groups:
         for c, r, margin, agree in g.pairs:
@@ -90,6 +108,20 @@ def explode(groups: list[Group]) -> list[Group]:
                     [(0, 1, margin, agree)],
                     g.rankings,
                     g.origin,
+                )
+            )
+        for k in g.negatives:
+            out.append(
+                Group(
+                    g.set_id,
+                    g.prompt,
+                    g.prompt_key,
+                    [g.completion_ids[k]],
+                    [g.texts[k]],
+                    [],
+                    g.rankings,
+                    g.origin,
+                    negatives=[0],
                 )
             )
     return out

@@ -54,9 +54,14 @@ def evaluate(scorer: RewardScorer, tokenizer, groups: list[Group], max_length: i
     scorer.eval()
     scores = score_groups(scorer, tokenizer, groups, max_length)
     chosen, rejected, correct_by = [], [], defaultdict(list)
+    tie_gaps: list[float] = []
+    rejected_all = [s[k] for g, s in zip(groups, scores, strict=True) for k in g.negatives]
     per_labeler: dict[str, list[bool]] = defaultdict(list)
     for g, s in zip(groups, scores, strict=True):
-        for c, r, _, agreement in g.pairs:
+        for c, r, margin, agreement in g.pairs:
+            if margin == 0:  # a tie pair (keep_ties): no winner to get right
+                tie_gaps.append(abs(s[c] - s[r]))
+                continue
             chosen.append(s[c])
             rejected.append(s[r])
             correct_by[_bucket(agreement)].append(s[c] > s[r])
@@ -74,6 +79,10 @@ def evaluate(scorer: RewardScorer, tokenizer, groups: list[Group], max_length: i
         "mean_margin": (chosen_t - rejected_t).mean().item(),
         "loss": bradley_terry_loss(chosen_t, rejected_t).item(),
         "pairs": len(chosen),
+        "tie_pairs": len(tie_gaps),
+        "tie_mean_gap": statistics.fmean(tie_gaps) if tie_gaps else None,
+        # answers of "none acceptable" sets (none_acceptable=below_reference): trained to score below 0
+        "none_acceptable_mean": statistics.fmean(rejected_all) if rejected_all else None,
         "accuracy_by_agreement": {k: sum(v) / len(v) for k, v in correct_by.items()},
         "labeler_agreement": {k: sum(v) / len(v) for k, v in per_labeler.items()},
         "reward_mean": statistics.fmean(all_rewards),
