@@ -12,7 +12,8 @@ import random
 import re
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import pairwise
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -68,6 +69,26 @@ class SimulatedLabeler:
     noise: float = 0.0  # std of Gaussian noise added to the hidden score before ranking
     seed: int = 0
     preference: Preference = field(default=concise_and_finished)
+    tie_within: float = (
+        0.0  # answers whose noisy scores are this close to the one ranked above share its rank
+    )
+    none_below: float | None = None  # "none acceptable" when even the best noisy score is below this
+
+    def verdict(self, completions, rng: random.Random, instructions: Sequence[Instruction] = ()) -> RankingIn:
+        """This labeler's ranking of a set (ranks with ties, or "none acceptable"), set and user ids left 0."""
+        noisy = {
+            c.id: self.score(c.text, c.finish_reason, instructions) + rng.gauss(0, self.noise)
+            for c in completions
+        }
+        if self.none_below is not None and max(noisy.values()) < self.none_below:
+            return RankingIn(0, 0, "", none_acceptable=True, comment=SIMULATED)
+        order = sorted(completions, key=lambda c: -noisy[c.id])
+        ranks, rank = {order[0].id: 1}, 1
+        for above, c in pairwise(order):
+            if self.tie_within <= 0 or noisy[above.id] - noisy[c.id] > self.tie_within:
+                rank += 1
+            ranks[c.id] = rank
+        return RankingIn(0, 0, "", ranks=ranks, comment=SIMULATED)
 
     @property
     def account(self) -> str:
@@ -80,12 +101,8 @@ class SimulatedLabeler:
     def rank(
         self, completions, rng: random.Random, instructions: Sequence[Instruction] = ()
     ) -> dict[int, int]:
-        noisy = {
-            c.id: self.score(c.text, c.finish_reason, instructions) + rng.gauss(0, self.noise)
-            for c in completions
-        }
-        scored = sorted(completions, key=lambda c: -noisy[c.id])
-        return {c.id: k + 1 for k, c in enumerate(scored)}
+        """Ranks only (1 = best; ties within `tie_within`); the "none acceptable" option is `verdict`'s."""
+        return self.verdict(completions, rng, instructions).ranks
 
 
 def ensure_accounts(engine: Engine, labelers: list[SimulatedLabeler]) -> dict[str, int]:
@@ -113,12 +130,11 @@ def label_waiting_sets(
                 leased = lease_next_set(session=session, user_id=ids[lab.name], seed=rng.randrange(1 << 30))
                 if leased is None:
                     break
-                ranking = RankingIn(
-                    set_id=id_of(leased.set),
-                    user_id=ids[lab.name],
-                    submission_id=uuid.uuid4().hex,
-                    ranks=lab.rank(leased.completions, rng, stored_instructions(leased.prompt.instructions)),
-                    comment=SIMULATED,
+                verdict = lab.verdict(
+                    leased.completions, rng, stored_instructions(leased.prompt.instructions)
+                )
+                ranking = replace(
+                    verdict, set_id=id_of(leased.set), user_id=ids[lab.name], submission_id=uuid.uuid4().hex
                 )
                 submit_ranking(session=session, ranking=ranking)
                 done += 1

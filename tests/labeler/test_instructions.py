@@ -128,3 +128,18 @@ def test_the_noise_free_judge_is_the_preference():
     assert lab.score("quiet.", "eos", rules) > lab.score("LOUD.", "eos", rules)
     ranks = lab.rank(answers, random.Random(0), rules)
     assert sorted(ranks.values()) == [1, 2]
+
+
+def test_simulated_labelers_can_tie_close_answers_and_reject_a_whole_set():
+    lab = SimulatedLabeler("t", noise=0.0, preference=instructions_first, tie_within=0.1, none_below=-1.0)
+    rules = [Instruction("lowercase")]
+    answers = [
+        SimpleNamespace(id=1, text="quiet one.", finish_reason="eos"),
+        SimpleNamespace(id=2, text="quiet two.", finish_reason="eos"),
+        SimpleNamespace(id=3, text="LOUD.", finish_reason="eos"),
+    ]
+    assert lab.verdict(answers, random.Random(0), rules).ranks == {1: 1, 2: 1, 3: 2}
+    cut_off = [SimpleNamespace(id=i, text="LOUD AND", finish_reason="length") for i in (1, 2)]
+    assert lab.verdict(cut_off, random.Random(0), rules).none_acceptable
+    strict = SimulatedLabeler("s", noise=0.0, preference=instructions_first)  # tie_within 0: never ties
+    assert sorted(strict.rank(answers, random.Random(0), rules).values()) == [1, 2, 3]
