@@ -138,7 +138,12 @@ def run_round(
     t = time.perf_counter()
     label_waiting_sets(engine, labelers)
     seconds["label"] = time.perf_counter() - t
-    exposed: dict[str, Any] = {"ppo_max_new_tokens": MAX_NEW_TOKENS, "ppo_gold": preference}  # ROUND_EXPOSES
+    # ROUND_EXPOSES; one reward epoch: each round's reward model trains on every ranking so far
+    exposed: dict[str, Any] = {
+        "ppo_max_new_tokens": MAX_NEW_TOKENS,
+        "ppo_gold": preference,
+        "reward_epochs": 1,
+    }
     config = round_stage.RoundConfig(home=home, db=url, **exposed)
     result = round_stage.run(config)
     seconds.update(result.stage_seconds)
