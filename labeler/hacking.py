@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session
 
-from labeler.dataset import load_prompts, load_set_rankings
+from labeler.dataset import SetRankings, load_prompts, load_set_rankings
 from labeler.pairs import effective_ranks
 
 
@@ -61,8 +61,11 @@ def complaints_in(rankings: Sequence, completion_ids: Sequence[int]) -> dict[int
     return found
 
 
-def sets_with_complaints(*, session: Session) -> list[ComplaintSet]:
-    sets = load_set_rankings(session=session)
+def sets_with_complaints(
+    *, session: Session, sets: Sequence[SetRankings] | None = None
+) -> list[ComplaintSet]:
+    """`sets`: the ranked sets when the caller has loaded them already (the reward stage), else read here."""
+    sets = load_set_rankings(session=session) if sets is None else sets
     prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in sets})
     out = []
     for s in sets:

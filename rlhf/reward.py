@@ -25,6 +25,7 @@ from peft import LoraConfig, get_peft_model
 from sqlmodel import Session
 from transformers import get_scheduler
 
+from labeler.dataset import load_set_rankings
 from labeler.db import default_url, make_engine
 from labeler.hacking import ComplaintSet, hacking_suspects, sets_with_complaints
 from labeler.reward_models import next_reward_name, register_reward_model
@@ -222,14 +223,16 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     start = time.perf_counter()
     engine = make_engine(config.db or default_url(Path(config.home)))
     with Session(engine) as session:
+        ranked = load_set_rankings(session=session)  # read once for the training data and the review list
         groups = load_groups(
             session=session,
             settings=config.pair_settings(),
             include_imported=config.include_imported,
             none_acceptable=config.none_acceptable,
+            sets=ranked,
         )
         name = next_reward_name(session=session)
-        complaints = sets_with_complaints(session=session)
+        complaints = sets_with_complaints(session=session, sets=ranked)
     if config.trainer == "trl" and (config.keep_ties or config.none_acceptable != "exclude"):
         raise ValueError(
             "trl's RewardTrainer takes strict pairs only: use --trainer ranking or pairs with keep_ties or "
@@ -255,7 +258,6 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     metrics = evaluate(scorer, tokenizer, heldout or train, config.max_length)
     metrics["train_seconds"] = round(train_seconds, 2)
     metrics["heldout_sets"], metrics["train_groups"] = len(heldout), len(train)
-    metrics["review"] = hacking_review(scorer, tokenizer, complaints, config.max_length)
     reporter.log({k: v for k, v in metrics.items() if isinstance(v, float | int)})
     folder = Path(config.home) / "models" / f"reward-{name}"
     meta = RewardMeta(
@@ -267,7 +269,8 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     # Under several processes (`accelerate launch`, torchrun) one writes the files and the row; the others wait
     # for it (each computed the same name before training), so the model is stored once.
     state = PartialState()
-    if state.is_main_process:
+    if state.is_main_process:  # the review list too: the other processes would score the same sets again
+        metrics["review"] = hacking_review(scorer, tokenizer, complaints, config.max_length)
         save_reward_model(folder, scorer.model, scorer.head, meta)
         snapshot = write_snapshot(folder / "pairs_snapshot.jsonl", train, heldout, {"reward": asdict(config)})
         with Session(engine) as session:

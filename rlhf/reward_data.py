@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -12,7 +13,7 @@ from typing import Literal
 from sqlmodel import Session
 
 from labeler.consensus import pair_votes
-from labeler.dataset import load_prompts, load_set_rankings
+from labeler.dataset import SetRankings, load_prompts, load_set_rankings
 from labeler.pairs import PairSettings, RankingView
 from labeler.store import messages_hash
 
@@ -41,11 +42,13 @@ def load_groups(
     settings: PairSettings,
     include_imported: bool = True,
     none_acceptable: NoneAcceptable = "exclude",
+    sets: Sequence[SetRankings] | None = None,
 ) -> list[Group]:
     """Every ranked set with consensus pairs as a Group. With `none_acceptable="below_reference"`, a set that
     a labeler marked "none acceptable" also lists all its answers as `negatives` (each to score below a
     reference answer at 0), and such a set is kept even when it has no pairs."""
-    sets = [s for s in load_set_rankings(session=session) if include_imported or s.origin != "imported"]
+    every = load_set_rankings(session=session) if sets is None else sets
+    sets = [s for s in every if include_imported or s.origin != "imported"]
     prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in sets})
     groups = []
     for s in sets:
