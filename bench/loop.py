@@ -12,7 +12,11 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
 
 `--preference concise`: one rule for every prompt (end properly, about 25 words, no lists) on data/prompts.jsonl.
 
-    .venv/bin/python bench/loop.py [--preference instructions|concise] [--rounds 3] [--sets 64]
+    .venv/bin/python bench/loop.py [--preference instructions|concise] [--rounds 3] [--sets 64] [--tie-within 0.6]
+
+Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
+model (`reward_continue_from=latest`, the round's default), 12 PPO steps of 72 new tokens at most, and the gold
+judge on. `--tie-within X` makes the labelers tie close answers and the reward model train on the ties.
 
 This measures the training loop by design (generation through the pre-generation worker's code in-process, the
 stages called in-process as a round job would run them); the served app is measured by bench/labeling.py.
@@ -53,6 +57,7 @@ from rlhf.pregen import PregenConfig, PregenWorker
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"
 MAX_NEW_TOKENS = 72
+PPO_STEPS = 12
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,13 @@ def win_rate(new: dict, old: dict) -> tuple[float, tuple[float, float]]:
 
 
 def run_round(
-    engine: Engine, home: str, url: str, worker: PregenWorker, labelers: list, preference: str
+    engine: Engine,
+    home: str,
+    url: str,
+    worker: PregenWorker,
+    labelers: list,
+    preference: str,
+    keep_ties: bool,
 ) -> dict:
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -138,11 +149,14 @@ def run_round(
     t = time.perf_counter()
     label_waiting_sets(engine, labelers)
     seconds["label"] = time.perf_counter() - t
-    # ROUND_EXPOSES; one reward epoch: each round's reward model trains on every ranking so far
+    # ROUND_EXPOSES. The round's reward model continues the previous one on the new sets (the round's default),
+    # one epoch. PPO takes 12 steps: in a 16-step round the gold score stopped rising after about 8.
     exposed: dict[str, Any] = {
         "ppo_max_new_tokens": MAX_NEW_TOKENS,
         "ppo_gold": preference,
+        "ppo_steps": PPO_STEPS,
         "reward_epochs": 1,
+        "reward_keep_ties": keep_ties,
     }
     config = round_stage.RoundConfig(home=home, db=url, **exposed)
     result = round_stage.run(config)
@@ -170,12 +184,19 @@ def main() -> None:
     parser.add_argument("--train-prompts", type=int, default=160)
     parser.add_argument("--heldout-prompts", type=int, default=24)
     parser.add_argument("--eval-samples", type=int, default=4, help="sampled answers per held-out prompt")
+    parser.add_argument(
+        "--tie-within",
+        type=float,
+        default=0.0,
+        help="labelers tie answers whose noisy scores are this close; the reward model then keeps the ties "
+        "(Davidson's likelihood) instead of dropping them",
+    )
     args = parser.parse_args()
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
     labelers = [
-        SimulatedLabeler("a", noise=0.2, seed=1, preference=preference),
-        SimulatedLabeler("b", noise=0.4, seed=2, preference=preference),
+        SimulatedLabeler("a", noise=0.2, seed=1, preference=preference, tie_within=args.tie_within),
+        SimulatedLabeler("b", noise=0.4, seed=2, preference=preference, tie_within=args.tie_within),
     ]
     judge = SimulatedLabeler("judge", preference=preference)
     target_kl = PPOConfig().target_kl
@@ -207,7 +228,7 @@ def main() -> None:
         )
         last_eval = v0_eval
         for number in range(1, args.rounds + 1):
-            done = run_round(engine, home, url, worker, labelers, args.preference)
+            done = run_round(engine, home, url, worker, labelers, args.preference, args.tie_within > 0)
             t = time.perf_counter()
             last_eval = judged(answers_of(pool, done["policy"], evals, args.eval_samples), evals, judge)
             rate, (low, high) = win_rate(last_eval, v0_eval)

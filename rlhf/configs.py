@@ -29,7 +29,15 @@ class RewardConfig:
     full_finetune: bool = field(
         default=False, metadata={"help": "train all weights instead of a LoRA adapter"}
     )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    continue_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "keep training an earlier reward model ('latest' or a name such as r2): start from its "
+            "adapter and head, train only on sets it has not seen (new, or ranked again since) and evaluate on "
+            "every held-out set; 'latest' trains a new one where none fits"
+        },
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (a new adapter)"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     epochs: int = field(default=1, metadata={"help": "passes over the training sets"})
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
@@ -200,7 +208,7 @@ class DPOConfig:
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
-    "reward": (RewardConfig, {"epochs": 2, "learning_rate": None, "max_length": 256}),
+    "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": None, "max_length": 256, "keep_ties": None, "none_acceptable": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None}),
     "dpo": (DPOConfig, {"beta": None}),
 }  # fmt: skip

@@ -21,21 +21,40 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, PartialState
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from sqlmodel import Session
 from transformers import get_scheduler
 
 from labeler.dataset import load_set_rankings
 from labeler.db import default_url, make_engine
 from labeler.hacking import ComplaintSet, hacking_suspects, sets_with_complaints
-from labeler.reward_models import next_reward_name, register_reward_model
+from labeler.reward_models import RewardRef, find_reward_model, next_reward_name, register_reward_model
 from models.loading import load_base
 from rlhf.configs import RewardConfig
 from rlhf.losses import below_reference_loss, ranking_batch_loss
 from rlhf.progress import ConsoleReporter, Reporter
-from rlhf.reward_data import Group, explode, load_groups, split_by_prompt, write_snapshot
+from rlhf.reward_data import (
+    Group,
+    explode,
+    load_groups,
+    read_seen,
+    seen_counts,
+    split_by_prompt,
+    unseen,
+    write_seen,
+    write_snapshot,
+)
 from rlhf.reward_eval import evaluate, score_sets
-from rlhf.scoring import RewardMeta, RewardScorer, ScoreHead, encode, render_dialogue, save_reward_model
+from rlhf.scoring import (
+    RewardMeta,
+    RewardScorer,
+    ScoreHead,
+    encode,
+    load_head,
+    load_meta,
+    render_dialogue,
+    save_reward_model,
+)
 
 logger = logging.getLogger(__name__)
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -51,10 +70,47 @@ class RewardResult:
     seconds: float
 
 
-def build_scorer(config: RewardConfig) -> tuple[RewardScorer, object]:
+@dataclass(frozen=True)
+class Parent:
+    """The reward model a run keeps training (`continue_from`): its name, folder and the sets it has seen."""
+
+    name: str
+    folder: Path
+    seen: dict[int, int]
+
+
+def parent_model(ref: RewardRef | None, config: RewardConfig) -> Parent | None:
+    """The model `continue_from` names, checked: None for a new model. `latest` falls back to a new model
+    (logged) where there is none yet or the newest cannot be continued; a named one that cannot is an error."""
+    wanted = config.continue_from
+    if not wanted:
+        return None
+    named = wanted != "latest"
+    problem = None
+    if ref is None:
+        problem = f"no reward model {wanted!r} in the store" if named else "no reward model yet"
+    elif ref.base_model != config.model:
+        problem = f"{ref.name} was trained on base {ref.base_model!r}, this run uses {config.model!r}"
+    elif config.full_finetune or not ref.adapter_path or load_meta(Path(ref.adapter_path)).full_finetune:
+        problem = "continuing works with LoRA reward models only (full_finetune is off on both)"
+    if problem is None and ref is not None and ref.adapter_path:
+        return Parent(ref.name, Path(ref.adapter_path), read_seen(Path(ref.adapter_path)))
+    if named:
+        raise ValueError(f"continue_from={wanted}: {problem}")
+    logger.warning("continue_from=latest: %s; training a new reward model", problem)
+    return None
+
+
+def build_scorer(config: RewardConfig, parent: Parent | None = None) -> tuple[RewardScorer, object]:
+    """A new LoRA adapter and score head on the base (or all weights with `full_finetune`), or the `parent`
+    model's adapter and head, trainable."""
     base, tokenizer = load_base(config.model, home=Path(config.home), device=config.device)
     base.config.use_cache = False
     model: Any
+    hidden = base.config.hidden_size
+    if parent is not None:
+        model = PeftModel.from_pretrained(base, str(parent.folder), adapter_name="reward", is_trainable=True)
+        return RewardScorer(model, load_head(parent.folder, hidden).to(base.device)), tokenizer
     if config.full_finetune:
         model = base
         model.requires_grad_(True)
@@ -64,7 +120,7 @@ def build_scorer(config: RewardConfig) -> tuple[RewardScorer, object]:
         )
         model = get_peft_model(base, lora, adapter_name="reward")
     init_std = getattr(base.config, "initializer_range", 0.02)
-    head = ScoreHead(base.config.hidden_size, init_std=init_std).to(base.device)
+    head = ScoreHead(hidden, init_std=init_std).to(base.device)
     return RewardScorer(model, head), tokenizer
 
 
@@ -216,12 +272,36 @@ def hacking_review(scorer: RewardScorer, tokenizer, complaints: list[ComplaintSe
     }
 
 
-def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RewardResult:
-    """Load data, train, evaluate, save and register. Returns the new model's name, folder and metrics."""
-    reporter = reporter or ConsoleReporter()
-    torch.manual_seed(config.seed)
-    start = time.perf_counter()
-    engine = make_engine(config.db or default_url(Path(config.home)))
+class NothingNew(ValueError):
+    """Continuing `name` with no set it has not seen: there is nothing new to learn (a round then uses it)."""
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"no sets ranked since {name} was trained: rank more sets, or train without continue_from"
+        )
+        self.name = name
+
+
+@dataclass
+class RewardData:
+    """What one run trains and evaluates on, read in one short transaction: the new model's name, the training
+    groups (new to the continued model, if any), every held-out group, and the sets it reviews for hacking."""
+
+    name: str
+    train: list[Group]
+    heldout: list[Group]
+    complaints: list[ComplaintSet]
+    parent: Parent | None
+    seen: dict[int, int]  # the sets the model has met once this run is done (saved with it)
+
+
+def read_data(engine, config: RewardConfig) -> RewardData:
+    if config.trainer == "trl" and (config.keep_ties or config.none_acceptable != "exclude"):
+        raise ValueError(
+            "trl's RewardTrainer takes strict pairs only: use --trainer ranking or pairs with keep_ties or "
+            "none_acceptable=below_reference"
+        )
+    wanted = None if config.continue_from == "latest" else config.continue_from
     with Session(engine) as session:
         ranked = load_set_rankings(session=session)  # read once for the training data and the review list
         groups = load_groups(
@@ -233,20 +313,42 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
         )
         name = next_reward_name(session=session)
         complaints = sets_with_complaints(session=session, sets=ranked)
-    if config.trainer == "trl" and (config.keep_ties or config.none_acceptable != "exclude"):
-        raise ValueError(
-            "trl's RewardTrainer takes strict pairs only: use --trainer ranking or pairs with keep_ties or "
-            "none_acceptable=below_reference"
-        )
+        continued = find_reward_model(session=session, name=wanted) if config.continue_from else None
+    parent = parent_model(continued, config)
+    seen = parent.seen if parent else {}
     train, heldout = split_by_prompt(groups, config.eval_fraction, config.heldout_sources)
+    train = unseen(train, seen)
     if config.max_pairs:
         train = train[: config.max_pairs]
+    if not train and parent:
+        raise NothingNew(parent.name)
     if not train:
         raise ValueError("no usable rankings to train on: rank some sets (or import pairs) first")
+    # the review: the ranked sets this model meets first (with or without consensus pairs)
+    counts = {s.set_id: len(s.rankings) for s in ranked}
+    complaints = [c for c in complaints if seen.get(c.set_id) != counts[c.set_id]]
+    seen_now = {**seen, **seen_counts(train + heldout), **{c.set_id: counts[c.set_id] for c in complaints}}
     if config.trainer != "ranking":
         train = explode(train)
-    logger.info("reward %s: %d training groups, %d held-out sets", name, len(train), len(heldout))
-    scorer, tokenizer = build_scorer(config)
+    return RewardData(name, train, heldout, complaints, parent, seen_now)
+
+
+def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RewardResult:
+    """Load data, train, evaluate, save and register. Returns the new model's name, folder and metrics."""
+    reporter = reporter or ConsoleReporter()
+    torch.manual_seed(config.seed)
+    start = time.perf_counter()
+    engine = make_engine(config.db or default_url(Path(config.home)))
+    data = read_data(engine, config)
+    name, train, heldout, parent = data.name, data.train, data.heldout, data.parent
+    logger.info(
+        "reward %s: %d training groups, %d held-out sets%s",
+        name,
+        len(train),
+        len(heldout),
+        f", continuing {parent.name}" if parent else "",
+    )
+    scorer, tokenizer = build_scorer(config, parent)
     train_start = time.perf_counter()
     if config.trainer == "trl":
         from rlhf.reward_trl import train_with_trl
@@ -258,6 +360,8 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     metrics = evaluate(scorer, tokenizer, heldout or train, config.max_length)
     metrics["train_seconds"] = round(train_seconds, 2)
     metrics["heldout_sets"], metrics["train_groups"] = len(heldout), len(train)
+    metrics["continued_from"] = parent.name if parent else None
+    metrics["seen_sets"] = len(data.seen)
     reporter.log({k: v for k, v in metrics.items() if isinstance(v, float | int)})
     folder = Path(config.home) / "models" / f"reward-{name}"
     meta = RewardMeta(
@@ -270,8 +374,9 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     # for it (each computed the same name before training), so the model is stored once.
     state = PartialState()
     if state.is_main_process:  # the review list too: the other processes would score the same sets again
-        metrics["review"] = hacking_review(scorer, tokenizer, complaints, config.max_length)
+        metrics["review"] = hacking_review(scorer, tokenizer, data.complaints, config.max_length)
         save_reward_model(folder, scorer.model, scorer.head, meta)
+        write_seen(folder, data.seen)
         snapshot = write_snapshot(folder / "pairs_snapshot.jsonl", train, heldout, {"reward": asdict(config)})
         with Session(engine) as session:
             register_reward_model(

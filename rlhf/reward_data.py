@@ -130,6 +130,34 @@ def explode(groups: list[Group]) -> list[Group]:
     return out
 
 
+SEEN_FILE = "seen_sets.json"
+
+
+def seen_counts(groups: Sequence[Group]) -> dict[int, int]:
+    """What a model has learned from or been evaluated on: each set's id and how many rankings it had then."""
+    return {g.set_id: len(g.rankings) for g in groups}
+
+
+def unseen(groups: Sequence[Group], seen: dict[int, int]) -> list[Group]:
+    """The groups a model with `seen` (from `seen_counts`) has not met: new sets, and sets ranked again since
+    (their consensus may have changed)."""
+    return [g for g in groups if seen.get(g.set_id) != len(g.rankings)]
+
+
+def write_seen(folder: Path, seen: dict[int, int]) -> Path:
+    path = folder / SEEN_FILE
+    path.write_text(json.dumps({str(k): v for k, v in sorted(seen.items())}))
+    return path
+
+
+def read_seen(folder: Path) -> dict[int, int]:
+    """The seen sets saved with a reward model; {} for a model saved before they were recorded."""
+    path = folder / SEEN_FILE
+    if not path.exists():
+        return {}
+    return {int(k): int(v) for k, v in json.loads(path.read_text()).items()}
+
+
 def write_snapshot(path: Path, train: list[Group], heldout: list[Group], settings: dict) -> Path:
     """Exactly what was trained and evaluated on, one pair per line."""
     path.parent.mkdir(parents=True, exist_ok=True)

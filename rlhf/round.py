@@ -1,12 +1,13 @@
-"""One turn of the loop as one job: a reward model on all usable rankings so far, then PPO (or DPO) from the
-current policy against it, then the new version becomes current (automatically, or after an admin's review in
-the policies tab). The round's lineage is recorded: rankings and sets used, reward model, parent and new policy.
+"""One turn of the loop as one job: a reward model (by default the latest one, trained further on the sets ranked
+since; where there are none, used as it is), then PPO (or DPO) from the current policy against it, then the new
+version becomes current (automatically, or after an admin's review in the policies tab). The round's lineage is recorded: rankings and sets used, reward model, parent and new policy.
 
     rankloop round [--optimizer ppo|dpo] [--auto_switch false] [--ppo_steps 20] ...
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from labeler.tables import id_of
 from rlhf import dpo, ppo, reward
 from rlhf.configs import DPOConfig, PPOConfig, RewardConfig, RoundConfig
 from rlhf.progress import ConsoleReporter, Reporter
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,7 +64,11 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
             **common,
             **config.stage_settings("reward"),
         )
-        reward_name = reward.run(rcfg, reporter=reporter, job_id=job_id).name
+        try:
+            reward_name = reward.run(rcfg, reporter=reporter, job_id=job_id).name
+        except reward.NothingNew as unchanged:  # no set ranked since the latest reward model: PPO uses it
+            logger.warning("%s; this round's PPO uses %s as it is", unchanged, unchanged.name)
+            reward_name = unchanged.name
         seconds["reward"] = time.perf_counter() - start
         start = time.perf_counter()
         pcfg = PPOConfig(

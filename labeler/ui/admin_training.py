@@ -64,14 +64,19 @@ def rewards_frame(session: Session) -> pd.DataFrame:
 
 
 def review_frame(session: Session) -> pd.DataFrame:
-    """The newest reward model's reward-hacking review list: answers it scores first in their set although
-    labelers flagged them or ranked them last (labeler/hacking.py), the widest margins first."""
+    """The reward-hacking review list: answers the newest reward model scores first in their set although
+    labelers flagged them or ranked them last (labeler/hacking.py), widest margins first; then those of the
+    models it continued (`continue_from`: each reviewed the sets it met first), newest first."""
     models = reward_models(session=session, newest_first=True)
-    items = (models[0].metrics.get("review") or {}).get("items", []) if models else []
-    rows = [
-        [models[0].name, i["set_id"], i["prompt"][:200], i["text"][:400], i["why"], round(i["margin"], 3)]
-        for i in items
-    ]
+    by_name = {m.name: m for m in models}
+    rows, model, visited = [], models[0] if models else None, set()
+    while model is not None and model.name not in visited:
+        visited.add(model.name)
+        for i in (model.metrics.get("review") or {}).get("items", []):
+            rows.append(
+                [model.name, i["set_id"], i["prompt"][:200], i["text"][:400], i["why"], round(i["margin"], 3)]
+            )
+        model = by_name.get(model.metrics.get("continued_from") or "")
     return pd.DataFrame(rows, columns=["reward model", "set", "prompt", "answer", "why", "margin over next"])
 
 

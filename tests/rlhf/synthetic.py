@@ -10,10 +10,10 @@ from sqlmodel import Session
 
 from labeler.db import make_engine
 from labeler.leasing import lease_next_set
-from labeler.policies import ensure_initial_policy
+from labeler.policies import current_policy, ensure_initial_policy
 from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
 from labeler.tables import id_of
-from labeler.users import add_user
+from labeler.users import add_user, get_user
 from models.tiny import save_tiny_checkpoint
 
 WORDS = [
@@ -41,15 +41,25 @@ def answer(rng: random.Random, goodness: int) -> str:
 
 def synthetic_store(tmp: Path, sets: int = 80, seed: int = 0) -> tuple[str, str]:
     """Returns (database URL, tiny checkpoint path). Rankings go through lease + submit like a labeler's."""
-    rng = random.Random(seed)
     url = f"sqlite:///{tmp / 'rankloop.db'}"
-    engine = make_engine(url)
     checkpoint = str(save_tiny_checkpoint(tmp / "tiny"))
-    with Session(engine) as session:
-        user = add_user(session=session, name="sim", password="sim-password")
+    with Session(make_engine(url)) as session:
+        ensure_initial_policy(session=session, base_model=checkpoint)
+    add_ranked_sets(url, sets, seed=seed)
+    return url, checkpoint
+
+
+def add_ranked_sets(url: str, sets: int, *, seed: int = 0, first: int = 0) -> None:
+    """`sets` more sets (prompts numbered from `first`) of the current policy, each ranked once by `sim`."""
+    rng = random.Random(seed)
+    with Session(make_engine(url)) as session:
+        user = get_user(session=session, name="sim") or add_user(
+            session=session, name="sim", password="sim-password"
+        )
         user_id = id_of(user)
-        pv = ensure_initial_policy(session=session, base_model=checkpoint)
-        for i in range(sets):
+        pv = current_policy(session=session)
+        assert pv is not None
+        for i in range(first, first + sets):
             prompt = get_or_add_prompt(
                 session=session, messages=[{"role": "user", "content": f"question {i} {rng.choice(WORDS)}"}]
             )
@@ -70,4 +80,3 @@ def synthetic_store(tmp: Path, sets: int = 80, seed: int = 0) -> tuple[str, str]
                     set_id=id_of(leased.set), user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks
                 ),
             )
-    return url, checkpoint

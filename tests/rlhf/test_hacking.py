@@ -99,3 +99,18 @@ def test_the_training_tab_lists_the_newest_models_suspects(engine):
             1,
             0,
         ]  # counts per reward model, newest first
+
+
+def test_the_review_follows_the_models_a_reward_model_continued(engine):
+    from labeler.reward_models import register_reward_model
+    from labeler.ui.admin_training import review_frame
+
+    def item(set_id: int) -> dict:
+        return {"set_id": set_id, "completion_id": set_id, "prompt": "p", "text": "t", "score": 1.0, "margin": 0.5, "why": "ranked last by 1"}  # fmt: skip
+
+    with Session(engine) as s:
+        for name, parent, set_id in (("r1", None, 1), ("r2", None, 2), ("r3", "r2", 3)):
+            metrics = {"continued_from": parent, "review": {"sets_checked": 1, "suspects": 1, "items": [item(set_id)]}}  # fmt: skip
+            register_reward_model(session=s, name=name, base_model="m", adapter_path="a", snapshot_path=None, metrics=metrics, job_id=None)  # fmt: skip
+        # r3 reviewed only the sets it met first; r2 (a new model) reviewed the rest; r1 is superseded by r2
+        assert [row[:2] for row in review_frame(s).values.tolist()] == [["r3", 3], ["r2", 2]]

@@ -13,7 +13,7 @@ from labeler.policies import current_policy, ensure_initial_policy
 from labeler.settings import set_labels_needed
 from labeler.simulate import SimulatedLabeler, ensure_accounts, label_waiting_sets
 from labeler.store import add_prompts
-from labeler.tables import CompletionSet, Job, PolicyVersion, TrainingRound
+from labeler.tables import CompletionSet, Job, PolicyVersion, RewardModel, TrainingRound
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
@@ -74,6 +74,10 @@ def test_two_rounds_then_a_killed_one(tmp_path):
                 lineage.parent_version_id == current.parent_id
                 and len(lineage.ranking_ids) == 16 * round_number
             )
+            rm = s.get(RewardModel, lineage.reward_model_id)
+            # round 2 continues round 1's reward model on the 8 sets ranked since (held-out ones evaluate it)
+            assert rm.metrics["continued_from"] == (None if round_number == 1 else "r1")
+            assert rm.metrics["seen_sets"] == 8 * round_number and rm.metrics["train_groups"] <= 8
     fill(worker)
     with Session(engine) as s:
         v2 = s.exec(select(PolicyVersion).where(PolicyVersion.version == 2)).one()

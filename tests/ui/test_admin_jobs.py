@@ -79,6 +79,7 @@ def test_every_launch_form_runs_its_job_to_success(tmp_path):
     with Session(engine) as s:
         versions = s.exec(select(PolicyVersion).order_by(col(PolicyVersion.version))).all()
         assert [v.version for v in versions] == [0, 1, 2, 3] and versions[-1].is_current
-        assert len(s.exec(select(RewardModel)).all()) == 2  # the reward job's and the round's
+        # no set ranked since the reward job's r1: the round continues it by default, so its PPO uses r1 as is
+        [r1] = s.exec(select(RewardModel)).all()
         [round_] = s.exec(select(TrainingRound)).all()
-        assert round_.new_version_id == versions[-1].id
+        assert round_.new_version_id == versions[-1].id and round_.reward_model_id == r1.id
