@@ -4,6 +4,7 @@ rankloop import prompts data/prompts.jsonl --eval-fraction 0.1
 rankloop import pairs ../shared/data/hh-rlhf-harmless-test-part-a.jsonl.gz
 rankloop export --format parquet --out runs/exports/latest
 rankloop user add alice --role labeler
+rankloop gold mark 42 --ranks 2,1,3,4 ; rankloop gold rate 0.1 ; rankloop gold scores
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from sqlmodel import Session
 
 from labeler.db import default_url, make_engine, read_session
 from labeler.export import EXPORT_FORMATS, ExportFormat, export_preferences, export_raw_rankings
+from labeler.gold import gold_scores, mark_gold
 from labeler.importers import import_pairs, import_prompts
 from labeler.pairs import PairSettings
-from labeler.users import add_user, new_password, reset_password, set_disabled
+from labeler.settings import set_gold_rate
+from labeler.users import add_user, new_password, reset_password, set_disabled, user_names
 
 
 def open_session(home: str, db: str | None) -> Session:
@@ -96,6 +99,68 @@ def _user(*, home: str, db: str | None, action: str, name: str, role: str, passw
     return 0
 
 
+def _gold(
+    *,
+    home: str,
+    db: str | None,
+    action: str,
+    value: str | None,
+    ranks: str | None,
+    flag: list[int] | None,
+    from_consensus: bool,
+) -> int:
+    with open_session(home, db) as session:
+        if action == "mark":
+            if value is None or not value.isdigit():
+                raise ValueError("gold mark needs the set's id: rankloop gold mark SET_ID --ranks 2,1,3,4")
+            known = parse_ranks(ranks) if ranks else None
+            gold = mark_gold(
+                session=session,
+                set_id=int(value),
+                ranks=known,
+                flagged=flag or [],
+                from_consensus=from_consensus,
+            )
+            print(f"gold set {gold.id} (a copy of set {value}): {gold.gold}")
+        elif action == "rate":
+            try:
+                rate = float(value or "")
+            except ValueError:
+                raise ValueError("gold rate needs a share of leases: rankloop gold rate 0.1") from None
+            set_gold_rate(session=session, rate=rate)
+            print(
+                f"gold rate {rate}: about one lease in {round(1 / rate) if rate else 'never'} gives a gold set"
+            )
+        else:
+            scores = gold_scores(session=session)
+            names = user_names(session=session)
+            ordered = sorted(
+                scores.items(), key=lambda kv: 2.0 if kv[1].mean_tau is None else -kv[1].mean_tau
+            )
+            for who, score in ordered:
+                name = names.get(who, str(who)) if isinstance(who, int) else who
+                tau = "n/a" if score.mean_tau is None else f"{score.mean_tau:.3f}"
+                flags = "n/a" if score.flags_caught is None else f"{score.flags_caught:.2f}"
+                print(f"{name:20s} gold sets {score.sets:4d}  mean tau {tau}  flags caught {flags}")
+    return 0
+
+
+def parse_ranks(text: str) -> list[int | None]:
+    """'2,1,3,4' (one rank per answer position; '-' or 'f' for a flagged answer) -> [2, 1, 3, 4]."""
+    out: list[int | None] = []
+    for k, part in enumerate(text.split(","), 1):
+        part = part.strip()
+        if part in ("-", "f"):
+            out.append(None)
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise ValueError(
+                f"--ranks: answer {k} has {part!r}; give a whole number, or '-' for a flagged one"
+            )
+    return out
+
+
 def register(add) -> None:
     """Add the store subcommands; `add(name, help)` returns a subparser with the common options."""
     imp = add("import", "import prompts or preference pairs (JSONL[.gz], CSV, TXT, Parquet, datasets folder)")
@@ -127,3 +192,15 @@ def register(add) -> None:
     user.add_argument("--role", choices=["labeler", "admin"], default="labeler")
     user.add_argument("--password", help="default: a random password, printed once")
     user.set_defaults(func=_user)
+
+    gold = add("gold", "gold sets with a known answer, mixed into labelers' queues to score them")
+    gold.add_argument("action", choices=["mark", "rate", "scores"])
+    gold.add_argument(
+        "value", nargs="?", help="mark: the id of the set to copy; rate: a share of leases, 0-0.5"
+    )
+    gold.add_argument("--ranks", help="mark: the known rank of each answer by position, e.g. 2,1,3,4")
+    gold.add_argument("--flag", type=int, action="append", help="mark: a known-flagged answer's position")
+    gold.add_argument(
+        "--from-consensus", action="store_true", help="mark: the set's merged ranking is the known answer"
+    )
+    gold.set_defaults(func=_gold)

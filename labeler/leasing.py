@@ -6,7 +6,8 @@
 
 Rules: a labeler never gets a set twice; a set is never leased past its `labels_needed` (its labels plus live
 leases); the current policy's sets come first, then newer versions, then sets others started (so overlap
-completes and agreement can be measured), then the oldest. Expired leases stop counting.
+completes and agreement can be measured), then the oldest. Expired leases stop counting. With a gold rate set
+(labeler/gold.py), that share of leases gives a gold set the labeler never had instead, while other work waits.
 
 A lease runs on every submit, so it reads few rows: each set counts its labels (`CompletionSet.labels_done`,
 kept by the store), and a partial index holds only the sets still open, in the order above; the shortlist walks
@@ -32,6 +33,7 @@ from sqlmodel import Session, col, select
 
 from labeler.db import read_session
 from labeler.errors import LeaseGone
+from labeler.settings import gold_rate
 from labeler.tables import Assignment, Completion, CompletionSet, PolicyVersion, Prompt, utcnow
 
 DEFAULT_LEASE_SECONDS = 15 * 60
@@ -179,6 +181,31 @@ def _claim(session: Session, user_id: int, set_id: int, now: datetime) -> int | 
     return set_id if claimed is not None and has_room(session, set_id, now) else None
 
 
+_GOLD_FOR = (
+    select(CompletionSet.id)
+    .where(CompletionSet.origin == "gold", ~had_by(_USER))
+    .order_by(col(CompletionSet.labels_done), col(CompletionSet.id))
+    .limit(SHORTLIST)
+)
+
+
+def _gold_draw(reader: Session, user_id: int, seed: int | None) -> int | None:
+    """With probability `gold_rate` (a setting), one of the gold sets this labeler never had, the least
+    labeled first; None otherwise. Gold sets mix into real work only: none is offered when nothing else waits."""
+    rate = gold_rate(session=reader)
+    rng = random.Random(None if seed is None else seed ^ 0x9E3779B9)
+    if rate <= 0 or rng.random() >= rate:
+        return None
+    ids = list(reader.connection().execute(_GOLD_FOR, {"user_id": user_id}).scalars())
+    return rng.choice(ids) if ids else None
+
+
+def _claim_gold(session: Session, user_id: int, set_id: int) -> int | None:
+    """A gold set never fills: only the never-had-it check (row-locked on PostgreSQL)."""
+    claimed = session.connection().execute(_CLAIM, {"set_id": set_id, "user_id": user_id}).first()
+    return set_id if claimed is not None else None
+
+
 @contextmanager
 def reading(session: Session) -> Iterator[Session]:
     """A read session next to `session`'s engine, so a scan runs before the write transaction (and, on SQLite,
@@ -235,9 +262,11 @@ def lease_next_set(
         if open_lease is not None:  # leased before leases had tokens: issue one
             return _issue_token(session, open_lease.id)
         shortlist = _shortlist(reader, params)
+        gold = _gold_draw(reader, user_id, seed) if shortlist else None
     if not shortlist:
         return None
-    set_id = _find_set(session, user_id, now, shortlist)
+    set_id = _claim_gold(session, user_id, gold) if gold is not None else None
+    set_id = set_id if set_id is not None else _find_set(session, user_id, now, shortlist)
     if set_id is None:
         session.rollback()
         return None

@@ -47,6 +47,22 @@ def set_labels_needed(*, session: Session, k: int, apply_to_waiting: bool = True
     return updated
 
 
+GOLD_RATE = "gold_rate"
+MAX_GOLD_RATE = 0.5
+
+
+def gold_rate(*, session: Session) -> float:
+    """The share of leases that give a gold set (labeler/gold.py); 0 when never set."""
+    value = get_setting(session=session, key=GOLD_RATE, default=0.0)
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def set_gold_rate(*, session: Session, rate: float) -> None:
+    if not 0 <= rate <= MAX_GOLD_RATE:
+        raise ValueError(f"gold rate must be between 0 and {MAX_GOLD_RATE} (a share of leases), got {rate}")
+    put_setting(session=session, key=GOLD_RATE, value=float(rate))
+
+
 def current_guidelines(*, session: Session) -> Guideline:
     """The newest guidelines; on a new store, version 1 is the project's default text."""
     newest = select(Guideline).order_by(col(Guideline.version).desc())

@@ -79,6 +79,9 @@ def store_counts(*, session: Session) -> StoreCounts:
     )
 
 
+FAST_SECONDS = 5.0  # a set of answers ranked faster than this was hardly read
+
+
 @dataclass(frozen=True)
 class LabelerRow:
     user_id: int
@@ -88,28 +91,33 @@ class LabelerRow:
     rankings: int
     skipped: int
     median_seconds: float | None
+    fast_share: float | None = None  # share of rankings done in under FAST_SECONDS (server-measured)
+    flag_share: float | None = None  # share of rankings that flag an answer
 
 
-def labeler_rows(*, session: Session) -> list[LabelerRow]:
-    per_user: dict[int, list[tuple[bool, float | None]]] = defaultdict(list)
-    for user_id, skipped, seconds in session.exec(
-        select(Ranking.user_id, Ranking.skipped, Ranking.seconds_spent)
+def labeler_rows(*, session: Session, fast_seconds: float = FAST_SECONDS) -> list[LabelerRow]:
+    per_user: dict[int, list[tuple[bool, float | None, bool]]] = defaultdict(list)
+    for user_id, skipped, seconds, flags in session.exec(
+        select(Ranking.user_id, Ranking.skipped, Ranking.seconds_spent, Ranking.flags)
     ):
         if user_id is not None:
-            per_user[user_id].append((skipped, seconds))
+            per_user[user_id].append((skipped, seconds, bool(flags)))
     rows = []
     for user in session.exec(select(User).order_by(User.name)):
         entries = per_user.get(id_of(user), [])
-        times = [s for skipped, s in entries if not skipped and s is not None]
+        done = [(s, f) for skipped, s, f in entries if not skipped]
+        times = [s for s, _ in done if s is not None]
         rows.append(
             LabelerRow(
                 user_id=id_of(user),
                 name=user.name,
                 role=user.role,
                 disabled=user.disabled,
-                rankings=sum(1 for skipped, _ in entries if not skipped),
-                skipped=sum(1 for skipped, _ in entries if skipped),
+                rankings=len(done),
+                skipped=len(entries) - len(done),
                 median_seconds=round(median(times), 1) if times else None,
+                fast_share=round(sum(t < fast_seconds for t in times) / len(times), 3) if times else None,
+                flag_share=round(sum(f for _, f in done) / len(done), 3) if done else None,
             )
         )
     return rows

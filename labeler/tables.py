@@ -98,9 +98,11 @@ class CompletionSet(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)
     policy_version_id: int | None = Field(default=None, foreign_key="policyversion.id")
-    origin: str = Field(default="generated", max_length=16)  # generated | imported
+    origin: str = Field(default="generated", max_length=16)  # generated | imported | gold
     source: str = Field(default="", max_length=256)
     sampling: dict = _json({})
+    # A gold set's known answer ({"ranks": {completion id: rank}, "flagged": [ids]}, labeler/gold.py), or None.
+    gold: dict | None = _json(None)
     labels_needed: int = 1
     # Its labels (non-skip rankings), counted by the store in the transaction that adds one, so that leasing
     # finds the open sets through an index instead of counting every set's rankings on every lease.

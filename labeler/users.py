@@ -115,6 +115,11 @@ def reset_password(*, session: Session, name: str, password: str | None = None) 
     return password
 
 
+def user_names(*, session: Session) -> dict[int, str]:
+    """Every account's id and name (reports show names, rankings hold ids)."""
+    return {i: n for i, n in session.exec(select(User.id, User.name)).all() if i is not None}
+
+
 def has_users(*, session: Session) -> bool:
     return session.exec(select(User.id)).first() is not None
 

@@ -90,6 +90,14 @@ class RewardConfig:
     flagged: Literal["drop", "reject"] = field(
         default="drop", metadata={"help": "what flagged completions become"}
     )
+    labeler_weights: Literal["equal", "reliability"] = field(
+        default="equal",
+        metadata={
+            "help": "equal: every labeler's vote counts once; reliability: votes weigh by each labeler's "
+            "estimated accuracy (one-coin Dawid-Skene over all labels: below 0.5 counts reversed, 0.5 not at "
+            "all) and each pair by how sure the weighted consensus is"
+        },
+    )
     min_agreement: float = field(default=0.0, metadata={"help": "drop consensus pairs below this agreement"})
     include_imported: bool = field(default=True, metadata={"help": "also train on imported pairs"})
     normalize: bool = field(

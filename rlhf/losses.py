@@ -8,11 +8,16 @@ import torch.nn.functional as F
 
 
 def bradley_terry_loss(
-    chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None, center: float = 0.0
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    center: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """mean(-log sigmoid(r_c - r_r - margin)) + center * mean((r_c + r_r)^2)."""
+    """mean(w * -log sigmoid(r_c - r_r - margin)) + center * mean((r_c + r_r)^2); w = 1 without `weights`."""
     diff = chosen - rejected if margin is None else chosen - rejected - margin
-    loss = -F.logsigmoid(diff).mean()
+    per_pair = -F.logsigmoid(diff)
+    loss = (per_pair if weights is None else per_pair * weights).mean()
     if center:
         loss = loss + center * ((chosen + rejected) ** 2).mean()
     return loss
@@ -54,14 +59,18 @@ def ranking_batch_loss(
     center: float = 0.0,
     ties: torch.Tensor | None = None,
     tie_log_strength: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Bradley-Terry over every pair of every ranked set, each completion scored once (InstructGPT's trick).
 
     `scores`: [T] one reward per unique completion in the batch; `pairs`: [P, 2] (chosen, rejected) indices;
-    `ties`: [P] bool, when the batch holds tie pairs (Davidson's likelihood then). Without ties it equals
-    `bradley_terry_loss` on the gathered scores exactly.
+    `ties`: [P] bool, when the batch holds tie pairs (Davidson's likelihood then); `weights`: [P] per-pair
+    weights (reliability-weighted consensus; strict pairs only). Without ties it equals `bradley_terry_loss` on
+    the gathered scores exactly.
     """
     chosen, rejected = scores[pairs[:, 0]], scores[pairs[:, 1]]
     if ties is None:
-        return bradley_terry_loss(chosen, rejected, margin, center)
+        return bradley_terry_loss(chosen, rejected, margin, center, weights)
+    if weights is not None:
+        raise ValueError("per-pair weights take strict pairs only (no ties)")
     return davidson_loss(chosen, rejected, ties, margin, tie_log_strength, center)

@@ -27,7 +27,9 @@ from transformers import get_scheduler
 
 from labeler.dataset import load_set_rankings
 from labeler.db import default_url, make_engine
+from labeler.gold import gold_comparisons, gold_sets
 from labeler.hacking import ComplaintSet, hacking_suspects, sets_with_complaints
+from labeler.reliability import Reliability, fit_reliability, votes_from_sets
 from labeler.reward_models import RewardRef, find_reward_model, next_reward_name, register_reward_model
 from models.loading import load_base
 from rlhf.configs import RewardConfig
@@ -134,6 +136,7 @@ class Batch:
     margins: torch.Tensor  # [P]
     ties: torch.Tensor  # [P] bool: a tie pair (margin 0 with keep_ties)
     negatives: torch.Tensor  # [N]
+    weights: torch.Tensor | None = None  # [P] per-pair weights (labeler_weights=reliability)
 
 
 def group_batch(groups: list[Group], tokenizer, config: RewardConfig, device) -> Batch:
@@ -141,20 +144,24 @@ def group_batch(groups: list[Group], tokenizer, config: RewardConfig, device) ->
     pairs: list[tuple[int, int]] = []
     margins: list[float] = []
     negatives: list[int] = []
+    weights: list[float] = []
     for g in groups:
         offset = len(texts)
         texts.extend(render_dialogue(tokenizer, g.prompt, t) for t in g.texts)
         for c, r, margin, _ in g.pairs:
             pairs.append((offset + c, offset + r))
             margins.append(margin)
+        weights.extend(g.weights or [1.0] * len(g.pairs))
         negatives.extend(offset + k for k in g.negatives)
     margin_t = torch.tensor(margins, device=device, dtype=torch.float32)
+    weighted = any(g.weights for g in groups)
     return Batch(
         encode(tokenizer, texts, config.max_length, device),
         torch.tensor(pairs, device=device, dtype=torch.long).reshape(-1, 2),
         margin_t,
         (margin_t == 0) & config.keep_ties,
         torch.tensor(negatives, device=device, dtype=torch.long),
+        torch.tensor(weights, device=device, dtype=torch.float32) if weighted else None,
     )
 
 
@@ -171,6 +178,7 @@ def batch_loss(scores: torch.Tensor, batch: Batch, config: RewardConfig) -> torc
                 config.center_rewards,
                 batch.ties if config.keep_ties else None,
                 math.log(config.tie_strength),
+                batch.weights,
             )
         )
         weights.append(len(batch.pairs))
@@ -293,23 +301,33 @@ class RewardData:
     complaints: list[ComplaintSet]
     parent: Parent | None
     seen: dict[int, int]  # the sets the model has met once this run is done (saved with it)
+    reliability: Reliability | None = None  # the labeler reliability fit (labeler_weights=reliability)
 
 
 def read_data(engine, config: RewardConfig) -> RewardData:
-    if config.trainer == "trl" and (config.keep_ties or config.none_acceptable != "exclude"):
+    if config.trainer == "trl" and (
+        config.keep_ties or config.none_acceptable != "exclude" or config.labeler_weights != "equal"
+    ):
         raise ValueError(
-            "trl's RewardTrainer takes strict pairs only: use --trainer ranking or pairs with keep_ties or "
-            "none_acceptable=below_reference"
+            "trl's RewardTrainer takes unweighted strict pairs only: use --trainer ranking or pairs with "
+            "keep_ties, none_acceptable=below_reference or labeler_weights=reliability"
         )
+    if config.keep_ties and config.labeler_weights != "equal":
+        raise ValueError("labeler_weights=reliability weighs strict votes only: turn keep_ties off")
     wanted = None if config.continue_from == "latest" else config.continue_from
     with Session(engine) as session:
         ranked = load_set_rankings(session=session)  # read once for the training data and the review list
+        fit = None
+        if config.labeler_weights == "reliability":
+            votes = votes_from_sets(((s.set_id, s.rankings) for s in ranked), config.flagged)
+            fit = fit_reliability(votes, gold=gold_comparisons(gold_sets(session=session)))
         groups = load_groups(
             session=session,
             settings=config.pair_settings(),
             include_imported=config.include_imported,
             none_acceptable=config.none_acceptable,
             sets=ranked,
+            reliability=fit,
         )
         name = next_reward_name(session=session)
         complaints = sets_with_complaints(session=session, sets=ranked)
@@ -330,7 +348,7 @@ def read_data(engine, config: RewardConfig) -> RewardData:
     seen_now = {**seen, **seen_counts(train + heldout), **{c.set_id: counts[c.set_id] for c in complaints}}
     if config.trainer != "ranking":
         train = explode(train)
-    return RewardData(name, train, heldout, complaints, parent, seen_now)
+    return RewardData(name, train, heldout, complaints, parent, seen_now, fit)
 
 
 def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RewardResult:
@@ -362,6 +380,8 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     metrics["heldout_sets"], metrics["train_groups"] = len(heldout), len(train)
     metrics["continued_from"] = parent.name if parent else None
     metrics["seen_sets"] = len(data.seen)
+    if data.reliability is not None:
+        metrics["labeler_reliability"] = {str(k): round(v, 4) for k, v in data.reliability.ranked()}
     reporter.log({k: v for k, v in metrics.items() if isinstance(v, float | int)})
     folder = Path(config.home) / "models" / f"reward-{name}"
     meta = RewardMeta(

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from labeler.consensus import pair_votes
 from labeler.dataset import SetRankings, load_prompts, load_set_rankings
 from labeler.pairs import PairSettings, RankingView
+from labeler.reliability import Reliability, weighted_pairs
 from labeler.store import messages_hash
 
 NoneAcceptable = Literal["exclude", "below_reference"]
@@ -34,6 +35,7 @@ class Group:
     origin: str = "generated"
     source: str = ""
     negatives: list[int] = field(default_factory=list)  # answers of a "none acceptable" set (indices)
+    weights: list[float] = field(default_factory=list)  # per pair (labeler_weights=reliability); empty: all 1
 
 
 def load_groups(
@@ -43,22 +45,26 @@ def load_groups(
     include_imported: bool = True,
     none_acceptable: NoneAcceptable = "exclude",
     sets: Sequence[SetRankings] | None = None,
+    reliability: Reliability | None = None,
 ) -> list[Group]:
     """Every ranked set with consensus pairs as a Group. With `none_acceptable="below_reference"`, a set that
     a labeler marked "none acceptable" also lists all its answers as `negatives` (each to score below a
-    reference answer at 0), and such a set is kept even when it has no pairs."""
+    reference answer at 0), and such a set is kept even when it has no pairs. With `reliability`, each pair is
+    decided by the reliability-weighted votes and weighs 2P - 1 (labeler/reliability.py) instead of a head
+    count; sets no known labeler ranked (imported pairs) keep the head count at weight 1."""
     every = load_set_rankings(session=session) if sets is None else sets
-    sets = [s for s in every if include_imported or s.origin != "imported"]
+    # gold sets measure labelers (labeler/gold.py); they are not training data
+    sets = [s for s in every if (include_imported or s.origin != "imported") and s.origin != "gold"]
     prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in sets})
     groups = []
     for s in sets:
-        votes = pair_votes(s.rankings, settings)
+        votes, weights = consensus_of(s, settings, reliability)
         rejected_all = none_acceptable == "below_reference" and any(
             r.none_acceptable and not r.skipped for r in s.rankings
         )
         if not votes and not rejected_all:
             continue
-        ids = sorted(s.texts) if rejected_all else sorted({i for p in votes for i in (p.chosen, p.rejected)})
+        ids = sorted(s.texts) if rejected_all else sorted({i for c, r, _, _ in votes for i in (c, r)})
         index = {cid: k for k, cid in enumerate(ids)}
         messages = prompts[s.prompt_id][0]
         groups.append(
@@ -68,14 +74,30 @@ def load_groups(
                 prompt_key=messages_hash(messages),
                 completion_ids=ids,
                 texts=[s.texts[i] for i in ids],
-                pairs=[(index[p.chosen], index[p.rejected], p.margin, p.agreement) for p in votes],
+                pairs=[(index[c], index[r], margin, agree) for c, r, margin, agree in votes],
                 rankings=s.rankings,
                 origin=s.origin,
                 source=s.source,
                 negatives=list(range(len(ids))) if rejected_all else [],
+                weights=weights,
             )
         )
     return groups
+
+
+IdVote = tuple[int, int, float, float]  # (chosen id, rejected id, margin, agreement)
+
+
+def consensus_of(
+    s: SetRankings, settings: PairSettings, reliability: Reliability | None
+) -> tuple[list[IdVote], list[float]]:
+    """A set's consensus pairs and their weights ([] = all 1): by head count (agreement = the winning share of
+    votes), or by reliability weights (agreement = the posterior that the chosen answer wins)."""
+    if reliability is None or all(r.labeler is None for r in s.rankings):
+        return [(p.chosen, p.rejected, p.margin, p.agreement) for p in pair_votes(s.rankings, settings)], []
+    pairs = weighted_pairs(s.set_id, s.rankings, reliability, settings.flagged)
+    kept = [p for p in pairs if p.confidence >= settings.min_agreement]
+    return [(p.chosen, p.rejected, p.margin, p.confidence) for p in kept], [p.weight for p in kept]
 
 
 def is_heldout(prompt_key: str, fraction: float) -> bool:
@@ -100,7 +122,7 @@ def explode(groups: list[Group]) -> list[Group]:
     answers of a "none acceptable" set each as a one-answer group with no pair."""
     out = []
     for g in groups:
-        for c, r, margin, agree in g.pairs:
+        for k, (c, r, margin, agree) in enumerate(g.pairs):
             out.append(
                 Group(
                     g.set_id,
@@ -111,6 +133,7 @@ def explode(groups: list[Group]) -> list[Group]:
                     [(0, 1, margin, agree)],
                     g.rankings,
                     g.origin,
+                    weights=g.weights[k : k + 1],
                 )
             )
         for k in g.negatives:

@@ -1,4 +1,5 @@
-"""Admin dashboard: sets, rankings, pairs, per-labeler counts, speed and agreement, flagged completions."""
+"""Admin dashboard: sets, rankings, pairs, per-labeler counts, speed, agreement, gold scores and reliability
+(labeler/quality.py, with the labelers to review), flagged completions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from sqlmodel import Session
 from labeler.consensus import agreement
 from labeler.dataset import load_set_rankings, preference_records
 from labeler.db import read_session
-from labeler.stats import flagged_completions, labeler_rows, store_counts
+from labeler.quality import labeler_quality
+from labeler.stats import flagged_completions, store_counts
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 
 LABELER_COLUMNS = [
@@ -18,8 +20,16 @@ LABELER_COLUMNS = [
     "rankings",
     "skipped",
     "median s/set",
+    "share < 5 s",
+    "flag share",
     "tau vs consensus",
     "sets in tau",
+    "tau vs others",
+    "gold sets",
+    "gold tau",
+    "gold flags caught",
+    "reliability",
+    "review",
 ]
 FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "text"]
 
@@ -43,9 +53,9 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
         f"**Krippendorff's alpha (ordinal):** {alpha} · **Flagged completions:** {counts.flagged_completions} "
         + (f"({', '.join(f'{k}: {v}' for k, v in reasons.most_common())})" if reasons else "")
     )
-    labelers = []
-    for row in labeler_rows(session=session):
-        tau = agree.per_labeler_tau.get(row.user_id)
+    labelers, to_review = [], []
+    for q in labeler_quality(session=session):
+        row, tau = q.row, agree.per_labeler_tau.get(q.row.user_id)
         labelers.append(
             [
                 row.name,
@@ -54,12 +64,28 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
                 row.rankings,
                 row.skipped,
                 row.median_seconds,
-                None if tau is None else round(tau, 3),
+                row.fast_share,
+                row.flag_share,
+                _round(tau),
                 agree.per_labeler_sets.get(row.user_id, 0),
+                _round(q.loo_tau),
+                q.gold.sets if q.gold else 0,
+                _round(q.gold.mean_tau if q.gold else None),
+                _round(q.gold.flags_caught if q.gold else None),
+                _round(q.reliability),
+                "; ".join(q.concerns),
             ]
         )
+        if q.concerns:
+            to_review.append(f"{row.name} ({'; '.join(q.concerns)})")
+    if to_review:
+        summary += "\n\n**Labelers to review** (listed, never dropped): " + ", ".join(to_review)
     flagged = [[f.set_id, f.completion_id, f.reason, f.labeler, f.text[:300]] for f in flags]
     return summary, labelers, flagged
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
 
 
 def build_dashboard(deps: UIDeps) -> TabLoad:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlmodel import Session
@@ -39,6 +40,9 @@ def answer(rng: random.Random, goodness: int) -> str:
     return f"{body}{' good' * goodness}."
 
 
+LABELERS_WITH_ADVERSARY = (("honest-a", False), ("honest-b", False), ("adversary", True))
+
+
 def synthetic_store(tmp: Path, sets: int = 80, seed: int = 0) -> tuple[str, str]:
     """Returns (database URL, tiny checkpoint path). Rankings go through lease + submit like a labeler's."""
     url = f"sqlite:///{tmp / 'rankloop.db'}"
@@ -49,14 +53,18 @@ def synthetic_store(tmp: Path, sets: int = 80, seed: int = 0) -> tuple[str, str]
     return url, checkpoint
 
 
-def add_ranked_sets(url: str, sets: int, *, seed: int = 0, first: int = 0) -> None:
-    """`sets` more sets (prompts numbered from `first`) of the current policy, each ranked once by `sim`."""
+def add_ranked_sets(
+    url: str,
+    sets: int,
+    *,
+    seed: int = 0,
+    first: int = 0,
+    labelers: Sequence[tuple[str, bool]] = (("sim", False),),
+) -> None:
+    """`sets` more sets (prompts numbered from `first`) of the current policy, each ranked by every one of
+    `labelers` (name, reverses: an adversary ranks the worst answer first)."""
     rng = random.Random(seed)
     with Session(make_engine(url)) as session:
-        user = get_user(session=session, name="sim") or add_user(
-            session=session, name="sim", password="sim-password"
-        )
-        user_id = id_of(user)
         pv = current_policy(session=session)
         assert pv is not None
         for i in range(first, first + sets):
@@ -70,13 +78,23 @@ def add_ranked_sets(url: str, sets: int, *, seed: int = 0, first: int = 0) -> No
                 prompt_id=id_of(prompt),
                 completions=[CompletionIn(answer(rng, g)) for g in goods],
                 policy_version_id=pv.id,
+                labels_needed=len(labelers),
             )
-        while (leased := lease_next_set(session=session, user_id=user_id)) is not None:
-            order = sorted(leased.completions, key=lambda c: -c.text.count(" good"))
-            ranks = {id_of(c): k + 1 for k, c in enumerate(order)}
-            submit_ranking(
-                session=session,
-                ranking=RankingIn(
-                    set_id=id_of(leased.set), user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks
-                ),
+        for name, reverses in labelers:
+            user = get_user(session=session, name=name) or add_user(
+                session=session, name=name, password=f"{name}-password"
             )
+            while (leased := lease_next_set(session=session, user_id=id_of(user))) is not None:
+                order = sorted(
+                    leased.completions, key=lambda c: -c.text.count(" good") * (-1 if reverses else 1)
+                )
+                ranks = {id_of(c): k + 1 for k, c in enumerate(order)}
+                submit_ranking(
+                    session=session,
+                    ranking=RankingIn(
+                        set_id=id_of(leased.set),
+                        user_id=id_of(user),
+                        submission_id=uuid.uuid4().hex,
+                        ranks=ranks,
+                    ),
+                )

@@ -1,0 +1,86 @@
+"""Labeler quality for the admin: per labeler, the gold score (labeler/gold.py), the reliability model's accuracy
+(labeler/reliability.py, fitted on every label with gold comparisons clamped), agreement with the consensus of
+the other labelers (leave-one-out Kendall tau-b), speed (median seconds, share under the fast floor), skip and
+flag shares, and whether the labeler falls under a floor and should be reviewed. Nobody is dropped: the list is
+for a person to look at.
+
+    with read_session(engine) as session:
+        rows = labeler_quality(session=session)
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from labeler.consensus import consensus_order, kendall_tau_b
+from labeler.dataset import SetRankings, load_set_rankings
+from labeler.gold import GoldScore, gold_comparisons, gold_sets, scores_from
+from labeler.reliability import fit_reliability, votes_from_sets
+from labeler.stats import LabelerRow, labeler_rows
+
+RELIABILITY_FLOOR = 0.6  # estimated accuracy under which a labeler is listed for review
+GOLD_TAU_FLOOR = 0.2  # mean tau with gold sets under which a labeler is listed for review
+
+
+@dataclass(frozen=True)
+class LabelerQuality:
+    row: LabelerRow
+    gold: GoldScore | None
+    reliability: float | None  # estimated P(a vote matches the true order)
+    votes: int
+    loo_tau: float | None  # mean tau-b with the consensus of the other labelers of the same sets
+    loo_sets: int
+
+    @property
+    def concerns(self) -> list[str]:
+        out = []
+        if self.reliability is not None and self.votes >= 10 and self.reliability < RELIABILITY_FLOOR:
+            out.append(f"reliability {self.reliability:.2f} < {RELIABILITY_FLOOR}")
+        if self.gold is not None and self.gold.mean_tau is not None and self.gold.mean_tau < GOLD_TAU_FLOOR:
+            out.append(f"gold tau {self.gold.mean_tau:.2f} < {GOLD_TAU_FLOOR}")
+        return out
+
+
+def leave_one_out_tau(sets: Sequence[SetRankings]) -> dict[str | int, list[float]]:
+    """Per labeler, tau-b between their ranking and the merged ranking of the set's other labelers."""
+    out: dict[str | int, list[float]] = defaultdict(list)
+    for s in sets:
+        voters = [r for r in s.rankings if r.labeler is not None and not (r.skipped or r.none_acceptable)]
+        if len(voters) < 2:
+            continue
+        for r in voters:
+            others = consensus_order([o for o in voters if o is not r])
+            tau = kendall_tau_b(dict(r.ranks), others)
+            if tau is not None and r.labeler is not None:
+                out[r.labeler].append(tau)
+    return out
+
+
+def labeler_quality(*, session: Session) -> list[LabelerQuality]:
+    """One row per account, in `labeler_rows` order (by name)."""
+    sets = load_set_rankings(session=session)
+    answers = gold_sets(session=session)
+    gold = scores_from(sets, answers)
+    fit = fit_reliability(
+        votes_from_sets((s.set_id, s.rankings) for s in sets), gold=gold_comparisons(answers)
+    )
+    loo = leave_one_out_tau([s for s in sets if s.origin != "gold"])
+    rows = []
+    for row in labeler_rows(session=session):
+        taus = loo.get(row.user_id, [])
+        rows.append(
+            LabelerQuality(
+                row,
+                gold.get(row.user_id),
+                fit.accuracy.get(row.user_id),
+                fit.votes.get(row.user_id, 0),
+                statistics.fmean(taus) if taus else None,
+                len(taus),
+            )
+        )
+    return rows

@@ -1,0 +1,51 @@
+"""Labeler quality on the dashboard: gold scores, reliability, leave-one-out agreement, speed; the adversary is
+listed for review, not dropped."""
+
+import uuid
+from datetime import timedelta
+
+from sqlmodel import Session, select
+
+from labeler.dataset import load_set_rankings
+from labeler.db import make_engine
+from labeler.gold import mark_gold
+from labeler.quality import labeler_quality, leave_one_out_tau
+from labeler.store import RankingIn, submit_ranking
+from labeler.tables import Assignment, Completion, User, id_of, utcnow
+from labeler.ui.admin_dashboard import LABELER_COLUMNS, dashboard_data
+from tests.rlhf.synthetic import LABELERS_WITH_ADVERSARY, add_ranked_sets, synthetic_store
+
+
+def test_the_adversary_is_found_by_reliability_gold_and_agreement(tmp_path):
+    url, _ = synthetic_store(tmp_path, sets=0)
+    # three honest labelers and an adversary (with two others, an honest labeler's leave-one-out consensus
+    # would be a draw between the other honest one and the adversary)
+    add_ranked_sets(url, 30, labelers=(*LABELERS_WITH_ADVERSARY, ("honest-c", False)))
+    engine = make_engine(url)
+    with Session(engine) as s:
+        gold = mark_gold(session=s, set_id=1, from_consensus=True)
+        answers = list(s.exec(select(Completion).where(Completion.set_id == gold.id)))
+        best_first = sorted(answers, key=lambda c: -c.text.count(" good"))
+        for user in list(s.exec(select(User))):  # each was given the gold set (as the gold rate would)
+            s.add(Assignment(set_id=id_of(gold), user_id=id_of(user), display_order=[id_of(c) for c in answers], lease_expires_at=utcnow() + timedelta(minutes=15), token=uuid.uuid4().hex))  # fmt: skip
+            s.commit()
+            order = best_first[::-1] if user.name == "adversary" else best_first
+            ranks = {id_of(c): k + 1 for k, c in enumerate(order)}
+            submit_ranking(session=s, ranking=RankingIn(set_id=id_of(gold), user_id=id_of(user), submission_id=uuid.uuid4().hex, ranks=ranks))  # fmt: skip
+        rows = {q.row.name: q for q in labeler_quality(session=s)}
+        summary, table, _ = dashboard_data(s)
+    adversary, honest = rows["adversary"], rows["honest-a"]
+    assert adversary.reliability < 0.2 < 0.8 < honest.reliability
+    assert adversary.gold.mean_tau == -1.0 and honest.gold.mean_tau == 1.0
+    assert adversary.loo_tau < 0 < honest.loo_tau and honest.loo_sets == 30
+    assert adversary.concerns and not honest.concerns
+    assert "Labelers to review" in summary and "adversary (reliability" in summary
+    by_name = {r[0]: dict(zip(LABELER_COLUMNS, r, strict=True)) for r in table}
+    assert by_name["adversary"]["gold tau"] == -1.0 and by_name["honest-b"]["review"] == ""
+    assert by_name["honest-a"]["rankings"] == 31  # 30 sets and the gold one
+
+
+def test_leave_one_out_needs_two_labelers(tmp_path):
+    url, _ = synthetic_store(tmp_path, sets=3)
+    with Session(make_engine(url)) as s:
+        assert leave_one_out_tau(load_set_rankings(session=s)) == {}
