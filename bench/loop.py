@@ -25,6 +25,7 @@ stages called in-process as a round job would run them); the served app is measu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -185,6 +186,11 @@ def main() -> None:
     parser.add_argument("--heldout-prompts", type=int, default=24)
     parser.add_argument("--eval-samples", type=int, default=4, help="sampled answers per held-out prompt")
     parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep the run's store and models in DIR (e.g. to study its reward models)",
+    )
+    parser.add_argument(
         "--tie-within",
         type=float,
         default=0.0,
@@ -201,7 +207,8 @@ def main() -> None:
     judge = SimulatedLabeler("judge", preference=preference)
     target_kl = PPOConfig().target_kl
     report = []
-    with tempfile.TemporaryDirectory() as tmp:
+    kept = contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory()
+    with kept as tmp:
         home = str(home_sharing_cache(Path(tmp) / "home", Path(HOME)))
         url = f"sqlite:///{Path(home) / 'loop.db'}"
         engine = make_engine(url)

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from labeler.db import default_url, make_engine, read_session
 from labeler.export import EXPORT_FORMATS, ExportFormat, export_preferences, export_raw_rankings
-from labeler.gold import gold_scores, mark_gold
+from labeler.gold import gold_scores, mark_gold, parse_ranks
 from labeler.importers import import_pairs, import_prompts
 from labeler.pairs import PairSettings
 from labeler.settings import set_gold_rate
@@ -143,22 +143,6 @@ def _gold(
                 flags = "n/a" if score.flags_caught is None else f"{score.flags_caught:.2f}"
                 print(f"{name:20s} gold sets {score.sets:4d}  mean tau {tau}  flags caught {flags}")
     return 0
-
-
-def parse_ranks(text: str) -> list[int | None]:
-    """'2,1,3,4' (one rank per answer position; '-' or 'f' for a flagged answer) -> [2, 1, 3, 4]."""
-    out: list[int | None] = []
-    for k, part in enumerate(text.split(","), 1):
-        part = part.strip()
-        if part in ("-", "f"):
-            out.append(None)
-        elif part.isdigit():
-            out.append(int(part))
-        else:
-            raise ValueError(
-                f"--ranks: answer {k} has {part!r}; give a whole number, or '-' for a flagged one"
-            )
-    return out
 
 
 def register(add) -> None:

@@ -59,6 +59,20 @@ def check_answer(ranks: Sequence[int | None], flagged: Sequence[int], answers: i
         raise ValueError("ranks start at 1 (the best answer)")
 
 
+def parse_ranks(text: str) -> list[int | None]:
+    """'2,1,3,4' (one rank per answer position; '-' or 'f' for a flagged answer) -> [2, 1, 3, 4]."""
+    out: list[int | None] = []
+    for k, part in enumerate(text.split(","), 1):
+        part = part.strip()
+        if part in ("-", "f"):
+            out.append(None)
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise ValueError(f"ranks: answer {k} has {part!r}; give a whole number, or '-' for a flagged one")
+    return out
+
+
 def add_gold_set(
     *,
     session: Session,
@@ -124,6 +138,7 @@ def mark_gold(
         flagged = [p for p, r in enumerate(ranks, 1) if r is None]
     if ranks is None:
         raise ValueError("give the known ranking (--ranks, one per answer) or --from-consensus")
+    flagged = sorted(set(flagged) | {p for p, r in enumerate(ranks, 1) if r is None})  # no rank: flagged
     return add_gold_set(
         session=session,
         prompt_id=source.prompt_id,

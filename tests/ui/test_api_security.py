@@ -23,6 +23,8 @@ ADMIN_CALLS = {
     "/admin_jobs": (None,),
     "/admin_policy_samples": (0,),
     "/admin_cancel_job": (1,),
+    "/admin_gold_rate": (0.5,),
+    "/admin_gold_mark": (1, "1,2,3,4", False),
 }
 
 
