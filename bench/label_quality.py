@@ -15,7 +15,7 @@ Reported per arm and repeat: accuracy on the held-out sets' pairs against the hi
 for every arm), and the reliability model's ranking of the labelers. Targets: the adversary and the random
 labeler ranked last; reliability accuracy >= honest accuracy - 0.02.
 
-    .venv/bin/python bench/label_quality.py [--sets 400] [--repeats 3]
+    .venv/bin/python bench/label_quality.py [--sets 160] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def one_repeat(tmp: Path, sets: int, seed: int) -> dict:
     with Session(make_engine(url_all)) as s:
         ranked = load_set_rankings(session=s)
     fit = fit_reliability(votes_from_sets((x.set_id, x.rankings) for x in ranked))
-    out: dict = {"seed": seed, "reliability": {names[k]: round(v, 3) for k, v in fit.ranked()}}
+    out: dict = {"seed": seed, "labelers": {names[k]: round(v, 3) for k, v in fit.ranked()}}
     arms: dict[str, tuple[str, Weights]] = {
         "equal": (url_all, "equal"),
         "reliability": (url_all, "reliability"),
@@ -141,7 +141,7 @@ def one_repeat(tmp: Path, sets: int, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sets", type=int, default=400)
+    parser.add_argument("--sets", type=int, default=160)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     start = time.perf_counter()
@@ -152,7 +152,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     mean = {arm: statistics.fmean(r[arm] for r in rows) for arm in ("equal", "reliability", "honest")}
-    last_two = all(set(list(r["reliability"])[-2:]) == {"adversary", "random"} for r in rows)
+    last_two = all(set(list(r["labelers"])[-2:]) == {"adversary", "random"} for r in rows)
     print(
         f"RESULT sets={args.sets} repeats={args.repeats} accuracy_equal={mean['equal']:.4f} "
         f"accuracy_reliability={mean['reliability']:.4f} accuracy_honest={mean['honest']:.4f} "

@@ -96,5 +96,5 @@ def test_reward_training_uses_ties_and_none_acceptable_sets_by_setting(tmp_path)
     assert plain.metrics["none_acceptable_mean"] is None
     if both.heldout_sets and both.metrics["none_acceptable_mean"] is not None:
         assert both.metrics["none_acceptable_mean"] < both.metrics["reward_mean"]
-    with pytest.raises(ValueError, match="trl's RewardTrainer takes strict pairs only"):
+    with pytest.raises(ValueError, match="trl's RewardTrainer takes unweighted strict pairs only"):
         reward.run(RewardConfig(**common, trainer="trl", keep_ties=True))
