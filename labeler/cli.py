@@ -17,11 +17,11 @@ from sqlmodel import Session
 
 from labeler.db import default_url, make_engine, read_session
 from labeler.export import EXPORT_FORMATS, ExportFormat, export_preferences, export_raw_rankings
-from labeler.gold import gold_scores, mark_gold, parse_ranks
+from labeler.gold import mark_gold, named_scores, parse_ranks
 from labeler.importers import import_pairs, import_prompts
 from labeler.pairs import PairSettings
 from labeler.settings import set_gold_rate
-from labeler.users import add_user, new_password, reset_password, set_disabled, user_names
+from labeler.users import add_user, new_password, reset_password, set_disabled
 
 
 def open_session(home: str, db: str | None) -> Session:
@@ -132,13 +132,7 @@ def _gold(
                 f"gold rate {rate}: about one lease in {round(1 / rate) if rate else 'never'} gives a gold set"
             )
         else:
-            scores = gold_scores(session=session)
-            names = user_names(session=session)
-            ordered = sorted(
-                scores.items(), key=lambda kv: 2.0 if kv[1].mean_tau is None else -kv[1].mean_tau
-            )
-            for who, score in ordered:
-                name = names.get(who, str(who)) if isinstance(who, int) else who
+            for name, score in named_scores(session=session):
                 tau = "n/a" if score.mean_tau is None else f"{score.mean_tau:.3f}"
                 flags = "n/a" if score.flags_caught is None else f"{score.flags_caught:.2f}"
                 print(f"{name:20s} gold sets {score.sets:4d}  mean tau {tau}  flags caught {flags}")

@@ -22,10 +22,11 @@ from sqlmodel import Session, col, select
 
 from labeler.consensus import consensus_order, kendall_tau_b
 from labeler.dataset import SetRankings, load_set_rankings
-from labeler.pairs import RankingView
-from labeler.reliability import Comparison
+from labeler.pairs import FlagMode, RankingView
+from labeler.reliability import Comparison, Reliability, fit_reliability, votes_from_sets
 from labeler.store import CompletionIn, add_completion_set
 from labeler.tables import Completion, CompletionSet, id_of
+from labeler.users import user_names
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,24 @@ def scores_from(sets: Sequence[SetRankings], answers: dict[int, GoldAnswer]) -> 
 def gold_scores(*, session: Session) -> dict[str | int, GoldScore]:
     answers = gold_sets(session=session)
     return scores_from(load_set_rankings(session=session, set_ids=list(answers)), answers) if answers else {}
+
+
+def named_scores(*, session: Session) -> list[tuple[str, GoldScore]]:
+    """Gold scores by account name, the best mean tau first (labelers with none last)."""
+    names = user_names(session=session)
+    scores = [
+        (names.get(k, str(k)) if isinstance(k, int) else k, v)
+        for k, v in gold_scores(session=session).items()
+    ]
+    return sorted(scores, key=lambda kv: (kv[1].mean_tau is None, -(kv[1].mean_tau or 0.0), kv[0]))
+
+
+def fit_with_gold(
+    *, session: Session, sets: Sequence[SetRankings], flagged: FlagMode = "drop"
+) -> Reliability:
+    """The reliability model over every vote in `sets`, the gold sets' known orders clamped."""
+    votes = votes_from_sets(((s.set_id, s.rankings) for s in sets), flagged)
+    return fit_reliability(votes, gold=gold_comparisons(gold_sets(session=session)))
 
 
 def gold_comparisons(answers: dict[int, GoldAnswer]) -> dict[Comparison, bool]:

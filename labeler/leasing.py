@@ -119,7 +119,10 @@ _CLAIM = (
     .where(CompletionSet.id == _SET, ~had_by(_USER))
     .with_for_update(skip_locked=True, of=CompletionSet)
 )
-_HAS_ROOM = select(CompletionSet.id).where(CompletionSet.id == _SET, _room_left(_NOW))
+# a gold set never fills: every labeler may rank it once (labeler/gold.py)
+_HAS_ROOM = select(CompletionSet.id).where(
+    CompletionSet.id == _SET, or_(col(CompletionSet.origin) == "gold", _room_left(_NOW))
+)
 _DISPLAY_IDS = select(Completion.id).where(Completion.set_id == _SET).order_by(col(Completion.position))
 _BY_TOKEN = select(Assignment).where(Assignment.token == bindparam("token"))
 
@@ -159,7 +162,8 @@ def _load_leased(session: Session, assignment: Assignment) -> LeasedSet:
 
 
 def has_room(session: Session, set_id: int, now: datetime) -> bool:
-    """A fresh count (a new statement, so after a row lock) of the set's labels plus live leases, below k."""
+    """A fresh count (a new statement, so after a row lock) of the set's labels plus live leases, below k; a
+    gold set always has room."""
     return session.connection().execute(_HAS_ROOM, {"set_id": set_id, "now": now}).first() is not None
 
 
@@ -198,12 +202,6 @@ def _gold_draw(reader: Session, user_id: int, seed: int | None) -> int | None:
         return None
     ids = list(reader.connection().execute(_GOLD_FOR, {"user_id": user_id}).scalars())
     return rng.choice(ids) if ids else None
-
-
-def _claim_gold(session: Session, user_id: int, set_id: int) -> int | None:
-    """A gold set never fills: only the never-had-it check (row-locked on PostgreSQL)."""
-    claimed = session.connection().execute(_CLAIM, {"set_id": set_id, "user_id": user_id}).first()
-    return set_id if claimed is not None else None
 
 
 @contextmanager
@@ -265,7 +263,7 @@ def lease_next_set(
         gold = _gold_draw(reader, user_id, seed) if shortlist else None
     if not shortlist:
         return None
-    set_id = _claim_gold(session, user_id, gold) if gold is not None else None
+    set_id = _claim(session, user_id, gold, now) if gold is not None else None
     set_id = set_id if set_id is not None else _find_set(session, user_id, now, shortlist)
     if set_id is None:
         session.rollback()

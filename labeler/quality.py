@@ -19,8 +19,7 @@ from sqlmodel import Session
 
 from labeler.consensus import consensus_order, kendall_tau_b
 from labeler.dataset import SetRankings, load_set_rankings
-from labeler.gold import GoldScore, gold_comparisons, gold_sets, scores_from
-from labeler.reliability import fit_reliability, votes_from_sets
+from labeler.gold import GoldScore, fit_with_gold, gold_sets, scores_from
 from labeler.stats import LabelerRow, labeler_rows
 
 RELIABILITY_FLOOR = 0.6  # estimated accuracy under which a labeler is listed for review
@@ -56,19 +55,17 @@ def leave_one_out_tau(sets: Sequence[SetRankings]) -> dict[str | int, list[float
         for r in voters:
             others = consensus_order([o for o in voters if o is not r])
             tau = kendall_tau_b(dict(r.ranks), others)
-            if tau is not None and r.labeler is not None:
+            if tau is not None and r.labeler is not None:  # (always: voters have one; for the type checker)
                 out[r.labeler].append(tau)
     return out
 
 
-def labeler_quality(*, session: Session) -> list[LabelerQuality]:
-    """One row per account, in `labeler_rows` order (by name)."""
-    sets = load_set_rankings(session=session)
-    answers = gold_sets(session=session)
-    gold = scores_from(sets, answers)
-    fit = fit_reliability(
-        votes_from_sets((s.set_id, s.rankings) for s in sets), gold=gold_comparisons(answers)
-    )
+def labeler_quality(*, session: Session, sets: Sequence[SetRankings] | None = None) -> list[LabelerQuality]:
+    """One row per account, in `labeler_rows` order (by name). `sets`: every ranked set, when the caller has
+    loaded them already (the dashboard), else read here."""
+    sets = load_set_rankings(session=session) if sets is None else sets
+    gold = scores_from(sets, gold_sets(session=session))
+    fit = fit_with_gold(session=session, sets=sets)
     loo = leave_one_out_tau([s for s in sets if s.origin != "gold"])
     rows = []
     for row in labeler_rows(session=session):

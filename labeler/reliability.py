@@ -31,6 +31,7 @@ class Vote:
     labeler: Labeler
     comparison: Comparison
     first_wins: bool  # the labeler ranked the smaller completion id above the larger
+    gap: int = 1  # how many ranks apart the labeler put the two answers
 
 
 def votes_from_sets(
@@ -45,8 +46,17 @@ def votes_from_sets(
             ranks = effective_ranks(r, flagged)
             for a, b in combinations(sorted(ranks), 2):
                 if ranks[a] != ranks[b]:
-                    votes.append(Vote(r.labeler, (set_id, a, b), ranks[a] < ranks[b]))
+                    votes.append(
+                        Vote(r.labeler, (set_id, a, b), ranks[a] < ranks[b], abs(ranks[a] - ranks[b]))
+                    )
     return votes
+
+
+def by_comparison(votes: Iterable[Vote]) -> dict[Comparison, list[Vote]]:
+    out: dict[Comparison, list[Vote]] = defaultdict(list)
+    for v in votes:
+        out[v.comparison].append(v)
+    return out
 
 
 def _log_odds(p: float) -> float:
@@ -88,9 +98,7 @@ def fit_reliability(
 ) -> Reliability:
     """EM for the one-coin model. `gold`: comparisons whose order is known (True: the first wins)."""
     gold = gold or {}
-    by_comparison: dict[Comparison, list[Vote]] = defaultdict(list)
-    for v in votes:
-        by_comparison[v.comparison].append(v)
+    grouped = by_comparison(votes)
     counts: dict[Labeler, int] = defaultdict(int)
     for v in votes:
         counts[v.labeler] += 1
@@ -100,11 +108,10 @@ def fit_reliability(
     for done in range(1, iterations + 1):
         current = Reliability(accuracy, dict(counts), done)
         posteriors = {
-            c: (1.0 if gold[c] else 0.0) if c in gold else current.posterior(vs)
-            for c, vs in by_comparison.items()
+            c: (1.0 if gold[c] else 0.0) if c in gold else current.posterior(vs) for c, vs in grouped.items()
         }
         right: dict[Labeler, float] = defaultdict(float)
-        for c, vs in by_comparison.items():
+        for c, vs in grouped.items():
             p = posteriors[c]
             for v in vs:
                 right[v.labeler] += p if v.first_wins else 1 - p
@@ -136,23 +143,13 @@ def weighted_pairs(
 ) -> list[WeightedPair]:
     """The set's comparisons decided by the reliability-weighted posterior instead of a head count; pairs whose
     votes cancel exactly are left out. Labelers the fit has not seen weigh 0."""
-    votes = votes_from_sets([(set_id, rankings)], flagged)
-    by_comparison: dict[Comparison, list[Vote]] = defaultdict(list)
-    for v in votes:
-        by_comparison[v.comparison].append(v)
-    gaps: dict[tuple[Labeler, int, int], int] = {}
-    for r in rankings:
-        if r.labeler is not None and not (r.skipped or r.none_acceptable):
-            ranks = effective_ranks(r, flagged)
-            for a, b in combinations(sorted(ranks), 2):
-                gaps[(r.labeler, a, b)] = abs(ranks[a] - ranks[b])
     out = []
-    for (_, a, b), vs in sorted(by_comparison.items()):
+    for (_, a, b), vs in sorted(by_comparison(votes_from_sets([(set_id, rankings)], flagged)).items()):
         p = fit.posterior(vs)
         if p == 0.5:
             continue
         first = p > 0.5
-        agreeing = [gaps[(v.labeler, a, b)] for v in vs if v.first_wins == first]
+        agreeing = [v.gap for v in vs if v.first_wins == first]
         margin = sum(agreeing) / len(agreeing) if agreeing else 1.0
         out.append(WeightedPair(a if first else b, b if first else a, margin, max(p, 1 - p)))
     return out

@@ -309,10 +309,7 @@ def count_label(session: Session, set_id: int) -> None:
 def _refuse_if_filled_meanwhile(session: Session, set_id: int) -> None:
     """A submit after its lease expired counts as a label if the set still has room (its labels plus other
     labelers' live leases below k); otherwise others filled it meanwhile and it is refused, nothing stored.
-    Gold sets never fill (every labeler may rank them)."""
-    cset = session.get(CompletionSet, set_id)
-    if cset is not None and cset.origin == "gold":
-        return
+    Gold sets never fill (`has_room`)."""
     if not has_room(session, set_id, utcnow()):
         raise LeaseGone(
             "your lease on this set expired and other labelers have since given it all the labels it needs, "

@@ -27,9 +27,9 @@ from transformers import get_scheduler
 
 from labeler.dataset import load_set_rankings
 from labeler.db import default_url, make_engine
-from labeler.gold import gold_comparisons, gold_sets
+from labeler.gold import fit_with_gold
 from labeler.hacking import ComplaintSet, hacking_suspects, sets_with_complaints
-from labeler.reliability import Reliability, fit_reliability, votes_from_sets
+from labeler.reliability import Reliability
 from labeler.reward_models import RewardRef, find_reward_model, next_reward_name, register_reward_model
 from models.loading import load_base
 from rlhf.configs import RewardConfig
@@ -319,8 +319,7 @@ def read_data(engine, config: RewardConfig) -> RewardData:
         ranked = load_set_rankings(session=session)  # read once for the training data and the review list
         fit = None
         if config.labeler_weights == "reliability":
-            votes = votes_from_sets(((s.set_id, s.rankings) for s in ranked), config.flagged)
-            fit = fit_reliability(votes, gold=gold_comparisons(gold_sets(session=session)))
+            fit = fit_with_gold(session=session, sets=ranked, flagged=config.flagged)
         groups = load_groups(
             session=session,
             settings=config.pair_settings(),

@@ -1,6 +1,7 @@
 """One turn of the loop as one job: a reward model (by default the latest one, trained further on the sets ranked
 since; where there are none, used as it is), then PPO (or DPO) from the current policy against it, then the new
-version becomes current (automatically, or after an admin's review in the policies tab). The round's lineage is recorded: rankings and sets used, reward model, parent and new policy.
+version becomes current (automatically, or after an admin's review in the policies tab). The round's lineage is
+recorded: rankings and sets used, reward model, parent and new policy.
 
     rankloop round [--optimizer ppo|dpo] [--auto_switch false] [--ppo_steps 20] ...
 """

@@ -37,7 +37,8 @@ FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "text"]
 def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
     """Summary markdown, labeler rows and flagged rows (pure store reads; the handler checks the role)."""
     counts = store_counts(session=session)
-    sets = [s for s in load_set_rankings(session=session) if s.origin == "generated"]
+    every = load_set_rankings(session=session)  # read once: pairs and agreement, and labeler quality
+    sets = [s for s in every if s.origin == "generated"]
     pairs = preference_records(session=session, sets=sets)
     agree = agreement([s.rankings for s in sets])
     alpha = (
@@ -54,7 +55,7 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
         + (f"({', '.join(f'{k}: {v}' for k, v in reasons.most_common())})" if reasons else "")
     )
     labelers, to_review = [], []
-    for q in labeler_quality(session=session):
+    for q in labeler_quality(session=session, sets=every):
         row, tau = q.row, agree.per_labeler_tau.get(q.row.user_id)
         labelers.append(
             [

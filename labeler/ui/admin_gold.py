@@ -8,10 +8,9 @@ import pandas as pd
 from sqlmodel import Session
 
 from labeler.db import read_session
-from labeler.gold import gold_scores, gold_sets, mark_gold, parse_ranks
+from labeler.gold import gold_sets, mark_gold, named_scores, parse_ranks
 from labeler.settings import MAX_GOLD_RATE, gold_rate, set_gold_rate
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
-from labeler.users import user_names
 
 GOLD_COLUMNS = ["gold set", "known ranks (answer id: rank)", "known flagged"]
 SCORE_COLUMNS = ["labeler", "gold sets", "mean tau", "flags caught"]
@@ -20,11 +19,7 @@ SCORE_COLUMNS = ["labeler", "gold sets", "mean tau", "flags caught"]
 def gold_frames(session: Session) -> tuple[float, pd.DataFrame, pd.DataFrame]:
     answers = gold_sets(session=session)
     sets = [[i, str(a.ranks), sorted(a.flagged)] for i, a in sorted(answers.items())]
-    names = user_names(session=session)
-    scores = [
-        [names.get(who, str(who)) if isinstance(who, int) else who, s.sets, s.mean_tau, s.flags_caught]
-        for who, s in gold_scores(session=session).items()
-    ]
+    scores = [[name, s.sets, s.mean_tau, s.flags_caught] for name, s in named_scores(session=session)]
     return (
         gold_rate(session=session),
         pd.DataFrame(sets, columns=GOLD_COLUMNS),
