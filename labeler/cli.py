@@ -5,6 +5,7 @@ rankloop import pairs ../shared/data/hh-rlhf-harmless-test-part-a.jsonl.gz
 rankloop export --format parquet --out runs/exports/latest
 rankloop user add alice --role labeler
 rankloop gold mark 42 --ranks 2,1,3,4 ; rankloop gold rate 0.1 ; rankloop gold scores
+rankloop selection --mode uncertainty --random-share 0.25 --oversample 2 --budget 128 ; rankloop selection
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from typing import Literal
 from sqlmodel import Session
 
 from labeler.db import default_url, make_engine, read_session
-from labeler.export import EXPORT_FORMATS, ExportFormat, export_preferences, export_raw_rankings
+from labeler.export import (
+    EXPORT_FORMATS,
+    ExportFormat,
+    LabelerWeights,
+    export_preferences,
+    export_raw_rankings,
+)
 from labeler.gold import mark_gold, named_scores, parse_ranks
 from labeler.importers import import_pairs, import_prompts
 from labeler.pairs import PairSettings
-from labeler.settings import set_gold_rate
+from labeler.settings import selection, set_gold_rate, set_selection
 from labeler.users import add_user, new_password, reset_password, set_disabled
 
 
@@ -65,6 +72,7 @@ def _export(
     keep_ties: bool,
     flagged: Literal["drop", "reject"],
     min_agreement: float,
+    weights: LabelerWeights,
 ) -> int:
     folder = Path(out) if out else Path(home) / "exports" / "latest"
     settings = PairSettings(keep_ties=keep_ties, flagged=flagged, min_agreement=min_agreement)
@@ -76,6 +84,7 @@ def _export(
             settings=settings,
             origins=None if origin == "all" else [origin],
             push_to_hub=push_to_hub,
+            weights=weights,
         )
         print(f"exported {result.pairs} pairs from {result.sets} sets to {result.paths[0]}")
         if raw:
@@ -139,6 +148,38 @@ def _gold(
     return 0
 
 
+def _selection(
+    *,
+    home: str,
+    db: str | None,
+    mode: str | None,
+    random_share: float | None,
+    oversample: int | None,
+    budget: int | None,
+) -> int:
+    changes = {
+        k: v
+        for k, v in {
+            "mode": mode,
+            "random_share": random_share,
+            "oversample": oversample,
+            "budget": budget,
+        }.items()
+        if v is not None
+    }
+    with open_session(home, db) as session:
+        chosen = set_selection(session=session, **changes) if changes else selection(session=session)
+    budget_text = f"at most {chosen.budget} sets per policy version" if chosen.budget else "no budget"
+    if chosen.mode == "uncertainty":
+        print(
+            f"selection by uncertainty: {chosen.oversample} candidates per kept set, the latest reward model's "
+            f"most doubtful kept, {chosen.random_share:.0%} at random; {budget_text}"
+        )
+    else:
+        print(f"selection random: every generated set is kept; {budget_text}")
+    return 0
+
+
 def register(add) -> None:
     """Add the store subcommands; `add(name, help)` returns a subparser with the common options."""
     imp = add("import", "import prompts or preference pairs (JSONL[.gz], CSV, TXT, Parquet, datasets folder)")
@@ -161,6 +202,12 @@ def register(add) -> None:
     exp.add_argument(
         "--push-to-hub", metavar="REPO_ID", help="also push to the Hugging Face Hub (needs a hub)"
     )
+    exp.add_argument(
+        "--weights",
+        choices=["equal", "reliability"],
+        default="equal",
+        help="consensus per pair: every vote once, or votes weighted by labeler reliability (weight 2P-1)",
+    )
     add_pair_settings_args(exp)
     exp.set_defaults(func=_export)
 
@@ -182,3 +229,12 @@ def register(add) -> None:
         "--from-consensus", action="store_true", help="mark: the set's merged ranking is the known answer"
     )
     gold.set_defaults(func=_gold)
+
+    sel = add("selection", "what the generator keeps for labelers: random, or the reward model's doubt")
+    sel.add_argument("--mode", choices=["random", "uncertainty"])
+    sel.add_argument("--random-share", type=float, help="uncertainty: share of kept sets picked at random")
+    sel.add_argument(
+        "--oversample", type=int, help="uncertainty: candidate sets generated per kept set (1-8)"
+    )
+    sel.add_argument("--budget", type=int, help="sets per policy version, 0 for no limit")
+    sel.set_defaults(func=_selection)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from labeler.consensus import pair_votes
 from labeler.pairs import PairSettings, RankingView
+from labeler.reliability import Reliability, weighted_pairs
 from labeler.tables import Completion, CompletionSet, PolicyVersion, Prompt, Ranking
 
 
@@ -34,6 +35,12 @@ class PreferenceRecord:
     split: str
     chosen_id: int
     rejected_id: int
+    # provenance: who voted, how the pair was decided and how much it counts, how the set was made and chosen
+    labelers: list[int] = field(default_factory=list)  # user ids of the set's voters
+    consensus: str = "majority"  # or "reliability" (labeler/reliability.py)
+    weight: float = 1.0  # 2P - 1 under reliability weights
+    sampling: dict = field(default_factory=dict)
+    selection: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +57,8 @@ class SetRankings:
     texts: dict[int, str]
     rankings: list[RankingView]
     source: str = ""
+    sampling: dict = field(default_factory=dict)
+    selection: dict | None = None
 
 
 def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None) -> list[SetRankings]:
@@ -79,14 +88,16 @@ def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None)
     ids = sorted(by_set)
     versions = dict(session.exec(select(PolicyVersion.id, PolicyVersion.version)).all())
     sets = {
-        s_id: (p_id, versions.get(pv), origin, source)
-        for s_id, p_id, pv, origin, source in session.execute(
+        s_id: (p_id, versions.get(pv), origin, source, sampling or {}, chosen)
+        for s_id, p_id, pv, origin, source, sampling, chosen in session.execute(
             select_columns(
                 col(CompletionSet.id),
                 col(CompletionSet.prompt_id),
                 col(CompletionSet.policy_version_id),
                 col(CompletionSet.origin),
                 col(CompletionSet.source),
+                col(CompletionSet.sampling),
+                col(CompletionSet.selection),
             )
         )
         if s_id in by_set
@@ -95,33 +106,62 @@ def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None)
     for c_id, s_id, text in session.exec(select(col(Completion.id), Completion.set_id, Completion.text)):
         if s_id in by_set and c_id is not None:
             texts[s_id][c_id] = text
-    return [SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i], sets[i][3]) for i in ids]
+    return [
+        SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i], *sets[i][3:]) for i in ids
+    ]
+
+
+IdVote = tuple[int, int, float, float]  # (chosen id, rejected id, margin, agreement)
+
+
+def consensus_of(
+    s: SetRankings, settings: PairSettings, reliability: Reliability | None
+) -> tuple[list[IdVote], list[float]]:
+    """A set's consensus pairs and their weights ([] = all 1): by head count (agreement = the winning share of
+    votes), or by reliability weights (agreement = the posterior that the chosen answer wins)."""
+    if reliability is None or all(r.labeler is None for r in s.rankings):
+        return [(p.chosen, p.rejected, p.margin, p.agreement) for p in pair_votes(s.rankings, settings)], []
+    pairs = weighted_pairs(s.set_id, s.rankings, reliability, settings.flagged)
+    kept = [p for p in pairs if p.confidence >= settings.min_agreement]
+    return [(p.chosen, p.rejected, p.margin, p.confidence) for p in kept], [p.weight for p in kept]
 
 
 def records_from_sets(
-    sets: Sequence[SetRankings], prompts: dict[int, tuple[list[dict], str]], settings: PairSettings
+    sets: Sequence[SetRankings],
+    prompts: dict[int, tuple[list[dict], str]],
+    settings: PairSettings,
+    reliability: Reliability | None = None,
 ) -> list[PreferenceRecord]:
-    """Consensus pairs of every set as records (pure; `prompts` maps id -> (messages, split))."""
+    """Consensus pairs of every set as records (pure; `prompts` maps id -> (messages, split)); with
+    `reliability`, pairs decided by the reliability-weighted votes and weighted 2P - 1."""
     out = []
     for s in sets:
         messages, split = prompts[s.prompt_id]
-        voters = sum(1 for r in s.rankings if not (r.skipped or r.none_acceptable))
-        for p in pair_votes(s.rankings, settings):
+        voting = [r for r in s.rankings if not (r.skipped or r.none_acceptable)]
+        voters = [r.labeler for r in voting if isinstance(r.labeler, int)]
+        votes, weights = consensus_of(s, settings, reliability)
+        method = "reliability" if weights else "majority"
+        for k, (chosen, rejected, margin, agreement) in enumerate(votes):
             out.append(
                 PreferenceRecord(
                     set_id=s.set_id,
                     prompt_id=s.prompt_id,
                     prompt=messages,
-                    chosen=s.texts[p.chosen],
-                    rejected=s.texts[p.rejected],
-                    margin=p.margin,
-                    num_labelers=voters,
-                    agreement=p.agreement,
+                    chosen=s.texts[chosen],
+                    rejected=s.texts[rejected],
+                    margin=margin,
+                    num_labelers=len(voting),
+                    agreement=agreement,
                     policy_version=s.policy_version,
                     origin=s.origin,
                     split=split,
-                    chosen_id=p.chosen,
-                    rejected_id=p.rejected,
+                    chosen_id=chosen,
+                    rejected_id=rejected,
+                    labelers=voters,
+                    consensus=method,
+                    weight=weights[k] if weights else 1.0,
+                    sampling=s.sampling,
+                    selection=s.selection,
                 )
             )
     return out
@@ -141,12 +181,13 @@ def preference_records(
     settings: PairSettings = PairSettings(),
     origins: Sequence[str] | None = None,
     sets: Sequence[SetRankings] | None = None,
+    reliability: Reliability | None = None,
 ) -> list[PreferenceRecord]:
-    """Every usable comparison in the store (or in the given `sets`), merged across labelers, optionally
-    limited to some origins."""
+    """Every usable comparison in the store (or in the given `sets`), merged across labelers (by head count, or
+    by `reliability` weights), optionally limited to some origins."""
     if sets is None:
         sets = load_set_rankings(session=session)
     if origins is not None:
         sets = [s for s in sets if s.origin in origins]
     prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in sets})
-    return records_from_sets(sets, prompts, settings)
+    return records_from_sets(sets, prompts, settings, reliability)

@@ -17,11 +17,16 @@ from typing import Literal
 from sqlmodel import Session, col, select
 
 from labeler.consensus import Agreement, agreement
+from labeler.costs import RoundCost, round_costs
 from labeler.dataset import PreferenceRecord, load_set_rankings, preference_records
+from labeler.gold import fit_with_gold
 from labeler.pairs import PairSettings
+from labeler.stats import human_time
 from labeler.tables import Assignment, Completion, CompletionSet, Prompt, Ranking, User, id_of
+from labeler.users import user_names
 
 ExportFormat = Literal["parquet", "jsonl", "hf"]
+LabelerWeights = Literal["equal", "reliability"]
 EXPORT_FORMATS: tuple[str, ...] = ("parquet", "jsonl", "hf")
 
 
@@ -33,11 +38,34 @@ class ExportResult:
     settings: dict
     agreement: Agreement | None = None
     counts: dict = field(default_factory=dict)
+    rounds: list[RoundCost] = field(default_factory=list)
 
 
-def _arrow_table(records: list[PreferenceRecord]):
+def _cost_lines(rounds: list[RoundCost]) -> list[str]:
+    """The card's table of what each training round's labels cost and bought (labeler/costs.py)."""
+    if not rounds:
+        return []
+    show = lambda x: "n/a" if x is None else f"{x:g}"  # noqa: E731
+    lines = [
+        "## What the labels cost and bought, per training round",
+        "",
+        "| round | made version | new labels | human minutes | reward model accuracy | labels per accuracy point "
+        "| human win-rate vs parent | labels per win-rate point |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in rounds:
+        lines.append(
+            f"| {c.round_id} | {show(c.version)} | {c.new_labels} | {c.human_minutes:g} | {show(c.reward_accuracy)} "
+            f"| {show(c.labels_per_accuracy_point)} | {show(c.win_rate)} | {show(c.labels_per_win_point)} |"
+        )
+    return [*lines, ""]
+
+
+def _arrow_table(records: list[PreferenceRecord], names: dict[int, str]):
     """Columns built directly (much faster than row dicts for hundreds of thousands of pairs)."""
     import pyarrow as pa
+
+    as_json = lambda value: None if value is None else json.dumps(value, sort_keys=True)  # noqa: E731
 
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
     turn = lambda text: [{"role": "assistant", "content": text}]  # noqa: E731
@@ -51,17 +79,28 @@ def _arrow_table(records: list[PreferenceRecord]):
         "policy_version": pa.array([r.policy_version for r in records], pa.int64()),
         "set_id": pa.array([r.set_id for r in records], pa.int64()),
         "origin": pa.array([r.origin for r in records], pa.string()),
+        "labelers": pa.array(
+            [[names.get(u, str(u)) for u in r.labelers] for r in records], pa.list_(pa.string())
+        ),
+        "consensus": pa.array([r.consensus for r in records], pa.string()),
+        "weight": pa.array([r.weight for r in records], pa.float64()),
+        "sampling": pa.array([as_json(r.sampling) for r in records], pa.string()),
+        "selection": pa.array([as_json(r.selection) for r in records], pa.string()),
     }
     return pa.table(columns)
 
 
 def _write_dataset(
-    records: list[PreferenceRecord], out: Path, fmt: ExportFormat, push_to_hub: str | None
+    records: list[PreferenceRecord],
+    names: dict[int, str],
+    out: Path,
+    fmt: ExportFormat,
+    push_to_hub: str | None,
 ) -> list[Path]:
     import pyarrow.parquet as pq
     from datasets import Dataset
 
-    table = _arrow_table(records)
+    table = _arrow_table(records, names)
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         path = out / "preferences.parquet"
@@ -87,15 +126,20 @@ def _card(result: ExportResult, fmt: str) -> str:
         "# rankloop preference export",
         "",
         "Pairwise preferences from human rankings, in TRL's conversational format (`prompt`, `chosen`, `rejected`),",
-        "with `margin` (rank difference), `num_labelers`, `agreement` (winning share of votes), `policy_version`,",
-        "`set_id` and `origin` (`generated` = ranked in rankloop, `imported` = imported pairs).",
+        "with `margin` (rank difference), `num_labelers`, `agreement` (winning share of votes, or under reliability",
+        "weights the posterior that `chosen` wins), `policy_version`, `set_id`, `origin` (`generated` = ranked in",
+        "rankloop, `imported` = imported pairs) and each pair's provenance: `labelers` (who ranked the set),",
+        "`consensus` (`majority` or `reliability`), `weight` (1, or 2P - 1 under reliability weights), `sampling`",
+        "(the generation settings, JSON) and `selection` (how the set was chosen for labeling, JSON).",
         "",
         f"- format: {fmt}",
         f"- pairs: {result.pairs}",
         f"- sets with pairs: {result.sets}",
         *(f"- {k}: {v}" for k, v in result.counts.items()),
+        f"- consensus: {result.settings.get('weights', 'equal')} weights",
         f"- Krippendorff's alpha (ordinal, sets with 2+ rankings): {alpha} over {a.sets if a else 0} sets",
         "",
+        *_cost_lines(result.rounds),
         "## Conversion settings",
         "",
         "```json",
@@ -113,23 +157,37 @@ def export_preferences(
     settings: PairSettings = PairSettings(),
     origins: list[str] | None = None,
     push_to_hub: str | None = None,
+    weights: LabelerWeights = "equal",
 ) -> ExportResult:
-    """Write the consensus pairs, a dataset card (README.md) and the settings (export.json) into `out`."""
+    """Write the consensus pairs, a dataset card (README.md) and the settings (export.json) into `out`. Gold sets
+    (copies of ranked sets that score labelers) are left out. `weights="reliability"` decides each pair by the
+    reliability-weighted votes (labeler/reliability.py, gold answers clamped) and weighs it 2P - 1."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
-    sets = [s for s in load_set_rankings(session=session) if origins is None or s.origin in origins]
-    records = preference_records(session=session, settings=settings, sets=sets)
+    if weights not in ("equal", "reliability"):
+        raise ValueError(f"unknown labeler weights {weights!r}; use equal or reliability")
+    every = load_set_rankings(session=session)
+    fit = (
+        fit_with_gold(session=session, sets=every, flagged=settings.flagged)
+        if weights == "reliability"
+        else None
+    )
+    sets = [s for s in every if s.origin != "gold" and (origins is None or s.origin in origins)]
+    records = preference_records(session=session, settings=settings, sets=sets, reliability=fit)
+    names = user_names(session=session)
+    cost = human_time(session=session, set_ids=[s.set_id for s in sets])
     result = ExportResult(
         paths=[],
         pairs=len(records),
         sets=len({r.set_id for r in records}),
-        settings={"pairs": settings.to_dict(), "origins": origins},
+        settings={"pairs": settings.to_dict(), "origins": origins, "weights": weights},
         agreement=agreement([s.rankings for s in sets], settings),
-        counts={"rankings": sum(len(s.rankings) for s in sets), "ranked sets": len(sets)},
+        counts={"rankings": sum(len(s.rankings) for s in sets), "ranked sets": len(sets), **cost.card()},
+        rounds=round_costs(session=session),
     )
     _end_reads(session)
     out = Path(out)
-    result.paths = _write_dataset(records, out, fmt, push_to_hub)
+    result.paths = _write_dataset(records, names, out, fmt, push_to_hub)
     (out / "README.md").write_text(_card(result, fmt))
     (out / "export.json").write_text(
         json.dumps({**result.settings, "pairs": result.pairs, "format": fmt}, indent=2)

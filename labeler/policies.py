@@ -67,6 +67,14 @@ def make_current(*, session: Session, version: int) -> PolicyVersion:
     return target
 
 
+def count_sets(*, session: Session, policy_version_id: int | None) -> int:
+    """Generated sets of this version, labeled or not (what a selection budget counts)."""
+    query = select(func.count(col(CompletionSet.id))).where(
+        CompletionSet.origin == "generated", CompletionSet.policy_version_id == policy_version_id
+    )
+    return session.exec(query).one()
+
+
 def count_waiting_sets(*, session: Session, policy_version_id: int | None) -> int:
     """Generated sets of this version that still need labels (rankings below `labels_needed`)."""
     query = select(func.count(col(CompletionSet.id))).where(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import func, update
 from sqlalchemy.exc import IntegrityError
@@ -61,6 +63,55 @@ def set_gold_rate(*, session: Session, rate: float) -> None:
     if not 0 <= rate <= MAX_GOLD_RATE:
         raise ValueError(f"gold rate must be between 0 and {MAX_GOLD_RATE} (a share of leases), got {rate}")
     put_setting(session=session, key=GOLD_RATE, value=float(rate))
+
+
+SELECTION = "selection"
+SelectionMode = Literal["random", "uncertainty"]
+MAX_OVERSAMPLE = 8
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the pre-generation worker keeps for labelers (rlhf/selection.py). `random`: every set it writes, for
+    the prompts with the fewest sets first. `uncertainty`: it writes `oversample` candidates per kept set and keeps
+    those the latest reward model doubts most, `random_share` of them at random. `budget`: at most this many sets
+    per policy version (0: no limit), so a round's labels go where they count."""
+
+    mode: SelectionMode = "random"
+    random_share: float = 0.25
+    oversample: int = 2
+    budget: int = 0
+
+    def check(self) -> Selection:
+        if self.mode not in ("random", "uncertainty"):
+            raise ValueError(f"selection mode must be random or uncertainty, got {self.mode!r}")
+        if not 0 <= self.random_share <= 1:
+            raise ValueError(f"random share must be between 0 and 1, got {self.random_share}")
+        if not 1 <= self.oversample <= MAX_OVERSAMPLE:
+            raise ValueError(
+                f"oversample must be between 1 and {MAX_OVERSAMPLE} candidates per set, got {self.oversample}"
+            )
+        if self.budget < 0:
+            raise ValueError(
+                f"budget must be 0 (no limit) or a number of sets per version, got {self.budget}"
+            )
+        return self
+
+
+def selection(*, session: Session) -> Selection:
+    """The admin's selection settings (defaults where never set)."""
+    value = get_setting(session=session, key=SELECTION, default=None)
+    if not isinstance(value, dict):
+        return Selection()
+    known = {f.name for f in fields(Selection)}
+    return Selection(**{k: v for k, v in value.items() if k in known})
+
+
+def set_selection(*, session: Session, **changes: object) -> Selection:
+    """Change some selection settings (mode, random_share, oversample, budget); checked before it is stored."""
+    new = replace(selection(session=session), **changes).check()  # type: ignore[arg-type]
+    put_setting(session=session, key=SELECTION, value=asdict(new))
+    return new
 
 
 def current_guidelines(*, session: Session) -> Guideline:

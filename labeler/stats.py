@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
-from statistics import median
+from statistics import fmean, median
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from labeler.leasing import had_by
-from labeler.tables import Completion, CompletionSet, Ranking, User, id_of, utcnow
+from labeler.tables import Completion, CompletionSet, PolicyVersion, Ranking, User, id_of, utcnow
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,84 @@ def labeler_rows(*, session: Session, fast_seconds: float = FAST_SECONDS) -> lis
             )
         )
     return rows
+
+
+@dataclass(frozen=True)
+class HumanTime:
+    """Labelers' time on some sets, from the server-measured seconds per ranking (lease to submit; skips too)."""
+
+    rankings: int
+    timed: int  # rankings with a measured time (imported ones have none)
+    minutes: float
+    median_seconds: float | None
+
+    def card(self) -> dict[str, object]:
+        """The lines an export's dataset card shows."""
+        median_text = "n/a" if self.median_seconds is None else f"{self.median_seconds:.1f}"
+        return {
+            "human minutes (server-measured, lease to submit)": f"{self.minutes:.1f} over {self.timed} timed rankings",
+            "median seconds per ranking": median_text,
+        }
+
+
+def human_time(*, session: Session, set_ids: list[int] | None = None) -> HumanTime:
+    """Labelers' time on the given sets (all sets when None)."""
+    query = select(Ranking.set_id, Ranking.seconds_spent)
+    wanted = None if set_ids is None else set(set_ids)
+    rows = [sec for set_id, sec in session.exec(query) if wanted is None or set_id in wanted]
+    times = [t for t in rows if t is not None]
+    return HumanTime(
+        rankings=len(rows),
+        timed=len(times),
+        minutes=round(sum(times) / 60, 2),
+        median_seconds=round(median(times), 1) if times else None,
+    )
+
+
+@dataclass(frozen=True)
+class ChosenSets:
+    """Sets of one policy version chosen one way (CompletionSet.selection's "by"; older sets have none)."""
+
+    version: int
+    by: str
+    sets: int
+    labeled: int  # with all their labels
+    mean_doubt: float | None
+
+
+def chosen_sets(*, session: Session, versions: int = 5) -> list[ChosenSets]:
+    """How the generated sets of the newest `versions` policy versions were chosen, newest version first."""
+    recent = session.exec(
+        select(PolicyVersion.id, PolicyVersion.version)
+        .order_by(col(PolicyVersion.version).desc())
+        .limit(versions)
+    ).all()
+    numbers = {vid: number for vid, number in recent}
+    rows = session.exec(
+        select(
+            CompletionSet.policy_version_id,
+            CompletionSet.selection,
+            CompletionSet.labels_done,
+            CompletionSet.labels_needed,
+        ).where(CompletionSet.origin == "generated", col(CompletionSet.policy_version_id).in_(list(numbers)))
+    ).all()
+    groups: dict[tuple[int, str], list[tuple[bool, float | None]]] = defaultdict(list)
+    for vid, chosen, done, needed in rows:
+        by = (chosen or {}).get("by", "(before selection)")
+        groups[(numbers[vid], by)].append((done >= needed, (chosen or {}).get("score")))
+    out = []
+    for (version, by), items in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
+        doubts = [d for _, d in items if d is not None]
+        out.append(
+            ChosenSets(
+                version,
+                by,
+                len(items),
+                sum(full for full, _ in items),
+                round(fmean(doubts), 3) if doubts else None,
+            )
+        )
+    return out
 
 
 @dataclass(frozen=True)

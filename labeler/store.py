@@ -116,6 +116,7 @@ def add_completion_set(
     generation_seconds: float | None = None,
     origin: str = "generated",
     source: str = "",
+    selection: dict | None = None,
     commit: bool = True,
 ) -> tuple[CompletionSet, list[Completion]]:
     """Write one set with its completions (in generation order); `commit=False` leaves the transaction open."""
@@ -129,6 +130,7 @@ def add_completion_set(
         sampling=sampling or {},
         labels_needed=labels_needed,
         generation_seconds=generation_seconds,
+        selection=selection,
     )
     session.add(cset)
     session.flush()

@@ -103,6 +103,9 @@ class CompletionSet(SQLModel, table=True):
     sampling: dict = _json({})
     # A gold set's known answer ({"ranks": {completion id: rank}, "flagged": [ids]}, labeler/gold.py), or None.
     gold: dict | None = _json(None)
+    # How the pre-generation worker chose it ({"by": "uncertainty" | "random", "score": doubt, "reward_model",
+    # "candidates"}, rlhf/selection.py); None for imported, gold and older sets.
+    selection: dict | None = _json(None)
     labels_needed: int = 1
     # Its labels (non-skip rankings), counted by the store in the transaction that adds one, so that leasing
     # finds the open sets through an index instead of counting every set's rankings on every lease.

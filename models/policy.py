@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import cast
 
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -54,18 +55,37 @@ class PolicyPool:
             self.active, self.version = None, version
             return
         name = self.adapter_name(version)
-        if name not in self.loaded_adapters:
-            if isinstance(self.model, PeftModel):
-                self.model.load_adapter(adapter_path, adapter_name=name, is_trainable=False)
-            else:
-                self.model = PeftModel.from_pretrained(
-                    self.model, adapter_path, adapter_name=name, is_trainable=False
-                )
-            self.model.eval()
-            self._adapter_paths[name] = adapter_path
-            logger.info("loaded adapter %s from %s", name, adapter_path)
-        self.model.set_adapter(name)
+        self.load_adapter(name, adapter_path)
+        self._adapter_paths[name] = adapter_path
+        cast(PeftModel, self.model).set_adapter(name)
         self.active, self.version = name, version
+
+    def load_adapter(self, name: str, path: str) -> PeftModel:
+        """Load one more named adapter (a reward model's, for scoring) on the base, once; returns the model."""
+        with self.lock:
+            if name not in self.loaded_adapters:
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+                else:
+                    self.model = PeftModel.from_pretrained(
+                        self.model, path, adapter_name=name, is_trainable=False
+                    )
+                self.model.eval()
+                logger.info("loaded adapter %s from %s", name, path)
+            assert isinstance(self.model, PeftModel)
+            return self.model
+
+    @contextlib.contextmanager
+    def using_adapter(self, name: str) -> Iterator[None]:
+        """Run with adapter `name` active (loaded by `load_adapter`), then give the active version back."""
+        with self.lock:
+            assert isinstance(self.model, PeftModel), "load_adapter first"
+            self.model.set_adapter(name)
+            try:
+                yield
+            finally:
+                if self.active is not None:
+                    self.model.set_adapter(self.active)
 
     def _adapter_context(self):
         if self.active is None and isinstance(self.model, PeftModel):

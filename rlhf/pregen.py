@@ -19,9 +19,11 @@ error is logged and retried with exponential backoff.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -30,15 +32,19 @@ from labeler.db import read_session
 from labeler.policies import (
     PolicyRef,
     active_labelers,
+    count_sets,
     count_waiting_sets,
     current_policy,
     policy_ref,
     sample_prompts,
 )
-from labeler.settings import get_setting, labels_needed
+from labeler.reward_models import RewardRef, find_reward_model
+from labeler.settings import Selection, get_setting, labels_needed, selection
 from labeler.store import CompletionIn, add_completion_set
 from labeler.workers import hold_worker_lease, holder_id, release_worker_lease
 from models.generation import PolicyBackend, SamplingParams
+from models.policy import PolicyPool
+from rlhf.selection import PoolScorer, choose, doubt
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "pregen"
@@ -84,8 +90,11 @@ class _Plan:
 
     policy: PolicyRef
     parent: PolicyRef | None  # set when human evaluation mixes in the parent's answers
-    prompts: list[tuple[int, list[dict]]]
+    prompts: list[tuple[int, list[dict]]]  # candidates: `keep` of them are written
     labels_needed: int
+    keep: int
+    selection: Selection
+    reward: RewardRef | None  # the model that scores candidates (uncertainty selection), else None
 
 
 class PregenWorker:
@@ -96,6 +105,8 @@ class PregenWorker:
         self.status = PregenStatus()
         self.holder = holder_id()
         self._activated: tuple[int, str | None] | None = None
+        self._scorer: PoolScorer | None = None
+        self._rng = random.Random()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -109,10 +120,19 @@ class PregenWorker:
             self.status.version = policy.version
             target = self.config.buffer or max(4, 2 * active_labelers(session=session))
             missing = target - count_waiting_sets(session=session, policy_version_id=policy.id)
+            chosen = selection(session=session)
+            if chosen.budget:
+                missing = min(
+                    missing, chosen.budget - count_sets(session=session, policy_version_id=policy.id)
+                )
             if missing <= 0:
                 return None
+            keep = min(missing, self.config.batch_prompts)
+            reward = self._scoring_model(session, chosen)
             prompts = sample_prompts(
-                session=session, count=min(missing, self.config.batch_prompts), policy_version_id=policy.id
+                session=session,
+                count=keep * chosen.oversample if reward else keep,
+                policy_version_id=policy.id,
             )
             if not prompts:
                 return None
@@ -125,7 +145,23 @@ class PregenWorker:
                 parent=parent,
                 prompts=[(p.id, p.messages) for p in prompts if p.id is not None],
                 labels_needed=self.config.labels_needed or labels_needed(session=session),
+                keep=keep,
+                selection=chosen,
+                reward=reward,
             )
+
+    def _scoring_model(self, session: Session, chosen: Selection) -> RewardRef | None:
+        """The latest reward model when selection is by uncertainty and this pool can score with it."""
+        if chosen.mode != "uncertainty":
+            return None
+        if not isinstance(self.pool, PolicyPool):
+            logger.warning("uncertainty selection needs the transformers backend to score; keeping every set")
+            return None
+        reward = find_reward_model(session=session)
+        if reward is None or reward.adapter_path is None:
+            logger.info("uncertainty selection: no reward model with an adapter yet; keeping every set")
+            return None
+        return reward
 
     def step(self) -> int:
         """Top the current version's buffer up by at most one batch; returns sets written."""
@@ -139,25 +175,56 @@ class PregenWorker:
         start = time.perf_counter()
         sets = self._generate([m for _, m in plan.prompts], plan.policy, plan.parent)
         seconds = (time.perf_counter() - start) / len(plan.prompts)
+        kept = self._select(plan, sets)
         sampling = {
             **self.config.sampling.to_dict(),
             "human_eval": plan.parent.version if plan.parent else None,
         }
         with Session(self.engine) as session:  # one short write: no model call inside
-            for (prompt_id, _), completions in zip(plan.prompts, sets, strict=True):
+            for index, chosen in kept:
                 add_completion_set(
                     session=session,
-                    prompt_id=prompt_id,
-                    completions=completions,
+                    prompt_id=plan.prompts[index][0],
+                    completions=sets[index],
                     policy_version_id=plan.policy.id,
                     sampling=sampling,
                     labels_needed=plan.labels_needed,
                     generation_seconds=seconds,
+                    selection=chosen,
                     commit=False,
                 )
             session.commit()
-        self.status.sets_written += len(plan.prompts)
-        return len(plan.prompts)
+        self.status.sets_written += len(kept)
+        return len(kept)
+
+    def _select(self, plan: _Plan, sets: list[list[CompletionIn]]) -> list[tuple[int, dict]]:
+        """Which candidates to write, each with how it was chosen (every one when no model scores them)."""
+        if plan.reward is None or plan.reward.adapter_path is None:
+            return [(i, {"by": "random"}) for i in range(len(sets))]
+        if self._scorer is None:
+            self._scorer = PoolScorer(cast(PolicyPool, self.pool))
+        try:
+            rewards = self._scorer.score(
+                plan.reward.adapter_path,
+                [(m, [c.text for c in s]) for (_, m), s in zip(plan.prompts, sets, strict=True)],
+            )
+        except Exception:  # a broken reward model must not stop labeling: keep a random share instead
+            logger.exception("scoring candidates with %s failed; keeping a random choice", plan.reward.name)
+            rewards = [[0.0] * len(s) for s in sets]
+        doubts = [doubt(r) for r in rewards]
+        choices = choose(doubts, keep=plan.keep, random_share=plan.selection.random_share, rng=self._rng)
+        return [
+            (
+                c.index,
+                {
+                    "by": c.by,
+                    "score": round(c.score, 4),
+                    "reward_model": plan.reward.name,
+                    "candidates": len(sets),
+                },
+            )
+            for c in choices
+        ]
 
     def _generate(
         self, prompts: list[list[dict]], policy: PolicyRef, parent: PolicyRef | None

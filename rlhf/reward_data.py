@@ -12,10 +12,9 @@ from typing import Literal
 
 from sqlmodel import Session
 
-from labeler.consensus import pair_votes
-from labeler.dataset import SetRankings, load_prompts, load_set_rankings
+from labeler.dataset import SetRankings, consensus_of, load_prompts, load_set_rankings
 from labeler.pairs import PairSettings, RankingView
-from labeler.reliability import Reliability, weighted_pairs
+from labeler.reliability import Reliability
 from labeler.store import messages_hash
 
 NoneAcceptable = Literal["exclude", "below_reference"]
@@ -83,21 +82,6 @@ def load_groups(
             )
         )
     return groups
-
-
-IdVote = tuple[int, int, float, float]  # (chosen id, rejected id, margin, agreement)
-
-
-def consensus_of(
-    s: SetRankings, settings: PairSettings, reliability: Reliability | None
-) -> tuple[list[IdVote], list[float]]:
-    """A set's consensus pairs and their weights ([] = all 1): by head count (agreement = the winning share of
-    votes), or by reliability weights (agreement = the posterior that the chosen answer wins)."""
-    if reliability is None or all(r.labeler is None for r in s.rankings):
-        return [(p.chosen, p.rejected, p.margin, p.agreement) for p in pair_votes(s.rankings, settings)], []
-    pairs = weighted_pairs(s.set_id, s.rankings, reliability, settings.flagged)
-    kept = [p for p in pairs if p.confidence >= settings.min_agreement]
-    return [(p.chosen, p.rejected, p.margin, p.confidence) for p in kept], [p.weight for p in kept]
 
 
 def is_heldout(prompt_key: str, fraction: float) -> bool:

@@ -1,5 +1,6 @@
 """Admin dashboard: sets, rankings, pairs, per-labeler counts, speed, agreement, gold scores and reliability
-(labeler/quality.py, with the labelers to review), flagged completions."""
+(labeler/quality.py, with the labelers to review), flagged completions, and what each round's labels cost and
+bought (labeler/costs.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import gradio as gr
 from sqlmodel import Session
 
 from labeler.consensus import agreement
+from labeler.costs import round_costs
 from labeler.dataset import load_set_rankings, preference_records
 from labeler.db import read_session
 from labeler.quality import labeler_quality
@@ -32,10 +34,48 @@ LABELER_COLUMNS = [
     "review",
 ]
 FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "text"]
+ROUND_COLUMNS = [
+    "round",
+    "made version",
+    "new labels",
+    "human minutes",
+    "reward model",
+    "held-out accuracy",
+    "accuracy gain (points)",
+    "labels per accuracy point",
+    "human win-rate vs parent",
+    "win-rate 95% interval",
+    "comparisons",
+    "labels per win-rate point",
+]
 
 
-def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
-    """Summary markdown, labeler rows and flagged rows (pure store reads; the handler checks the role)."""
+def rounds_table(session: Session) -> list[list]:
+    """What each round's labels cost and bought (labeler/costs.py), newest first."""
+    rows = []
+    for c in reversed(round_costs(session=session)):
+        interval = None if c.win_rate_interval is None else "{:.2f}-{:.2f}".format(*c.win_rate_interval)
+        rows.append(
+            [
+                c.round_id,
+                None if c.version is None else f"v{c.version}",
+                c.new_labels,
+                c.human_minutes,
+                c.reward_model,
+                _round(c.reward_accuracy),
+                c.accuracy_gain,
+                c.labels_per_accuracy_point,
+                _round(c.win_rate),
+                interval,
+                c.comparisons,
+                c.labels_per_win_point,
+            ]
+        )
+    return rows
+
+
+def dashboard_data(session: Session) -> tuple[str, list[list], list[list], list[list]]:
+    """Summary markdown, labeler rows, flagged rows and round costs (store reads; the handler checks the role)."""
     counts = store_counts(session=session)
     every = load_set_rankings(session=session)  # read once: pairs and agreement, and labeler quality
     sets = [s for s in every if s.origin == "generated"]
@@ -82,7 +122,7 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list]]:
     if to_review:
         summary += "\n\n**Labelers to review** (listed, never dropped): " + ", ".join(to_review)
     flagged = [[f.set_id, f.completion_id, f.reason, f.labeler, f.text[:300]] for f in flags]
-    return summary, labelers, flagged
+    return summary, labelers, flagged, rounds_table(session)
 
 
 def _round(x: float | None) -> float | None:
@@ -97,11 +137,17 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
         flagged = gr.Dataframe(
             headers=FLAG_COLUMNS, label="Flagged completions (newest first)", interactive=False, wrap=True
         )
+        rounds = gr.Dataframe(
+            headers=ROUND_COLUMNS,
+            label="Rounds: what the labels cost (server-measured minutes) and bought (newest first)",
+            interactive=False,
+        )
 
     def on_refresh(request: gr.Request):
         require_admin(deps.engine, request)
         with read_session(deps.engine) as session:  # reads only: no write lock
             return dashboard_data(session)
 
-    refresh.click(on_refresh, None, [summary, labelers, flagged], api_name="admin_dashboard")
-    return TabLoad(on_refresh, [summary, labelers, flagged])  # filled when an admin opens the page
+    outputs = [summary, labelers, flagged, rounds]
+    refresh.click(on_refresh, None, outputs, api_name="admin_dashboard")
+    return TabLoad(on_refresh, outputs)  # filled when an admin opens the page

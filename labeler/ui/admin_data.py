@@ -12,7 +12,13 @@ import pandas as pd
 from sqlmodel import Session
 
 from labeler.db import read_session
-from labeler.export import EXPORT_FORMATS, ExportFormat, export_preferences, export_raw_rankings
+from labeler.export import (
+    EXPORT_FORMATS,
+    ExportFormat,
+    LabelerWeights,
+    export_preferences,
+    export_raw_rankings,
+)
 from labeler.formats import ImportFormatError
 from labeler.importers import import_pairs, import_prompts
 from labeler.pairs import FlagMode, PairSettings
@@ -159,6 +165,11 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
             flagged = gr.Radio(["drop", "reject"], value="drop", label="Flagged completions")
             min_agreement = gr.Slider(0, 1, value=0, step=0.05, label="Minimum agreement")
             raw = gr.Checkbox(label="Also raw rankings (JSONL)", value=True)
+            weights = gr.Radio(
+                ["equal", "reliability"],
+                value="equal",
+                label="Consensus: every vote counts once, or votes weighted by each labeler's estimated accuracy",
+            )
         go = gr.Button("Export", variant="primary")
         summary = gr.Markdown()
 
@@ -170,14 +181,21 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
         flags: str,
         agree: float,
         with_raw: bool,
+        by: str,
         progress=gr.Progress(),
     ):
         require_admin(engine, request)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = deps.home / "exports" / stamp
         progress(0.1, desc="reading rankings")
-        if flags not in ("drop", "reject") or f not in ("parquet", "jsonl", "hf"):
-            raise gr.Error(f"Unknown export choice: format {f!r}, flagged answers {flags!r}.")
+        if (
+            flags not in ("drop", "reject")
+            or f not in ("parquet", "jsonl", "hf")
+            or by not in ("equal", "reliability")
+        ):
+            raise gr.Error(
+                f"Unknown export choice: format {f!r}, flagged answers {flags!r}, consensus {by!r}."
+            )
         settings = PairSettings(keep_ties=ties, flagged=cast(FlagMode, flags), min_agreement=agree)
         with read_session(engine) as session:  # reads only: no write lock while files are written
             result = export_preferences(
@@ -186,6 +204,7 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
                 fmt=cast(ExportFormat, f),
                 settings=settings,
                 origins=None if which == "all" else [which],
+                weights=cast(LabelerWeights, by),
             )
             if with_raw:
                 export_raw_rankings(session=session, out=out)
@@ -199,7 +218,7 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
 
     go.click(
         on_export,
-        [fmt, origin, keep_ties, flagged, min_agreement, raw],
+        [fmt, origin, keep_ties, flagged, min_agreement, raw, weights],
         [summary],
         api_name="admin_export",
     )

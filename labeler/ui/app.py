@@ -16,6 +16,7 @@ from labeler.ui.admin_dashboard import build_dashboard
 from labeler.ui.admin_data import build_data_tab, build_export_tab, build_users_tab
 from labeler.ui.admin_gold import build_gold_tab
 from labeler.ui.admin_policies import build_policies_tab
+from labeler.ui.admin_selection import build_selection_tab
 from labeler.ui.admin_training import build_training_tab
 from labeler.ui.auth import CLIENT_ADDRESS_MIDDLEWARE, make_auth
 from labeler.ui.deps import UIDeps, current_user
@@ -41,6 +42,7 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
                         build_data_tab,
                         build_users_tab,
                         build_gold_tab,
+                        build_selection_tab,
                         build_policies_tab,
                         build_export_tab,
                         build_training_tab,

@@ -8,10 +8,11 @@ from sqlmodel import func, select
 from labeler.dataset import preference_records
 from labeler.export import export_preferences, export_raw_rankings
 from labeler.formats import ImportFormatError, to_transcript
+from labeler.gold import mark_gold
 from labeler.importers import import_pairs, import_prompts, parse_pairs
 from labeler.leasing import lease_next_set
 from labeler.pairs import PairSettings
-from labeler.store import RankingIn, submit_ranking
+from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
 from labeler.tables import Completion, CompletionSet, Prompt, Ranking
 from tests.labeler.helpers import make_sets, make_user
 
@@ -235,3 +236,64 @@ def test_hh_pair_without_shared_assistant_turn_is_reported(tmp_path):
     )
     with pytest.raises(ImportFormatError, match=r"hh.jsonl:1: field 'chosen': not an HH transcript pair"):
         parse_pairs(Path(path))
+
+
+def _rank_all(session, user, orders: dict[int, list[int]]) -> None:
+    """`user` leases every set offered and ranks it in the given order of answer positions."""
+    while (leased := lease_next_set(session=session, user_id=user.id)) is not None:
+        ids = [c.id for c in sorted(leased.completions, key=lambda c: c.position)]
+        order = orders[leased.set.id]
+        submit_ranking(
+            session=session,
+            ranking=RankingIn(
+                set_id=leased.set.id,
+                user_id=user.id,
+                submission_id=f"{user.name}-{leased.set.id}",
+                ranks={ids[p]: rank for rank, p in enumerate(order, start=1)},
+            ),
+        )
+
+
+def test_every_exported_pair_carries_its_provenance(tmp_path, session):
+    alice, bob, carol = (make_user(session, name) for name in ("alice", "bob", "carol"))
+    prompt = get_or_add_prompt(session=session, messages=[{"role": "user", "content": "made by the worker"}])
+    sampling, chosen = {"temperature": 0.8, "max_new_tokens": 72}, {"by": "uncertainty", "score": 0.71}
+    made, _ = add_completion_set(
+        session=session,
+        prompt_id=prompt.id,
+        completions=[CompletionIn(f"answer {j}") for j in range(3)],
+        policy_version_id=None,
+        sampling=sampling,
+        selection=chosen,
+        labels_needed=3,
+    )
+    [plain] = make_sets(session, 1, n=3, labels_needed=3)
+    _rank_all(session, alice, {made.id: [0, 1, 2], plain.id: [0, 1, 2]})
+    _rank_all(session, bob, {made.id: [0, 1, 2], plain.id: [1, 0, 2]})  # bob disagrees on one pair of `plain`
+    _rank_all(session, carol, {made.id: [0, 1, 2], plain.id: [0, 1, 2]})
+    mark_gold(session=session, set_id=plain.id, ranks=[1, 2, 3])  # a gold copy: scores labelers, not exported
+
+    result = export_preferences(session=session, out=tmp_path / "m", fmt="jsonl")
+    rows = [json.loads(x) for x in (tmp_path / "m" / "preferences.jsonl").read_text().splitlines()]
+    assert result.pairs == len(rows) == 6 and {r["set_id"] for r in rows} == {made.id, plain.id}
+    assert all(r["labelers"] == ["alice", "bob", "carol"] and r["consensus"] == "majority" for r in rows)
+    assert all(r["weight"] == 1.0 for r in rows)
+    worker_made = [r for r in rows if r["set_id"] == made.id]
+    assert all(
+        json.loads(r["sampling"]) == sampling and json.loads(r["selection"]) == chosen for r in worker_made
+    )
+    assert all(r["selection"] is None for r in rows if r["set_id"] == plain.id)
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "human minutes (server-measured, lease to submit)" in card and "consensus: equal weights" in card
+
+    weighted = export_preferences(session=session, out=tmp_path / "r", fmt="jsonl", weights="reliability")
+    rows = [json.loads(x) for x in (tmp_path / "r" / "preferences.jsonl").read_text().splitlines()]
+    assert weighted.pairs == len(rows) and all(r["consensus"] == "reliability" for r in rows)
+    assert all(0 < r["weight"] <= 1 for r in rows)
+    texts = lambda r: {r["chosen"][0]["content"], r["rejected"][0]["content"]}  # noqa: E731
+    split = [r for r in rows if r["set_id"] == plain.id and texts(r) == {"answer 0.0", "answer 0.1"}]
+    assert len(split) == 1
+    agreed = [r for r in rows if r["set_id"] == made.id]
+    assert all(s["weight"] < a["weight"] for s in split for a in agreed)  # a split vote counts less
+    with pytest.raises(ValueError, match="unknown labeler weights 'loud'"):
+        export_preferences(session=session, out=tmp_path / "x", weights="loud")  # type: ignore[arg-type]

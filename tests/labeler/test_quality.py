@@ -33,7 +33,7 @@ def test_the_adversary_is_found_by_reliability_gold_and_agreement(tmp_path):
             ranks = {id_of(c): k + 1 for k, c in enumerate(order)}
             submit_ranking(session=s, ranking=RankingIn(set_id=id_of(gold), user_id=id_of(user), submission_id=uuid.uuid4().hex, ranks=ranks))  # fmt: skip
         rows = {q.row.name: q for q in labeler_quality(session=s)}
-        summary, table, _ = dashboard_data(s)
+        summary, table, _, _ = dashboard_data(s)
     adversary, honest = rows["adversary"], rows["honest-a"]
     assert adversary.reliability < 0.2 < 0.8 < honest.reliability
     assert adversary.gold.mean_tau == -1.0 and honest.gold.mean_tau == 1.0

@@ -19,12 +19,13 @@ ADMIN_CALLS = {
     "/admin_labels_needed": (5, True),
     "/admin_make_current": (0,),
     "/admin_compare": ("hi", 0, 0),
-    "/admin_export": ("jsonl", "all", False, "drop", 0, True),
+    "/admin_export": ("jsonl", "all", False, "drop", 0, True, "equal"),
     "/admin_jobs": (None,),
     "/admin_policy_samples": (0,),
     "/admin_cancel_job": (1,),
     "/admin_gold_rate": (0.5,),
     "/admin_gold_mark": (1, "1,2,3,4", False),
+    "/admin_selection": ("uncertainty", 0.5, 4, 10),
 }
 
 
@@ -64,7 +65,7 @@ def test_labeler_is_refused_by_every_admin_endpoint_and_nothing_changes(running_
 
 def test_admin_can_call_the_same_endpoint(running_app):
     client = Client(running_app.url, auth=("admin", PASSWORDS["admin"]), verbose=False)
-    summary, _, _ = client.predict(api_name="/admin_dashboard")
+    summary, _, _, _ = client.predict(api_name="/admin_dashboard")
     assert "Rankings:** 0" in summary
 
 

@@ -1,0 +1,233 @@
+"""Does labeling where the reward model is unsure save labels? One component by design (the reward stage and the
+selection rule the pre-generation worker uses, rlhf/selection.py), on the tiny in-process model and a synthetic
+preference, so that curves with repeats fit in minutes on a CPU.
+
+The preference: an answer is better the more often it says "good", and 2 points better when it names the
+prompt's topic ("tell me about the sea" -> "... sea ..."). Half the candidate sets differ in "good"s (easy: a
+reward model learns counting quickly), half say "good" equally often and differ only in naming the right topic,
+another topic or none (the model must read the prompt). One simulated labeler (Gaussian noise 0.5) ranks each
+chosen set through lease + submit.
+
+Two arms share the seeds and the first 32 sets (random): `random` keeps taking candidates in random order;
+`uncertainty` trains a reward model on what is labeled, scores the remaining candidates with it through the
+worker's scorer (an adapter on the shared base), and labels the most doubtful next, 25% of them at random (the
+worker's default). Each point trains a fresh reward model on the labeled sets and reports its accuracy on 200
+held-out sets against the hidden preference. Target: uncertainty reaches random's accuracy at 256 sets with at
+most 60% of the sets.
+
+    .venv/bin/python bench/active_labeling.py [--sizes 32,64,128,256] [--repeats 3] [--plot bench/active_labeling.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import torch
+from sqlmodel import Session
+
+from labeler.db import make_engine
+from labeler.instruction_prompts import InstructionPrompt, add_instruction_prompts
+from labeler.instructions import Instruction, constraints_met
+from labeler.policies import ensure_initial_policy
+from labeler.settings import set_labels_needed
+from labeler.simulate import SimulatedLabeler, label_waiting_sets
+from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
+from labeler.tables import id_of
+from models.loading import load_base
+from models.policy import PolicyPool
+from models.tiny import save_tiny_checkpoint
+from rlhf import reward
+from rlhf.configs import RewardConfig
+from rlhf.selection import PoolScorer, choose, doubt
+
+FILLER = ["the", "quick", "brown", "jumps", "over", "lazy", "poem", "answer", "about", "very"]
+TOPICS = ["sea", "sky", "fox", "dog", "tree", "moon", "rain", "bread"]
+CANDIDATES = 1024
+HELDOUT = 200
+RANDOM_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Candidate:
+    messages: list[dict]
+    texts: list[str]
+    topic: str
+
+    @property
+    def rule(self) -> Instruction:
+        """The topic as the keyword instruction the simulated labeler checks (it sees the prompt's rules)."""
+        return Instruction("keyword", {"word": self.topic})
+
+
+def preference(text: str, finish_reason: str = "eos", instructions: Sequence[Instruction] = ()) -> float:
+    return text.count(" good") + 2.0 * constraints_met(text, instructions)
+
+
+def make_candidate(i: int, rng: random.Random) -> Candidate:
+    topic = rng.choice(TOPICS)
+    messages = [{"role": "user", "content": f"question {i}: tell me about the {topic}"}]
+    other = rng.choice([t for t in TOPICS if t != topic])
+    if rng.random() < 0.5:  # easy: the answers differ in "good"s
+        goods = rng.sample(range(4), 4)
+        names = [rng.choice([topic, other, None]) for _ in range(4)]
+    else:  # subtle: the same "good"s, only the topic named differs
+        goods = [rng.randint(0, 2)] * 4
+        names = [topic, other, None, rng.choice([topic, other, None])]
+        rng.shuffle(names)
+    texts = []
+    for g, name in zip(goods, names, strict=True):
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 7))]
+        if name:
+            words.insert(rng.randrange(len(words) + 1), name)
+        texts.append(" ".join(words) + " good" * g + ".")
+    return Candidate(messages, texts, topic)
+
+
+def accuracy(scores: Sequence[Sequence[float]], sets: Sequence[Candidate]) -> float:
+    right = total = 0
+    for s, c in zip(scores, sets, strict=True):
+        truth = [preference(t, "eos", [c.rule]) for t in c.texts]
+        for a, b in combinations(range(len(truth)), 2):
+            if truth[a] != truth[b]:
+                total += 1
+                right += (s[a] > s[b]) == (truth[a] > truth[b])
+    return right / total
+
+
+class Arm:
+    """One arm's store: the sets it chose so far, ranked; trains a fresh reward model on them."""
+
+    def __init__(self, folder: Path, checkpoint: str, seed: int):
+        folder.mkdir()
+        self.folder, self.checkpoint, self.seed = folder, checkpoint, seed
+        self.url = f"sqlite:///{folder / 'store.db'}"
+        self.engine = make_engine(self.url)
+        with Session(self.engine) as s:
+            self.version_id = ensure_initial_policy(session=s, base_model=checkpoint).id
+            set_labels_needed(session=s, k=1)
+        self.labeler = SimulatedLabeler("sim", noise=0.5, seed=seed, preference=preference)
+
+    def label(self, chosen: Sequence[Candidate]) -> None:
+        prompts = [InstructionPrompt(c.messages, [c.rule], c.topic, "train") for c in chosen]
+        with Session(self.engine) as s:
+            add_instruction_prompts(session=s, prompts=prompts, source="bench-active")
+            for c in chosen:
+                prompt = get_or_add_prompt(session=s, messages=c.messages)
+                add_completion_set(session=s, prompt_id=id_of(prompt), completions=[CompletionIn(t) for t in c.texts], policy_version_id=self.version_id, labels_needed=1)  # fmt: skip
+        label_waiting_sets(self.engine, [self.labeler])
+
+    def train(self) -> Path:
+        torch.manual_seed(self.seed)
+        config = RewardConfig(model=self.checkpoint, home=str(self.folder), db=self.url, epochs=2, learning_rate=3e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed)  # fmt: skip
+        return reward.run(config).path
+
+
+def curve(
+    tmp: Path, arm_name: str, sizes: list[int], seed: int, scorer: PoolScorer, checkpoint: str
+) -> list[float]:
+    rng = random.Random(seed)
+    pool = [make_candidate(i, rng) for i in range(CANDIDATES)]
+    test = [make_candidate(CANDIDATES + i, rng) for i in range(HELDOUT)]
+    order = pool[:]
+    random.Random(seed + 1).shuffle(order)
+    arm = Arm(tmp / f"{arm_name}-{seed}", checkpoint, seed)
+    remaining = order[sizes[0] :]
+    arm.label(order[: sizes[0]])
+    points = []
+    choice_rng = random.Random(seed + 2)
+    for k, size in enumerate(sizes):
+        folder = str(arm.train())
+        points.append(accuracy(scorer.score(folder, [(c.messages, c.texts) for c in test]), test))
+        if k + 1 == len(sizes):
+            break
+        wanted = sizes[k + 1] - size
+        if arm_name == "random":
+            chosen, remaining = remaining[:wanted], remaining[wanted:]
+        else:
+            doubts = [doubt(s) for s in scorer.score(folder, [(c.messages, c.texts) for c in remaining])]
+            picks = {c.index for c in choose(doubts, keep=wanted, random_share=RANDOM_SHARE, rng=choice_rng)}
+            chosen = [c for i, c in enumerate(remaining) if i in picks]
+            remaining = [c for i, c in enumerate(remaining) if i not in picks]
+        arm.label(chosen)
+    return points
+
+
+def sets_to_reach(target: float, sizes: list[int], points: list[float]) -> float | None:
+    """Sets at which a curve first reaches `target`, interpolated linearly between measured sizes; None if never."""
+    if points[0] >= target:
+        return sizes[0]
+    for k in range(1, len(sizes)):
+        if points[k] >= target:
+            low, high = points[k - 1], points[k]
+            return sizes[k - 1] + (sizes[k] - sizes[k - 1]) * (target - low) / (high - low)
+    return None
+
+
+def plot(path: Path, sizes: list[int], means: dict[str, list[float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, values in means.items():
+        ax.plot(sizes, values, marker="o", label=arm)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("labeled sets")
+    ax.set_ylabel("held-out pairwise accuracy (hidden preference)")
+    ax.set_title("Reward model accuracy: uncertainty vs random selection")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="32,64,128,256")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--plot", default=str(Path(__file__).with_suffix(".png")))
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    start = time.perf_counter()
+    curves: dict[str, list[list[float]]] = {"random": [], "uncertainty": []}
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = str(save_tiny_checkpoint(Path(tmp) / "tiny"))
+            base, tokenizer = load_base(checkpoint, home=Path(tmp), device="cpu")
+            scorer = PoolScorer(PolicyPool(base, tokenizer), max_length=64)
+            for arm in curves:
+                curves[arm].append(curve(Path(tmp), arm, sizes, repeat, scorer, checkpoint))
+        print(
+            json.dumps({"repeat": repeat, **{a: [round(x, 4) for x in c[-1]] for a, c in curves.items()}}),
+            flush=True,
+        )
+    means = {a: [statistics.fmean(c[i] for c in cs) for i in range(len(sizes))] for a, cs in curves.items()}
+    print("labeled sets  " + "  ".join(f"{s:>6d}" for s in sizes))
+    for arm, values in means.items():
+        print(f"{arm:12s}  " + "  ".join(f"{v:6.3f}" for v in values))
+    target = means["random"][-1]
+    needed = sets_to_reach(target, sizes, means["uncertainty"])
+    share = None if needed is None else needed / sizes[-1]
+    plot(Path(args.plot), sizes, means)
+    print(
+        f"RESULT sizes={args.sizes} repeats={args.repeats} "
+        + " ".join(f"{a}_{s}={v:.4f}" for a, vs in means.items() for s, v in zip(sizes, vs, strict=True))
+        + f" uncertainty_sets_to_match_random_{sizes[-1]}={'never' if needed is None else round(needed)}"
+        + f" share={'n/a' if share is None else round(share, 3)} target_met={str(share is not None and share <= 0.6).lower()}"
+        + f" plot={args.plot} minutes={(time.perf_counter() - start) / 60:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Choosing what to label next by the reward model's doubt.
+
+With the admin's selection set to `uncertainty` (labeler/settings.py: `rankloop selection --mode uncertainty`),
+the pre-generation worker writes `oversample` candidate sets for every set it keeps, scores each candidate's
+answers with the latest reward model (one more adapter on the pool's shared base, no second copy), and keeps the
+sets it doubts most, with a share picked at random so that labels still cover the whole prompt distribution:
+
+    doubt([0.1, 0.2, -1.5, 0.15])      # 0..1: mean over the answer pairs of 4 p (1 - p), p = sigmoid(s_i - s_j)
+    choose([0.9, 0.1, 0.5, 0.7], keep=2, random_share=0.5, rng=random.Random(0))
+
+Every kept set stores how it was chosen (`CompletionSet.selection`: by, score, reward model, candidates), so a
+later study can tell doubt-picked labels from random ones. Doubt is the reward model's own uncertainty about the
+order of the set's answers (a pair it scores equally has p = 0.5): the sets where a label moves it most.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+from models.policy import PolicyPool
+from rlhf.reward_eval import score_sets
+from rlhf.scoring import RewardScorer, ScoreHead, load_head, load_meta
+
+
+def doubt(scores: Sequence[float], scale: float = 1.0) -> float:
+    """How unsure the reward model is of the order of one set's answers: the mean over their pairs of
+    4 p (1 - p) with p = sigmoid((s_i - s_j) / scale); 1 when it scores all alike, near 0 when it orders every
+    pair with confidence. `scale` is the model's reward std (scores in its units)."""
+    pairs = list(combinations(scores, 2))
+    if not pairs:
+        return 0.0
+    total = 0.0
+    for a, b in pairs:
+        p = 1.0 / (1.0 + math.exp(-(a - b) / scale))
+        total += 4.0 * p * (1.0 - p)
+    return total / len(pairs)
+
+
+@dataclass(frozen=True)
+class Choice:
+    index: int  # of the candidate
+    by: str  # "uncertainty" or "random"
+    score: float  # its doubt
+
+
+def choose(doubts: Sequence[float], *, keep: int, random_share: float, rng: random.Random) -> list[Choice]:
+    """Which candidates to keep: each of the `keep` places goes, with probability `random_share`, to a candidate
+    drawn at random (so small batches keep the share on average), the others to the highest doubt among the rest.
+    Returned in candidate order."""
+    if not 0 <= random_share <= 1:
+        raise ValueError(f"random share must be between 0 and 1, got {random_share}")
+    keep = min(keep, len(doubts))
+    draws = sum(rng.random() < random_share for _ in range(keep))
+    lucky = set(rng.sample(range(len(doubts)), draws))
+    rest = sorted((i for i in range(len(doubts)) if i not in lucky), key=lambda i: -doubts[i])
+    picked = {i: "random" for i in lucky} | {i: "uncertainty" for i in rest[: keep - len(lucky)]}
+    return [Choice(i, by, doubts[i]) for i, by in sorted(picked.items())]
+
+
+class PoolScorer:
+    """Scores answers with a reward model loaded as a named adapter on a PolicyPool's base, under the pool's
+    lock, then gives generation its active version back. Adapters and heads are loaded once per model."""
+
+    def __init__(self, pool: PolicyPool, max_length: int = 384):
+        self.pool, self.max_length = pool, max_length
+        self._heads: dict[str, tuple[ScoreHead, float]] = {}
+
+    def score(self, folder: str, sets: Sequence[tuple[Sequence[dict], Sequence[str]]]) -> list[list[float]]:
+        """Rewards (in units of the model's std) for every (prompt, answers) set."""
+        # one adapter per folder (models of different homes share names such as reward-r1)
+        name = "reward-" + hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:12]
+        with self.pool.lock:
+            model = self.pool.load_adapter(name, folder)
+            if name not in self._heads:
+                hidden = model.config.hidden_size
+                head = load_head(Path(folder), hidden).to(model.device).eval()
+                self._heads[name] = (head, max(load_meta(Path(folder)).reward_std, 1e-6))
+            head, std = self._heads[name]
+            with self.pool.using_adapter(name):
+                rewards = score_sets(RewardScorer(model, head), self.pool.tokenizer, sets, self.max_length)
+        return [[r / std for r in row] for row in rewards]

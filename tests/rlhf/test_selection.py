@@ -1,0 +1,156 @@
+"""Choosing what to label next: the doubt score, the choice with a random share, the admin's settings, and the
+pre-generation worker keeping the candidates the latest reward model doubts most, within a per-version budget."""
+
+import random
+
+import pytest
+from sqlmodel import Session, col, select
+
+from app import main
+from labeler.db import make_engine
+from labeler.policies import count_sets, current_policy
+from labeler.reward_models import find_reward_model
+from labeler.settings import Selection, selection, set_selection
+from labeler.store import add_prompts
+from labeler.tables import Completion, CompletionSet, Prompt
+from models.generation import SamplingParams
+from models.loading import load_base
+from models.policy import PolicyPool
+from rlhf import pregen
+from rlhf.configs import RewardConfig
+from rlhf.pregen import PregenConfig, PregenWorker
+from rlhf.reward import run
+from rlhf.selection import PoolScorer, choose, doubt
+from tests.rlhf.synthetic import synthetic_store
+
+
+def test_doubt_is_one_for_equal_scores_and_falls_as_the_model_orders_the_answers():
+    assert doubt([0.3, 0.3, 0.3]) == pytest.approx(1.0)
+    assert doubt([0.0, 10.0, 20.0]) < 0.01
+    assert doubt([0.0, 0.5, 1.0]) > doubt([0.0, 2.0, 4.0])
+    assert doubt([0.0, 2.0], scale=4.0) > doubt([0.0, 2.0])  # in units of the model's std
+    assert doubt([1.0]) == 0.0
+
+
+def test_choose_keeps_the_most_doubtful_and_a_random_share():
+    doubts = [0.1, 0.9, 0.5, 0.8, 0.2, 0.7]
+    top = choose(doubts, keep=3, random_share=0.0, rng=random.Random(0))
+    assert [c.index for c in top] == [1, 3, 5] and {c.by for c in top} == {"uncertainty"}
+    assert [c.score for c in top] == [0.9, 0.8, 0.7]
+    lucky = choose(doubts, keep=3, random_share=1.0, rng=random.Random(0))
+    assert len(lucky) == 3 and {c.by for c in lucky} == {"random"}
+    draws = [choose(doubts, keep=2, random_share=0.25, rng=random.Random(s)) for s in range(400)]
+    share = sum(c.by == "random" for d in draws for c in d) / 800
+    assert 0.2 < share < 0.3  # the share holds on average even for small batches
+    assert len(choose(doubts, keep=10, random_share=0.0, rng=random.Random(0))) == 6
+    with pytest.raises(ValueError, match="random share must be between 0 and 1"):
+        choose(doubts, keep=1, random_share=1.5, rng=random.Random(0))
+
+
+def test_selection_settings_are_checked_before_they_are_stored(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
+    with Session(engine) as s:
+        assert selection(session=s) == Selection()
+        set_selection(session=s, mode="uncertainty", budget=12)
+        assert selection(session=s) == Selection(mode="uncertainty", budget=12)
+        for bad, message in [
+            ({"mode": "smart"}, "selection mode must be random or uncertainty"),
+            ({"random_share": 2.0}, "random share must be between 0 and 1"),
+            ({"oversample": 0}, "oversample must be between 1 and 8"),
+            ({"budget": -1}, "budget must be 0"),
+        ]:
+            with pytest.raises(ValueError, match=message):
+                set_selection(session=s, **bad)
+        assert selection(session=s) == Selection(mode="uncertainty", budget=12)  # unchanged
+
+
+@pytest.fixture
+def ranked_store(tmp_path):
+    """A store with ranked synthetic sets, a tiny reward model r1 trained on them and 12 fresh prompts."""
+    url, checkpoint = synthetic_store(tmp_path, sets=24)
+    settings = {"epochs": 1, "learning_rate": 3e-3, "eval_fraction": 0.0, "max_length": 64, "device": "cpu"}
+    run(RewardConfig(model=checkpoint, home=str(tmp_path), db=url, **settings))
+    engine = make_engine(url)
+    with Session(engine) as s:
+        add_prompts(session=s, conversations=[[{"role": "user", "content": f"new {i}"}] for i in range(12)])
+    base, tokenizer = load_base(checkpoint, home=tmp_path, device="cpu")
+    return engine, PolicyPool(base, tokenizer)
+
+
+def _worker(engine, pool) -> PregenWorker:
+    sampling = SamplingParams(max_new_tokens=6, temperature=1.0, seed=0)
+    config = PregenConfig(buffer=30, n=3, batch_prompts=2, sampling=sampling)
+    return PregenWorker(engine=engine, pool=pool, config=config)
+
+
+def _new_sets(engine) -> list[CompletionSet]:
+    with Session(engine) as s:
+        rows = s.exec(select(CompletionSet).order_by(col(CompletionSet.id))).all()
+        return [r for r in rows if r.selection is not None]
+
+
+def test_worker_keeps_the_candidates_the_reward_model_doubts_most(ranked_store, monkeypatch):
+    engine, pool = ranked_store
+    with Session(engine) as s:
+        set_selection(session=s, mode="uncertainty", random_share=0.0, oversample=3)
+    seen: list[list[float]] = []
+
+    def spy(doubts, **kw):
+        seen.append(list(doubts))
+        return choose(doubts, **kw)
+
+    monkeypatch.setattr(pregen, "choose", spy)
+    worker = _worker(engine, pool)
+    assert worker.step() == 2  # 6 candidates written by the model, the 2 most doubtful kept
+    kept = _new_sets(engine)
+    assert len(kept) == 2 and len(seen) == 1 and len(seen[0]) == 6
+    assert sorted(r.selection["score"] for r in kept if r.selection) == pytest.approx(
+        sorted(seen[0])[-2:], abs=1e-4
+    )
+    for row in kept:
+        assert row.selection is not None
+        assert row.selection["by"] == "uncertainty" and row.selection["reward_model"] == "r1"
+        assert row.selection["candidates"] == 6 and 0 <= row.selection["score"] <= 1
+    # the stored score is the reward model's doubt about the kept answers, and generation carries on with the
+    # policy (the bare base: the reward adapter is off again)
+    assert pool.active is None
+    with Session(engine) as s:
+        reward = find_reward_model(session=s)
+        assert reward is not None and reward.adapter_path
+        for row in kept:
+            texts = [c.text for c in s.exec(select(Completion).where(Completion.set_id == row.id)).all()]
+            prompt = s.get(Prompt, row.prompt_id)
+            assert prompt is not None and row.selection is not None
+            [rewards] = PoolScorer(pool).score(reward.adapter_path, [(prompt.messages, texts)])
+            assert doubt(rewards) == pytest.approx(row.selection["score"], abs=1e-3)
+
+
+def test_random_mode_records_its_choice_and_a_budget_caps_the_version(ranked_store):
+    engine, pool = ranked_store
+    with Session(engine) as s:
+        set_selection(session=s, mode="random", budget=24 + 3)  # the 24 ranked sets count too
+        version = current_policy(session=s)
+        assert version is not None
+        version_id = version.id
+    worker = _worker(engine, pool)
+    while worker.step():
+        pass
+    kept = _new_sets(engine)
+    assert len(kept) == 3 and all(r.selection == {"by": "random"} for r in kept)
+    with Session(engine) as s:
+        assert count_sets(session=s, policy_version_id=version_id) == 27
+        set_selection(session=s, budget=0)
+    assert worker.step() == 2  # no budget: it fills again
+
+
+def test_selection_command_line(tmp_path, capsys):
+    home = str(tmp_path / "home")
+    argv = ["selection", "--mode", "uncertainty", "--oversample", "3", "--budget", "64", "--home", home]
+    assert main(argv) == 0
+    assert "3 candidates per kept set" in capsys.readouterr().out
+    assert main(["selection", "--home", home]) == 0  # shows the settings
+    assert "at most 64 sets per policy version" in capsys.readouterr().out
+    assert main(["selection", "--random-share", "1.5", "--home", home]) != 0
+    assert "random share must be between 0 and 1, got 1.5" in capsys.readouterr().err
+    with Session(make_engine(f"sqlite:///{tmp_path / 'home' / 'rankloop.db'}")) as s:
+        assert selection(session=s) == Selection(mode="uncertainty", oversample=3, budget=64)
