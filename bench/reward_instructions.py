@@ -39,10 +39,10 @@ from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
 from rlhf.configs import RewardConfig
+from rlhf.pregen import PregenConfig, PregenWorker
 from rlhf.progress import ConsoleReporter
 from rlhf.reward import build_scorer, read_data, train_loop
 from rlhf.reward_eval import score_sets
-from rlhf.pregen import PregenConfig, PregenWorker
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 MAX_NEW_TOKENS = 72  # as bench/loop.py
@@ -140,9 +140,7 @@ def train_arm(url: str, home: str, overrides: dict, answers: list[dict]) -> dict
     t = time.perf_counter()
     train_loop(scorer, tokenizer, data.train, config, ConsoleReporter())
     seconds = time.perf_counter() - t
-    scores = score_sets(
-        scorer, tokenizer, [(a["messages"], a["texts"]) for a in answers], config.max_length
-    )
+    scores = score_sets(scorer, tokenizer, [(a["messages"], a["texts"]) for a in answers], config.max_length)
     return {**accuracy(scores, answers), "train_s": round(seconds), "groups": len(data.train)}
 
 

@@ -19,10 +19,13 @@ from labeler.ui.admin_dashboard import ROUND_COLUMNS, dashboard_data
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 
-def rank_next(session: Session, user_id: int, seconds: float, best_first: list[int] | None = None) -> int:
+def rank_next(
+    session: Session, user_id: int, seconds: float, best_first: list[int | None] | None = None
+) -> int:
     """Lease the next set and rank it (by position, or `best_first` policy version ids first); its time is set
     to `seconds`, as if the labeler had taken that long. Returns the ranking's id."""
     leased = lease_next_set(session=session, user_id=user_id)
+    assert leased is not None
     answers = leased.completions
     if best_first:
         answers = sorted(answers, key=lambda c: best_first.index(c.policy_version_id))

@@ -13,7 +13,7 @@ from labeler.importers import import_pairs, import_prompts, parse_pairs
 from labeler.leasing import lease_next_set
 from labeler.pairs import PairSettings
 from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
-from labeler.tables import Completion, CompletionSet, Prompt, Ranking
+from labeler.tables import Completion, CompletionSet, Prompt, Ranking, id_of
 from tests.labeler.helpers import make_sets, make_user
 
 
@@ -241,14 +241,15 @@ def test_hh_pair_without_shared_assistant_turn_is_reported(tmp_path):
 def _rank_all(session, user, orders: dict[int, list[int]]) -> None:
     """`user` leases every set offered and ranks it in the given order of answer positions."""
     while (leased := lease_next_set(session=session, user_id=user.id)) is not None:
-        ids = [c.id for c in sorted(leased.completions, key=lambda c: c.position)]
-        order = orders[leased.set.id]
+        ids = [id_of(c) for c in sorted(leased.completions, key=lambda c: c.position)]
+        set_id = id_of(leased.set)
+        order = orders[set_id]
         submit_ranking(
             session=session,
             ranking=RankingIn(
-                set_id=leased.set.id,
+                set_id=set_id,
                 user_id=user.id,
-                submission_id=f"{user.name}-{leased.set.id}",
+                submission_id=f"{user.name}-{set_id}",
                 ranks={ids[p]: rank for rank, p in enumerate(order, start=1)},
             ),
         )
@@ -296,4 +297,4 @@ def test_every_exported_pair_carries_its_provenance(tmp_path, session):
     agreed = [r for r in rows if r["set_id"] == made.id]
     assert all(s["weight"] < a["weight"] for s in split for a in agreed)  # a split vote counts less
     with pytest.raises(ValueError, match="unknown labeler weights 'loud'"):
-        export_preferences(session=session, out=tmp_path / "x", weights="loud")  # type: ignore[arg-type]
+        export_preferences(session=session, out=tmp_path / "x", weights="loud")
