@@ -11,7 +11,7 @@ from labeler.consensus import agreement
 from labeler.costs import round_costs
 from labeler.dataset import load_set_rankings, preference_records
 from labeler.db import read_session
-from labeler.quality import labeler_quality
+from labeler.quality import labeler_quality, weekly_trend
 from labeler.stats import flagged_completions, store_counts
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 
@@ -34,6 +34,16 @@ LABELER_COLUMNS = [
     "review",
 ]
 FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "text"]
+WEEK_COLUMNS = [
+    "week",
+    "labeler",
+    "rankings",
+    "median s/set",
+    "skip share",
+    "flag share",
+    "tau vs others",
+    "sets in tau",
+]
 ROUND_COLUMNS = [
     "round",
     "made version",
@@ -74,8 +84,9 @@ def rounds_table(session: Session) -> list[list]:
     return rows
 
 
-def dashboard_data(session: Session) -> tuple[str, list[list], list[list], list[list]]:
-    """Summary markdown, labeler rows, flagged rows and round costs (store reads; the handler checks the role)."""
+def dashboard_data(session: Session) -> tuple[str, list[list], list[list], list[list], list[list]]:
+    """Summary markdown, labeler rows, flagged rows, round costs and labelers by week (store reads; the handler
+    checks the role)."""
     counts = store_counts(session=session)
     every = load_set_rankings(session=session)  # read once: pairs and agreement, and labeler quality
     sets = [s for s in every if s.origin == "generated"]
@@ -122,7 +133,11 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list], list[
     if to_review:
         summary += "\n\n**Labelers to review** (listed, never dropped): " + ", ".join(to_review)
     flagged = [[f.set_id, f.completion_id, f.reason, f.labeler, f.text[:300]] for f in flags]
-    return summary, labelers, flagged, rounds_table(session)
+    weeks = [
+        [w.week, w.labeler, w.rankings, w.median_seconds, w.skip_share, w.flag_share, w.loo_tau, w.loo_sets]
+        for w in weekly_trend(session=session, sets=every)
+    ]
+    return summary, labelers, flagged, rounds_table(session), weeks
 
 
 def _round(x: float | None) -> float | None:
@@ -142,12 +157,13 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
             label="Rounds: what the labels cost (server-measured minutes) and bought (newest first)",
             interactive=False,
         )
+        weeks = gr.Dataframe(headers=WEEK_COLUMNS, label="Labelers by week (newest first)", interactive=False)
 
     def on_refresh(request: gr.Request):
         require_admin(deps.engine, request)
         with read_session(deps.engine) as session:  # reads only: no write lock
             return dashboard_data(session)
 
-    outputs = [summary, labelers, flagged, rounds]
+    outputs = [summary, labelers, flagged, rounds, weeks]
     refresh.click(on_refresh, None, outputs, api_name="admin_dashboard")
     return TabLoad(on_refresh, outputs)  # filled when an admin opens the page

@@ -71,7 +71,7 @@ def test_round_costs_count_new_labels_minutes_and_what_they_bought(session, tmp_
     assert two.accuracy_gain == pytest.approx(10.0) and two.labels_per_accuracy_point == pytest.approx(0.1)
     assert two.win_rate is None and two.labels_per_win_point is None  # no set mixes v2 with v1
 
-    *_, rounds = dashboard_data(session)
+    rounds = dashboard_data(session)[3]
     assert [r[1] for r in rounds] == ["v2", "v1"] and len(rounds[0]) == len(ROUND_COLUMNS)  # newest first
     assert rounds[1][2:4] == [2, 3.0]
     export_preferences(session=session, out=tmp_path, fmt="jsonl")

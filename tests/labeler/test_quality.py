@@ -4,15 +4,16 @@ listed for review, not dropped."""
 import uuid
 from datetime import timedelta
 
-from sqlmodel import Session, select
+from sqlalchemy import update
+from sqlmodel import Session, col, select
 
 from labeler.dataset import load_set_rankings
 from labeler.db import make_engine
 from labeler.gold import mark_gold
-from labeler.quality import labeler_quality, leave_one_out_tau
+from labeler.quality import labeler_quality, leave_one_out_tau, weekly_trend
 from labeler.store import RankingIn, submit_ranking
-from labeler.tables import Assignment, Completion, User, id_of, utcnow
-from labeler.ui.admin_dashboard import LABELER_COLUMNS, dashboard_data
+from labeler.tables import Assignment, Completion, Ranking, User, id_of, utcnow
+from labeler.ui.admin_dashboard import LABELER_COLUMNS, WEEK_COLUMNS, dashboard_data
 from tests.rlhf.synthetic import LABELERS_WITH_ADVERSARY, add_ranked_sets, synthetic_store
 
 
@@ -33,7 +34,21 @@ def test_the_adversary_is_found_by_reliability_gold_and_agreement(tmp_path):
             ranks = {id_of(c): k + 1 for k, c in enumerate(order)}
             submit_ranking(session=s, ranking=RankingIn(set_id=id_of(gold), user_id=id_of(user), submission_id=uuid.uuid4().hex, ranks=ranks))  # fmt: skip
         rows = {q.row.name: q for q in labeler_quality(session=s)}
-        summary, table, _, _ = dashboard_data(s)
+        summary, table, _, _, weeks = dashboard_data(s)
+        # half of honest-a's rankings a week earlier: two rows for honest-a, newest week first
+        theirs = s.exec(
+            select(Ranking).join(User, col(User.id) == Ranking.user_id).where(User.name == "honest-a")
+        ).all()
+        earlier = [id_of(r) for r in theirs[:15]]
+        s.execute(
+            update(Ranking)
+            .where(col(Ranking.id).in_(earlier))
+            .values(created_at=utcnow() - timedelta(days=7))
+        )
+        s.commit()
+        split = [
+            w for w in weekly_trend(session=s, sets=load_set_rankings(session=s)) if w.labeler == "honest-a"
+        ]
     adversary, honest = rows["adversary"], rows["honest-a"]
     assert adversary.reliability < 0.2 < 0.8 < honest.reliability
     assert adversary.gold.mean_tau == -1.0 and honest.gold.mean_tau == 1.0
@@ -43,6 +58,13 @@ def test_the_adversary_is_found_by_reliability_gold_and_agreement(tmp_path):
     by_name = {r[0]: dict(zip(LABELER_COLUMNS, r, strict=True)) for r in table}
     assert by_name["adversary"]["gold tau"] == -1.0 and by_name["honest-b"]["review"] == ""
     assert by_name["honest-a"]["rankings"] == 31  # 30 sets and the gold one
+    this_week = {r[1]: dict(zip(WEEK_COLUMNS, r, strict=True)) for r in weeks}
+    assert len(weeks) == 5 and len({r[0] for r in weeks}) == 1  # five labelers, all this week
+    assert (
+        this_week["honest-a"]["rankings"] == 31 and this_week["honest-a"]["sets in tau"] == 30
+    )  # gold aside
+    assert this_week["adversary"]["tau vs others"] < 0 < this_week["honest-c"]["tau vs others"]
+    assert [w.rankings for w in split] == [16, 15] and split[0].week > split[1].week
 
 
 def test_leave_one_out_needs_two_labelers(tmp_path):
