@@ -2,18 +2,19 @@
 selection rule the pre-generation worker uses, rlhf/selection.py), on the tiny in-process model and a synthetic
 preference, so that curves with repeats fit in minutes on a CPU.
 
-The preference: an answer is better the more often it says "good", and 2 points better when it names the
-prompt's topic ("tell me about the sea" -> "... sea ..."). Half the candidate sets differ in "good"s (easy: a
-reward model learns counting quickly), half say "good" equally often and differ only in naming the right topic,
-another topic or none (the model must read the prompt). One simulated labeler (Gaussian noise 0.5) ranks each
-chosen set through lease + submit.
+The preference: an answer is worth the sum of its judged words (great +2, good +1, fine +0.5, meh -0.5,
+bad -1, awful -2). Half the candidate sets are coarse (each answer has its own judged words: wide gaps, learned
+from few labels), half are fine (the same judged words, and "fine", "meh" or neither on top: gaps of 0.5-1, the
+distinctions a reward model learns last). One simulated labeler (Gaussian noise 0.5) ranks each chosen set
+through lease + submit.
 
 Two arms share the seeds and the first 32 sets (random): `random` keeps taking candidates in random order;
 `uncertainty` trains a reward model on what is labeled, scores the remaining candidates with it through the
 worker's scorer (an adapter on the shared base), and labels the most doubtful next, 25% of them at random (the
 worker's default). Each point trains a fresh reward model on the labeled sets and reports its accuracy on 200
 held-out sets against the hidden preference. Target: uncertainty reaches random's accuracy at 256 sets with at
-most 60% of the sets.
+most 60% of the sets (reported only where random's curve does not fall at its end: a fall makes any
+comparison with its last point meaningless, and the RESULT line says `random_curve_settled=false`).
 
     .venv/bin/python bench/active_labeling.py [--sizes 32,64,128,256] [--repeats 3] [--plot bench/active_labeling.png]
 """
@@ -35,8 +36,6 @@ import torch
 from sqlmodel import Session
 
 from labeler.db import make_engine
-from labeler.instruction_prompts import InstructionPrompt, add_instruction_prompts
-from labeler.instructions import Instruction, constraints_met
 from labeler.policies import ensure_initial_policy
 from labeler.settings import set_labels_needed
 from labeler.simulate import SimulatedLabeler, label_waiting_sets
@@ -51,6 +50,8 @@ from rlhf.selection import PoolScorer, choose, doubt
 
 FILLER = ["the", "quick", "brown", "jumps", "over", "lazy", "poem", "answer", "about", "very"]
 TOPICS = ["sea", "sky", "fox", "dog", "tree", "moon", "rain", "bread"]
+# words an answer is judged by, and what each is worth; "fine" and "meh" move it least (the fine distinctions)
+WEIGHTS = {"great": 2.0, "good": 1.0, "fine": 0.5, "meh": -0.5, "bad": -1.0, "awful": -2.0}
 CANDIDATES = 1024
 HELDOUT = 200
 RANDOM_SHARE = 0.25
@@ -60,42 +61,33 @@ RANDOM_SHARE = 0.25
 class Candidate:
     messages: list[dict]
     texts: list[str]
-    topic: str
-
-    @property
-    def rule(self) -> Instruction:
-        """The topic as the keyword instruction the simulated labeler checks (it sees the prompt's rules)."""
-        return Instruction("keyword", {"word": self.topic})
 
 
-def preference(text: str, finish_reason: str = "eos", instructions: Sequence[Instruction] = ()) -> float:
-    return text.count(" good") + 2.0 * constraints_met(text, instructions)
+def preference(text: str, finish_reason: str = "eos", instructions: Sequence[object] = ()) -> float:
+    return sum(WEIGHTS.get(word.strip("."), 0.0) for word in text.split())
+
+
+def _answer(rng: random.Random, judged: list[str]) -> str:
+    words = [rng.choice(FILLER) for _ in range(rng.randint(3, 6))] + judged
+    rng.shuffle(words)
+    return " ".join(words) + "."
 
 
 def make_candidate(i: int, rng: random.Random) -> Candidate:
-    topic = rng.choice(TOPICS)
-    messages = [{"role": "user", "content": f"question {i}: tell me about the {topic}"}]
-    other = rng.choice([t for t in TOPICS if t != topic])
-    if rng.random() < 0.5:  # easy: the answers differ in "good"s
-        goods = rng.sample(range(4), 4)
-        names = [rng.choice([topic, other, None]) for _ in range(4)]
-    else:  # subtle: the same "good"s, only the topic named differs
-        goods = [rng.randint(0, 2)] * 4
-        names = [topic, other, None, rng.choice([topic, other, None])]
-        rng.shuffle(names)
-    texts = []
-    for g, name in zip(goods, names, strict=True):
-        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 7))]
-        if name:
-            words.insert(rng.randrange(len(words) + 1), name)
-        texts.append(" ".join(words) + " good" * g + ".")
-    return Candidate(messages, texts, topic)
+    messages = [{"role": "user", "content": f"question {i}: tell me about the {rng.choice(TOPICS)}"}]
+    if rng.random() < 0.5:  # coarse: each answer has its own judged words, the gaps are wide
+        texts = [_answer(rng, rng.choices(list(WEIGHTS), k=rng.randint(0, 3))) for _ in range(4)]
+    else:  # fine: the same judged words, and one of fine / meh / neither on top
+        shared = rng.choices(list(WEIGHTS), k=rng.randint(0, 2))
+        extra = [["fine"], ["meh"], [], rng.choice([["fine"], ["meh"], ["fine", "fine"]])]
+        texts = [_answer(rng, shared + e) for e in extra]
+    return Candidate(messages, texts)
 
 
 def accuracy(scores: Sequence[Sequence[float]], sets: Sequence[Candidate]) -> float:
     right = total = 0
     for s, c in zip(scores, sets, strict=True):
-        truth = [preference(t, "eos", [c.rule]) for t in c.texts]
+        truth = [preference(t) for t in c.texts]
         for a, b in combinations(range(len(truth)), 2):
             if truth[a] != truth[b]:
                 total += 1
@@ -117,9 +109,7 @@ class Arm:
         self.labeler = SimulatedLabeler("sim", noise=0.5, seed=seed, preference=preference)
 
     def label(self, chosen: Sequence[Candidate]) -> None:
-        prompts = [InstructionPrompt(c.messages, [c.rule], c.topic, "train") for c in chosen]
         with Session(self.engine) as s:
-            add_instruction_prompts(session=s, prompts=prompts, source="bench-active")
             for c in chosen:
                 prompt = get_or_add_prompt(session=s, messages=c.messages)
                 add_completion_set(session=s, prompt_id=id_of(prompt), completions=[CompletionIn(t) for t in c.texts], policy_version_id=self.version_id, labels_needed=1)  # fmt: skip
@@ -127,7 +117,7 @@ class Arm:
 
     def train(self) -> Path:
         torch.manual_seed(self.seed)
-        config = RewardConfig(model=self.checkpoint, home=str(self.folder), db=self.url, epochs=2, learning_rate=3e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed)  # fmt: skip
+        config = RewardConfig(model=self.checkpoint, home=str(self.folder), db=self.url, epochs=2, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed)  # fmt: skip
         return reward.run(config).path
 
 
@@ -219,12 +209,15 @@ def main() -> None:
     target = means["random"][-1]
     needed = sets_to_reach(target, sizes, means["uncertainty"])
     share = None if needed is None else needed / sizes[-1]
+    # the comparison means something only where random selection's accuracy still holds at its largest size
+    settled = target >= max(means["random"]) - 0.01
     plot(Path(args.plot), sizes, means)
     print(
         f"RESULT sizes={args.sizes} repeats={args.repeats} "
         + " ".join(f"{a}_{s}={v:.4f}" for a, vs in means.items() for s, v in zip(sizes, vs, strict=True))
         + f" uncertainty_sets_to_match_random_{sizes[-1]}={'never' if needed is None else round(needed)}"
-        + f" share={'n/a' if share is None else round(share, 3)} target_met={str(share is not None and share <= 0.6).lower()}"
+        + f" share={'n/a' if share is None else round(share, 3)} random_curve_settled={str(settled).lower()}"
+        + f" target_met={str(settled and share is not None and share <= 0.6).lower()}"
         + f" plot={args.plot} minutes={(time.perf_counter() - start) / 60:.1f}"
     )
 

@@ -13,6 +13,7 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
 `--preference concise`: one rule for every prompt (end properly, about 25 words, no lists) on data/prompts.jsonl.
 
     .venv/bin/python bench/loop.py [--preference instructions|concise] [--rounds 3] [--sets 64] [--tie-within 0.6]
+        [--reward-lr 1e-3] [--keep DIR]
 
 Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
 model (`reward_continue_from=latest`, the round's default), 12 PPO steps of 72 new tokens at most, and the gold
@@ -52,7 +53,7 @@ from models.generation import Completion, SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
 from rlhf import round as round_stage
-from rlhf.configs import PPOConfig
+from rlhf.configs import PPOConfig, RewardConfig
 from rlhf.pregen import PregenConfig, PregenWorker
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
@@ -141,6 +142,7 @@ def run_round(
     labelers: list,
     preference: str,
     keep_ties: bool,
+    reward_lr: float,
 ) -> dict:
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -157,6 +159,7 @@ def run_round(
         "ppo_gold": preference,
         "ppo_steps": PPO_STEPS,
         "reward_epochs": 1,
+        "reward_learning_rate": reward_lr,
         "reward_keep_ties": keep_ties,
     }
     config = round_stage.RoundConfig(home=home, db=url, **exposed)
@@ -197,6 +200,12 @@ def main() -> None:
         help="labelers tie answers whose noisy scores are this close; the reward model then keeps the ties "
         "(Davidson's likelihood) instead of dropping them",
     )
+    parser.add_argument(
+        "--reward-lr",
+        type=float,
+        default=RewardConfig().learning_rate,
+        help="reward-model learning rate (bench/reward_instructions.py compares them on this task)",
+    )
     args = parser.parse_args()
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
@@ -235,7 +244,9 @@ def main() -> None:
         )
         last_eval = v0_eval
         for number in range(1, args.rounds + 1):
-            done = run_round(engine, home, url, worker, labelers, args.preference, args.tie_within > 0)
+            done = run_round(
+                engine, home, url, worker, labelers, args.preference, args.tie_within > 0, args.reward_lr
+            )
             t = time.perf_counter()
             last_eval = judged(answers_of(pool, done["policy"], evals, args.eval_samples), evals, judge)
             rate, (low, high) = win_rate(last_eval, v0_eval)
@@ -271,7 +282,7 @@ def main() -> None:
         f"RESULT preference={args.preference} rounds={len(report)} pass_rate_v0={last['pass_rate_v0']:.3f} "
         f"pass_rate_last={last['pass_rate']:.3f} pass_gain={gain:.3f} win_rate_last={last['win_rate_vs_v0']:.3f} "
         f"kl_last={last['kl_to_v0']:.3f} kl_target={target_kl} mean_words_last={last['mean_words']:.1f} "
-        f"reward_accuracy_last={last['reward_accuracy']:.3f} total_min={total / 60:.1f}"
+        f"reward_accuracy_last={last['reward_accuracy']:.3f} reward_lr={args.reward_lr:g} total_min={total / 60:.1f}"
     )
 
 
