@@ -127,7 +127,6 @@ def labeler_rows(*, session: Session, fast_seconds: float = FAST_SECONDS) -> lis
 class HumanTime:
     """Labelers' time on some sets, from the server-measured seconds per ranking (lease to submit; skips too)."""
 
-    rankings: int
     timed: int  # rankings with a measured time (imported ones have none)
     minutes: float
     median_seconds: float | None
@@ -145,10 +144,10 @@ def human_time(*, session: Session, set_ids: list[int] | None = None) -> HumanTi
     """Labelers' time on the given sets (all sets when None)."""
     query = select(Ranking.set_id, Ranking.seconds_spent)
     wanted = None if set_ids is None else set(set_ids)
-    rows = [sec for set_id, sec in session.exec(query) if wanted is None or set_id in wanted]
-    times = [t for t in rows if t is not None]
+    times = [
+        sec for set_id, sec in session.exec(query) if sec is not None and (wanted is None or set_id in wanted)
+    ]
     return HumanTime(
-        rankings=len(rows),
         timed=len(times),
         minutes=round(sum(times) / 60, 2),
         median_seconds=round(median(times), 1) if times else None,

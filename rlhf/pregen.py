@@ -203,16 +203,19 @@ class PregenWorker:
             return [(i, {"by": "random"}) for i in range(len(sets))]
         if self._scorer is None:
             self._scorer = PoolScorer(cast(PolicyPool, self.pool))
+        share = plan.selection.random_share
         try:
             rewards = self._scorer.score(
                 plan.reward.adapter_path,
                 [(m, [c.text for c in s]) for (_, m), s in zip(plan.prompts, sets, strict=True)],
             )
-        except Exception:  # a broken reward model must not stop labeling: keep a random share instead
+        except (
+            Exception
+        ):  # a broken reward model must not stop labeling: keep a random choice, recorded as such
             logger.exception("scoring candidates with %s failed; keeping a random choice", plan.reward.name)
-            rewards = [[0.0] * len(s) for s in sets]
+            rewards, share = [[0.0] * len(s) for s in sets], 1.0
         doubts = [doubt(r) for r in rewards]
-        choices = choose(doubts, keep=plan.keep, random_share=plan.selection.random_share, rng=self._rng)
+        choices = choose(doubts, keep=plan.keep, random_share=share, rng=self._rng)
         return [
             (
                 c.index,

@@ -17,3 +17,28 @@ def test_import_pairs_then_export_with_raw_rankings(tmp_path, hh_file, capsys):
     raw = (out / "rankings.jsonl").read_text().splitlines()
     assert len(rows) == 1500 == len(raw) and {"prompt", "chosen", "rejected"} <= set(rows[0])
     assert (out / "README.md").exists() and json.loads((out / "export.json").read_text())["pairs"] == 1500
+
+
+def test_export_with_reliability_weights_from_the_command_line(tmp_path, capsys):
+    from tests.rlhf.synthetic import LABELERS_WITH_ADVERSARY, add_ranked_sets, synthetic_store
+
+    url, _ = synthetic_store(tmp_path, sets=0)  # the store is the home's rankloop.db
+    add_ranked_sets(url, 6, labelers=LABELERS_WITH_ADVERSARY)
+    out = tmp_path / "out"
+    argv = [
+        "export",
+        "--home",
+        str(tmp_path),
+        "--format",
+        "jsonl",
+        "--out",
+        str(out),
+        "--weights",
+        "reliability",
+    ]
+    assert main(argv) == 0
+    assert "exported" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    assert rows and all(r["consensus"] == "reliability" and 0 < r["weight"] <= 1 for r in rows)
+    assert set(rows[0]["labelers"]) == {"honest-a", "honest-b", "adversary"}
+    assert "consensus: reliability weights" in (out / "README.md").read_text()

@@ -154,3 +154,19 @@ def test_selection_command_line(tmp_path, capsys):
     assert "random share must be between 0 and 1, got 1.5" in capsys.readouterr().err
     with Session(make_engine(f"sqlite:///{tmp_path / 'home' / 'rankloop.db'}")) as s:
         assert selection(session=s) == Selection(mode="uncertainty", oversample=3, budget=64)
+
+
+def test_a_reward_model_that_fails_to_score_leaves_a_random_choice_recorded_as_random(
+    ranked_store, monkeypatch
+):
+    engine, pool = ranked_store
+    with Session(engine) as s:
+        set_selection(session=s, mode="uncertainty", random_share=0.0, oversample=3)
+
+    def broken(self, folder, sets):
+        raise OSError(f"{folder}: adapter file unreadable")
+
+    monkeypatch.setattr(PoolScorer, "score", broken)
+    assert _worker(engine, pool).step() == 2  # labeling goes on
+    kept = _new_sets(engine)
+    assert len(kept) == 2 and all(r.selection and r.selection["by"] == "random" for r in kept)
