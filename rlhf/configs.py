@@ -99,6 +99,14 @@ class RewardConfig:
         },
     )
     min_agreement: float = field(default=0.0, metadata={"help": "drop consensus pairs below this agreement"})
+    heads: int = field(
+        default=1,
+        metadata={
+            "help": "score-head members (1-16): the reward is their mean; each member past the first trains on "
+            "its own bootstrap share of the sets, and their disagreement is what selection mode 'disagreement' "
+            "labels next"
+        },
+    )
     include_imported: bool = field(default=True, metadata={"help": "also train on imported pairs"})
     normalize: bool = field(
         default=True, metadata={"help": "store held-out mean/std so PPO sees unit-scale rewards"}
@@ -216,7 +224,7 @@ class DPOConfig:
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
-    "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": None, "max_length": 256, "keep_ties": None, "none_acceptable": None}),
+    "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": None, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None}),
     "dpo": (DPOConfig, {"beta": None}),
 }  # fmt: skip

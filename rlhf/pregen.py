@@ -44,7 +44,7 @@ from labeler.store import CompletionIn, add_completion_set
 from labeler.workers import hold_worker_lease, holder_id, release_worker_lease
 from models.generation import PolicyBackend, SamplingParams
 from models.policy import PolicyPool
-from rlhf.selection import PoolScorer, choose, doubt
+from rlhf.selection import PoolScorer, choose, uncertainty
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "pregen"
@@ -205,7 +205,7 @@ class PregenWorker:
             self._scorer = PoolScorer(cast(PolicyPool, self.pool))
         share = plan.selection.random_share
         try:
-            rewards = self._scorer.score(
+            members = self._scorer.score_members(
                 plan.reward.adapter_path,
                 [(m, [c.text for c in s]) for (_, m), s in zip(plan.prompts, sets, strict=True)],
             )
@@ -213,8 +213,8 @@ class PregenWorker:
             Exception
         ):  # a broken reward model must not stop labeling: keep a random choice, recorded as such
             logger.exception("scoring candidates with %s failed; keeping a random choice", plan.reward.name)
-            rewards, share = [[0.0] * len(s) for s in sets], 1.0
-        doubts = [doubt(r) for r in rewards]
+            members, share = [[[0.0]] * len(s) for s in sets], 1.0
+        measure, doubts = uncertainty(members)
         choices = choose(doubts, keep=plan.keep, random_share=share, rng=self._rng)
         return [
             (
@@ -222,6 +222,7 @@ class PregenWorker:
                 {
                     "by": c.by,
                     "score": round(c.score, 4),
+                    "measure": measure,
                     "reward_model": plan.reward.name,
                     "candidates": len(sets),
                 },

@@ -11,6 +11,7 @@ The model is registered in the store as r<K> with its held-out metrics and a sna
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -122,7 +123,7 @@ def build_scorer(config: RewardConfig, parent: Parent | None = None) -> tuple[Re
         )
         model = get_peft_model(base, lora, adapter_name="reward")
     init_std = getattr(base.config, "initializer_range", 0.02)
-    head = ScoreHead(hidden, init_std=init_std).to(base.device)
+    head = ScoreHead(hidden, init_std=init_std, heads=config.heads).to(base.device)
     return RewardScorer(model, head), tokenizer
 
 
@@ -137,6 +138,19 @@ class Batch:
     ties: torch.Tensor  # [P] bool: a tie pair (margin 0 with keep_ties)
     negatives: torch.Tensor  # [N]
     weights: torch.Tensor | None = None  # [P] per-pair weights (labeler_weights=reliability)
+    pair_sets: torch.Tensor | None = None  # [P] the set id of each pair (for the members' bootstrap shares)
+    negative_sets: torch.Tensor | None = None  # [N] the set id of each "none acceptable" answer
+
+    def share(self, pair_keep: torch.Tensor, neg_keep: torch.Tensor) -> Batch:
+        """The pairs and negatives the masks keep (bools over `pair_sets` and `negative_sets`)."""
+        return Batch(
+            self.enc,
+            self.pairs[pair_keep],
+            self.margins[pair_keep],
+            self.ties[pair_keep],
+            self.negatives[neg_keep],
+            None if self.weights is None else self.weights[pair_keep],
+        )
 
 
 def group_batch(groups: list[Group], tokenizer, config: RewardConfig, device) -> Batch:
@@ -145,6 +159,8 @@ def group_batch(groups: list[Group], tokenizer, config: RewardConfig, device) ->
     margins: list[float] = []
     negatives: list[int] = []
     weights: list[float] = []
+    pair_sets: list[int] = []
+    negative_sets: list[int] = []
     for g in groups:
         offset = len(texts)
         texts.extend(render_dialogue(tokenizer, g.prompt, t) for t in g.texts)
@@ -153,6 +169,8 @@ def group_batch(groups: list[Group], tokenizer, config: RewardConfig, device) ->
             margins.append(margin)
         weights.extend(g.weights or [1.0] * len(g.pairs))
         negatives.extend(offset + k for k in g.negatives)
+        pair_sets.extend([g.set_id] * len(g.pairs))
+        negative_sets.extend([g.set_id] * len(g.negatives))
     margin_t = torch.tensor(margins, device=device, dtype=torch.float32)
     weighted = any(g.weights for g in groups)
     return Batch(
@@ -162,7 +180,34 @@ def group_batch(groups: list[Group], tokenizer, config: RewardConfig, device) ->
         (margin_t == 0) & config.keep_ties,
         torch.tensor(negatives, device=device, dtype=torch.long),
         torch.tensor(weights, device=device, dtype=torch.float32) if weighted else None,
+        torch.tensor(pair_sets, device=device, dtype=torch.long),
+        torch.tensor(negative_sets, device=device, dtype=torch.long),
     )
+
+
+def in_bootstrap(set_id: int, member: int, seed: int) -> bool:
+    """Whether score-head `member` trains on set `set_id`: member 0 on every set, each other on a fixed share
+    of about 63% (the share of distinct items in a bootstrap sample), the same in every run and round."""
+    if member == 0:
+        return True
+    digest = hashlib.sha1(f"{seed}:{member}:{set_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < 1 - math.exp(-1)
+
+
+def members_loss(members: torch.Tensor, batch: Batch, config: RewardConfig) -> torch.Tensor:
+    """The mean over score-head members of each one's loss on its bootstrap share of the batch's sets; a
+    member with nothing in this batch adds nothing. `members`: [T, heads]."""
+    assert batch.pair_sets is not None and batch.negative_sets is not None
+    losses = []
+    for k in range(members.shape[1]):
+        pair_keep, neg_keep = (
+            torch.tensor([in_bootstrap(i, k, config.seed) for i in ids.tolist()], dtype=torch.bool)
+            for ids in (batch.pair_sets, batch.negative_sets)
+        )
+        share = batch.share(pair_keep.to(members.device), neg_keep.to(members.device))
+        if len(share.pairs) or len(share.negatives):
+            losses.append(batch_loss(members[:, k], share, config))
+    return torch.stack(losses).mean()
 
 
 def batch_loss(scores: torch.Tensor, batch: Batch, config: RewardConfig) -> torch.Tensor:
@@ -249,8 +294,11 @@ def train_loop(
         for batch in shard_batches(order, per_step, rank, world):
             inputs = group_batch(batch, tokenizer, config, accelerator.device)
             with accelerator.accumulate(scorer):
-                scores = scorer(inputs.enc["input_ids"], inputs.enc["attention_mask"])
-                loss = batch_loss(scores, inputs, config)
+                # through the (possibly distributed) wrapper, so gradients are synchronised
+                members = scorer(inputs.enc["input_ids"], inputs.enc["attention_mask"], members=True)
+                scores = members.mean(dim=-1)
+                single = members.shape[1] == 1
+                loss = batch_loss(scores, inputs, config) if single else members_loss(members, inputs, config)
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(params, 1.0)
                 optimizer.step()
@@ -305,6 +353,12 @@ class RewardData:
 
 
 def read_data(engine, config: RewardConfig) -> RewardData:
+    if not 1 <= config.heads <= 16:
+        raise ValueError(f"heads must be between 1 and 16 score-head members, got {config.heads}")
+    if config.trainer == "trl" and config.heads != 1:
+        raise ValueError(
+            "trl's RewardTrainer trains one score head: use --trainer ranking or pairs with --heads"
+        )
     if config.trainer == "trl" and (
         config.keep_ties or config.none_acceptable != "exclude" or config.labeler_weights != "equal"
     ):

@@ -23,6 +23,28 @@ def score_groups(
 
 
 @torch.inference_mode()
+def _score_rows(
+    scorer: RewardScorer,
+    tokenizer,
+    sets: Sequence[tuple[Sequence[dict], Sequence[str]]],
+    max_length: int,
+    batch_texts: int,
+    members: bool,
+) -> list[list]:
+    """Per set, per answer: its reward (a float), or with `members` every score-head member's reward."""
+    texts = [render_dialogue(tokenizer, prompt, t) for prompt, answers in sets for t in answers]
+    device = next(scorer.parameters()).device
+    flat: list = []
+    for i in range(0, len(texts), batch_texts):
+        enc = encode(tokenizer, texts[i : i + batch_texts], max_length, device)
+        flat.extend(scorer(enc["input_ids"], enc["attention_mask"], members=members).float().cpu().tolist())
+    out, k = [], 0
+    for _, answers in sets:
+        out.append(flat[k : k + len(answers)])
+        k += len(answers)
+    return out
+
+
 def score_sets(
     scorer: RewardScorer,
     tokenizer,
@@ -31,17 +53,18 @@ def score_sets(
     batch_texts: int = 16,
 ) -> list[list[float]]:
     """A reward per answer of every (prompt, answers) set, in batches of `batch_texts`."""
-    texts = [render_dialogue(tokenizer, prompt, t) for prompt, answers in sets for t in answers]
-    device = next(scorer.parameters()).device
-    flat: list[float] = []
-    for i in range(0, len(texts), batch_texts):
-        enc = encode(tokenizer, texts[i : i + batch_texts], max_length, device)
-        flat.extend(scorer(enc["input_ids"], enc["attention_mask"]).float().cpu().tolist())
-    out, k = [], 0
-    for _, answers in sets:
-        out.append(flat[k : k + len(answers)])
-        k += len(answers)
-    return out
+    return _score_rows(scorer, tokenizer, sets, max_length, batch_texts, members=False)
+
+
+def score_set_members(
+    scorer: RewardScorer,
+    tokenizer,
+    sets: Sequence[tuple[Sequence[dict], Sequence[str]]],
+    max_length: int,
+    batch_texts: int = 16,
+) -> list[list[list[float]]]:
+    """Every score-head member's reward per answer of every set: [set][answer][member]."""
+    return _score_rows(scorer, tokenizer, sets, max_length, batch_texts, members=True)
 
 
 def _bucket(agreement: float) -> str:

@@ -39,18 +39,28 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 class ScoreHead(nn.Module):
-    """hidden state -> scalar reward."""
+    """hidden state -> scalar reward: the mean of `heads` linear members (one by default). With several, each
+    member is trained on its own bootstrap share of the sets (rlhf/reward.py) and their disagreement measures
+    what the model has not learned yet (rlhf/selection.py: `disagreement`)."""
 
-    def __init__(self, hidden_size: int, init_std: float = 0.02):
+    def __init__(self, hidden_size: int, init_std: float = 0.02, heads: int = 1):
         super().__init__()
-        self.linear = nn.Linear(hidden_size, 1)
+        self.linear = nn.Linear(hidden_size, heads)
         # transformers' sequence-classification heads start at N(0, initializer_range): small initial scores, so
         # the first steps learn the preference instead of undoing a random ranking of the base's features.
         nn.init.normal_(self.linear.weight, std=init_std)
         nn.init.zeros_(self.linear.bias)
 
+    @property
+    def heads(self) -> int:
+        return self.linear.out_features
+
+    def members(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[..., hidden] -> [..., heads]: every member's reward."""
+        return self.linear(hidden)
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(hidden).squeeze(-1)
+        return self.members(hidden).mean(dim=-1)
 
 
 class RewardScorer(nn.Module):
@@ -61,10 +71,18 @@ class RewardScorer(nn.Module):
         self.model = model
         self.head = head
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[B, hidden]: the base's last hidden state at each row's last real token, in the head's dtype."""
         hidden = backbone(self.model)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return self.head(hidden[rows, last_token_index(attention_mask)].to(self.head.linear.weight.dtype))
+        return hidden[rows, last_token_index(attention_mask)].to(self.head.linear.weight.dtype)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, members: bool = False
+    ) -> torch.Tensor:
+        """rewards [B], or with `members` every score-head member's reward [B, heads]."""
+        hidden = self.last_hidden(input_ids, attention_mask)
+        return self.head.members(hidden) if members else self.head(hidden)
 
 
 def render_dialogue(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[dict], response: str) -> str:
@@ -119,8 +137,10 @@ def save_reward_model(folder: Path, model: nn.Module, head: ScoreHead, meta: Rew
 
 
 def load_head(folder: Path, hidden_size: int) -> ScoreHead:
-    head = ScoreHead(hidden_size)
-    head.load_state_dict(load_file(folder / HEAD_FILE))
+    """The saved score head, with as many members as it was trained with (one for models before members)."""
+    state = load_file(folder / HEAD_FILE)
+    head = ScoreHead(hidden_size, heads=state["linear.weight"].shape[0])
+    head.load_state_dict(state)
     return head
 
 

@@ -3,14 +3,18 @@
 With the admin's selection set to `uncertainty` (labeler/settings.py: `rankloop selection --mode uncertainty`),
 the pre-generation worker writes `oversample` candidate sets for every set it keeps, scores each candidate's
 answers with the latest reward model (one more adapter on the pool's shared base, no second copy), and keeps the
-sets it doubts most, with a share picked at random so that labels still cover the whole prompt distribution:
+sets it is least sure of, with a share picked at random so that labels still cover the whole prompt distribution:
 
     doubt([0.1, 0.2, -1.5, 0.15])      # 0..1: mean over the answer pairs of 4 p (1 - p), p = sigmoid(s_i - s_j)
+    disagreement([[0.1, 2.0], [1.0, -1.0]])   # per answer each member's score: 0..1 bits (BALD)
     choose([0.9, 0.1, 0.5, 0.7], keep=2, random_share=0.5, rng=random.Random(0))
 
-Every kept set stores how it was chosen (`CompletionSet.selection`: by, score, reward model, candidates), so a
-later study can tell doubt-picked labels from random ones. Doubt is the reward model's own uncertainty about the
-order of the set's answers (a pair it scores equally has p = 0.5): the sets where a label moves it most.
+Which measure (`uncertainty`): a reward model with several score-head members (`rankloop reward --heads 4`) is
+read by their disagreement, the information a label would give about which member is right; it ignores answers
+all members find alike (a label there is mostly noise). A one-head model is read by its doubt, the spread of
+its scores (a pair it scores equally has p = 0.5). Every kept set stores how it was chosen
+(`CompletionSet.selection`: by, measure, score, reward model, candidates), so a later study can tell
+uncertainty-picked labels from random ones.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from itertools import combinations
 from pathlib import Path
 
 from models.policy import PolicyPool
-from rlhf.reward_eval import score_sets
+from rlhf.reward_eval import score_set_members
 from rlhf.scoring import RewardScorer, ScoreHead, load_head, load_meta
 
 
@@ -40,6 +44,37 @@ def doubt(scores: Sequence[float], scale: float = 1.0) -> float:
         p = 1.0 / (1.0 + math.exp(-(a - b) / scale))
         total += 4.0 * p * (1.0 - p)
     return total / len(pairs)
+
+
+def _entropy(p: float) -> float:
+    """Binary entropy in bits."""
+    return -sum(x * math.log2(x) for x in (p, 1.0 - p) if x > 0)
+
+
+def disagreement(members: Sequence[Sequence[float]], scale: float = 1.0) -> float:
+    """How much the score-head members disagree on the order of one set's answers (`members`: per answer, each
+    member's score): the mean over answer pairs of the mutual information between the pair's outcome and the
+    member (BALD), H(mean_k p_k) - mean_k H(p_k) in bits, p_k = sigmoid((s_ik - s_jk) / scale). 0 where the
+    members agree, even on a coin flip (answers alike: a label teaches little); up to 1 where they are each sure
+    and split (what a label settles)."""
+    pairs = list(combinations(members, 2))
+    if not pairs:
+        return 0.0
+    total = 0.0
+    for a, b in pairs:
+        ps = [1.0 / (1.0 + math.exp(-(x - y) / scale)) for x, y in zip(a, b, strict=True)]
+        total += _entropy(sum(ps) / len(ps)) - sum(_entropy(p) for p in ps) / len(ps)
+    return total / len(pairs)
+
+
+def uncertainty(sets: Sequence[Sequence[Sequence[float]]]) -> tuple[str, list[float]]:
+    """Each set's uncertainty from its answers' member scores ([set][answer][member]), and which measure gave
+    it: `disagreement` across score-head members where the model has several (reward `--heads`), else `doubt`
+    of the mean score."""
+    several = any(len(answer) > 1 for s in sets for answer in s)
+    if several:
+        return "disagreement", [disagreement(s) for s in sets]
+    return "doubt", [doubt([sum(a) / len(a) for a in s]) for s in sets]
 
 
 @dataclass(frozen=True)
@@ -73,6 +108,12 @@ class PoolScorer:
 
     def score(self, folder: str, sets: Sequence[tuple[Sequence[dict], Sequence[str]]]) -> list[list[float]]:
         """Rewards (in units of the model's std) for every (prompt, answers) set."""
+        return [[sum(m) / len(m) for m in row] for row in self.score_members(folder, sets)]
+
+    def score_members(
+        self, folder: str, sets: Sequence[tuple[Sequence[dict], Sequence[str]]]
+    ) -> list[list[list[float]]]:
+        """Every score-head member's reward (in units of the model's std) per answer: [set][answer][member]."""
         # one adapter per folder (models of different homes share names such as reward-r1)
         name = "reward-" + hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:12]
         with self.pool.lock:
@@ -83,5 +124,6 @@ class PoolScorer:
                 self._heads[name] = (head, max(load_meta(Path(folder)).reward_std, 1e-6))
             head, std = self._heads[name]
             with self.pool.using_adapter(name):
-                rewards = score_sets(RewardScorer(model, head), self.pool.tokenizer, sets, self.max_length)
-        return [[r / std for r in row] for row in rewards]
+                scorer = RewardScorer(model, head)
+                rows = score_set_members(scorer, self.pool.tokenizer, sets, self.max_length)
+        return [[[x / std for x in members] for members in row] for row in rows]

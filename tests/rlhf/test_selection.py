@@ -4,6 +4,7 @@ pre-generation worker keeping the candidates the latest reward model doubts most
 import random
 
 import pytest
+import torch
 from sqlmodel import Session, col, select
 
 from app import main
@@ -19,8 +20,9 @@ from models.policy import PolicyPool
 from rlhf import pregen
 from rlhf.configs import RewardConfig
 from rlhf.pregen import PregenConfig, PregenWorker
-from rlhf.reward import run
-from rlhf.selection import PoolScorer, choose, doubt
+from rlhf.reward import Batch, in_bootstrap, members_loss, run
+from rlhf.scoring import load_head
+from rlhf.selection import PoolScorer, choose, disagreement, doubt, uncertainty
 from tests.rlhf.synthetic import synthetic_store
 
 
@@ -30,6 +32,53 @@ def test_doubt_is_one_for_equal_scores_and_falls_as_the_model_orders_the_answers
     assert doubt([0.0, 0.5, 1.0]) > doubt([0.0, 2.0, 4.0])
     assert doubt([0.0, 2.0], scale=4.0) > doubt([0.0, 2.0])  # in units of the model's std
     assert doubt([1.0]) == 0.0
+
+
+def test_disagreement_is_zero_where_the_members_agree_even_on_a_coin_flip():
+    alike = [[0.3, 0.3, 0.3], [0.3, 0.3, 0.3]]  # two answers, three members: all unsure the same way
+    assert disagreement(alike) == pytest.approx(0.0, abs=1e-9)
+    assert disagreement([[5.0, 5.0], [0.0, 0.0]]) == pytest.approx(0.0, abs=1e-9)  # all sure the same way
+    split = [[9.0, -9.0], [-9.0, 9.0]]  # each member sure, and they disagree: a label settles it
+    assert disagreement(split) == pytest.approx(1.0, abs=1e-3)
+    assert 0 < disagreement([[1.0, -1.0], [-1.0, 1.0]]) < disagreement(split)
+    assert disagreement([[1.0, -1.0], [-1.0, 1.0]], scale=4.0) < disagreement([[1.0, -1.0], [-1.0, 1.0]])
+    assert disagreement([[1.0, 2.0]]) == 0.0  # one answer: no pair
+
+
+def test_uncertainty_reads_disagreement_from_several_members_and_doubt_from_one():
+    one = [[[0.0], [0.1]], [[0.0], [3.0]]]
+    assert uncertainty(one) == ("doubt", [doubt([0.0, 0.1]), doubt([0.0, 3.0])])
+    several = [[[0.0, 2.0], [2.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]]
+    measure, values = uncertainty(several)
+    assert measure == "disagreement" and values[0] > values[1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_each_member_past_the_first_trains_on_a_fixed_bootstrap_share_of_the_sets():
+    assert all(in_bootstrap(i, 0, seed=0) for i in range(200))
+    shares = [sum(in_bootstrap(i, k, seed=0) for i in range(2000)) / 2000 for k in (1, 2, 3)]
+    assert all(0.59 < x < 0.67 for x in shares)
+    assert [in_bootstrap(i, 1, 0) for i in range(50)] == [in_bootstrap(i, 1, 0) for i in range(50)]
+    assert [in_bootstrap(i, 1, 0) for i in range(50)] != [in_bootstrap(i, 2, 0) for i in range(50)]
+
+
+def test_a_member_learns_nothing_from_the_sets_outside_its_share():
+    config = RewardConfig(seed=0)
+    inside = next(i for i in range(100) if in_bootstrap(i, 1, 0))
+    outside = next(i for i in range(100) if not in_bootstrap(i, 1, 0))
+    batch = Batch(
+        enc={},
+        pairs=torch.tensor([[0, 1], [2, 3]]),
+        margins=torch.ones(2),
+        ties=torch.zeros(2, dtype=torch.bool),
+        negatives=torch.zeros(0, dtype=torch.long),
+        pair_sets=torch.tensor([inside, outside]),
+        negative_sets=torch.zeros(0, dtype=torch.long),
+    )
+    members = torch.zeros(4, 2, requires_grad=True)
+    members_loss(members, batch, config).backward()
+    assert members.grad is not None
+    assert (members.grad[:, 0] != 0).all()  # member 0 learns from both sets
+    assert (members.grad[:2, 1] != 0).all() and (members.grad[2:, 1] == 0).all()
 
 
 def test_choose_keeps_the_most_doubtful_and_a_random_share():
@@ -64,12 +113,13 @@ def test_selection_settings_are_checked_before_they_are_stored(tmp_path):
         assert selection(session=s) == Selection(mode="uncertainty", budget=12)  # unchanged
 
 
-@pytest.fixture
-def ranked_store(tmp_path):
-    """A store with ranked synthetic sets, a tiny reward model r1 trained on them and 12 fresh prompts."""
+@pytest.fixture(params=[1])
+def ranked_store(tmp_path, request):
+    """A store with ranked synthetic sets, a tiny reward model r1 trained on them (with `request.param`
+    score-head members) and 12 fresh prompts."""
     url, checkpoint = synthetic_store(tmp_path, sets=24)
     settings = {"epochs": 1, "learning_rate": 3e-3, "eval_fraction": 0.0, "max_length": 64, "device": "cpu"}
-    run(RewardConfig(model=checkpoint, home=str(tmp_path), db=url, **settings))
+    run(RewardConfig(model=checkpoint, home=str(tmp_path), db=url, heads=request.param, **settings))
     engine = make_engine(url)
     with Session(engine) as s:
         add_prompts(session=s, conversations=[[{"role": "user", "content": f"new {i}"}] for i in range(12)])
@@ -110,7 +160,11 @@ def test_worker_keeps_the_candidates_the_reward_model_doubts_most(ranked_store, 
     for row in kept:
         assert row.selection is not None
         assert row.selection["by"] == "uncertainty" and row.selection["reward_model"] == "r1"
-        assert row.selection["candidates"] == 6 and 0 <= row.selection["score"] <= 1
+        assert (
+            row.selection["measure"] == "doubt"
+            and row.selection["candidates"] == 6
+            and 0 <= row.selection["score"] <= 1
+        )
     # the stored score is the reward model's doubt about the kept answers, and generation carries on with the
     # policy (the bare base: the reward adapter is off again)
     assert pool.active is None
@@ -123,6 +177,30 @@ def test_worker_keeps_the_candidates_the_reward_model_doubts_most(ranked_store, 
             assert prompt is not None and row.selection is not None
             [rewards] = PoolScorer(pool).score(reward.adapter_path, [(prompt.messages, texts)])
             assert doubt(rewards) == pytest.approx(row.selection["score"], abs=1e-3)
+
+
+@pytest.mark.parametrize("ranked_store", [3], indirect=True)
+def test_a_model_with_several_members_is_read_by_their_disagreement(ranked_store, tmp_path):
+    engine, pool = ranked_store
+    with Session(engine) as s:
+        set_selection(session=s, mode="uncertainty", random_share=0.0, oversample=3)
+        reward = find_reward_model(session=s)
+        assert reward is not None and reward.adapter_path
+    head = load_head(tmp_path / "models" / "reward-r1", pool.model.config.hidden_size)
+    assert head.heads == 3
+    assert _worker(engine, pool).step() == 2
+    kept = _new_sets(engine)
+    with Session(engine) as s:
+        for row in kept:
+            assert row.selection is not None and row.selection["measure"] == "disagreement"
+            texts = [c.text for c in s.exec(select(Completion).where(Completion.set_id == row.id)).all()]
+            prompt = s.get(Prompt, row.prompt_id)
+            assert prompt is not None
+            [members] = PoolScorer(pool).score_members(reward.adapter_path, [(prompt.messages, texts)])
+            assert all(len(m) == 3 for m in members)
+            assert disagreement(members) == pytest.approx(row.selection["score"], abs=1e-3)
+            [mean] = PoolScorer(pool).score(reward.adapter_path, [(prompt.messages, texts)])
+            assert mean == pytest.approx([sum(m) / 3 for m in members], abs=1e-5)
 
 
 def test_random_mode_records_its_choice_and_a_budget_caps_the_version(ranked_store):
@@ -166,7 +244,7 @@ def test_a_reward_model_that_fails_to_score_leaves_a_random_choice_recorded_as_r
     def broken(self, folder, sets):
         raise OSError(f"{folder}: adapter file unreadable")
 
-    monkeypatch.setattr(PoolScorer, "score", broken)
+    monkeypatch.setattr(PoolScorer, "score_members", broken)
     assert _worker(engine, pool).step() == 2  # labeling goes on
     kept = _new_sets(engine)
     assert len(kept) == 2 and all(r.selection and r.selection["by"] == "random" for r in kept)
