@@ -159,11 +159,21 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 def launch_reward_job(port: int, engine) -> int:
     """Start a reward job the way an admin does: the admin tab's launch endpoint, as the admin."""
+    import gradio as gr
     from gradio_client import Client
 
+    from labeler.ui.forms import config_form
+    from rlhf.configs import RewardConfig
+
     client = Client(f"http://127.0.0.1:{port}/", auth=("admin", ADMIN_PASSWORD), verbose=False)
-    # epochs (param_5) high enough that it trains through the run; blanks where the form has no default
-    client.predict(api_name="/admin_launch_reward", param_5=20, param_14="", param_22=100_000)
+    with gr.Blocks():  # the form's fields in order, as the page sends them
+        form = config_form(RewardConfig)
+    # epochs high enough that it trains through the run
+    values = {name: component.value for name, component in form.items()} | {
+        "epochs": 20,
+        "max_pairs": 100_000,
+    }
+    client.predict(*values.values(), api_name="/admin_launch_reward")
     with Session(engine) as session:
         job = session.exec(select(Job).order_by(col(Job.id).desc())).first()
     assert job is not None and job.id is not None

@@ -140,6 +140,7 @@ def report_progress(
     if metrics:
         job.metrics = [*job.metrics, *metrics]
     if phase:
+        job.phase, job.phase_started_at = phase[:64], utcnow()
         job.log_tail = (job.log_tail + phase + "\n")[-4000:]
     session.add(job)
     session.commit()

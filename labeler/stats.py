@@ -207,6 +207,7 @@ class FlaggedRow:
     reason: str
     labeler: str
     text: str
+    comment: str = ""  # the labeler's comment on the set
 
 
 def flagged_completions(*, session: Session, limit: int = 200) -> tuple[list[FlaggedRow], Counter[str]]:
@@ -214,12 +215,14 @@ def flagged_completions(*, session: Session, limit: int = 200) -> tuple[list[Fla
     names = dict(session.exec(select(User.id, User.name)).all())
     rows: list[FlaggedRow] = []
     reasons: Counter[str] = Counter()
-    query = select(Ranking.set_id, Ranking.user_id, Ranking.flags).where(col(Ranking.user_id).is_not(None))
-    for set_id, user_id, flags in session.exec(query.order_by(col(Ranking.id).desc())):
+    query = select(Ranking.set_id, Ranking.user_id, Ranking.flags, Ranking.comment).where(
+        col(Ranking.user_id).is_not(None)
+    )
+    for set_id, user_id, flags, comment in session.exec(query.order_by(col(Ranking.id).desc())):
         for cid, reason in flags.items():
             reasons[reason] += 1
             if len(rows) < limit:
-                rows.append(FlaggedRow(set_id, int(cid), reason, names.get(user_id, "?"), ""))
+                rows.append(FlaggedRow(set_id, int(cid), reason, names.get(user_id, "?"), "", comment or ""))
     texts = dict(
         session.exec(
             select(Completion.id, Completion.text).where(
@@ -228,6 +231,6 @@ def flagged_completions(*, session: Session, limit: int = 200) -> tuple[list[Fla
         ).all()
     )
     return [
-        FlaggedRow(r.set_id, r.completion_id, r.reason, r.labeler, texts.get(r.completion_id, ""))
+        FlaggedRow(r.set_id, r.completion_id, r.reason, r.labeler, texts.get(r.completion_id, ""), r.comment)
         for r in rows
     ], reasons

@@ -176,7 +176,9 @@ class Job(SQLModel, table=True):
     kind: str = Field(index=True, max_length=32)
     params: dict = _json({})
     status: str = Field(default="queued", index=True, max_length=16)
-    progress: float = 0.0
+    progress: float = 0.0  # of the stage now running (`phase`)
+    phase: str = Field(default="", max_length=64)  # the stage now running, e.g. "reward training" or "ppo"
+    phase_started_at: datetime | None = None
     metrics: list[dict] = _json([])
     log_tail: str = ""
     error: str | None = None

@@ -194,6 +194,7 @@ def run(
         start_coef,
         gold,
     )
+    reporter.start(1, "ppo samples and saving")
     after = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     summary = {k: v for k, v in history[-1].items() if isinstance(v, float | int)} if history else {}
     metrics = {
@@ -221,6 +222,7 @@ def run(
         make_current=config.make_current,
         job_id=job_id,
     )
+    reporter.step()
     reporter.close()
     return PPOResult(f"v{version}", folder, version, summary, history, time.perf_counter() - start)
 

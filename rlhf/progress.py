@@ -64,10 +64,11 @@ class JobReporter(ConsoleReporter):
         self.engine, self.job_id, self.min_interval_s = engine, job_id, min_interval_s
         self.total, self.done, self._last = 1, 0, 0.0
         self._pending: list[dict] = []
+        self.phase = ""
 
     def start(self, total: int, desc: str) -> None:
         super().start(total, desc)
-        self.total, self.done = max(total, 1), 0
+        self.total, self.done, self.phase = max(total, 1), 0, desc
         self._flush(force=True, phase=desc)
 
     def step(self, metrics: dict | None = None) -> None:
@@ -77,7 +78,7 @@ class JobReporter(ConsoleReporter):
 
     def log(self, metrics: dict) -> None:
         super().log(metrics)
-        self._pending.append({**metrics, "t": round(time.time(), 2)})
+        self._pending.append({**metrics, "t": round(time.time(), 2), "phase": self.phase})
         self._flush()
 
     def close(self) -> None:

@@ -428,6 +428,7 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     else:
         train_loop(scorer, tokenizer, train, config, reporter)
     train_seconds = time.perf_counter() - train_start
+    reporter.start(1, "reward evaluation and saving")
     metrics = evaluate(scorer, tokenizer, heldout or train, config.max_length)
     metrics["train_seconds"] = round(train_seconds, 2)
     metrics["heldout_sets"], metrics["train_groups"] = len(heldout), len(train)
@@ -462,6 +463,7 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
                 job_id=job_id,
             )
     state.wait_for_everyone()
+    reporter.step()
     reporter.close()
     return RewardResult(name, folder, metrics, len(train), len(heldout), time.perf_counter() - start)
 

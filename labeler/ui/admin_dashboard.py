@@ -33,7 +33,8 @@ LABELER_COLUMNS = [
     "reliability",
     "review",
 ]
-FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "text"]
+FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "answer", "comment"]
+REFRESH_SECONDS = 20.0
 WEEK_COLUMNS = [
     "week",
     "labeler",
@@ -108,6 +109,8 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list], list[
     labelers, to_review = [], []
     for q in labeler_quality(session=session, sets=every):
         row, tau = q.row, agree.per_labeler_tau.get(q.row.user_id)
+        if row.role == "admin" and not row.rankings:  # an admin who never labeled is not a labeler
+            continue
         labelers.append(
             [
                 row.name,
@@ -132,7 +135,7 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list], list[
             to_review.append(f"{row.name} ({'; '.join(q.concerns)})")
     if to_review:
         summary += "\n\n**Labelers to review** (listed, never dropped): " + ", ".join(to_review)
-    flagged = [[f.set_id, f.completion_id, f.reason, f.labeler, f.text[:300]] for f in flags]
+    flagged = [[f.set_id, f.completion_id, f.reason, f.labeler, f.text[:600], f.comment] for f in flags]
     weeks = [
         [w.week, w.labeler, w.rankings, w.median_seconds, w.skip_share, w.flag_share, w.loo_tau, w.loo_sets]
         for w in weekly_trend(session=session, sets=every)
@@ -146,11 +149,16 @@ def _round(x: float | None) -> float | None:
 
 def build_dashboard(deps: UIDeps) -> TabLoad:
     with gr.Tab("Dashboard"):
-        refresh = gr.Button("Refresh", elem_id="dashboard-refresh")
+        refresh = gr.Button("Refresh now", elem_id="dashboard-refresh", size="sm")
+        gr.Markdown(f"Refreshes on its own every {REFRESH_SECONDS:.0f} s.")
         summary = gr.Markdown(elem_id="dashboard-summary")
         labelers = gr.Dataframe(headers=LABELER_COLUMNS, label="Labelers", interactive=False)
         flagged = gr.Dataframe(
-            headers=FLAG_COLUMNS, label="Flagged completions (newest first)", interactive=False, wrap=True
+            headers=FLAG_COLUMNS,
+            label="Flagged completions (newest first)",
+            interactive=False,
+            wrap=True,
+            column_widths=["6%", "8%", "10%", "10%", "46%", "20%"],
         )
         rounds = gr.Dataframe(
             headers=ROUND_COLUMNS,
@@ -158,6 +166,7 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
             interactive=False,
         )
         weeks = gr.Dataframe(headers=WEEK_COLUMNS, label="Labelers by week (newest first)", interactive=False)
+        timer = gr.Timer(REFRESH_SECONDS, active=False)  # switched on at page load for admins only
 
     def on_refresh(request: gr.Request):
         require_admin(deps.engine, request)
@@ -166,4 +175,9 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
 
     outputs = [summary, labelers, flagged, rounds, weeks]
     refresh.click(on_refresh, None, outputs, api_name="admin_dashboard")
-    return TabLoad(on_refresh, outputs)  # filled when an admin opens the page
+    timer.tick(on_refresh, None, outputs, show_progress="hidden", api_visibility="private")
+
+    def on_open(request: gr.Request):
+        return (*on_refresh(request), gr.Timer(active=True))
+
+    return TabLoad(on_open, [*outputs, timer])  # filled, then kept fresh, when an admin opens the page

@@ -1,5 +1,6 @@
-"""Admin training tab: launch reward (and later PPO) jobs from forms made from the stage configs, watch their
-progress and live metric plots, cancel them; the jobs table and the reward models with their held-out metrics."""
+"""Admin training tab: launch jobs (a round, reward, PPO, DPO) from forms made from the stage configs, watch one:
+a progress bar with its stage and time left, one live plot per kind of metric (labeler/ui/job_view.py), its
+evaluation and the log's newest lines; cancel it; the jobs table and the reward models with their evaluation."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from labeler.reward_models import reward_models
 from labeler.tables import Job
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.forms import config_form, form_values
+from labeler.ui.job_view import PANEL_SLOTS, PANELS, evaluation_note, log_html, metric_panels, progress_html
 from rlhf.configs import JOB_KINDS, STAGES, job_config
 
 
@@ -33,14 +35,17 @@ def jobs_frame(session: Session) -> pd.DataFrame:
 
 
 def rewards_frame(session: Session) -> pd.DataFrame:
+    """One row per reward model; held-out figures only where it had held-out sets (else the split is named)."""
     rows = []
     for r in reward_models(session=session, newest_first=True):
         m = r.metrics
+        held = m.get("heldout_sets")
         rows.append(
             [
                 r.name,
                 r.job_id,
-                m.get("accuracy"),
+                m.get("accuracy") if held else None,
+                f"held-out ({held} sets)" if held else "training sets (no held-out)",
                 m.get("mean_margin"),
                 m.get("loss"),
                 m.get("pairs"),
@@ -54,6 +59,7 @@ def rewards_frame(session: Session) -> pd.DataFrame:
             "reward model",
             "job",
             "held-out accuracy",
+            "evaluated on",
             "mean margin",
             "loss",
             "pairs",
@@ -90,21 +96,6 @@ def reward_trend(session: Session) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["reward model", "metric", "value"])
 
 
-def metrics_frame(job: Job | None) -> pd.DataFrame:
-    """Long format (step, metric, value) for the line plot."""
-    rows: list[tuple[int, str, float]] = []
-    for point in job.metrics if job else []:
-        step = point.get("step")
-        if step is None:
-            continue
-        rows.extend(
-            (step, k, float(v))
-            for k, v in point.items()
-            if k not in ("step", "t") and isinstance(v, int | float)
-        )
-    return pd.DataFrame(rows, columns=["step", "metric", "value"])
-
-
 def overopt_frame(job: Job | None) -> pd.DataFrame:
     """PPO's proxy (reward-model score) and gold score against KL to the reference, for jobs with a gold judge:
     the gold curve turning down while the proxy keeps rising is over-optimisation."""
@@ -128,8 +119,15 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         with gr.Row():
             job_id = gr.Number(label="Job to watch", precision=0)
             cancel = gr.Button("Cancel job", variant="stop")
-        progress = gr.Slider(0, 100, label="Progress (%)", interactive=False)
-        plot = gr.LinePlot(x="step", y="value", color="metric", label="Metrics", height=300)
+        progress = gr.HTML(progress_html(None), elem_id="job-progress")
+        evaluation = gr.Markdown(elem_id="job-evaluation")
+        plots = []
+        for row in range(0, PANEL_SLOTS, 3):
+            with gr.Row():
+                plots += [
+                    gr.LinePlot(x="step", y="value", color="series", label=title, height=220, y_title="value")
+                    for title, _ in PANELS[row : row + 3]
+                ]
         overopt_plot = gr.LinePlot(
             x="kl",
             y="value",
@@ -137,7 +135,8 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             label="Proxy vs gold score against KL (PPO with a gold judge)",
             height=250,
         )
-        log = gr.Textbox(label="Log tail", lines=8, max_lines=8, autoscroll=True)
+        gr.Markdown("**Log (newest line last)**")
+        log = gr.HTML(log_html(""), elem_id="job-log")
         jobs = gr.Dataframe(label="Jobs", interactive=False)
         rewards = gr.Dataframe(label="Reward models (held-out evaluation)", interactive=False)
         review = gr.Dataframe(
@@ -168,11 +167,15 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         require_admin(engine, request)
         with read_session(engine) as session:
             job = get_job(session=session, job_id=int(watched) if watched else None)
+            panels = [gr.update(value=frame, label=title) for title, frame in metric_panels(job)]
             return (
-                round(100 * job.progress) if job else 0,
-                metrics_frame(job),
+                progress_html(job),
+                evaluation_note(job),
+                *panels,
                 overopt_frame(job),
-                (job.log_tail or job.error or "") if job else "",
+                log_html((job.log_tail or "") + (f"\n{job.error}" if job.error else ""))
+                if job
+                else log_html(""),
                 jobs_frame(session),
                 rewards_frame(session),
                 review_frame(session),
@@ -196,7 +199,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             [launch_status, job_id],
             api_name=f"admin_launch_{kind}",
         )
-    watch_outputs = [progress, plot, overopt_plot, log, jobs, rewards, review, reward_plot]
+    watch_outputs = [progress, evaluation, *plots, overopt_plot, log, jobs, rewards, review, reward_plot]
     timer.tick(on_watch, [job_id], watch_outputs, api_name="admin_jobs", show_progress="hidden")
     cancel.click(on_cancel, [job_id], launch_status, api_name="admin_cancel_job")
 

@@ -21,9 +21,10 @@ from labeler.ui.admin_training import build_training_tab
 from labeler.ui.auth import CLIENT_ADDRESS_MIDDLEWARE, make_auth
 from labeler.ui.deps import UIDeps, current_user
 from labeler.ui.guard import MAX_UPLOAD_BYTES, ContentSecurityPolicy, SessionGuard
+from labeler.ui.job_view import CSS as JOB_CSS
 from labeler.ui.labeling import LABELING_CSS, build_labeling_tab
 
-CSS = LABELING_CSS
+CSS = LABELING_CSS + JOB_CSS
 
 
 def build_ui(deps: UIDeps) -> gr.Blocks:
@@ -32,7 +33,7 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
             gr.Markdown("# rankloop")
             who = gr.Markdown(elem_id="whoami")
             gr.Button("Log out", link="/logout", size="sm", scale=0)
-        with gr.Tabs():
+        with gr.Tabs(selected="label") as tabs:
             labeling = build_labeling_tab(deps)
             with gr.Tab("Admin", id="admin", visible=False) as admin_tab, gr.Tabs():
                 admin_tabs = [
@@ -54,12 +55,15 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
             updates = labeling.updates(request)
             updates[who] = f"Logged in as **{user.name}** ({user.role})"
             updates[admin_tab] = gr.update(visible=user.role == "admin")
-            if user.role == "admin":
+            if user.role == "admin":  # admins land on the dashboard
+                updates[tabs] = gr.update(selected="admin")
                 for tab in admin_tabs:
                     updates.update(tab.updates(request))
             return updates
 
-        load_outputs = [*labeling.outputs, who, admin_tab] + [o for tab in admin_tabs for o in tab.outputs]
+        load_outputs = [*labeling.outputs, who, admin_tab, tabs] + [
+            o for tab in admin_tabs for o in tab.outputs
+        ]
         # Not queued (one POST, like a submit); named so scripted clients open the page as a browser does.
         demo.load(on_load, None, load_outputs, api_name="open_page", queue=False)
     return demo

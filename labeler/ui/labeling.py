@@ -26,7 +26,7 @@ from labeler.leasing import LeasedSet, lease_by_token, lease_next_set
 from labeler.settings import current_guidelines
 from labeler.stats import labeler_progress, waiting_for
 from labeler.store import MAX_COMMENT_CHARS, LeaseGone, PageChoices, RankingRejected, submit_leased
-from labeler.tables import FLAG_REASONS
+from labeler.tables import FLAG_REASONS, id_of
 from labeler.ui import ranker
 from labeler.ui.deps import RecentUsers, TabLoad, UIDeps
 from labeler.ui.ranker import page_token, ranker_value, read_choices, read_page
@@ -153,6 +153,7 @@ def one_clear_sentence(handler: Callable[..., dict]) -> Callable[..., dict]:
 
 
 NOTHING_WAITING = "No sets are waiting right now. New ones are being generated; check back in a minute."
+OPEN_TO_LABEL = "Admins start on the dashboard. Open this tab again to lease a set and label it."
 
 LABELING_CSS = ranker.CSS
 
@@ -163,7 +164,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
     waiting = WaitingCounts()
     users = RecentUsers(engine)
     guidelines_version = GuidelinesVersion(engine)
-    with gr.Tab("Label", id="label"):
+    with gr.Tab("Label", id="label") as tab:
         with gr.Accordion("Guidelines", open=False) as guide_box:
             guide_md = gr.Markdown()
         progress = gr.Markdown(elem_id="progress")
@@ -207,15 +208,28 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
         return show(next_view(engine, user_id, guidelines_version.get()), user_id, message)
 
     def on_load(request: gr.Request) -> dict:
-        user_id = users.user_id(request)
+        """A labeler's page opens on their set; an admin's opens on the dashboard and leases nothing until they
+        open this tab (a set leased and never finished would wait out its lease one label short)."""
+        user = users.get(request)
+        user_id = id_of(user)
         with read_session(engine) as session:
             guidelines = current_guidelines(session=session)
             first_visit = labeler_progress(session=session, user_id=user_id, waiting=0).total == 0
+        admin = user.role == "admin"
+        view = None if admin else next_view(engine, user_id, guidelines.version)
         return {
-            **show(next_view(engine, user_id, guidelines.version), user_id),
+            **show(view, user_id),
+            empty_md: OPEN_TO_LABEL if admin else ("" if view else NOTHING_WAITING),
             guide_md: safe_markdown(guidelines.text),
             guide_box: gr.update(open=first_visit),
         }
+
+    @one_clear_sentence
+    def on_open(request: gr.Request, page: Any) -> dict:
+        """The tab was opened: lease a set if the page shows none (a set on screen keeps its choices)."""
+        if isinstance(page, dict) and page.get("token"):
+            return {answers: gr.update()}  # unchanged
+        return show_next(users.user_id(request))
 
     @one_clear_sentence
     def on_submit(request: gr.Request, page: Any, none_acceptable: bool, note: str) -> dict:
@@ -252,4 +266,5 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
     # event stream, which halved its cost on the server. Writers take turns in the store (labeler/db.py).
     submit.click(on_submit, [answers, none_ok, comment], outputs, api_name="submit_ranking", queue=False)
     skip.click(on_skip, [answers], outputs, api_name="skip_set", queue=False)
+    tab.select(on_open, [answers], outputs, api_name="open_label_tab", queue=False)
     return TabLoad(on_load, [*outputs, guide_md, guide_box])
