@@ -147,7 +147,7 @@ class LeasedSet:
     assignment: Assignment
 
 
-def _load_leased(session: Session, assignment: Assignment) -> LeasedSet:
+def load_leased(session: Session, assignment: Assignment) -> LeasedSet:
     cset = session.get(CompletionSet, assignment.set_id)
     assert cset is not None
     by_id = {c.id: c for c in session.exec(select(Completion).where(Completion.set_id == assignment.set_id))}
@@ -256,7 +256,7 @@ def lease_next_set(
     with reading(session) as reader:
         open_lease = reader.exec(_OPEN_LEASE, params=params).first()
         if open_lease is not None and open_lease.token is not None:
-            return _load_leased(reader, open_lease)
+            return load_leased(reader, open_lease)
         if open_lease is not None:  # leased before leases had tokens: issue one
             return _issue_token(session, open_lease.id)
         shortlist = _shortlist(reader, params)
@@ -281,7 +281,7 @@ def lease_next_set(
     session.add(assignment)
     try:
         session.flush()
-        leased = _load_leased(session, assignment)
+        leased = load_leased(session, assignment)
         session.commit()
     except IntegrityError:  # the same labeler leased this set in another tab at the same moment
         session.rollback()
@@ -304,7 +304,7 @@ def _issue_token(session: Session, assignment_id: int | None) -> LeasedSet:
     assignment.token = secrets.token_hex(16)
     session.add(assignment)
     session.flush()
-    leased = _load_leased(session, assignment)
+    leased = load_leased(session, assignment)
     session.commit()
     return leased
 

@@ -171,6 +171,26 @@ class Ranking(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
+class SupersededRanking(SQLModel, table=True):
+    """A ranking its labeler took back (undo, labeler/undo.py), kept as it was: the store holds both the old
+    verdict (here) and the one that replaced it (in Ranking), and counts only the latter."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    ranking_id: int = Field(index=True)  # its id while it was current
+    set_id: int = Field(foreign_key="completionset.id", index=True)
+    user_id: int | None = Field(default=None, foreign_key="user.id", index=True)
+    submission_id: str = Field(max_length=64)
+    ranks: dict[str, int] = _json({})
+    flags: dict[str, str] = _json({})
+    none_acceptable: bool = False
+    skipped: bool = False
+    comment: str = ""
+    seconds_spent: float | None = None
+    guidelines_version: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    superseded_at: datetime = Field(default_factory=utcnow)
+
+
 class Job(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(index=True, max_length=32)

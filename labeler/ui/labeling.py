@@ -1,7 +1,8 @@
 """The labeling tab: guidelines, the prompt in context, the set's answers in this labeler's order in the ranking
 widget (`labeler/ui/ranker.py`: click or press numbers to rank, ties, flags, undo), none acceptable, comment,
 skip and progress in a bar that stays on screen. Keyboard: numbers rank, `=` ties, F then a number flags,
-Backspace undoes, Enter submits, S skips.
+Backspace undoes, Enter submits, S skips; "Undo last submit" takes the last submission back for two minutes
+(labeler/undo.py).
 
 The data side (`next_view`, `submit_form`) works on plain values so it is tested without a browser.
 """
@@ -31,6 +32,7 @@ from labeler.ui import ranker
 from labeler.ui.deps import RecentUsers, TabLoad, UIDeps
 from labeler.ui.ranker import page_token, ranker_value, read_choices, read_page
 from labeler.ui.render import markdown_html, safe_markdown
+from labeler.undo import undo_last
 
 logger = logging.getLogger(__name__)
 __all__ = ["PageChoices", "read_choices", "read_page"]
@@ -182,6 +184,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             with gr.Row(equal_height=True):
                 submit = gr.Button("Submit (Enter)", variant="primary", elem_id="submit-btn", scale=2)
                 skip = gr.Button("Skip (S)", elem_id="skip-btn", scale=1)
+                undo = gr.Button("Undo last submit", elem_id="undo-btn", scale=1, size="sm")
                 none_ok = gr.Checkbox(label="None acceptable", elem_id="none-acceptable", scale=1)
                 comment = gr.Textbox(
                     label="Comment (optional)",
@@ -253,6 +256,23 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             return rejected(exc, user_id)
         return show_next(user_id, "Skipped.")
 
+    @one_clear_sentence
+    def on_undo(request: gr.Request) -> dict:
+        """The labeler's last submission taken back (labeler/undo.py): its set on screen with their choices."""
+        user_id = users.user_id(request)
+        try:
+            with Session(engine, expire_on_commit=False) as session:
+                back = undo_last(session=session, user_id=user_id)
+        except RankingRejected as exc:
+            return {status: f"⚠️ {html.escape(str(exc))}"}
+        view = _view(back.leased)
+        return {
+            **show(view, user_id, "↩️ Your last submission is back on screen: change it and submit again."),
+            answers: ranker_value(view.token, view.texts, back.ranks, back.flags),
+            none_ok: back.none_acceptable,
+            comment: back.comment,
+        }
+
     def rejected(exc: RankingRejected, user_id: int) -> dict:
         """The reason on screen (the labeler's choices stay as they were); when the page's set is gone (not this
         labeler's, or filled after the lease expired), the labeler's current set comes with it."""
@@ -267,4 +287,5 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
     submit.click(on_submit, [answers, none_ok, comment], outputs, api_name="submit_ranking", queue=False)
     skip.click(on_skip, [answers], outputs, api_name="skip_set", queue=False)
     tab.select(on_open, [answers], outputs, api_name="open_label_tab", queue=False)
+    undo.click(on_undo, None, outputs, api_name="undo_submit", queue=False)
     return TabLoad(on_load, [*outputs, guide_md, guide_box])

@@ -191,12 +191,18 @@ CSS = """
 """
 
 
-def ranker_value(token: str | None, answers: list[str] | None) -> dict[str, Any]:
-    """The widget's value for a set on screen (answers as HTML, in display order) with nothing chosen yet."""
+def ranker_value(
+    token: str | None,
+    answers: list[str] | None,
+    ranks: list[int | None] | None = None,
+    flags: list[str | None] | None = None,
+) -> dict[str, Any]:
+    """The widget's value for a set on screen (answers as HTML, in display order), with nothing chosen yet or
+    with `ranks` and `flags` (by display position: a submission taken back to change)."""
     if not token or not answers:
         return dict(EMPTY)
     n = len(answers)
-    return {"token": token, "answers": answers, "ranks": [None] * n, "flags": [None] * n}
+    return {"token": token, "answers": answers, "ranks": ranks or [None] * n, "flags": flags or [None] * n}
 
 
 def page_token(value: Any) -> str:

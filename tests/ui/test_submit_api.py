@@ -9,12 +9,12 @@ from sqlmodel import Session, func, select
 from labeler.db import make_engine
 from labeler.policies import ensure_initial_policy
 from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
-from labeler.tables import Ranking
+from labeler.tables import Ranking, SupersededRanking
 from labeler.ui.app import build_ui, launch
-from labeler.ui.client import page_from_outputs
+from labeler.ui.client import WIDGET_OUTPUT, page_from_outputs
 from labeler.ui.deps import UIDeps
 from labeler.users import add_user
-from tests.ui.conftest import free_port
+from tests.ui.conftest import PASSWORDS, free_port
 
 SIZES = [2, 2, 4, 4, 3, 4, 2]
 
@@ -51,3 +51,25 @@ def test_sets_of_changing_size_are_ranked_in_a_row(tmp_path):
     with Session(engine) as session:
         assert session.exec(select(func.count(Ranking.id))).one() == len(SIZES)
         assert all(len(r.ranks) >= 2 for r in session.exec(select(Ranking)))
+
+
+def test_undo_puts_the_last_submission_back_with_its_choices_and_the_resubmit_counts_once(running_app):
+    client = Client(running_app.url, auth=("alice", PASSWORDS["alice"]), verbose=False)
+    first = page_from_outputs(list(client.predict(api_name="/open_page")))
+    assert first is not None
+    widget = {"token": first.token, "ranks": [1, 2, None, 3], "flags": [None, None, "harmful", None]}
+    out = client.predict(widget, False, "all weak", api_name="/submit_ranking")
+    assert "Saved" in out[2] and page_from_outputs(list(out)) != first
+    back = list(client.predict(api_name="/undo_submit"))
+    assert "back on screen" in back[2]
+    widget_back = back[WIDGET_OUTPUT]
+    assert widget_back["answers"] == first.texts and widget_back["token"] != first.token
+    assert widget_back["ranks"] == [1, 2, None, 3]
+    assert widget_back["flags"] == [None, None, "harmful", None]
+    assert back[3:5] == ["all weak", False]  # the comment and "none acceptable" as they were sent
+    again = {**widget_back, "ranks": [None] * 4, "flags": [None] * 4}
+    assert "Saved" in client.predict(again, True, "", api_name="/submit_ranking")[2]
+    with Session(running_app.engine) as s:
+        [row] = s.exec(select(Ranking)).all()
+        assert row.ranks == {} and row.none_acceptable
+        assert s.exec(select(func.count(SupersededRanking.id))).one() == 1
