@@ -27,7 +27,7 @@ from labeler.leasing import LeasedSet, lease_by_token, lease_next_set
 from labeler.settings import current_guidelines
 from labeler.stats import labeler_progress, waiting_for
 from labeler.store import MAX_COMMENT_CHARS, LeaseGone, PageChoices, RankingRejected, submit_leased
-from labeler.tables import FLAG_REASONS, id_of
+from labeler.tables import FLAG_REASONS, Completion, id_of
 from labeler.ui import ranker
 from labeler.ui.deps import RecentUsers, TabLoad, UIDeps
 from labeler.ui.ranker import page_token, ranker_value, read_choices, read_page
@@ -71,11 +71,20 @@ def next_view(engine: Engine, user_id: int, guidelines_version: int | None = Non
         return _view(leased) if leased is not None else None
 
 
+CUT_OFF = '<div class="rl-cut" title="the model hit its token limit">… cut off at the length limit</div>'
+
+
+def answer_html(completion: Completion) -> str:
+    """One answer as the page shows it; an answer the token limit cut off says so at its end."""
+    body = markdown_html(completion.text)
+    return body + CUT_OFF if completion.finish_reason == "length" else body
+
+
 def _view(leased: LeasedSet) -> SetView:
     assert leased.assignment.token is not None
     return SetView(
         token=leased.assignment.token,
-        texts=[markdown_html(c.text) for c in leased.completions],
+        texts=[answer_html(c) for c in leased.completions],
         prompt_markdown=render_conversation(leased.prompt.messages),
     )
 

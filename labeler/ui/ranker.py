@@ -185,6 +185,7 @@ CSS = """
 .rl-ranked .rl-badge { background: var(--color-accent, #f97316); color: white; border-color: transparent; }
 .rl-body { overflow-wrap: anywhere; }
 .rl-body pre { overflow-x: auto; max-width: 100%; }
+.rl-cut { margin-top: 4px; font-size: 0.85em; font-style: italic; color: var(--body-text-color-subdued, #777); }
 .rl-body table { display: block; overflow-x: auto; }
 #action-bar { position: sticky; bottom: 0; z-index: 5; background: var(--background-fill-primary);
   border-top: 1px solid var(--border-color-primary); padding: 6px 0; }

@@ -8,8 +8,16 @@ from sqlmodel import Session, func, select, update
 
 from labeler.settings import set_labels_needed
 from labeler.store import MAX_COMMENT_CHARS, LeaseGone, RankingRejected
-from labeler.tables import Assignment, Ranking, utcnow
-from labeler.ui.labeling import PageChoices, next_view, read_choices, read_page, submit_form
+from labeler.tables import Assignment, Completion, Ranking, utcnow
+from labeler.ui.labeling import (
+    CUT_OFF,
+    PageChoices,
+    answer_html,
+    next_view,
+    read_choices,
+    read_page,
+    submit_form,
+)
 from labeler.users import get_user
 from tests.ui.conftest import seeded_engine
 
@@ -190,3 +198,9 @@ def test_the_labeling_pages_user_and_guidelines_reads_are_at_most_a_moment_old(s
     assert version.get() == 2
     with pytest.raises(gr.Error, match="disabled"):
         users.get(request)
+
+
+def test_an_answer_cut_off_by_the_token_limit_says_so_and_a_finished_one_does_not():
+    cut = answer_html(Completion(set_id=1, position=0, text="It goes on and", finish_reason="length"))
+    assert cut.endswith(CUT_OFF) and "It goes on and" in cut
+    assert CUT_OFF not in answer_html(Completion(set_id=1, position=1, text="Done.", finish_reason="eos"))
