@@ -12,6 +12,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from labeler.login import LoginThrottle
+from labeler.ui.admin_browse import build_browse_tab
 from labeler.ui.admin_dashboard import build_dashboard
 from labeler.ui.admin_data import build_data_tab, build_export_tab, build_users_tab
 from labeler.ui.admin_gold import build_gold_tab
@@ -40,6 +41,7 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
                     build(deps)
                     for build in (
                         build_dashboard,
+                        build_browse_tab,
                         build_data_tab,
                         build_users_tab,
                         build_gold_tab,

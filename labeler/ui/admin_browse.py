@@ -1,0 +1,131 @@
+"""Admin "Browse" tab: search prompts (text, split), list ranked sets (labeler, policy version, flagged,
+disagreement), and open one set with its whole conversation, every label, the consensus and its pairs
+(labeler/browse.py). Every handler checks the admin role on the server."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+import pandas as pd
+
+from labeler.browse import SPLITS, SetDetail, find_prompts, find_ranked_sets, set_detail
+from labeler.db import read_session
+from labeler.ui.deps import TabLoad, UIDeps, require_admin
+from labeler.ui.labeling import render_conversation
+
+PROMPT_COLUMNS = ["prompt", "split", "source", "turns", "last user turn", "sets"]
+SET_COLUMNS = ["set", "prompt", "version", "origin", "labels", "labelers", "agreement", "flags", "none acceptable", "skipped"]  # fmt: skip
+LABEL_COLUMNS = ["labeler", "order", "flags", "none acceptable", "skipped", "comment", "seconds", "at"]
+PAIR_COLUMNS = ["chosen", "rejected", "votes for", "votes against", "ties", "agreement"]
+
+
+def detail_markdown(d: SetDetail) -> str:
+    """The set as the admin reads it: where it came from, the conversation, the answers and the consensus."""
+    head = f"### Set {d.set_id} · {d.origin} · policy v{d.version} · {d.split} prompt"
+    if d.selection:
+        head += f" · chosen by {d.selection.get('by', '?')}"
+    answers = "\n\n".join(
+        f"**Answer {n}**{' (cut off at the length limit)' if reason == 'length' else ''}\n\n"
+        f"<pre>{html.escape(text)}</pre>"
+        for n, text, reason in d.answers
+    )
+    consensus = f"**Consensus order:** {d.consensus}" if d.consensus else "**Consensus order:** no votes yet"
+    return f"{head}\n\n{render_conversation(d.messages)}\n\n---\n\n{answers}\n\n{consensus}"
+
+
+def build_browse_tab(deps: UIDeps) -> TabLoad:
+    engine = deps.engine
+    with gr.Tab("Browse"):
+        gr.Markdown("#### Prompts")
+        with gr.Row():
+            query = gr.Textbox(label="Search prompt text", scale=3)
+            split = gr.Dropdown(list(SPLITS), value="all", label="Split", scale=1)
+            find = gr.Button("Search", scale=1)
+        prompts = gr.Dataframe(headers=PROMPT_COLUMNS, interactive=False, wrap=True, max_height=320)
+        gr.Markdown("#### Ranked sets")
+        with gr.Row():
+            labeler = gr.Textbox(label="Labeler name (empty: all)")
+            version = gr.Number(label="Policy version (empty: all)", precision=0)
+            flagged = gr.Checkbox(label="Flagged only")
+            disputed = gr.Checkbox(label="Disagreement only")
+            list_sets = gr.Button("List")
+        sets = gr.Dataframe(headers=SET_COLUMNS, interactive=False, wrap=True, max_height=320)
+        gr.Markdown("#### One set")
+        with gr.Row():
+            set_id = gr.Number(label="Set number (or click a row above)", precision=0)
+            show = gr.Button("Open set")
+        detail = gr.Markdown(elem_id="set-detail")
+        labels = gr.Dataframe(headers=LABEL_COLUMNS, label="Labels", interactive=False, wrap=True)
+        pairs = gr.Dataframe(
+            headers=PAIR_COLUMNS, label="Pairs its votes make (answer numbers)", interactive=False
+        )
+
+    def on_prompts(request: gr.Request, text: str, which: str) -> pd.DataFrame:
+        require_admin(engine, request)
+        try:
+            with read_session(engine) as session:
+                rows = find_prompts(session=session, query=text or "", split=which)
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
+        return pd.DataFrame([[r.prompt_id, r.split, r.source, r.turns, r.text[:300], r.sets] for r in rows], columns=PROMPT_COLUMNS)  # fmt: skip
+
+    def on_sets(request: gr.Request, name: str, v: float | None, only_flagged: bool, only_disputed: bool) -> pd.DataFrame:  # fmt: skip
+        require_admin(engine, request)
+        try:
+            with read_session(engine) as session:
+                rows = find_ranked_sets(
+                    session=session,
+                    labeler=name or "",
+                    version=None if v is None else int(v),
+                    flagged_only=bool(only_flagged),
+                    disagreement_only=bool(only_disputed),
+                )
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
+        return pd.DataFrame(
+            [
+                [
+                    r.set_id,
+                    r.prompt[:200],
+                    r.version,
+                    r.origin,
+                    r.labels,
+                    r.labelers,
+                    r.agreement,
+                    r.flags,
+                    r.none_acceptable,
+                    r.skipped,
+                ]
+                for r in rows
+            ],
+            columns=SET_COLUMNS,
+        )
+
+    def on_detail(request: gr.Request, number: float | None):
+        require_admin(engine, request)
+        if number is None:
+            raise gr.Error("Enter a set number.")
+        try:
+            with read_session(engine) as session:
+                d = set_detail(session=session, set_id=int(number))
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
+        label_rows = [[x.labeler, x.order, x.flags, x.none_acceptable, x.skipped, x.comment, x.seconds, x.at.strftime("%Y-%m-%d %H:%M")] for x in d.labels]  # fmt: skip
+        return detail_markdown(d), pd.DataFrame(label_rows, columns=LABEL_COLUMNS), pd.DataFrame(d.pairs, columns=PAIR_COLUMNS)  # fmt: skip
+
+    def on_pick(request: gr.Request, evt: gr.SelectData):
+        row = evt.row_value if evt is not None else None
+        number = row[0] if row else None
+        return (number, *on_detail(request, number))
+
+    find.click(on_prompts, [query, split], prompts, api_name="admin_browse_prompts")
+    query.submit(on_prompts, [query, split], prompts, api_visibility="private")
+    list_sets.click(on_sets, [labeler, version, flagged, disputed], sets, api_name="admin_browse_sets")
+    show.click(on_detail, [set_id], [detail, labels, pairs], api_name="admin_browse_set")
+    sets.select(on_pick, None, [set_id, detail, labels, pairs], api_visibility="private")
+
+    def on_open(request: gr.Request):
+        return on_prompts(request, "", "all"), on_sets(request, "", None, False, False)
+
+    return TabLoad(on_open, [prompts, sets])
