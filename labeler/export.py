@@ -10,12 +10,14 @@ This module sits above `rlhf` (it uses the pure pairs conversion), below the UI.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from sqlmodel import Session, col, select
 
+from labeler.browse import last_user_turn
 from labeler.consensus import Agreement, agreement
 from labeler.costs import RoundCost, round_costs
 from labeler.dataset import PreferenceRecord, load_set_rankings, preference_records
@@ -39,6 +41,31 @@ class ExportResult:
     agreement: Agreement | None = None
     counts: dict = field(default_factory=dict)
     rounds: list[RoundCost] = field(default_factory=list)
+    preview: list[dict] = field(
+        default_factory=list
+    )  # the first rows as written: prompt, chosen, rejected, ...
+    by_agreement: dict[str, int] = field(default_factory=dict)  # pairs per agreement level
+
+
+def agreement_level(agreement: float, voters: int) -> str:
+    """The pair's agreement as a word: one labeler, unanimous, or a majority."""
+    if voters <= 1:
+        return "one labeler"
+    return "unanimous" if agreement >= 0.999 else "majority"
+
+
+def _preview(records: list[PreferenceRecord], rows: int = 5) -> list[dict]:
+    return [
+        {
+            "prompt": last_user_turn(r.prompt)[:200],
+            "chosen": r.chosen[:200],
+            "rejected": r.rejected[:200],
+            "agreement": round(r.agreement, 3),
+            "labelers": r.num_labelers,
+            "split": r.split,
+        }
+        for r in records[:rows]
+    ]
 
 
 def _cost_lines(rounds: list[RoundCost]) -> list[str]:
@@ -184,6 +211,8 @@ def export_preferences(
         agreement=agreement([s.rankings for s in sets], settings),
         counts={"rankings": sum(len(s.rankings) for s in sets), "ranked sets": len(sets), **cost.card()},
         rounds=round_costs(session=session),
+        preview=_preview(records),
+        by_agreement=dict(Counter(agreement_level(r.agreement, r.num_labelers) for r in records)),
     )
     _end_reads(session)
     out = Path(out)

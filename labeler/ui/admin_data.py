@@ -155,6 +155,9 @@ def build_users_tab(deps: UIDeps) -> TabLoad:
     return TabLoad(on_list, [table])
 
 
+PREVIEW_COLUMNS = ["prompt", "chosen", "rejected", "agreement", "labelers", "split"]
+
+
 def build_export_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Export"):
@@ -171,7 +174,10 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
                 label="Consensus: every vote counts once, or votes weighted by each labeler's estimated accuracy",
             )
         go = gr.Button("Export", variant="primary")
-        summary = gr.Markdown()
+        summary = gr.Markdown(elem_id="export-summary")
+        preview = gr.Dataframe(
+            headers=PREVIEW_COLUMNS, label="Preview: the first rows as written", interactive=False, wrap=True
+        )
 
     def on_export(
         request: gr.Request,
@@ -211,15 +217,17 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
         progress(0.8, desc="packing")
         archive = Path(shutil.make_archive(str(out), "zip", root_dir=out))
         # served to admins only, at /exports/NAME.zip (labeler/ui/guard.py), never through Gradio's file cache
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.by_agreement.items())) or "none"
         return (
-            f"Exported **{result.pairs}** pairs from {result.sets} sets. "
-            f"[Download {archive.name}](exports/{archive.name})"
+            f"Exported **{result.pairs}** pairs from {result.sets} sets (pairs by agreement: {counts}). "
+            f"[Download {archive.name}](exports/{archive.name})",
+            pd.DataFrame(result.preview, columns=PREVIEW_COLUMNS),
         )
 
     go.click(
         on_export,
         [fmt, origin, keep_ties, flagged, min_agreement, raw, weights],
-        [summary],
+        [summary, preview],
         api_name="admin_export",
     )
     return NOTHING_ON_LOAD

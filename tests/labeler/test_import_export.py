@@ -277,6 +277,9 @@ def test_every_exported_pair_carries_its_provenance(tmp_path, session):
     result = export_preferences(session=session, out=tmp_path / "m", fmt="jsonl")
     rows = [json.loads(x) for x in (tmp_path / "m" / "preferences.jsonl").read_text().splitlines()]
     assert result.pairs == len(rows) == 6 and {r["set_id"] for r in rows} == {made.id, plain.id}
+    # the preview is the first rows as written, and the counts by agreement add up to every pair
+    assert [p["chosen"] for p in result.preview] == [r["chosen"][-1]["content"][:200] for r in rows[:5]]
+    assert sum(result.by_agreement.values()) == 6 and set(result.by_agreement) <= {"unanimous", "majority"}
     assert all(r["labelers"] == ["alice", "bob", "carol"] and r["consensus"] == "majority" for r in rows)
     assert all(r["weight"] == 1.0 for r in rows)
     worker_made = [r for r in rows if r["set_id"] == made.id]

@@ -101,7 +101,10 @@ def test_oversized_request_bodies_are_refused_before_they_are_read(running_app):
 
 def test_export_archives_are_served_to_admins_only(running_app):
     admin = Client(running_app.url, auth=("admin", PASSWORDS["admin"]), verbose=False)
-    summary = admin.predict("jsonl", "all", False, "drop", 0, True, "equal", api_name="/admin_export")
+    summary, preview = admin.predict(
+        "jsonl", "all", False, "drop", 0, True, "equal", api_name="/admin_export"
+    )
+    assert "pairs by agreement: none" in summary and preview["data"] == []
     name = summary.split("(exports/")[1].rstrip(")")
     assert logged_in(running_app.url, "admin").get(f"exports/{name}").status_code == 200
     assert logged_in(running_app.url, "alice").get(f"exports/{name}").status_code == 403
