@@ -40,7 +40,10 @@ def samples(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) ->
     """Greedy answers of `model` (with its active adapter) to fixed eval prompts, kept before and after a round."""
     backend = TransformersBackend(model, tokenizer)
     outs = backend.generate(prompts, 1, SamplingParams(max_new_tokens=max_new_tokens, temperature=0))
-    return [{"prompt": p[-1]["content"], "response": o[0].text} for p, o in zip(prompts, outs, strict=True)]
+    return [
+        {"prompt": p[-1]["content"], "messages": p, "response": o[0].text}
+        for p, o in zip(prompts, outs, strict=True)
+    ]
 
 
 def weights_digest(weights: Iterable[torch.Tensor]) -> str:

@@ -11,9 +11,12 @@ from labeler.policies import make_current, policy_by_version, policy_versions
 from labeler.reward_models import reward_names
 from labeler.tables import PolicyVersion
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
+from labeler.ui.labeling import render_conversation
 from labeler.ui.render import safe_markdown
 from labeler.winrate import human_win_rate
 from models.generation import SamplingParams
+
+REFRESH_SECONDS = 10.0
 
 
 def versions_frame(session: Session) -> pd.DataFrame:
@@ -56,15 +59,21 @@ def win_rate_text(session: Session, version: PolicyVersion) -> str:
 
 
 def samples_markdown(pv: PolicyVersion) -> str:
-    """The fixed eval prompts answered before and after the round that made this version."""
+    """The fixed eval prompts (whole conversations) answered before and after the round that made this version."""
     before = {s["prompt"]: s["response"] for s in pv.metrics.get("samples_before", [])}
     after = pv.metrics.get("samples_after", [])
     if not after:
         return f"v{pv.version} has no recorded samples (the initial model, or made outside a round)."
     parts = [f"### v{pv.version}: samples before and after its round"]
     for s in after:
+        messages = s.get("messages") or [
+            {"role": "user", "content": s["prompt"]}
+        ]  # older rounds kept one turn
+        earlier = before.get(s["prompt"])
         parts.append(
-            f"**Prompt:** {s['prompt']}\n\n*Before:* {before.get(s['prompt'], '(not recorded)')}\n\n*After:* {s['response']}"
+            f"{render_conversation(messages)}\n\n"
+            f"*Before:* {safe_markdown(earlier) if earlier is not None else '(not recorded)'}\n\n"
+            f"*After:* {safe_markdown(s['response'])}"
         )
     return "\n\n---\n\n".join(parts)
 
@@ -72,7 +81,8 @@ def samples_markdown(pv: PolicyVersion) -> str:
 def build_policies_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Policies"):
-        table = gr.Dataframe(label="Policy versions (lineage)", interactive=False)
+        table = gr.Dataframe(label="Policy versions (lineage; refreshes on its own)", interactive=False)
+        timer = gr.Timer(REFRESH_SECONDS, active=False)  # switched on at page load for admins only
         with gr.Row():
             target = gr.Number(label="Version", precision=0, value=0)
             switch = gr.Button("Make current / roll back")
@@ -139,4 +149,5 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
     switch.click(on_switch, [target], [switch_status, table], api_name="admin_make_current")
     show.click(on_samples, [target], samples_md, api_name="admin_policy_samples")
     compare.click(on_compare, [prompt, left_v, right_v], [left, right], api_name="admin_compare")
-    return TabLoad(on_list, [table])
+    timer.tick(on_list, None, table, show_progress="hidden", api_visibility="private")
+    return TabLoad(lambda request: (on_list(request), gr.Timer(active=True)), [table, timer])

@@ -43,3 +43,32 @@ def test_versions_table_shows_the_human_win_rate_over_the_parent(tmp_path):
     assert shown["v0"] == ""
     rate, interval = shown["v1"].split(" ", 1)
     assert float(rate) == 0.8 and "40 comparisons" in interval  # 4 new-vs-old pairs in each of 10 sets
+
+
+def test_samples_show_the_whole_conversation_and_escape_answers():
+    from labeler.tables import PolicyVersion
+    from labeler.ui.admin_policies import samples_markdown
+
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Name a fruit."},
+        {"role": "assistant", "content": "Apple."},
+        {"role": "user", "content": "Another one?"},
+    ]
+    pv = PolicyVersion(
+        version=2,
+        base_model="tiny",
+        metrics={
+            "samples_before": [{"prompt": "Another one?", "messages": messages, "response": "Apple."}],
+            "samples_after": [
+                {"prompt": "Another one?", "messages": messages, "response": "<img src=x> Pear."}
+            ],
+        },
+    )
+    text = samples_markdown(pv)
+    assert "Be brief." in text and "Name a fruit." in text and "Another one?" in text
+    assert "*Before:* Apple." in text and "<img" not in text and "Pear." in text
+    old_round = PolicyVersion(
+        version=1, base_model="tiny", metrics={"samples_after": [{"prompt": "Hi", "response": "Hello"}]}
+    )
+    assert "Hi" in samples_markdown(old_round) and "(not recorded)" in samples_markdown(old_round)
