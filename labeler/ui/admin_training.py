@@ -13,7 +13,7 @@ from labeler.job_rows import get_job, recent_jobs
 from labeler.reward_models import reward_models
 from labeler.tables import Job
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
-from labeler.ui.forms import config_form, form_values
+from labeler.ui.forms import PRESETS, config_form, form_values, preset_values
 from labeler.ui.job_view import PANEL_SLOTS, PANELS, evaluation_note, log_html, metric_panels, progress_html
 from rlhf.configs import JOB_KINDS, STAGES, job_config
 
@@ -111,9 +111,14 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Training"):
         forms, buttons = {}, {}
+        presets, apply = {}, {}
         for kind in JOB_KINDS:
             with gr.Accordion(STAGES[kind].title, open=False):
-                forms[kind] = config_form(job_config(kind))
+                if kind in PRESETS:
+                    with gr.Row():
+                        presets[kind] = gr.Dropdown(list(PRESETS[kind]), label="Preset", scale=3)
+                        apply[kind] = gr.Button("Fill the form", scale=1)
+                forms[kind] = config_form(job_config(kind), kind=kind)
                 buttons[kind] = gr.Button(f"Start {kind}", variant="primary")
         launch_status = gr.Markdown()
         with gr.Row():
@@ -192,6 +197,22 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             raise gr.Error(str(exc)) from exc
         return f"Cancelled job {int(watched)}."
 
+    def filler(kind: str):
+        def on_preset(request: gr.Request, preset: str | None):
+            require_admin(engine, request)
+            if not preset:
+                raise gr.Error("Choose a preset first.")
+            try:
+                return preset_values(kind, preset, forms[kind])
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from exc
+
+        return on_preset
+
+    for kind, button in apply.items():
+        button.click(
+            filler(kind), [presets[kind]], list(forms[kind].values()), api_name=f"admin_preset_{kind}"
+        )
     for kind, button in buttons.items():
         button.click(
             launcher(kind),

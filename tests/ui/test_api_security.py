@@ -26,6 +26,7 @@ ADMIN_CALLS = {
     "/admin_gold_rate": (0.5,),
     "/admin_gold_mark": (1, "1,2,3,4", False),
     "/admin_selection": ("uncertainty", 0.5, 4, 10),
+    "/admin_preset_round": ("Quick round on CPU (tiny steps, minutes)",),
     "/admin_browse_prompts": ("", "all"),
     "/admin_browse_sets": ("", None, False, False),
     "/admin_browse_set": (1,),

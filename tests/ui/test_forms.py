@@ -1,0 +1,39 @@
+"""The launch forms read as people write: labels without raw field names, the field's help as a hint, the basic
+fields first and the rest under "Advanced settings", presets that name real fields and fill the form, and the
+inputs in the fields' declaration order (the API's argument order)."""
+
+from dataclasses import fields
+
+import gradio as gr
+import pytest
+
+from labeler.ui.forms import BASIC, HIDDEN, PRESETS, config_form, label_of, preset_values
+from rlhf.configs import JOB_KINDS, job_config
+
+
+def test_labels_are_words_and_hints_carry_the_help():
+    assert label_of("reward_learning_rate") == "Reward learning rate"
+    assert label_of("ppo_kl_coef") == "PPO KL coef" and label_of("lora_r") == "LoRA r"
+    with gr.Blocks():
+        form = config_form(job_config("round"), kind="round")
+    assert all(":" not in c.label and "_" not in c.label for c in form.values())
+    assert form["reward_epochs"].info == "passes over the training sets"
+
+
+@pytest.mark.parametrize("kind", JOB_KINDS)
+def test_basic_fields_and_presets_name_real_fields_and_keep_declaration_order(kind):
+    config = job_config(kind)
+    names = [f.name for f in fields(config) if f.name not in HIDDEN]
+    assert BASIC[kind] <= set(names)
+    with gr.Blocks() as demo:
+        form = config_form(config, kind=kind)
+    assert list(form) == names
+    accordions = [b for b in demo.blocks.values() if isinstance(b, gr.Accordion)]
+    assert [a.label for a in accordions] == ["Advanced settings"]
+    for preset, values in PRESETS.get(kind, {}).items():
+        assert set(values) <= set(names), preset
+        filled = dict(zip(form, preset_values(kind, preset, form), strict=True))
+        assert all(filled[k] == v for k, v in values.items())
+        assert all(filled[k] == form[k].value for k in form if k not in values)
+    with pytest.raises(ValueError, match="no preset 'nope'"):
+        preset_values(kind, "nope", form)
