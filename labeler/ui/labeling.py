@@ -20,6 +20,7 @@ from typing import Any
 
 import gradio as gr
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from labeler.db import read_session
@@ -144,23 +145,39 @@ def progress_text(engine: Engine, user_id: int, waiting: WaitingCounts) -> str:
     return f"**Today:** {p.today} · **Total:** {p.total} · **Waiting:** {p.waiting}"
 
 
-def one_clear_sentence(handler: Callable[..., dict]) -> Callable[..., dict]:
-    """A labeler sees one sentence when the server fails (the traceback goes to the server log only); a
-    gr.Error (not logged in, account disabled) passes through as it is."""
+SERVER_TROUBLE = (
+    "⚠️ **Not saved:** the server had a problem; your choices are still here. Submit again in a moment."
+)
 
-    @functools.wraps(handler)
-    def wrapped(*args: Any) -> dict:
-        try:
-            return handler(*args)
-        except gr.Error:
-            raise
-        except Exception as exc:
-            logger.exception("labeling handler %s failed", handler.__name__)
-            raise gr.Error(
-                "The server could not save this; nothing was stored. Try again in a moment."
-            ) from exc
 
-    return wrapped
+def survivable(status: Any) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
+    """Labeling handlers that fail leave the page as it was: a transient store error (a lock held too long, a
+    dropped connection) is retried once (a submit is idempotent: its id is its lease's), and any other failure
+    puts one plain sentence in `status` next to the buttons, replacing a stale "Saved."; the traceback goes to
+    the server log only. A gr.Error (not logged in, account disabled) passes through as it is."""
+
+    def decorate(handler: Callable[..., dict]) -> Callable[..., dict]:
+        @functools.wraps(handler)
+        def wrapped(*args: Any) -> dict:
+            for attempt in (1, 2):
+                try:
+                    return handler(*args)
+                except gr.Error:
+                    raise
+                except OperationalError:
+                    if attempt == 1:
+                        logger.warning("labeling handler %s: store error, retrying once", handler.__name__)
+                        time.sleep(0.25)  # outside any transaction: the handler's session is closed
+                        continue
+                    logger.exception("labeling handler %s failed twice", handler.__name__)
+                except Exception:
+                    logger.exception("labeling handler %s failed", handler.__name__)
+                break
+            return {status: SERVER_TROUBLE}
+
+        return wrapped
+
+    return decorate
 
 
 NOTHING_WAITING = "No sets are waiting right now. New ones are being generated; check back in a minute."
@@ -236,14 +253,14 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             guide_box: gr.update(open=first_visit),
         }
 
-    @one_clear_sentence
+    @survivable(status)
     def on_open(request: gr.Request, page: Any) -> dict:
         """The tab was opened: lease a set if the page shows none (a set on screen keeps its choices)."""
         if isinstance(page, dict) and page.get("token"):
             return {answers: gr.update()}  # unchanged
         return show_next(users.user_id(request))
 
-    @one_clear_sentence
+    @survivable(status)
     def on_submit(request: gr.Request, page: Any, none_acceptable: bool, note: str) -> dict:
         user_id = users.user_id(request)
         try:
@@ -254,7 +271,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             return rejected(exc, user_id)
         return show_next(user_id, "✅ Saved.")
 
-    @one_clear_sentence
+    @survivable(status)
     def on_skip(request: gr.Request, page: Any) -> dict:
         user_id = users.user_id(request)
         try:
@@ -265,7 +282,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             return rejected(exc, user_id)
         return show_next(user_id, "Skipped.")
 
-    @one_clear_sentence
+    @survivable(status)
     def on_undo(request: gr.Request) -> dict:
         """The labeler's last submission taken back (labeler/undo.py): its set on screen with their choices."""
         user_id = users.user_id(request)

@@ -73,3 +73,39 @@ def test_undo_puts_the_last_submission_back_with_its_choices_and_the_resubmit_co
         [row] = s.exec(select(Ranking)).all()
         assert row.ranks == {} and row.none_acceptable
         assert s.exec(select(func.count(SupersededRanking.id))).one() == 1
+
+
+def test_a_transient_store_error_is_retried_and_a_lasting_one_leaves_the_page_as_it_was(
+    running_app, monkeypatch
+):
+    from sqlalchemy.exc import OperationalError
+
+    from labeler.ui import labeling
+
+    real, calls = labeling.submit_form, []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE ...", {}, Exception("database is locked"))
+        return real(*args)
+
+    client = Client(running_app.url, auth=("alice", PASSWORDS["alice"]), verbose=False)
+    first = page_from_outputs(list(client.predict(api_name="/open_page")))
+    assert first is not None
+    widget = {"token": first.token, "ranks": [1, 2, 3, 4], "flags": [None] * 4}
+    monkeypatch.setattr(labeling, "submit_form", flaky)
+    out = client.predict(widget, False, "", api_name="/submit_ranking")
+    assert "Saved" in out[2] and len(calls) == 2  # retried once, stored once
+    second = page_from_outputs(list(out))
+    assert second is not None
+
+    def broken(*args):
+        raise OperationalError("INSERT INTO ranking ...", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(labeling, "submit_form", broken)
+    out = client.predict({"token": second.token, "ranks": [1, 2, 3, 4], "flags": [None] * 4}, False, "", api_name="/submit_ranking")  # fmt: skip
+    assert out[2] == labeling.SERVER_TROUBLE and "INSERT" not in str(out)  # one sentence, no SQL, no "Saved."
+    assert out[WIDGET_OUTPUT] is None or out[WIDGET_OUTPUT].get("token") in (None, second.token)
+    with Session(running_app.engine) as s:
+        assert s.exec(select(func.count(Ranking.id))).one() == 1
