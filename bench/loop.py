@@ -53,7 +53,7 @@ from models.generation import Completion, SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
 from rlhf import round as round_stage
-from rlhf.configs import PPOConfig, RewardConfig
+from rlhf.configs import PPOConfig, RoundConfig
 from rlhf.pregen import PregenConfig, PregenWorker
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
@@ -203,8 +203,8 @@ def main() -> None:
     parser.add_argument(
         "--reward-lr",
         type=float,
-        default=RewardConfig().learning_rate,
-        help="reward-model learning rate (bench/reward_instructions.py compares them on this task)",
+        default=RoundConfig().reward_learning_rate,
+        help="reward-model learning rate (default: the round's; bench/reward_instructions.py compares them)",
     )
     args = parser.parse_args()
     start_all = time.perf_counter()

@@ -224,7 +224,7 @@ class DPOConfig:
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
-    "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": None, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None}),
+    "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None}),
     "dpo": (DPOConfig, {"beta": None}),
 }  # fmt: skip
