@@ -269,7 +269,8 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             submit_form(engine, user_id, token, read_page(page, none_acceptable, note))
         except RankingRejected as exc:
             return rejected(exc, user_id)
-        return show_next(user_id, "✅ Saved.")
+        # the guidelines fold away after a submit (they stay one click away)
+        return {**show_next(user_id, "✅ Saved."), guide_box: gr.update(open=False)}
 
     @survivable(status)
     def on_skip(request: gr.Request, page: Any) -> dict:
@@ -307,11 +308,11 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             return show_next(user_id, message)
         return {status: message}
 
-    outputs = [answers, progress, status, comment, none_ok, prompt_md, empty_md]
+    outputs = [answers, progress, status, comment, none_ok, prompt_md, empty_md, guide_box]
     # Not queued: a submit is one short request (POST /run/submit_ranking) rather than a queue entry plus an
     # event stream, which halved its cost on the server. Writers take turns in the store (labeler/db.py).
     submit.click(on_submit, [answers, none_ok, comment], outputs, api_name="submit_ranking", queue=False)
     skip.click(on_skip, [answers], outputs, api_name="skip_set", queue=False)
     tab.select(on_open, [answers], outputs, api_name="open_label_tab", queue=False)
     undo.click(on_undo, None, outputs, api_name="undo_submit", queue=False)
-    return TabLoad(on_load, [*outputs, guide_md, guide_box])
+    return TabLoad(on_load, [*outputs, guide_md])

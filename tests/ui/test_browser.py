@@ -73,14 +73,29 @@ def test_labeler_ranks_with_clicks_and_keyboard_then_admin_sees_it(running_app, 
     assert page.locator("#ranker .rl-order").count() == 0  # the next set starts unranked
     page.screenshot(path=tmp_path / "next-set.png", full_page=True)
 
+    # after a submit the guidelines are folded and the next set's first answer is on the first screen
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("window.scrollTo(0, 0)")
+    box = page.locator("#answer-0 .rl-badge").bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 800, box
+    # tick "None acceptable" and press Enter: it submits as none acceptable
+    second_prompt = page.locator("#prompt").inner_text()
+    page.locator("#none-acceptable input").check()
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.querySelector('#prompt').innerText !== {second_prompt!r}")
+
     with Session(running_app.engine) as s:
-        [row] = s.exec(select(Ranking)).all()
-    ids = row.ranks.keys()
-    assert sorted(row.ranks.values()) == [1, 2, 3] and list(row.flags.values()) == ["nonsensical"]
-    assert not row.none_acceptable and len(ids) == 3
+        first, second = s.exec(select(Ranking).order_by(Ranking.id)).all()
+    ids = first.ranks.keys()
+    assert sorted(first.ranks.values()) == [1, 2, 3] and list(first.flags.values()) == ["nonsensical"]
+    assert not first.none_acceptable and len(ids) == 3
+    assert second.none_acceptable and second.ranks == {}
 
     admin = log_in(browser, running_app.url, "admin", PASSWORDS["admin"])
+    admin.locator("#dashboard-summary").wait_for(
+        state="visible", timeout=20_000
+    )  # admins land on the dashboard
     admin.get_by_role("tab", name="Admin").click()
     admin.locator("#dashboard-refresh").click()
-    admin.get_by_text("Rankings:** 1").or_(admin.get_by_text("Rankings: 1")).first.wait_for(timeout=15_000)
+    admin.get_by_text("Rankings:** 2").or_(admin.get_by_text("Rankings: 2")).first.wait_for(timeout=15_000)
     admin.screenshot(path=tmp_path / "dashboard.png", full_page=True)
