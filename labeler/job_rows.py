@@ -10,6 +10,7 @@ admin tab agree on what each status means.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
@@ -69,8 +70,11 @@ def cancel_job(*, session: Session, job_id: int) -> int | None:
     return job.pid
 
 
-def active_jobs(*, session: Session) -> list[ActiveJob]:
-    rows = session.exec(select(Job).where(col(Job.status).in_(ACTIVE))).all()
+def active_jobs(*, session: Session, also: Sequence[int] = ()) -> list[ActiveJob]:
+    """Queued and running jobs, and the jobs `also` names whatever their status (a runner's own processes,
+    whose rows may say they ended before the runner has read the end of their logs)."""
+    wanted = col(Job.status).in_(ACTIVE) | col(Job.id).in_(list(also))
+    rows = session.exec(select(Job).where(wanted)).all()
     return [ActiveJob(id_of(job), job.pid, job.host) for job in rows]
 
 

@@ -163,7 +163,7 @@ class JobRunner:
         with Session(self.engine) as session:
             active = [
                 job
-                for job in active_jobs(session=session)
+                for job in active_jobs(session=session, also=list(self._procs))
                 if job.id in self._procs or job.host in (here, None)
             ]
         seen = []  # no transaction is open while files and processes are looked at

@@ -181,7 +181,9 @@ def survivable(status: Any) -> Callable[[Callable[..., dict]], Callable[..., dic
 
 
 NOTHING_WAITING = "No sets are waiting right now. New ones are being generated; check back in a minute."
-OPEN_TO_LABEL = "Admins start on the dashboard. Open this tab again to lease a set and label it."
+OPEN_TO_LABEL = (
+    "Admins start on the dashboard and lease nothing by opening the app: press Start labeling to rank a set."
+)
 
 LABELING_CSS = ranker.CSS
 
@@ -192,12 +194,14 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
     waiting = WaitingCounts()
     users = RecentUsers(engine)
     guidelines_version = GuidelinesVersion(engine)
-    with gr.Tab("Label", id="label") as tab:
+    with gr.Tab("Label", id="label"):
         with gr.Accordion("Guidelines", open=False) as guide_box:
             guide_md = gr.Markdown()
         progress = gr.Markdown(elem_id="progress")
         prompt_md = gr.Markdown(elem_id="prompt")
         empty_md = gr.Markdown("", elem_id="empty")
+        # admins open the app on the dashboard and lease nothing until they ask (labelers get their set at load)
+        start = gr.Button("Start labeling", elem_id="start-labeling", visible=False, size="sm")
         answers = gr.HTML(
             ranker_value(None, None),
             html_template=ranker.TEMPLATE,
@@ -248,14 +252,15 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
         view = None if admin else next_view(engine, user_id, guidelines.version)
         return {
             **show(view, user_id),
+            start: gr.update(visible=admin),
             empty_md: OPEN_TO_LABEL if admin else ("" if view else NOTHING_WAITING),
             guide_md: safe_markdown(guidelines.text),
             guide_box: gr.update(open=first_visit),
         }
 
     @survivable(status)
-    def on_open(request: gr.Request, page: Any) -> dict:
-        """The tab was opened: lease a set if the page shows none (a set on screen keeps its choices)."""
+    def on_start(request: gr.Request, page: Any) -> dict:
+        """ "Start labeling": lease a set if the page shows none (a set on screen keeps its choices)."""
         if isinstance(page, dict) and page.get("token"):
             return {answers: gr.update()}  # unchanged
         return show_next(users.user_id(request))
@@ -313,6 +318,6 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
     # event stream, which halved its cost on the server. Writers take turns in the store (labeler/db.py).
     submit.click(on_submit, [answers, none_ok, comment], outputs, api_name="submit_ranking", queue=False)
     skip.click(on_skip, [answers], outputs, api_name="skip_set", queue=False)
-    tab.select(on_open, [answers], outputs, api_name="open_label_tab", queue=False)
+    start.click(on_start, [answers], outputs, api_name="start_labeling", queue=False)
     undo.click(on_undo, None, outputs, api_name="undo_submit", queue=False)
-    return TabLoad(on_load, [*outputs, guide_md])
+    return TabLoad(on_load, [*outputs, guide_md, start])

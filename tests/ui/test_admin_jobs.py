@@ -75,15 +75,15 @@ def test_every_launch_form_runs_its_job_to_success(tmp_path):
             assert message == f"Started {kind} job {job_id}."
             job = wait_for_job(engine, int(job_id))
             assert job.status == "succeeded", (kind, job.error, runner.log_path(job.id).read_text()[-3000:])
-        # what the training tab shows of the finished round: its status, the evaluation's split, one plot per
-        # kind of metric, and the log ending at its newest line
-        runner.poll()
-        shown = admin.predict(job.id, api_name="/admin_jobs")
-        progress, evaluation, log = shown[0], shown[1], shown[2 + PANEL_SLOTS + 1]
-        assert f"Job {job.id} (round) · succeeded in" in progress
-        assert evaluation.startswith("**Evaluation (")
-        newest = clean_log(runner.log_path(job.id).read_text()).splitlines()[-1]
-        assert log.endswith(html.escape(newest) + "</pre></div>")
+            # what the training tab shows of the finished job: its status, the reward model's evaluation with
+            # its split, and the log ending at its newest line
+            runner.poll()
+            shown = admin.predict(job.id, api_name="/admin_jobs")
+            progress, evaluation, log = shown[0], shown[1], shown[2 + PANEL_SLOTS + 1]
+            assert f"Job {job.id} ({kind}) · succeeded in" in progress
+            assert evaluation.startswith("**Evaluation (") == (kind == "reward"), evaluation
+            newest = clean_log(runner.log_path(job.id).read_text()).splitlines()[-1]
+            assert log.endswith(html.escape(newest) + "</pre></div>")
     finally:
         demo.close()
         runner.stop()

@@ -1,5 +1,5 @@
-"""Admins land on the dashboard and lease nothing by opening the app; opening the Label tab leases a set, and
-opening it again keeps the set (and its choices) on screen. A labeler's page still opens on a set."""
+"""Admins land on the dashboard and lease nothing by opening the app; "Start labeling" leases a set, and pressing
+it again keeps the set (and its choices) on screen. A labeler's page still opens on a set."""
 
 from gradio_client import Client
 from sqlmodel import Session, select
@@ -19,12 +19,12 @@ def test_admin_opens_on_the_dashboard_and_leases_only_from_the_label_tab(running
     admin = Client(running_app.url, auth=("admin", PASSWORDS["admin"]), verbose=False)
     opened = admin.predict(api_name="/open_page")
     assert page_from_outputs(list(opened)) is None and leases_of(running_app.engine, "admin") == 0
-    assert any(isinstance(v, str) and "Admins start on the dashboard" in v for v in opened)
-    shown = admin.predict({"token": "", "ranks": [], "flags": []}, api_name="/open_label_tab")
+    assert any(isinstance(v, str) and "press Start labeling" in v for v in opened)
+    shown = admin.predict({"token": "", "ranks": [], "flags": []}, api_name="/start_labeling")
     page = page_from_outputs(list(shown))
     assert page is not None and leases_of(running_app.engine, "admin") == 1
     again = admin.predict(
-        {"token": page.token, "ranks": [1, None, None, None], "flags": []}, api_name="/open_label_tab"
+        {"token": page.token, "ranks": [1, None, None, None], "flags": []}, api_name="/start_labeling"
     )
     assert (
         page_from_outputs(list(again)) is None or page_from_outputs(list(again)) == page
