@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument(
         "--reward-lr",
         type=float,
-        default=RoundConfig().reward_learning_rate,
+        default=RoundConfig().stage_settings("reward")["learning_rate"],
         help="reward-model learning rate (default: the round's; bench/reward_instructions.py compares them)",
     )
     args = parser.parse_args()
