@@ -90,18 +90,5 @@ def undo_last(
 
 
 def _superseded(row: Ranking, now: datetime) -> SupersededRanking:
-    return SupersededRanking(
-        ranking_id=id_of(row),
-        set_id=row.set_id,
-        user_id=row.user_id,
-        submission_id=row.submission_id,
-        ranks=dict(row.ranks),
-        flags=dict(row.flags),
-        none_acceptable=row.none_acceptable,
-        skipped=row.skipped,
-        comment=row.comment,
-        seconds_spent=row.seconds_spent,
-        guidelines_version=row.guidelines_version,
-        created_at=row.created_at,
-        superseded_at=now,
-    )
+    """The ranking as it was, under its old id, marked superseded at `now`."""
+    return SupersededRanking(**row.model_dump(exclude={"id"}), ranking_id=id_of(row), superseded_at=now)

@@ -209,9 +209,8 @@ class PregenWorker:
                 plan.reward.adapter_path,
                 [(m, [c.text for c in s]) for (_, m), s in zip(plan.prompts, sets, strict=True)],
             )
-        except (
-            Exception
-        ):  # a broken reward model must not stop labeling: keep a random choice, recorded as such
+        except Exception:
+            # a broken reward model must not stop labeling: keep a random choice, recorded as such
             logger.exception("scoring candidates with %s failed; keeping a random choice", plan.reward.name)
             members, share = [[[0.0]] * len(s) for s in sets], 1.0
         measure, doubts = uncertainty(members)

@@ -150,30 +150,33 @@ SERVER_TROUBLE = (
 )
 
 
+def _retrying_once(handler: Callable[..., dict], args: tuple) -> dict:
+    """`handler(*args)`, run again once after a transient store error (a lock held too long, a dropped
+    connection); a submit is idempotent (its id is its lease's), so a second run never stores it twice."""
+    try:
+        return handler(*args)
+    except OperationalError:
+        logger.warning("labeling handler %s: store error, retrying once", handler.__name__)
+        time.sleep(0.25)  # outside any transaction: the handler's session is closed
+        return handler(*args)
+
+
 def survivable(status: Any) -> Callable[[Callable[..., dict]], Callable[..., dict]]:
-    """Labeling handlers that fail leave the page as it was: a transient store error (a lock held too long, a
-    dropped connection) is retried once (a submit is idempotent: its id is its lease's), and any other failure
-    puts one plain sentence in `status` next to the buttons, replacing a stale "Saved."; the traceback goes to
-    the server log only. A gr.Error (not logged in, account disabled) passes through as it is."""
+    """Labeling handlers that fail leave the page as it was: a transient store error is retried once
+    (`_retrying_once`), and any other failure puts one plain sentence in `status` next to the buttons, replacing
+    a stale "Saved."; the traceback goes to the server log only. A gr.Error (not logged in, account disabled)
+    passes through as it is."""
 
     def decorate(handler: Callable[..., dict]) -> Callable[..., dict]:
         @functools.wraps(handler)
         def wrapped(*args: Any) -> dict:
-            for attempt in (1, 2):
-                try:
-                    return handler(*args)
-                except gr.Error:
-                    raise
-                except OperationalError:
-                    if attempt == 1:
-                        logger.warning("labeling handler %s: store error, retrying once", handler.__name__)
-                        time.sleep(0.25)  # outside any transaction: the handler's session is closed
-                        continue
-                    logger.exception("labeling handler %s failed twice", handler.__name__)
-                except Exception:
-                    logger.exception("labeling handler %s failed", handler.__name__)
-                break
-            return {status: SERVER_TROUBLE}
+            try:
+                return _retrying_once(handler, args)
+            except gr.Error:
+                raise
+            except Exception:
+                logger.exception("labeling handler %s failed", handler.__name__)
+                return {status: SERVER_TROUBLE}
 
         return wrapped
 
@@ -242,7 +245,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
 
     def on_load(request: gr.Request) -> dict:
         """A labeler's page opens on their set; an admin's opens on the dashboard and leases nothing until they
-        open this tab (a set leased and never finished would wait out its lease one label short)."""
+        press "Start labeling" (a set leased and never finished would wait out its lease one label short)."""
         user = users.get(request)
         user_id = id_of(user)
         with read_session(engine) as session:
