@@ -248,3 +248,13 @@ def test_a_reward_model_that_fails_to_score_leaves_a_random_choice_recorded_as_r
     assert _worker(engine, pool).step() == 2  # labeling goes on
     kept = _new_sets(engine)
     assert len(kept) == 2 and all(r.selection and r.selection["by"] == "random" for r in kept)
+
+
+def test_rankloop_reward_heads_trains_and_saves_a_head_with_that_many_members(tmp_path):
+    url, checkpoint = synthetic_store(tmp_path, sets=12)
+    argv = ["reward", "--heads", "2", "--epochs", "1", "--max_length", "64", "--eval_fraction", "0",
+            "--device", "cpu", "--home", str(tmp_path), "--db", url, "--model", checkpoint]  # fmt: skip
+    main(argv)
+    assert load_head(tmp_path / "models" / "reward-r1", 64).heads == 2
+    with pytest.raises(ValueError, match="heads must be between 1 and 16 score-head members, got 0"):
+        main([argv[0], "--heads", "0", *argv[3:]])  # checked before anything trains
