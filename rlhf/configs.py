@@ -145,8 +145,8 @@ class PPOConfig:
     kl_horizon: int | None = field(
         default=None,
         metadata={
-            "help": "episodes over which the adaptive controller closes its error (default: a quarter of the "
-            "round's steps x batch_prompts, so the coefficient can move about 2x within one round)"
+            "help": "episodes over which the adaptive controller closes its error (default: an eighth of the "
+            "round's steps x batch_prompts, so the coefficient can move about 5x within one round)"
         },
     )
     gold: Literal["none", "concise", "instructions"] = field(
