@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select as select_columns
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from labeler.consensus import consensus_order, kendall_tau_b
 from labeler.dataset import SetRankings, load_set_rankings
@@ -70,6 +70,37 @@ def leave_one_out_tau(sets: Sequence[SetRankings]) -> dict[str | int, list[float
     for (labeler, _), tau in leave_one_out_by_set(sets).items():
         out[labeler].append(tau)
     return out
+
+
+@dataclass(frozen=True)
+class OwnAgreement:
+    mean_tau: float | None  # None until another labeler has ranked one of this labeler's sets
+    sets: int
+
+
+def own_agreement(*, session: Session, user_id: int, recent: int = 200) -> OwnAgreement:
+    """What a labeler's own page shows: their mean tau-b with the consensus of the other labelers of the same
+    sets, over their `recent` newest rankings (gold sets, skips and "none acceptable" left out)."""
+    mine = session.exec(
+        select(Ranking.set_id)
+        .where(
+            Ranking.user_id == user_id,
+            col(Ranking.skipped).is_(False),
+            col(Ranking.none_acceptable).is_(False),
+        )
+        .order_by(col(Ranking.created_at).desc())
+        .limit(recent)
+    ).all()
+    shared = session.exec(
+        select(Ranking.set_id)
+        .where(col(Ranking.set_id).in_(mine), Ranking.user_id != user_id, col(Ranking.skipped).is_(False))
+        .distinct()
+    ).all()
+    if not shared:
+        return OwnAgreement(None, 0)
+    sets = [s for s in load_set_rankings(session=session, set_ids=list(shared)) if s.origin != "gold"]
+    taus = [tau for (labeler, _), tau in leave_one_out_by_set(sets).items() if labeler == user_id]
+    return OwnAgreement(statistics.fmean(taus) if taus else None, len(taus))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -130,6 +131,43 @@ def current_guidelines(*, session: Session) -> Guideline:
         row = session.exec(newest).first()
         assert row is not None
     return row
+
+
+@dataclass(frozen=True)
+class GuidelinesNews:
+    """Guidelines newer than the ones a labeler last ranked under, and the lines that changed."""
+
+    seen: int
+    current: Guideline
+    added: list[str]
+    removed: list[str]
+
+
+def guidelines_news(*, session: Session, user_id: int, current: int) -> GuidelinesNews | None:
+    """What changed since the guidelines version recorded on the labeler's newest ranking, when `current` (the
+    current version) is newer; None for a labeler who has not ranked yet or is up to date. It keeps showing until
+    they submit a set leased under the new version."""
+    newest = (
+        select(Ranking.guidelines_version)
+        .where(Ranking.user_id == user_id, col(Ranking.guidelines_version).is_not(None))
+        .order_by(col(Ranking.created_at).desc(), col(Ranking.id).desc())
+        .limit(1)
+    )
+    seen = session.exec(newest).first()
+    if seen is None or seen >= current:
+        return None
+    rows = {
+        g.version: g
+        for g in session.exec(select(Guideline).where(col(Guideline.version).in_([seen, current])))
+    }
+    if current not in rows:
+        return None
+    old = rows[seen].text.splitlines() if seen in rows else []
+    new = rows[current].text.splitlines()
+    diff = [d for d in difflib.ndiff(old, new) if d[:2] in ("+ ", "- ") and d[2:].strip()]
+    added = [d[2:] for d in diff if d.startswith("+")]
+    removed = [d[2:] for d in diff if d.startswith("-")]
+    return GuidelinesNews(seen, rows[current], added, removed)
 
 
 def save_guidelines(*, session: Session, text: str, author: str) -> Guideline:

@@ -19,6 +19,7 @@ class LabelerProgress:
     today: int
     total: int
     waiting: int  # sets this labeler could still be given
+    median_seconds_today: float | None = None  # server-measured time per set ranked today (skips left out)
 
 
 def waiting_for(*, session: Session, user_id: int) -> int:
@@ -36,10 +37,19 @@ def labeler_progress(*, session: Session, user_id: int, waiting: int | None = No
     start_of_day = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
     today = func.count(col(Ranking.id)).filter(col(Ranking.created_at) >= start_of_day)
     counts = session.exec(select(today, func.count(col(Ranking.id))).where(Ranking.user_id == user_id)).one()
+    seconds = session.exec(
+        select(Ranking.seconds_spent).where(
+            Ranking.user_id == user_id,
+            col(Ranking.created_at) >= start_of_day,
+            col(Ranking.skipped).is_(False),
+            col(Ranking.seconds_spent).is_not(None),
+        )
+    ).all()
     return LabelerProgress(
         today=counts[0],
         total=counts[1],
         waiting=waiting if waiting is not None else waiting_for(session=session, user_id=user_id),
+        median_seconds_today=median(x for x in seconds if x is not None) if seconds else None,
     )
 
 

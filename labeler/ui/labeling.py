@@ -15,8 +15,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import gradio as gr
 from sqlalchemy.engine import Engine
@@ -25,7 +25,8 @@ from sqlmodel import Session
 
 from labeler.db import read_session
 from labeler.leasing import LeasedSet, lease_by_token, lease_next_set
-from labeler.settings import current_guidelines
+from labeler.quality import OwnAgreement, own_agreement
+from labeler.settings import GuidelinesNews, current_guidelines, guidelines_news
 from labeler.stats import labeler_progress, waiting_for
 from labeler.store import MAX_COMMENT_CHARS, LeaseGone, PageChoices, RankingRejected, submit_leased
 from labeler.tables import FLAG_REASONS, Completion, id_of
@@ -37,6 +38,7 @@ from labeler.undo import undo_last
 
 logger = logging.getLogger(__name__)
 __all__ = ["PageChoices", "read_choices", "read_page"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -100,25 +102,38 @@ def submit_form(engine: Engine, user_id: int, token: str, choices: PageChoices) 
         submit_leased(session=session, lease=lease, choices=choices)
 
 
-class WaitingCounts:
-    """Sets waiting per labeler, recounted at most every `ttl` seconds. The count scans every waiting set: on a
-    busy store it was a sixth of a submit's database time, for a figure that changes slowly."""
+class PerLabeler(Generic[T]):
+    """A per-labeler figure, recomputed by `compute(session, user_id)` at most every `ttl` seconds. The waiting
+    count scans every waiting set (on a busy store a sixth of a submit's database time) and the agreement reads
+    the labeler's shared sets, for figures that change slowly."""
 
-    def __init__(self, ttl: float = 15.0):
-        self.ttl = ttl
-        self._counts: dict[int, tuple[float, int]] = {}
+    def __init__(self, compute: Callable[[Session, int], T], ttl: float):
+        self.compute, self.ttl = compute, ttl
+        self._seen: dict[int, tuple[float, T]] = {}
         self._lock = threading.Lock()
 
-    def get(self, session: Session, user_id: int) -> int:
+    def get(self, session: Session, user_id: int) -> T:
         now = time.monotonic()
         with self._lock:
-            seen = self._counts.get(user_id)
+            seen = self._seen.get(user_id)
         if seen is not None and now - seen[0] < self.ttl:
             return seen[1]
-        count = waiting_for(session=session, user_id=user_id)
+        value = self.compute(session, user_id)
         with self._lock:
-            self._counts[user_id] = (now, count)
-        return count
+            self._seen[user_id] = (now, value)
+        return value
+
+
+@dataclass
+class OwnFigures:
+    """The caches behind a labeler's progress line."""
+
+    waiting: PerLabeler[int] = field(
+        default_factory=lambda: PerLabeler(lambda s, u: waiting_for(session=s, user_id=u), ttl=15.0)
+    )
+    agreement: PerLabeler[OwnAgreement] = field(
+        default_factory=lambda: PerLabeler(lambda s, u: own_agreement(session=s, user_id=u), ttl=60.0)
+    )
 
 
 class GuidelinesVersion:
@@ -139,10 +154,42 @@ class GuidelinesVersion:
         return version
 
 
-def progress_text(engine: Engine, user_id: int, waiting: WaitingCounts) -> str:
+def progress_text(engine: Engine, user_id: int, figures: OwnFigures) -> str:
+    """The labeler's own line: today's count and median time per set, agreement with the other labelers of the
+    same sets (once there is overlap), total and waiting."""
     with read_session(engine) as session:
-        p = labeler_progress(session=session, user_id=user_id, waiting=waiting.get(session, user_id))
-    return f"**Today:** {p.today} · **Total:** {p.total} · **Waiting:** {p.waiting}"
+        p = labeler_progress(session=session, user_id=user_id, waiting=figures.waiting.get(session, user_id))
+        agreement = figures.agreement.get(session, user_id)
+    parts = [f"**Today:** {p.today}"]
+    if p.median_seconds_today is not None:
+        parts.append(f"median {p.median_seconds_today:.0f} s per set")
+    if agreement.mean_tau is not None:
+        parts.append(
+            f"**Agreement with others:** {agreement.mean_tau:+.2f} (tau, {agreement.sets} shared sets)"
+        )
+    parts += [f"**Total:** {p.total}", f"**Waiting:** {p.waiting}"]
+    return " · ".join(parts)
+
+
+def news_markdown(news: GuidelinesNews | None, max_lines: int = 8) -> str:
+    """The banner for guidelines newer than the ones the labeler last ranked under: versions and changed lines."""
+    if news is None:
+        return ""
+    by = f" by {html.escape(news.current.author)}" if news.current.author else ""
+    out = [
+        f"📣 **The guidelines changed** (version {news.seen} → {news.current.version}{by}); "
+        "the whole text is under *Guidelines* above."
+    ]
+    for label, lines in (("Added", news.added), ("Removed", news.removed)):
+        out += [f"- {label}: {safe_markdown(line.strip(), max_chars=200)}" for line in lines[:max_lines]]
+        if len(lines) > max_lines:
+            out.append(f"- … {len(lines) - max_lines} more lines {label.lower()}")
+    return "\n".join(out)
+
+
+def own_news(engine: Engine, user_id: int, current: int) -> GuidelinesNews | None:
+    with read_session(engine) as session:
+        return guidelines_news(session=session, user_id=user_id, current=current)
 
 
 SERVER_TROUBLE = (
@@ -194,12 +241,13 @@ LABELING_CSS = ranker.CSS
 def build_labeling_tab(deps: UIDeps) -> TabLoad:
     """Build the tab; returns the components `build_ui` wires to page load."""
     engine = deps.engine
-    waiting = WaitingCounts()
+    figures = OwnFigures()
     users = RecentUsers(engine)
     guidelines_version = GuidelinesVersion(engine)
     with gr.Tab("Label", id="label"):
         with gr.Accordion("Guidelines", open=False) as guide_box:
             guide_md = gr.Markdown()
+        news_md = gr.Markdown(elem_id="guidelines-news")
         progress = gr.Markdown(elem_id="progress")
         prompt_md = gr.Markdown(elem_id="prompt")
         empty_md = gr.Markdown("", elem_id="empty")
@@ -228,10 +276,14 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
                 )
 
     def show(view: SetView | None, user_id: int, message: str = "") -> dict:
-        """Values that put `view` on screen (values only: no component is rebuilt)."""
+        """Values that put `view` on screen (values only: no component is rebuilt), with the banner and the new
+        text when the guidelines changed since the labeler's last ranking."""
+        news = own_news(engine, user_id, guidelines_version.get())
         return {
+            news_md: news_markdown(news),
+            guide_md: safe_markdown(news.current.text) if news else gr.update(),
             answers: ranker_value(view.token, view.texts) if view else ranker_value(None, None),
-            progress: progress_text(engine, user_id, waiting),
+            progress: progress_text(engine, user_id, figures),
             status: message,
             comment: "",
             none_ok: False,
@@ -316,11 +368,11 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             return show_next(user_id, message)
         return {status: message}
 
-    outputs = [answers, progress, status, comment, none_ok, prompt_md, empty_md, guide_box]
+    outputs = [answers, progress, status, comment, none_ok, prompt_md, empty_md, guide_box, news_md, guide_md]
     # Not queued: a submit is one short request (POST /run/submit_ranking) rather than a queue entry plus an
     # event stream, which halved its cost on the server. Writers take turns in the store (labeler/db.py).
     submit.click(on_submit, [answers, none_ok, comment], outputs, api_name="submit_ranking", queue=False)
     skip.click(on_skip, [answers], outputs, api_name="skip_set", queue=False)
     start.click(on_start, [answers], outputs, api_name="start_labeling", queue=False)
     undo.click(on_undo, None, outputs, api_name="undo_submit", queue=False)
-    return TabLoad(on_load, [*outputs, guide_md, start])
+    return TabLoad(on_load, [*outputs, start])

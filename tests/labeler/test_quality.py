@@ -71,3 +71,41 @@ def test_leave_one_out_needs_two_labelers(tmp_path):
     url, _ = synthetic_store(tmp_path, sets=3)
     with Session(make_engine(url)) as s:
         assert leave_one_out_tau(load_set_rankings(session=s)) == {}
+
+
+def test_a_labelers_own_page_shows_their_agreement_and_median_time(tmp_path):
+    from labeler.quality import own_agreement
+    from labeler.ui.labeling import OwnFigures, progress_text
+
+    url, _ = synthetic_store(tmp_path, sets=0)
+    add_ranked_sets(url, 12, labelers=(*LABELERS_WITH_ADVERSARY, ("honest-c", False)))
+    engine = make_engine(url)
+    with Session(engine) as s:
+        ids = {u.name: id_of(u) for u in s.exec(select(User))}
+        s.execute(update(Ranking).where(Ranking.user_id == ids["honest-a"]).values(seconds_spent=20.0))
+        s.execute(
+            update(Ranking)
+            .where(col(Ranking.id).in_(select(Ranking.id).where(Ranking.user_id == ids["honest-a"]).limit(3)))
+            .values(seconds_spent=50.0)
+        )
+        s.commit()
+        adversary = own_agreement(session=s, user_id=ids["adversary"])
+        honest = own_agreement(session=s, user_id=ids["honest-a"])
+    assert adversary.mean_tau is not None and honest.mean_tau is not None
+    assert adversary.mean_tau < 0 < honest.mean_tau and honest.sets == 12
+    line = progress_text(engine, ids["honest-a"], OwnFigures())
+    assert line.startswith("**Today:** 12 · median 20 s per set · **Agreement with others:** +")
+    assert "(tau, 12 shared sets)" in line and "**Total:** 12" in line
+
+
+def test_agreement_waits_for_overlap(tmp_path):
+    from labeler.quality import own_agreement
+    from labeler.ui.labeling import OwnFigures, progress_text
+
+    url, _ = synthetic_store(tmp_path, sets=3)
+    engine = make_engine(url)
+    with Session(engine) as s:
+        user_id = s.exec(select(Ranking.user_id)).first()
+        assert user_id is not None
+        assert own_agreement(session=s, user_id=user_id).mean_tau is None
+    assert "Agreement" not in progress_text(engine, user_id, OwnFigures())

@@ -109,3 +109,47 @@ def test_a_transient_store_error_is_retried_and_a_lasting_one_leaves_the_page_as
     assert out[WIDGET_OUTPUT] is None or out[WIDGET_OUTPUT].get("token") in (None, second.token)
     with Session(running_app.engine) as s:
         assert s.exec(select(func.count(Ranking.id))).one() == 1
+
+
+def test_new_guidelines_show_a_banner_with_what_changed_until_a_set_is_ranked_under_them(tmp_path):
+    import time
+
+    from labeler.settings import current_guidelines, save_guidelines
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'rankloop.db'}")
+    with Session(engine) as session:
+        add_user(session=session, name="alice", password="alice-password")
+        version = ensure_initial_policy(session=session, base_model="tiny").id
+        for i in range(4):
+            prompt = get_or_add_prompt(session=session, messages=[{"role": "user", "content": f"q{i}"}])
+            add_completion_set(session=session, prompt_id=prompt.id, completions=[CompletionIn(f"a{i}.{j}") for j in range(2)], policy_version_id=version)  # fmt: skip
+        old = current_guidelines(session=session).text
+    deps = UIDeps(engine=engine, home=tmp_path)
+    port = free_port()
+    demo = launch(build_ui(deps), deps, port=port, block=False)
+
+    def submit(out):
+        page = page_from_outputs(list(out))
+        assert page is not None
+        return client.predict({"token": page.token, "ranks": [1, 2], "flags": [None, None]}, False, "", api_name="/submit_ranking")  # fmt: skip
+
+    def banner(out) -> str:
+        return next((v for v in out if isinstance(v, str) and "guidelines changed" in v), "")
+
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", auth=("alice", "alice-password"), verbose=False)
+        out = submit(client.predict(api_name="/open_page"))  # set 1 ranked under version 1
+        assert not banner(out)
+        with Session(engine) as session:
+            save_guidelines(
+                session=session, text=old + "\nPrefer answers that cite a source.\n", author="admin"
+            )
+        time.sleep(1.2)  # the page reads the current version at most once a second
+        out = submit(out)  # set 2 was leased under version 1; set 3 comes under version 2
+        text = banner(out)
+        assert "version 1 → 2 by admin" in text and "Added: Prefer answers that cite a source." in text
+        assert "Removed" not in text
+        out = submit(out)  # set 3, ranked under version 2
+        assert not banner(out)
+    finally:
+        demo.close()
