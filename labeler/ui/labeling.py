@@ -269,6 +269,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
                 none_ok = gr.Checkbox(label="None acceptable", elem_id="none-acceptable", scale=1)
                 comment = gr.Textbox(
                     label="Comment (optional)",
+                    placeholder="Comment (optional)",
                     lines=1,
                     max_length=MAX_COMMENT_CHARS,
                     elem_id="comment",

@@ -2,7 +2,9 @@
 
 Click answers (or press their numbers) from best to worst: each gets the next rank. Shift+click, or `=` before
 a number, gives the same rank as the last one (a tie); clicking a ranked answer takes its rank back, and
-Backspace undoes the last one. Each answer has a flag menu; a flagged answer is not ranked. A summary line
+Backspace undoes the last one. Dragging an answer's header onto another answer ranks it just above that one
+(onto an unranked answer: last). "Layout" switches between side by side and one under another (remembered by
+the browser). Each answer has a flag menu; a flagged answer is not ranked. A summary line
 reads the order back ("2 > 1 = 4 > 3"). Enter submits and S skips (`#submit-btn`, `#skip-btn`, outside the
 widget); Enter never toggles a focused checkbox.
 
@@ -44,13 +46,15 @@ ${(value && value.answers && value.answers.length) ? `
     return (order ? `<b>Your order:</b> <span class="rl-order">${order}</span>` : `Click the answers from best to worst (or press their numbers). Shift+click or <kbd>=</kbd> ties with the last one.`)
       + (flagged.length ? ` · <b>Flagged:</b> ${flagged.join(', ')}` : '')
       + (left > 0 && order ? ` · ${left} left` : '')
-      + (order || flagged.length ? ` <button type="button" class="rl-clear">Clear</button>` : '');
+      + (order || flagged.length ? ` <button type="button" class="rl-clear">Clear</button>` : '')
+      + ` <button type="button" class="rl-layout" title="answers side by side or one under another">Layout</button>`;
   })()}</div>
   <div class="rl-cards">
   ${value.answers.map((answer, i) => {
     const rank = (value.ranks || [])[i], flag = (value.flags || [])[i];
     return `<div class="rl-card${rank != null ? ' rl-ranked' : ''}${flag ? ' rl-flagged' : ''}" id="answer-${i}" data-i="${i}" tabindex="0">
-      <div class="rl-head">
+      <div class="rl-head" draggable="true" title="drag onto another answer to rank this one just above it">
+        <span class="rl-grip" aria-hidden="true">⠿</span>
         <span class="rl-badge" title="rank">${rank != null ? rank : (flag ? '⚑' : '–')}</span>
         <b>Answer ${i + 1}</b>
         <select class="rl-flag" data-i="${i}" aria-label="Flag answer ${i + 1}">
@@ -103,6 +107,46 @@ function flag(i, reason) {
   flags[i] = reason || null;
   put(ranks, flags);
 }
+function levelsOf(ranks) {  // answers grouped by rank, best first
+  const levels = [...new Set(ranks.filter(r => r != null))].sort((a, b) => a - b);
+  return levels.map(l => ranks.map((r, i) => r === l ? i : null).filter(x => x !== null));
+}
+function moveAbove(i, j) {  // drag: answer i ranked just above answer j (j unranked: i goes last)
+  const v = current();
+  if (i === j || !(i >= 0 && i < v.answers.length) || !(j >= 0 && j < v.answers.length)) return;
+  const flags = [...v.flags];
+  flags[i] = null;
+  const levels = levelsOf(v.ranks).map(l => l.filter(x => x !== i)).filter(l => l.length);
+  const at = levels.findIndex(l => l.includes(j));
+  if (at < 0) levels.push([i]); else levels.splice(at, 0, [i]);
+  const ranks = v.ranks.map(() => null);
+  levels.forEach((l, k) => l.forEach(x => { ranks[x] = k + 1; }));
+  stack = levels.flat();
+  put(ranks, flags);
+}
+function applyLayout() {
+  element.classList.toggle('rl-stacked', localStorage.getItem('rankloop-layout') === 'stacked');
+}
+applyLayout();
+let dragged = null;
+element.addEventListener('dragstart', (e) => {
+  const card = e.target.closest && e.target.closest('.rl-card');
+  if (!card) return;
+  dragged = +card.dataset.i;
+  e.dataTransfer.effectAllowed = 'move';
+  e.dataTransfer.setData('text/plain', String(dragged));
+});
+element.addEventListener('dragover', (e) => {
+  if (dragged !== null && e.target.closest('.rl-card')) e.preventDefault();
+});
+element.addEventListener('drop', (e) => {
+  const card = e.target.closest('.rl-card');
+  if (dragged === null || !card) return;
+  e.preventDefault();
+  moveAbove(dragged, +card.dataset.i);
+  dragged = null;
+});
+element.addEventListener('dragend', () => { dragged = null; });
 function syncMenus() {
   const flags = current().flags || [];
   element.querySelectorAll('select.rl-flag').forEach(s => { s.value = flags[+s.dataset.i] || ''; });
@@ -114,6 +158,12 @@ element.addEventListener('click', (e) => {
     const v = current();
     stack = [];
     put(v.ranks.map(() => null), v.flags.map(() => null));
+    return;
+  }
+  if (t.closest('.rl-layout')) {
+    const stacked = localStorage.getItem('rankloop-layout') === 'stacked';
+    localStorage.setItem('rankloop-layout', stacked ? 'side' : 'stacked');
+    applyLayout();
     return;
   }
   if (t.closest('select, option, a, input, button')) return;
@@ -173,6 +223,11 @@ CSS = """
 .rl-summary button.rl-clear { margin-left: 8px; padding: 0 8px; border: 1px solid var(--border-color-primary);
   border-radius: 6px; cursor: pointer; }
 .rl-cards { display: grid; gap: 12px; grid-template-columns: repeat(auto-fit, minmax(min(100%, 300px), 1fr)); }
+.rl-stacked .rl-cards { grid-template-columns: 1fr; }
+.rl-summary button.rl-layout { margin-left: 8px; padding: 0 8px; border: 1px solid var(--border-color-primary);
+  border-radius: 6px; cursor: pointer; float: right; }
+.rl-head[draggable="true"] { cursor: grab; }
+.rl-grip { color: var(--body-text-color-subdued, #999); }
 .rl-card { border: 2px solid var(--border-color-primary); border-radius: 10px; padding: 10px 12px; cursor: pointer;
   min-width: 0; background: var(--background-fill-primary); }
 .rl-card:hover { border-color: var(--color-accent-soft, #999); }
@@ -187,8 +242,18 @@ CSS = """
 .rl-body pre { overflow-x: auto; max-width: 100%; }
 .rl-cut { margin-top: 4px; font-size: 0.85em; font-style: italic; color: var(--body-text-color-subdued, #777); }
 .rl-body table { display: block; overflow-x: auto; }
+/* Gradio's container hides overflow, which makes it the sticky bar's scroll box; clip keeps the page scrolling */
+.gradio-container { overflow: clip !important; }
 #action-bar { position: sticky; bottom: 0; z-index: 5; background: var(--background-fill-primary);
   border-top: 1px solid var(--border-color-primary); padding: 6px 0; }
+@media (max-width: 640px) {  /* phones: the bar's buttons share rows instead of one row each */
+  #action-bar .row { flex-direction: row !important; flex-wrap: wrap !important; gap: 6px !important; }
+  #action-bar .row > * { min-width: 0 !important; flex: 1 1 28% !important; }
+  #action-bar .row > #comment { flex: 1 1 55% !important; }
+  #action-bar .row > #none-acceptable { flex: 1 1 35% !important; }
+  #action-bar button { padding: 4px 6px !important; }
+  #action-bar #comment label > span { display: none; }
+}
 """
 
 

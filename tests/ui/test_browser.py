@@ -99,3 +99,54 @@ def test_labeler_ranks_with_clicks_and_keyboard_then_admin_sees_it(running_app, 
     admin.locator("#dashboard-refresh").click()
     admin.get_by_text("Rankings:** 2").or_(admin.get_by_text("Rankings: 2")).first.wait_for(timeout=15_000)
     admin.screenshot(path=tmp_path / "dashboard.png", full_page=True)
+
+
+def test_phone_width_drag_to_reorder_layout_and_undo(running_app, browser, tmp_path):
+    from labeler.tables import SupersededRanking
+
+    page = log_in(browser, running_app.url, "bob", PASSWORDS["bob"])
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.locator("#answer-0").wait_for(state="visible", timeout=20_000)
+    order = page.locator("#ranker .rl-order")
+    page.locator("#answer-0").click()
+    page.locator("#answer-1").click()
+    page.locator("#answer-2 .rl-head").drag_to(page.locator("#answer-0"))  # 3 goes just above 1
+    page.wait_for_function("document.querySelector('#ranker .rl-order')?.innerText === '3 > 1 > 2'")
+    page.locator("#answer-3 .rl-head").drag_to(page.locator("#answer-1"))  # 4 goes just above 2
+    page.wait_for_function("document.querySelector('#ranker .rl-order')?.innerText === '3 > 1 > 4 > 2'")
+    # the action bar stays on the first screen at phone width: Submit is reachable without scrolling
+    page.evaluate("window.scrollTo(0, 0)")
+    bar = page.locator("#submit-btn").bounding_box()
+    assert bar is not None and 0 <= bar["y"] and bar["y"] + bar["height"] <= 844, bar
+    page.screenshot(path=tmp_path / "phone.png")
+    page.locator("#submit-btn").click()
+    page.get_by_text("Saved.").wait_for(timeout=15_000)
+    # undo brings the ranking back as it was; re-rank and submit again: one ranking stored, one superseded
+    page.locator("#undo-btn").click()
+    page.wait_for_function("document.querySelector('#ranker .rl-order')?.innerText === '3 > 1 > 4 > 2'")
+    page.locator("#ranker .rl-clear").click()
+    for i in (3, 2, 1, 0):
+        page.locator(f"#answer-{i}").click()
+    assert order.inner_text() == "4 > 3 > 2 > 1"
+    page.locator("#submit-btn").click()
+    page.get_by_text("Saved.").wait_for(timeout=15_000)
+    with Session(running_app.engine) as s:
+        rankings = s.exec(select(Ranking)).all()
+        superseded = s.exec(select(SupersededRanking)).all()
+    assert len(rankings) == 1 and len(superseded) == 1
+    (now,), (before,) = rankings, superseded
+    by_rank = lambda ranks: [int(k) for k, _ in sorted(ranks.items(), key=lambda kv: kv[1])]  # noqa: E731
+    shown = by_rank(now.ranks)[::-1]  # the answers' ids in display order (the re-rank was 4 > 3 > 2 > 1)
+    assert by_rank(before.ranks) == [shown[2], shown[0], shown[3], shown[1]]  # the first one, 3 > 1 > 4 > 2
+
+    # "Layout" puts the answers one under another on a wide screen, and back
+    page.set_viewport_size({"width": 1280, "height": 800})
+    side = [page.locator(f"#answer-{i}").bounding_box() for i in (0, 1)]
+    page.locator("#ranker .rl-layout").click()
+    page.locator(".rl-stacked .rl-cards").wait_for(timeout=5_000)
+    stacked = [page.locator(f"#answer-{i}").bounding_box() for i in (0, 1)]
+    assert (
+        side[0]["x"] != side[1]["x"]
+        and stacked[0]["x"] == stacked[1]["x"]
+        and stacked[1]["y"] > stacked[0]["y"]
+    )
