@@ -117,7 +117,7 @@ def test_phone_width_drag_to_reorder_layout_and_undo(running_app, browser, tmp_p
     # the action bar stays on the first screen at phone width: Submit is reachable without scrolling
     page.evaluate("window.scrollTo(0, 0)")
     bar = page.locator("#submit-btn").bounding_box()
-    assert bar is not None and 0 <= bar["y"] and bar["y"] + bar["height"] <= 844, bar
+    assert bar is not None and bar["y"] >= 0 and bar["y"] + bar["height"] <= 844, bar
     page.screenshot(path=tmp_path / "phone.png")
     page.locator("#submit-btn").click()
     page.get_by_text("Saved.").wait_for(timeout=15_000)
