@@ -29,6 +29,7 @@ class RoundCost:
     win_rate: float | None  # humans' win-rate of the new version over its parent
     win_rate_interval: tuple[float, float] | None
     comparisons: int
+    kl: float | None = None  # the new version's KL to the reference at the end of its PPO (None for DPO)
 
     @property
     def labels_per_accuracy_point(self) -> float | None:
@@ -50,7 +51,7 @@ def round_costs(*, session: Session) -> list[RoundCost]:
     if not rounds:
         return []
     seconds = dict(session.exec(select(Ranking.id, Ranking.seconds_spent)).all())
-    versions = dict(session.exec(select(PolicyVersion.id, PolicyVersion.version)).all())
+    versions = {v.id: v for v in session.exec(select(PolicyVersion))}
     models = {m.id: m for m in session.exec(select(RewardModel))}
     out: list[RoundCost] = []
     before: set[int] = set()
@@ -73,7 +74,7 @@ def round_costs(*, session: Session) -> list[RoundCost]:
         out.append(
             RoundCost(
                 round_id=r.id or 0,
-                version=versions.get(r.new_version_id),
+                version=made.version if (made := versions.get(r.new_version_id)) else None,
                 new_labels=len(new),
                 human_minutes=round(sum(seconds.get(i) or 0.0 for i in new) / 60, 1),
                 reward_model=model.name if model else None,
@@ -84,9 +85,15 @@ def round_costs(*, session: Session) -> list[RoundCost]:
                 if wins and wins.low is not None and wins.high is not None
                 else None,
                 comparisons=wins.comparisons if wins else 0,
+                kl=_final_kl(made),
             )
         )
     return out
+
+
+def _final_kl(version: PolicyVersion | None) -> float | None:
+    value = (version.metrics.get("final") or {}).get("kl") if version else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _accuracy(model: RewardModel | None) -> float | None:

@@ -4,11 +4,14 @@ bought (labeler/costs.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
+import pandas as pd
 from sqlmodel import Session
 
 from labeler.consensus import agreement
-from labeler.costs import round_costs
+from labeler.costs import RoundCost, round_costs
 from labeler.dataset import load_set_rankings, preference_records
 from labeler.db import read_session
 from labeler.quality import labeler_quality, weekly_trend
@@ -58,13 +61,21 @@ ROUND_COLUMNS = [
     "win-rate 95% interval",
     "comparisons",
     "labels per win-rate point",
+    "KL to reference",
 ]
+ROUND_PANELS = [
+    ("Reward-model held-out accuracy", "accuracy"),
+    ("KL to the reference (end of PPO)", "KL"),
+    ("Human win-rate vs parent (95% interval)", "win-rate"),
+    ("Human minutes of labels", "minutes"),
+]
+PANEL_COLUMNS = ["round", "value", "series"]
 
 
-def rounds_table(session: Session) -> list[list]:
+def rounds_table(costs: list[RoundCost]) -> list[list]:
     """What each round's labels cost and bought (labeler/costs.py), newest first."""
     rows = []
-    for c in reversed(round_costs(session=session)):
+    for c in reversed(costs):
         interval = None if c.win_rate_interval is None else "{:.2f}-{:.2f}".format(*c.win_rate_interval)
         rows.append(
             [
@@ -80,14 +91,35 @@ def rounds_table(session: Session) -> list[list]:
                 interval,
                 c.comparisons,
                 c.labels_per_win_point,
+                _round(c.kl),
             ]
         )
     return rows
 
 
-def dashboard_data(session: Session) -> tuple[str, list[list], list[list], list[list], list[list]]:
-    """Summary markdown, labeler rows, flagged rows, round costs and labelers by week (store reads; the handler
-    checks the role)."""
+def round_panels(costs: list[RoundCost]) -> list[pd.DataFrame]:
+    """One frame (round, value, series) per ROUND_PANELS entry, floats only so each plot has a numeric axis."""
+    points: list[list[tuple[float, float, str]]] = [[] for _ in ROUND_PANELS]
+    for c in costs:
+        x = float(c.round_id)
+        interval: tuple[float | None, float | None] = c.win_rate_interval or (None, None)
+        values: list[list[tuple[float | None, str]]] = [
+            [(c.reward_accuracy, "held-out accuracy")],
+            [(c.kl, "KL")],
+            [(c.win_rate, "win-rate"), (interval[0], "95% low"), (interval[1], "95% high")],
+            [(c.human_minutes, "minutes")],
+        ]
+        for panel, pairs in zip(points, values, strict=True):
+            panel += [(x, float(v), series) for v, series in pairs if v is not None]
+    return [
+        pd.DataFrame(p, columns=PANEL_COLUMNS).astype({"round": "float64", "value": "float64"})
+        for p in points
+    ]
+
+
+def dashboard_data(session: Session) -> tuple[Any, ...]:
+    """Summary markdown, labeler rows, flagged rows, round costs, labelers by week, then one plot frame per
+    ROUND_PANELS entry (store reads; the handler checks the role)."""
     counts = store_counts(session=session)
     every = load_set_rankings(session=session)  # read once: pairs and agreement, and labeler quality
     sets = [s for s in every if s.origin == "generated"]
@@ -140,7 +172,8 @@ def dashboard_data(session: Session) -> tuple[str, list[list], list[list], list[
         [w.week, w.labeler, w.rankings, w.median_seconds, w.skip_share, w.flag_share, w.loo_tau, w.loo_sets]
         for w in weekly_trend(session=session, sets=every)
     ]
-    return summary, labelers, flagged, rounds_table(session), weeks
+    costs = round_costs(session=session)
+    return summary, labelers, flagged, rounds_table(costs), weeks, *round_panels(costs)
 
 
 def _round(x: float | None) -> float | None:
@@ -165,6 +198,19 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
             label="Rounds: what the labels cost (server-measured minutes) and bought (newest first)",
             interactive=False,
         )
+        with gr.Row():
+            round_plots = [
+                gr.LinePlot(
+                    x="round",
+                    y="value",
+                    color="series",
+                    label=title,
+                    y_title=y_title,
+                    height=200,
+                    elem_id=f"round-plot-{i}",
+                )
+                for i, (title, y_title) in enumerate(ROUND_PANELS)
+            ]
         weeks = gr.Dataframe(headers=WEEK_COLUMNS, label="Labelers by week (newest first)", interactive=False)
         timer = gr.Timer(REFRESH_SECONDS, active=False)  # switched on at page load for admins only
 
@@ -173,7 +219,7 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
         with read_session(deps.engine) as session:  # reads only: no write lock
             return dashboard_data(session)
 
-    outputs = [summary, labelers, flagged, rounds, weeks]
+    outputs = [summary, labelers, flagged, rounds, weeks, *round_plots]
     refresh.click(on_refresh, None, outputs, api_name="admin_dashboard")
     timer.tick(on_refresh, None, outputs, show_progress="hidden", api_visibility="private")
 

@@ -13,23 +13,30 @@ from labeler.tables import PolicyVersion
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.labeling import render_conversation
 from labeler.ui.render import safe_markdown
-from labeler.winrate import human_win_rate
+from labeler.winrate import WinRate, human_win_rate
 from models.generation import SamplingParams
 
 REFRESH_SECONDS = 10.0
 
 
-def versions_frame(session: Session) -> pd.DataFrame:
+WIN_COLUMNS = ["version", "value", "series"]
+
+
+def versions_view(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The lineage table, and the human win-rate over the parent per version with its 95% interval as a plot's
+    frame (version, value, series: "win-rate", "95% low", "95% high"; versions without ranked mixed sets left
+    out)."""
     versions = policy_versions(session=session)
     by_id = {v.id: v.version for v in versions}
     rewards = reward_names(session=session)
+    wins = {v.version: version_win_rate(session, v) for v in versions}
     rows = [
         [
             f"v{v.version}",
             f"v{by_id[v.parent_id]}" if v.parent_id in by_id else "",
             rewards.get(v.reward_model_id, "") if v.reward_model_id is not None else "",
             "yes" if v.is_current else "",
-            win_rate_text(session, v),
+            win_rate_text(wins[v.version]),
             v.adapter_path or "(base)",
             v.created_at.strftime("%Y-%m-%d %H:%M"),
         ]
@@ -44,18 +51,58 @@ def versions_frame(session: Session) -> pd.DataFrame:
         "adapter",
         "created",
     ]
-    return pd.DataFrame(rows, columns=columns)
+    points = [
+        (float(version), float(value), series)
+        for version, w in wins.items()
+        if w is not None and w.rate is not None and w.low is not None and w.high is not None
+        for value, series in ((w.rate, "win-rate"), (w.low, "95% low"), (w.high, "95% high"))
+    ]
+    plot = pd.DataFrame(points, columns=WIN_COLUMNS).astype({"version": "float64", "value": "float64"})
+    return pd.DataFrame(rows, columns=columns), plot
 
 
-def win_rate_text(session: Session, version: PolicyVersion) -> str:
+def version_win_rate(session: Session, version: PolicyVersion) -> WinRate | None:
     """How often labelers ranked this version's answers above its parent's in mixed sets (Admin > Prompts &
-    guidelines > mixing), with a 95% Wilson interval; blank until such sets are ranked."""
+    guidelines > mixing); None for a version without a parent."""
     if version.parent_id is None or version.id is None:
-        return ""
-    result = human_win_rate(session=session, new_version_id=version.id, old_version_id=version.parent_id)
-    if result.rate is None or result.low is None or result.high is None:
+        return None
+    return human_win_rate(session=session, new_version_id=version.id, old_version_id=version.parent_id)
+
+
+def win_rate_text(result: WinRate | None) -> str:
+    """The win-rate with its 95% Wilson interval; blank until mixed sets are ranked."""
+    if result is None or result.rate is None or result.low is None or result.high is None:
         return ""
     return f"{result.rate:.2f} ({result.low:.2f}-{result.high:.2f}, {result.comparisons} comparisons)"
+
+
+STORED_COLUMNS = ["prompt", "left", "right"]
+
+
+def stored_answers(versions: list[PolicyVersion]) -> dict[int, dict[str, str]]:
+    """Per version number, the answers stored for the fixed eval prompts: its own round's "after" samples, and
+    the "before" samples of the rounds that started from it (those were its answers too)."""
+    by_id = {v.id: v.version for v in versions}
+    out: dict[int, dict[str, str]] = {v.version: {} for v in versions}
+    for v in versions:
+        for s in v.metrics.get("samples_after", []):
+            out[v.version][s["prompt"]] = s["response"]
+        parent = by_id.get(v.parent_id)
+        if parent is not None:
+            for s in v.metrics.get("samples_before", []):
+                out[parent].setdefault(s["prompt"], s["response"])
+    return out
+
+
+def stored_side_by_side(versions: list[PolicyVersion], left: int, right: int) -> pd.DataFrame:
+    """The eval prompts both versions answered during training, with both answers (no generation: instant)."""
+    answers = stored_answers(versions)
+    for version in (left, right):
+        if version not in answers:
+            raise ValueError(f"no policy version v{version}")
+    a, b = answers[left], answers[right]
+    rows = [[prompt, a[prompt], b[prompt]] for prompt in a if prompt in b]
+    return pd.DataFrame(rows, columns=[STORED_COLUMNS[0], f"v{left}", f"v{right}"])
 
 
 def samples_markdown(pv: PolicyVersion) -> str:
@@ -81,7 +128,21 @@ def samples_markdown(pv: PolicyVersion) -> str:
 def build_policies_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Policies"):
-        table = gr.Dataframe(label="Policy versions (lineage; refreshes on its own)", interactive=False)
+        table = gr.Dataframe(
+            label="Policy versions (lineage; refreshes on its own)",
+            interactive=False,
+            elem_id="policy-versions",
+        )
+        win_plot = gr.LinePlot(
+            x="version",
+            y="value",
+            color="series",
+            label="Human win-rate vs parent, per version (95% interval)",
+            height=220,
+            y_title="win-rate",
+            y_lim=[0, 1],
+            elem_id="version-win-rate",
+        )
         timer = gr.Timer(REFRESH_SECONDS, active=False)  # switched on at page load for admins only
         with gr.Row():
             target = gr.Number(label="Version", precision=0, value=0)
@@ -89,20 +150,28 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
             show = gr.Button("Show its samples before / after training")
         samples_md = gr.Markdown(elem_id="policy-samples")
         switch_status = gr.Markdown()
-        gr.Markdown("### Compare versions on one prompt")
-        prompt = gr.Textbox(label="Prompt", lines=2)
+        gr.Markdown("### Compare two versions")
         with gr.Row():
             left_v = gr.Number(label="Left version", precision=0, value=0)
             right_v = gr.Number(label="Right version", precision=0, value=0)
-            compare = gr.Button("Generate side by side")
+            stored = gr.Button("Stored answers side by side (instant)")
+        stored_table = gr.Dataframe(
+            headers=STORED_COLUMNS,
+            label="The eval prompts both versions answered during training",
+            interactive=False,
+            wrap=True,
+            elem_id="stored-side-by-side",
+        )
+        prompt = gr.Textbox(label="Or a prompt of your own", lines=2)
+        compare = gr.Button("Generate side by side (left first, then right)")
         with gr.Row():
             left = gr.Markdown(elem_id="compare-left")
             right = gr.Markdown(elem_id="compare-right")
 
     def on_list(request: gr.Request):
         require_admin(engine, request)
-        with Session(engine) as session:
-            return versions_frame(session)
+        with read_session(engine) as session:
+            return versions_view(session)
 
     def on_switch(request: gr.Request, version: float):
         require_admin(engine, request)
@@ -111,7 +180,7 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
                 pv = make_current(session=session, version=int(version))
             except ValueError as exc:
                 raise gr.Error(str(exc)) from exc
-            return f"v{pv.version} is now current; new sets come from it.", versions_frame(session)
+            return f"v{pv.version} is now current; new sets come from it.", *versions_view(session)
 
     def sample(version: int, text: str) -> str:
         with read_session(engine) as session:
@@ -131,12 +200,24 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
         return f"**v{version}** ({completion.token_count} tokens, {completion.finish_reason})\n\n{safe_markdown(completion.text)}"
 
     def on_compare(request: gr.Request, text: str, a: float, b: float):
+        """Each side as soon as it is written (greedy, 128 tokens at most), the left one first."""
         require_admin(engine, request)
         if not text.strip():
             raise gr.Error("Type a prompt first.")
         if deps.pool is None:
             raise gr.Error("No model is loaded in this app.")
-        return sample(int(a), text), sample(int(b), text)
+        left_text = sample(int(a), text)
+        yield left_text, f"*Writing v{int(b)}'s answer…*"
+        yield left_text, sample(int(b), text)
+
+    def on_stored(request: gr.Request, a: float, b: float) -> pd.DataFrame:
+        require_admin(engine, request)
+        with read_session(engine) as session:
+            versions = policy_versions(session=session)
+        try:
+            return stored_side_by_side(versions, int(a), int(b))
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
 
     def on_samples(request: gr.Request, version: float) -> str:
         require_admin(engine, request)
@@ -146,8 +227,9 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
             raise gr.Error(f"No policy version v{int(version)}.")
         return samples_markdown(pv)
 
-    switch.click(on_switch, [target], [switch_status, table], api_name="admin_make_current")
+    switch.click(on_switch, [target], [switch_status, table, win_plot], api_name="admin_make_current")
     show.click(on_samples, [target], samples_md, api_name="admin_policy_samples")
     compare.click(on_compare, [prompt, left_v, right_v], [left, right], api_name="admin_compare")
-    timer.tick(on_list, None, table, show_progress="hidden", api_visibility="private")
-    return TabLoad(lambda request: (on_list(request), gr.Timer(active=True)), [table, timer])
+    stored.click(on_stored, [left_v, right_v], stored_table, api_name="admin_stored_compare")
+    timer.tick(on_list, None, [table, win_plot], show_progress="hidden", api_visibility="private")
+    return TabLoad(lambda request: (*on_list(request), gr.Timer(active=True)), [table, win_plot, timer])

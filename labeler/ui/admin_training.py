@@ -130,8 +130,16 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         for row in range(0, PANEL_SLOTS, 3):
             with gr.Row():
                 plots += [
-                    gr.LinePlot(x="step", y="value", color="series", label=title, height=220, y_title="value")
-                    for title, _ in PANELS[row : row + 3]
+                    gr.LinePlot(
+                        x="step",
+                        y="value",
+                        color="series",
+                        label=title,
+                        height=220,
+                        y_title="value",
+                        elem_id=f"job-plot-{row + i}",
+                    )
+                    for i, (title, _) in enumerate(PANELS[row : row + 3])
                 ]
         overopt_plot = gr.LinePlot(
             x="kl",

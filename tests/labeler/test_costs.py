@@ -15,7 +15,7 @@ from labeler.reward_models import register_reward_model
 from labeler.rounds import RoundLabels, RoundLineage, record_round
 from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
 from labeler.tables import Ranking, id_of
-from labeler.ui.admin_dashboard import ROUND_COLUMNS, dashboard_data
+from labeler.ui.admin_dashboard import ROUND_COLUMNS, ROUND_PANELS, dashboard_data
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 
@@ -51,6 +51,9 @@ def model(session: Session, name: str, accuracy: float, heldout: int = 6) -> int
 def test_round_costs_count_new_labels_minutes_and_what_they_bought(session, tmp_path):
     alice = make_user(session, "alice")
     v0, v1, v2 = (make_version(session, k, current=k == 0) for k in range(3))
+    v1.metrics = {"final": {"kl": 3.5, "reward": 0.2}}  # as PPO records it; v2 came from DPO: no KL
+    session.add(v1)
+    session.commit()
     make_sets(session, 2, version_id=v0.id)
     first = [rank_next(session, alice.id, 60.0), rank_next(session, alice.id, 120.0)]
     record_round(session=session, lineage=RoundLineage("ppo", v0.id, v1.id, RoundLabels(first, []), model(session, "r1", 0.60)))  # fmt: skip
@@ -71,9 +74,18 @@ def test_round_costs_count_new_labels_minutes_and_what_they_bought(session, tmp_
     assert two.accuracy_gain == pytest.approx(10.0) and two.labels_per_accuracy_point == pytest.approx(0.1)
     assert two.win_rate is None and two.labels_per_win_point is None  # no set mixes v2 with v1
 
-    rounds = dashboard_data(session)[3]
+    assert one.kl == 3.5 and two.kl is None
+
+    data = dashboard_data(session)
+    rounds, panels = data[3], data[5:]
     assert [r[1] for r in rounds] == ["v2", "v1"] and len(rounds[0]) == len(ROUND_COLUMNS)  # newest first
-    assert rounds[1][2:4] == [2, 3.0]
+    assert rounds[1][2:4] == [2, 3.0] and rounds[1][-1] == 3.5
+    # one plot per ROUND_PANELS entry, numeric axes, one point per round that has the figure
+    assert len(panels) == len(ROUND_PANELS) and all(p["value"].dtype == "float64" for p in panels)
+    accuracy, kl, wins, minutes = (p.values.tolist() for p in panels)
+    assert accuracy == [[one.round_id, 0.6, "held-out accuracy"], [two.round_id, 0.7, "held-out accuracy"]]
+    assert kl == [[one.round_id, 3.5, "KL"]] and [w[2] for w in wins] == ["win-rate", "95% low", "95% high"]
+    assert [m[1] for m in minutes] == [3.0, 0.5]
     export_preferences(session=session, out=tmp_path, fmt="jsonl")
     card = (tmp_path / "README.md").read_text()
     assert "## What the labels cost and bought, per training round" in card

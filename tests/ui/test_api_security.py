@@ -19,6 +19,7 @@ ADMIN_CALLS = {
     "/admin_labels_needed": (5, True),
     "/admin_make_current": (0,),
     "/admin_compare": ("hi", 0, 0),
+    "/admin_stored_compare": (0, 0),
     "/admin_export": ("jsonl", "all", False, "drop", 0, True, "equal"),
     "/admin_jobs": (None,),
     "/admin_policy_samples": (0,),

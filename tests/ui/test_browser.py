@@ -150,3 +150,79 @@ def test_phone_width_drag_to_reorder_layout_and_undo(running_app, browser, tmp_p
         and stacked[0]["x"] == stacked[1]["x"]
         and stacked[1]["y"] > stacked[0]["y"]
     )
+
+
+def test_admin_sees_live_numeric_plots_a_new_version_without_reload_and_downloads_an_export(
+    running_app, browser, tmp_path
+):
+    import zipfile
+
+    from datasets import load_dataset
+
+    from labeler.leasing import lease_next_set
+    from labeler.store import RankingIn, submit_ranking
+    from labeler.tables import Job, PolicyVersion, User, id_of, utcnow
+
+    def points(steps):
+        return [
+            {"step": k, "reward": 0.1 * k, "gold": 0.05 * k, "kl": 0.2 * k, "phase": "ppo"} for k in steps
+        ]
+
+    with Session(running_app.engine) as s:
+        alice = s.exec(select(User).where(User.name == "alice")).one()
+        for i in range(2):  # two ranked sets, so the export has pairs
+            leased = lease_next_set(session=s, user_id=id_of(alice))
+            ranks = {id_of(c): k + 1 for k, c in enumerate(leased.completions)}
+            submit_ranking(
+                session=s, ranking=RankingIn(id_of(leased.set), id_of(alice), f"r{i}", ranks=ranks)
+            )
+        job = Job(kind="ppo", status="running", phase="ppo", phase_started_at=utcnow(), started_at=utcnow(), progress=0.3, metrics=points(range(1, 4)))  # fmt: skip
+        s.add(job)
+        s.commit()
+        job_id = id_of(job)
+
+    admin = log_in(browser, running_app.url, "admin", PASSWORDS["admin"])
+    admin.locator("#dashboard-summary").wait_for(state="visible", timeout=20_000)
+    admin.get_by_role("tab", name="Admin").click()
+    admin.get_by_role("tab", name="Training").click()
+    # the reward panel, read from the chart Vega rendered: a linear (numeric) y axis and two series
+    reward_plot = "#job-plot-2"
+    admin.locator(f"{reward_plot} [aria-label^='Y-axis']").wait_for(timeout=20_000)
+    y_axis = admin.locator(f"{reward_plot} [aria-label^='Y-axis']").get_attribute("aria-label")
+    legend = admin.locator(f"{reward_plot} [aria-label*='legend']").get_attribute("aria-label")
+    assert "linear scale" in y_axis and "with 2 values" in legend, (y_axis, legend)
+    # the job logs more steps: the plot follows without a reload
+    with Session(running_app.engine) as s:
+        job = s.get(Job, job_id)
+        job.metrics = points(range(1, 9))
+        s.add(job)
+        s.commit()
+    admin.locator(f"{reward_plot} [aria-label*='values from 1 to 8']").wait_for(timeout=15_000)
+    admin.screenshot(path=tmp_path / "training.png", full_page=True)
+
+    # a new policy version appears in the Policies tab on its own
+    admin.get_by_role("tab", name="Policies").click()
+    versions = admin.locator("#policy-versions")
+    versions.get_by_text("v0", exact=True).filter(visible=True).first.wait_for(timeout=15_000)
+    with Session(running_app.engine) as s:
+        v0 = s.exec(select(PolicyVersion).where(PolicyVersion.version == 0)).one()
+        s.add(PolicyVersion(version=1, base_model="tiny", parent_id=v0.id))
+        s.commit()
+    versions.get_by_text("v1", exact=True).filter(visible=True).first.wait_for(
+        timeout=25_000
+    )  # the tab refreshes every 10 s
+
+    # an export is downloaded from the browser and loads with datasets
+    admin.get_by_role("tab", name="Export").click()
+    admin.get_by_role("radio", name="jsonl").check()
+    admin.get_by_role("button", name="Export", exact=True).click()
+    link = admin.locator("#export-summary a")
+    link.wait_for(timeout=30_000)
+    with admin.expect_download() as download:
+        link.click()
+    archive = tmp_path / "export.zip"
+    download.value.save_as(archive)
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path / "export")
+    pairs = load_dataset("json", data_files=str(tmp_path / "export" / "preferences.jsonl"), split="train")
+    assert {"prompt", "chosen", "rejected"} <= set(pairs.column_names) and len(pairs) == 12  # 6 pairs per set

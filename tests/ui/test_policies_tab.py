@@ -7,7 +7,7 @@ from labeler.leasing import lease_next_set
 from labeler.policies import ensure_initial_policy
 from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
 from labeler.tables import PolicyVersion
-from labeler.ui.admin_policies import versions_frame
+from labeler.ui.admin_policies import versions_view
 from labeler.users import add_user
 
 
@@ -38,11 +38,16 @@ def test_versions_table_shows_the_human_win_rate_over_the_parent(tmp_path):
                 for c in leased.completions
             }
             submit_ranking(session=s, ranking=RankingIn(leased.set.id, labeler, f"r{i}", ranks=ranks))
-        frame = versions_frame(s)
+        frame, plot = versions_view(s)
     shown = dict(zip(frame["version"], frame["human win-rate vs parent"], strict=True))
     assert shown["v0"] == ""
     rate, interval = shown["v1"].split(" ", 1)
     assert float(rate) == 0.8 and "40 comparisons" in interval  # 4 new-vs-old pairs in each of 10 sets
+    # the plot: one point per series for v1 (v0 has no parent), the interval around the rate, numeric axes
+    assert sorted(plot["series"]) == ["95% high", "95% low", "win-rate"] and set(plot["version"]) == {1.0}
+    values = dict(zip(plot["series"], plot["value"], strict=True))
+    assert values["95% low"] < values["win-rate"] == 0.8 < values["95% high"]
+    assert plot["value"].dtype == "float64" and plot["version"].dtype == "float64"
 
 
 def test_samples_show_the_whole_conversation_and_escape_answers():
@@ -72,3 +77,30 @@ def test_samples_show_the_whole_conversation_and_escape_answers():
         version=1, base_model="tiny", metrics={"samples_after": [{"prompt": "Hi", "response": "Hello"}]}
     )
     assert "Hi" in samples_markdown(old_round) and "(not recorded)" in samples_markdown(old_round)
+
+
+def test_stored_answers_compare_two_versions_without_generating():
+    from labeler.ui.admin_policies import stored_side_by_side
+
+    v0 = PolicyVersion(id=1, version=0, base_model="tiny")
+    v1 = PolicyVersion(id=2, version=1, base_model="tiny", parent_id=1, metrics={
+        "samples_before": [{"prompt": "p1", "response": "v0 on p1"}, {"prompt": "p2", "response": "v0 on p2"}],
+        "samples_after": [{"prompt": "p1", "response": "v1 on p1"}, {"prompt": "p2", "response": "v1 on p2"}],
+    })  # fmt: skip
+    v2 = PolicyVersion(id=3, version=2, base_model="tiny", parent_id=2, metrics={
+        "samples_before": [{"prompt": "p1", "response": "v1 again on p1"}],
+        "samples_after": [{"prompt": "p1", "response": "v2 on p1"}, {"prompt": "p3", "response": "v2 on p3"}],
+    })  # fmt: skip
+    frame = stored_side_by_side([v0, v1, v2], 0, 2)
+    assert frame.values.tolist() == [["p1", "v0 on p1", "v2 on p1"]] and list(frame.columns)[1:] == [
+        "v0",
+        "v2",
+    ]
+    assert stored_side_by_side([v0, v1, v2], 1, 0).values.tolist() == [
+        ["p1", "v1 on p1", "v0 on p1"],
+        ["p2", "v1 on p2", "v0 on p2"],
+    ]  # a version's own "after" samples win over a later round's "before" copy
+    import pytest
+
+    with pytest.raises(ValueError, match="no policy version v7"):
+        stored_side_by_side([v0, v1], 0, 7)
