@@ -11,7 +11,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from labeler.leasing import had_by
-from labeler.tables import Completion, CompletionSet, PolicyVersion, Ranking, User, id_of, utcnow
+from labeler.tables import Completion, CompletionSet, PolicyVersion, Ranking, RewardModel, User, id_of, utcnow
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,22 @@ def store_counts(*, session: Session) -> StoreCounts:
             human.where(Ranking.created_at >= utcnow() - timedelta(hours=1))
         ).one(),
     )
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a training job would read now: sets with a ranking (skips left out), and those ranked since the
+    newest reward model (what a continued reward model trains on)."""
+
+    ranked_sets: int
+    new_sets: int
+
+
+def training_data(*, session: Session) -> TrainingData:
+    ranked = select(func.count(func.distinct(col(Ranking.set_id)))).where(col(Ranking.skipped).is_(False))
+    newest = session.exec(select(func.max(col(RewardModel.created_at)))).one()
+    new = ranked if newest is None else ranked.where(col(Ranking.created_at) > newest)
+    return TrainingData(ranked_sets=session.exec(ranked).one(), new_sets=session.exec(new).one())
 
 
 FAST_SECONDS = 5.0  # a set of answers ranked faster than this was hardly read

@@ -9,9 +9,90 @@ library (the admin tab builds its forms from these dataclasses).
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from labeler.pairs import PairSettings
+
+
+class Range(NamedTuple):
+    """The values a numeric setting admits (inclusive bounds; `low_open` leaves the low bound itself out)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+    def text(self) -> str:
+        low = None if self.low is None else f"{'more than' if self.low_open else 'at least'} {self.low:g}"
+        high = None if self.high is None else f"at most {self.high:g}"
+        return " and ".join(x for x in (low, high) if x)
+
+
+# The values each numeric setting admits, by field name: a name means the same in every stage (a learning rate
+# is a learning rate), and a round's `<stage>_<name>` field takes its stage's range. Checked when a config is
+# made, so flags, YAML and the admin forms are all refused before anything loads.
+RANGES: dict[str, Range] = {
+    "epochs": Range(1, 1000),
+    "learning_rate": Range(0, 1, low_open=True),
+    "warmup_ratio": Range(0, 1),
+    "lora_r": Range(1, 1024),
+    "lora_alpha": Range(1),
+    "batch_sets": Range(1),
+    "batch_prompts": Range(1),
+    "batch_size": Range(1),
+    "minibatch": Range(1),
+    "grad_accum": Range(1),
+    "max_length": Range(8),
+    "max_new_tokens": Range(1),
+    "eval_fraction": Range(0, 0.9),
+    "center_rewards": Range(0),
+    "tie_strength": Range(0, low_open=True),
+    "min_agreement": Range(0, 1),
+    "heads": Range(1, 16),
+    "max_pairs": Range(1),
+    "steps": Range(1),
+    "ppo_epochs": Range(1, 100),
+    "temperature": Range(0, 10),
+    "kl_coef": Range(0),
+    "target_kl": Range(0, low_open=True),
+    "kl_horizon": Range(1),
+    "overopt_patience": Range(1),
+    "overopt_window": Range(1),
+    "gamma": Range(0, 1),
+    "lam": Range(0, 1),
+    "clip": Range(0, 1, low_open=True),
+    "vf_coef": Range(0),
+    "vf_clip": Range(0, low_open=True),
+    "ent_coef": Range(0),
+    "max_grad_norm": Range(0, low_open=True),
+    "stop_kl": Range(0, low_open=True),
+    "reward_clip": Range(0, low_open=True),
+    "beta": Range(0, low_open=True),
+    "sample_prompts": Range(0, 1000),
+    "log_every": Range(1),
+    "seed": Range(0),
+}
+
+
+def field_range(config_cls: type, name: str) -> Range | None:
+    """The range of one field of a stage or round config (None: any value of its type)."""
+    if config_cls is RoundConfig and name not in RANGES:
+        prefix, _, rest = name.partition("_")
+        return RANGES.get(rest) if prefix in ROUND_EXPOSES else None
+    return RANGES.get(name)
+
+
+def check_ranges(config: Any) -> None:
+    """ValueError naming the first field whose value is out of its range (None, where a field allows it, passes)."""
+    for f in fields(config):
+        value, allowed = getattr(config, f.name), field_range(type(config), f.name)
+        if allowed is None or value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not allowed.admits(value):
+            raise ValueError(f"{f.name} = {value:g} is out of range: it must be {allowed.text()}")
 
 
 @dataclass
@@ -116,6 +197,9 @@ class RewardConfig:
     log_every: int = field(default=5, metadata={"help": "steps between metric points"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
     def pair_settings(self) -> PairSettings:
         return PairSettings(keep_ties=self.keep_ties, flagged=self.flagged, min_agreement=self.min_agreement)
 
@@ -199,6 +283,9 @@ class PPOConfig:
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
     log_every: int = field(default=1, metadata={"help": "steps between metric points"})
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
 
 @dataclass
 class DPOConfig:
@@ -219,6 +306,9 @@ class DPOConfig:
     max_new_tokens: int = field(default=48, metadata={"help": "length of the before/after samples"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
@@ -261,6 +351,9 @@ class RoundConfig:
     include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     def stage_settings(self, stage: str) -> dict[str, Any]:
         """The values this round sets for one stage (`reward`, `ppo` or `dpo`), by the stage's field names."""

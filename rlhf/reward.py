@@ -353,8 +353,6 @@ class RewardData:
 
 
 def read_data(engine, config: RewardConfig) -> RewardData:
-    if not 1 <= config.heads <= 16:
-        raise ValueError(f"heads must be between 1 and 16 score-head members, got {config.heads}")
     if config.trainer == "trl" and config.heads != 1:
         raise ValueError(
             "trl's RewardTrainer trains one score head: use --trainer ranking or pairs with --heads"

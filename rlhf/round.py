@@ -36,6 +36,7 @@ class RoundResult:
     reward_model: str | None
     version: int
     stage_seconds: dict
+    reward_sets: int = 0  # sets the round's reward model trained on (0: it reused the newest one)
 
 
 def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RoundResult:
@@ -56,7 +57,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         "seed": config.seed,
         "device": config.device,
     }
-    reward_name = None
+    reward_name, reward_sets = None, 0
     start = time.perf_counter()
     if config.optimizer == "ppo":
         rcfg = RewardConfig(
@@ -66,7 +67,8 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
             **config.stage_settings("reward"),
         )
         try:
-            reward_name = reward.run(rcfg, reporter=reporter, job_id=job_id).name
+            trained = reward.run(rcfg, reporter=reporter, job_id=job_id)
+            reward_name, reward_sets = trained.name, trained.train_sets
         except reward.NothingNew as unchanged:  # no set ranked since the latest reward model: PPO uses it
             logger.warning("%s; this round's PPO uses %s as it is", unchanged, unchanged.name)
             reward_name = unchanged.name
@@ -106,7 +108,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
             ),
         )
     return RoundResult(
-        f"v{result.version}", result.path, result.metrics, reward_name, result.version, seconds
+        f"v{result.version}", result.path, result.metrics, reward_name, result.version, seconds, reward_sets
     )
 
 

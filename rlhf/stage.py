@@ -24,25 +24,34 @@ from transformers import HfArgumentParser
 
 from labeler.db import default_url, make_engine
 from labeler.job_rows import Ending, JobError, finish_job, mark_running
+from rlhf.configs import check_ranges
 from rlhf.progress import Cancelled, ConsoleReporter, JobReporter
 
 
 def parse_config(config_cls: Any, argv: list[str] | None) -> tuple[Any, int | None]:
+    """The stage's settings from flags, or from `--config FILE` (YAML) with flags on top; a value out of its
+    range (rlhf/configs.RANGES) exits with one line naming the field and where it came from."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", help="YAML file with the stage's settings")
     pre.add_argument("--job-id", type=int, help=argparse.SUPPRESS)
     known, rest = pre.parse_known_args(argv)
     parser = HfArgumentParser(config_cls)
-    if known.config:
-        (config,) = parser.parse_yaml_file(known.config)
-        overrides = parser.parse_args_into_dataclasses(rest, look_for_args_file=False) if rest else None
-        if overrides:
-            defaults = config_cls()
-            for key, value in asdict(overrides[0]).items():
-                if value != getattr(defaults, key):
-                    setattr(config, key, value)
-    else:
-        (config,) = parser.parse_args_into_dataclasses(rest, look_for_args_file=False)
+    source = known.config or "the command line"
+    try:
+        if known.config:
+            (config,) = parser.parse_yaml_file(known.config)
+            source = f"{known.config} with the command line's flags"
+            overrides = parser.parse_args_into_dataclasses(rest, look_for_args_file=False) if rest else None
+            if overrides:
+                defaults = config_cls()
+                for key, value in asdict(overrides[0]).items():
+                    if value != getattr(defaults, key):
+                        setattr(config, key, value)
+                check_ranges(config)
+        else:
+            (config,) = parser.parse_args_into_dataclasses(rest, look_for_args_file=False)
+    except ValueError as exc:
+        raise SystemExit(f"{source}: {exc}") from exc
     home_env = os.environ.get("RANKLOOP_HOME")
     if home_env and getattr(config, "home", None) == "runs":
         config.home = home_env

@@ -4,6 +4,8 @@ evaluation and the log's newest lines; cancel it; the jobs table and the reward 
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import gradio as gr
 import pandas as pd
 from sqlmodel import Session
@@ -11,11 +13,13 @@ from sqlmodel import Session
 from labeler.db import read_session
 from labeler.job_rows import get_job, recent_jobs
 from labeler.reward_models import reward_models
+from labeler.stats import training_data
 from labeler.tables import Job
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.forms import PRESETS, config_form, form_values, preset_values
 from labeler.ui.job_view import PANEL_SLOTS, PANELS, evaluation_note, log_html, metric_panels, progress_html
 from rlhf.configs import JOB_KINDS, STAGES, job_config
+from rlhf.estimate import estimate_job
 
 
 def jobs_frame(session: Session) -> pd.DataFrame:
@@ -110,7 +114,7 @@ def overopt_frame(job: Job | None) -> pd.DataFrame:
 def build_training_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Training"):
-        forms, buttons = {}, {}
+        forms, buttons, estimates = {}, {}, {}
         presets, apply = {}, {}
         for kind in JOB_KINDS:
             with gr.Accordion(STAGES[kind].title, open=False):
@@ -119,6 +123,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
                         presets[kind] = gr.Dropdown(list(PRESETS[kind]), label="Preset", scale=3)
                         apply[kind] = gr.Button("Fill the form", scale=1)
                 forms[kind] = config_form(job_config(kind), kind=kind)
+                estimates[kind] = gr.Markdown(elem_id=f"estimate-{kind}")
                 buttons[kind] = gr.Button(f"Start {kind}", variant="primary")
         launch_status = gr.Markdown()
         with gr.Row():
@@ -162,19 +167,36 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         )
         timer = gr.Timer(2.0, active=False)  # switched on at page load for admins only
 
+    def estimate_text(kind: str, values: tuple) -> str:
+        """The form's duration estimate, or what is wrong with its values (rlhf/estimate.py)."""
+        try:
+            params = form_values(job_config(kind), list(forms[kind]), values)
+        except (ValueError, TypeError) as exc:
+            return f"**Check the form:** {exc}"
+        with read_session(engine) as session:
+            data, history = training_data(session=session), recent_jobs(session=session, limit=50)
+        return estimate_job(kind, params, data=data, history=history).text()
+
     def launcher(kind: str):
         def on_launch(request: gr.Request, *values):
             require_admin(engine, request)
-            if deps.runner is None:
-                raise gr.Error("This app was started without a job runner.")
             try:
                 params = form_values(job_config(kind), list(forms[kind]), values)
+                if deps.runner is None:
+                    raise RuntimeError("This app was started without a job runner.")
                 new_id = deps.runner.start(kind, params)
             except (ValueError, TypeError, RuntimeError) as exc:
                 raise gr.Error(str(exc)) from exc
-            return f"Started {kind} job {new_id}.", new_id
+            return f"Started {kind} job {new_id}. {estimate_text(kind, values)}", new_id
 
         return on_launch
+
+    def estimator(kind: str):
+        def on_estimate(request: gr.Request, *values) -> str:
+            require_admin(engine, request)
+            return estimate_text(kind, values)
+
+        return on_estimate
 
     def on_watch(request: gr.Request, watched: float | None):
         require_admin(engine, request)
@@ -228,11 +250,23 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             [launch_status, job_id],
             api_name=f"admin_launch_{kind}",
         )
+    for kind, form in forms.items():
+        gr.on(
+            [cast(Any, c).change for c in form.values()],
+            estimator(kind),
+            list(form.values()),
+            estimates[kind],
+            api_name=f"admin_estimate_{kind}",
+            show_progress="hidden",
+        )
     watch_outputs = [progress, evaluation, *plots, overopt_plot, log, jobs, rewards, review, reward_plot]
     timer.tick(on_watch, [job_id], watch_outputs, api_name="admin_jobs", show_progress="hidden")
     cancel.click(on_cancel, [job_id], launch_status, api_name="admin_cancel_job")
 
     def on_list(request: gr.Request):
-        return (*on_watch(request, None), gr.Timer(active=True))
+        defaults = [
+            estimate_text(kind, tuple(c.value for c in form.values())) for kind, form in forms.items()
+        ]
+        return (*on_watch(request, None), *defaults, gr.Timer(active=True))
 
-    return TabLoad(on_list, [*watch_outputs, timer])
+    return TabLoad(on_list, [*watch_outputs, *estimates.values(), timer])

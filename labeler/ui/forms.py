@@ -14,6 +14,8 @@ from dataclasses import MISSING, fields
 
 import gradio as gr
 
+from rlhf.configs import Range, field_range
+
 HIDDEN = {"home", "db", "device", "log_every"}
 
 # the fields a run usually sets, shown first; every other field sits under "Advanced settings"
@@ -92,18 +94,21 @@ def _hint(f) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _component(f, kind, default):
+def _component(f, kind, default, allowed: Range | None):
     label, info = label_of(f.name), _hint(f) or None
-    common = {"label": label, "info": info, "render": False}
+    if allowed is not None:
+        info = f"{info or ''} ({allowed.text()})".strip()
+    common: dict[str, typing.Any] = {"label": label, "info": info, "render": False}
+    bounds: dict[str, typing.Any] = {"minimum": allowed.low, "maximum": allowed.high} if allowed else {}
     origin = typing.get_origin(kind)
     if origin is typing.Literal:
         return gr.Dropdown(list(typing.get_args(kind)), value=default, **common)
     if kind is bool:
         return gr.Checkbox(value=default, **common)
     if kind is int or kind == int | None:
-        return gr.Number(value=default, precision=0, **common)
+        return gr.Number(value=default, precision=0, **bounds, **common)
     if kind is float:
-        return gr.Number(value=default, **common)
+        return gr.Number(value=default, **bounds, **common)
     if kind == list[str] | None:
         return gr.Textbox(value=" ".join(default or []), **{**common, "label": label + " (space separated)"})
     return gr.Textbox(value="" if default is None else str(default), **common)
@@ -120,7 +125,7 @@ def config_form(
         if f.name in hidden:
             continue
         default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
-        out[f.name] = _component(f, hints[f.name], default)
+        out[f.name] = _component(f, hints[f.name], default, field_range(config_cls, f.name))
     basic = BASIC.get(kind or "", set(out))
     for name, component in out.items():
         if name in basic:
@@ -142,7 +147,8 @@ def preset_values(kind: str, preset: str, form: dict[str, gr.components.Componen
 
 
 def form_values(config_cls: type, names: list[str], values: tuple) -> dict:
-    """Form values back to typed config values (validated by building the dataclass)."""
+    """Form values back to typed config values; ValueError naming the field (by its label) whose value is out
+    of range, before anything starts (building the dataclass checks the rest)."""
     hints = typing.get_type_hints(config_cls)
     params = {}
     for name, value in zip(names, values, strict=True):
@@ -153,6 +159,14 @@ def form_values(config_cls: type, names: list[str], values: tuple) -> dict:
             value = None if value in (None, "") else int(value)
         elif isinstance(value, str) and kind is not str and typing.get_origin(kind) is not typing.Literal:
             value = value or None
+        allowed = field_range(config_cls, name)
+        if (
+            allowed
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and not allowed.admits(value)
+        ):
+            raise ValueError(f"{label_of(name)} is {value:g}: it must be {allowed.text()}.")
         params[name] = value
-    config_cls(**params)  # raises on a bad value before anything starts
+    config_cls(**params)
     return params

@@ -66,3 +66,53 @@ def test_a_round_exposes_stage_settings_with_the_stages_own_types_and_help():
     assert PPOConfig(**config.stage_settings("ppo")).steps == 3
     assert RewardConfig(**config.stage_settings("reward")).epochs == 5
     assert DPOConfig(**config.stage_settings("dpo")).beta == 0.2
+
+
+def test_every_range_names_a_numeric_field_and_every_default_is_in_range():
+    import typing
+
+    from rlhf.configs import RANGES, RoundConfig, field_range
+
+    numeric = set()
+    for kind in JOB_KINDS:
+        config = job_config(kind)
+        config()  # defaults pass their own checks
+        for name, kind_ in typing.get_type_hints(config).items():
+            if kind_ in (int, float, int | None, float | None):
+                numeric.add(name)
+    assert set(RANGES) <= numeric
+    assert field_range(RoundConfig, "ppo_steps") == RANGES["steps"]
+    assert field_range(RoundConfig, "reward_learning_rate") == RANGES["learning_rate"]
+    assert field_range(RoundConfig, "auto_switch") is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings", "message"),
+    [
+        ("ppo", {"steps": 0}, "steps = 0 is out of range: it must be at least 1"),
+        ("ppo", {"learning_rate": 0.0}, "learning_rate = 0 is out of range: it must be more than 0 and at most 1"),
+        ("reward", {"heads": 17}, "heads = 17 is out of range: it must be at least 1 and at most 16"),
+        ("reward", {"eval_fraction": 1.0}, "eval_fraction = 1 is out of range: it must be at least 0 and at most 0.9"),
+        ("round", {"ppo_kl_coef": -0.1}, "ppo_kl_coef = -0.1 is out of range: it must be at least 0"),
+        ("dpo", {"beta": 0.0}, "beta = 0 is out of range: it must be more than 0"),
+    ],
+)  # fmt: skip
+def test_a_value_out_of_range_is_refused_when_the_config_is_made(kind, settings, message):
+    with pytest.raises(ValueError, match=message):
+        job_config(kind)(**settings)
+
+
+def test_the_command_line_and_yaml_name_the_field_and_the_file(tmp_path):
+    from rlhf.configs import PPOConfig
+    from rlhf.stage import parse_config
+
+    with pytest.raises(SystemExit, match="the command line: kl_coef = -1 is out of range"):
+        parse_config(PPOConfig, ["--kl_coef", "-1"])
+    recipe = tmp_path / "round.yaml"
+    recipe.write_text("steps: 0\n")
+    with pytest.raises(SystemExit, match=f"{recipe}: steps = 0 is out of range: it must be at least 1"):
+        parse_config(PPOConfig, ["--config", str(recipe)])
+    recipe.write_text("steps: 3\n")
+    with pytest.raises(SystemExit, match="with the command line's flags: temperature = 11 is out of range"):
+        parse_config(PPOConfig, ["--config", str(recipe), "--temperature", "11"])
+    assert parse_config(PPOConfig, ["--config", str(recipe)])[0].steps == 3

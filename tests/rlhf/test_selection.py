@@ -256,5 +256,5 @@ def test_rankloop_reward_heads_trains_and_saves_a_head_with_that_many_members(tm
             "--device", "cpu", "--home", str(tmp_path), "--db", url, "--model", checkpoint]  # fmt: skip
     main(argv)
     assert load_head(tmp_path / "models" / "reward-r1", 64).heads == 2
-    with pytest.raises(ValueError, match="heads must be between 1 and 16 score-head members, got 0"):
+    with pytest.raises(SystemExit, match="heads = 0 is out of range: it must be at least 1 and at most 16"):
         main([argv[0], "--heads", "0", *argv[3:]])  # checked before anything trains

@@ -72,7 +72,7 @@ def test_every_launch_form_runs_its_job_to_success(tmp_path):
             message, job_id = admin.predict(
                 *form_args(kind, **TINY[kind], **extra), api_name=f"/admin_launch_{kind}"
             )
-            assert message == f"Started {kind} job {job_id}."
+            assert message.startswith(f"Started {kind} job {job_id}. About "), message
             job = wait_for_job(engine, int(job_id))
             assert job.status == "succeeded", (kind, job.error, runner.log_path(job.id).read_text()[-3000:])
             # what the training tab shows of the finished job: its status, the reward model's evaluation with
@@ -84,6 +84,9 @@ def test_every_launch_form_runs_its_job_to_success(tmp_path):
             assert evaluation.startswith("**Evaluation (") == (kind == "reward"), evaluation
             newest = clean_log(runner.log_path(job.id).read_text()).splitlines()[-1]
             assert log.endswith(html.escape(newest) + "</pre></div>")
+        # the jobs that ran set the rates of the next estimates: PPO's from the round, the newest to run it
+        estimate = admin.predict(*form_args("ppo", **TINY["ppo"]), api_name="/admin_estimate_ppo")
+        assert estimate.startswith("About ") and estimate.endswith(f"(rate of job {job.id}).")
     finally:
         demo.close()
         runner.stop()

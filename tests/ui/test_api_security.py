@@ -42,6 +42,7 @@ def launch_args(config_cls) -> tuple:
 
 for _kind in JOB_KINDS:
     ADMIN_CALLS[f"/admin_launch_{_kind}"] = launch_args(job_config(_kind))
+    ADMIN_CALLS[f"/admin_estimate_{_kind}"] = launch_args(job_config(_kind))
 
 
 def snapshot(engine):
@@ -72,6 +73,28 @@ def test_admin_can_call_the_same_endpoint(running_app):
     client = Client(running_app.url, auth=("admin", PASSWORDS["admin"]), verbose=False)
     summary, *_ = client.predict(api_name="/admin_dashboard")
     assert "Rankings:** 0" in summary
+    estimate = client.predict(*ADMIN_CALLS["/admin_estimate_round"], api_name="/admin_estimate_round")
+    assert estimate.startswith("About ") and "reward model" in estimate and "PPO" in estimate
+
+
+def test_a_launch_out_of_range_is_refused_with_the_fields_label_and_starts_nothing(running_app):
+    from dataclasses import fields
+
+    client = Client(running_app.url, auth=("admin", PASSWORDS["admin"]), verbose=False)
+    names = [f.name for f in fields(job_config("round")) if f.name in config_form_names("round")]
+    args = list(ADMIN_CALLS["/admin_launch_round"])
+    args[names.index("reward_learning_rate")] = 0
+    before = snapshot(running_app.engine)
+    with pytest.raises(Exception, match="Reward learning rate is 0: it must be more than 0 and at most 1"):
+        client.predict(*args, api_name="/admin_launch_round")
+    estimate = client.predict(*args, api_name="/admin_estimate_round")
+    assert "Check the form" in estimate and "Reward learning rate" in estimate
+    assert snapshot(running_app.engine) == before  # no job row
+
+
+def config_form_names(kind: str) -> list[str]:
+    with gr.Blocks():
+        return list(config_form(job_config(kind)))
 
 
 def test_wrong_password_cannot_connect(running_app):

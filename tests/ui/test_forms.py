@@ -7,7 +7,7 @@ from dataclasses import fields
 import gradio as gr
 import pytest
 
-from labeler.ui.forms import BASIC, HIDDEN, PRESETS, config_form, label_of, preset_values
+from labeler.ui.forms import BASIC, HIDDEN, PRESETS, config_form, form_values, label_of, preset_values
 from rlhf.configs import JOB_KINDS, job_config
 
 
@@ -17,7 +17,21 @@ def test_labels_are_words_and_hints_carry_the_help():
     with gr.Blocks():
         form = config_form(job_config("round"), kind="round")
     assert all(":" not in c.label and "_" not in c.label for c in form.values())
-    assert form["reward_epochs"].info == "passes over the training sets"
+    assert form["reward_epochs"].info == "passes over the training sets (at least 1 and at most 1000)"
+    # the browser's number inputs carry the same bounds the server checks
+    assert (form["ppo_steps"].minimum, form["ppo_steps"].maximum) == (1, None)
+    assert (form["reward_learning_rate"].minimum, form["reward_learning_rate"].maximum) == (0, 1)
+
+
+def test_a_value_out_of_range_is_refused_by_its_label_before_anything_starts():
+    config = job_config("round")
+    with gr.Blocks():
+        form = config_form(config, kind="round")
+    values = [c.value for c in form.values()]
+    assert form_values(config, list(form), tuple(values))["ppo_steps"] == form["ppo_steps"].value
+    values[list(form).index("ppo_steps")] = 0
+    with pytest.raises(ValueError, match=r"^PPO steps is 0: it must be at least 1\.$"):
+        form_values(config, list(form), tuple(values))
 
 
 @pytest.mark.parametrize("kind", JOB_KINDS)

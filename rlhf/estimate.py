@@ -1,0 +1,132 @@
+"""How long a job will take on this machine, before it starts (the admin tab shows it under each launch form).
+
+Each stage's work is counted from its settings and the store: the reward stage's set-tokens (sets trained on x
+epochs x max_length), PPO's token passes (steps x batch_prompts x max_new_tokens x (1 + ppo_epochs)), DPO's
+set-tokens. The seconds per unit come from the newest finished job on this machine that ran the stage (its
+recorded stage seconds over its own work; loading, evaluation and samples included), or, before any has, from
+default rates measured on the embedded default model (bench/loop.py on a 2-core CPU; a GPU guess divides them).
+Torch-free: the web process imports it.
+
+    from rlhf.estimate import estimate_job
+    estimate_job("round", params, data=training_data(session=s), history=recent_jobs(session=s)).text()
+    # 'About 21 min: reward model 9 min (rate of job 7), PPO 12 min (rate of job 7).'
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from labeler.stats import TrainingData
+from labeler.tables import Job
+from rlhf.configs import ROUND_EXPOSES, job_config
+
+# seconds per unit of work on a 2-core CPU: bench/loop.py's first round (reward: 572 s for 58 sets x 1 epoch x 256
+# tokens; PPO: 762 s for 12 steps x 8 prompts x 72 tokens x 3 passes); DPO scores two answers per pair and the
+# reference too: about three times the reward stage's rate per set-token
+CPU_RATES = {"reward": 0.0385, "ppo": 0.0367, "dpo": 0.12}
+GPU_SPEEDUP = 25.0  # a rough guess for a single data-centre GPU until a job has run there
+STAGE_NAMES = {"reward": "reward model", "ppo": "PPO", "dpo": "DPO"}
+
+
+@dataclass(frozen=True)
+class StageEstimate:
+    stage: str
+    seconds: float
+    basis: str  # where the rate came from: "rate of job 7" or "default CPU rate"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    stages: list[StageEstimate]
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.stages)
+
+    def text(self) -> str:
+        parts = ", ".join(f"{STAGE_NAMES[s.stage]} {minutes(s.seconds)} ({s.basis})" for s in self.stages)
+        return f"About {minutes(self.seconds)} on this machine: {parts}."
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def stage_settings(kind: str, params: dict[str, Any], stage: str) -> dict[str, Any]:
+    """A job's settings for one of its stages (the stage's own defaults under what the job set); {} when the job
+    does not run that stage."""
+    config_cls = job_config(kind)
+    names = {f.name for f in fields(config_cls)}
+    config = config_cls(**{k: v for k, v in params.items() if k in names})
+    if kind == stage:
+        return asdict(config)
+    if kind != "round" or (stage == "dpo") != (config.optimizer == "dpo"):
+        return {}
+    defaults = asdict(ROUND_EXPOSES[stage][0]())
+    return {**defaults, **config.stage_settings(stage)}
+
+
+def work(stage: str, settings: dict[str, Any], sets: int) -> float:
+    """Units of work of one stage run over `sets` ranked sets."""
+    if stage == "ppo":
+        passes = 1 + settings["ppo_epochs"]
+        return settings["steps"] * settings["batch_prompts"] * settings["max_new_tokens"] * passes
+    return sets * settings["epochs"] * settings["max_length"]
+
+
+def reward_sets_now(settings: dict[str, Any], data: TrainingData) -> int:
+    """The sets a reward run would train on: the held-out share left out; a continued model only the new ones."""
+    sets = data.new_sets if settings.get("continue_from") else data.ranked_sets
+    return round(sets * (1 - settings["eval_fraction"]))
+
+
+def measured(job: Job, stage: str) -> tuple[float, float] | None:
+    """(seconds, units of work) of one stage in a finished job, from what the job recorded on success."""
+    result = job.params.get("result") or {}
+    params = {k: v for k, v in job.params.items() if k != "result"}
+    settings = stage_settings(job.kind, params, stage)
+    if job.status != "succeeded" or not settings:
+        return None
+    seconds = result.get("stage_seconds", {}).get(stage) if job.kind == "round" else result.get("seconds")
+    sets = result.get("reward_sets" if job.kind == "round" else "train_sets", 0) if stage == "reward" else 0
+    units = work(stage, settings, sets) if stage != "dpo" else 0.0  # DPO records no set count: default rate
+    if not isinstance(seconds, int | float) or units <= 0:
+        return None
+    return float(seconds), units
+
+
+def rate(stage: str, history: list[Job], on_gpu: bool) -> tuple[float, str]:
+    """Seconds per unit for a stage: the newest finished job's own rate, else the default."""
+    for job in sorted(history, key=lambda j: j.id or 0, reverse=True):
+        try:
+            seen = measured(job, stage)
+        except (TypeError, ValueError):  # a job launched with settings this version no longer has
+            continue
+        if seen is not None:
+            return seen[0] / seen[1], f"rate of job {job.id}"
+    if on_gpu:
+        return CPU_RATES[stage] / GPU_SPEEDUP, "rough GPU guess: no job has run here yet"
+    return CPU_RATES[stage], "default CPU rate: no job has run here yet"
+
+
+def estimate_job(
+    kind: str, params: dict[str, Any], *, data: TrainingData, history: list[Job], on_gpu: bool | None = None
+) -> Estimate:
+    """How long `kind` with `params` would take now. ValueError for settings the stage refuses."""
+    gpu = has_gpu() if on_gpu is None else on_gpu
+    stages = []
+    for stage in ("reward", "ppo", "dpo"):
+        settings = stage_settings(kind, params, stage)
+        if not settings:
+            continue
+        sets = reward_sets_now(settings, data) if stage == "reward" else data.ranked_sets
+        per_unit, basis = rate(stage, history, gpu)
+        stages.append(StageEstimate(stage, work(stage, settings, sets) * per_unit, basis))
+    return Estimate(stages)
+
+
+def has_gpu() -> bool:
+    """An NVIDIA driver on this machine (checked without importing torch, which the web process does not load)."""
+    return os.path.exists("/proc/driver/nvidia/version")

@@ -1,0 +1,79 @@
+"""The duration estimate under the launch forms (rlhf/estimate.py): work counted from the settings and the store,
+at the rate of the newest finished job that ran the stage, else the default rate."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session
+
+from labeler.leasing import lease_next_set
+from labeler.stats import TrainingData, training_data
+from labeler.store import RankingIn, submit_ranking
+from labeler.tables import Job, RewardModel, id_of
+from rlhf.estimate import CPU_RATES, GPU_SPEEDUP, estimate_job
+from tests.labeler.helpers import make_sets, make_user, make_version
+
+DATA = TrainingData(ranked_sets=100, new_sets=40)
+
+
+def seconds_of(estimate) -> dict[str, float]:
+    return {s.stage: s.seconds for s in estimate.stages}
+
+
+def test_default_rates_count_the_work_of_each_stage():
+    ppo = estimate_job("ppo", {"steps": 10, "batch_prompts": 8, "max_new_tokens": 50}, data=DATA, history=[], on_gpu=False)  # fmt: skip
+    assert seconds_of(ppo) == {"ppo": pytest.approx(10 * 8 * 50 * 3 * CPU_RATES["ppo"])}  # 1 + 2 PPO epochs
+    reward = estimate_job("reward", {"epochs": 2, "max_length": 128, "eval_fraction": 0.2}, data=DATA, history=[], on_gpu=False)  # fmt: skip
+    assert seconds_of(reward) == {
+        "reward": pytest.approx(80 * 2 * 128 * CPU_RATES["reward"])
+    }  # 100 sets, 20% held out
+    assert "default CPU rate" in reward.text() and reward.text().startswith("About ")
+    # a round continues the newest reward model by default: only the 40 new sets, at the round's own defaults
+    round_ = estimate_job("round", {"ppo_steps": 4}, data=DATA, history=[], on_gpu=False)
+    assert seconds_of(round_)["reward"] == pytest.approx(36 * 2 * 256 * CPU_RATES["reward"])
+    assert seconds_of(round_)["ppo"] == pytest.approx(4 * 8 * 48 * 3 * CPU_RATES["ppo"])
+    dpo_round = estimate_job("round", {"optimizer": "dpo"}, data=DATA, history=[], on_gpu=False)
+    assert set(seconds_of(dpo_round)) == {"dpo"}
+    on_gpu = estimate_job("ppo", {}, data=DATA, history=[], on_gpu=True)
+    assert on_gpu.seconds == pytest.approx(estimate_job("ppo", {}, data=DATA, history=[], on_gpu=False).seconds / GPU_SPEEDUP)  # fmt: skip
+
+
+def test_the_rate_comes_from_the_newest_finished_job_that_ran_the_stage():
+    old_ppo = Job(id=3, kind="ppo", status="succeeded", params={"steps": 2, "result": {"seconds": 999.0}})
+    round_job = Job(
+        id=7,
+        kind="round",
+        status="succeeded",
+        params={
+            "ppo_steps": 5,
+            "result": {"stage_seconds": {"reward": 60.0, "ppo": 96.0}, "reward_sets": 30},
+        },
+    )
+    failed = Job(id=9, kind="ppo", status="failed", params={"steps": 1})
+    history = [old_ppo, round_job, failed]
+    # round 7: PPO 96 s for 5 x 8 x 48 x 3 units; reward 60 s for 30 sets x 2 epochs x 256 tokens
+    estimate = estimate_job("ppo", {"steps": 10}, data=DATA, history=history, on_gpu=False)
+    assert estimate.seconds == pytest.approx(2 * 96.0) and "rate of job 7" in estimate.text()
+    reward = estimate_job("reward", {"epochs": 1, "max_length": 512, "eval_fraction": 0.0}, data=DATA, history=history, on_gpu=False)  # fmt: skip
+    assert reward.seconds == pytest.approx(60.0 / (30 * 2 * 256) * 100 * 512)
+    with pytest.raises(ValueError, match="steps = 0 is out of range"):
+        estimate_job("ppo", {"steps": 0}, data=DATA, history=history)
+
+
+def test_training_data_counts_ranked_sets_and_those_new_since_the_newest_reward_model(engine):
+    with Session(engine) as s:
+        alice = make_user(s, "alice")
+        make_sets(s, 3, version_id=make_version(s).id)
+
+        def rank_next(key: str, skipped: bool = False) -> None:
+            leased = lease_next_set(session=s, user_id=id_of(alice))
+            assert leased is not None
+            ranks = {} if skipped else {id_of(c): k + 1 for k, c in enumerate(leased.completions)}
+            submit_ranking(session=s, ranking=RankingIn(id_of(leased.set), id_of(alice), key, ranks=ranks, skipped=skipped))  # fmt: skip
+
+        rank_next("a")
+        s.add(RewardModel(name="r1", base_model="tiny"))
+        s.commit()
+        rank_next("b")
+        rank_next("c", skipped=True)
+        assert training_data(session=s) == TrainingData(ranked_sets=2, new_sets=1)
