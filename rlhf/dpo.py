@@ -16,7 +16,6 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
-from sqlmodel import Session
 
 from labeler.db import default_url, make_engine, read_session
 from labeler.pairs import PairSettings
@@ -25,7 +24,7 @@ from models.loading import load_base, pick_device
 from rlhf.configs import DPOConfig
 from rlhf.policy_stage import read_inputs, samples, save_version
 from rlhf.progress import ConsoleReporter, Reporter
-from rlhf.reward_data import load_groups
+from rlhf.reward_data import Group, load_groups
 
 
 @dataclass
@@ -35,11 +34,13 @@ class DPOResult:
     version: int
     metrics: dict
     seconds: float
+    train_sets: int = 0  # the ranked sets whose pairs it trained on (the duration estimate's unit of work)
 
 
-def pairs_dataset(session: Session, include_imported: bool) -> Dataset:
+def pairs_dataset(groups: list[Group]) -> Dataset:
+    """TRL's conversational prompt/chosen/rejected rows, one per consensus pair of each set."""
     rows = []
-    for g in load_groups(session=session, settings=PairSettings(), include_imported=include_imported):
+    for g in groups:
         for c, r, _, _ in g.pairs:
             rows.append(
                 {
@@ -72,7 +73,10 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     engine = make_engine(config.db or default_url(Path(config.home)))
     inputs = read_inputs(engine, sample_count=config.sample_prompts, need_reward=False)
     with read_session(engine) as session:
-        data = pairs_dataset(session, config.include_imported)
+        groups = load_groups(
+            session=session, settings=PairSettings(), include_imported=config.include_imported
+        )
+    data = pairs_dataset(groups)
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
     peft_config = None
     model: Any
@@ -128,7 +132,8 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
         job_id=job_id,
     )
     reporter.close()
-    return DPOResult(f"v{version}", folder, version, final, time.perf_counter() - start)
+    sets = sum(1 for g in groups if g.pairs)
+    return DPOResult(f"v{version}", folder, version, final, time.perf_counter() - start, sets)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,7 @@
 
 Each stage's work is counted from its settings and the store: the reward stage's set-tokens (sets trained on x
 epochs x max_length), PPO's token passes (steps x batch_prompts x max_new_tokens x (1 + ppo_epochs)), DPO's
-set-tokens. The seconds per unit come from the newest finished job on this machine that ran the stage (its
+set-tokens (ranked sets x epochs x max_length). The seconds per unit come from the newest finished job on this machine that ran the stage (its
 recorded stage seconds over its own work; loading, evaluation and samples included), or, before any has, from
 default rates measured on the embedded default model (bench/loop.py on a 2-core CPU; a GPU guess divides them).
 Torch-free: the web process imports it.
@@ -90,8 +90,8 @@ def measured(job: Job, stage: str) -> tuple[float, float] | None:
     if job.status != "succeeded" or not settings:
         return None
     seconds = result.get("stage_seconds", {}).get(stage) if job.kind == "round" else result.get("seconds")
-    sets = result.get("reward_sets" if job.kind == "round" else "train_sets", 0) if stage == "reward" else 0
-    units = work(stage, settings, sets) if stage != "dpo" else 0.0  # DPO records no set count: default rate
+    sets = result.get(f"{stage}_sets" if job.kind == "round" else "train_sets", 0)
+    units = work(stage, settings, sets or 0)
     if not isinstance(seconds, int | float) or units <= 0:
         return None
     return float(seconds), units

@@ -37,6 +37,7 @@ class RoundResult:
     version: int
     stage_seconds: dict
     reward_sets: int = 0  # sets the round's reward model trained on (0: it reused the newest one)
+    dpo_sets: int = 0  # ranked sets whose pairs its DPO trained on
 
 
 def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RoundResult:
@@ -57,7 +58,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         "seed": config.seed,
         "device": config.device,
     }
-    reward_name, reward_sets = None, 0
+    reward_name, reward_sets, dpo_sets = None, 0, 0
     start = time.perf_counter()
     if config.optimizer == "ppo":
         rcfg = RewardConfig(
@@ -90,7 +91,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
             **config.stage_settings("dpo"),
         )
         result = dpo.run(dcfg, reporter=reporter, job_id=job_id)
-        seconds["dpo"] = time.perf_counter() - start
+        seconds["dpo"], dpo_sets = time.perf_counter() - start, result.train_sets
     with Session(engine) as session:
         new = policy_by_version(session=session, version=result.version)
         reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
@@ -108,7 +109,14 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
             ),
         )
     return RoundResult(
-        f"v{result.version}", result.path, result.metrics, reward_name, result.version, seconds, reward_sets
+        f"v{result.version}",
+        result.path,
+        result.metrics,
+        reward_name,
+        result.version,
+        seconds,
+        reward_sets,
+        dpo_sets,
     )
 
 
