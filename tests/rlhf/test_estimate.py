@@ -57,7 +57,9 @@ def test_the_rate_comes_from_the_newest_finished_job_that_ran_the_stage():
     reward = estimate_job("reward", {"epochs": 1, "max_length": 512, "eval_fraction": 0.0}, data=DATA, history=history, on_gpu=False)  # fmt: skip
     assert reward.seconds == pytest.approx(60.0 / (30 * 2 * 256) * 100 * 512)
     # DPO's rate from a DPO job: 120 s for 50 sets x 1 epoch x 384 tokens
-    dpo_job = Job(id=8, kind="dpo", status="succeeded", params={"result": {"seconds": 120.0, "train_sets": 50}})
+    dpo_job = Job(
+        id=8, kind="dpo", status="succeeded", params={"result": {"seconds": 120.0, "train_sets": 50}}
+    )
     dpo = estimate_job("round", {"optimizer": "dpo"}, data=DATA, history=[*history, dpo_job], on_gpu=False)
     assert dpo.seconds == pytest.approx(120.0 * 100 / 50) and "rate of job 8" in dpo.text()
     with pytest.raises(ValueError, match="steps = 0 is out of range"):
