@@ -13,7 +13,7 @@ import psutil
 from sqlmodel import Session, col, func, select
 
 from labeler.db import make_engine
-from labeler.tables import CompletionSet, Ranking, User
+from labeler.tables import CompletionSet, Ranking, User, utcnow
 from labeler.ui.client import LabelingClient
 from labeler.workers import lease_holder
 from tests.ui.conftest import free_port
@@ -87,14 +87,24 @@ def test_two_replicas_share_labelers_and_one_generates(tmp_path, store_url):
         # The generating replica dies with its generator, without handing the lease over.
         for pid in [owner, *generators[owner]]:
             os.kill(pid, signal.SIGKILL)
+        killed_at = utcnow()  # any set written after this is the new holder's
         other = next(pid for pid in generators if pid != owner)
         taken = _wait_for(
             lambda: p if (p := _holder_pid(engine)) in generators[other] else None,
             30,
             "the other replica to take over",
         )
-        before = _count_sets(engine)
-        _wait_for(lambda: True if _count_sets(engine) > before else None, 60, "the new holder to write sets")
+        # The buffer may be full by now (the tiny model fills 200 sets in seconds): two labelers on the surviving
+        # replica finish some sets, which makes room, so the new holder has sets to write.
+        survivor = f"http://127.0.0.1:{ports[[r.pid for r in replicas].index(other)]}/"
+
+        async def make_room() -> None:
+            await asyncio.gather(*(_label(survivor, name, 3, []) for name in LABELERS[:2]))
+
+        asyncio.run(make_room())
+        _wait_for(
+            lambda: True if _sets_since(engine, killed_at) else None, 60, "the new holder to write sets"
+        )
         assert taken in generators[other]
     finally:
         engine.dispose()
@@ -102,6 +112,8 @@ def test_two_replicas_share_labelers_and_one_generates(tmp_path, store_url):
             stop(r)
 
 
-def _count_sets(engine) -> int:
+def _sets_since(engine, since) -> int:
     with Session(engine) as s:
-        return s.exec(select(func.count(col(CompletionSet.id)))).one()
+        return s.exec(
+            select(func.count(col(CompletionSet.id))).where(col(CompletionSet.created_at) > since)
+        ).one()
