@@ -79,7 +79,9 @@ def prepare(folder: Path, sets: int, heldout: int) -> tuple[str, list[dict]]:
     sampling = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.8, seed=0)
     t = time.perf_counter()
     worker = PregenWorker(
-        engine=engine, pool=pool, config=PregenConfig(buffer=sets, n=4, batch_prompts=8, sampling=sampling)
+        engine=engine,
+        pool=pool,
+        config=PregenConfig(buffer=sets, n=4, batch_prompts=8, sampling=sampling, seed=0),
     )
     while worker.step():
         pass

@@ -82,7 +82,7 @@ def main() -> None:
         worker = PregenWorker(
             engine=engine,
             pool=PolicyPool(base, tokenizer),
-            config=PregenConfig(buffer=args.sets, n=4, batch_prompts=8, sampling=sampling),
+            config=PregenConfig(buffer=args.sets, n=4, batch_prompts=8, sampling=sampling, seed=0),
         )
         t = time.perf_counter()
         while worker.step():

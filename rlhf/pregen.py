@@ -67,6 +67,13 @@ class PregenConfig:
         default=None, metadata={"help": "mix current and parent completions; None: the admin's setting"}
     )
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    seed: int | None = field(
+        default=None,
+        metadata={
+            "help": "seed of which prompts get sets (and which candidates a random share keeps); None: a fresh "
+            "draw each run (benchmarks pin it so that two runs label the same prompts)"
+        },
+    )
     idle_seconds: float = field(default=2.0, metadata={"help": "pause when the buffer is full"})
     max_backoff_seconds: float = field(default=60.0, metadata={"help": "longest wait after repeated errors"})
     lease_seconds: float = field(
@@ -106,7 +113,7 @@ class PregenWorker:
         self.holder = holder_id()
         self._activated: tuple[int, str | None] | None = None
         self._scorer: PoolScorer | None = None
-        self._rng = random.Random()
+        self._rng = random.Random(config.seed)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -133,6 +140,7 @@ class PregenWorker:
                 session=session,
                 count=keep * chosen.oversample if reward else keep,
                 policy_version_id=policy.id,
+                seed=self._rng.randrange(1 << 30),
             )
             if not prompts:
                 return None
