@@ -85,14 +85,22 @@ def field_range(config_cls: type, name: str) -> Range | None:
     return RANGES.get(name)
 
 
+class RangeError(ValueError):
+    """A setting out of its range; `field`, `value` and `allowed` let a form name it by its label."""
+
+    def __init__(self, field_name: str, value: float, allowed: Range):
+        super().__init__(f"{field_name} = {value:g} is out of range: it must be {allowed.text()}")
+        self.field, self.value, self.allowed = field_name, value, allowed
+
+
 def check_ranges(config: Any) -> None:
-    """ValueError naming the first field whose value is out of its range (None, where a field allows it, passes)."""
+    """RangeError naming the first field whose value is out of its range (None, where a field allows it, passes)."""
     for f in fields(config):
         value, allowed = getattr(config, f.name), field_range(type(config), f.name)
         if allowed is None or value is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue
         if not allowed.admits(value):
-            raise ValueError(f"{f.name} = {value:g} is out of range: it must be {allowed.text()}")
+            raise RangeError(f.name, value, allowed)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import MISSING, fields
 
 import gradio as gr
 
-from rlhf.configs import Range, field_range
+from rlhf.configs import Range, RangeError, field_range
 
 HIDDEN = {"home", "db", "device", "log_every"}
 
@@ -159,14 +159,9 @@ def form_values(config_cls: type, names: list[str], values: tuple) -> dict:
             value = None if value in (None, "") else int(value)
         elif isinstance(value, str) and kind is not str and typing.get_origin(kind) is not typing.Literal:
             value = value or None
-        allowed = field_range(config_cls, name)
-        if (
-            allowed
-            and isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and not allowed.admits(value)
-        ):
-            raise ValueError(f"{label_of(name)} is {value:g}: it must be {allowed.text()}.")
         params[name] = value
-    config_cls(**params)
+    try:
+        config_cls(**params)
+    except RangeError as exc:
+        raise ValueError(f"{label_of(exc.field)} is {exc.value:g}: it must be {exc.allowed.text()}.") from exc
     return params
