@@ -167,14 +167,18 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         )
         timer = gr.Timer(2.0, active=False)  # switched on at page load for admins only
 
-    def estimate_text(kind: str, values: tuple) -> str:
-        """The form's duration estimate, or what is wrong with its values (rlhf/estimate.py)."""
+    def read_history() -> tuple:
+        with read_session(engine) as session:
+            return training_data(session=session), recent_jobs(session=session, limit=50)
+
+    def estimate_text(kind: str, values: tuple, known: tuple | None = None) -> str:
+        """The form's duration estimate, or what is wrong with its values (rlhf/estimate.py); `known`: the
+        store's (training data, recent jobs) when the caller has read them already."""
         try:
             params = form_values(job_config(kind), list(forms[kind]), values)
         except (ValueError, TypeError) as exc:
             return f"**Check the form:** {exc}"
-        with read_session(engine) as session:
-            data, history = training_data(session=session), recent_jobs(session=session, limit=50)
+        data, history = known or read_history()
         return estimate_job(kind, params, data=data, history=history).text()
 
     def launcher(kind: str):
@@ -264,8 +268,9 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
     cancel.click(on_cancel, [job_id], launch_status, api_name="admin_cancel_job")
 
     def on_list(request: gr.Request):
+        known = read_history()  # one read for every form's estimate
         defaults = [
-            estimate_text(kind, tuple(c.value for c in form.values())) for kind, form in forms.items()
+            estimate_text(kind, tuple(c.value for c in form.values()), known) for kind, form in forms.items()
         ]
         return (*on_watch(request, None), *defaults, gr.Timer(active=True))
 
