@@ -13,11 +13,13 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
 `--preference concise`: one rule for every prompt (end properly, about 25 words, no lists) on data/prompts.jsonl.
 
     .venv/bin/python bench/loop.py [--preference instructions|concise] [--rounds 3] [--sets 64] [--tie-within 0.6]
-        [--reward-lr 1e-3] [--keep DIR]
+        [--reward-lr 1e-3] [--reward-data new|all] [--heldout-prompts 48] [--keep DIR]
 
 Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
-model (`reward_continue_from=latest`, the round's default), 12 PPO steps of 72 new tokens at most, and the gold
-judge on. `--tie-within X` makes the labelers tie close answers and the reward model train on the ties.
+model (`reward_continue_from=latest`, the round's default; `--reward-data all` trains a fresh one on every set
+so far instead), 12 PPO steps of 72 new tokens at most, and the gold judge on. The held-out pass rate is read on
+48 prompts x 4 samples (runs before 2026-12-04 read 24 prompts, with an interval about 1.4 times as wide).
+`--tie-within X` makes the labelers tie close answers and the reward model train on the ties.
 
 The pre-generation worker is seeded (`PregenConfig.seed=0`: which prompts get sets), as are the labelers and
 sampling; runs before that seed put sets on different prompts and moved one round's pass rate by about 0.07.
@@ -146,6 +148,7 @@ def run_round(
     preference: str,
     keep_ties: bool,
     reward_lr: float,
+    reward_data: str,
 ) -> dict:
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -164,6 +167,7 @@ def run_round(
         "reward_epochs": 1,
         "reward_learning_rate": reward_lr,
         "reward_keep_ties": keep_ties,
+        "reward_continue_from": "latest" if reward_data == "new" else None,
     }
     config = round_stage.RoundConfig(home=home, db=url, **exposed)
     result = round_stage.run(config)
@@ -189,7 +193,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sets", type=int, default=64, help="sets generated and labeled per round")
     parser.add_argument("--train-prompts", type=int, default=160)
-    parser.add_argument("--heldout-prompts", type=int, default=24)
+    parser.add_argument("--heldout-prompts", type=int, default=48)
     parser.add_argument("--eval-samples", type=int, default=4, help="sampled answers per held-out prompt")
     parser.add_argument(
         "--keep",
@@ -202,6 +206,13 @@ def main() -> None:
         default=0.0,
         help="labelers tie answers whose noisy scores are this close; the reward model then keeps the ties "
         "(Davidson's likelihood) instead of dropping them",
+    )
+    parser.add_argument(
+        "--reward-data",
+        choices=("all", "new"),
+        default="new",
+        help="new: each round continues the previous reward model on the sets new since (the round's "
+        "default); all: each round trains a fresh one on every set labeled so far",
     )
     parser.add_argument(
         "--reward-lr",
@@ -248,7 +259,15 @@ def main() -> None:
         last_eval = v0_eval
         for number in range(1, args.rounds + 1):
             done = run_round(
-                engine, home, url, worker, labelers, args.preference, args.tie_within > 0, args.reward_lr
+                engine,
+                home,
+                url,
+                worker,
+                labelers,
+                args.preference,
+                args.tie_within > 0,
+                args.reward_lr,
+                args.reward_data,
             )
             t = time.perf_counter()
             last_eval = judged(answers_of(pool, done["policy"], evals, args.eval_samples), evals, judge)
