@@ -8,19 +8,23 @@ from few labels), half are fine (the same judged words, and "fine", "meh" or nei
 distinctions a reward model learns last). One simulated labeler (Gaussian noise 0.5) ranks each chosen set
 through lease + submit.
 
-Three arms share the seeds, the reward models' settings (`--heads` score-head members, 4 by default) and the
-first 32 sets (random): `random` keeps taking candidates in random order; `doubt` and `disagreement` train a
-reward model on what is labeled, score the remaining candidates with it through the worker's scorer (an adapter
-on the shared base), and label the most uncertain next, 25% of them at random (the worker's default). `doubt`
-reads the spread of the mean score within a set (rlhf/selection.doubt), `disagreement` how much the members
-disagree (rlhf/selection.disagreement, what the worker uses for a model with several members). Each point trains
-a fresh reward model on the labeled sets and reports its accuracy on 200 held-out sets against the hidden
-preference. Target: the better selection arm reaches random's accuracy at 256 sets with at most 60% of the sets
-(reported only where random's curve does not fall at its end: a fall makes any comparison with its last point
-meaningless, and the RESULT line says `random_curve_settled=false`).
+Three arms share the seeds, the reward models' settings (`--heads` score-head members, 4 by default; with one
+there is nothing to disagree on and the `disagreement` arm is left out) and the first 32 sets (random): `random`
+keeps taking candidates in random order; `doubt` and `disagreement` train a reward model on what is labeled,
+score the remaining candidates with it through the worker's scorer (an adapter on the shared base), and label the
+most uncertain next, 25% of them at random (the worker's default). `doubt` reads the spread of the mean score
+within a set (rlhf/selection.doubt), `disagreement` how much the members disagree (rlhf/selection.disagreement,
+what the worker uses for a model with several members). Each point trains a fresh reward model on the labeled
+sets (`--epochs` passes, 6 by default: at 2 a model on few sets had taken too few steps, so the curve measured
+steps as much as sets) and reports its accuracy on 200 held-out sets against the hidden preference. The
+selection arms choose again every 16 sets up to 160, where the target is decided. Target: the better selection
+arm reaches random's accuracy at 256 sets with at most 60% of the sets (reported only where random's curve does
+not fall at its end: a fall makes any comparison with its last point meaningless, and the RESULT line says
+`random_curve_settled=false`). One model's accuracy moves by about 0.02 from one size to the next, so a
+comparison needs the 6 repeats: with 3, doubt looked ahead by 0.01-0.02 from 96 sets on, and 6 showed no lead.
 
-    .venv/bin/python bench/active_labeling.py [--sizes 32,64,128,256] [--repeats 3] [--heads 4]
-        [--plot bench/active_labeling.png]
+    .venv/bin/python bench/active_labeling.py [--sizes 32,48,64,...,160,192,256] [--repeats 6] [--heads 4]
+        [--epochs 6] [--plot bench/active_labeling.png]
 """
 
 from __future__ import annotations
@@ -102,9 +106,15 @@ def accuracy(scores: Sequence[Sequence[float]], sets: Sequence[Candidate]) -> fl
 class Arm:
     """One arm's store: the sets it chose so far, ranked; trains a fresh reward model on them."""
 
-    def __init__(self, folder: Path, checkpoint: str, seed: int, heads: int):
+    def __init__(self, folder: Path, checkpoint: str, seed: int, heads: int, epochs: int):
         folder.mkdir()
-        self.folder, self.checkpoint, self.seed, self.heads = folder, checkpoint, seed, heads
+        self.folder, self.checkpoint, self.seed, self.heads, self.epochs = (
+            folder,
+            checkpoint,
+            seed,
+            heads,
+            epochs,
+        )
         self.url = f"sqlite:///{folder / 'store.db'}"
         self.engine = make_engine(self.url)
         with Session(self.engine) as s:
@@ -121,7 +131,7 @@ class Arm:
 
     def train(self) -> Path:
         torch.manual_seed(self.seed)
-        config = RewardConfig(model=self.checkpoint, home=str(self.folder), db=self.url, epochs=2, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed, heads=self.heads)  # fmt: skip
+        config = RewardConfig(model=self.checkpoint, home=str(self.folder), db=self.url, epochs=self.epochs, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed, heads=self.heads)  # fmt: skip
         return reward.run(config).path
 
 
@@ -133,14 +143,21 @@ def uncertain(arm_name: str, members: list[list[list[float]]]) -> list[float]:
 
 
 def curve(
-    tmp: Path, arm_name: str, sizes: list[int], seed: int, scorer: PoolScorer, checkpoint: str, heads: int
+    tmp: Path,
+    arm_name: str,
+    sizes: list[int],
+    seed: int,
+    scorer: PoolScorer,
+    checkpoint: str,
+    heads: int,
+    epochs: int,
 ) -> list[float]:
     rng = random.Random(seed)
     pool = [make_candidate(i, rng) for i in range(CANDIDATES)]
     test = [make_candidate(CANDIDATES + i, rng) for i in range(HELDOUT)]
     order = pool[:]
     random.Random(seed + 1).shuffle(order)
-    arm = Arm(tmp / f"{arm_name}-{seed}", checkpoint, seed, heads)
+    arm = Arm(tmp / f"{arm_name}-{seed}", checkpoint, seed, heads, epochs)
     remaining = order[sizes[0] :]
     arm.label(order[: sizes[0]])
     points = []
@@ -196,21 +213,26 @@ def plot(path: Path, sizes: list[int], means: dict[str, list[float]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="32,64,128,256")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", default="32,48,64,80,96,112,128,144,160,192,256")
+    parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--heads", type=int, default=4, help="score-head members of every reward model")
+    parser.add_argument("--epochs", type=int, default=6, help="reward-model passes over the labeled sets")
     parser.add_argument("--plot", default=str(Path(__file__).with_suffix(".png")))
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     start = time.perf_counter()
-    curves: dict[str, list[list[float]]] = {"random": [], "doubt": [], "disagreement": []}
+    # one member has nothing to disagree with: the disagreement arm needs --heads 2 or more
+    arms = ["random", "doubt"] + (["disagreement"] if args.heads > 1 else [])
+    curves: dict[str, list[list[float]]] = {arm: [] for arm in arms}
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = str(save_tiny_checkpoint(Path(tmp) / "tiny"))
             base, tokenizer = load_base(checkpoint, home=Path(tmp), device="cpu")
             scorer = PoolScorer(PolicyPool(base, tokenizer), max_length=64)
             for arm in curves:
-                curves[arm].append(curve(Path(tmp), arm, sizes, repeat, scorer, checkpoint, args.heads))
+                curves[arm].append(
+                    curve(Path(tmp), arm, sizes, repeat, scorer, checkpoint, args.heads, args.epochs)
+                )
         print(
             json.dumps({"repeat": repeat, **{a: [round(x, 4) for x in c[-1]] for a, c in curves.items()}}),
             flush=True,
@@ -220,14 +242,14 @@ def main() -> None:
     for arm, values in means.items():
         print(f"{arm:12s}  " + "  ".join(f"{v:6.3f}" for v in values))
     target = means["random"][-1]
-    needed = {a: sets_to_reach(target, sizes, means[a]) for a in ("doubt", "disagreement")}
+    needed = {a: sets_to_reach(target, sizes, means[a]) for a in arms[1:]}
     shares = {a: None if n is None else n / sizes[-1] for a, n in needed.items()}
     best = min((s for s in shares.values() if s is not None), default=None)
     # the comparison means something only where random selection's accuracy still holds at its largest size
     settled = target >= max(means["random"]) - 0.01
     plot(Path(args.plot), sizes, means)
     print(
-        f"RESULT sizes={args.sizes} repeats={args.repeats} heads={args.heads} "
+        f"RESULT sizes={args.sizes} repeats={args.repeats} heads={args.heads} epochs={args.epochs} "
         + " ".join(f"{a}_{s}={v:.4f}" for a, vs in means.items() for s, v in zip(sizes, vs, strict=True))
         + "".join(
             f" {a}_sets_to_match_random_{sizes[-1]}={'never' if n is None else round(n)}"
