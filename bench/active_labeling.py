@@ -24,7 +24,7 @@ not fall at its end: a fall makes any comparison with its last point meaningless
 comparison needs the 6 repeats: with 3, doubt looked ahead by 0.01-0.02 from 96 sets on, and 6 showed no lead.
 
     .venv/bin/python bench/active_labeling.py [--sizes 32,48,64,...,160,192,256] [--repeats 6] [--heads 4]
-        [--epochs 6] [--plot bench/active_labeling.png]
+        [--epochs 6] [--arms doubt,disagreement] [--plot bench/active_labeling.png]
 """
 
 from __future__ import annotations
@@ -217,12 +217,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--heads", type=int, default=4, help="score-head members of every reward model")
     parser.add_argument("--epochs", type=int, default=6, help="reward-model passes over the labeled sets")
+    parser.add_argument("--arms", default="doubt,disagreement", help="selection arms to compare with random")
     parser.add_argument("--plot", default=str(Path(__file__).with_suffix(".png")))
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     start = time.perf_counter()
+    unknown = set(args.arms.split(",")) - {"random", "doubt", "disagreement"}
+    if unknown:
+        parser.error(f"--arms: unknown arm(s) {', '.join(sorted(unknown))}; use doubt and/or disagreement")
     # one member has nothing to disagree with: the disagreement arm needs --heads 2 or more
-    arms = ["random", "doubt"] + (["disagreement"] if args.heads > 1 else [])
+    arms = ["random"] + [
+        a for a in args.arms.split(",") if a != "random" and (a != "disagreement" or args.heads > 1)
+    ]
     curves: dict[str, list[list[float]]] = {arm: [] for arm in arms}
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
