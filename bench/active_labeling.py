@@ -63,6 +63,7 @@ WEIGHTS = {"great": 2.0, "good": 1.0, "fine": 0.5, "meh": -0.5, "bad": -1.0, "aw
 CANDIDATES = 1024
 HELDOUT = 200
 RANDOM_SHARE = 0.25
+SELECTION_ARMS = ("doubt", "disagreement")
 
 
 @dataclass(frozen=True)
@@ -103,22 +104,25 @@ def accuracy(scores: Sequence[Sequence[float]], sets: Sequence[Candidate]) -> fl
     return right / total
 
 
+@dataclass(frozen=True)
+class Training:
+    """How every arm's reward models train: the tiny checkpoint, score-head members, passes over the sets."""
+
+    checkpoint: str
+    heads: int
+    epochs: int
+
+
 class Arm:
     """One arm's store: the sets it chose so far, ranked; trains a fresh reward model on them."""
 
-    def __init__(self, folder: Path, checkpoint: str, seed: int, heads: int, epochs: int):
+    def __init__(self, folder: Path, training: Training, seed: int):
         folder.mkdir()
-        self.folder, self.checkpoint, self.seed, self.heads, self.epochs = (
-            folder,
-            checkpoint,
-            seed,
-            heads,
-            epochs,
-        )
+        self.folder, self.training, self.seed = folder, training, seed
         self.url = f"sqlite:///{folder / 'store.db'}"
         self.engine = make_engine(self.url)
         with Session(self.engine) as s:
-            self.version_id = ensure_initial_policy(session=s, base_model=checkpoint).id
+            self.version_id = ensure_initial_policy(session=s, base_model=training.checkpoint).id
             set_labels_needed(session=s, k=1)
         self.labeler = SimulatedLabeler("sim", noise=0.5, seed=seed, preference=preference)
 
@@ -131,7 +135,8 @@ class Arm:
 
     def train(self) -> Path:
         torch.manual_seed(self.seed)
-        config = RewardConfig(model=self.checkpoint, home=str(self.folder), db=self.url, epochs=self.epochs, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed, heads=self.heads)  # fmt: skip
+        t = self.training
+        config = RewardConfig(model=t.checkpoint, home=str(self.folder), db=self.url, epochs=t.epochs, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed, heads=t.heads)  # fmt: skip
         return reward.run(config).path
 
 
@@ -143,21 +148,14 @@ def uncertain(arm_name: str, members: list[list[list[float]]]) -> list[float]:
 
 
 def curve(
-    tmp: Path,
-    arm_name: str,
-    sizes: list[int],
-    seed: int,
-    scorer: PoolScorer,
-    checkpoint: str,
-    heads: int,
-    epochs: int,
+    tmp: Path, arm_name: str, sizes: list[int], seed: int, scorer: PoolScorer, training: Training
 ) -> list[float]:
     rng = random.Random(seed)
     pool = [make_candidate(i, rng) for i in range(CANDIDATES)]
     test = [make_candidate(CANDIDATES + i, rng) for i in range(HELDOUT)]
     order = pool[:]
     random.Random(seed + 1).shuffle(order)
-    arm = Arm(tmp / f"{arm_name}-{seed}", checkpoint, seed, heads, epochs)
+    arm = Arm(tmp / f"{arm_name}-{seed}", training, seed)
     remaining = order[sizes[0] :]
     arm.label(order[: sizes[0]])
     points = []
@@ -222,23 +220,21 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     start = time.perf_counter()
-    unknown = set(args.arms.split(",")) - {"random", "doubt", "disagreement"}
+    wanted = args.arms.split(",")
+    unknown = set(wanted) - {"random", *SELECTION_ARMS}
     if unknown:
         parser.error(f"--arms: unknown arm(s) {', '.join(sorted(unknown))}; use doubt and/or disagreement")
     # one member has nothing to disagree with: the disagreement arm needs --heads 2 or more
-    arms = ["random"] + [
-        a for a in args.arms.split(",") if a != "random" and (a != "disagreement" or args.heads > 1)
-    ]
+    arms = ["random"] + [a for a in SELECTION_ARMS if a in wanted and (a != "disagreement" or args.heads > 1)]
     curves: dict[str, list[list[float]]] = {arm: [] for arm in arms}
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = str(save_tiny_checkpoint(Path(tmp) / "tiny"))
             base, tokenizer = load_base(checkpoint, home=Path(tmp), device="cpu")
             scorer = PoolScorer(PolicyPool(base, tokenizer), max_length=64)
+            training = Training(checkpoint, args.heads, args.epochs)
             for arm in curves:
-                curves[arm].append(
-                    curve(Path(tmp), arm, sizes, repeat, scorer, checkpoint, args.heads, args.epochs)
-                )
+                curves[arm].append(curve(Path(tmp), arm, sizes, repeat, scorer, training))
         print(
             json.dumps({"repeat": repeat, **{a: [round(x, 4) for x in c[-1]] for a, c in curves.items()}}),
             flush=True,
