@@ -36,7 +36,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
 
@@ -106,11 +106,14 @@ def accuracy(scores: Sequence[Sequence[float]], sets: Sequence[Candidate]) -> fl
 
 @dataclass(frozen=True)
 class Training:
-    """How every arm's reward models train: the tiny checkpoint, score-head members, passes over the sets."""
+    """How every arm's reward models train: the tiny checkpoint, score-head members, passes over the sets, and
+    the models in the ensemble (only the disagreement arm trains the extra ones: the first is the same model
+    either way, and the others only choose)."""
 
     checkpoint: str
     heads: int
     epochs: int
+    ensemble: int = 1
 
 
 class Arm:
@@ -136,7 +139,7 @@ class Arm:
     def train(self) -> Path:
         torch.manual_seed(self.seed)
         t = self.training
-        config = RewardConfig(model=t.checkpoint, home=str(self.folder), db=self.url, epochs=t.epochs, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed, heads=t.heads)  # fmt: skip
+        config = RewardConfig(model=t.checkpoint, home=str(self.folder), db=self.url, epochs=t.epochs, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed, heads=t.heads, ensemble=t.ensemble)  # fmt: skip
         return reward.run(config).path
 
 
@@ -155,7 +158,8 @@ def curve(
     test = [make_candidate(CANDIDATES + i, rng) for i in range(HELDOUT)]
     order = pool[:]
     random.Random(seed + 1).shuffle(order)
-    arm = Arm(tmp / f"{arm_name}-{seed}", training, seed)
+    own = training if arm_name == "disagreement" else replace(training, ensemble=1)
+    arm = Arm(tmp / f"{arm_name}-{seed}", own, seed)
     remaining = order[sizes[0] :]
     arm.label(order[: sizes[0]])
     points = []
@@ -213,7 +217,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="32,48,64,80,96,112,128,144,160,192,256")
     parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--heads", type=int, default=4, help="score-head members of every reward model")
+    parser.add_argument("--heads", type=int, default=1, help="score-head members of every reward model")
+    parser.add_argument(
+        "--ensemble", type=int, default=4, help="reward models in the disagreement arm's ensemble"
+    )
     parser.add_argument("--epochs", type=int, default=6, help="reward-model passes over the labeled sets")
     parser.add_argument("--arms", default="doubt,disagreement", help="selection arms to compare with random")
     parser.add_argument("--plot", default=str(Path(__file__).with_suffix(".png")))
@@ -224,15 +231,16 @@ def main() -> None:
     unknown = set(wanted) - {"random", *SELECTION_ARMS}
     if unknown:
         parser.error(f"--arms: unknown arm(s) {', '.join(sorted(unknown))}; use doubt and/or disagreement")
-    # one member has nothing to disagree with: the disagreement arm needs --heads 2 or more
-    arms = ["random"] + [a for a in SELECTION_ARMS if a in wanted and (a != "disagreement" or args.heads > 1)]
+    # one member has nothing to disagree with: the disagreement arm needs --heads or --ensemble 2 or more
+    several = args.heads > 1 or args.ensemble > 1
+    arms = ["random"] + [a for a in SELECTION_ARMS if a in wanted and (a != "disagreement" or several)]
     curves: dict[str, list[list[float]]] = {arm: [] for arm in arms}
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = str(save_tiny_checkpoint(Path(tmp) / "tiny"))
             base, tokenizer = load_base(checkpoint, home=Path(tmp), device="cpu")
             scorer = PoolScorer(PolicyPool(base, tokenizer), max_length=64)
-            training = Training(checkpoint, args.heads, args.epochs)
+            training = Training(checkpoint, args.heads, args.epochs, args.ensemble)
             for arm in curves:
                 curves[arm].append(curve(Path(tmp), arm, sizes, repeat, scorer, training))
         print(
@@ -251,7 +259,8 @@ def main() -> None:
     settled = target >= max(means["random"]) - 0.01
     plot(Path(args.plot), sizes, means)
     print(
-        f"RESULT sizes={args.sizes} repeats={args.repeats} heads={args.heads} epochs={args.epochs} "
+        f"RESULT sizes={args.sizes} repeats={args.repeats} heads={args.heads} ensemble={args.ensemble} "
+        f"epochs={args.epochs} "
         + " ".join(f"{a}_{s}={v:.4f}" for a, vs in means.items() for s, v in zip(sizes, vs, strict=True))
         + "".join(
             f" {a}_sets_to_match_random_{sizes[-1]}={'never' if n is None else round(n)}"

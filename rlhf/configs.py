@@ -52,6 +52,7 @@ RANGES: dict[str, Range] = {
     "tie_strength": Range(0, low_open=True),
     "min_agreement": Range(0, 1),
     "heads": Range(1, 16),
+    "ensemble": Range(1, 8),
     "max_pairs": Range(1),
     "steps": Range(1),
     "ppo_epochs": Range(1, 100),
@@ -196,6 +197,15 @@ class RewardConfig:
             "labels next"
         },
     )
+    ensemble: int = field(
+        default=1,
+        metadata={
+            "help": "reward models trained in all (1-8): members past the first each have their own adapter, "
+            "head and seed, are saved under members/ in the model's folder, and serve only uncertainty "
+            "selection, which labels next where they disagree (a sharper guide than score heads on one trunk; "
+            "training takes this many times as long); PPO reads the first"
+        },
+    )
     include_imported: bool = field(default=True, metadata={"help": "also train on imported pairs"})
     normalize: bool = field(
         default=True, metadata={"help": "store held-out mean/std so PPO sees unit-scale rewards"}
@@ -322,7 +332,7 @@ class DPOConfig:
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
-    "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None}),
+    "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None}),
     "dpo": (DPOConfig, {"beta": None}),
 }  # fmt: skip

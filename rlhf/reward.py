@@ -7,6 +7,11 @@ Efficient ranking batches (InstructGPT): every completion of a ranked set is sco
 pairs take their Bradley-Terry loss from those scores. `--trainer pairs` scores the two texts of every pair
 separately (same loop), and `--trainer trl` trains with `trl.RewardTrainer` on the exploded pairs (the baseline).
 The model is registered in the store as r<K> with its held-out metrics and a snapshot of its data.
+
+`--ensemble K` trains K-1 more members after the model, one after another, each with its own adapter, head and
+seed (`seed + k`) on the same sets, saved in the model's folder under `members/k` (continuing the parent's member
+k where the run continues a model that has one). Only uncertainty selection reads them (rlhf/selection.py: where
+members disagree, a label teaches most); PPO and evaluation read the model itself.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +60,7 @@ from rlhf.scoring import (
     encode,
     load_head,
     load_meta,
+    member_folder,
     render_dialogue,
     save_reward_model,
 )
@@ -264,7 +270,12 @@ def shard_batches(groups: list[Group], per_step: int, rank: int, world: int) -> 
 
 
 def train_loop(
-    scorer: RewardScorer, tokenizer, train: list[Group], config: RewardConfig, reporter: Reporter
+    scorer: RewardScorer,
+    tokenizer,
+    train: list[Group],
+    config: RewardConfig,
+    reporter: Reporter,
+    stage: str = "reward training",
 ) -> None:
     accelerator = Accelerator(
         gradient_accumulation_steps=config.grad_accum,
@@ -285,7 +296,7 @@ def train_loop(
         num_training_steps=updates,
     )
     scorer, optimizer, schedule = accelerator.prepare(scorer, optimizer, schedule)
-    reporter.start(steps, "reward training")
+    reporter.start(steps, stage)
     scorer.train()
     step = 0
     for _ in range(config.epochs):
@@ -352,7 +363,44 @@ class RewardData:
     reliability: Reliability | None = None  # the labeler reliability fit (labeler_weights=reliability)
 
 
+def check_ensemble(config: RewardConfig) -> None:
+    """Ensemble members are LoRA adapters trained by rankloop's own loop: refuse other settings before loading."""
+    if config.ensemble > 1 and (config.trainer == "trl" or config.full_finetune):
+        raise ValueError(
+            "ensemble members are LoRA adapters trained by rankloop's loop: use --ensemble 1 with "
+            "--trainer trl or --full_finetune"
+        )
+
+
+def train_members(config: RewardConfig, data: RewardData, folder: Path, reporter: Reporter) -> list[float]:
+    """Ensemble members 1..K-1 (`config.ensemble`), one after another, each from seed `seed + k` on the run's
+    sets, continuing the parent's member k where it has one; saved under `folder/members/k`. Returns each
+    member's held-out accuracy."""
+    accuracies = []
+    for k in range(1, config.ensemble):
+        member = replace(config, seed=config.seed + k)
+        own = member_folder(data.parent.folder, k) if data.parent else None
+        parent = (
+            Parent(data.parent.name, own, data.parent.seen) if data.parent and own and own.is_dir() else None
+        )
+        torch.manual_seed(member.seed)
+        scorer, tokenizer = build_scorer(member, parent)
+        train_loop(
+            scorer, tokenizer, data.train, member, reporter, f"ensemble member {k + 1}/{config.ensemble}"
+        )
+        reporter.start(1, f"member {k + 1} evaluation and saving")
+        metrics = evaluate(scorer, tokenizer, data.heldout or data.train, config.max_length)
+        accuracies.append(round(metrics.get("accuracy", 0.0), 4))
+        if PartialState().is_main_process:
+            std = metrics.get("reward_std", 1.0) if config.normalize else 1.0
+            meta = RewardMeta(base_model=config.model, reward_std=std)
+            save_reward_model(member_folder(folder, k), scorer.model, scorer.head, meta)
+        reporter.step()
+    return accuracies
+
+
 def read_data(engine, config: RewardConfig) -> RewardData:
+    check_ensemble(config)
     if config.trainer == "trl" and config.heads != 1:
         raise ValueError(
             "trl's RewardTrainer trains one score head: use --trainer ranking or pairs with --heads"
@@ -449,6 +497,12 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
         metrics["review"] = hacking_review(scorer, tokenizer, data.complaints, config.max_length)
         save_reward_model(folder, scorer.model, scorer.head, meta)
         write_seen(folder, data.seen)
+    reporter.step()
+    del scorer  # members train one at a time, each on a base of its own
+    if config.ensemble > 1:  # before the row: the generator never reads a model whose members are half saved
+        metrics["ensemble_accuracy"] = train_members(config, data, folder, reporter)
+    reporter.start(1, "registering the reward model")
+    if state.is_main_process:
         snapshot = write_snapshot(folder / "pairs_snapshot.jsonl", train, heldout, {"reward": asdict(config)})
         with Session(engine) as session:
             register_reward_model(

@@ -3,7 +3,8 @@ state, read at the last real token (found from the attention mask, so left or ri
 token equal to EOS hides nothing), and saving/loading the head next to a PEFT adapter.
 
 A reward model on disk is a standard PEFT folder (`PeftModel.from_pretrained` loads it) plus `score_head.safetensors`
-and `reward_meta.json` (base model, normalisation).
+and `reward_meta.json` (base model, normalisation); a model trained with `--ensemble K` keeps its other members,
+each such a folder, in `members/1` .. `members/K-1`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from models.adapters import save_adapter
 
 HEAD_FILE = "score_head.safetensors"
 META_FILE = "reward_meta.json"
+MEMBERS_DIR = "members"
 
 
 def backbone(model: nn.Module) -> nn.Module:
@@ -146,3 +148,17 @@ def load_head(folder: Path, hidden_size: int) -> ScoreHead:
 
 def load_meta(folder: Path) -> RewardMeta:
     return RewardMeta(**json.loads((folder / META_FILE).read_text()))
+
+
+def member_folder(folder: Path, member: int) -> Path:
+    """Where ensemble member `member` (1 and up; 0 is the model itself) of the model in `folder` is saved."""
+    return folder / MEMBERS_DIR / str(member)
+
+
+def ensemble_folders(folder: Path) -> list[Path]:
+    """The model's folder, then each saved ensemble member's, in member order."""
+    members = folder / MEMBERS_DIR
+    found = (
+        sorted((int(p.name), p) for p in members.iterdir() if p.name.isdigit()) if members.is_dir() else []
+    )
+    return [folder] + [p for _, p in found]

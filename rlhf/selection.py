@@ -9,8 +9,9 @@ sets it is least sure of, with a share picked at random so that labels still cov
     disagreement([[0.1, 2.0], [1.0, -1.0]])   # per answer each member's score: 0..1 bits (BALD)
     choose([0.9, 0.1, 0.5, 0.7], keep=2, random_share=0.5, rng=random.Random(0))
 
-Which measure (`uncertainty`): a reward model with several score-head members (`rankloop reward --heads 4`) is
-read by their disagreement, the information a label would give about which member is right; it ignores answers
+Which measure (`uncertainty`): a reward model with several members (`rankloop reward --ensemble 4`: models with
+their own adapters and seeds, the sharper guide; or `--heads 4`: score heads on one adapter) is read by their
+disagreement, the information a label would give about which member is right; it ignores answers
 all members find alike (a label there is mostly noise). A one-head model is read by its doubt, the spread of
 its scores (a pair it scores equally has p = 0.5). Every kept set stores how it was chosen
 (`CompletionSet.selection`: by, measure, score, reward model, candidates), so a later study can tell
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from models.policy import PolicyPool
 from rlhf.reward_eval import score_set_members
-from rlhf.scoring import RewardScorer, ScoreHead, load_head, load_meta
+from rlhf.scoring import RewardScorer, ScoreHead, ensemble_folders, load_head, load_meta
 
 
 def doubt(scores: Sequence[float], scale: float = 1.0) -> float:
@@ -107,21 +108,37 @@ class PoolScorer:
         self._heads: dict[str, tuple[ScoreHead, float]] = {}
 
     def score(self, folder: str, sets: Sequence[tuple[Sequence[dict], Sequence[str]]]) -> list[list[float]]:
-        """Rewards (in units of the model's std) for every (prompt, answers) set."""
-        return [[sum(m) / len(m) for m in row] for row in self.score_members(folder, sets)]
+        """Rewards (in units of the model's std) for every (prompt, answers) set: the model's own, the one PPO
+        reads (an ensemble's other members only choose what to label)."""
+        return [[sum(m) / len(m) for m in row] for row in self._score_heads(Path(folder), sets)]
 
     def score_members(
         self, folder: str, sets: Sequence[tuple[Sequence[dict], Sequence[str]]]
     ) -> list[list[list[float]]]:
-        """Every score-head member's reward (in units of the model's std) per answer: [set][answer][member]."""
+        """Every member's reward (in units of its model's std) per answer: [set][answer][member]. The members
+        are the model's score heads, or, for a model trained with `--ensemble`, the ensemble's models (each the
+        mean of its heads)."""
+        folders = ensemble_folders(Path(folder))
+        per_model = [self._score_heads(f, sets) for f in folders]
+        if len(per_model) == 1:
+            return per_model[0]
+        return [
+            [[sum(heads) / len(heads) for heads in answer] for answer in zip(*rows, strict=True)]
+            for rows in zip(*per_model, strict=True)
+        ]
+
+    def _score_heads(
+        self, folder: Path, sets: Sequence[tuple[Sequence[dict], Sequence[str]]]
+    ) -> list[list[list[float]]]:
+        """One saved model's score heads per answer, in units of its std: [set][answer][head]."""
         # one adapter per folder (models of different homes share names such as reward-r1)
-        name = "reward-" + hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:12]
+        name = "reward-" + hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
         with self.pool.lock:
-            model = self.pool.load_adapter(name, folder)
+            model = self.pool.load_adapter(name, str(folder))
             if name not in self._heads:
                 hidden = model.config.hidden_size
-                head = load_head(Path(folder), hidden).to(model.device).eval()
-                self._heads[name] = (head, max(load_meta(Path(folder)).reward_std, 1e-6))
+                head = load_head(folder, hidden).to(model.device).eval()
+                self._heads[name] = (head, max(load_meta(folder).reward_std, 1e-6))
             head, std = self._heads[name]
             with self.pool.using_adapter(name):
                 scorer = RewardScorer(model, head)
