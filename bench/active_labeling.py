@@ -8,8 +8,10 @@ from few labels), half are fine (the same judged words, and "fine", "meh" or nei
 distinctions a reward model learns last). One simulated labeler (Gaussian noise 0.5) ranks each chosen set
 through lease + submit.
 
-Three arms share the seeds, the reward models' settings (`--heads` score-head members, 4 by default; with one
-there is nothing to disagree on and the `disagreement` arm is left out) and the first 32 sets (random): `random`
+Three arms share the seeds, the reward models' settings (`--heads` score-head members, 4 by default; `--ensemble K`
+gives the disagreement arm K models with their own adapters and seeds instead, `rankloop reward --ensemble`; with
+one member of either kind there is nothing to disagree on and the `disagreement` arm is left out) and the first 32
+sets (random): `random`
 keeps taking candidates in random order; `doubt` and `disagreement` train a reward model on what is labeled,
 score the remaining candidates with it through the worker's scorer (an adapter on the shared base), and label the
 most uncertain next, 25% of them at random (the worker's default). `doubt` reads the spread of the mean score
@@ -21,10 +23,16 @@ selection arms choose again every 16 sets up to 160, where the target is decided
 arm reaches random's accuracy at 256 sets with at most 60% of the sets (reported only where random's curve does
 not fall at its end: a fall makes any comparison with its last point meaningless, and the RESULT line says
 `random_curve_settled=false`). One model's accuracy moves by about 0.02 from one size to the next, so a
-comparison needs the 6 repeats: with 3, doubt looked ahead by 0.01-0.02 from 96 sets on, and 6 showed no lead.
+comparison needs the 6 repeats: with 3, doubt looked ahead by 0.01-0.02 from 96 sets on, and 6 showed no lead;
+so did a 4-model ensemble (3 repeats of a coarser curve put it at random's 256-set accuracy with 60% of the
+sets, 6 repeats put it below random at 256).
+
+`--arms oracle` adds a reference that no app can run: it labels next the sets whose answer pairs the current
+model orders against the hidden preference. How far it is ahead of random shows the room a selection measure has;
+it never counts toward the target.
 
     .venv/bin/python bench/active_labeling.py [--sizes 32,48,64,...,160,192,256] [--repeats 6] [--heads 4]
-        [--epochs 6] [--arms doubt,disagreement] [--plot bench/active_labeling.png]
+        [--ensemble 1] [--epochs 6] [--arms doubt,disagreement,oracle] [--plot bench/active_labeling.png]
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ CANDIDATES = 1024
 HELDOUT = 200
 RANDOM_SHARE = 0.25
 SELECTION_ARMS = ("doubt", "disagreement")
+ORACLE = "oracle"  # a reference, not a selection an app can make: it reads the hidden preference
 
 
 @dataclass(frozen=True)
@@ -143,8 +152,19 @@ class Arm:
         return reward.run(config).path
 
 
-def uncertain(arm_name: str, members: list[list[list[float]]]) -> list[float]:
-    """Each remaining candidate's uncertainty by the arm's measure."""
+def wrong_pairs(scores: Sequence[float], candidate: Candidate) -> int:
+    """How many of a set's answer pairs the model orders against the hidden preference (what `oracle` picks by)."""
+    truth = [preference(t) for t in candidate.texts]
+    return sum(
+        truth[a] != truth[b] and (scores[a] > scores[b]) != (truth[a] > truth[b])
+        for a, b in combinations(range(len(truth)), 2)
+    )
+
+
+def uncertain(arm_name: str, members: list[list[list[float]]], remaining: list[Candidate]) -> list[float]:
+    """Each remaining candidate's uncertainty by the arm's measure (`oracle`: the pairs the model gets wrong)."""
+    if arm_name == ORACLE:
+        return [wrong_pairs([sum(a) / len(a) for a in s], c) for s, c in zip(members, remaining, strict=True)]
     if arm_name == "disagreement":
         return [disagreement(s) for s in members]
     return [doubt([sum(a) / len(a) for a in s]) for s in members]
@@ -174,7 +194,7 @@ def curve(
             chosen, remaining = remaining[:wanted], remaining[wanted:]
         else:
             members = scorer.score_members(folder, [(c.messages, c.texts) for c in remaining])
-            doubts = uncertain(arm_name, members)
+            doubts = uncertain(arm_name, members, remaining)
             picks = {c.index for c in choose(doubts, keep=wanted, random_share=RANDOM_SHARE, rng=choice_rng)}
             chosen = [c for i, c in enumerate(remaining) if i in picks]
             remaining = [c for i, c in enumerate(remaining) if i not in picks]
@@ -217,9 +237,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="32,48,64,80,96,112,128,144,160,192,256")
     parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--heads", type=int, default=1, help="score-head members of every reward model")
+    parser.add_argument("--heads", type=int, default=4, help="score-head members of every reward model")
     parser.add_argument(
-        "--ensemble", type=int, default=4, help="reward models in the disagreement arm's ensemble"
+        "--ensemble", type=int, default=1, help="reward models in the disagreement arm's ensemble"
     )
     parser.add_argument("--epochs", type=int, default=6, help="reward-model passes over the labeled sets")
     parser.add_argument("--arms", default="doubt,disagreement", help="selection arms to compare with random")
@@ -228,12 +248,13 @@ def main() -> None:
     sizes = [int(x) for x in args.sizes.split(",")]
     start = time.perf_counter()
     wanted = args.arms.split(",")
-    unknown = set(wanted) - {"random", *SELECTION_ARMS}
+    unknown = set(wanted) - {"random", *SELECTION_ARMS, ORACLE}
     if unknown:
-        parser.error(f"--arms: unknown arm(s) {', '.join(sorted(unknown))}; use doubt and/or disagreement")
+        parser.error(f"--arms: unknown arm(s) {', '.join(sorted(unknown))}; use doubt, disagreement, oracle")
     # one member has nothing to disagree with: the disagreement arm needs --heads or --ensemble 2 or more
     several = args.heads > 1 or args.ensemble > 1
     arms = ["random"] + [a for a in SELECTION_ARMS if a in wanted and (a != "disagreement" or several)]
+    arms += [ORACLE] if ORACLE in wanted else []
     curves: dict[str, list[list[float]]] = {arm: [] for arm in arms}
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
@@ -254,7 +275,7 @@ def main() -> None:
     target = means["random"][-1]
     needed = {a: sets_to_reach(target, sizes, means[a]) for a in arms[1:]}
     shares = {a: None if n is None else n / sizes[-1] for a, n in needed.items()}
-    best = min((s for s in shares.values() if s is not None), default=None)
+    best = min((s for a, s in shares.items() if s is not None and a != ORACLE), default=None)
     # the comparison means something only where random selection's accuracy still holds at its largest size
     settled = target >= max(means["random"]) - 0.01
     plot(Path(args.plot), sizes, means)

@@ -13,13 +13,16 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
 `--preference concise`: one rule for every prompt (end properly, about 25 words, no lists) on data/prompts.jsonl.
 
     .venv/bin/python bench/loop.py [--preference instructions|concise] [--rounds 3] [--sets 64] [--tie-within 0.6]
-        [--reward-lr 1e-3] [--reward-data new|all] [--heldout-prompts 48] [--keep DIR]
+        [--reward-lr 1e-3] [--reward-data new|all] [--heldout-prompts 48] [--keep DIR] [--reward model|gold]
+        [--max-new-tokens 72]
 
 Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
 model (`reward_continue_from=latest`, the round's default; `--reward-data all` trains a fresh one on every set
 so far instead), 12 PPO steps of 72 new tokens at most, and the gold judge on. The held-out pass rate is read on
 48 prompts x 4 samples (runs before 2026-12-04 read 24 prompts, with an interval about 1.4 times as wide).
-`--tie-within X` makes the labelers tie close answers and the reward model train on the ties.
+`--tie-within X` makes the labelers tie close answers and the reward model train on the ties. `--reward gold`
+skips labels and reward models and trains PPO on the labelers' noise-free hidden preference: the ceiling a perfect
+reward model would give at the same PPO settings (it tells a reward-model limit from a PPO one).
 
 The pre-generation worker is seeded (`PregenConfig.seed=0`: which prompts get sets), as are the labelers and
 sampling; runs before that seed put sets on different prompts and moved one round's pass rate by about 0.07.
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -57,8 +61,12 @@ from models.embedded import home_sharing_cache
 from models.generation import Completion, SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
+from rlhf import ppo
 from rlhf import round as round_stage
 from rlhf.configs import PPOConfig, RoundConfig
+from rlhf.overopt import preference_judge
+from rlhf.ppo import RewardFn
+from rlhf.ppo_step import Rollout
 from rlhf.pregen import PregenConfig, PregenWorker
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
@@ -94,8 +102,10 @@ def seed_store(engine: Engine, preference: str, train: int, heldout: int) -> lis
         return [EvalPrompt(list(p.messages), stored_instructions(p.instructions)) for p in rows]
 
 
-def answers_of(pool: PolicyPool, policy: PolicyRef, evals: list[EvalPrompt], samples: int) -> Answers:
-    sampling = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.7, seed=1)
+def answers_of(
+    pool: PolicyPool, policy: PolicyRef, evals: list[EvalPrompt], samples: int, max_new_tokens: int
+) -> Answers:
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, seed=1)
     out = pool.generate_as(
         version=policy.version,
         adapter_path=policy.adapter_path,
@@ -139,16 +149,55 @@ def win_rate(new: dict, old: dict) -> tuple[float, tuple[float, float]]:
     return wins / n, wilson_interval(wins, n)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What one run varies (the command line's options)."""
+
+    preference: str
+    keep_ties: bool
+    reward_lr: float
+    reward_data: str  # new | all
+    reward: str  # model | gold
+    max_new_tokens: int
+
+
+def gold_reward(engine: Engine, tokenizer, preference: str) -> RewardFn:
+    """PPO's reward read from the labelers' noise-free hidden preference instead of a reward model (`--reward
+    gold`): what a perfect reward model would give at the loop's PPO settings. Each rollout's prompt is matched
+    to its train prompt's request (the longest one its rendered text contains) for the instructions."""
+    with Session(engine) as s:
+        rows = s.exec(select(Prompt).where(Prompt.split == "train")).all()
+        rules = {p.messages[-1]["content"]: stored_instructions(p.instructions) for p in rows}
+    judge = preference_judge(preference, tokenizer)
+
+    def reward(shared: object, ro: Rollout) -> torch.Tensor:
+        prompts = tokenizer.batch_decode(ro.input_ids[:, : ro.prompt_len], skip_special_tokens=True)
+        wanted = [rules[max((r for r in rules if r in p), key=len)] for p in prompts]
+        return torch.tensor(judge(ro, wanted), dtype=torch.float32)
+
+    return reward
+
+
+def gold_round(engine: Engine, home: str, url: str, tokenizer, settings: Settings) -> dict:
+    """One round of PPO alone on the gold reward (nothing generated for labeling, no reward model)."""
+    config = PPOConfig(home=home, db=url, steps=PPO_STEPS, max_new_tokens=settings.max_new_tokens)
+    result = ppo.run(config, reward_fn=gold_reward(engine, tokenizer, settings.preference))
+    with Session(engine) as s:
+        new = current_policy(session=s)
+        assert new is not None and new.version == result.version, "PPO made no current version"
+        stopped = (new.metrics.get("overoptimisation") or {}).get("stopped_at")
+        return {
+            "policy": PolicyRef.of(new),
+            "reward_accuracy": None,
+            "kl": result.metrics.get("kl"),
+            "kl_coef": result.metrics.get("kl_coef"),
+            "overopt_stopped_at": stopped,
+            "seconds": {"ppo": result.seconds},
+        }
+
+
 def run_round(
-    engine: Engine,
-    home: str,
-    url: str,
-    worker: PregenWorker,
-    labelers: list,
-    preference: str,
-    keep_ties: bool,
-    reward_lr: float,
-    reward_data: str,
+    engine: Engine, home: str, url: str, worker: PregenWorker, labelers: list, settings: Settings
 ) -> dict:
     seconds: dict[str, float] = {}
     t = time.perf_counter()
@@ -161,13 +210,13 @@ def run_round(
     # ROUND_EXPOSES. The round's reward model continues the previous one on the new sets (the round's default),
     # one epoch. PPO takes 12 steps: in a 16-step round the gold score stopped rising after about 8.
     exposed: dict[str, Any] = {
-        "ppo_max_new_tokens": MAX_NEW_TOKENS,
-        "ppo_gold": preference,
+        "ppo_max_new_tokens": settings.max_new_tokens,
+        "ppo_gold": settings.preference,
         "ppo_steps": PPO_STEPS,
         "reward_epochs": 1,
-        "reward_learning_rate": reward_lr,
-        "reward_keep_ties": keep_ties,
-        "reward_continue_from": "latest" if reward_data == "new" else None,
+        "reward_learning_rate": settings.reward_lr,
+        "reward_keep_ties": settings.keep_ties,
+        "reward_continue_from": "latest" if settings.reward_data == "new" else None,
     }
     config = round_stage.RoundConfig(home=home, db=url, **exposed)
     result = round_stage.run(config)
@@ -220,7 +269,21 @@ def main() -> None:
         default=RoundConfig().stage_settings("reward")["learning_rate"],
         help="reward-model learning rate (default: the round's; bench/reward_instructions.py compares them)",
     )
+    parser.add_argument(
+        "--reward",
+        choices=("model", "gold"),
+        default="model",
+        help="model: the loop (labels, reward model, PPO); gold: PPO alone on the labelers' noise-free hidden "
+        "preference, the most a perfect reward model could give at these PPO settings",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=MAX_NEW_TOKENS,
+        help="answer length cap for labeled sets, PPO and the held-out answers",
+    )
     args = parser.parse_args()
+    settings = Settings(args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens)  # fmt: skip
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
     labelers = [
@@ -238,7 +301,7 @@ def main() -> None:
         evals = seed_store(engine, args.preference, args.train_prompts, args.heldout_prompts)
         base, tokenizer = load_base("default", home=Path(home))
         pool = PolicyPool(base, tokenizer)
-        sampling = SamplingParams(max_new_tokens=MAX_NEW_TOKENS, temperature=0.8, seed=0)
+        sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.8, seed=0)
         worker = PregenWorker(
             engine=engine,
             pool=pool,
@@ -249,7 +312,7 @@ def main() -> None:
             assert v0_ref is not None
             v0 = PolicyRef.of(v0_ref)
         t = time.perf_counter()
-        v0_eval = judged(answers_of(pool, v0, evals, args.eval_samples), evals, judge)
+        v0_eval = judged(answers_of(pool, v0, evals, args.eval_samples, args.max_new_tokens), evals, judge)
         v0_eval_s = time.perf_counter() - t
         print(
             json.dumps(
@@ -258,19 +321,13 @@ def main() -> None:
         )
         last_eval = v0_eval
         for number in range(1, args.rounds + 1):
-            done = run_round(
-                engine,
-                home,
-                url,
-                worker,
-                labelers,
-                args.preference,
-                args.tie_within > 0,
-                args.reward_lr,
-                args.reward_data,
-            )
+            if args.reward == "gold":
+                done = gold_round(engine, home, url, tokenizer, settings)
+            else:
+                done = run_round(engine, home, url, worker, labelers, settings)
             t = time.perf_counter()
-            last_eval = judged(answers_of(pool, done["policy"], evals, args.eval_samples), evals, judge)
+            answers = answers_of(pool, done["policy"], evals, args.eval_samples, args.max_new_tokens)
+            last_eval = judged(answers, evals, judge)
             rate, (low, high) = win_rate(last_eval, v0_eval)
             row = {
                 "round": number,
@@ -300,11 +357,13 @@ def main() -> None:
         )
     last = report[-1]
     gain = last["pass_rate"] - last["pass_rate_v0"]
+    accuracy = "n/a" if last["reward_accuracy"] is None else f"{last['reward_accuracy']:.3f}"
     print(
         f"RESULT preference={args.preference} rounds={len(report)} pass_rate_v0={last['pass_rate_v0']:.3f} "
         f"pass_rate_last={last['pass_rate']:.3f} pass_gain={gain:.3f} win_rate_last={last['win_rate_vs_v0']:.3f} "
         f"kl_last={last['kl_to_v0']:.3f} kl_target={target_kl} mean_words_last={last['mean_words']:.1f} "
-        f"reward_accuracy_last={last['reward_accuracy']:.3f} reward_lr={args.reward_lr:g} total_min={total / 60:.1f}"
+        f"reward={args.reward} reward_accuracy_last={accuracy} reward_lr={args.reward_lr:g} "
+        f"max_new_tokens={args.max_new_tokens} total_min={total / 60:.1f}"
     )
 
 

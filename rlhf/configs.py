@@ -202,8 +202,8 @@ class RewardConfig:
         metadata={
             "help": "reward models trained in all (1-8): members past the first each have their own adapter, "
             "head and seed, are saved under members/ in the model's folder, and serve only uncertainty "
-            "selection, which labels next where they disagree (a sharper guide than score heads on one trunk; "
-            "training takes this many times as long); PPO reads the first"
+            "selection, which labels next where they disagree (training takes this many times as long); PPO "
+            "reads the first"
         },
     )
     include_imported: bool = field(default=True, metadata={"help": "also train on imported pairs"})

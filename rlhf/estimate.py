@@ -73,7 +73,8 @@ def work(stage: str, settings: dict[str, Any], sets: int) -> float:
     if stage == "ppo":
         passes = 1 + settings["ppo_epochs"]
         return settings["steps"] * settings["batch_prompts"] * settings["max_new_tokens"] * passes
-    return sets * settings["epochs"] * settings["max_length"]
+    # an ensemble trains each of its models on the same sets, one after another
+    return sets * settings["epochs"] * settings["max_length"] * settings.get("ensemble", 1)
 
 
 def reward_sets_now(settings: dict[str, Any], data: TrainingData) -> int:

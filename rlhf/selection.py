@@ -10,10 +10,10 @@ sets it is least sure of, with a share picked at random so that labels still cov
     choose([0.9, 0.1, 0.5, 0.7], keep=2, random_share=0.5, rng=random.Random(0))
 
 Which measure (`uncertainty`): a reward model with several members (`rankloop reward --ensemble 4`: models with
-their own adapters and seeds, the sharper guide; or `--heads 4`: score heads on one adapter) is read by their
-disagreement, the information a label would give about which member is right; it ignores answers
-all members find alike (a label there is mostly noise). A one-head model is read by its doubt, the spread of
-its scores (a pair it scores equally has p = 0.5). Every kept set stores how it was chosen
+their own adapters and seeds; or `--heads 4`: score heads on one adapter) is read by their disagreement, the
+information a label would give about which member is right; it ignores answers all members find alike (a label
+there is mostly noise). A one-head model is read by its doubt, the spread of its scores (a pair it scores
+equally has p = 0.5). Every kept set stores how it was chosen
 (`CompletionSet.selection`: by, measure, score, reward model, candidates), so a later study can tell
 uncertainty-picked labels from random ones.
 """

@@ -39,7 +39,9 @@ def build_selection_tab(deps: UIDeps) -> TabLoad:
             "Labels count most where the reward model is unsure. With **uncertainty**, the generator scores "
             "candidate sets with the latest reward model and keeps those whose answers it can least tell apart "
             "(a share stays random, so labels still cover every kind of prompt). Each set records how it was "
-            "chosen and its doubt (0: sure of every pair's order, 1: cannot tell any two answers apart)."
+            "chosen and its doubt (0: sure of every pair's order, 1: cannot tell any two answers apart). "
+            "A reward model trained as an **ensemble** (the reward form's `ensemble`, e.g. 4: models with their "
+            "own adapters and seeds) is read by where its members disagree instead."
         )
         with gr.Row():
             mode = gr.Radio(["random", "uncertainty"], label="Choose sets", value="random")

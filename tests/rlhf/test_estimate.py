@@ -28,6 +28,10 @@ def test_default_rates_count_the_work_of_each_stage():
         "reward": pytest.approx(80 * 2 * 128 * CPU_RATES["reward"])
     }  # 100 sets, 20% held out
     assert "default CPU rate" in reward.text() and reward.text().startswith("About ")
+    ensemble = estimate_job("reward", {"epochs": 2, "max_length": 128, "eval_fraction": 0.2, "ensemble": 3}, data=DATA, history=[], on_gpu=False)  # fmt: skip
+    assert ensemble.seconds == pytest.approx(3 * reward.seconds)  # three models on the same sets
+    round_ensemble = estimate_job("round", {"reward_ensemble": 2}, data=DATA, history=[], on_gpu=False)
+    assert seconds_of(round_ensemble)["reward"] == pytest.approx(2 * 36 * 2 * 256 * CPU_RATES["reward"])
     # a round continues the newest reward model by default: only the 40 new sets, at the round's own defaults
     round_ = estimate_job("round", {"ppo_steps": 4}, data=DATA, history=[], on_gpu=False)
     assert seconds_of(round_)["reward"] == pytest.approx(36 * 2 * 256 * CPU_RATES["reward"])
