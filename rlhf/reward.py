@@ -10,8 +10,8 @@ The model is registered in the store as r<K> with its held-out metrics and a sna
 
 `--ensemble K` trains K-1 more members after the model, one after another, each with its own adapter, head and
 seed (`seed + k`) on the same sets, saved in the model's folder under `members/k` (continuing the parent's member
-k where the run continues a model that has one). Only uncertainty selection reads them (rlhf/selection.py: where
-members disagree, a label teaches most); PPO and evaluation read the model itself.
+k where the run continues a model that has one). Only uncertainty selection reads them (rlhf/selection.py labels
+next where they disagree); PPO and evaluation read the model itself.
 """
 
 from __future__ import annotations
