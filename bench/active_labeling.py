@@ -29,7 +29,8 @@ sets, 6 repeats put it below random at 256).
 
 `--arms oracle` adds a reference that no app can run: it labels next the sets whose answer pairs the current
 model orders against the hidden preference. How far it is ahead of random shows the room a selection measure has;
-it never counts toward the target.
+it never counts toward the target. Six repeats: 0.01-0.015 ahead of random from 96 sets on, yet at random's
+256-set accuracy only at 220 sets, as both curves flatten at 0.93-0.95.
 
     .venv/bin/python bench/active_labeling.py [--sizes 32,48,64,...,160,192,256] [--repeats 6] [--heads 4]
         [--ensemble 1] [--epochs 6] [--arms doubt,disagreement,oracle] [--plot bench/active_labeling.png]
