@@ -178,22 +178,33 @@ def gold_reward(engine: Engine, tokenizer, preference: str) -> RewardFn:
     return reward
 
 
-def gold_round(engine: Engine, home: str, url: str, tokenizer, settings: Settings) -> dict:
-    """One round of PPO alone on the gold reward (nothing generated for labeling, no reward model)."""
-    config = PPOConfig(home=home, db=url, steps=PPO_STEPS, max_new_tokens=settings.max_new_tokens)
-    result = ppo.run(config, reward_fn=gold_reward(engine, tokenizer, settings.preference))
+def finished_round(
+    engine: Engine, version: int, metrics: dict, seconds: dict, reward_model: str | None
+) -> dict:
+    """What a round made: the new current version, KL, where the monitor stopped, the reward model's accuracy."""
     with Session(engine) as s:
         new = current_policy(session=s)
-        assert new is not None and new.version == result.version, "PPO made no current version"
-        stopped = (new.metrics.get("overoptimisation") or {}).get("stopped_at")
+        assert new is not None and new.version == version, "the round made no current version"
+        rm = (
+            s.exec(select(RewardModel).where(RewardModel.name == reward_model)).one()
+            if reward_model
+            else None
+        )
         return {
             "policy": PolicyRef.of(new),
-            "reward_accuracy": None,
-            "kl": result.metrics.get("kl"),
-            "kl_coef": result.metrics.get("kl_coef"),
-            "overopt_stopped_at": stopped,
-            "seconds": {"ppo": result.seconds},
+            "reward_accuracy": rm.metrics.get("accuracy") if rm else None,
+            "kl": metrics.get("kl"),
+            "kl_coef": metrics.get("kl_coef"),
+            "overopt_stopped_at": (new.metrics.get("overoptimisation") or {}).get("stopped_at"),
+            "seconds": seconds,
         }
+
+
+def gold_round(engine: Engine, home: str, url: str, reward_fn: RewardFn, settings: Settings) -> dict:
+    """One round of PPO alone on the gold reward (nothing generated for labeling, no reward model)."""
+    config = PPOConfig(home=home, db=url, steps=PPO_STEPS, max_new_tokens=settings.max_new_tokens)
+    result = ppo.run(config, reward_fn=reward_fn)
+    return finished_round(engine, result.version, result.metrics, {"ppo": result.seconds}, None)
 
 
 def run_round(
@@ -221,19 +232,7 @@ def run_round(
     config = round_stage.RoundConfig(home=home, db=url, **exposed)
     result = round_stage.run(config)
     seconds.update(result.stage_seconds)
-    with Session(engine) as s:
-        rm = s.exec(select(RewardModel).where(RewardModel.name == result.reward_model)).one()
-        new = current_policy(session=s)
-        assert new is not None and new.version == result.version, "the round made no current version"
-        stopped = (new.metrics.get("overoptimisation") or {}).get("stopped_at")
-        return {
-            "policy": PolicyRef.of(new),
-            "reward_accuracy": rm.metrics.get("accuracy"),
-            "kl": result.metrics.get("kl"),
-            "kl_coef": result.metrics.get("kl_coef"),
-            "overopt_stopped_at": stopped,
-            "seconds": seconds,
-        }
+    return finished_round(engine, result.version, result.metrics, seconds, result.reward_model)
 
 
 def main() -> None:
@@ -320,9 +319,10 @@ def main() -> None:
             )
         )
         last_eval = v0_eval
+        gold = gold_reward(engine, tokenizer, args.preference) if settings.reward == "gold" else None
         for number in range(1, args.rounds + 1):
-            if args.reward == "gold":
-                done = gold_round(engine, home, url, tokenizer, settings)
+            if gold is not None:
+                done = gold_round(engine, home, url, gold, settings)
             else:
                 done = run_round(engine, home, url, worker, labelers, settings)
             t = time.perf_counter()

@@ -379,10 +379,9 @@ def train_members(config: RewardConfig, data: RewardData, folder: Path, reporter
     accuracies = []
     for k in range(1, config.ensemble):
         member = replace(config, seed=config.seed + k)
-        own = member_folder(data.parent.folder, k) if data.parent else None
-        parent = (
-            Parent(data.parent.name, own, data.parent.seen) if data.parent and own and own.is_dir() else None
-        )
+        parent = None
+        if data.parent is not None and member_folder(data.parent.folder, k).is_dir():
+            parent = replace(data.parent, folder=member_folder(data.parent.folder, k))
         torch.manual_seed(member.seed)
         scorer, tokenizer = build_scorer(member, parent)
         train_loop(

@@ -106,6 +106,7 @@ class PoolScorer:
     def __init__(self, pool: PolicyPool, max_length: int = 384):
         self.pool, self.max_length = pool, max_length
         self._heads: dict[str, tuple[ScoreHead, float]] = {}
+        self._folders: dict[str, list[Path]] = {}  # a saved model's members never change: listed once
 
     def score(self, folder: str, sets: Sequence[tuple[Sequence[dict], Sequence[str]]]) -> list[list[float]]:
         """Rewards (in units of the model's std) for every (prompt, answers) set: the model's own, the one PPO
@@ -118,7 +119,9 @@ class PoolScorer:
         """Every member's reward (in units of its model's std) per answer: [set][answer][member]. The members
         are the model's score heads, or, for a model trained with `--ensemble`, the ensemble's models (each the
         mean of its heads)."""
-        folders = ensemble_folders(Path(folder))
+        if folder not in self._folders:
+            self._folders[folder] = ensemble_folders(Path(folder))
+        folders = self._folders[folder]
         per_model = [self._score_heads(f, sets) for f in folders]
         if len(per_model) == 1:
             return per_model[0]
