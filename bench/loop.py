@@ -159,6 +159,20 @@ class Settings:
     reward_data: str  # new | all
     reward: str  # model | gold
     max_new_tokens: int
+    advantage: str  # gae | group
+    group_size: int
+    ppo_batch_prompts: int
+    no_eos_penalty: float | None
+
+    def ppo(self) -> dict[str, Any]:
+        """PPO's settings that the command line sets, by PPOConfig's field names."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "advantage": self.advantage,
+            "group_size": self.group_size,
+            "batch_prompts": self.ppo_batch_prompts,
+            "no_eos_penalty": self.no_eos_penalty,
+        }
 
 
 def gold_reward(engine: Engine, tokenizer, preference: str) -> RewardFn:
@@ -202,7 +216,7 @@ def finished_round(
 
 def gold_round(engine: Engine, home: str, url: str, reward_fn: RewardFn, settings: Settings) -> dict:
     """One round of PPO alone on the gold reward (nothing generated for labeling, no reward model)."""
-    config = PPOConfig(home=home, db=url, steps=PPO_STEPS, max_new_tokens=settings.max_new_tokens)
+    config = PPOConfig(home=home, db=url, steps=PPO_STEPS, **settings.ppo())
     result = ppo.run(config, reward_fn=reward_fn)
     return finished_round(engine, result.version, result.metrics, {"ppo": result.seconds}, None)
 
@@ -221,7 +235,7 @@ def run_round(
     # ROUND_EXPOSES. The round's reward model continues the previous one on the new sets (the round's default),
     # one epoch. PPO takes 12 steps: in a 16-step round the gold score stopped rising after about 8.
     exposed: dict[str, Any] = {
-        "ppo_max_new_tokens": settings.max_new_tokens,
+        **{f"ppo_{name}": value for name, value in settings.ppo().items()},
         "ppo_gold": settings.preference,
         "ppo_steps": PPO_STEPS,
         "reward_epochs": 1,
@@ -281,8 +295,29 @@ def main() -> None:
         default=MAX_NEW_TOKENS,
         help="answer length cap for labeled sets, PPO and the held-out answers",
     )
+    parser.add_argument(
+        "--advantage",
+        choices=("gae", "group"),
+        default=PPOConfig().advantage,
+        help="PPO's advantages: gae (value head) or group (several answers per prompt, RLOO)",
+    )
+    parser.add_argument(
+        "--group-size", type=int, default=PPOConfig().group_size, help="answers per prompt (group)"
+    )
+    parser.add_argument(
+        "--ppo-batch-prompts", type=int, default=PPOConfig().batch_prompts, help="prompts per PPO step"
+    )
+    parser.add_argument(
+        "--no-eos-penalty",
+        type=lambda v: None if v == "none" else float(v),
+        default=PPOConfig().no_eos_penalty,
+        help="PPO's penalty for an answer cut at the cap ('none': the reward alone judges it)",
+    )
     args = parser.parse_args()
-    settings = Settings(args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens)  # fmt: skip
+    settings = Settings(
+        args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens,
+        args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty,
+    )  # fmt: skip
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
     labelers = [
@@ -363,7 +398,8 @@ def main() -> None:
         f"pass_rate_last={last['pass_rate']:.3f} pass_gain={gain:.3f} win_rate_last={last['win_rate_vs_v0']:.3f} "
         f"kl_last={last['kl_to_v0']:.3f} kl_target={target_kl} mean_words_last={last['mean_words']:.1f} "
         f"reward={args.reward} reward_accuracy_last={accuracy} reward_lr={args.reward_lr:g} "
-        f"max_new_tokens={args.max_new_tokens} total_min={total / 60:.1f}"
+        f"max_new_tokens={args.max_new_tokens} advantage={args.advantage} group_size={args.group_size} "
+        f"ppo_batch_prompts={args.ppo_batch_prompts} no_eos_penalty={args.no_eos_penalty} total_min={total / 60:.1f}"
     )
 
 

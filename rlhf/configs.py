@@ -56,6 +56,7 @@ RANGES: dict[str, Range] = {
     "max_pairs": Range(1),
     "steps": Range(1),
     "ppo_epochs": Range(1, 100),
+    "group_size": Range(2, 64),
     "temperature": Range(0, 10),
     "kl_coef": Range(0),
     "target_kl": Range(0, low_open=True),
@@ -275,6 +276,20 @@ class PPOConfig:
         },
     )
     kl_estimator: Literal["k1", "k3"] = field(default="k1", metadata={"help": "per-token KL estimator"})
+    advantage: Literal["gae", "group"] = field(
+        default="gae",
+        metadata={
+            "help": "gae: a value head's estimates (classic PPO); group: group_size answers per prompt, each "
+            "against the mean of the others to the same prompt (RLOO; no value head)"
+        },
+    )
+    group_size: int = field(
+        default=4,
+        metadata={
+            "help": "answers sampled per prompt with advantage=group (the rollout holds "
+            "batch_prompts x group_size answers)"
+        },
+    )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount"})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda"})
     clip: float = field(default=0.2, metadata={"help": "policy ratio clip"})
@@ -333,7 +348,7 @@ class DPOConfig:
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
-    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None}),
+    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None}),
     "dpo": (DPOConfig, {"beta": None}),
 }  # fmt: skip
 

@@ -1,8 +1,8 @@
 """How long a job will take on this machine, before it starts (the admin tab shows it under each launch form).
 
 Each stage's work is counted from its settings and the store: the reward stage's set-tokens (sets trained on x
-epochs x max_length), PPO's token passes (steps x batch_prompts x max_new_tokens x (1 + ppo_epochs)), DPO's
-set-tokens (ranked sets x epochs x max_length). The seconds per unit come from the newest finished job on this machine that ran the stage (its
+epochs x max_length), PPO's token passes (steps x batch_prompts x answers per prompt x max_new_tokens x
+(1 + ppo_epochs)), DPO's set-tokens (ranked sets x epochs x max_length). The seconds per unit come from the newest finished job on this machine that ran the stage (its
 recorded stage seconds over its own work; loading, evaluation and samples included), or, before any has, from
 default rates measured on the embedded default model (bench/loop.py on a 2-core CPU; a GPU guess divides them).
 Torch-free: the web process imports it.
@@ -72,7 +72,8 @@ def work(stage: str, settings: dict[str, Any], sets: int) -> float:
     """Units of work of one stage run over `sets` ranked sets."""
     if stage == "ppo":
         passes = 1 + settings["ppo_epochs"]
-        return settings["steps"] * settings["batch_prompts"] * settings["max_new_tokens"] * passes
+        answers = settings["group_size"] if settings.get("advantage") == "group" else 1
+        return settings["steps"] * settings["batch_prompts"] * answers * settings["max_new_tokens"] * passes
     # an ensemble trains each of its models on the same sets, one after another
     return sets * settings["epochs"] * settings["max_length"] * settings.get("ensemble", 1)
 

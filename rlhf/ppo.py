@@ -6,8 +6,9 @@
 Each step: rollout (sample responses from the policy), scoring (reward model at the last real token; per-token
 KL to the reference, k1 or k3, times an adaptive or fixed coefficient), advantages (GAE, whitened), update
 (clipped policy and value losses, entropy bonus, several epochs of minibatches with an approximate-KL early
-stop). The result is saved as policy version K+1 (parent K, the reward model used), with metrics and samples
-before and after. A crash or cancel leaves the current version unchanged.
+stop). `--advantage group` samples group_size answers per prompt and scores each against the mean of the
+others to the same prompt (RLOO: no value head, the KL penalty on the whole sequence). The result is saved
+as policy version K+1 (parent K, the reward model used), with metrics and samples before and after. A crash or cancel leaves the current version unchanged.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def train(
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
     local = per_process(config, accelerator.num_processes)
     start_coef = start_coef if start_coef is not None else config.kl_coef
+    answers_per_prompt = config.group_size if config.advantage == "group" else 1
+    episodes = config.batch_prompts * answers_per_prompt  # answers per step, over all processes
     params = [p for p in shared.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     module, optimizer = accelerator.prepare(shared.policy, optimizer)
@@ -74,7 +77,7 @@ def train(
 
     kl_ctl = (
         AdaptiveKLController(
-            start_coef, config.target_kl, round_horizon(config.steps, config.batch_prompts, config.kl_horizon)
+            start_coef, config.target_kl, round_horizon(config.steps, episodes, config.kl_horizon)
         )
         if config.adaptive_kl
         else FixedKLController(config.kl_coef)
@@ -93,12 +96,13 @@ def train(
     reporter.start(config.steps, "ppo")
     for step in range(1, config.steps + 1):
         picks = [rng.randrange(len(prompts)) for _ in range(config.batch_prompts)][share]
+        picks = [i for i in picks for _ in range(answers_per_prompt)]  # a prompt's group stays together
         ro = rollout(shared.model, tokenizer, [prompts[i] for i in picks], local)
         scored = score_rollout(shared, ro, reward_fn(shared, ro), kl_ctl.value, local, total)
         judged = {"gold": gold_mean(gold.judge, ro, [gold.instructions[i] for i in picks])} if gold else {}
         stats: StepStats = ppo_update(shared, module, optimizer, accelerator, ro, scored, local, params)
         figures = mean_over_processes(accelerator, {**scored.metrics(), **judged, **stats.metrics()})
-        kl_ctl.update(figures["kl"], config.batch_prompts)
+        kl_ctl.update(figures["kl"], episodes)
         metrics = {"step": step, **figures, "kl_coef": kl_ctl.value}
         history.append(metrics)
         reporter.step(metrics)

@@ -81,6 +81,18 @@ def gae(
     return advantages, returns
 
 
+def leave_one_out(rewards: torch.Tensor, group: int) -> torch.Tensor:
+    """Each sequence's reward minus the mean of the other `group - 1` in its group (RLOO, Ahmadian et al. 2024).
+
+    `rewards` is [batch] with each prompt's `group` answers next to each other; the baseline is what the same
+    prompt earned without this answer, so an advantage says how much better it is *for this prompt*."""
+    if group < 2 or rewards.shape[0] % group:
+        raise ValueError(f"{rewards.shape[0]} rewards do not split into groups of {group} (need group >= 2)")
+    grouped = rewards.view(-1, group)
+    baseline = (grouped.sum(1, keepdim=True) - grouped) / (group - 1)
+    return (grouped - baseline).reshape(-1)
+
+
 def policy_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,

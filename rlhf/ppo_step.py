@@ -13,6 +13,7 @@ from rlhf.ppo_math import (
     explained_variance,
     gae,
     kl_estimate,
+    leave_one_out,
     masked_mean,
     masked_whiten,
     policy_loss,
@@ -74,7 +75,7 @@ class ScoredRollout:
     old_logprobs: torch.Tensor
     old_values: torch.Tensor
     advantages: torch.Tensor
-    returns: torch.Tensor
+    returns: torch.Tensor | None  # GAE's value targets; None with group advantages (no value head trained)
     scores: torch.Tensor
     kl: torch.Tensor  # per token, masked
     kl_coef: float
@@ -113,11 +114,17 @@ def score_rollout(
         scores = torch.where(ro.ended, scores, scores + config.no_eos_penalty)
     scores = scores.clamp(-config.reward_clip, config.reward_clip)
     kl = kl_estimate(old_logprobs, ref, config.kl_estimator) * mask
-    rewards = token_rewards(scores, kl, mask, kl_coef)
     old_values = old_values.float() * mask
-    advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
+    returns: torch.Tensor | None = None
+    if config.advantage == "group":
+        # every token of an answer shares its sequence advantage; group means are already 0, so whitening scales
+        sequence = leave_one_out(scores - kl_coef * kl.sum(1), config.group_size)
+        advantages = sequence[:, None] * mask
+    else:
+        rewards = token_rewards(scores, kl, mask, kl_coef)
+        advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
     if config.whiten_advantages:
-        advantages = masked_whiten(advantages, mask, total=total)
+        advantages = masked_whiten(advantages, mask, shift_mean=returns is not None, total=total)
     return ScoredRollout(
         old_logprobs, old_values, advantages, returns, scores, kl, kl_coef, mask.sum(1), ro.ended
     )
@@ -160,7 +167,11 @@ def ppo_update(
                 pg, clip_frac, approx_kl = policy_loss(
                     logprobs, sc.old_logprobs[idx], sc.advantages[idx], mask, config.clip
                 )
-                vf = value_loss(values.float(), sc.old_values[idx], sc.returns[idx], mask, config.vf_clip)
+                vf = (
+                    value_loss(values.float(), sc.old_values[idx], sc.returns[idx], mask, config.vf_clip)
+                    if sc.returns is not None
+                    else torch.zeros((), device=values.device)
+                )
                 ent = masked_mean(entropy, mask)
                 loss = pg + config.vf_coef * vf - config.ent_coef * ent
                 accelerator.backward(loss)
@@ -177,5 +188,5 @@ def ppo_update(
             early = True
             break
     mean = {k: sum(v) / len(v) for k, v in totals.items()}
-    ev = explained_variance(sc.old_values, sc.returns, ro.response_mask)
+    ev = explained_variance(sc.old_values, sc.returns, ro.response_mask) if sc.returns is not None else 0.0
     return StepStats(mean["pg"], mean["vf"], mean["ent"], mean["clip"], mean["kl"], ev, updates, early)

@@ -36,6 +36,8 @@ def test_default_rates_count_the_work_of_each_stage():
     round_ = estimate_job("round", {"ppo_steps": 4}, data=DATA, history=[], on_gpu=False)
     assert seconds_of(round_)["reward"] == pytest.approx(36 * 2 * 256 * CPU_RATES["reward"])
     assert seconds_of(round_)["ppo"] == pytest.approx(4 * 8 * 48 * 3 * CPU_RATES["ppo"])
+    grouped = estimate_job("round", {"ppo_steps": 4, "ppo_advantage": "group", "ppo_group_size": 3}, data=DATA, history=[], on_gpu=False)  # fmt: skip
+    assert seconds_of(grouped)["ppo"] == pytest.approx(3 * seconds_of(round_)["ppo"])  # 3 answers per prompt
     dpo_round = estimate_job("round", {"optimizer": "dpo"}, data=DATA, history=[], on_gpu=False)
     assert set(seconds_of(dpo_round)) == {"dpo"}
     on_gpu = estimate_job("ppo", {}, data=DATA, history=[], on_gpu=True)

@@ -1,5 +1,6 @@
 """PPO on the tiny model: the reference is exact, learning works, a high KL coefficient holds the policy."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ from labeler.db import make_engine
 from labeler.tables import PolicyVersion
 from models.loading import load_base
 from rlhf import ppo
+from rlhf.ppo_math import leave_one_out
 from rlhf.ppo_model import build_shared, gather_logprobs, policy_forward, reference_logprobs
-from rlhf.ppo_step import rollout
+from rlhf.ppo_step import rollout, score_rollout
 from rlhf.progress import ConsoleReporter
 from tests.rlhf.ppo_helpers import ppo_store, quick_config, target_share
 
@@ -138,3 +140,34 @@ def test_the_next_round_starts_from_the_parents_value_head_and_kl_coefficient(tm
     with Session(make_engine(url)) as s:
         v3 = s.exec(select(PolicyVersion).where(PolicyVersion.version == fresh.version)).one()
     assert v3.metrics["kl_coef_start"] == 0.1
+
+
+def test_group_advantages_score_each_answer_against_the_others_to_its_prompt(tmp_path):
+    url, checkpoint = ppo_store(tmp_path)
+    config = quick_config(tmp_path, url, advantage="group", group_size=4, batch_prompts=8, minibatch=16)
+    base, tokenizer = load_base(checkpoint, home=tmp_path, device="cpu")
+    shared = build_shared(base, policy_path=None, reward_path=None, lora_r=8, lora_alpha=16)
+
+    # the advantage of every token of an answer: its score less KL, minus the mean of its group's others
+    ro = rollout(shared.model, tokenizer, [p for p in PROMPTS for _ in range(2)], config)
+    scores = torch.arange(8.0)
+    plain = replace(config, group_size=2, whiten_advantages=False, reward_clip=100.0)
+    scored = score_rollout(shared, ro, scores, 0.5, plain)
+    expected = leave_one_out(scores - 0.5 * scored.kl.sum(1), 2)
+    assert torch.allclose(scored.advantages, expected[:, None] * ro.response_mask)
+    assert scored.returns is None
+
+    seen: list[torch.Tensor] = []
+
+    def reward(shared, ro):
+        seen.append(ro.input_ids[:, : ro.prompt_len])
+        return target_share(shared, ro)
+
+    value_head = {k: v.clone() for k, v in shared.policy.value_head.state_dict().items()}
+    history, _ = ppo.train(shared, tokenizer, PROMPTS, config, ConsoleReporter(), reward)
+    # each rollout holds 8 prompts x 4 answers, a prompt's answers side by side
+    assert all(p.shape[0] == 32 and (p.view(8, 4, -1) == p.view(8, 4, -1)[:, :1]).all() for p in seen)
+    first, last = _mean(history, "reward", "first"), _mean(history, "reward", "last")
+    assert last > first + 0.1, (first, last)
+    # no value head is trained: group advantages need none
+    assert all(torch.equal(v, value_head[k]) for k, v in shared.policy.value_head.state_dict().items())

@@ -8,6 +8,7 @@ from rlhf.ppo_math import (
     explained_variance,
     gae,
     kl_estimate,
+    leave_one_out,
     masked_mean,
     masked_whiten,
     policy_loss,
@@ -101,3 +102,14 @@ def test_explained_variance():
     ret, mask = torch.tensor([[1.0, 2.0, 3.0]]), torch.ones(1, 3)
     assert explained_variance(ret, ret, mask) == 1.0
     assert explained_variance(torch.zeros(1, 3) + 2.0, ret, mask) == pytest.approx(0.0)
+
+
+def test_leave_one_out_by_hand():
+    rewards = torch.tensor([1.0, 2.0, 3.0, 10.0, 10.0, 10.0])
+    # first prompt: 1 - (2 + 3) / 2, 2 - (1 + 3) / 2, 3 - (1 + 2) / 2; the second's answers are all alike
+    assert torch.allclose(leave_one_out(rewards, 3), torch.tensor([-1.5, 0.0, 1.5, 0.0, 0.0, 0.0]))
+    assert torch.allclose(leave_one_out(rewards, 2), torch.tensor([-1.0, 1.0, -7.0, 7.0, 0.0, 0.0]))  # pairs
+    with pytest.raises(ValueError, match="groups of 4"):
+        leave_one_out(rewards, 4)
+    with pytest.raises(ValueError, match="group >= 2"):
+        leave_one_out(rewards, 1)
