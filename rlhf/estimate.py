@@ -2,10 +2,10 @@
 
 Each stage's work is counted from its settings and the store: the reward stage's set-tokens (sets trained on x
 epochs x max_length), PPO's token passes (steps x batch_prompts x answers per prompt x max_new_tokens x
-(1 + ppo_epochs)), DPO's set-tokens (ranked sets x epochs x max_length). The seconds per unit come from the newest finished job on this machine that ran the stage (its
-recorded stage seconds over its own work; loading, evaluation and samples included), or, before any has, from
-default rates measured on the embedded default model (bench/loop.py on a 2-core CPU; a GPU guess divides them).
-Torch-free: the web process imports it.
+(1 + ppo_epochs)), DPO's set-tokens (ranked sets x epochs x max_length). The seconds per unit come from the newest
+finished job on this machine that ran the stage (its recorded stage seconds over its own work; loading, evaluation
+and samples included), or, before any has, from default rates measured on the embedded default model
+(bench/loop.py on a 2-core CPU; a GPU guess divides them). Torch-free: the web process imports it.
 
     from rlhf.estimate import estimate_job
     estimate_job("round", params, data=training_data(session=s), history=recent_jobs(session=s)).text()

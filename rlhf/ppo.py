@@ -8,7 +8,8 @@ KL to the reference, k1 or k3, times an adaptive or fixed coefficient), advantag
 (clipped policy and value losses, entropy bonus, several epochs of minibatches with an approximate-KL early
 stop). `--advantage group` samples group_size answers per prompt and scores each against the mean of the
 others to the same prompt (RLOO: no value head, the KL penalty on the whole sequence). The result is saved
-as policy version K+1 (parent K, the reward model used), with metrics and samples before and after. A crash or cancel leaves the current version unchanged.
+as policy version K+1 (parent K, the reward model used), with metrics and samples before and after. A crash or
+cancel leaves the current version unchanged.
 """
 
 from __future__ import annotations

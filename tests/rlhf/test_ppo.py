@@ -143,6 +143,7 @@ def test_the_next_round_starts_from_the_parents_value_head_and_kl_coefficient(tm
 
 
 def test_group_advantages_score_each_answer_against_the_others_to_its_prompt(tmp_path):
+    torch.manual_seed(0)  # rollouts sample from torch's generator
     url, checkpoint = ppo_store(tmp_path)
     config = quick_config(tmp_path, url, advantage="group", group_size=4, batch_prompts=8, minibatch=16)
     base, tokenizer = load_base(checkpoint, home=tmp_path, device="cpu")
