@@ -60,7 +60,8 @@ def test_two_replicas_share_labelers_and_one_generates(tmp_path, store_url):
         generators = {
             r.pid: [c.pid for c in psutil.Process(r.pid).children(recursive=True)] for r in replicas
         }
-        holder = _wait_for(lambda: _holder_pid(engine), 60, "a generator to take the lease")
+        # the generator process loads the model first: over a minute on cores shared with a benchmark
+        holder = _wait_for(lambda: _holder_pid(engine), 180, "a generator to take the lease")
         owner = next(pid for pid, kids in generators.items() if holder in kids)
 
         acked: list[tuple[str, str]] = []
