@@ -319,6 +319,11 @@ class PPOConfig:
     def __post_init__(self) -> None:
         check_ranges(self)
 
+    @property
+    def answers_per_prompt(self) -> int:
+        """Answers sampled to each prompt of a rollout: a group with group advantages, else one."""
+        return self.group_size if self.advantage == "group" else 1
+
 
 @dataclass
 class DPOConfig:

@@ -20,7 +20,7 @@ from typing import Any
 
 from labeler.stats import TrainingData
 from labeler.tables import Job
-from rlhf.configs import ROUND_EXPOSES, job_config
+from rlhf.configs import ROUND_EXPOSES, PPOConfig, job_config
 
 # seconds per unit of work on a 2-core CPU: bench/loop.py's first round (reward: 572 s for 58 sets x 1 epoch x 256
 # tokens; PPO: 762 s for 12 steps x 8 prompts x 72 tokens x 3 passes); DPO scores two answers per pair and the
@@ -72,7 +72,7 @@ def work(stage: str, settings: dict[str, Any], sets: int) -> float:
     """Units of work of one stage run over `sets` ranked sets."""
     if stage == "ppo":
         passes = 1 + settings["ppo_epochs"]
-        answers = settings["group_size"] if settings.get("advantage") == "group" else 1
+        answers = PPOConfig(**settings).answers_per_prompt
         return settings["steps"] * settings["batch_prompts"] * answers * settings["max_new_tokens"] * passes
     # an ensemble trains each of its models on the same sets, one after another
     return sets * settings["epochs"] * settings["max_length"] * settings.get("ensemble", 1)

@@ -124,7 +124,7 @@ def score_rollout(
         rewards = token_rewards(scores, kl, mask, kl_coef)
         advantages, returns = gae(rewards, old_values, mask, config.gamma, config.lam)
     if config.whiten_advantages:
-        advantages = masked_whiten(advantages, mask, shift_mean=returns is not None, total=total)
+        advantages = masked_whiten(advantages, mask, shift_mean=config.advantage != "group", total=total)
     return ScoredRollout(
         old_logprobs, old_values, advantages, returns, scores, kl, kl_coef, mask.sum(1), ro.ended
     )
