@@ -73,6 +73,13 @@ def test_the_command_line_from_accounts_to_a_trained_policy_and_an_export(tmp_pa
         versions = s.exec(select(PolicyVersion).order_by(col(PolicyVersion.version))).all()
         assert [(v.version, v.is_current) for v in versions] == [(0, False), (1, True)]
         assert len(s.exec(select(CompletionSet)).all()) == 12
+    # group advantages (README: `rankloop ppo --advantage group`): two answers to each of 2 prompts a step
+    rankloop(home, "ppo", "--steps", "1", "--batch_prompts", "2", "--minibatch", "2", "--max_new_tokens", "4",
+             "--sample_prompts", "1", "--device", "cpu", "--advantage", "group", "--group_size", "2")  # fmt: skip
+    with Session(make_engine(url)) as s:
+        v2 = s.exec(select(PolicyVersion).where(PolicyVersion.is_current)).one()
+        assert v2.version == 2 and v2.metrics["config"]["advantage"] == "group"
+        assert v2.metrics["final"]["explained_variance"] == 0.0  # no value head in group mode
 
     out_dir = tmp_path / "export"
     rankloop(home, "export", "--format", "jsonl", "--out", str(out_dir), "--raw")
