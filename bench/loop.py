@@ -67,13 +67,14 @@ from labeler.settings import set_labels_needed
 from labeler.simulate import PREFERENCES, SimulatedLabeler, label_waiting_sets
 from labeler.tables import Prompt, RewardModel
 from labeler.winrate import wilson_interval
+from models.divergence import answers_kl
 from models.embedded import home_sharing_cache
 from models.generation import Completion, SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
 from rlhf import ppo
 from rlhf import round as round_stage
-from rlhf.configs import PPOConfig, RoundConfig
+from rlhf.configs import DPOConfig, PPOConfig, RoundConfig
 from rlhf.overopt import preference_judge
 from rlhf.ppo import RewardFn
 from rlhf.ppo_step import Rollout
@@ -83,6 +84,7 @@ HOME = os.environ.get("RANKLOOP_HOME", "runs")
 PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"
 MAX_NEW_TOKENS = 72
 PPO_STEPS = 12
+EVAL_TEMPERATURE = 0.7
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class EvalPrompt:
 
 @dataclass
 class Answers:
-    version: int
+    policy: PolicyRef
     by_prompt: list[list[Completion]]
 
 
@@ -115,7 +117,7 @@ def seed_store(engine: Engine, preference: str, train: int, heldout: int) -> lis
 def answers_of(
     pool: PolicyPool, policy: PolicyRef, evals: list[EvalPrompt], samples: int, max_new_tokens: int
 ) -> Answers:
-    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, seed=1)
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=EVAL_TEMPERATURE, seed=1)
     out = pool.generate_as(
         version=policy.version,
         adapter_path=policy.adapter_path,
@@ -123,7 +125,20 @@ def answers_of(
         n=samples,
         sampling=sampling,
     )
-    return Answers(policy.version, out)
+    return Answers(policy, out)
+
+
+def heldout_kl(pool: PolicyPool, answers: Answers, evals: list[EvalPrompt]) -> float:
+    """KL of vK from v0 on its held-out answers (models/divergence.py): one measure for PPO and DPO rounds."""
+    kl = answers_kl(
+        pool,
+        version=answers.policy.version,
+        adapter_path=answers.policy.adapter_path,
+        prompts=[e.messages for e in evals],
+        answers=answers.by_prompt,
+        temperature=EVAL_TEMPERATURE,
+    )
+    return sum(kl) / len(kl)
 
 
 def judged(answers: Answers, evals: list[EvalPrompt], judge: SimulatedLabeler) -> dict:
@@ -173,6 +188,10 @@ class Settings:
     group_size: int
     ppo_batch_prompts: int
     no_eos_penalty: float | None
+    optimizer: str  # ppo | dpo
+    dpo_lr: float
+    dpo_beta: float
+    dpo_data: str  # all | parent
 
     def ppo(self) -> dict[str, Any]:
         """PPO's settings that the command line sets, by PPOConfig's field names."""
@@ -252,6 +271,10 @@ def run_round(
         "reward_learning_rate": settings.reward_lr,
         "reward_keep_ties": settings.keep_ties,
         "reward_continue_from": "latest" if settings.reward_data == "new" else None,
+        "optimizer": settings.optimizer,
+        "dpo_learning_rate": settings.dpo_lr,
+        "dpo_beta": settings.dpo_beta,
+        "dpo_data": settings.dpo_data,
     }
     config = round_stage.RoundConfig(home=home, db=url, **exposed)
     result = round_stage.run(config)
@@ -323,10 +346,28 @@ def main() -> None:
         default=PPOConfig().no_eos_penalty,
         help="PPO's penalty for an answer cut at the cap ('none': the reward alone judges it)",
     )
+    parser.add_argument(
+        "--optimizer",
+        choices=("ppo", "dpo"),
+        default="ppo",
+        help="ppo: reward model then PPO (the round's default); dpo: DPO on every set's pairs so far, no reward model",
+    )
+    parser.add_argument("--dpo-lr", type=float, default=DPOConfig().learning_rate, help="DPO learning rate")
+    parser.add_argument("--dpo-beta", type=float, default=DPOConfig().beta, help="DPO beta")
+    parser.add_argument(
+        "--dpo-data",
+        choices=("all", "parent"),
+        default="parent",
+        help="parent: each DPO round trains on the sets the version it starts from wrote (on-policy); all: on "
+        "every set so far (each round longer than the last)",
+    )
     args = parser.parse_args()
+    if args.optimizer == "dpo" and args.reward == "gold":
+        parser.error("--reward gold trains PPO on the hidden preference: use it with --optimizer ppo")
     settings = Settings(
         args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens,
-        args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty,
+        args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty, args.optimizer, args.dpo_lr,
+        args.dpo_beta, args.dpo_data,
     )  # fmt: skip
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
@@ -373,6 +414,7 @@ def main() -> None:
             t = time.perf_counter()
             answers = answers_of(pool, done["policy"], evals, args.eval_samples, args.max_new_tokens)
             last_eval = judged(answers, evals, judge)
+            kl_heldout = heldout_kl(pool, answers, evals)
             rate, (low, high) = win_rate(last_eval, v0_eval)
             row = {
                 "round": number,
@@ -384,6 +426,7 @@ def main() -> None:
                 "win_rate_ci95": [round(low, 3), round(high, 3)],
                 "reward_accuracy": done["reward_accuracy"],
                 "kl_to_v0": done["kl"],
+                "kl_heldout": round(kl_heldout, 3),
                 "kl_coef": done["kl_coef"],
                 "overopt_stopped_at": done["overopt_stopped_at"],
                 "mean_words": round(last_eval["mean_words"], 1),
@@ -403,13 +446,17 @@ def main() -> None:
     last = report[-1]
     gain = last["pass_rate"] - last["pass_rate_v0"]
     accuracy = "n/a" if last["reward_accuracy"] is None else f"{last['reward_accuracy']:.3f}"
+    rollout_kl = "n/a" if last["kl_to_v0"] is None else f"{last['kl_to_v0']:.3f}"
     print(
         f"RESULT preference={args.preference} rounds={len(report)} pass_rate_v0={last['pass_rate_v0']:.3f} "
         f"pass_rate_last={last['pass_rate']:.3f} pass_gain={gain:.3f} win_rate_last={last['win_rate_vs_v0']:.3f} "
-        f"kl_last={last['kl_to_v0']:.3f} kl_target={target_kl} mean_words_last={last['mean_words']:.1f} "
-        f"reward={args.reward} reward_accuracy_last={accuracy} reward_lr={args.reward_lr:g} "
+        f"kl_last={rollout_kl} kl_heldout_last={last['kl_heldout']:.3f} kl_target={target_kl} "
+        f"mean_words_last={last['mean_words']:.1f} "
+        f"optimizer={args.optimizer} reward={args.reward} reward_accuracy_last={accuracy} reward_lr={args.reward_lr:g} "
         f"max_new_tokens={args.max_new_tokens} advantage={args.advantage} group_size={args.group_size} "
-        f"ppo_batch_prompts={args.ppo_batch_prompts} no_eos_penalty={args.no_eos_penalty} total_min={total / 60:.1f}"
+        f"ppo_batch_prompts={args.ppo_batch_prompts} no_eos_penalty={args.no_eos_penalty} dpo_lr={args.dpo_lr:g} dpo_beta={args.dpo_beta:g} "
+        f"dpo_data={args.dpo_data} "
+        f"total_min={total / 60:.1f}"
     )
 
 

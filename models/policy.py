@@ -87,10 +87,8 @@ class PolicyPool:
                 if self.active is not None:
                     self.model.set_adapter(self.active)
 
-    def _adapter_context(self):
-        if self.active is None and isinstance(self.model, PeftModel):
-            return self.model.disable_adapter()
-        return contextlib.nullcontext()
+    def _adapter_context(self) -> contextlib.AbstractContextManager:
+        return self.base_context() if self.active is None else contextlib.nullcontext()
 
     def generate(
         self, prompts: Sequence[Messages], n: int, sampling: SamplingParams
@@ -114,10 +112,22 @@ class PolicyPool:
 
         For side-by-side samples and human-evaluation sets that mix the current version with its parent; the
         lock is held throughout, so the pre-generation thread never generates with the wrong adapter."""
+        with self.as_version(version=version, adapter_path=adapter_path):
+            return self.generate(prompts, n, sampling)
+
+    @contextlib.contextmanager
+    def as_version(self, *, version: int, adapter_path: str | None) -> Iterator[None]:
+        """Hold the lock with `version` active (its adapter loaded if needed), then give the active one back."""
         with self.lock:
             previous = (self.version, self._adapter_paths.get(self.active) if self.active else None)
             self._activate(version, adapter_path)
             try:
-                return self.generate(prompts, n, sampling)
+                yield
             finally:
                 self._activate(*previous)
+
+    def base_context(self) -> contextlib.AbstractContextManager:
+        """Run the bare base (v0) whatever is active: the adapters off."""
+        if isinstance(self.model, PeftModel):
+            return self.model.disable_adapter()
+        return contextlib.nullcontext()

@@ -339,6 +339,13 @@ class DPOConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})
+    data: Literal["all", "parent"] = field(
+        default="all",
+        metadata={
+            "help": "all: every ranked set's pairs; parent: only sets the parent version wrote (on-policy, "
+            "iterative DPO: each round learns from answers of the version it starts from)"
+        },
+    )
     make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
     sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
     max_new_tokens: int = field(default=48, metadata={"help": "length of the before/after samples"})
@@ -354,7 +361,7 @@ class DPOConfig:
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None}),
-    "dpo": (DPOConfig, {"beta": None}),
+    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None}),
 }  # fmt: skip
 
 

@@ -16,7 +16,9 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from peft import LoraConfig, PeftModel
+from sqlmodel import Session
 
+from labeler.dataset import SetRankings, load_set_rankings
 from labeler.db import default_url, make_engine, read_session
 from labeler.pairs import PairSettings
 from models.adapters import save_adapter
@@ -54,6 +56,11 @@ def pairs_dataset(groups: list[Group]) -> Dataset:
     return Dataset.from_list(rows)
 
 
+def parent_sets(session: Session, version: int) -> list[SetRankings]:
+    """The ranked sets the given policy version wrote (what `data=parent` trains on)."""
+    return [s for s in load_set_rankings(session=session) if s.policy_version == version]
+
+
 def per_process_batch(batch_size: int) -> int:
     """Each process's share of the global batch (trl's batch size is per device)."""
     processes = PartialState().num_processes
@@ -74,7 +81,15 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     inputs = read_inputs(engine, sample_count=config.sample_prompts, need_reward=False)
     with read_session(engine) as session:
         groups = load_groups(
-            session=session, settings=PairSettings(), include_imported=config.include_imported
+            session=session,
+            settings=PairSettings(),
+            include_imported=config.include_imported,
+            sets=parent_sets(session, inputs.parent.version) if config.data == "parent" else None,
+        )
+    if config.data == "parent" and not groups:
+        raise ValueError(
+            f"data=parent: no ranked set of version v{inputs.parent.version} has pairs yet; rank its sets "
+            "first or train on all sets (data=all)"
         )
     data = pairs_dataset(groups)
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
@@ -154,3 +155,45 @@ def test_both_backends_serve_policy_versions_with_the_protocols_calls():
         wanted = list(inspect.signature(getattr(PolicyBackend, name)).parameters)
         for backend in (PolicyPool, VLLMBackend):
             assert list(inspect.signature(getattr(backend, name)).parameters) == wanted, (backend, name)
+
+
+def _logprob(model, tokenizer, messages, completion: Completion, temperature: float) -> float:
+    """log p(answer | prompt) by one plain forward pass on one unpadded sequence."""
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    a = tokenizer(completion.text, add_special_tokens=False)["input_ids"]
+    a = [*a, tokenizer.eos_token_id] if completion.finish_reason == "eos" else a
+    ids = torch.tensor([p + a])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, len(p) - 1 : -1] / temperature
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(a).unsqueeze(1)).sum().item()
+
+
+def test_answers_kl_is_log_pk_minus_log_p0_per_answer_and_zero_for_v0(tmp_path, tiny):
+    from peft import PeftModel
+
+    from models.divergence import answers_kl
+
+    a = _save_adapter(tmp_path / "a", 1)
+    model, tokenizer = tiny
+    pool = PolicyPool(model, tokenizer)
+    sampling = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=1.0, seed=0)
+    answers = pool.generate_as(version=1, adapter_path=a, prompts=PROMPTS, n=8, sampling=sampling)
+    first = answers[0][0]
+    # an ended answer scores its EOS token too
+    answers[0].append(Completion(first.text, first.token_count + 1, "eos"))
+    kl = answers_kl(
+        pool, version=1, adapter_path=a, prompts=PROMPTS, answers=answers, temperature=0.7, batch=5
+    )
+    assert pool.active is None and pool.version == 0  # the active version is given back
+    plain, _ = tiny_model_and_tokenizer(seed=0)
+    tuned = PeftModel.from_pretrained(tiny_model_and_tokenizer(seed=0)[0], a)
+    expected = [
+        _logprob(tuned, tokenizer, m, c, 0.7) - _logprob(plain, tokenizer, m, c, 0.7)
+        for m, s in zip(PROMPTS, answers, strict=True)
+        for c in s
+    ]
+    assert kl == pytest.approx(expected, abs=1e-3)
+    assert sum(kl) / len(kl) > 0.1  # answers vK sampled are likelier under vK: a positive KL estimate
+    same = answers_kl(pool, version=0, adapter_path=None, prompts=PROMPTS, answers=answers, temperature=0.7)
+    assert same == [0.0] * len(kl)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session, col, select
 
 from labeler.db import make_engine
@@ -72,3 +73,19 @@ def test_rankloop_round_with_dpo_records_the_round(tmp_path):
         new = s.get(PolicyVersion, round_.new_version_id)
     assert round_.optimizer == "dpo" and round_.reward_model_id is None and len(round_.ranking_ids) == 6
     assert new is not None and new.version == 1 and new.is_current
+
+
+def test_dpo_on_parent_data_trains_on_the_sets_its_parent_wrote_and_says_when_there_are_none(tmp_path):
+    from rlhf import dpo
+    from rlhf.configs import DPOConfig
+
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url, count=4)
+    settings = {"epochs": 1, "batch_size": 2, "max_length": 64, "sample_prompts": 1, "max_new_tokens": 4}
+    config = DPOConfig(home=str(tmp_path), db=url, device="cpu", data="parent", **settings)
+    first = dpo.run(config)
+    assert first.version == 1 and first.train_sets == 4  # v0 wrote the four ranked sets
+    with pytest.raises(ValueError, match="no ranked set of version v1 has pairs yet"):
+        dpo.run(config)  # v1 is now the parent and wrote nothing
+    with Session(make_engine(url)) as s:
+        assert len(s.exec(select(PolicyVersion)).all()) == 2  # the refused run registered nothing
