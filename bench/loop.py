@@ -192,6 +192,7 @@ class Settings:
     dpo_lr: float
     dpo_beta: float
     dpo_data: str  # all | parent
+    dpo_trainer: str  # sets | trl
 
     def ppo(self) -> dict[str, Any]:
         """PPO's settings that the command line sets, by PPOConfig's field names."""
@@ -275,6 +276,7 @@ def run_round(
         "dpo_learning_rate": settings.dpo_lr,
         "dpo_beta": settings.dpo_beta,
         "dpo_data": settings.dpo_data,
+        "dpo_trainer": settings.dpo_trainer,
     }
     config = round_stage.RoundConfig(home=home, db=url, **exposed)
     result = round_stage.run(config)
@@ -361,13 +363,19 @@ def main() -> None:
         help="parent: each DPO round trains on the sets the version it starts from wrote (on-policy); all: on "
         "every set so far (each round longer than the last)",
     )
+    parser.add_argument(
+        "--dpo-trainer",
+        choices=("sets", "trl"),
+        default=DPOConfig().trainer,
+        help="sets: each answer runs once per set; trl: trl.DPOTrainer, once per pair",
+    )
     args = parser.parse_args()
     if args.optimizer == "dpo" and args.reward == "gold":
         parser.error("--reward gold trains PPO on the hidden preference: use it with --optimizer ppo")
     settings = Settings(
         args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens,
         args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty, args.optimizer, args.dpo_lr,
-        args.dpo_beta, args.dpo_data,
+        args.dpo_beta, args.dpo_data, args.dpo_trainer,
     )  # fmt: skip
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
@@ -455,7 +463,7 @@ def main() -> None:
         f"optimizer={args.optimizer} reward={args.reward} reward_accuracy_last={accuracy} reward_lr={args.reward_lr:g} "
         f"max_new_tokens={args.max_new_tokens} advantage={args.advantage} group_size={args.group_size} "
         f"ppo_batch_prompts={args.ppo_batch_prompts} no_eos_penalty={args.no_eos_penalty} dpo_lr={args.dpo_lr:g} dpo_beta={args.dpo_beta:g} "
-        f"dpo_data={args.dpo_data} "
+        f"dpo_data={args.dpo_data} dpo_trainer={args.dpo_trainer} "
         f"total_min={total / 60:.1f}"
     )
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from models.generation import Completion, Messages, render_prompts
+from models.logprobs import Row, answer_logprobs
 from models.policy import PolicyPool
 
 
-def _rows(pool: PolicyPool, prompts: Sequence[Messages], answers: Sequence[Sequence[Completion]]):
+def _rows(
+    pool: PolicyPool, prompts: Sequence[Messages], answers: Sequence[Sequence[Completion]]
+) -> list[Row]:
     """(prompt token ids, answer token ids) per answer, in order."""
     tokenizer = pool.tokenizer
     eos = tokenizer.eos_token_id
@@ -34,27 +36,6 @@ def _rows(pool: PolicyPool, prompts: Sequence[Messages], answers: Sequence[Seque
                 answer_ids = [*answer_ids, eos]
             rows.append((prompt_ids, answer_ids))
     return rows
-
-
-def _answer_logprobs(pool: PolicyPool, rows, temperature: float) -> torch.Tensor:
-    """Each row's summed log-probability of its answer tokens under the model as it is (right-padded batch)."""
-    pad = pool.tokenizer.pad_token_id or 0
-    width = max(len(p) + len(a) for p, a in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    answer = torch.zeros_like(ids, dtype=torch.bool)
-    for i, (p, a) in enumerate(rows):
-        ids[i, : len(p) + len(a)] = torch.tensor(p + a)
-        mask[i, : len(p) + len(a)] = 1
-        answer[i, len(p) : len(p) + len(a)] = True
-    device = pool.model.device
-    with torch.inference_mode():
-        logits = pool.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
-    scored = answer[:, 1:]  # position t predicts token t + 1: only answer tokens are scored
-    logprobs = F.log_softmax(logits[:, :-1][scored] / temperature, dim=-1)
-    picked = logprobs.gather(1, ids[:, 1:][scored].unsqueeze(1)).squeeze(1)
-    row = torch.arange(len(rows)).unsqueeze(1).expand_as(scored)[scored]
-    return torch.zeros(len(rows)).index_add_(0, row, picked)
 
 
 def answers_kl(
@@ -75,11 +56,16 @@ def answers_kl(
     if adapter_path is None:
         return [0.0] * len(rows)
     out: list[float] = []
-    with pool.as_version(version=version, adapter_path=adapter_path):
+    pad = pool.tokenizer.pad_token_id or 0
+    with pool.as_version(version=version, adapter_path=adapter_path), torch.inference_mode():
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
-            policy = _answer_logprobs(pool, chunk, temperature)
+            policy = answer_logprobs(
+                pool.model, chunk, pad_id=pad, temperature=temperature, device=pool.model.device
+            )
             with pool.base_context():
-                base = _answer_logprobs(pool, chunk, temperature)
-            out.extend((policy - base).tolist())
+                base = answer_logprobs(
+                    pool.model, chunk, pad_id=pad, temperature=temperature, device=pool.model.device
+                )
+            out.extend((policy - base).cpu().tolist())
     return out

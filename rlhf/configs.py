@@ -329,12 +329,22 @@ class PPOConfig:
 class DPOConfig:
     home: str = field(default="runs", metadata={"help": "rankloop home folder"})
     db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
+    trainer: Literal["sets", "trl"] = field(
+        default="sets",
+        metadata={
+            "help": "sets: each ranked set's answers run once, DPO's loss over its pairs; trl: trl.DPOTrainer "
+            "on the pairs (each answer runs once per pair it is in)"
+        },
+    )
     epochs: int = field(default=1, metadata={"help": "passes over the pairs"})
     learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate"})
     beta: float = field(
         default=0.1, metadata={"help": "DPO temperature (strength of the pull toward the reference)"}
     )
-    batch_size: int = field(default=4, metadata={"help": "pairs per step, over all processes"})
+    batch_size: int = field(default=4, metadata={"help": "pairs per step, over all processes (trainer=trl)"})
+    batch_sets: int = field(
+        default=1, metadata={"help": "ranked sets per step, over all processes (trainer=sets)"}
+    )
     max_length: int = field(default=384, metadata={"help": "tokens per prompt+response"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
@@ -361,7 +371,7 @@ class DPOConfig:
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None}),
-    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None}),
+    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None}),
 }  # fmt: skip
 
 

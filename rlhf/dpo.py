@@ -15,7 +15,7 @@ from typing import Any, cast
 import torch
 from accelerate import PartialState
 from datasets import Dataset
-from peft import LoraConfig, PeftModel
+from peft import LoraConfig, PeftModel, get_peft_model
 from sqlmodel import Session
 
 from labeler.dataset import SetRankings, load_set_rankings
@@ -24,6 +24,7 @@ from labeler.pairs import PairSettings
 from models.adapters import save_adapter
 from models.loading import load_base, pick_device
 from rlhf.configs import DPOConfig
+from rlhf.dpo_sets import train_on_sets
 from rlhf.policy_stage import read_inputs, samples, save_version
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import Group, load_groups
@@ -71,39 +72,12 @@ def per_process_batch(batch_size: int) -> int:
     return batch_size // processes
 
 
-def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> DPOResult:
+def train_with_trl(model, peft_config, tokenizer, groups: list[Group], config: DPOConfig, reporter: Reporter):
+    """trl's DPOTrainer on the consensus pairs (`trainer=trl`); returns the trained model and the mean loss."""
     from trl import DPOConfig as TrlDPOConfig
     from trl import DPOTrainer
 
-    reporter = reporter or ConsoleReporter()
-    start = time.perf_counter()
-    engine = make_engine(config.db or default_url(Path(config.home)))
-    inputs = read_inputs(engine, sample_count=config.sample_prompts, need_reward=False)
-    with read_session(engine) as session:
-        groups = load_groups(
-            session=session,
-            settings=PairSettings(),
-            include_imported=config.include_imported,
-            sets=parent_sets(session, inputs.parent.version) if config.data == "parent" else None,
-        )
-    if config.data == "parent" and not groups:
-        raise ValueError(
-            f"data=parent: no ranked set of version v{inputs.parent.version} has pairs yet; rank its sets "
-            "first or train on all sets (data=all)"
-        )
     data = pairs_dataset(groups)
-    base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
-    peft_config = None
-    model: Any
-    if inputs.parent.adapter_path:
-        model = PeftModel.from_pretrained(base, inputs.parent.adapter_path, is_trainable=True)
-    else:
-        model = base
-        peft_config = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        )
     reporter.start(1, "dpo")
     plan = pick_device(config.device)  # `auto`: CUDA with bf16 where there is one, else the CPU in fp32
     on_cpu = plan.device.type == "cpu"
@@ -127,9 +101,51 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
                 }
             )
     reporter.step()
-    trained = cast(Any, trainer.model)
+    return cast(Any, trainer.model), {"loss": float(result.training_loss)}
+
+
+def read_groups(engine, config: DPOConfig, version: int) -> list[Group]:
+    """The ranked sets to train on (`data`): every one, or those the parent `version` wrote."""
+    with read_session(engine) as session:
+        groups = load_groups(
+            session=session,
+            settings=PairSettings(),
+            include_imported=config.include_imported,
+            sets=parent_sets(session, version) if config.data == "parent" else None,
+        )
+    if not any(g.pairs for g in groups):
+        where = f"version v{version}'s sets" if config.data == "parent" else "the store"
+        raise ValueError(
+            f"data={config.data}: no ranked set in {where} has pairs yet; rank some sets first"
+            + (" or train on all sets (data=all)" if config.data == "parent" else "")
+        )
+    return groups
+
+
+def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> DPOResult:
+    reporter = reporter or ConsoleReporter()
+    start = time.perf_counter()
+    engine = make_engine(config.db or default_url(Path(config.home)))
+    inputs = read_inputs(engine, sample_count=config.sample_prompts, need_reward=False)
+    groups = read_groups(engine, config, inputs.parent.version)
+    base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
+    peft_config = None
+    model: Any
+    if inputs.parent.adapter_path:
+        model = PeftModel.from_pretrained(base, inputs.parent.adapter_path, is_trainable=True)
+    else:
+        model = base
+        peft_config = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        )
+    if config.trainer == "sets":
+        model = model if peft_config is None else get_peft_model(model, peft_config)
+        trained, final = train_on_sets(model, tokenizer, groups, config, reporter)
+    else:
+        trained, final = train_with_trl(model, peft_config, tokenizer, groups, config, reporter)
     after = samples(trained, tokenizer, inputs.prompts.samples, config.max_new_tokens)
-    final = {"loss": float(result.training_loss)}
     metrics = {
         "final": final,
         "samples_after": after,

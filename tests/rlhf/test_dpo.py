@@ -45,10 +45,12 @@ def rank_some_sets(url: str, count: int = 6) -> None:
     engine.dispose()
 
 
-def test_rankloop_dpo_trains_and_registers_the_next_version(tmp_path):
+@pytest.mark.parametrize("trainer", ["sets", "trl"])
+def test_rankloop_dpo_trains_and_registers_the_next_version(tmp_path, trainer):
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url)
     args = ["--home", str(tmp_path), "--db", url, "--epochs", "1", "--batch_size", "2", "--max_length", "64"]
+    args += ["--trainer", trainer]
     args += ["--sample_prompts", "1", "--max_new_tokens", "4", "--device", "cpu"]
     done = subprocess.run(
         [sys.executable, "-m", "app", "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600
@@ -85,7 +87,7 @@ def test_dpo_on_parent_data_trains_on_the_sets_its_parent_wrote_and_says_when_th
     config = DPOConfig(home=str(tmp_path), db=url, device="cpu", data="parent", **settings)
     first = dpo.run(config)
     assert first.version == 1 and first.train_sets == 4  # v0 wrote the four ranked sets
-    with pytest.raises(ValueError, match="no ranked set of version v1 has pairs yet"):
+    with pytest.raises(ValueError, match="no ranked set in version v1.s sets has pairs yet"):
         dpo.run(config)  # v1 is now the parent and wrote nothing
     with Session(make_engine(url)) as s:
         assert len(s.exec(select(PolicyVersion)).all()) == 2  # the refused run registered nothing

@@ -1,0 +1,52 @@
+"""Log-probabilities of answers given their prompts, one causal-LM forward pass per batch: what DPO's loss and
+the KL of a version from v0 (models/divergence.py) both need.
+
+    rows = [(prompt_ids, answer_ids), ...]
+    logp = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)   # [len(rows)], differentiable
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Row = tuple[list[int], list[int]]  # (prompt token ids, answer token ids)
+
+
+def fit_row(prompt: list[int], answer: list[int], max_length: int) -> Row:
+    """Cut a row to `max_length` tokens from the left: the prompt's start goes first; at least one prompt token
+    stays, so the first answer token is still predicted."""
+    answer = answer[: max_length - 1]
+    return prompt[-(max_length - len(answer)) :], answer
+
+
+def padded(rows: Sequence[Row], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded input ids, attention mask, and the answer tokens' positions (all [rows, longest])."""
+    width = max(len(p) + len(a) for p, a in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    answer = torch.zeros_like(ids, dtype=torch.bool)
+    for i, (p, a) in enumerate(rows):
+        ids[i, : len(p) + len(a)] = torch.tensor(p + a)
+        mask[i, : len(p) + len(a)] = 1
+        answer[i, len(p) : len(p) + len(a)] = True
+    return ids, mask, answer
+
+
+def answer_logprobs(
+    model: nn.Module, rows: Sequence[Row], *, pad_id: int, temperature: float = 1.0, device=None
+) -> torch.Tensor:
+    """Each row's summed log-probability of its answer tokens under `model` (as called: with whatever adapter
+    is active, with or without gradients), at `temperature`. Only answer positions go through the softmax."""
+    ids, mask, answer = padded(rows, pad_id)
+    device = device if device is not None else ids.device
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    scored = answer[:, 1:].to(logits.device)  # position t predicts token t + 1
+    targets = ids[:, 1:].to(logits.device)[scored]
+    logprobs = F.log_softmax(logits[:, :-1][scored].float() / temperature, dim=-1)
+    picked = logprobs.gather(1, targets.unsqueeze(1)).squeeze(1)
+    row = torch.arange(len(rows), device=logits.device).unsqueeze(1).expand_as(scored)[scored]
+    return torch.zeros(len(rows), device=logits.device, dtype=picked.dtype).index_add(0, row, picked)

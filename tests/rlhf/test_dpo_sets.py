@@ -1,0 +1,103 @@
+"""Set-wise DPO (rlhf/dpo_sets.py) on the tiny model: its loss is DPO's per-pair loss, computed pair by pair
+with separate unpadded forward passes; it learns the synthetic store's preference; `rankloop dpo` runs it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from peft import LoraConfig, get_peft_model
+from sqlmodel import Session
+
+from labeler.db import make_engine
+from labeler.pairs import PairSettings
+from models.logprobs import answer_logprobs
+from models.tiny import tiny_model_and_tokenizer
+from rlhf.configs import DPOConfig
+from rlhf.dpo_sets import batch_rows, set_rows, train_on_sets
+from rlhf.losses import ranking_batch_loss
+from rlhf.progress import ConsoleReporter
+from rlhf.reward_data import Group, load_groups
+from tests.rlhf.synthetic import synthetic_store
+
+BETA = 0.3
+
+
+def lora(model, seed: int = 0):
+    torch.manual_seed(seed)
+    config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    return get_peft_model(model, config)
+
+
+def group(prompt: str, texts: list[str], pairs: list[tuple[int, int]], set_id: int = 1) -> Group:
+    messages = [{"role": "user", "content": prompt}]
+    return Group(
+        set_id, messages, prompt, list(range(len(texts))), texts, [(c, r, 1.0, 1.0) for c, r in pairs]
+    )
+
+
+def logp_alone(model, tokenizer, g: Group, index: int) -> torch.Tensor:
+    prompt, answer = set_rows(g, tokenizer, max_length=512)[index]
+    ids = torch.tensor([prompt + answer])
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1]
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(answer).unsqueeze(1)).sum()
+
+
+def test_the_set_loss_is_dpos_loss_over_the_sets_pairs():
+    model, tokenizer = tiny_model_and_tokenizer(seed=0)
+    model = lora(model)
+    groups = [
+        group("hi there", ["hello", "a much longer answer to the greeting", "no"], [(0, 1), (0, 2), (1, 2)]),
+        group("name a colour", ["blue", "the sky is blue today"], [(1, 0)], set_id=2),
+    ]
+    rows, pairs = batch_rows(groups, tokenizer, max_length=512)
+    with torch.no_grad():
+        with model.disable_adapter():
+            reference = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)
+        policy = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)
+    loss = ranking_batch_loss(BETA * (policy - reference), pairs)
+
+    per_pair = []
+    with torch.no_grad():
+        for g in groups:
+            for c, r, _, _ in g.pairs:
+                with model.disable_adapter():
+                    ref_c, ref_r = logp_alone(model, tokenizer, g, c), logp_alone(model, tokenizer, g, r)
+                pol_c, pol_r = logp_alone(model, tokenizer, g, c), logp_alone(model, tokenizer, g, r)
+                per_pair.append(-F.logsigmoid(BETA * ((pol_c - ref_c) - (pol_r - ref_r))))
+    assert pairs.tolist() == [[0, 1], [0, 2], [1, 2], [4, 3]]
+    assert (
+        loss.item() == torch.stack(per_pair).mean().item() or abs(loss - torch.stack(per_pair).mean()) < 1e-5
+    )
+    assert abs(reference.sum() - policy.sum()) > 1e-3  # the adapter changes the scores: the test can fail
+
+
+def test_set_rows_keep_the_answer_and_its_end_of_turn_token_when_cut_to_max_length():
+    _, tokenizer = tiny_model_and_tokenizer(seed=0)
+    g = group("a prompt with quite a few words in it", ["an answer"], [])
+    [(prompt, answer)] = set_rows(g, tokenizer, max_length=512)
+    [(short_prompt, same_answer)] = set_rows(g, tokenizer, max_length=len(answer) + 3)
+    assert same_answer == answer and short_prompt == prompt[-3:]
+    assert tokenizer.decode(answer).startswith("an answer")
+
+
+def test_training_on_sets_learns_the_synthetic_preference(tmp_path):
+    url, _ = synthetic_store(tmp_path, sets=24)
+    with Session(make_engine(url)) as s:
+        groups = load_groups(session=s, settings=PairSettings())
+    model, tokenizer = tiny_model_and_tokenizer(seed=0)
+    model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"])
+    )
+    config = DPOConfig(epochs=3, learning_rate=3e-3, beta=BETA, batch_sets=2, device="cpu", max_length=128)
+    trained, final = train_on_sets(model, tokenizer, groups, config, ConsoleReporter())
+    rows, pairs = batch_rows(groups, tokenizer, config.max_length)
+    with torch.no_grad():
+        with trained.disable_adapter():
+            reference = answer_logprobs(trained, rows, pad_id=tokenizer.pad_token_id)
+        policy = answer_logprobs(trained, rows, pad_id=tokenizer.pad_token_id)
+    rewards = policy - reference
+    accuracy = (rewards[pairs[:, 0]] > rewards[pairs[:, 1]]).float().mean().item()
+    assert accuracy > 0.8, accuracy  # at the start every implicit reward is 0 (adapter B = 0): accuracy 0
+    assert (
+        final["loss"] < 0.6 and final["step"] == 36
+    )  # 3 epochs x 12 steps of 2 sets; log 2 = 0.69 at the start
