@@ -15,6 +15,7 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
     .venv/bin/python bench/loop.py [--preference instructions|concise] [--rounds 3] [--sets 64] [--tie-within 0.6]
         [--reward-lr 1e-3] [--reward-data new|all] [--heldout-prompts 48] [--keep DIR] [--reward model|gold]
         [--max-new-tokens 72] [--advantage gae|group] [--group-size 4] [--ppo-batch-prompts 8] [--no-eos-penalty -1]
+        [--optimizer ppo|dpo] [--dpo-lr 5e-5] [--dpo-beta 0.1] [--dpo-data parent|all] [--dpo-trainer sets|trl]
 
 Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
 model (`reward_continue_from=latest`, the round's default; `--reward-data all` trains a fresh one on every set
@@ -33,6 +34,14 @@ labelers' order). With the gold reward the two together reach the gain and win-r
 group advantages with the penalty 0.083 and GAE without it 0.104. With learned reward models (continued, the
 round's default) the same recipe gained -0.010 (reward-model accuracy 0.60 / 0.57 / 0.51): the reward model is now
 the limit.
+
+`--optimizer dpo` replaces the reward model and PPO with DPO on the labeled pairs (`--dpo-data parent`, the
+default here: each round on the sets the version it starts from wrote, i.e. iterative on-policy DPO;
+`--dpo-trainer sets`: each set's answers run once). Its KL is the held-out one every run prints (`kl_heldout`:
+models/divergence.py, vK's held-out answers at their temperature 0.7, so not the same scale as PPO's KL on its
+rollouts at temperature 1). With trl's DPOTrainer (`--dpo-trainer trl --dpo-lr 1e-4`) it gained 0.135 (0.292 /
+0.344 / 0.359, win-rate 0.66 / 0.74 / 0.75, held-out KL 1.7 / 5.2 / 8.3, 15.3 words) in 63.9 min, DPO taking
+about 15 min a round.
 
 The pre-generation worker is seeded (`PregenConfig.seed=0`: which prompts get sets), as are the labelers and
 sampling; runs before that seed put sets on different prompts and moved one round's pass rate by about 0.07.

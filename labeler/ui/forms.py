@@ -42,7 +42,7 @@ BASIC: dict[str, set[str]] = {
         "kl_coef",
         "target_kl",
     },
-    "dpo": {"beta", "epochs", "learning_rate", "batch_size"},
+    "dpo": {"trainer", "data", "beta", "epochs", "learning_rate", "batch_sets"},
 }
 
 # one-click settings per job kind (fields not named keep their defaults)

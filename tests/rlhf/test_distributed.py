@@ -108,10 +108,11 @@ def test_ppo_on_two_processes_matches_one_process_with_the_same_global_batch(ran
     assert apart.norm() / moved.norm() < 0.01, (apart.norm() / moved.norm()).item()  # measured: 2e-6
 
 
-def test_dpo_on_two_processes_registers_one_version(ranked_store):
+@pytest.mark.parametrize("trainer", ["sets", "trl"])
+def test_dpo_on_two_processes_registers_one_version(ranked_store, trainer):
     home, url, _ = ranked_store
-    params = {"epochs": 1, "batch_size": 2, "max_length": 64, "lora_r": 4, "lora_alpha": 8, "device": "cpu",
-              "sample_prompts": 1, "max_new_tokens": 4}  # fmt: skip
+    params = {"epochs": 1, "batch_size": 2, "batch_sets": 2, "max_length": 64, "lora_r": 4, "lora_alpha": 8,
+              "device": "cpu", "sample_prompts": 1, "max_new_tokens": 4, "trainer": trainer}  # fmt: skip
     log = run_job(home, url, "dpo", params)
     assert AGREE in log
     with Session(make_engine(url)) as s:

@@ -87,7 +87,7 @@ def test_dpo_on_parent_data_trains_on_the_sets_its_parent_wrote_and_says_when_th
     config = DPOConfig(home=str(tmp_path), db=url, device="cpu", data="parent", **settings)
     first = dpo.run(config)
     assert first.version == 1 and first.train_sets == 4  # v0 wrote the four ranked sets
-    with pytest.raises(ValueError, match="no ranked set in version v1.s sets has pairs yet"):
+    with pytest.raises(ValueError, match="no ranked set in version v1's sets has pairs yet"):
         dpo.run(config)  # v1 is now the parent and wrote nothing
     with Session(make_engine(url)) as s:
         assert len(s.exec(select(PolicyVersion)).all()) == 2  # the refused run registered nothing
