@@ -91,18 +91,30 @@ def store_counts(*, session: Session) -> StoreCounts:
 
 @dataclass(frozen=True)
 class TrainingData:
-    """What a training job would read now: sets with a ranking (skips left out), and those ranked since the
-    newest reward model (what a continued reward model trains on)."""
+    """What a training job would read now: sets with a ranking (skips left out), those ranked since the
+    newest reward model (what a continued reward model trains on), and those the current version wrote (what
+    DPO with `data=parent` trains on)."""
 
     ranked_sets: int
     new_sets: int
+    current_sets: int = 0
 
 
 def training_data(*, session: Session) -> TrainingData:
     ranked = select(func.count(func.distinct(col(Ranking.set_id)))).where(col(Ranking.skipped).is_(False))
     newest = session.exec(select(func.max(col(RewardModel.created_at)))).one()
     new = ranked if newest is None else ranked.where(col(Ranking.created_at) > newest)
-    return TrainingData(ranked_sets=session.exec(ranked).one(), new_sets=session.exec(new).one())
+    current = (
+        select(PolicyVersion.id).where(col(PolicyVersion.is_current).is_(True)).limit(1).scalar_subquery()
+    )
+    by_current = ranked.join(CompletionSet, col(CompletionSet.id) == col(Ranking.set_id)).where(
+        col(CompletionSet.policy_version_id) == current
+    )
+    return TrainingData(
+        ranked_sets=session.exec(ranked).one(),
+        new_sets=session.exec(new).one(),
+        current_sets=session.exec(by_current).one(),
+    )
 
 
 FAST_SECONDS = 5.0  # a set of answers ranked faster than this was hardly read

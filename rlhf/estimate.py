@@ -23,9 +23,10 @@ from labeler.tables import Job
 from rlhf.configs import ROUND_EXPOSES, PPOConfig, job_config
 
 # seconds per unit of work on a 2-core CPU: bench/loop.py's first round (reward: 572 s for 58 sets x 1 epoch x 256
-# tokens; PPO: 762 s for 12 steps x 8 prompts x 72 tokens x 3 passes); DPO scores two answers per pair and the
-# reference too: about three times the reward stage's rate per set-token
-CPU_RATES = {"reward": 0.0385, "ppo": 0.0367, "dpo": 0.12}
+# tokens; PPO: 762 s for 12 steps x 8 prompts x 72 tokens x 3 passes; DPO's set trainer: 203 s for 64 sets x 1
+# epoch x 384 tokens, where trl's DPOTrainer took 932 s: TRL_DPO_PASSES times the work)
+CPU_RATES = {"reward": 0.0385, "ppo": 0.0367, "dpo": 0.0083}
+TRL_DPO_PASSES = 4.5  # trl runs each answer once per pair it is in (a set of 4: up to 6 pairs, 12 sequences)
 GPU_SPEEDUP = 25.0  # a rough guess for a single data-centre GPU until a job has run there
 STAGE_NAMES = {"reward": "reward model", "ppo": "PPO", "dpo": "DPO"}
 
@@ -75,13 +76,21 @@ def work(stage: str, settings: dict[str, Any], sets: int) -> float:
         answers = PPOConfig(**settings).answers_per_prompt
         return settings["steps"] * settings["batch_prompts"] * answers * settings["max_new_tokens"] * passes
     # an ensemble trains each of its models on the same sets, one after another
-    return sets * settings["epochs"] * settings["max_length"] * settings.get("ensemble", 1)
+    passes = TRL_DPO_PASSES if stage == "dpo" and settings.get("trainer") == "trl" else 1
+    return sets * settings["epochs"] * settings["max_length"] * settings.get("ensemble", 1) * passes
 
 
 def reward_sets_now(settings: dict[str, Any], data: TrainingData) -> int:
     """The sets a reward run would train on: the held-out share left out; a continued model only the new ones."""
     sets = data.new_sets if settings.get("continue_from") else data.ranked_sets
     return round(sets * (1 - settings["eval_fraction"]))
+
+
+def stage_sets(stage: str, settings: dict[str, Any], data: TrainingData) -> int:
+    """The ranked sets a stage would train on now (PPO's work does not depend on them)."""
+    if stage == "reward":
+        return reward_sets_now(settings, data)
+    return data.current_sets if stage == "dpo" and settings.get("data") == "parent" else data.ranked_sets
 
 
 def measured(job: Job, stage: str) -> tuple[float, float] | None:
@@ -123,7 +132,7 @@ def estimate_job(
         settings = stage_settings(kind, params, stage)
         if not settings:
             continue
-        sets = reward_sets_now(settings, data) if stage == "reward" else data.ranked_sets
+        sets = stage_sets(stage, settings, data)
         per_unit, basis = rate(stage, history, gpu)
         stages.append(StageEstimate(stage, work(stage, settings, sets) * per_unit, basis))
     return Estimate(stages)

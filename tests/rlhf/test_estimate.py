@@ -4,13 +4,13 @@ at the rate of the newest finished job that ran the stage, else the default rate
 from __future__ import annotations
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, col, update
 
 from labeler.leasing import lease_next_set
 from labeler.stats import TrainingData, training_data
 from labeler.store import RankingIn, submit_ranking
-from labeler.tables import Job, RewardModel, id_of
-from rlhf.estimate import CPU_RATES, GPU_SPEEDUP, estimate_job
+from labeler.tables import Job, PolicyVersion, RewardModel, id_of
+from rlhf.estimate import CPU_RATES, GPU_SPEEDUP, TRL_DPO_PASSES, estimate_job
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 DATA = TrainingData(ranked_sets=100, new_sets=40)
@@ -68,6 +68,12 @@ def test_the_rate_comes_from_the_newest_finished_job_that_ran_the_stage():
     )
     dpo = estimate_job("round", {"optimizer": "dpo"}, data=DATA, history=[*history, dpo_job], on_gpu=False)
     assert dpo.seconds == pytest.approx(120.0 * 100 / 50) and "rate of job 8" in dpo.text()
+    # DPO on the parent's sets only reads as many sets as the current version wrote; trl's trainer does more work
+    parent_data = TrainingData(ranked_sets=100, new_sets=40, current_sets=25)
+    parent = estimate_job("round", {"optimizer": "dpo", "dpo_data": "parent"}, data=parent_data, history=[*history, dpo_job], on_gpu=False)  # fmt: skip
+    assert parent.seconds == pytest.approx(120.0 * 25 / 50)
+    trl = estimate_job("dpo", {"trainer": "trl"}, data=DATA, history=[*history, dpo_job], on_gpu=False)
+    assert trl.seconds == pytest.approx(120.0 * 100 / 50 * TRL_DPO_PASSES)
     with pytest.raises(ValueError, match="steps = 0 is out of range"):
         estimate_job("ppo", {"steps": 0}, data=DATA, history=history)
 
@@ -88,4 +94,8 @@ def test_training_data_counts_ranked_sets_and_those_new_since_the_newest_reward_
         s.commit()
         rank_next("b")
         rank_next("c", skipped=True)
-        assert training_data(session=s) == TrainingData(ranked_sets=2, new_sets=1)
+        assert training_data(session=s) == TrainingData(ranked_sets=2, new_sets=1, current_sets=2)
+        make_version(s, version=1)  # a new current version has written nothing yet
+        s.exec(update(PolicyVersion).where(col(PolicyVersion.version) == 0).values(is_current=False))
+        s.commit()
+        assert training_data(session=s).current_sets == 0
