@@ -364,7 +364,8 @@ def main() -> None:
         "--optimizer",
         choices=("ppo", "dpo"),
         default="ppo",
-        help="ppo: reward model then PPO (the round's default); dpo: DPO on every set's pairs so far, no reward model",
+        help="ppo: reward model then PPO (the round's default); dpo: DPO on the labeled pairs (--dpo-data), no "
+        "reward model",
     )
     parser.add_argument("--dpo-lr", type=float, default=DPOConfig().learning_rate, help="DPO learning rate")
     parser.add_argument("--dpo-beta", type=float, default=DPOConfig().beta, help="DPO beta")

@@ -60,12 +60,8 @@ def answers_kl(
     with pool.as_version(version=version, adapter_path=adapter_path), torch.inference_mode():
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
-            policy = answer_logprobs(
-                pool.model, chunk, pad_id=pad, temperature=temperature, device=pool.model.device
-            )
+            policy = answer_logprobs(pool.model, chunk, pad_id=pad, temperature=temperature)
             with pool.base_context():
-                base = answer_logprobs(
-                    pool.model, chunk, pad_id=pad, temperature=temperature, device=pool.model.device
-                )
+                base = answer_logprobs(pool.model, chunk, pad_id=pad, temperature=temperature)
             out.extend((policy - base).cpu().tolist())
     return out

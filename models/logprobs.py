@@ -37,12 +37,12 @@ def padded(rows: Sequence[Row], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def answer_logprobs(
-    model: nn.Module, rows: Sequence[Row], *, pad_id: int, temperature: float = 1.0, device=None
+    model: nn.Module, rows: Sequence[Row], *, pad_id: int, temperature: float = 1.0
 ) -> torch.Tensor:
     """Each row's summed log-probability of its answer tokens under `model` (as called: with whatever adapter
     is active, with or without gradients), at `temperature`. Only answer positions go through the softmax."""
     ids, mask, answer = padded(rows, pad_id)
-    device = device if device is not None else ids.device
+    device = next(model.parameters()).device
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
     scored = answer[:, 1:].to(logits.device)  # position t predicts token t + 1
     targets = ids[:, 1:].to(logits.device)[scored]

@@ -16,11 +16,12 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from labeler.dataset import SetRankings, load_set_rankings
 from labeler.db import default_url, make_engine, read_session
 from labeler.pairs import PairSettings
+from labeler.tables import CompletionSet, PolicyVersion
 from models.adapters import save_adapter
 from models.loading import load_base, pick_device
 from rlhf.configs import DPOConfig
@@ -58,8 +59,13 @@ def pairs_dataset(groups: list[Group]) -> Dataset:
 
 
 def parent_sets(session: Session, version: int) -> list[SetRankings]:
-    """The ranked sets the given policy version wrote (what `data=parent` trains on)."""
-    return [s for s in load_set_rankings(session=session) if s.policy_version == version]
+    """The ranked sets the given policy version wrote (what `data=parent` trains on), loaded alone."""
+    ids = session.exec(
+        select(CompletionSet.id)
+        .join(PolicyVersion, col(PolicyVersion.id) == col(CompletionSet.policy_version_id))
+        .where(PolicyVersion.version == version)
+    ).all()
+    return load_set_rankings(session=session, set_ids=[i for i in ids if i is not None])
 
 
 def per_process_batch(batch_size: int) -> int:

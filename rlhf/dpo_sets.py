@@ -86,8 +86,8 @@ def train_on_sets(
             rows, pairs = batch_rows(batch, tokenizer, config.max_length)
             pairs = pairs.to(accelerator.device)
             with torch.no_grad(), unwrapped.disable_adapter():
-                reference = answer_logprobs(unwrapped, rows, pad_id=pad, device=accelerator.device)
-            policy = answer_logprobs(wrapped, rows, pad_id=pad, device=accelerator.device)
+                reference = answer_logprobs(unwrapped, rows, pad_id=pad)
+            policy = answer_logprobs(wrapped, rows, pad_id=pad)
             rewards = config.beta * (policy - reference)
             loss = ranking_batch_loss(rewards, pairs)
             accelerator.backward(loss)

@@ -69,7 +69,8 @@ def train(
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
     local = per_process(config, accelerator.num_processes)
     start_coef = start_coef if start_coef is not None else config.kl_coef
-    episodes = config.batch_prompts * config.answers_per_prompt  # answers per step, over all processes
+    per_prompt = config.answers_per_prompt
+    episodes = config.batch_prompts * per_prompt  # answers per step, over all processes
     params = [p for p in shared.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     module, optimizer = accelerator.prepare(shared.policy, optimizer)
@@ -96,9 +97,7 @@ def train(
     reporter.start(config.steps, "ppo")
     for step in range(1, config.steps + 1):
         picks = [rng.randrange(len(prompts)) for _ in range(config.batch_prompts)][share]
-        picks = [
-            i for i in picks for _ in range(config.answers_per_prompt)
-        ]  # a prompt's group stays together
+        picks = [i for i in picks for _ in range(per_prompt)]  # a prompt's group stays together
         ro = rollout(shared.model, tokenizer, [prompts[i] for i in picks], local)
         scored = score_rollout(shared, ro, reward_fn(shared, ro), kl_ctl.value, local, total)
         judged = {"gold": gold_mean(gold.judge, ro, [gold.instructions[i] for i in picks])} if gold else {}

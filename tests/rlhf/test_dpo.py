@@ -91,3 +91,17 @@ def test_dpo_on_parent_data_trains_on_the_sets_its_parent_wrote_and_says_when_th
         dpo.run(config)  # v1 is now the parent and wrote nothing
     with Session(make_engine(url)) as s:
         assert len(s.exec(select(PolicyVersion)).all()) == 2  # the refused run registered nothing
+
+
+def test_rankloop_round_with_dpo_on_the_parents_sets_runs_from_the_command_line(tmp_path):
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url, count=4)
+    args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--dpo_data", "parent"]
+    args += ["--dpo_trainer", "sets", "--device", "cpu"]
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "round", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with Session(make_engine(url)) as s:
+        [round_] = s.exec(select(TrainingRound)).all()
+    assert round_.optimizer == "dpo" and round_.metrics["final"]["step"] == 4  # v0's four sets, one a step
