@@ -111,6 +111,16 @@ def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None)
     ]
 
 
+def sets_of_version(*, session: Session, version: int) -> list[SetRankings]:
+    """The ranked sets one policy version wrote (what DPO with `data=parent` trains on), loaded alone."""
+    ids = session.exec(
+        select(CompletionSet.id)
+        .join(PolicyVersion, col(PolicyVersion.id) == col(CompletionSet.policy_version_id))
+        .where(PolicyVersion.version == version)
+    ).all()
+    return load_set_rankings(session=session, set_ids=[i for i in ids if i is not None])
+
+
 IdVote = tuple[int, int, float, float]  # (chosen id, rejected id, margin, agreement)
 
 

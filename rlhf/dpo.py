@@ -16,12 +16,10 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
-from sqlmodel import Session, col, select
 
-from labeler.dataset import SetRankings, load_set_rankings
+from labeler.dataset import sets_of_version
 from labeler.db import default_url, make_engine, read_session
 from labeler.pairs import PairSettings
-from labeler.tables import CompletionSet, PolicyVersion
 from models.adapters import save_adapter
 from models.loading import load_base, pick_device
 from rlhf.configs import DPOConfig
@@ -56,16 +54,6 @@ def pairs_dataset(groups: list[Group]) -> Dataset:
     if not rows:
         raise ValueError("no pairs to train on: rank some sets first")
     return Dataset.from_list(rows)
-
-
-def parent_sets(session: Session, version: int) -> list[SetRankings]:
-    """The ranked sets the given policy version wrote (what `data=parent` trains on), loaded alone."""
-    ids = session.exec(
-        select(CompletionSet.id)
-        .join(PolicyVersion, col(PolicyVersion.id) == col(CompletionSet.policy_version_id))
-        .where(PolicyVersion.version == version)
-    ).all()
-    return load_set_rankings(session=session, set_ids=[i for i in ids if i is not None])
 
 
 def per_process_batch(batch_size: int) -> int:
@@ -117,7 +105,7 @@ def read_groups(engine, config: DPOConfig, version: int) -> list[Group]:
             session=session,
             settings=PairSettings(),
             include_imported=config.include_imported,
-            sets=parent_sets(session, version) if config.data == "parent" else None,
+            sets=sets_of_version(session=session, version=version) if config.data == "parent" else None,
         )
     if not any(g.pairs for g in groups):
         where = f"version v{version}'s sets" if config.data == "parent" else "the store"
