@@ -16,6 +16,7 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
         [--reward-lr 1e-3] [--reward-data new|all] [--heldout-prompts 48] [--keep DIR] [--reward model|gold]
         [--max-new-tokens 72] [--advantage gae|group] [--group-size 4] [--ppo-batch-prompts 8] [--no-eos-penalty -1]
         [--optimizer ppo|dpo] [--dpo-lr 5e-5] [--dpo-beta 0.1] [--dpo-data parent|all] [--dpo-trainer sets|trl]
+        [--kl-budget 4]
 
 Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
 model (`reward_continue_from=latest`, the round's default; `--reward-data all` trains a fresh one on every set
@@ -153,6 +154,18 @@ def heldout_kl(pool: PolicyPool, answers: Answers, evals: list[EvalPrompt]) -> f
     return sum(kl) / len(kl)
 
 
+def budget_figures(fit: dict | None) -> dict[str, Any]:
+    """What a round's KL budget did (models/kl_budget.py): KL before and after on training prompts, the scale."""
+    if not fit:
+        return {}
+    return {
+        "budget_kl_before": round(fit["kl_before"], 3),
+        "budget_kl": round(fit["kl"], 3),
+        "budget_scale": round(fit["scale"], 3),
+        "budget_s": round(fit["seconds"]),
+    }
+
+
 def judged(answers: Answers, evals: list[EvalPrompt], judge: SimulatedLabeler) -> dict:
     """Strict pass rate (95% interval), per-instruction pass rates, mean words, share ending, and judge scores."""
     passes, words, ended, scores = [], [], [], []
@@ -205,6 +218,11 @@ class Settings:
     dpo_beta: float
     dpo_data: str  # all | parent
     dpo_trainer: str  # sets | trl
+    kl_budget: float | None
+
+    def budget(self) -> dict[str, Any]:
+        """The KL budget's settings (either optimiser's field names): measured at the held-out answers' temperature."""
+        return {"kl_budget": self.kl_budget, "kl_budget_temperature": EVAL_TEMPERATURE}
 
     def ppo(self) -> dict[str, Any]:
         """PPO's settings that the command line sets, by PPOConfig's field names."""
@@ -214,6 +232,18 @@ class Settings:
             "group_size": self.group_size,
             "batch_prompts": self.ppo_batch_prompts,
             "no_eos_penalty": self.no_eos_penalty,
+            **self.budget(),
+        }
+
+    def dpo(self) -> dict[str, Any]:
+        """DPO's settings that the command line sets, by DPOConfig's field names."""
+        return {
+            "learning_rate": self.dpo_lr,
+            "beta": self.dpo_beta,
+            "data": self.dpo_data,
+            "trainer": self.dpo_trainer,
+            "max_new_tokens": self.max_new_tokens,
+            **self.budget(),
         }
 
 
@@ -252,6 +282,7 @@ def finished_round(
             "kl": metrics.get("kl"),
             "kl_coef": metrics.get("kl_coef"),
             "overopt_stopped_at": (new.metrics.get("overoptimisation") or {}).get("stopped_at"),
+            "kl_budget": new.metrics.get("kl_budget"),
             "seconds": seconds,
         }
 
@@ -285,10 +316,7 @@ def run_round(
         "reward_keep_ties": settings.keep_ties,
         "reward_continue_from": "latest" if settings.reward_data == "new" else None,
         "optimizer": settings.optimizer,
-        "dpo_learning_rate": settings.dpo_lr,
-        "dpo_beta": settings.dpo_beta,
-        "dpo_data": settings.dpo_data,
-        "dpo_trainer": settings.dpo_trainer,
+        **{f"dpo_{name}": value for name, value in settings.dpo().items()},
     }
     config = round_stage.RoundConfig(home=home, db=url, **exposed)
     result = round_stage.run(config)
@@ -382,13 +410,20 @@ def main() -> None:
         default=DPOConfig().trainer,
         help="sets: each answer runs once per set; trl: trl.DPOTrainer, once per pair",
     )
+    parser.add_argument(
+        "--kl-budget",
+        type=float,
+        default=None,
+        help="scale each new version back toward v0 until its KL (at the held-out temperature, on training "
+        "prompts) is at most this many nats (PPO and DPO alike; default: no budget)",
+    )
     args = parser.parse_args()
     if args.optimizer == "dpo" and args.reward == "gold":
         parser.error("--reward gold trains PPO on the hidden preference: use it with --optimizer ppo")
     settings = Settings(
         args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens,
         args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty, args.optimizer, args.dpo_lr,
-        args.dpo_beta, args.dpo_data, args.dpo_trainer,
+        args.dpo_beta, args.dpo_data, args.dpo_trainer, args.kl_budget,
     )  # fmt: skip
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
@@ -450,6 +485,7 @@ def main() -> None:
                 "kl_heldout": round(kl_heldout, 3),
                 "kl_coef": done["kl_coef"],
                 "overopt_stopped_at": done["overopt_stopped_at"],
+                **budget_figures(done["kl_budget"]),
                 "mean_words": round(last_eval["mean_words"], 1),
                 "answers_ending": round(last_eval["ending"], 3),
                 **{f"{k}_s": round(v) for k, v in done["seconds"].items()},
@@ -476,7 +512,7 @@ def main() -> None:
         f"optimizer={args.optimizer} reward={args.reward} reward_accuracy_last={accuracy} reward_lr={args.reward_lr:g} "
         f"max_new_tokens={args.max_new_tokens} advantage={args.advantage} group_size={args.group_size} "
         f"ppo_batch_prompts={args.ppo_batch_prompts} no_eos_penalty={args.no_eos_penalty} dpo_lr={args.dpo_lr:g} dpo_beta={args.dpo_beta:g} "
-        f"dpo_data={args.dpo_data} dpo_trainer={args.dpo_trainer} "
+        f"dpo_data={args.dpo_data} dpo_trainer={args.dpo_trainer} kl_budget={args.kl_budget} "
         f"total_min={total / 60:.1f}"
     )
 

@@ -15,17 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from peft import PeftModel
 
 from models.generation import Completion, Messages, render_prompts
-from models.logprobs import Row, answer_logprobs
+from models.logprobs import Row, answer_distributions, answer_logprobs, per_row
 from models.policy import PolicyPool
 
 
-def _rows(
-    pool: PolicyPool, prompts: Sequence[Messages], answers: Sequence[Sequence[Completion]]
-) -> list[Row]:
+def _rows(tokenizer, prompts: Sequence[Messages], answers: Sequence[Sequence[Completion]]) -> list[Row]:
     """(prompt token ids, answer token ids) per answer, in order."""
-    tokenizer = pool.tokenizer
     eos = tokenizer.eos_token_id
     rows = []
     for text, completions in zip(render_prompts(tokenizer, prompts), answers, strict=True):
@@ -36,6 +34,47 @@ def _rows(
                 answer_ids = [*answer_ids, eos]
             rows.append((prompt_ids, answer_ids))
     return rows
+
+
+def token_kl(model: PeftModel, rows: Sequence[Row], *, pad_id: int, temperature: float) -> torch.Tensor:
+    """Per row, the sum over its answer tokens of the exact KL between the next-token distributions of the active
+    adapter and the base after the same prefix: an estimate of the sequence KL with far less noise than the
+    sampled tokens' log-ratio (the same expectation over prefixes, every token's alternatives counted)."""
+    policy, _, row = answer_distributions(model, rows, pad_id=pad_id, temperature=temperature)
+    with model.disable_adapter():
+        base, _, _ = answer_distributions(model, rows, pad_id=pad_id, temperature=temperature)
+    return per_row((policy.exp() * (policy - base)).sum(-1), row, len(rows))
+
+
+def adapter_kl(
+    model: PeftModel,
+    tokenizer,
+    *,
+    prompts: Sequence[Messages],
+    answers: Sequence[Sequence[Completion]],
+    temperature: float,
+    batch: int = 16,
+    exact_tokens: bool = False,
+) -> list[float]:
+    """Per answer (prompt by prompt, in order), log p(answer) with `model`'s active adapter minus with its adapters
+    off (the base), at `temperature`: their mean estimates KL(adapter || base) over these prompts. With
+    `exact_tokens`, each answer's `token_kl` instead (answers sampled at `temperature` without top-p)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 to compare distributions, got {temperature}")
+    rows = _rows(tokenizer, prompts, answers)
+    out: list[float] = []
+    pad = tokenizer.pad_token_id or 0
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            if exact_tokens:
+                out.extend(token_kl(model, chunk, pad_id=pad, temperature=temperature).cpu().tolist())
+                continue
+            policy = answer_logprobs(model, chunk, pad_id=pad, temperature=temperature)
+            with model.disable_adapter():
+                base = answer_logprobs(model, chunk, pad_id=pad, temperature=temperature)
+            out.extend((policy - base).cpu().tolist())
+    return out
 
 
 def answers_kl(
@@ -50,18 +89,10 @@ def answers_kl(
 ) -> list[float]:
     """Per answer (prompt by prompt, in order), log pK(answer) - log p0(answer) at `temperature`; their mean
     estimates KL(vK || v0) over these prompts."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 to compare distributions, got {temperature}")
-    rows = _rows(pool, prompts, answers)
     if adapter_path is None:
-        return [0.0] * len(rows)
-    out: list[float] = []
-    pad = pool.tokenizer.pad_token_id or 0
-    with pool.as_version(version=version, adapter_path=adapter_path), torch.inference_mode():
-        for start in range(0, len(rows), batch):
-            chunk = rows[start : start + batch]
-            policy = answer_logprobs(pool.model, chunk, pad_id=pad, temperature=temperature)
-            with pool.base_context():
-                base = answer_logprobs(pool.model, chunk, pad_id=pad, temperature=temperature)
-            out.extend((policy - base).cpu().tolist())
-    return out
+        return [0.0] * sum(len(a) for a in answers)
+    with pool.as_version(version=version, adapter_path=adapter_path):
+        assert isinstance(pool.model, PeftModel), "a version with an adapter runs as a PeftModel"
+        return adapter_kl(
+            pool.model, pool.tokenizer, prompts=prompts, answers=answers, temperature=temperature, batch=batch
+        )

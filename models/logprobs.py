@@ -36,17 +36,31 @@ def padded(rows: Sequence[Row], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
     return ids, mask, answer
 
 
-def answer_logprobs(
+def answer_distributions(
     model: nn.Module, rows: Sequence[Row], *, pad_id: int, temperature: float = 1.0
-) -> torch.Tensor:
-    """Each row's summed log-probability of its answer tokens under `model` (as called: with whatever adapter
-    is active, with or without gradients), at `temperature`. Only answer positions go through the softmax."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """At every answer token of every row (in order): the log-probabilities over the vocabulary at `temperature`
+    ([tokens, vocab]), the token written ([tokens]) and its row's index ([tokens]). Only answer positions go
+    through the softmax."""
     ids, mask, answer = padded(rows, pad_id)
     device = next(model.parameters()).device
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
     scored = answer[:, 1:].to(logits.device)  # position t predicts token t + 1
     targets = ids[:, 1:].to(logits.device)[scored]
     logprobs = F.log_softmax(logits[:, :-1][scored].float() / temperature, dim=-1)
-    picked = logprobs.gather(1, targets.unsqueeze(1)).squeeze(1)
     row = torch.arange(len(rows), device=logits.device).unsqueeze(1).expand_as(scored)[scored]
-    return torch.zeros(len(rows), device=logits.device, dtype=picked.dtype).index_add(0, row, picked)
+    return logprobs, targets, row
+
+
+def per_row(values: torch.Tensor, row: torch.Tensor, rows: int) -> torch.Tensor:
+    """Per-token values summed into their rows ([rows])."""
+    return torch.zeros(rows, device=values.device, dtype=values.dtype).index_add(0, row, values)
+
+
+def answer_logprobs(
+    model: nn.Module, rows: Sequence[Row], *, pad_id: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """Each row's summed log-probability of its answer tokens under `model` (as called: with whatever adapter
+    is active, with or without gradients), at `temperature`."""
+    logprobs, targets, row = answer_distributions(model, rows, pad_id=pad_id, temperature=temperature)
+    return per_row(logprobs.gather(1, targets.unsqueeze(1)).squeeze(1), row, len(rows))

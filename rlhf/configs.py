@@ -73,6 +73,10 @@ RANGES: dict[str, Range] = {
     "stop_kl": Range(0, low_open=True),
     "reward_clip": Range(0, low_open=True),
     "beta": Range(0, low_open=True),
+    "kl_budget": Range(0, low_open=True),
+    "kl_budget_prompts": Range(1, 1000),
+    "kl_budget_samples": Range(1, 64),
+    "kl_budget_temperature": Range(0, 10, low_open=True),
     "sample_prompts": Range(0, 1000),
     "log_every": Range(1),
     "seed": Range(0),
@@ -103,6 +107,33 @@ def check_ranges(config: Any) -> None:
             continue
         if not allowed.admits(value):
             raise RangeError(f.name, value, allowed)
+
+
+# The KL budget's settings, shared by the policy optimisers (PPO and DPO): (type, default, help) by field name.
+KL_BUDGET_FIELDS: dict[str, tuple[Any, object, str]] = {
+    "kl_budget": (
+        float | None,
+        None,
+        "after training, scale the adapter's update back toward v0 until the new version's KL from v0 (on its own "
+        "answers to training prompts) is at most this many nats; none: no budget",
+    ),
+    "kl_budget_prompts": (int, 32, "training prompts the KL budget is measured on"),
+    "kl_budget_samples": (int, 2, "answers sampled per prompt for the KL budget"),
+    "kl_budget_temperature": (
+        float,
+        1.0,
+        "sampling temperature of the KL budget's answers and log-probabilities (the generator's, to bound the "
+        "KL of what labelers see)",
+    ),
+}
+
+
+def _with_kl_budget(cls: type) -> type:
+    """Before `@dataclass`: add the KL budget's fields (`KL_BUDGET_FIELDS`) after `cls`'s own."""
+    for name, (annotation, default, help_text) in KL_BUDGET_FIELDS.items():
+        cls.__annotations__[name] = annotation
+        setattr(cls, name, field(default=default, metadata={"help": help_text}))
+    return cls
 
 
 @dataclass
@@ -224,6 +255,7 @@ class RewardConfig:
 
 
 @dataclass
+@_with_kl_budget
 class PPOConfig:
     """Settings of one PPO round (the admin tab's form and the command line are made from these fields)."""
 
@@ -326,6 +358,7 @@ class PPOConfig:
 
 
 @dataclass
+@_with_kl_budget
 class DPOConfig:
     home: str = field(default="runs", metadata={"help": "rankloop home folder"})
     db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
@@ -358,7 +391,10 @@ class DPOConfig:
     )
     make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
     sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
-    max_new_tokens: int = field(default=48, metadata={"help": "length of the before/after samples"})
+    max_new_tokens: int = field(
+        default=48,
+        metadata={"help": "answer length cap of the before/after samples and the KL budget's answers"},
+    )
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
 
@@ -370,8 +406,8 @@ class DPOConfig:
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
-    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None}),
-    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None}),
+    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_temperature": None}),
+    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
 }  # fmt: skip
 
 

@@ -24,7 +24,7 @@ from models.adapters import save_adapter
 from models.loading import load_base, pick_device
 from rlhf.configs import DPOConfig
 from rlhf.dpo_sets import train_on_sets
-from rlhf.policy_stage import read_inputs, samples, save_version
+from rlhf.policy_stage import keep_within_budget, read_inputs, samples, save_version
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import Group, load_groups
 
@@ -139,12 +139,14 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
         trained, final = train_on_sets(model, tokenizer, groups, config, reporter)
     else:
         trained, final = train_with_trl(model, peft_config, tokenizer, groups, config, reporter)
+    budget = keep_within_budget(trained, tokenizer, [g.prompt for g in groups if g.pairs], config, reporter)
     after = samples(trained, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     metrics = {
         "final": final,
         "samples_after": after,
         "config": asdict(config),
         "optimizer": "dpo",
+        **({"kl_budget": budget} if budget else {}),
     }
     version, folder = save_version(
         engine,

@@ -10,8 +10,11 @@ many processes trained it (`accelerate launch`, torchrun).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import PartialState
@@ -21,9 +24,12 @@ from sqlmodel import Session
 from labeler.db import read_session
 from labeler.policies import next_policy_version, register_policy_version
 from labeler.rounds import PolicyInputs, policy_inputs
-from models.generation import SamplingParams, TransformersBackend
+from models.generation import Messages, SamplingParams, TransformersBackend
+from models.kl_budget import fit_to_budget, sampled_kl, scale_adapter
+from rlhf.progress import Reporter
 
 logger = logging.getLogger(__name__)
+BUDGET_MEASURES = 4  # KL measures at most when fitting a version to its budget (the first at full scale)
 
 
 def read_inputs(
@@ -44,6 +50,68 @@ def samples(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int) ->
         {"prompt": p[-1]["content"], "messages": p, "response": o[0].text}
         for p, o in zip(prompts, outs, strict=True)
     ]
+
+
+def budget_prompts(prompts: Sequence[Messages], count: int, seed: int) -> list[Messages]:
+    """`count` distinct training prompts (by their text), drawn with `seed`: the same on every process."""
+    unique = list({repr(p): p for p in prompts}.values())
+    return random.Random(seed).sample(unique, min(count, len(unique)))
+
+
+def mean_over_processes(values: list[float]) -> float:
+    """The mean of every process's values (each measured its share of the prompts)."""
+    state = PartialState()
+    if state.num_processes > 1:
+        shares: list[list[float] | None] = [None] * state.num_processes
+        torch.distributed.all_gather_object(shares, values)
+        values = [v for share in shares for v in share or []]
+    return sum(values) / max(1, len(values))
+
+
+def keep_within_budget(
+    model, tokenizer, prompts: Sequence[Messages], config: Any, reporter: Reporter
+) -> dict | None:
+    """Where `config.kl_budget` is set, fit the trained model (a PeftModel, its policy adapter active) to it
+    (models/kl_budget.py) on `config.kl_budget_prompts` of `prompts`, each process sampling its share; returns
+    what the version's metrics record (None: no budget)."""
+    if config.kl_budget is None:
+        return None
+    start = time.perf_counter()
+    state = PartialState()
+    chosen = budget_prompts(prompts, config.kl_budget_prompts, config.seed)
+    mine = chosen[state.process_index :: state.num_processes]
+    sampling = SamplingParams(
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.kl_budget_temperature,
+        top_p=1.0,  # the log-probabilities compared are untruncated
+        seed=config.seed,
+    )
+    reporter.start(BUDGET_MEASURES, "kl budget")
+
+    def measure() -> float:
+        kl = mean_over_processes(
+            sampled_kl(model, tokenizer, mine, samples=config.kl_budget_samples, sampling=sampling)
+        )
+        reporter.step({"kl": kl})
+        return kl
+
+    fit = fit_to_budget(
+        measure, lambda factor: scale_adapter(model, factor), budget=config.kl_budget, tries=BUDGET_MEASURES
+    )
+    if not fit.within:
+        logger.warning(
+            "KL %.2f is still over the budget %.2f after %d measures", fit.kl, fit.budget, BUDGET_MEASURES
+        )
+    return {
+        "budget": fit.budget,
+        "kl_before": fit.kl_before,
+        "kl": fit.kl,
+        "scale": fit.scale,
+        "within": fit.within,
+        "measures": fit.measures,
+        "prompts": len(chosen),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def weights_digest(weights: Iterable[torch.Tensor]) -> str:

@@ -30,7 +30,7 @@ from labeler.instructions import Instruction
 from models.loading import load_base
 from rlhf.configs import PPOConfig
 from rlhf.overopt import GoldFn, OveroptimisationMonitor, gold_mean, preference_judge
-from rlhf.policy_stage import read_inputs, samples, save_version
+from rlhf.policy_stage import keep_within_budget, read_inputs, samples, save_version
 from rlhf.ppo_model import SharedModel, build_shared, reward_scores, save_policy
 from rlhf.ppo_step import Rollout, StepStats, ppo_update, rollout, score_rollout
 from rlhf.progress import ConsoleReporter, Reporter
@@ -199,6 +199,7 @@ def run(
         start_coef,
         gold,
     )
+    budget = keep_within_budget(shared.model, tokenizer, inputs.prompts.train, config, reporter)
     reporter.start(1, "ppo samples and saving")
     after = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     summary = {k: v for k, v in history[-1].items() if isinstance(v, float | int)} if history else {}
@@ -210,6 +211,7 @@ def run(
         "config": asdict(config),
         "kl_coef_start": start_coef,
         "steps_done": len(history),
+        **({"kl_budget": budget} if budget else {}),
     }
     if monitor is not None:
         metrics["overoptimisation"] = {

@@ -37,6 +37,7 @@ def versions_view(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
             rewards.get(v.reward_model_id, "") if v.reward_model_id is not None else "",
             "yes" if v.is_current else "",
             win_rate_text(wins[v.version]),
+            kl_text(v.metrics),
             v.adapter_path or "(base)",
             v.created_at.strftime("%Y-%m-%d %H:%M"),
         ]
@@ -48,6 +49,7 @@ def versions_view(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
         "reward model",
         "current",
         "human win-rate vs parent",
+        "KL from v0",
         "adapter",
         "created",
     ]
@@ -74,6 +76,17 @@ def win_rate_text(result: WinRate | None) -> str:
     if result is None or result.rate is None or result.low is None or result.high is None:
         return ""
     return f"{result.rate:.2f} ({result.low:.2f}-{result.high:.2f}, {result.comparisons} comparisons)"
+
+
+def kl_text(metrics: dict) -> str:
+    """How far the version is from v0 as its round measured it: the KL budget's measure (and the scale the update
+    was kept at), else PPO's KL on its last rollouts; blank for v0 and rounds that measured none."""
+    fit = metrics.get("kl_budget")
+    if fit:
+        scaled = f", update x{fit['scale']:.2f}" if fit["scale"] < 1 else ""
+        return f"{fit['kl']:.2f} (budget {fit['budget']:g}{scaled})"
+    kl = (metrics.get("final") or {}).get("kl")
+    return f"{kl:.2f} (PPO rollouts)" if isinstance(kl, int | float) else ""
 
 
 STORED_COLUMNS = ["prompt", "left", "right"]

@@ -30,7 +30,9 @@ BASIC: dict[str, set[str]] = {
         "ppo_learning_rate",
         "ppo_max_new_tokens",
         "ppo_kl_coef",
+        "ppo_kl_budget",
         "dpo_beta",
+        "dpo_kl_budget",
     },
     "reward": {"model", "trainer", "continue_from", "epochs", "learning_rate", "batch_sets", "eval_fraction"},
     "ppo": {
@@ -41,8 +43,9 @@ BASIC: dict[str, set[str]] = {
         "max_new_tokens",
         "kl_coef",
         "target_kl",
+        "kl_budget",
     },
-    "dpo": {"trainer", "data", "beta", "epochs", "learning_rate", "batch_sets"},
+    "dpo": {"trainer", "data", "beta", "epochs", "learning_rate", "batch_sets", "kl_budget"},
 }
 
 # one-click settings per job kind (fields not named keep their defaults)

@@ -112,10 +112,13 @@ def test_ppo_on_two_processes_matches_one_process_with_the_same_global_batch(ran
 def test_dpo_on_two_processes_registers_one_version(ranked_store, trainer):
     home, url, _ = ranked_store
     params = {"epochs": 1, "batch_size": 2, "batch_sets": 2, "max_length": 64, "lora_r": 4, "lora_alpha": 8,
-              "device": "cpu", "sample_prompts": 1, "max_new_tokens": 4, "trainer": trainer}  # fmt: skip
+              "device": "cpu", "sample_prompts": 1, "max_new_tokens": 4, "trainer": trainer,
+              "learning_rate": 1e-2, "kl_budget": 1e-3, "kl_budget_prompts": 5}  # fmt: skip
     log = run_job(home, url, "dpo", params)
-    assert AGREE in log
+    assert AGREE in log  # each process measured its share of the budget's prompts; all scaled alike
     with Session(make_engine(url)) as s:
         versions = {v.version: v for v in s.exec(select(PolicyVersion))}
     assert sorted(versions) == [0, 1] and versions[1].metrics["processes"] == 2
+    fit = versions[1].metrics["kl_budget"]
+    assert fit["prompts"] == 5 and fit["kl_before"] > 1e-3 and fit["scale"] < 1
     assert (home / "models" / "policy-v1" / "adapter_model.safetensors").exists()

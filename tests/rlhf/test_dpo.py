@@ -105,3 +105,38 @@ def test_rankloop_round_with_dpo_on_the_parents_sets_runs_from_the_command_line(
     with Session(make_engine(url)) as s:
         [round_] = s.exec(select(TrainingRound)).all()
     assert round_.optimizer == "dpo" and round_.metrics["final"]["step"] == 4  # v0's four sets, one a step
+
+
+def test_rankloop_round_keeps_the_new_version_within_its_kl_budget(tmp_path):
+    """A DPO round that moves far (a high learning rate) is scaled back to its KL budget: the saved adapter,
+    loaded afresh, measures the KL the round recorded on the same prompts and samples."""
+    from peft import PeftModel
+
+    from models.generation import SamplingParams
+    from models.kl_budget import sampled_kl
+    from models.loading import load_base
+    from rlhf.configs import DPOConfig
+    from rlhf.dpo import read_groups
+    from rlhf.policy_stage import budget_prompts
+
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url, count=4)
+    args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--dpo_learning_rate", "0.02"]
+    args += ["--dpo_kl_budget", "0.05", "--dpo_max_new_tokens", "6", "--device", "cpu"]
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "round", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    engine = make_engine(url)
+    with Session(engine) as s:
+        new = s.exec(select(PolicyVersion).where(PolicyVersion.version == 1)).one()
+    fit = new.metrics["kl_budget"]
+    assert fit["kl_before"] > 0.05 and fit["within"] and fit["kl"] <= 0.05 and 0 < fit["scale"] < 1
+    assert fit["measures"][0] == [1.0, fit["kl_before"]] and fit["prompts"] == 4
+    config = DPOConfig()  # the budget's sampling settings, as the round ran them
+    prompts = budget_prompts([g.prompt for g in read_groups(engine, config, 0)], 32, config.seed)
+    base, tokenizer = load_base(new.base_model, home=tmp_path, device="cpu")
+    saved = PeftModel.from_pretrained(base, new.adapter_path).eval()
+    sampling = SamplingParams(max_new_tokens=6, temperature=1.0, top_p=1.0, seed=config.seed)
+    again = sampled_kl(saved, tokenizer, prompts, samples=config.kl_budget_samples, sampling=sampling)
+    assert sum(again) / len(again) == pytest.approx(fit["kl"], abs=1e-3)

@@ -172,3 +172,17 @@ def test_group_advantages_score_each_answer_against_the_others_to_its_prompt(tmp
     assert last > first + 0.1, (first, last)
     # no value head is trained: group advantages need none
     assert all(torch.equal(v, value_head[k]) for k, v in shared.policy.value_head.state_dict().items())
+
+
+def test_a_ppo_version_over_its_kl_budget_is_scaled_back_into_it(tmp_path):
+    """PPO on the tiny model moves well past 0.5 nats from v0; with that budget the saved version measures inside
+    it, its update scaled back, and the rollout history is the unscaled run's."""
+    url, _ = ppo_store(tmp_path)
+    budget = {"kl_budget": 0.5, "kl_budget_prompts": 16, "kl_budget_samples": 2}
+    result = ppo.run(quick_config(tmp_path, url, steps=6, **budget), reward_fn=target_share)
+    with Session(make_engine(url)) as session:
+        v1 = session.exec(select(PolicyVersion).where(PolicyVersion.version == 1)).one()
+    fit = v1.metrics["kl_budget"]
+    assert fit["kl_before"] > 0.5 >= fit["kl"] and 0 < fit["scale"] < 1 and fit["within"]
+    assert fit["prompts"] == 16 and len(fit["measures"]) >= 2
+    assert v1.metrics["steps_done"] == len(result.history) == 6
