@@ -278,7 +278,8 @@ def finished_round(
         )
         return {
             "policy": PolicyRef.of(new),
-            "reward_accuracy": rm.metrics.get("accuracy") if rm else None,
+            # DPO's: its implicit reward's (beta * log pi / pi_ref) on the held-out prompts' sets
+            "reward_accuracy": rm.metrics.get("accuracy") if rm else metrics.get("heldout_accuracy"),
             "kl": metrics.get("kl"),
             "kl_coef": metrics.get("kl_coef"),
             "overopt_stopped_at": (new.metrics.get("overoptimisation") or {}).get("stopped_at"),

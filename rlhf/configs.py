@@ -389,6 +389,13 @@ class DPOConfig:
             "iterative DPO: each round learns from answers of the version it starts from)"
         },
     )
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "share of prompts held out of training (the reward model's split, fixed per prompt): the "
+            "trained policy's implicit reward is scored on their pairs (heldout_accuracy)"
+        },
+    )
     make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
     sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
     max_new_tokens: int = field(
@@ -407,7 +414,7 @@ class DPOConfig:
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_temperature": None}),
-    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
+    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None, "eval_fraction": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
 }  # fmt: skip
 
 

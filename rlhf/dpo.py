@@ -23,10 +23,10 @@ from labeler.pairs import PairSettings
 from models.adapters import save_adapter
 from models.loading import load_base, pick_device
 from rlhf.configs import DPOConfig
-from rlhf.dpo_sets import train_on_sets
+from rlhf.dpo_sets import implicit_accuracy, train_on_sets
 from rlhf.policy_stage import keep_within_budget, read_inputs, samples, save_version
 from rlhf.progress import ConsoleReporter, Reporter
-from rlhf.reward_data import Group, load_groups
+from rlhf.reward_data import Group, load_groups, split_by_prompt
 
 
 @dataclass
@@ -98,8 +98,9 @@ def train_with_trl(model, peft_config, tokenizer, groups: list[Group], config: D
     return cast(Any, trainer.model), {"loss": float(result.training_loss)}
 
 
-def read_groups(engine, config: DPOConfig, version: int) -> list[Group]:
-    """The ranked sets to train on (`data`): every one, or those the parent `version` wrote."""
+def read_groups(engine, config: DPOConfig, version: int) -> tuple[list[Group], list[Group]]:
+    """The ranked sets to train on (`data`: every one, or those the parent `version` wrote) and the held-out ones
+    (`eval_fraction` of the prompts)."""
     with read_session(engine) as session:
         groups = load_groups(
             session=session,
@@ -113,7 +114,13 @@ def read_groups(engine, config: DPOConfig, version: int) -> list[Group]:
             f"data={config.data}: no ranked set in {where} has pairs yet; rank some sets first"
             + (" or train on all sets (data=all)" if config.data == "parent" else "")
         )
-    return groups
+    train, heldout = split_by_prompt(groups, config.eval_fraction)
+    if not any(g.pairs for g in train):
+        raise ValueError(
+            f"eval_fraction={config.eval_fraction:g} holds out the prompts of every ranked set with pairs: rank "
+            "sets on more prompts or lower eval_fraction"
+        )
+    return train, [g for g in heldout if g.pairs]
 
 
 def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> DPOResult:
@@ -121,7 +128,7 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     start = time.perf_counter()
     engine = make_engine(config.db or default_url(Path(config.home)))
     inputs = read_inputs(engine, sample_count=config.sample_prompts, need_reward=False)
-    groups = read_groups(engine, config, inputs.parent.version)
+    groups, heldout = read_groups(engine, config, inputs.parent.version)
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
     peft_config = None
     model: Any
@@ -140,6 +147,8 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     else:
         trained, final = train_with_trl(model, peft_config, tokenizer, groups, config, reporter)
     budget = keep_within_budget(trained, tokenizer, [g.prompt for g in groups if g.pairs], config, reporter)
+    if heldout:  # the version as saved: after any scaling to the budget
+        final = {**final, **implicit_accuracy(trained, tokenizer, heldout, config)}
     after = samples(trained, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     metrics = {
         "final": final,

@@ -60,6 +60,34 @@ def step_figures(loss: torch.Tensor, rewards: torch.Tensor, pairs: torch.Tensor)
     }
 
 
+def implicit_accuracy(
+    model: PeftModel, tokenizer, groups: list[Group], config: DPOConfig
+) -> dict[str, float]:
+    """The trained policy's implicit reward model, beta * (log pi - log pi_ref), on held-out sets: the share of
+    their consensus pairs it orders as the labelers did (the held-out accuracy a reward model reports), and the
+    mean margin. Each set's answers run once through policy and reference, without gradients."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    margins: list[torch.Tensor] = []
+    with torch.no_grad():
+        for start in range(0, len(groups), 4):
+            rows, pairs = batch_rows(groups[start : start + 4], tokenizer, config.max_length)
+            if not len(pairs):
+                continue
+            policy = answer_logprobs(model, rows, pad_id=pad)
+            with model.disable_adapter():
+                reference = answer_logprobs(model, rows, pad_id=pad)
+            rewards = config.beta * (policy - reference)
+            pairs = pairs.to(rewards.device)
+            margins.append(rewards[pairs[:, 0]] - rewards[pairs[:, 1]])
+    every = torch.cat(margins) if margins else torch.zeros(0)
+    return {
+        "heldout_accuracy": (every > 0).float().mean().item() if len(every) else float("nan"),
+        "heldout_margin": every.mean().item() if len(every) else float("nan"),
+        "heldout_pairs": len(every),
+        "heldout_sets": sum(1 for g in groups if g.pairs),
+    }
+
+
 def train_on_sets(
     model: PeftModel, tokenizer, groups: list[Group], config: DPOConfig, reporter: Reporter
 ) -> tuple[PeftModel, dict[str, Any]]:

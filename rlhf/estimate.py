@@ -90,7 +90,10 @@ def stage_sets(stage: str, settings: dict[str, Any], data: TrainingData) -> int:
     """The ranked sets a stage would train on now (PPO's work does not depend on them)."""
     if stage == "reward":
         return reward_sets_now(settings, data)
-    return data.current_sets if stage == "dpo" and settings.get("data") == "parent" else data.ranked_sets
+    if stage == "dpo":  # the held-out share is only scored
+        sets = data.current_sets if settings.get("data") == "parent" else data.ranked_sets
+        return round(sets * (1 - settings["eval_fraction"]))
+    return data.ranked_sets
 
 
 def measured(job: Job, stage: str) -> tuple[float, float] | None:

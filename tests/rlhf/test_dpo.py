@@ -132,11 +132,30 @@ def test_rankloop_round_keeps_the_new_version_within_its_kl_budget(tmp_path):
         new = s.exec(select(PolicyVersion).where(PolicyVersion.version == 1)).one()
     fit = new.metrics["kl_budget"]
     assert fit["kl_before"] > 0.05 and fit["within"] and fit["kl"] <= 0.05 and 0 < fit["scale"] < 1
-    assert fit["measures"][0] == [1.0, fit["kl_before"]] and fit["prompts"] == 4
     config = DPOConfig()  # the budget's sampling settings, as the round ran them
-    prompts = budget_prompts([g.prompt for g in read_groups(engine, config, 0)], 32, config.seed)
+    train, _ = read_groups(engine, config, 0)
+    assert fit["measures"][0] == [1.0, fit["kl_before"]] and fit["prompts"] == len(train)
+    prompts = budget_prompts([g.prompt for g in train], 32, config.seed)
     base, tokenizer = load_base(new.base_model, home=tmp_path, device="cpu")
     saved = PeftModel.from_pretrained(base, new.adapter_path).eval()
     sampling = SamplingParams(max_new_tokens=6, temperature=1.0, top_p=1.0, seed=config.seed)
     again = sampled_kl(saved, tokenizer, prompts, samples=config.kl_budget_samples, sampling=sampling)
     assert sum(again) / len(again) == pytest.approx(fit["kl"], abs=1e-3)
+
+
+def test_dpo_holds_out_a_share_of_prompts_and_scores_its_implicit_reward_on_them(tmp_path):
+    from rlhf import dpo
+    from rlhf.configs import DPOConfig
+
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url, count=6)
+    settings = {"epochs": 1, "max_length": 64, "sample_prompts": 1, "max_new_tokens": 4, "device": "cpu"}
+    config = DPOConfig(home=str(tmp_path), db=url, eval_fraction=0.5, **settings)
+    train, heldout = dpo.read_groups(make_engine(url), config, 0)
+    assert train and heldout and not {g.prompt_key for g in train} & {g.prompt_key for g in heldout}
+    result = dpo.run(config)
+    assert result.train_sets == len(train) and result.train_sets + len(heldout) == 6
+    assert result.metrics["heldout_sets"] == len(heldout) and result.metrics["heldout_pairs"] == 3 * len(
+        heldout
+    )
+    assert 0.0 <= result.metrics["heldout_accuracy"] <= 1.0

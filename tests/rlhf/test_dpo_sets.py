@@ -13,7 +13,7 @@ from labeler.pairs import PairSettings
 from models.logprobs import answer_logprobs
 from models.tiny import tiny_model_and_tokenizer
 from rlhf.configs import DPOConfig
-from rlhf.dpo_sets import batch_rows, set_rows, train_on_sets
+from rlhf.dpo_sets import batch_rows, implicit_accuracy, set_rows, train_on_sets
 from rlhf.losses import ranking_batch_loss
 from rlhf.progress import ConsoleReporter
 from rlhf.reward_data import Group, load_groups
@@ -98,6 +98,12 @@ def test_training_on_sets_learns_the_synthetic_preference(tmp_path):
     rewards = policy - reference
     accuracy = (rewards[pairs[:, 0]] > rewards[pairs[:, 1]]).float().mean().item()
     assert accuracy > 0.8, accuracy  # at the start every implicit reward is 0 (adapter B = 0): accuracy 0
+    assert implicit_accuracy(trained, tokenizer, groups, config)["heldout_accuracy"] == accuracy
+    unseen_url, _ = synthetic_store(tmp_path / "unseen", sets=12, seed=1)  # new sets of the same preference
+    with Session(make_engine(unseen_url)) as s:
+        unseen = load_groups(session=s, settings=PairSettings())
+    figures = implicit_accuracy(trained, tokenizer, unseen, config)
+    assert figures["heldout_accuracy"] > 0.7 and figures["heldout_sets"] == 12, figures
     assert (
         final["loss"] < 0.6 and final["step"] == 36
     )  # 3 epochs x 12 steps of 2 sets; log 2 = 0.69 at the start
