@@ -1,6 +1,6 @@
 """What each training round's labels cost and bought: the rankings new since the previous round, the human
-minutes they took (server-measured, lease to submit), the reward model's held-out accuracy and its gain over the
-previous round's, the human win-rate of the new version over its parent (from human-evaluation sets), and labels
+minutes they took (server-measured, lease to submit), the reward model's held-out accuracy (a DPO round's: its
+implicit reward's on held-out prompts) and its gain over the previous round's, the human win-rate of the new version over its parent (from human-evaluation sets), and labels
 per point of accuracy and of win-rate. Read by the admin dashboard.
 
     with read_session(engine) as session:
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
+from labeler.policies import version_kl
 from labeler.tables import PolicyVersion, Ranking, RewardModel, TrainingRound
 from labeler.winrate import human_win_rate
 
@@ -29,7 +30,9 @@ class RoundCost:
     win_rate: float | None  # humans' win-rate of the new version over its parent
     win_rate_interval: tuple[float, float] | None
     comparisons: int
-    kl: float | None = None  # the new version's KL to the reference at the end of its PPO (None for DPO)
+    kl: float | None = (
+        None  # the new version's KL from v0 as its round measured it (labeler/policies.version_kl)
+    )
 
     @property
     def labels_per_accuracy_point(self) -> float | None:
@@ -60,7 +63,8 @@ def round_costs(*, session: Session) -> list[RoundCost]:
         new = [i for i in r.ranking_ids if i not in before]
         before |= set(r.ranking_ids)
         model = models.get(r.reward_model_id)
-        accuracy = _accuracy(model)
+        made = versions.get(r.new_version_id)
+        accuracy = _accuracy(model) if model else _dpo_accuracy(made)
         gain = (
             None if accuracy is None or last_accuracy is None else round((accuracy - last_accuracy) * 100, 2)
         )
@@ -74,7 +78,7 @@ def round_costs(*, session: Session) -> list[RoundCost]:
         out.append(
             RoundCost(
                 round_id=r.id or 0,
-                version=made.version if (made := versions.get(r.new_version_id)) else None,
+                version=made.version if made else None,
                 new_labels=len(new),
                 human_minutes=round(sum(seconds.get(i) or 0.0 for i in new) / 60, 1),
                 reward_model=model.name if model else None,
@@ -85,15 +89,17 @@ def round_costs(*, session: Session) -> list[RoundCost]:
                 if wins and wins.low is not None and wins.high is not None
                 else None,
                 comparisons=wins.comparisons if wins else 0,
-                kl=_final_kl(made),
+                kl=kl.value if made and (kl := version_kl(made.metrics)) else None,
             )
         )
     return out
 
 
-def _final_kl(version: PolicyVersion | None) -> float | None:
-    value = (version.metrics.get("final") or {}).get("kl") if version else None
-    return float(value) if isinstance(value, int | float) else None
+def _dpo_accuracy(version: PolicyVersion | None) -> float | None:
+    """A DPO version's implicit reward's held-out accuracy (None without held-out sets)."""
+    final = (version.metrics.get("final") or {}) if version else {}
+    value = final.get("heldout_accuracy")
+    return float(value) if final.get("heldout_sets") and isinstance(value, int | float) else None
 
 
 def _accuracy(model: RewardModel | None) -> float | None:

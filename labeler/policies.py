@@ -159,3 +159,24 @@ def register_policy_version(
     session.commit()
     session.refresh(pv)
     return PolicyRef.of(pv)
+
+
+@dataclass(frozen=True)
+class VersionKL:
+    """How far a version is from v0 as its round measured it: `how` is "budget" (the KL budget's measure, after any
+    scaling of the update by `scale`) or "PPO rollouts" (PPO's KL on its last rollouts)."""
+
+    value: float
+    how: str
+    budget: float | None = None
+    scale: float = 1.0
+
+
+def version_kl(metrics: dict) -> VersionKL | None:
+    """The version's KL from v0 from its recorded metrics; None where its round measured none (v0, DPO without a
+    budget)."""
+    fit = metrics.get("kl_budget")
+    if fit:
+        return VersionKL(float(fit["kl"]), "budget", float(fit["budget"]), float(fit["scale"]))
+    kl = (metrics.get("final") or {}).get("kl")
+    return VersionKL(float(kl), "PPO rollouts") if isinstance(kl, int | float) else None

@@ -7,7 +7,7 @@ import pandas as pd
 from sqlmodel import Session
 
 from labeler.db import read_session
-from labeler.policies import make_current, policy_by_version, policy_versions
+from labeler.policies import make_current, policy_by_version, policy_versions, version_kl
 from labeler.reward_models import reward_names
 from labeler.tables import PolicyVersion
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
@@ -79,14 +79,14 @@ def win_rate_text(result: WinRate | None) -> str:
 
 
 def kl_text(metrics: dict) -> str:
-    """How far the version is from v0 as its round measured it: the KL budget's measure (and the scale the update
-    was kept at), else PPO's KL on its last rollouts; blank for v0 and rounds that measured none."""
-    fit = metrics.get("kl_budget")
-    if fit:
-        scaled = f", update x{fit['scale']:.2f}" if fit["scale"] < 1 else ""
-        return f"{fit['kl']:.2f} (budget {fit['budget']:g}{scaled})"
-    kl = (metrics.get("final") or {}).get("kl")
-    return f"{kl:.2f} (PPO rollouts)" if isinstance(kl, int | float) else ""
+    """The version's KL from v0 as its round measured it (labeler/policies.version_kl), and how; blank for none."""
+    kl = version_kl(metrics)
+    if kl is None:
+        return ""
+    if kl.how != "budget":
+        return f"{kl.value:.2f} ({kl.how})"
+    scaled = f", update x{kl.scale:.2f}" if kl.scale < 1 else ""
+    return f"{kl.value:.2f} (budget {kl.budget:g}{scaled})"
 
 
 STORED_COLUMNS = ["prompt", "left", "right"]

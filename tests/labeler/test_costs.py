@@ -97,3 +97,17 @@ def test_a_reward_model_without_held_out_sets_reports_no_accuracy(session):
     record_round(session=session, lineage=RoundLineage("ppo", v0.id, v1.id, RoundLabels([], []), model(session, "r1", 0.4, heldout=0)))  # fmt: skip
     [only] = round_costs(session=session)
     assert only.reward_accuracy is None and only.new_labels == 0 and only.human_minutes == 0.0
+
+
+def test_a_dpo_round_reports_its_implicit_rewards_held_out_accuracy_and_its_kl_budget(session):
+    v0, v1, v2 = (make_version(session, k, current=k == 0) for k in range(3))
+    v1.metrics = {"final": {"loss": 0.5, "heldout_accuracy": 0.65, "heldout_sets": 6}}  # DPO without a budget
+    fit = {"budget": 4.0, "kl_before": 5.2, "kl": 3.8, "scale": 0.86, "within": True}
+    v2.metrics = {"final": {"heldout_accuracy": 0.7, "heldout_sets": 0}, "kl_budget": fit}
+    session.add_all([v1, v2])
+    session.commit()
+    record_round(session=session, lineage=RoundLineage("dpo", v0.id, v1.id, RoundLabels([], []), None))
+    record_round(session=session, lineage=RoundLineage("dpo", v1.id, v2.id, RoundLabels([], []), None))
+    one, two = round_costs(session=session)
+    assert one.reward_model is None and one.reward_accuracy == 0.65 and one.kl is None
+    assert two.reward_accuracy is None and two.kl == 3.8  # no held-out sets: no accuracy; KL as budgeted
