@@ -122,8 +122,8 @@ KL_BUDGET_FIELDS: dict[str, tuple[Any, object, str]] = {
     "kl_budget_temperature": (
         float,
         1.0,
-        "sampling temperature of the KL budget's answers and log-probabilities (the generator's, to bound the "
-        "KL of what labelers see)",
+        "sampling temperature of the KL budget's answers and log-probabilities: 1 bounds the KL between the two "
+        "models; the generator's (serve --temperature, 0.8 by default) bounds that of the answers labelers see",
     ),
 }
 
