@@ -73,6 +73,8 @@ RANGES: dict[str, Range] = {
     "stop_kl": Range(0, low_open=True),
     "reward_clip": Range(0, low_open=True),
     "beta": Range(0, low_open=True),
+    "pair_weight": Range(0),
+    "sft_weight": Range(0),
     "kl_budget": Range(0, low_open=True),
     "kl_budget_prompts": Range(1, 1000),
     "kl_budget_samples": Range(1, 64),
@@ -374,6 +376,17 @@ class DPOConfig:
     beta: float = field(
         default=0.1, metadata={"help": "DPO temperature (strength of the pull toward the reference)"}
     )
+    pair_weight: float = field(
+        default=1.0,
+        metadata={"help": "weight of DPO's loss over the pairs (trainer=sets; 0 with sft_weight: SFT alone)"},
+    )
+    sft_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the per-token negative log-likelihood of each set's best answers (trainer=sets; "
+            "RPO): keeps the policy on the answers labelers picked; alone, rejection-sampling fine-tuning"
+        },
+    )
     batch_size: int = field(default=4, metadata={"help": "pairs per step, over all processes (trainer=trl)"})
     batch_sets: int = field(
         default=1, metadata={"help": "ranked sets per step, over all processes (trainer=sets)"}
@@ -407,6 +420,12 @@ class DPOConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.pair_weight == 0 and self.sft_weight == 0:
+            raise ValueError("pair_weight and sft_weight are both 0: nothing to train on; set either above 0")
+        if self.trainer == "trl" and (self.pair_weight != 1 or self.sft_weight):
+            raise ValueError(
+                "trainer=trl trains DPO's loss alone: use trainer=sets for pair_weight / sft_weight"
+            )
 
 
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
@@ -414,7 +433,7 @@ class DPOConfig:
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_temperature": None}),
-    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None, "eval_fraction": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
+    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "eval_fraction": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
 }  # fmt: skip
 
 

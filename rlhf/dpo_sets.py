@@ -10,7 +10,7 @@ answers with 6 pairs: 12 sequences), this runs it once (4). The reference is the
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from accelerate import Accelerator
@@ -39,25 +39,71 @@ def set_rows(group: Group, tokenizer, max_length: int) -> list[Row]:
     return rows
 
 
-def batch_rows(groups: list[Group], tokenizer, max_length: int) -> tuple[list[Row], torch.Tensor]:
-    """Every answer of the batch's sets once, and the (chosen, rejected) pairs as indices into them."""
-    rows: list[Row] = []
+def batch_rows(
+    groups: list[Group], tokenizer, max_length: int, rows: list[Row] | None = None
+) -> tuple[list[Row], torch.Tensor]:
+    """Every answer of the batch's sets once (tokenized here unless `rows` holds them), and the (chosen, rejected)
+    pairs as indices into them."""
+    out: list[Row] = []
     pairs: list[tuple[int, int]] = []
     for g in groups:
-        offset = len(rows)
-        rows.extend(set_rows(g, tokenizer, max_length))
+        offset = len(out)
+        out.extend(rows[offset : offset + len(g.texts)] if rows else set_rows(g, tokenizer, max_length))
         pairs.extend((offset + c, offset + r) for c, r, _, _ in g.pairs)
-    return rows, torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+    return out, torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
 
 
-def step_figures(loss: torch.Tensor, rewards: torch.Tensor, pairs: torch.Tensor) -> dict[str, float]:
-    """What a step logs: the loss, the share of pairs whose implicit rewards are ordered right, their margin."""
-    margins = rewards[pairs[:, 0]] - rewards[pairs[:, 1]]
-    return {
-        "loss": loss.item(),
+def top_rows(groups: list[Group]) -> torch.Tensor:
+    """Indices (into `batch_rows`' rows) of each set's best answers: those its consensus pairs prefer and never
+    reject (more than one where the top is tied)."""
+    tops: list[int] = []
+    offset = 0
+    for g in groups:
+        rejected = {r for _, r, _, _ in g.pairs}
+        tops.extend(offset + c for c in sorted({c for c, _, _, _ in g.pairs} - rejected))
+        offset += len(g.texts)
+    return torch.tensor(tops, dtype=torch.long)
+
+
+class SetLoss(NamedTuple):
+    loss: torch.Tensor
+    rewards: torch.Tensor  # implicit rewards, beta * (log pi - log pi_ref), per answer
+    pairs: torch.Tensor  # (chosen, rejected) indices
+    sft_nll: torch.Tensor | None  # the best answers' mean per-token NLL (sft_weight > 0)
+
+
+def set_loss(
+    policy: torch.Tensor, reference: torch.Tensor, rows: list[Row], groups: list[Group], config: DPOConfig
+) -> SetLoss:
+    """The step's loss: pair_weight x DPO's loss over the sets' pairs plus sft_weight x the per-token negative
+    log-likelihood of each set's best answers (RPO; alone, rejection-sampling fine-tuning on the labelers' picks)."""
+    _, pairs = batch_rows(groups, None, 0, rows=rows)
+    pairs = pairs.to(policy.device)
+    rewards = config.beta * (policy - reference)
+    loss = (
+        config.pair_weight * ranking_batch_loss(rewards, pairs)
+        if config.pair_weight
+        else policy.new_zeros(())
+    )
+    tops = top_rows(groups).to(policy.device)  # may be empty: labelers' majorities can form a cycle
+    nll = None
+    if config.sft_weight and len(tops):
+        lengths = torch.tensor([len(rows[i][1]) for i in tops.tolist()], device=policy.device)
+        nll = -(policy[tops] / lengths.clamp(min=1)).mean()
+        loss = loss + config.sft_weight * nll
+    return SetLoss(loss, rewards, pairs, nll)
+
+
+def step_figures(parts: SetLoss) -> dict[str, float]:
+    """What a step logs: the loss, the share of pairs whose implicit rewards are ordered right, their margin, and
+    the best answers' NLL where it is trained."""
+    margins = (parts.rewards[parts.pairs[:, 0]] - parts.rewards[parts.pairs[:, 1]]).detach()
+    figures = {
+        "loss": parts.loss.item(),
         "reward_accuracy": (margins > 0).float().mean().item(),
         "reward_margin": margins.mean().item(),
     }
+    return figures if parts.sft_nll is None else {**figures, "sft_nll": parts.sft_nll.item()}
 
 
 def implicit_accuracy(
@@ -111,18 +157,16 @@ def train_on_sets(
         order = groups[:]
         rng.shuffle(order)
         for batch in shard_batches(order, config.batch_sets, rank, world):
-            rows, pairs = batch_rows(batch, tokenizer, config.max_length)
-            pairs = pairs.to(accelerator.device)
+            rows, _ = batch_rows(batch, tokenizer, config.max_length)
             with torch.no_grad(), unwrapped.disable_adapter():
                 reference = answer_logprobs(unwrapped, rows, pad_id=pad)
             policy = answer_logprobs(wrapped, rows, pad_id=pad)
-            rewards = config.beta * (policy - reference)
-            loss = ranking_batch_loss(rewards, pairs)
-            accelerator.backward(loss)
+            parts = set_loss(policy, reference, rows, batch, config)
+            accelerator.backward(parts.loss)
             accelerator.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad()
-            figures = {"step": len(losses) + 1, **step_figures(loss.detach(), rewards.detach(), pairs)}
+            figures = {"step": len(losses) + 1, **step_figures(parts)}
             losses.append(figures["loss"])
             reporter.step(figures)
             reporter.log(figures)

@@ -97,7 +97,7 @@ def test_rankloop_round_with_dpo_on_the_parents_sets_runs_from_the_command_line(
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url, count=4)
     args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--dpo_data", "parent"]
-    args += ["--dpo_trainer", "sets", "--device", "cpu"]
+    args += ["--dpo_trainer", "sets", "--dpo_sft_weight", "0.5", "--device", "cpu"]
     done = subprocess.run(
         [sys.executable, "-m", "app", "round", *args], cwd=REPO, capture_output=True, text=True, timeout=600
     )
@@ -105,6 +105,7 @@ def test_rankloop_round_with_dpo_on_the_parents_sets_runs_from_the_command_line(
     with Session(make_engine(url)) as s:
         [round_] = s.exec(select(TrainingRound)).all()
     assert round_.optimizer == "dpo" and round_.metrics["final"]["step"] == 4  # v0's four sets, one a step
+    assert round_.metrics["final"]["sft_nll"] > 0  # the best answers' NLL, trained next to DPO's loss
 
 
 def test_rankloop_round_keeps_the_new_version_within_its_kl_budget(tmp_path):

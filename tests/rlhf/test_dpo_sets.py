@@ -3,6 +3,7 @@ with separate unpadded forward passes; it learns the synthetic store's preferenc
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
@@ -13,7 +14,7 @@ from labeler.pairs import PairSettings
 from models.logprobs import answer_logprobs
 from models.tiny import tiny_model_and_tokenizer
 from rlhf.configs import DPOConfig
-from rlhf.dpo_sets import batch_rows, implicit_accuracy, set_rows, train_on_sets
+from rlhf.dpo_sets import batch_rows, implicit_accuracy, set_loss, set_rows, top_rows, train_on_sets
 from rlhf.losses import ranking_batch_loss
 from rlhf.progress import ConsoleReporter
 from rlhf.reward_data import Group, load_groups
@@ -107,3 +108,29 @@ def test_training_on_sets_learns_the_synthetic_preference(tmp_path):
     assert (
         final["loss"] < 0.6 and final["step"] == 36
     )  # 3 epochs x 12 steps of 2 sets; log 2 = 0.69 at the start
+
+
+def test_each_sets_best_answers_are_those_never_rejected_and_sft_adds_their_per_token_nll():
+    tied = group("a", ["x", "y", "z"], [(0, 2), (1, 2)])  # 0 and 1 tie at the top
+    cycle = group("b", ["p", "q", "r"], [(0, 1), (1, 2), (2, 0)], set_id=2)  # majorities in a circle: no best
+    plain = group("c", ["u", "v"], [(1, 0)], set_id=3)
+    assert top_rows([tied, cycle, plain]).tolist() == [0, 1, 7]  # offsets 0, 3, 6
+    model, tokenizer = tiny_model_and_tokenizer(seed=0)
+    model = lora(model)
+    groups = [group("hi there", ["hello", "a longer answer", "no"], [(0, 1), (0, 2), (1, 2)]), plain]
+    rows, pairs = batch_rows(groups, tokenizer, max_length=512)
+    with torch.no_grad():
+        with model.disable_adapter():
+            reference = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)
+        policy = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)
+    dpo = ranking_batch_loss(BETA * (policy - reference), pairs)
+    nll = -(policy[0] / len(rows[0][1]) + policy[4] / len(rows[4][1])) / 2  # "hello" and "v"
+    settings = {"beta": BETA, "device": "cpu"}
+    both = set_loss(policy, reference, rows, groups, DPOConfig(sft_weight=0.5, **settings))
+    alone = set_loss(policy, reference, rows, groups, DPOConfig(pair_weight=0, sft_weight=1, **settings))
+    assert both.loss.item() == pytest.approx((dpo + 0.5 * nll).item(), rel=1e-5)
+    assert alone.loss.item() == pytest.approx(nll.item(), rel=1e-5) and both.sft_nll == alone.sft_nll
+    with pytest.raises(ValueError, match="both 0"):
+        DPOConfig(pair_weight=0)
+    with pytest.raises(ValueError, match="trainer=trl trains DPO's loss alone"):
+        DPOConfig(trainer="trl", sft_weight=1)
