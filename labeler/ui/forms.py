@@ -149,6 +149,16 @@ def preset_values(kind: str, preset: str, form: dict[str, gr.components.Componen
     return [chosen.get(name, component.value) for name, component in form.items()]
 
 
+def optional_number(name: str, value: object) -> float | None:
+    """A number or nothing from a text box (a setting such as the KL budget that may be left empty)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(f"{label_of(name)} must be a number or left empty, got {value!r}.") from None
+
+
 def form_values(config_cls: type, names: list[str], values: tuple) -> dict:
     """Form values back to typed config values; ValueError naming the field (by its label) whose value is out
     of range, before anything starts (building the dataclass checks the rest)."""
@@ -160,6 +170,8 @@ def form_values(config_cls: type, names: list[str], values: tuple) -> dict:
             value = value.split() or None
         elif kind is int or kind == int | None:
             value = None if value in (None, "") else int(value)
+        elif kind == float | None:
+            value = optional_number(name, value)
         elif isinstance(value, str) and kind is not str and typing.get_origin(kind) is not typing.Literal:
             value = value or None
         params[name] = value

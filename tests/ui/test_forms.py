@@ -51,3 +51,23 @@ def test_basic_fields_and_presets_name_real_fields_and_keep_declaration_order(ki
         assert all(filled[k] == form[k].value for k in form if k not in values)
     with pytest.raises(ValueError, match="no preset 'nope'"):
         preset_values(kind, "nope", form)
+
+
+def test_a_setting_that_may_be_empty_reads_as_a_number_or_none():
+    config = job_config("round")
+    with gr.Blocks():
+        form = config_form(config, kind="round")
+    names, values = list(form), [c.value for c in form.values()]
+
+    def submitted(name: str, text: str) -> dict:
+        return form_values(
+            config, names, tuple(text if n == name else v for n, v in zip(names, values, strict=True))
+        )
+
+    assert form["dpo_kl_budget"].value == "" and submitted("dpo_kl_budget", "")["dpo_kl_budget"] is None
+    assert submitted("dpo_kl_budget", " 4 ")["dpo_kl_budget"] == 4.0
+    assert submitted("ppo_no_eos_penalty", "-1")["ppo_no_eos_penalty"] == -1.0  # a number, not the text
+    with pytest.raises(ValueError, match=r"^DPO KL budget must be a number or left empty, got 'four'\.$"):
+        submitted("dpo_kl_budget", "four")
+    with pytest.raises(ValueError, match=r"^DPO KL budget is 0: it must be more than 0\.$"):
+        submitted("dpo_kl_budget", "0")
