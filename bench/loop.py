@@ -53,8 +53,11 @@ DPO (`--optimizer dpo --dpo-lr 1e-4 --kl-budget 4`, 10% of prompts held out for 
 0.297 / 0.312 / 0.307 (gain 0.083), win-rate 0.68 / 0.70 / 0.69, held-out KL 3.6 / 3.8 / 2.4 (budget's KL before
 -> after 4.4 -> 3.95, 6.0 -> 3.8, 8.0 -> 3.0: scales 0.93, 0.75, 0.54), implicit-reward held-out accuracy 0.56 /
 0.54 / 0.60, 32.7 min: every KL under 4, the gain halved. `--dpo-sft-weight 1` (RPO) moved much less: round 1 at
-KL 1.5 (no scaling), 0.260, win-rate 0.65, held-out accuracy 0.65. `--sets 128` (twice the labels, budget 4):
-round 1 0.297 at held-out KL 2.75 (scaled 0.58 from 7.0), held-out accuracy 0.67.
+KL 1.5 (no scaling), 0.260, win-rate 0.65, held-out accuracy 0.65 (stopped after round 1). `--sets 128` (twice
+the labels, budget 4): 0.297 / 0.339 / 0.344 (gain 0.120), win-rate 0.67 / 0.72 / 0.71, held-out KL 2.8 / 3.2 /
+3.0 (budget's KL 7.0 -> 3.5, 10.8 -> 3.7, 12.8 -> 3.3: scales 0.58, 0.51, 0.41), held-out accuracy 0.67 / 0.68 /
+0.65, 54.9 min (round 1 shared the cores with the test suite). More labels per round buy more pass rate per nat;
+no run yet has both the gain of 0.15 and KL under 4.
 
 The pre-generation worker is seeded (`PregenConfig.seed=0`: which prompts get sets), as are the labelers and
 sampling; runs before that seed put sets on different prompts and moved one round's pass rate by about 0.07.
