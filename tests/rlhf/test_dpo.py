@@ -45,6 +45,14 @@ def rank_some_sets(url: str, count: int = 6) -> None:
     engine.dispose()
 
 
+def run_round(args: list[str]) -> None:
+    """`rankloop round ARGS` in a subprocess; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "round", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 @pytest.mark.parametrize("trainer", ["sets", "trl"])
 def test_rankloop_dpo_trains_and_registers_the_next_version(tmp_path, trainer):
     url, _ = ppo_store(tmp_path)
@@ -66,10 +74,7 @@ def test_rankloop_round_with_dpo_records_the_round(tmp_path):
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url)
     args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--device", "cpu"]
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "round", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_round(args)
     with Session(make_engine(url)) as s:
         [round_] = s.exec(select(TrainingRound)).all()
         new = s.get(PolicyVersion, round_.new_version_id)
@@ -98,10 +103,7 @@ def test_rankloop_round_with_dpo_on_the_parents_sets_runs_from_the_command_line(
     rank_some_sets(url, count=4)
     args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--dpo_data", "parent"]
     args += ["--dpo_trainer", "sets", "--dpo_sft_weight", "0.5", "--device", "cpu"]
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "round", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_round(args)
     with Session(make_engine(url)) as s:
         [round_] = s.exec(select(TrainingRound)).all()
     assert round_.optimizer == "dpo" and round_.metrics["final"]["step"] == 4  # v0's four sets, one a step
@@ -124,10 +126,7 @@ def test_rankloop_round_keeps_the_new_version_within_its_kl_budget(tmp_path):
     rank_some_sets(url, count=4)
     args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--dpo_learning_rate", "0.02"]
     args += ["--dpo_kl_budget", "0.05", "--dpo_max_new_tokens", "6", "--device", "cpu"]
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "round", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_round(args)
     engine = make_engine(url)
     with Session(engine) as s:
         new = s.exec(select(PolicyVersion).where(PolicyVersion.version == 1)).one()

@@ -36,6 +36,16 @@ def group(prompt: str, texts: list[str], pairs: list[tuple[int, int]], set_id: i
     )
 
 
+def scored(model, tokenizer, groups: list[Group]):
+    """The batch's rows and pairs, and each answer's log-probability under the reference and the policy."""
+    rows, pairs = batch_rows(groups, tokenizer, max_length=512)
+    with torch.no_grad():
+        with model.disable_adapter():
+            reference = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)
+        policy = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)
+    return rows, pairs, reference, policy
+
+
 def logp_alone(model, tokenizer, g: Group, index: int) -> torch.Tensor:
     prompt, answer = set_rows(g, tokenizer, max_length=512)[index]
     ids = torch.tensor([prompt + answer])
@@ -50,11 +60,7 @@ def test_the_set_loss_is_dpos_loss_over_the_sets_pairs():
         group("hi there", ["hello", "a much longer answer to the greeting", "no"], [(0, 1), (0, 2), (1, 2)]),
         group("name a colour", ["blue", "the sky is blue today"], [(1, 0)], set_id=2),
     ]
-    rows, pairs = batch_rows(groups, tokenizer, max_length=512)
-    with torch.no_grad():
-        with model.disable_adapter():
-            reference = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)
-        policy = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)
+    _, pairs, reference, policy = scored(model, tokenizer, groups)
     loss = ranking_batch_loss(BETA * (policy - reference), pairs)
 
     per_pair = []
@@ -118,11 +124,7 @@ def test_each_sets_best_answers_are_those_never_rejected_and_sft_adds_their_per_
     model, tokenizer = tiny_model_and_tokenizer(seed=0)
     model = lora(model)
     groups = [group("hi there", ["hello", "a longer answer", "no"], [(0, 1), (0, 2), (1, 2)]), plain]
-    rows, pairs = batch_rows(groups, tokenizer, max_length=512)
-    with torch.no_grad():
-        with model.disable_adapter():
-            reference = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)
-        policy = answer_logprobs(model, rows, pad_id=tokenizer.pad_token_id)
+    rows, pairs, reference, policy = scored(model, tokenizer, groups)
     dpo = ranking_batch_loss(BETA * (policy - reference), pairs)
     nll = -(policy[0] / len(rows[0][1]) + policy[4] / len(rows[4][1])) / 2  # "hello" and "v"
     settings = {"beta": BETA, "device": "cpu"}
