@@ -1,7 +1,8 @@
 """What each training round's labels cost and bought: the rankings new since the previous round, the human
 minutes they took (server-measured, lease to submit), the reward model's held-out accuracy (a DPO round's: its
-implicit reward's on held-out prompts) and its gain over the previous round's, the human win-rate of the new version over its parent (from human-evaluation sets), and labels
-per point of accuracy and of win-rate. Read by the admin dashboard.
+implicit reward's on held-out prompts) and its gain over the previous round's, the human win-rate of the new
+version over its parent (from human-evaluation sets), and labels per point of accuracy and of win-rate. Read by
+the admin dashboard.
 
     with read_session(engine) as session:
         for row in round_costs(session=session): print(row.version, row.new_labels, row.human_minutes)
@@ -30,9 +31,8 @@ class RoundCost:
     win_rate: float | None  # humans' win-rate of the new version over its parent
     win_rate_interval: tuple[float, float] | None
     comparisons: int
-    kl: float | None = (
-        None  # the new version's KL from v0 as its round measured it (labeler/policies.version_kl)
-    )
+    # the new version's KL from v0 as its round measured it (labeler/policies.version_kl)
+    kl: float | None = None
 
     @property
     def labels_per_accuracy_point(self) -> float | None:

@@ -46,6 +46,13 @@ def token_kl(model: PeftModel, rows: Sequence[Row], *, pad_id: int, temperature:
     return per_row((policy.exp() * (policy - base)).sum(-1), row, len(rows))
 
 
+def log_ratio(model: PeftModel, rows: Sequence[Row], *, pad_id: int, temperature: float) -> torch.Tensor:
+    """Per row, log p(answer) with the active adapter minus with the adapters off (the base)."""
+    policy = answer_logprobs(model, rows, pad_id=pad_id, temperature=temperature)
+    with model.disable_adapter():
+        return policy - answer_logprobs(model, rows, pad_id=pad_id, temperature=temperature)
+
+
 def adapter_kl(
     model: PeftModel,
     tokenizer,
@@ -56,24 +63,19 @@ def adapter_kl(
     batch: int = 16,
     exact_tokens: bool = False,
 ) -> list[float]:
-    """Per answer (prompt by prompt, in order), log p(answer) with `model`'s active adapter minus with its adapters
-    off (the base), at `temperature`: their mean estimates KL(adapter || base) over these prompts. With
-    `exact_tokens`, each answer's `token_kl` instead (answers sampled at `temperature` without top-p)."""
+    """Per answer (prompt by prompt, in order), `log_ratio` of `model`'s active adapter to the base at
+    `temperature`: their mean estimates KL(adapter || base) over these prompts. With `exact_tokens`, each
+    answer's `token_kl` instead (answers sampled at `temperature` without top-p)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 to compare distributions, got {temperature}")
+    estimate = token_kl if exact_tokens else log_ratio
     rows = _rows(tokenizer, prompts, answers)
-    out: list[float] = []
     pad = tokenizer.pad_token_id or 0
+    out: list[float] = []
     with torch.inference_mode():
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
-            if exact_tokens:
-                out.extend(token_kl(model, chunk, pad_id=pad, temperature=temperature).cpu().tolist())
-                continue
-            policy = answer_logprobs(model, chunk, pad_id=pad, temperature=temperature)
-            with model.disable_adapter():
-                base = answer_logprobs(model, chunk, pad_id=pad, temperature=temperature)
-            out.extend((policy - base).cpu().tolist())
+            out.extend(estimate(model, chunk, pad_id=pad, temperature=temperature).cpu().tolist())
     return out
 
 

@@ -25,6 +25,8 @@ from rlhf.reward import shard_batches
 from rlhf.reward_data import Group
 from rlhf.scoring import render_dialogue
 
+EVAL_BATCH_SETS = 4  # held-out sets scored per forward pass (no gradients: memory allows more than training)
+
 
 def set_rows(group: Group, tokenizer, max_length: int) -> list[Row]:
     """One (prompt ids, answer ids) row per answer: the answer in the chat template up to its end-of-turn
@@ -39,30 +41,40 @@ def set_rows(group: Group, tokenizer, max_length: int) -> list[Row]:
     return rows
 
 
-def batch_rows(
-    groups: list[Group], tokenizer, max_length: int, rows: list[Row] | None = None
-) -> tuple[list[Row], torch.Tensor]:
-    """Every answer of the batch's sets once (tokenized here unless `rows` holds them), and the (chosen, rejected)
-    pairs as indices into them."""
-    out: list[Row] = []
-    pairs: list[tuple[int, int]] = []
+def offsets(groups: list[Group]) -> list[int]:
+    """Where each set's answers start in the batch's rows."""
+    starts, at = [], 0
     for g in groups:
-        offset = len(out)
-        out.extend(rows[offset : offset + len(g.texts)] if rows else set_rows(g, tokenizer, max_length))
-        pairs.extend((offset + c, offset + r) for c, r, _, _ in g.pairs)
-    return out, torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+        starts.append(at)
+        at += len(g.texts)
+    return starts
+
+
+def set_pairs(groups: list[Group]) -> torch.Tensor:
+    """The sets' consensus (chosen, rejected) pairs as indices into the batch's rows ([pairs, 2])."""
+    pairs = [(o + c, o + r) for o, g in zip(offsets(groups), groups, strict=True) for c, r, _, _ in g.pairs]
+    return torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+
+
+def batch_rows(groups: list[Group], tokenizer, max_length: int) -> tuple[list[Row], torch.Tensor]:
+    """Every answer of the batch's sets once, and the (chosen, rejected) pairs as indices into them."""
+    return [row for g in groups for row in set_rows(g, tokenizer, max_length)], set_pairs(groups)
 
 
 def top_rows(groups: list[Group]) -> torch.Tensor:
     """Indices (into `batch_rows`' rows) of each set's best answers: those its consensus pairs prefer and never
     reject (more than one where the top is tied)."""
-    tops: list[int] = []
-    offset = 0
-    for g in groups:
-        rejected = {r for _, r, _, _ in g.pairs}
-        tops.extend(offset + c for c in sorted({c for c, _, _, _ in g.pairs} - rejected))
-        offset += len(g.texts)
+    tops = [
+        o + c
+        for o, g in zip(offsets(groups), groups, strict=True)
+        for c in sorted({c for c, _, _, _ in g.pairs} - {r for _, r, _, _ in g.pairs})
+    ]
     return torch.tensor(tops, dtype=torch.long)
+
+
+def pair_margins(rewards: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Chosen minus rejected implicit reward, per pair."""
+    return rewards[pairs[:, 0]] - rewards[pairs[:, 1]]
 
 
 class SetLoss(NamedTuple):
@@ -77,8 +89,7 @@ def set_loss(
 ) -> SetLoss:
     """The step's loss: pair_weight x DPO's loss over the sets' pairs plus sft_weight x the per-token negative
     log-likelihood of each set's best answers (RPO; alone, rejection-sampling fine-tuning on the labelers' picks)."""
-    _, pairs = batch_rows(groups, None, 0, rows=rows)
-    pairs = pairs.to(policy.device)
+    pairs = set_pairs(groups).to(policy.device)
     rewards = config.beta * (policy - reference)
     loss = (
         config.pair_weight * ranking_batch_loss(rewards, pairs)
@@ -97,7 +108,7 @@ def set_loss(
 def step_figures(parts: SetLoss) -> dict[str, float]:
     """What a step logs: the loss, the share of pairs whose implicit rewards are ordered right, their margin, and
     the best answers' NLL where it is trained."""
-    margins = (parts.rewards[parts.pairs[:, 0]] - parts.rewards[parts.pairs[:, 1]]).detach()
+    margins = pair_margins(parts.rewards, parts.pairs).detach()
     figures = {
         "loss": parts.loss.item(),
         "reward_accuracy": (margins > 0).float().mean().item(),
@@ -115,8 +126,8 @@ def implicit_accuracy(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     margins: list[torch.Tensor] = []
     with torch.no_grad():
-        for start in range(0, len(groups), 4):
-            rows, pairs = batch_rows(groups[start : start + 4], tokenizer, config.max_length)
+        for start in range(0, len(groups), EVAL_BATCH_SETS):
+            rows, pairs = batch_rows(groups[start : start + EVAL_BATCH_SETS], tokenizer, config.max_length)
             if not len(pairs):
                 continue
             policy = answer_logprobs(model, rows, pad_id=pad)
@@ -124,7 +135,7 @@ def implicit_accuracy(
                 reference = answer_logprobs(model, rows, pad_id=pad)
             rewards = config.beta * (policy - reference)
             pairs = pairs.to(rewards.device)
-            margins.append(rewards[pairs[:, 0]] - rewards[pairs[:, 1]])
+            margins.append(pair_margins(rewards, pairs))
     every = torch.cat(margins) if margins else torch.zeros(0)
     return {
         "heldout_accuracy": (every > 0).float().mean().item() if len(every) else float("nan"),

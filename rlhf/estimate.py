@@ -80,20 +80,16 @@ def work(stage: str, settings: dict[str, Any], sets: int) -> float:
     return sets * settings["epochs"] * settings["max_length"] * settings.get("ensemble", 1) * passes
 
 
-def reward_sets_now(settings: dict[str, Any], data: TrainingData) -> int:
-    """The sets a reward run would train on: the held-out share left out; a continued model only the new ones."""
-    sets = data.new_sets if settings.get("continue_from") else data.ranked_sets
-    return round(sets * (1 - settings["eval_fraction"]))
-
-
 def stage_sets(stage: str, settings: dict[str, Any], data: TrainingData) -> int:
-    """The ranked sets a stage would train on now (PPO's work does not depend on them)."""
+    """The ranked sets a stage would train on now (PPO's work does not depend on them): a continued reward model
+    only the new ones, DPO on the parent's data only the current version's; the held-out share is only scored."""
     if stage == "reward":
-        return reward_sets_now(settings, data)
-    if stage == "dpo":  # the held-out share is only scored
+        sets = data.new_sets if settings.get("continue_from") else data.ranked_sets
+    elif stage == "dpo":
         sets = data.current_sets if settings.get("data") == "parent" else data.ranked_sets
-        return round(sets * (1 - settings["eval_fraction"]))
-    return data.ranked_sets
+    else:
+        return data.ranked_sets
+    return round(sets * (1 - settings["eval_fraction"]))
 
 
 def measured(job: Job, stage: str) -> tuple[float, float] | None:
