@@ -159,3 +159,18 @@ def test_dpo_holds_out_a_share_of_prompts_and_scores_its_implicit_reward_on_them
         heldout
     )
     assert 0.0 <= result.metrics["heldout_accuracy"] <= 1.0
+
+
+def test_rankloop_dpo_with_a_kl_budget_records_the_fit_from_the_command_line(tmp_path):
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url, count=4)
+    args = ["--home", str(tmp_path), "--db", url, "--learning_rate", "0.02", "--kl_budget", "0.05"]
+    args += ["--kl_budget_prompts", "3", "--max_new_tokens", "6", "--device", "cpu"]
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    with Session(make_engine(url)) as s:
+        v1 = s.exec(select(PolicyVersion).where(PolicyVersion.version == 1)).one()
+    fit = v1.metrics["kl_budget"]
+    assert fit["budget"] == 0.05 and fit["prompts"] == 3 and fit["kl_before"] > 0.05 and fit["scale"] < 1
