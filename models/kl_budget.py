@@ -2,8 +2,10 @@
 sampled answers, and where it is over the budget scale the LoRA adapter's update back toward the base (the weights
 base + s * B A, 0 < s < 1, lie on the straight line from the base to the trained policy) until it fits. Near the
 base KL grows as the square of the update's size, so s = sqrt(budget / KL) is the first guess; after that the power
-KL ~ s^k is read off the last two measures. The same seed samples every measure, so they differ by the scale, not
-by the draw.
+KL ~ s^k is read off the last two measures, or, once one scale fits and one does not, off those two (a bracket),
+and a fit that lands well under the budget (below FULL x budget) moves back up inside the bracket while measures
+are left. The model ends at the largest scale measured inside the budget. The same seed samples every measure, so
+they differ by the scale, not by the draw.
 
     measure = lambda: mean(sampled_kl(model, tokenizer, prompts, samples=2, sampling=sampling))
     fit = fit_to_budget(measure, lambda factor: scale_adapter(model, factor), budget=4.0)
@@ -25,6 +27,7 @@ from models.divergence import adapter_kl
 from models.generation import Messages, SamplingParams, TransformersBackend
 
 MARGIN = 0.95  # aim a little under the budget: the next measure lands inside it more often than not
+FULL = 0.85  # a fit under FULL x budget leaves enough of the budget unused to be worth another measure
 POWER = 2.0  # KL ~ scale^POWER near the base (KL is second order in a small change of the weights)
 POWER_RANGE = (0.5, 4.0)  # the powers read off two measures are kept within this (noise can suggest anything)
 
@@ -82,16 +85,50 @@ def sampled_kl(
     )
 
 
+def power_through(low: tuple[float, float], high: tuple[float, float]) -> float:
+    """The power k of KL ~ scale^k through two (scale, KL) measures, within POWER_RANGE (POWER where undefined)."""
+    (scale0, kl0), (scale1, kl1) = low, high
+    if kl0 <= 0 or kl1 <= 0 or scale0 == scale1 or kl0 == kl1:
+        return POWER
+    power = math.log(kl1 / kl0) / math.log(scale1 / scale0)
+    return min(max(power, POWER_RANGE[0]), POWER_RANGE[1])
+
+
 def next_factor(measures: list[tuple[float, float]], target: float) -> float:
     """The factor to scale the update by so that KL ~ scale^k lands at `target`: k is POWER after one measure,
     else the power through the last two (within POWER_RANGE)."""
-    scale, kl = measures[-1]
-    power = POWER
-    if len(measures) > 1:
-        scale0, kl0 = measures[-2]
-        if kl > 0 and kl0 > 0 and scale != scale0 and kl != kl0:
-            power = min(max(math.log(kl / kl0) / math.log(scale / scale0), POWER_RANGE[0]), POWER_RANGE[1])
+    kl = measures[-1][1]
+    power = power_through(measures[-2], measures[-1]) if len(measures) > 1 else POWER
     return (target / kl) ** (1 / power) if kl > 0 else MARGIN
+
+
+def bracket(
+    measures: list[tuple[float, float]], budget: float
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The largest scale measured inside the budget and the smallest measured over it, when both exist and the
+    first is below the second (KL grows with the scale)."""
+    inside = [m for m in measures if m[1] <= budget]
+    over = [m for m in measures if m[1] > budget]
+    if not inside or not over:
+        return None
+    low, high = max(inside), min(over)
+    return (low, high) if low[0] < high[0] else None
+
+
+def next_scale(measures: list[tuple[float, float]], budget: float) -> float | None:
+    """The scale to measure next, or None when the fit is done: over the budget, the scale predicted to land at
+    MARGIN x budget (`next_factor`); inside it but under FULL x budget with an over-budget scale measured, the
+    scale inside that bracket predicted by the power through its ends (kept a tenth of the bracket from each)."""
+    scale, kl = measures[-1]
+    if kl > budget:
+        return scale * next_factor(measures, MARGIN * budget)
+    ends = bracket(measures, budget)
+    if kl >= FULL * budget or ends is None:
+        return None
+    (low, low_kl), (high, _) = ends
+    guess = low * (MARGIN * budget / low_kl) ** (1 / power_through(*ends)) if low_kl > 0 else high
+    room = (high - low) / 10
+    return min(max(guess, low + room), high - room)
 
 
 def fit_to_budget(
@@ -99,20 +136,22 @@ def fit_to_budget(
     rescale: Callable[[float], None],
     *,
     budget: float,
-    tries: int = 4,
+    tries: int = 5,
 ) -> BudgetFit:
-    """Measure KL; while it is over `budget` (and measures are left of `tries`), rescale the update by the factor
-    predicted to land at MARGIN x budget (`next_factor`), and measure again. The model is left as last measured:
-    `within` says whether it fits (it may not after `tries` measures)."""
+    """Measure KL; while `next_scale` names another scale (and measures are left of `tries`), rescale the update to
+    it and measure again. The model ends at the largest scale measured inside the budget (rescaled back to it if a
+    later measure went over); `within` says whether any fit (none may after `tries` measures)."""
     if budget <= 0:
         raise ValueError(f"the KL budget must be > 0 nats, got {budget}")
     kl = measure()
     fit = BudgetFit(budget=budget, kl_before=kl, kl=kl, measures=[(1.0, kl)])
-    while kl > budget and len(fit.measures) < tries:
-        factor = next_factor(fit.measures, MARGIN * budget)
-        rescale(factor)
-        fit.scale *= factor
-        kl = measure()
-        fit.kl = kl
-        fit.measures.append((fit.scale, kl))
+    while len(fit.measures) < tries and (scale := next_scale(fit.measures, budget)) is not None:
+        rescale(scale / fit.scale)
+        fit.scale = scale
+        fit.kl = measure()
+        fit.measures.append((scale, fit.kl))
+    ends = bracket(fit.measures, budget)
+    if fit.kl > budget and ends is not None:
+        rescale(ends[0][0] / fit.scale)
+        fit.scale, fit.kl = ends[0]
     return fit

@@ -37,6 +37,9 @@ class DPOResult:
     metrics: dict
     seconds: float
     train_sets: int = 0  # the ranked sets whose pairs it trained on (the duration estimate's unit of work)
+    kl_budget: dict | None = (
+        None  # the KL budget's fit (policy_stage.keep_within_budget), None without a budget
+    )
 
 
 def pairs_dataset(groups: list[Group]) -> Dataset:
@@ -169,7 +172,7 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     )
     reporter.close()
     sets = sum(1 for g in groups if g.pairs)
-    return DPOResult(f"v{version}", folder, version, final, time.perf_counter() - start, sets)
+    return DPOResult(f"v{version}", folder, version, final, time.perf_counter() - start, sets, budget)
 
 
 def main(argv: list[str] | None = None) -> None:

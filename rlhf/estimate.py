@@ -2,7 +2,9 @@
 
 Each stage's work is counted from its settings and the store: the reward stage's set-tokens (sets trained on x
 epochs x max_length), PPO's token passes (steps x batch_prompts x answers per prompt x max_new_tokens x
-(1 + ppo_epochs)), DPO's set-tokens (ranked sets x epochs x max_length). The seconds per unit come from the newest
+(1 + ppo_epochs)), DPO's set-tokens (ranked sets x epochs x max_length), and, where PPO or DPO has a KL budget,
+the budget's answer-tokens (measures x kl_budget_prompts x kl_budget_samples x max_new_tokens, counting
+BUDGET_MEASURES measures before it runs and those it made after). The seconds per unit come from the newest
 finished job on this machine that ran the stage (its recorded stage seconds over its own work; loading, evaluation
 and samples included), or, before any has, from default rates measured on the embedded default model
 (bench/loop.py on a 2-core CPU; a GPU guess divides them). Torch-free: the web process imports it.
@@ -24,11 +26,14 @@ from rlhf.configs import ROUND_EXPOSES, PPOConfig, job_config
 
 # seconds per unit of work on a 2-core CPU: bench/loop.py's first round (reward: 572 s for 58 sets x 1 epoch x 256
 # tokens; PPO: 762 s for 12 steps x 8 prompts x 72 tokens x 3 passes; DPO's set trainer: 203 s for 64 sets x 1
-# epoch x 384 tokens, where trl's DPOTrainer took 932 s: TRL_DPO_PASSES times the work)
-CPU_RATES = {"reward": 0.0385, "ppo": 0.0367, "dpo": 0.0083}
+# epoch x 384 tokens, where trl's DPOTrainer took 932 s: TRL_DPO_PASSES times the work; KL budget: 107 s for 2
+# measures x 32 prompts x 2 answers x 72 tokens)
+CPU_RATES = {"reward": 0.0385, "ppo": 0.0367, "dpo": 0.0083, "kl_budget": 0.0116}
 TRL_DPO_PASSES = 4.5  # trl runs each answer once per pair it is in (a set of 4: up to 6 pairs, 12 sequences)
+BUDGET_MEASURES = 3  # a budget fit's measures before it runs (1 when the version fits, 2-5 when it is scaled)
 GPU_SPEEDUP = 25.0  # a rough guess for a single data-centre GPU until a job has run there
-STAGE_NAMES = {"reward": "reward model", "ppo": "PPO", "dpo": "DPO"}
+STAGES = ("reward", "ppo", "dpo", "kl_budget")
+STAGE_NAMES = {"reward": "reward model", "ppo": "PPO", "dpo": "DPO", "kl_budget": "KL budget"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,10 @@ def stage_settings(kind: str, params: dict[str, Any], stage: str) -> dict[str, A
     config_cls = job_config(kind)
     names = {f.name for f in fields(config_cls)}
     config = config_cls(**{k: v for k, v in params.items() if k in names})
+    if stage == "kl_budget":  # the optimiser's settings, where it has a budget
+        optimiser = getattr(config, "optimizer", kind)
+        settings = stage_settings(kind, params, optimiser) if optimiser in ("ppo", "dpo") else {}
+        return settings if settings.get("kl_budget") is not None else {}
     if kind == stage:
         return asdict(config)
     if kind != "round" or (stage == "dpo") != (config.optimizer == "dpo"):
@@ -71,6 +80,9 @@ def stage_settings(kind: str, params: dict[str, Any], stage: str) -> dict[str, A
 
 def work(stage: str, settings: dict[str, Any], sets: int) -> float:
     """Units of work of one stage run over `sets` ranked sets."""
+    if stage == "kl_budget":
+        answers = BUDGET_MEASURES * settings["kl_budget_prompts"] * settings["kl_budget_samples"]
+        return answers * settings["max_new_tokens"]
     if stage == "ppo":
         passes = 1 + settings["ppo_epochs"]
         answers = PPOConfig(**settings).answers_per_prompt
@@ -99,12 +111,25 @@ def measured(job: Job, stage: str) -> tuple[float, float] | None:
     settings = stage_settings(job.kind, params, stage)
     if job.status != "succeeded" or not settings:
         return None
-    seconds = result.get("stage_seconds", {}).get(stage) if job.kind == "round" else result.get("seconds")
-    sets = result.get(f"{stage}_sets" if job.kind == "round" else "train_sets", 0)
-    units = work(stage, settings, sets or 0)
+    budget = result.get("kl_budget") or {}
+    if stage == "kl_budget":
+        seconds, units = budget.get("seconds"), budget.get("answers", 0) * settings["max_new_tokens"]
+    else:
+        seconds = stage_seconds(job.kind, result, stage, budget.get("seconds", 0.0))
+        sets = result.get(f"{stage}_sets" if job.kind == "round" else "train_sets", 0)
+        units = work(stage, settings, sets or 0)
     if not isinstance(seconds, int | float) or units <= 0:
         return None
     return float(seconds), units
+
+
+def stage_seconds(kind: str, result: dict[str, Any], stage: str, budget_seconds: float) -> float | None:
+    """A finished job's seconds in one stage, its KL budget's apart (a round times it apart; a PPO or DPO job's
+    seconds include it)."""
+    if kind == "round":
+        return result.get("stage_seconds", {}).get(stage)
+    seconds = result.get("seconds")
+    return seconds - budget_seconds if isinstance(seconds, int | float) else None
 
 
 def rate(stage: str, history: list[Job], on_gpu: bool) -> tuple[float, str]:
@@ -127,7 +152,7 @@ def estimate_job(
     """How long `kind` with `params` would take now. ValueError for settings the stage refuses."""
     gpu = has_gpu() if on_gpu is None else on_gpu
     stages = []
-    for stage in ("reward", "ppo", "dpo"):
+    for stage in STAGES:
         settings = stage_settings(kind, params, stage)
         if not settings:
             continue

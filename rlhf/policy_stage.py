@@ -29,7 +29,7 @@ from models.kl_budget import fit_to_budget, sampled_kl, scale_adapter
 from rlhf.progress import Reporter
 
 logger = logging.getLogger(__name__)
-BUDGET_MEASURES = 4  # KL measures at most when fitting a version to its budget (the first at full scale)
+BUDGET_MEASURES = 5  # KL measures at most when fitting a version to its budget (the first at full scale)
 
 
 def read_inputs(
@@ -110,6 +110,7 @@ def keep_within_budget(
         "within": fit.within,
         "measures": fit.measures,
         "prompts": len(chosen),
+        "answers": len(fit.measures) * len(chosen) * config.kl_budget_samples,  # the estimate's unit of work
         "seconds": time.perf_counter() - start,
     }
 

@@ -47,6 +47,9 @@ class PPOResult:
     metrics: dict
     history: list[dict]
     seconds: float
+    kl_budget: dict | None = (
+        None  # the KL budget's fit (policy_stage.keep_within_budget), None without a budget
+    )
 
 
 def train(
@@ -231,7 +234,7 @@ def run(
     )
     reporter.step()
     reporter.close()
-    return PPOResult(f"v{version}", folder, version, summary, history, time.perf_counter() - start)
+    return PPOResult(f"v{version}", folder, version, summary, history, time.perf_counter() - start, budget)
 
 
 def main(argv: list[str] | None = None) -> None:

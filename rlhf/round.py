@@ -38,6 +38,9 @@ class RoundResult:
     stage_seconds: dict
     reward_sets: int = 0  # sets the round's reward model trained on (0: it reused the newest one)
     dpo_sets: int = 0  # ranked sets whose pairs its DPO trained on
+    kl_budget: dict | None = (
+        None  # the new version's KL budget fit (its seconds are stage_seconds["kl_budget"])
+    )
 
 
 def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RoundResult:
@@ -92,6 +95,9 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         )
         result = dpo.run(dcfg, reporter=reporter, job_id=job_id)
         seconds["dpo"], dpo_sets = time.perf_counter() - start, result.train_sets
+    if result.kl_budget:  # timed apart from the optimiser's stage: the estimate counts its work apart
+        seconds["kl_budget"] = result.kl_budget["seconds"]
+        seconds[config.optimizer] -= result.kl_budget["seconds"]
     with Session(engine) as session:
         new = policy_by_version(session=session, version=result.version)
         reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
@@ -117,6 +123,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         seconds,
         reward_sets,
         dpo_sets,
+        result.kl_budget,
     )
 
 

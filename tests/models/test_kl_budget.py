@@ -103,6 +103,37 @@ def test_fitting_reads_the_power_off_two_measures_and_stops_after_its_tries():
     assert not stubborn.within and len(stubborn.measures) == 3  # never fits: stops, and says so
 
 
+def test_a_fit_far_under_the_budget_moves_back_up_inside_the_bracket():
+    """KL = 12.8 s^3: the quadratic guess lands at 2.07, well under 4; the power through the bracket (1, 12.8) and
+    (0.545, 2.07) is 3, and the next scale lands at 3.8."""
+    state = {"scale": 1.0}
+
+    def rescale(factor: float) -> None:
+        state["scale"] *= factor
+
+    fit = fit_to_budget(lambda: 12.8 * state["scale"] ** 3, rescale, budget=4.0)
+    assert [round(kl, 2) for _, kl in fit.measures] == [12.8, 2.07, 3.8]
+    assert fit.within and fit.kl == pytest.approx(3.8) and fit.scale == pytest.approx(state["scale"])
+
+
+def test_a_fit_whose_last_measure_goes_over_ends_at_the_largest_scale_that_fitted():
+    """A bump (+1 nat between scales 0.6 and 0.7) sends the third and fourth measures over the budget; the fit
+    rescales back to the second measure's scale, the largest inside the budget."""
+    state = {"scale": 1.0}
+
+    def rescale(factor: float) -> None:
+        state["scale"] *= factor
+
+    def measure() -> float:
+        scale = state["scale"]
+        return 12.8 * scale**3 + (1.0 if 0.6 < scale < 0.7 else 0.0)
+
+    fit = fit_to_budget(measure, rescale, budget=4.0, tries=4)
+    assert [kl > 4.0 for _, kl in fit.measures] == [True, False, True, True]
+    assert fit.within and fit.scale == pytest.approx(fit.measures[1][0]) == pytest.approx(state["scale"])
+    assert fit.kl == fit.measures[1][1]
+
+
 def test_a_policy_inside_its_budget_is_left_alone():
     calls: list[float] = []
     fit = fit_to_budget(lambda: 1.5, calls.append, budget=4.0)

@@ -130,11 +130,15 @@ def test_rankloop_round_keeps_the_new_version_within_its_kl_budget(tmp_path):
     engine = make_engine(url)
     with Session(engine) as s:
         new = s.exec(select(PolicyVersion).where(PolicyVersion.version == 1)).one()
+        [round_] = s.exec(select(TrainingRound)).all()
     fit = new.metrics["kl_budget"]
     assert fit["kl_before"] > 0.05 and fit["within"] and fit["kl"] <= 0.05 and 0 < fit["scale"] < 1
     config = DPOConfig()  # the budget's sampling settings, as the round ran them
     train, _ = read_groups(engine, config, 0)
     assert fit["measures"][0] == [1.0, fit["kl_before"]] and fit["prompts"] == len(train)
+    # the budget is timed apart from DPO (the duration estimate's rate for it), its answers counted
+    assert round_.metrics["seconds"]["kl_budget"] == pytest.approx(fit["seconds"])
+    assert fit["answers"] == len(fit["measures"]) * len(train) * config.kl_budget_samples
     prompts = budget_prompts([g.prompt for g in train], 32, config.seed)
     base, tokenizer = load_base(new.base_model, home=tmp_path, device="cpu")
     saved = PeftModel.from_pretrained(base, new.adapter_path).eval()

@@ -99,3 +99,50 @@ def test_training_data_counts_ranked_sets_and_those_new_since_the_newest_reward_
         s.exec(update(PolicyVersion).where(col(PolicyVersion.version) == 0).values(is_current=False))
         s.commit()
         assert training_data(session=s).current_sets == 0
+
+
+def test_a_kl_budget_is_its_own_stage_counted_apart_from_the_optimiser():
+    from rlhf.estimate import BUDGET_MEASURES
+
+    params = {"optimizer": "dpo", "dpo_kl_budget": 4.0, "dpo_max_new_tokens": 50, "dpo_eval_fraction": 0.0}
+    fresh = seconds_of(estimate_job("round", params, data=DATA, history=[], on_gpu=False))
+    assert fresh["kl_budget"] == pytest.approx(BUDGET_MEASURES * 32 * 2 * 50 * CPU_RATES["kl_budget"])
+    assert "kl_budget" not in seconds_of(estimate_job("round", {"optimizer": "dpo"}, data=DATA, history=[], on_gpu=False))  # fmt: skip
+    assert "kl_budget" not in seconds_of(estimate_job("reward", {}, data=DATA, history=[], on_gpu=False))
+    # a DPO job of 150 s, 30 of them its budget's 2 measures x 32 prompts x 2 answers of 50 tokens
+    budget = {"seconds": 30.0, "answers": 128}
+    job = Job(
+        id=4,
+        kind="dpo",
+        status="succeeded",
+        params={
+            "kl_budget": 4.0,
+            "max_new_tokens": 50,
+            "result": {"seconds": 150.0, "train_sets": 50, "kl_budget": budget},
+        },
+    )
+    seen = estimate_job("round", params, data=DATA, history=[job], on_gpu=False)
+    assert seconds_of(seen)["kl_budget"] == pytest.approx(30.0 / (128 * 50) * BUDGET_MEASURES * 64 * 50)
+    assert seconds_of(seen)["dpo"] == pytest.approx(120.0 * 100 / 50)  # the 120 s of training, not the 150
+    assert "KL budget" in seen.text() and "rate of job 4" in seen.text()
+    # a round records the budget's seconds apart from its optimiser's stage
+    round_job = Job(
+        id=5,
+        kind="round",
+        status="succeeded",
+        params={
+            "optimizer": "ppo",
+            "ppo_kl_budget": 2.0,
+            "ppo_steps": 5,
+            "result": {
+                "stage_seconds": {"reward": 60.0, "ppo": 96.0, "kl_budget": 48.0},
+                "reward_sets": 30,
+                "kl_budget": {"seconds": 48.0, "answers": 192},
+            },
+        },
+    )
+    ppo = seconds_of(estimate_job("ppo", {"steps": 5, "kl_budget": 2.0}, data=DATA, history=[round_job], on_gpu=False))  # fmt: skip
+    rate = 48.0 / (192 * 48)  # seconds per answer-token: 192 answers of at most 48 tokens (PPO's default)
+    assert ppo["ppo"] == pytest.approx(96.0) and ppo["kl_budget"] == pytest.approx(
+        rate * BUDGET_MEASURES * 64 * 48
+    )
