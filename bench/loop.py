@@ -16,7 +16,8 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
         [--reward-lr 1e-3] [--reward-data new|all] [--heldout-prompts 48] [--keep DIR] [--reward model|gold]
         [--max-new-tokens 72] [--advantage gae|group] [--group-size 4] [--ppo-batch-prompts 8] [--no-eos-penalty -1]
         [--optimizer ppo|dpo] [--dpo-lr 5e-5] [--dpo-beta 0.1] [--dpo-data parent|all] [--dpo-trainer sets|trl]
-        [--dpo-sft-weight 0] [--dpo-pair-weight 1] [--dpo-epochs 1] [--kl-budget 4]
+        [--dpo-sft-weight 0] [--dpo-pair-weight 1] [--dpo-kl-weight 0]
+        [--dpo-epochs 1] [--kl-budget 4]
 
 Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
 model (`reward_continue_from=latest`, the round's default; `--reward-data all` trains a fresh one on every set
@@ -232,6 +233,7 @@ class Settings:
     dpo_trainer: str  # sets | trl
     dpo_sft_weight: float
     dpo_pair_weight: float
+    dpo_kl_weight: float
     dpo_epochs: int
     kl_budget: float | None
 
@@ -259,6 +261,7 @@ class Settings:
             "trainer": self.dpo_trainer,
             "sft_weight": self.dpo_sft_weight,
             "pair_weight": self.dpo_pair_weight,
+            "kl_weight": self.dpo_kl_weight,
             "epochs": self.dpo_epochs,
             "max_new_tokens": self.max_new_tokens,
             **self.budget(),
@@ -442,6 +445,12 @@ def main() -> None:
         help="weight of DPO's loss over the pairs (0 with --dpo-sft-weight 1: rejection-sampling fine-tuning)",
     )
     parser.add_argument(
+        "--dpo-kl-weight",
+        type=float,
+        default=DPOConfig().kl_weight,
+        help="weight of the KL from v0 along the labeled answers in DPO's loss (exact per-token KL, summed per answer)",
+    )
+    parser.add_argument(
         "--dpo-epochs", type=int, default=DPOConfig().epochs, help="DPO's passes over the sets"
     )
     parser.add_argument(
@@ -457,7 +466,8 @@ def main() -> None:
     settings = Settings(
         args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens,
         args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty, args.optimizer, args.dpo_lr,
-        args.dpo_beta, args.dpo_data, args.dpo_trainer, args.dpo_sft_weight, args.dpo_pair_weight, args.dpo_epochs,
+        args.dpo_beta, args.dpo_data, args.dpo_trainer, args.dpo_sft_weight, args.dpo_pair_weight, args.dpo_kl_weight,
+        args.dpo_epochs,
         args.kl_budget,
     )  # fmt: skip
     start_all = time.perf_counter()
@@ -548,7 +558,8 @@ def main() -> None:
         f"max_new_tokens={args.max_new_tokens} advantage={args.advantage} group_size={args.group_size} "
         f"ppo_batch_prompts={args.ppo_batch_prompts} no_eos_penalty={args.no_eos_penalty} dpo_lr={args.dpo_lr:g} dpo_beta={args.dpo_beta:g} "
         f"dpo_data={args.dpo_data} dpo_trainer={args.dpo_trainer} dpo_sft_weight={args.dpo_sft_weight:g} "
-        f"dpo_pair_weight={args.dpo_pair_weight:g} dpo_epochs={args.dpo_epochs} kl_budget={args.kl_budget} "
+        f"dpo_pair_weight={args.dpo_pair_weight:g} dpo_kl_weight={args.dpo_kl_weight:g} dpo_epochs={args.dpo_epochs} "
+        f"kl_budget={args.kl_budget} "
         f"total_min={total / 60:.1f}"
     )
 

@@ -18,7 +18,7 @@ import torch
 from peft import PeftModel
 
 from models.generation import Completion, Messages, render_prompts
-from models.logprobs import Row, answer_distributions, answer_logprobs, per_row
+from models.logprobs import Row, answer_distributions, answer_logprobs, exact_kl, per_row
 from models.policy import PolicyPool
 
 
@@ -43,7 +43,7 @@ def token_kl(model: PeftModel, rows: Sequence[Row], *, pad_id: int, temperature:
     policy, _, row = answer_distributions(model, rows, pad_id=pad_id, temperature=temperature)
     with model.disable_adapter():
         base, _, _ = answer_distributions(model, rows, pad_id=pad_id, temperature=temperature)
-    return per_row((policy.exp() * (policy - base)).sum(-1), row, len(rows))
+    return per_row(exact_kl(policy, base), row, len(rows))
 
 
 def log_ratio(model: PeftModel, rows: Sequence[Row], *, pad_id: int, temperature: float) -> torch.Tensor:

@@ -52,6 +52,17 @@ def answer_distributions(
     return logprobs, targets, row
 
 
+def exact_kl(policy: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """Per position, KL(policy || base) between two log-probability distributions over the vocabulary
+    ([tokens, vocab] each -> [tokens])."""
+    return (policy.exp() * (policy - base)).sum(-1)
+
+
+def written(logprobs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per position, the log-probability of the token written ([tokens, vocab], [tokens] -> [tokens])."""
+    return logprobs.gather(1, targets.unsqueeze(1)).squeeze(1)
+
+
 def per_row(values: torch.Tensor, row: torch.Tensor, rows: int) -> torch.Tensor:
     """Per-token values summed into their rows ([rows])."""
     return torch.zeros(rows, device=values.device, dtype=values.dtype).index_add(0, row, values)
@@ -63,4 +74,4 @@ def answer_logprobs(
     """Each row's summed log-probability of its answer tokens under `model` (as called: with whatever adapter
     is active, with or without gradients), at `temperature`."""
     logprobs, targets, row = answer_distributions(model, rows, pad_id=pad_id, temperature=temperature)
-    return per_row(logprobs.gather(1, targets.unsqueeze(1)).squeeze(1), row, len(rows))
+    return per_row(written(logprobs, targets), row, len(rows))

@@ -3,6 +3,8 @@ policy and the reference once, its implicit reward is beta * (log pi(y|x) - log 
 Bradley-Terry over the set's consensus pairs: -log sigmoid(r_chosen - r_rejected), averaged over the batch's
 pairs. That is trl's sigmoid DPO loss on the same pairs; trl runs each answer once per pair it is in (a set of 4
 answers with 6 pairs: 12 sequences), this runs it once (4). The reference is the base with the adapter off.
+`kl_weight` adds the KL from the reference along the labeled answers (each token's exact KL between the two
+next-token distributions, summed per answer, averaged over the step's answers); every step logs that KL.
 
     trained, final = train_on_sets(model, tokenizer, groups, config, reporter)   # model: a trainable PeftModel
 """
@@ -17,7 +19,7 @@ from accelerate import Accelerator
 from peft import PeftModel
 
 from models.generation import render_prompts
-from models.logprobs import Row, answer_logprobs, fit_row
+from models.logprobs import Row, answer_distributions, answer_logprobs, exact_kl, fit_row, per_row, written
 from rlhf.configs import DPOConfig
 from rlhf.losses import ranking_batch_loss
 from rlhf.progress import Reporter
@@ -77,18 +79,48 @@ def pair_margins(rewards: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
     return rewards[pairs[:, 0]] - rewards[pairs[:, 1]]
 
 
+class Scored(NamedTuple):
+    policy: torch.Tensor  # per answer, log pi(y|x) (with gradients)
+    reference: torch.Tensor  # per answer, log pi_ref(y|x)
+    kl: (
+        torch.Tensor
+    )  # per answer, the exact per-token KL(pi || pi_ref) summed over its tokens (with gradients)
+
+
+def score_rows(wrapped, unwrapped: PeftModel, rows: list[Row], pad: int, *, kl_grad: bool) -> Scored:
+    """The batch's answers through the reference (adapter off, no gradients) and the policy, once each; the KL
+    carries gradients only where it is trained (`kl_grad`), else it is only logged."""
+    with torch.no_grad(), unwrapped.disable_adapter():
+        reference, targets, row = answer_distributions(unwrapped, rows, pad_id=pad)
+    policy, _, _ = answer_distributions(wrapped, rows, pad_id=pad)
+
+    def summed(values: torch.Tensor) -> torch.Tensor:
+        return per_row(values, row, len(rows))
+
+    with torch.set_grad_enabled(kl_grad):
+        kl = summed(exact_kl(policy, reference))
+    return Scored(summed(written(policy, targets)), summed(written(reference, targets)), kl)
+
+
 class SetLoss(NamedTuple):
     loss: torch.Tensor
     rewards: torch.Tensor  # implicit rewards, beta * (log pi - log pi_ref), per answer
     pairs: torch.Tensor  # (chosen, rejected) indices
     sft_nll: torch.Tensor | None  # the best answers' mean per-token NLL (sft_weight > 0)
+    kl: torch.Tensor | None = None  # the answers' mean KL from the reference (when scored)
 
 
 def set_loss(
-    policy: torch.Tensor, reference: torch.Tensor, rows: list[Row], groups: list[Group], config: DPOConfig
+    policy: torch.Tensor,
+    reference: torch.Tensor,
+    rows: list[Row],
+    groups: list[Group],
+    config: DPOConfig,
+    kl: torch.Tensor | None = None,
 ) -> SetLoss:
     """The step's loss: pair_weight x DPO's loss over the sets' pairs plus sft_weight x the per-token negative
-    log-likelihood of each set's best answers (RPO; alone, rejection-sampling fine-tuning on the labelers' picks)."""
+    log-likelihood of each set's best answers (RPO; alone, rejection-sampling fine-tuning on the labelers' picks)
+    plus kl_weight x the answers' mean KL from the reference (`kl`, per answer)."""
     pairs = set_pairs(groups).to(policy.device)
     rewards = config.beta * (policy - reference)
     loss = (
@@ -102,7 +134,10 @@ def set_loss(
         lengths = torch.tensor([len(rows[i][1]) for i in tops.tolist()], device=policy.device)
         nll = -(policy[tops] / lengths.clamp(min=1)).mean()
         loss = loss + config.sft_weight * nll
-    return SetLoss(loss, rewards, pairs, nll)
+    mean_kl = kl.mean() if kl is not None and len(kl) else None
+    if config.kl_weight and mean_kl is not None:
+        loss = loss + config.kl_weight * mean_kl
+    return SetLoss(loss, rewards, pairs, nll, mean_kl)
 
 
 def step_figures(parts: SetLoss) -> dict[str, float]:
@@ -114,6 +149,8 @@ def step_figures(parts: SetLoss) -> dict[str, float]:
         "reward_accuracy": (margins > 0).float().mean().item(),
         "reward_margin": margins.mean().item(),
     }
+    if parts.kl is not None:
+        figures["kl"] = parts.kl.item()
     return figures if parts.sft_nll is None else {**figures, "sft_nll": parts.sft_nll.item()}
 
 
@@ -169,10 +206,8 @@ def train_on_sets(
         rng.shuffle(order)
         for batch in shard_batches(order, config.batch_sets, rank, world):
             rows, _ = batch_rows(batch, tokenizer, config.max_length)
-            with torch.no_grad(), unwrapped.disable_adapter():
-                reference = answer_logprobs(unwrapped, rows, pad_id=pad)
-            policy = answer_logprobs(wrapped, rows, pad_id=pad)
-            parts = set_loss(policy, reference, rows, batch, config)
+            scored = score_rows(wrapped, unwrapped, rows, pad, kl_grad=config.kl_weight > 0)
+            parts = set_loss(scored.policy, scored.reference, rows, batch, config, scored.kl)
             accelerator.backward(parts.loss)
             accelerator.clip_grad_norm_(params, 1.0)
             optimizer.step()

@@ -136,3 +136,43 @@ def test_each_sets_best_answers_are_those_never_rejected_and_sft_adds_their_per_
         DPOConfig(pair_weight=0)
     with pytest.raises(ValueError, match="trainer=trl trains DPO's loss alone"):
         DPOConfig(trainer="trl", sft_weight=1)
+
+
+def test_the_kl_term_is_each_answers_exact_token_kl_from_the_reference_and_holds_training_near_it(tmp_path):
+    from models.divergence import token_kl
+    from rlhf.dpo_sets import score_rows
+
+    model, tokenizer = tiny_model_and_tokenizer(seed=0)
+    model = lora(model)
+    groups = [group("hi there", ["hello", "a longer answer", "no"], [(0, 1), (0, 2), (1, 2)])]
+    rows, _, reference, policy = scored(model, tokenizer, groups)
+    pad = tokenizer.pad_token_id
+    parts = score_rows(model, model, rows, pad, kl_grad=True)
+    with torch.no_grad():
+        by_hand = token_kl(model, rows, pad_id=pad, temperature=1.0)
+    assert torch.allclose(parts.kl.detach(), by_hand, atol=1e-5) and by_hand.min() > 0
+    assert torch.allclose(parts.policy.detach(), policy, atol=1e-5)
+    assert torch.allclose(parts.reference, reference, atol=1e-5)
+    dpo = ranking_batch_loss(BETA * (policy - reference), torch.tensor([[0, 1], [0, 2], [1, 2]]))
+    weighted = set_loss(policy, reference, rows, groups, DPOConfig(beta=BETA, kl_weight=0.2), by_hand)
+    assert weighted.loss.item() == pytest.approx((dpo + 0.2 * by_hand.mean()).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="kl_weight"):
+        DPOConfig(trainer="trl", kl_weight=0.1)
+
+    # the same data, seed and learning rate: the weighted run ends nearer the reference, and both log the KL
+    url, _ = synthetic_store(tmp_path, sets=12)
+    with Session(make_engine(url)) as s:
+        synthetic = load_groups(session=s, settings=PairSettings())
+    ends = {}
+    for weight in (0.0, 1.0):
+        tiny, _ = tiny_model_and_tokenizer(seed=0)
+        peft_model = get_peft_model(tiny, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+        config = DPOConfig(
+            epochs=2, learning_rate=1e-2, beta=BETA, kl_weight=weight, device="cpu", max_length=128
+        )
+        trained, final = train_on_sets(peft_model, tokenizer, synthetic, config, ConsoleReporter())
+        train_rows, _ = batch_rows(synthetic, tokenizer, config.max_length)
+        with torch.no_grad():
+            ends[weight] = token_kl(trained, train_rows, pad_id=pad, temperature=1.0).mean().item()
+        assert final["kl"] >= 0
+    assert ends[1.0] < 0.5 * ends[0.0], ends
