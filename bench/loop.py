@@ -69,7 +69,10 @@ ones and the term holds the policy to them, ending earlier included (both stoppe
 --kl-budget 4` (lr 1e-4, 64 sets, the fit that moves back up): 0.312 / 0.344 / 0.312 (gain 0.088), win-rate 0.67 /
 0.73 / 0.71, held-out KL 3.7 / 3.7 / 2.4 (budget's KL 3.7, 4.5 -> 3.85 at scale 0.92, 2.7), 27.9 min: round 2's
 gain of 0.120 at KL 3.7 is the best at KL under 4, and round 3 gave it back (one round's pass rate moves by about
-0.03 between rounds of similar KL). No run yet has both the gain of 0.15 and KL under 4.
+0.03 between rounds of similar KL). Both together (`--dpo-beta 0.2 --dpo-data all --kl-budget 4`, lr 1e-4): 0.312 /
+0.359 / 0.370 (gain 0.146), win-rate 0.67 / 0.71 / 0.74, held-out KL 3.7 / 3.2 / 3.5 (budget's KL 3.7, 7.3 -> 3.9
+at scale 0.56, 12.5 -> 3.9 at 0.44), at least N words 0.90 -> 0.95, postscript 0.20 -> 0.55, 39.4 min: the closest
+run, one passing answer in 192 short of the gain of 0.15, with win-rate, KL and time targets met.
 
 The pre-generation worker is seeded (`PregenConfig.seed=0`: which prompts get sets), as are the labelers and
 sampling; runs before that seed put sets on different prompts and moved one round's pass rate by about 0.07.
