@@ -19,7 +19,7 @@ from accelerate import Accelerator
 from peft import PeftModel
 
 from models.generation import render_prompts
-from models.logprobs import Row, answer_distributions, answer_logprobs, exact_kl, fit_row, per_row, written
+from models.logprobs import Row, answer_distributions, exact_kl, fit_row, per_row, written
 from rlhf.configs import DPOConfig
 from rlhf.losses import ranking_batch_loss
 from rlhf.progress import Reporter
@@ -82,9 +82,7 @@ def pair_margins(rewards: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
 class Scored(NamedTuple):
     policy: torch.Tensor  # per answer, log pi(y|x) (with gradients)
     reference: torch.Tensor  # per answer, log pi_ref(y|x)
-    kl: (
-        torch.Tensor
-    )  # per answer, the exact per-token KL(pi || pi_ref) summed over its tokens (with gradients)
+    kl: torch.Tensor  # per answer, the exact per-token KL(pi || pi_ref) summed over its tokens
 
 
 def score_rows(wrapped, unwrapped: PeftModel, rows: list[Row], pad: int, *, kl_grad: bool) -> Scored:
@@ -167,10 +165,8 @@ def implicit_accuracy(
             rows, pairs = batch_rows(groups[start : start + EVAL_BATCH_SETS], tokenizer, config.max_length)
             if not len(pairs):
                 continue
-            policy = answer_logprobs(model, rows, pad_id=pad)
-            with model.disable_adapter():
-                reference = answer_logprobs(model, rows, pad_id=pad)
-            rewards = config.beta * (policy - reference)
+            scored = score_rows(model, model, rows, pad, kl_grad=False)
+            rewards = config.beta * (scored.policy - scored.reference)
             pairs = pairs.to(rewards.device)
             margins.append(pair_margins(rewards, pairs))
     every = torch.cat(margins) if margins else torch.zeros(0)

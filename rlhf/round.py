@@ -38,9 +38,7 @@ class RoundResult:
     stage_seconds: dict
     reward_sets: int = 0  # sets the round's reward model trained on (0: it reused the newest one)
     dpo_sets: int = 0  # ranked sets whose pairs its DPO trained on
-    kl_budget: dict | None = (
-        None  # the new version's KL budget fit (its seconds are stage_seconds["kl_budget"])
-    )
+    kl_budget: dict | None = None  # the version's KL budget fit (its seconds: stage_seconds["kl_budget"])
 
 
 def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RoundResult:
