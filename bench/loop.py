@@ -16,7 +16,7 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
         [--reward-lr 1e-3] [--reward-data new|all] [--heldout-prompts 48] [--keep DIR] [--reward model|gold]
         [--max-new-tokens 72] [--advantage gae|group] [--group-size 4] [--ppo-batch-prompts 8] [--no-eos-penalty -1]
         [--optimizer ppo|dpo] [--dpo-lr 5e-5] [--dpo-beta 0.1] [--dpo-data parent|all] [--dpo-trainer sets|trl]
-        [--dpo-sft-weight 0] [--dpo-pair-weight 1] [--dpo-kl-weight 0]
+        [--dpo-sft-weight 0] [--dpo-pair-weight 1] [--dpo-kl-weight 0] [--dpo-label-smoothing 0]
         [--dpo-epochs 1] [--kl-budget 4]
 
 Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
@@ -129,6 +129,7 @@ DPO_WEIGHTS = {  # the terms of the DPO set trainer's loss the command line weig
     "sft_weight": "weight of the NLL of each set's best answers next to DPO's loss (RPO)",
     "pair_weight": "weight of DPO's loss over the pairs (0 with --dpo-sft-weight 1: rejection-sampling fine-tuning)",
     "kl_weight": "weight of the KL from v0 along the labeled answers (exact per-token KL, summed per answer)",
+    "label_smoothing": "share of labels DPO's loss takes to be wrong (conservative DPO)",
 }
 
 
@@ -250,9 +251,7 @@ class Settings:
     dpo_beta: float
     dpo_data: str  # all | parent
     dpo_trainer: str  # sets | trl
-    dpo_sft_weight: float
-    dpo_pair_weight: float
-    dpo_kl_weight: float
+    dpo_weights: dict[str, float]  # DPO_WEIGHTS' fields
     dpo_epochs: int
     kl_budget: float | None
 
@@ -278,9 +277,7 @@ class Settings:
             "beta": self.dpo_beta,
             "data": self.dpo_data,
             "trainer": self.dpo_trainer,
-            "sft_weight": self.dpo_sft_weight,
-            "pair_weight": self.dpo_pair_weight,
-            "kl_weight": self.dpo_kl_weight,
+            **self.dpo_weights,
             "epochs": self.dpo_epochs,
             "max_new_tokens": self.max_new_tokens,
             **self.budget(),
@@ -469,12 +466,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.optimizer == "dpo" and args.reward == "gold":
         parser.error("--reward gold trains PPO on the hidden preference: use it with --optimizer ppo")
+    weights = {name: getattr(args, "dpo_" + name) for name in DPO_WEIGHTS}
     settings = Settings(
         args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens,
         args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty, args.optimizer, args.dpo_lr,
-        args.dpo_beta, args.dpo_data, args.dpo_trainer, args.dpo_sft_weight, args.dpo_pair_weight, args.dpo_kl_weight,
-        args.dpo_epochs,
-        args.kl_budget,
+        args.dpo_beta, args.dpo_data, args.dpo_trainer, weights, args.dpo_epochs, args.kl_budget,
     )  # fmt: skip
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
@@ -563,9 +559,9 @@ def main() -> None:
         f"optimizer={args.optimizer} reward={args.reward} reward_accuracy_last={accuracy} reward_lr={args.reward_lr:g} "
         f"max_new_tokens={args.max_new_tokens} advantage={args.advantage} group_size={args.group_size} "
         f"ppo_batch_prompts={args.ppo_batch_prompts} no_eos_penalty={args.no_eos_penalty} dpo_lr={args.dpo_lr:g} dpo_beta={args.dpo_beta:g} "
-        f"dpo_data={args.dpo_data} dpo_trainer={args.dpo_trainer} dpo_sft_weight={args.dpo_sft_weight:g} "
-        f"dpo_pair_weight={args.dpo_pair_weight:g} dpo_kl_weight={args.dpo_kl_weight:g} dpo_epochs={args.dpo_epochs} "
-        f"kl_budget={args.kl_budget} "
+        f"dpo_data={args.dpo_data} dpo_trainer={args.dpo_trainer} "
+        + "".join(f"dpo_{name}={value:g} " for name, value in weights.items())
+        + f"dpo_epochs={args.dpo_epochs} kl_budget={args.kl_budget} "
         f"total_min={total / 60:.1f}"
     )
 

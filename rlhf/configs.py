@@ -76,6 +76,7 @@ RANGES: dict[str, Range] = {
     "pair_weight": Range(0),
     "sft_weight": Range(0),
     "kl_weight": Range(0),
+    "label_smoothing": Range(0, 0.49),
     "kl_budget": Range(0, low_open=True),
     "kl_budget_prompts": Range(1, 1000),
     "kl_budget_samples": Range(1, 64),
@@ -396,6 +397,13 @@ class DPOConfig:
             "answers wherever the preferences do not move it"
         },
     )
+    label_smoothing: float = field(
+        default=0.0,
+        metadata={
+            "help": "the share of labels taken to be wrong (conservative DPO): each pair's loss stops falling at "
+            "a finite margin, so noisy pairs no longer drive the policy away from the reference without end"
+        },
+    )
     batch_size: int = field(default=4, metadata={"help": "pairs per step, over all processes (trainer=trl)"})
     batch_sets: int = field(
         default=1, metadata={"help": "ranked sets per step, over all processes (trainer=sets)"}
@@ -442,7 +450,7 @@ class DPOConfig:
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_temperature": None}),
-    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "eval_fraction": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
+    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "eval_fraction": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
 }  # fmt: skip
 
 

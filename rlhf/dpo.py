@@ -80,7 +80,7 @@ def train_with_trl(model, peft_config, tokenizer, groups: list[Group], config: D
     on_cpu = plan.device.type == "cpu"
     with tempfile.TemporaryDirectory() as out:
         args = TrlDPOConfig(
-            output_dir=out, num_train_epochs=config.epochs, learning_rate=config.learning_rate, beta=config.beta, per_device_train_batch_size=per_process_batch(config.batch_size),
+            output_dir=out, num_train_epochs=config.epochs, learning_rate=config.learning_rate, beta=config.beta, label_smoothing=config.label_smoothing, per_device_train_batch_size=per_process_batch(config.batch_size),
             max_length=config.max_length, report_to=[], save_strategy="no", logging_steps=1, seed=config.seed,
             use_cpu=on_cpu, bf16=plan.dtype == torch.bfloat16,  # trl's default asks for bf16, which a CPU refuses
         )  # fmt: skip

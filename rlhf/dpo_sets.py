@@ -122,7 +122,7 @@ def set_loss(
     pairs = set_pairs(groups).to(policy.device)
     rewards = config.beta * (policy - reference)
     loss = (
-        config.pair_weight * ranking_batch_loss(rewards, pairs)
+        config.pair_weight * ranking_batch_loss(rewards, pairs, smoothing=config.label_smoothing)
         if config.pair_weight
         else policy.new_zeros(())
     )

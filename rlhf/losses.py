@@ -13,10 +13,17 @@ def bradley_terry_loss(
     margin: torch.Tensor | None = None,
     center: float = 0.0,
     weights: torch.Tensor | None = None,
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """mean(w * -log sigmoid(r_c - r_r - margin)) + center * mean((r_c + r_r)^2); w = 1 without `weights`."""
+    """mean(w * -log sigmoid(r_c - r_r - margin)) + center * mean((r_c + r_r)^2); w = 1 without `weights`.
+
+    `smoothing` e reads each label as right with probability 1 - e (conservative DPO, cDPO): the pair's loss is
+    -(1 - e) log sigmoid(d) - e log sigmoid(-d), whose minimum sits at a finite margin d = log((1 - e) / e)
+    instead of pushing noisy pairs' margins to infinity."""
     diff = chosen - rejected if margin is None else chosen - rejected - margin
     per_pair = -F.logsigmoid(diff)
+    if smoothing:
+        per_pair = (1 - smoothing) * per_pair - smoothing * F.logsigmoid(-diff)
     loss = (per_pair if weights is None else per_pair * weights).mean()
     if center:
         loss = loss + center * ((chosen + rejected) ** 2).mean()
@@ -60,17 +67,18 @@ def ranking_batch_loss(
     ties: torch.Tensor | None = None,
     tie_log_strength: float = 0.0,
     weights: torch.Tensor | None = None,
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Bradley-Terry over every pair of every ranked set, each completion scored once (InstructGPT's trick).
 
     `scores`: [T] one reward per unique completion in the batch; `pairs`: [P, 2] (chosen, rejected) indices;
     `ties`: [P] bool, when the batch holds tie pairs (Davidson's likelihood then); `weights`: [P] per-pair
     weights (reliability-weighted consensus; strict pairs only). Without ties it equals `bradley_terry_loss` on
-    the gathered scores exactly.
+    the gathered scores exactly. `smoothing`: label smoothing of strict pairs (see `bradley_terry_loss`).
     """
     chosen, rejected = scores[pairs[:, 0]], scores[pairs[:, 1]]
     if ties is None:
-        return bradley_terry_loss(chosen, rejected, margin, center, weights)
-    if weights is not None:
-        raise ValueError("per-pair weights take strict pairs only (no ties)")
+        return bradley_terry_loss(chosen, rejected, margin, center, weights, smoothing)
+    if weights is not None or smoothing:
+        raise ValueError("per-pair weights and label smoothing take strict pairs only (no ties)")
     return davidson_loss(chosen, rejected, ties, margin, tie_log_strength, center)

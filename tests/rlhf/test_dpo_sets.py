@@ -15,7 +15,7 @@ from models.logprobs import answer_logprobs
 from models.tiny import tiny_model_and_tokenizer
 from rlhf.configs import DPOConfig
 from rlhf.dpo_sets import batch_rows, implicit_accuracy, set_loss, set_rows, top_rows, train_on_sets
-from rlhf.losses import ranking_batch_loss
+from rlhf.losses import bradley_terry_loss, ranking_batch_loss
 from rlhf.progress import ConsoleReporter
 from rlhf.reward_data import Group, load_groups
 from tests.rlhf.synthetic import synthetic_store
@@ -76,6 +76,31 @@ def test_the_set_loss_is_dpos_loss_over_the_sets_pairs():
         loss.item() == torch.stack(per_pair).mean().item() or abs(loss - torch.stack(per_pair).mean()) < 1e-5
     )
     assert abs(reference.sum() - policy.sum()) > 1e-3  # the adapter changes the scores: the test can fail
+
+
+def test_label_smoothing_reads_each_label_as_wrong_with_its_share_and_stops_at_a_finite_margin():
+    model, tokenizer = tiny_model_and_tokenizer(seed=0)
+    model = lora(model)
+    groups = [
+        group("hi there", ["hello", "a much longer answer to the greeting", "no"], [(0, 1), (0, 2), (1, 2)])
+    ]
+    rows, pairs, reference, policy = scored(model, tokenizer, groups)
+    parts = set_loss(policy, reference, rows, groups, DPOConfig(beta=BETA, label_smoothing=0.2))
+
+    margins = BETA * ((policy - reference)[pairs[:, 0]] - (policy - reference)[pairs[:, 1]])
+    by_hand = (-0.8 * F.logsigmoid(margins) - 0.2 * F.logsigmoid(-margins)).mean()
+    assert abs(parts.loss - by_hand) < 1e-5
+    assert abs(parts.loss - set_loss(policy, reference, rows, groups, DPOConfig(beta=BETA)).loss) > 1e-4
+
+    margin = torch.tensor([0.0, 1.0, 1.3863, 3.0], requires_grad=True)  # log(0.8 / 0.2) = 1.3863
+    (grad,) = torch.autograd.grad(bradley_terry_loss(margin, torch.zeros(4), smoothing=0.2), margin)
+    assert (
+        grad[0] < 0 and grad[1] < 0 and abs(grad[2]) < 1e-4 and grad[3] > 0
+    )  # pushed up to the finite margin
+    with pytest.raises(
+        ValueError, match=r"label_smoothing = 0.5 is out of range: it must be at least 0 and at most 0\.49"
+    ):
+        DPOConfig(label_smoothing=0.5)
 
 
 def test_set_rows_keep_the_answer_and_its_end_of_turn_token_when_cut_to_max_length():
