@@ -58,7 +58,7 @@ def test_rankloop_dpo_trains_and_registers_the_next_version(tmp_path, trainer):
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url)
     args = ["--home", str(tmp_path), "--db", url, "--epochs", "1", "--batch_size", "2", "--max_length", "64"]
-    args += ["--trainer", trainer]
+    args += ["--trainer", trainer, "--label_smoothing", "0.1"]  # conservative DPO, in either trainer
     args += ["--sample_prompts", "1", "--max_new_tokens", "4", "--device", "cpu"]
     done = subprocess.run(
         [sys.executable, "-m", "app", "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600
@@ -103,6 +103,7 @@ def test_rankloop_round_with_dpo_on_the_parents_sets_runs_from_the_command_line(
     rank_some_sets(url, count=4)
     args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--dpo_data", "parent"]
     args += ["--dpo_trainer", "sets", "--dpo_sft_weight", "0.5", "--dpo_kl_weight", "0.1", "--device", "cpu"]
+    args += ["--dpo_label_smoothing", "0.1"]
     run_round(args)
     with Session(make_engine(url)) as s:
         [round_] = s.exec(select(TrainingRound)).all()
