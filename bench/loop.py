@@ -137,7 +137,7 @@ PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"
 MAX_NEW_TOKENS = 72
 PPO_STEPS = 12
 EVAL_TEMPERATURE = 0.7
-DPO_WEIGHTS = {  # the terms of the DPO set trainer's loss the command line weighs (DPOConfig's field names)
+DPO_LOSS = {  # how DPO's loss is made up, as the command line sets it (DPOConfig's field names)
     "sft_weight": "weight of the NLL of each set's best answers next to DPO's loss (RPO)",
     "pair_weight": "weight of DPO's loss over the pairs (0 with --dpo-sft-weight 1: rejection-sampling fine-tuning)",
     "kl_weight": "weight of the KL from v0 along the labeled answers (exact per-token KL, summed per answer)",
@@ -263,7 +263,7 @@ class Settings:
     dpo_beta: float
     dpo_data: str  # all | parent
     dpo_trainer: str  # sets | trl
-    dpo_weights: dict[str, float]  # DPO_WEIGHTS' fields
+    dpo_loss: dict[str, float]  # DPO_LOSS' fields
     dpo_epochs: int
     kl_budget: float | None
 
@@ -289,7 +289,7 @@ class Settings:
             "beta": self.dpo_beta,
             "data": self.dpo_data,
             "trainer": self.dpo_trainer,
-            **self.dpo_weights,
+            **self.dpo_loss,
             "epochs": self.dpo_epochs,
             "max_new_tokens": self.max_new_tokens,
             **self.budget(),
@@ -462,7 +462,7 @@ def main() -> None:
         default=DPOConfig().trainer,
         help="sets: each answer runs once per set; trl: trl.DPOTrainer, once per pair",
     )
-    for name, help_ in DPO_WEIGHTS.items():
+    for name, help_ in DPO_LOSS.items():
         flag = "--dpo-" + name.replace("_", "-")
         parser.add_argument(flag, type=float, default=getattr(DPOConfig(), name), help=help_)
     parser.add_argument(
@@ -478,11 +478,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.optimizer == "dpo" and args.reward == "gold":
         parser.error("--reward gold trains PPO on the hidden preference: use it with --optimizer ppo")
-    weights = {name: getattr(args, "dpo_" + name) for name in DPO_WEIGHTS}
+    dpo_loss = {name: getattr(args, "dpo_" + name) for name in DPO_LOSS}
     settings = Settings(
         args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens,
         args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty, args.optimizer, args.dpo_lr,
-        args.dpo_beta, args.dpo_data, args.dpo_trainer, weights, args.dpo_epochs, args.kl_budget,
+        args.dpo_beta, args.dpo_data, args.dpo_trainer, dpo_loss, args.dpo_epochs, args.kl_budget,
     )  # fmt: skip
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
@@ -572,7 +572,7 @@ def main() -> None:
         f"max_new_tokens={args.max_new_tokens} advantage={args.advantage} group_size={args.group_size} "
         f"ppo_batch_prompts={args.ppo_batch_prompts} no_eos_penalty={args.no_eos_penalty} dpo_lr={args.dpo_lr:g} dpo_beta={args.dpo_beta:g} "
         f"dpo_data={args.dpo_data} dpo_trainer={args.dpo_trainer} "
-        + "".join(f"dpo_{name}={value:g} " for name, value in weights.items())
+        + "".join(f"dpo_{name}={value:g} " for name, value in dpo_loss.items())
         + f"dpo_epochs={args.dpo_epochs} kl_budget={args.kl_budget} "
         f"total_min={total / 60:.1f}"
     )
