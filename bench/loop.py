@@ -262,6 +262,7 @@ class Settings:
     dpo_lr: float
     dpo_beta: float
     dpo_data: str  # all | parent
+    dpo_start_from: str  # parent | base
     dpo_trainer: str  # sets | trl
     dpo_loss: dict[str, float]  # DPO_LOSS' fields
     dpo_epochs: int
@@ -288,6 +289,7 @@ class Settings:
             "learning_rate": self.dpo_lr,
             "beta": self.dpo_beta,
             "data": self.dpo_data,
+            "start_from": self.dpo_start_from,
             "trainer": self.dpo_trainer,
             **self.dpo_loss,
             "epochs": self.dpo_epochs,
@@ -457,6 +459,13 @@ def main() -> None:
         "every set so far (each round longer than the last)",
     )
     parser.add_argument(
+        "--dpo-start-from",
+        choices=("parent", "base"),
+        default=DPOConfig().start_from,
+        help="parent: each DPO round continues the last version's adapter; base: a fresh adapter on v0 each round "
+        "(with --dpo-data all: DPO on every set so far, its KL not compounded over rounds)",
+    )
+    parser.add_argument(
         "--dpo-trainer",
         choices=("sets", "trl"),
         default=DPOConfig().trainer,
@@ -482,7 +491,7 @@ def main() -> None:
     settings = Settings(
         args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens,
         args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty, args.optimizer, args.dpo_lr,
-        args.dpo_beta, args.dpo_data, args.dpo_trainer, dpo_loss, args.dpo_epochs, args.kl_budget,
+        args.dpo_beta, args.dpo_data, args.dpo_start_from, args.dpo_trainer, dpo_loss, args.dpo_epochs, args.kl_budget,
     )  # fmt: skip
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
@@ -571,7 +580,7 @@ def main() -> None:
         f"optimizer={args.optimizer} reward={args.reward} reward_accuracy_last={accuracy} reward_lr={args.reward_lr:g} "
         f"max_new_tokens={args.max_new_tokens} advantage={args.advantage} group_size={args.group_size} "
         f"ppo_batch_prompts={args.ppo_batch_prompts} no_eos_penalty={args.no_eos_penalty} dpo_lr={args.dpo_lr:g} dpo_beta={args.dpo_beta:g} "
-        f"dpo_data={args.dpo_data} dpo_trainer={args.dpo_trainer} "
+        f"dpo_data={args.dpo_data} dpo_start_from={args.dpo_start_from} dpo_trainer={args.dpo_trainer} "
         + "".join(f"dpo_{name}={value:g} " for name, value in dpo_loss.items())
         + f"dpo_epochs={args.dpo_epochs} kl_budget={args.kl_budget} "
         f"total_min={total / 60:.1f}"

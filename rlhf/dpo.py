@@ -135,7 +135,8 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
     peft_config = None
     model: Any
-    if inputs.parent.adapter_path:
+    torch.manual_seed(config.seed)  # a fresh adapter's initial weights
+    if inputs.parent.adapter_path and config.start_from == "parent":
         model = PeftModel.from_pretrained(base, inputs.parent.adapter_path, is_trainable=True)
     else:
         model = base
