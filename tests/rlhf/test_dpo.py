@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from sqlmodel import Session, col, select
 
 from labeler.db import make_engine
@@ -74,10 +75,11 @@ def test_rankloop_round_with_dpo_records_the_round(tmp_path):
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url)
     args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--device", "cpu"]
-    run_round(args)
+    run_round([*args, "--dpo_start_from", "base"])
     with Session(make_engine(url)) as s:
         [round_] = s.exec(select(TrainingRound)).all()
         new = s.get(PolicyVersion, round_.new_version_id)
+    assert new is not None and new.metrics["config"]["start_from"] == "base"
     assert round_.optimizer == "dpo" and round_.reward_model_id is None and len(round_.ranking_ids) == 6
     assert new is not None and new.version == 1 and new.is_current
 
@@ -180,3 +182,36 @@ def test_rankloop_dpo_with_a_kl_budget_records_the_fit_from_the_command_line(tmp
         v1 = s.exec(select(PolicyVersion).where(PolicyVersion.version == 1)).one()
     fit = v1.metrics["kl_budget"]
     assert fit["budget"] == 0.05 and fit["prompts"] == 3 and fit["kl_before"] > 0.05 and fit["scale"] < 1
+
+
+def adapter_weights(engine, version: int) -> dict:
+    from safetensors.torch import load_file
+
+    with Session(engine) as s:
+        row = s.exec(select(PolicyVersion).where(PolicyVersion.version == version)).one()
+    return load_file(str(Path(row.adapter_path) / "adapter_model.safetensors"))
+
+
+def test_dpo_from_the_base_trains_a_fresh_adapter_whatever_the_parent(tmp_path):
+    """start_from=base ignores the parent's adapter: a second version trained on the same sets from v1 equals v1
+    (same seed, same data), from the command line too; start_from=parent continues v2's adapter and differs."""
+    from rlhf import dpo
+    from rlhf.configs import DPOConfig
+
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url, count=4)
+    settings = {"learning_rate": 1e-3, "max_length": 64, "sample_prompts": 1, "max_new_tokens": 4}
+    dpo.run(DPOConfig(home=str(tmp_path), db=url, device="cpu", start_from="base", **settings))
+    args = ["--home", str(tmp_path), "--db", url, "--device", "cpu", "--start_from", "base"]
+    args += [f"--{name}={value}" for name, value in settings.items()]
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    dpo.run(DPOConfig(home=str(tmp_path), db=url, device="cpu", start_from="parent", **settings))
+    engine = make_engine(url)
+    first, second, third = (adapter_weights(engine, v) for v in (1, 2, 3))
+    assert first.keys() == second.keys() == third.keys()
+    for name in first:
+        assert torch.allclose(first[name], second[name], atol=1e-5), name
+    assert max((third[n] - second[n]).abs().max().item() for n in first) > 1e-3
