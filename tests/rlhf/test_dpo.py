@@ -189,6 +189,7 @@ def adapter_weights(engine, version: int) -> dict:
 
     with Session(engine) as s:
         row = s.exec(select(PolicyVersion).where(PolicyVersion.version == version)).one()
+    assert row.adapter_path is not None
     return load_file(str(Path(row.adapter_path) / "adapter_model.safetensors"))
 
 
