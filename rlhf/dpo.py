@@ -20,7 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from labeler.dataset import sets_of_version
 from labeler.db import default_url, make_engine, read_session
 from labeler.pairs import PairSettings
-from models.adapters import save_adapter
+from models.adapters import LORA_TARGETS, save_adapter
 from models.loading import load_base, pick_device
 from rlhf.configs import DPOConfig
 from rlhf.dpo_sets import implicit_accuracy, train_on_sets
@@ -143,7 +143,7 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
         peft_config = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+            target_modules=LORA_TARGETS,
         )
     if config.trainer == "sets":
         model = model if peft_config is None else get_peft_model(model, peft_config)

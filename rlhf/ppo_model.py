@@ -16,7 +16,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models.adapters import save_adapter
+from models.adapters import LORA_TARGETS, save_adapter
 from rlhf.ppo_math import entropy_from_logits
 from rlhf.scoring import RewardMeta, ScoreHead, backbone, last_token_index, load_head, load_meta
 
@@ -98,15 +98,7 @@ def build_shared(
     if policy_path:
         model = PeftModel.from_pretrained(base, policy_path, adapter_name=POLICY, is_trainable=True)
     else:
-        targets = target_modules or [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]
+        targets = target_modules or LORA_TARGETS
         lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=targets)
         model = get_peft_model(base, lora, adapter_name=POLICY)
     value_head = ValueHead(hidden).to(device)

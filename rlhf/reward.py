@@ -37,6 +37,7 @@ from labeler.gold import fit_with_gold
 from labeler.hacking import ComplaintSet, hacking_suspects, sets_with_complaints
 from labeler.reliability import Reliability
 from labeler.reward_models import RewardRef, find_reward_model, next_reward_name, register_reward_model
+from models.adapters import LORA_TARGETS
 from models.loading import load_base
 from rlhf.configs import RewardConfig
 from rlhf.losses import below_reference_loss, ranking_batch_loss
@@ -66,7 +67,6 @@ from rlhf.scoring import (
 )
 
 logger = logging.getLogger(__name__)
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
