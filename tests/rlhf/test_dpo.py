@@ -3,6 +3,7 @@ LoRA adapter on the current version, and version 1 is registered and made curren
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from labeler.leasing import lease_next_set
 from labeler.store import CompletionIn, RankingIn, add_completion_set, submit_ranking
 from labeler.tables import PolicyVersion, Prompt, TrainingRound, id_of
 from labeler.users import add_user
+from models.adapters import LORA_TARGETS
 from tests.rlhf.ppo_helpers import ppo_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +71,9 @@ def test_rankloop_dpo_trains_and_registers_the_next_version(tmp_path, trainer):
         versions = s.exec(select(PolicyVersion).order_by(PolicyVersion.version)).all()
     assert [v.version for v in versions] == [0, 1]
     assert versions[1].is_current and Path(versions[1].adapter_path).is_dir()
+    # the same modules as a policy adapter PPO makes, whichever trainer
+    saved = json.loads((Path(versions[1].adapter_path) / "adapter_config.json").read_text())
+    assert set(saved["target_modules"]) == set(LORA_TARGETS)
 
 
 def test_rankloop_round_with_dpo_records_the_round(tmp_path):
