@@ -100,7 +100,7 @@ lr 1e-4) then gave 0.307 / 0.385 / 0.385 (gain 0.161), win-rate 0.69 / 0.74 / 0.
 no commas 0.12 -> 0.46, 38.5 min; the same versions read with `--eval-samples 8` (384 answers a version; v0 reads
 0.172 there, not 0.224): 0.271 / 0.323 / 0.341 (gain 0.169), win-rate 0.73 / 0.75 / 0.68 (round 3's interval
 0.63-0.72), held-out KL 3.7 / 3.7 / 3.5, 44.1 min. Gain, KL and time targets met on both reads; round 2 meets the
-win-rate target too (0.74 / 0.75), round 3 does not: its answers grow to 38-40 words and half of them hit the
+win-rate target too (0.74 / 0.75), round 3 does not: its answers grow to 38-40 words and over 40% of them hit the
 72-token cap (ending 0.56-0.57 against 0.76-0.78 in round 2), which the labelers rank below a finished answer.
 
 The pre-generation worker is seeded (`PregenConfig.seed=0`: which prompts get sets), as are the labelers and

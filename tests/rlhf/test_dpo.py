@@ -86,7 +86,7 @@ def test_rankloop_round_with_dpo_records_the_round(tmp_path):
         new = s.get(PolicyVersion, round_.new_version_id)
     assert new is not None and new.metrics["config"]["start_from"] == "base"
     assert round_.optimizer == "dpo" and round_.reward_model_id is None and len(round_.ranking_ids) == 6
-    assert new is not None and new.version == 1 and new.is_current
+    assert new.version == 1 and new.is_current
 
 
 def test_dpo_on_parent_data_trains_on_the_sets_its_parent_wrote_and_says_when_there_are_none(tmp_path):
