@@ -1,11 +1,13 @@
-"""A store with prompts and a tiny v0 for PPO tests, and a synthetic reward: the share of response tokens drawn
-from a target set (the lowest quarter of the vocabulary; about 0.25 for the untrained tiny model)."""
+"""A store with prompts and a tiny v0 for PPO tests, a synthetic reward (the share of response tokens drawn from a
+target set: the lowest quarter of the vocabulary; about 0.25 for the untrained tiny model), and a saved adapter's
+weights."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from sqlmodel import Session
 
 from labeler.db import make_engine
@@ -26,6 +28,11 @@ def ppo_store(tmp: Path) -> tuple[str, str]:
         )
         ensure_initial_policy(session=session, base_model=checkpoint)
     return url, checkpoint
+
+
+def saved_adapter(folder: Path | str) -> dict[str, torch.Tensor]:
+    """The tensors of the PEFT adapter saved in `folder`."""
+    return load_file(Path(folder) / "adapter_model.safetensors")
 
 
 TARGET_BELOW = len(tiny_tokenizer()) // 4

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from sqlmodel import Session, select
 
 from labeler.db import make_engine
 from labeler.tables import Job, PolicyVersion, RewardModel
 from rlhf.jobs import JobRunner, Launcher
-from tests.rlhf.ppo_helpers import ppo_store
+from tests.rlhf.ppo_helpers import ppo_store, saved_adapter
 from tests.rlhf.test_dpo import rank_some_sets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +75,7 @@ def test_two_processes_train_one_reward_model(ranked_store):
 
 
 def lora_weights(folder: Path) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in load_file(folder / "adapter_model.safetensors").items() if "lora_" in k}
+    return {k: v for k, v in saved_adapter(folder).items() if "lora_" in k}
 
 
 def test_ppo_on_two_processes_matches_one_process_with_the_same_global_batch(ranked_store):

@@ -18,7 +18,7 @@ from labeler.store import CompletionIn, RankingIn, add_completion_set, submit_ra
 from labeler.tables import PolicyVersion, Prompt, TrainingRound, id_of
 from labeler.users import add_user
 from models.adapters import LORA_TARGETS
-from tests.rlhf.ppo_helpers import ppo_store
+from tests.rlhf.ppo_helpers import ppo_store, saved_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -190,12 +190,10 @@ def test_rankloop_dpo_with_a_kl_budget_records_the_fit_from_the_command_line(tmp
 
 
 def adapter_weights(engine, version: int) -> dict:
-    from safetensors.torch import load_file
-
     with Session(engine) as s:
         row = s.exec(select(PolicyVersion).where(PolicyVersion.version == version)).one()
     assert row.adapter_path is not None
-    return load_file(str(Path(row.adapter_path) / "adapter_model.safetensors"))
+    return saved_adapter(row.adapter_path)
 
 
 def test_dpo_from_the_base_trains_a_fresh_adapter_whatever_the_parent(tmp_path):

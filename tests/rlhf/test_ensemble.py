@@ -4,7 +4,6 @@ reads their disagreement while scores (what PPO reads) stay the model's own."""
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from sqlmodel import Session, col, select
 
 from app import main
@@ -20,6 +19,7 @@ from rlhf.pregen import PregenConfig, PregenWorker
 from rlhf.reward import run
 from rlhf.scoring import ensemble_folders, member_folder
 from rlhf.selection import PoolScorer, disagreement
+from tests.rlhf.ppo_helpers import saved_adapter
 from tests.rlhf.synthetic import add_ranked_sets, synthetic_store
 
 SETTINGS = {"epochs": 1, "learning_rate": 3e-3, "eval_fraction": 0.25, "max_length": 64, "device": "cpu"}
@@ -27,10 +27,6 @@ SETTINGS = {"epochs": 1, "learning_rate": 3e-3, "eval_fraction": 0.25, "max_leng
 
 def _config(tmp_path, url, checkpoint, **overrides) -> RewardConfig:
     return RewardConfig(model=checkpoint, home=str(tmp_path), db=url, **{**SETTINGS, **overrides})
-
-
-def _adapter(folder) -> dict[str, torch.Tensor]:
-    return load_file(folder / "adapter_model.safetensors")
 
 
 def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -50,7 +46,7 @@ def test_an_ensemble_saves_its_other_members_with_their_own_adapters_and_records
     tmp_path, url, _, result = ensemble_store
     folder = tmp_path / "models" / "reward-r1"
     assert ensemble_folders(folder) == [folder, member_folder(folder, 1), member_folder(folder, 2)]
-    adapters = [_adapter(f) for f in ensemble_folders(folder)]
+    adapters = [saved_adapter(f) for f in ensemble_folders(folder)]
     # each member starts from its own seed: no two are the same model
     assert min(_distance(a, b) for i, a in enumerate(adapters) for b in adapters[i + 1 :]) > 1e-3
     with Session(make_engine(url)) as s:
@@ -80,8 +76,8 @@ def test_a_continued_ensemble_continues_each_member_from_the_parents(ensemble_st
     old, new = (ensemble_folders(tmp_path / "models" / name) for name in ("reward-r1", "reward-r2"))
     assert len(new) == 3
     for k in range(3):  # at a learning rate of 1e-9 each member is still its parent
-        others = [_distance(_adapter(new[k]), _adapter(old[j])) for j in range(3) if j != k]
-        assert _distance(_adapter(new[k]), _adapter(old[k])) < min(others) / 100
+        others = [_distance(saved_adapter(new[k]), saved_adapter(old[j])) for j in range(3) if j != k]
+        assert _distance(saved_adapter(new[k]), saved_adapter(old[k])) < min(others) / 100
 
 
 def test_the_generator_reads_an_ensembles_disagreement(ensemble_store):
