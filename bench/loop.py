@@ -18,7 +18,7 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
         [--eval-samples 4] [--optimizer ppo|dpo] [--dpo-lr 5e-5] [--dpo-beta 0.1] [--dpo-data parent|all]
         [--dpo-start-from parent|base] [--dpo-trainer sets|trl]
         [--dpo-sft-weight 0] [--dpo-pair-weight 1] [--dpo-kl-weight 0] [--dpo-label-smoothing 0]
-        [--dpo-epochs 1] [--kl-budget 4]
+        [--dpo-length-weight 0] [--dpo-epochs 1] [--kl-budget 4]
 
 Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
 model (`reward_continue_from=latest`, the round's default; `--reward-data all` trains a fresh one on every set
@@ -159,6 +159,7 @@ DPO_LOSS = {  # how DPO's loss is made up, as the command line sets it (DPOConfi
     "pair_weight": "weight of DPO's loss over the pairs (0 with --dpo-sft-weight 1: rejection-sampling fine-tuning)",
     "kl_weight": "weight of the KL from v0 along the labeled answers (exact per-token KL, summed per answer)",
     "label_smoothing": "share of labels DPO's loss takes to be wrong (conservative DPO)",
+    "length_weight": "R-DPO's alpha: alpha x (chosen's - rejected's tokens) added to each pair's margin",
 }
 
 

@@ -77,6 +77,7 @@ RANGES: dict[str, Range] = {
     "sft_weight": Range(0),
     "kl_weight": Range(0),
     "label_smoothing": Range(0, 0.49),
+    "length_weight": Range(0),
     "kl_budget": Range(0, low_open=True),
     "kl_budget_prompts": Range(1, 1000),
     "kl_budget_samples": Range(1, 64),
@@ -404,6 +405,14 @@ class DPOConfig:
             "a finite margin, so noisy pairs no longer drive the policy away from the reference without end"
         },
     )
+    length_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "R-DPO's alpha (Park et al. 2024; trainer=sets): alpha x (chosen's tokens - rejected's "
+            "tokens) is added to each pair's implicit-reward margin, so the part of a preference that answer "
+            "length explains no longer trains the policy to write longer (or shorter) answers"
+        },
+    )
     batch_size: int = field(default=4, metadata={"help": "pairs per step, over all processes (trainer=trl)"})
     batch_sets: int = field(
         default=1, metadata={"help": "ranked sets per step, over all processes (trainer=sets)"}
@@ -447,9 +456,12 @@ class DPOConfig:
         check_ranges(self)
         if self.pair_weight == 0 and self.sft_weight == 0:
             raise ValueError("pair_weight and sft_weight are both 0: nothing to train on; set either above 0")
-        if self.trainer == "trl" and (self.pair_weight != 1 or self.sft_weight or self.kl_weight):
+        if self.trainer == "trl" and (
+            self.pair_weight != 1 or self.sft_weight or self.kl_weight or self.length_weight
+        ):
             raise ValueError(
-                "trainer=trl trains DPO's loss alone: use trainer=sets for pair_weight / sft_weight / kl_weight"
+                "trainer=trl trains DPO's loss alone: use trainer=sets for pair_weight / sft_weight / kl_weight / "
+                "length_weight"
             )
 
 
@@ -458,7 +470,7 @@ class DPOConfig:
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_temperature": None}),
-    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "start_from": None, "eval_fraction": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
+    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
 }  # fmt: skip
 
 

@@ -3,7 +3,8 @@ policy and the reference once, its implicit reward is beta * (log pi(y|x) - log 
 Bradley-Terry over the set's consensus pairs: -log sigmoid(r_chosen - r_rejected), averaged over the batch's
 pairs. That is trl's sigmoid DPO loss on the same pairs; trl runs each answer once per pair it is in (a set of 4
 answers with 6 pairs: 12 sequences), this runs it once (4). The reference is the base with the adapter off.
-`kl_weight` adds the KL from the reference along the labeled answers (each token's exact KL between the two
+`length_weight` (R-DPO's alpha) adds alpha x (chosen's tokens - rejected's tokens) to each pair's margin, so a
+preference that length explains does not push answers longer. `kl_weight` adds the KL from the reference along the labeled answers (each token's exact KL between the two
 next-token distributions, summed per answer, averaged over the step's answers); every step logs that KL.
 
     trained, final = train_on_sets(model, tokenizer, groups, config, reporter)   # model: a trainable PeftModel
@@ -74,6 +75,12 @@ def top_rows(groups: list[Group]) -> torch.Tensor:
     return torch.tensor(tops, dtype=torch.long)
 
 
+def length_gaps(rows: list[Row], pairs: torch.Tensor) -> torch.Tensor:
+    """Chosen minus rejected answer length in tokens, per pair (float, on the pairs' device)."""
+    lengths = torch.tensor([len(answer) for _, answer in rows], dtype=torch.float, device=pairs.device)
+    return lengths[pairs[:, 0]] - lengths[pairs[:, 1]]
+
+
 def pair_margins(rewards: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
     """Chosen minus rejected implicit reward, per pair."""
     return rewards[pairs[:, 0]] - rewards[pairs[:, 1]]
@@ -116,13 +123,16 @@ def set_loss(
     config: DPOConfig,
     kl: torch.Tensor | None = None,
 ) -> SetLoss:
-    """The step's loss: pair_weight x DPO's loss over the sets' pairs plus sft_weight x the per-token negative
-    log-likelihood of each set's best answers (RPO; alone, rejection-sampling fine-tuning on the labelers' picks)
-    plus kl_weight x the answers' mean KL from the reference (`kl`, per answer)."""
+    """The step's loss: pair_weight x DPO's loss over the sets' pairs (R-DPO's with length_weight: the pair's
+    margin plus alpha x its length gap in tokens) plus sft_weight x the per-token negative log-likelihood of each
+    set's best answers (RPO; alone, rejection-sampling fine-tuning on the labelers' picks) plus kl_weight x the
+    answers' mean KL from the reference (`kl`, per answer)."""
     pairs = set_pairs(groups).to(policy.device)
     rewards = config.beta * (policy - reference)
+    # ranking_batch_loss subtracts its margin: R-DPO's +alpha x (|chosen| - |rejected|) is a margin of minus that
+    margin = -config.length_weight * length_gaps(rows, pairs) if config.length_weight else None
     loss = (
-        config.pair_weight * ranking_batch_loss(rewards, pairs, smoothing=config.label_smoothing)
+        config.pair_weight * ranking_batch_loss(rewards, pairs, margin, smoothing=config.label_smoothing)
         if config.pair_weight
         else policy.new_zeros(())
     )

@@ -200,3 +200,32 @@ def test_the_kl_term_is_each_answers_exact_token_kl_from_the_reference_and_holds
             ends[weight] = token_kl(trained, train_rows, pad_id=pad, temperature=1.0).mean().item()
         assert final["kl"] >= 0
     assert ends[1.0] < 0.5 * ends[0.0], ends
+
+
+def test_the_length_weight_adds_r_dpos_length_term_to_each_pairs_margin():
+    model, tokenizer = tiny_model_and_tokenizer(seed=0)
+    model = lora(model)
+    groups = [
+        group("hi there", ["hello", "a much longer answer to the greeting", "no"], [(0, 1), (1, 0), (1, 2)])
+    ]
+    rows, pairs, reference, policy = scored(model, tokenizer, groups)
+    alpha = 0.05
+    parts = set_loss(policy, reference, rows, groups, DPOConfig(beta=BETA, length_weight=alpha))
+
+    tokens = torch.tensor([float(len(answer)) for _, answer in rows])
+    rewards = BETA * (policy - reference)
+    by_hand = -F.logsigmoid(
+        rewards[pairs[:, 0]] - rewards[pairs[:, 1]] + alpha * (tokens[pairs[:, 0]] - tokens[pairs[:, 1]])
+    )
+    assert abs(parts.loss - by_hand.mean()) < 1e-5
+    without = -F.logsigmoid(rewards[pairs[:, 0]] - rewards[pairs[:, 1]])
+    assert (
+        tokens[1] - tokens[0] >= 5
+    )  # preferring the long answer costs less than without the term, rejecting it more
+    assert by_hand[0] > without[0] and by_hand[1] < without[1]
+    plain = set_loss(policy, reference, rows, groups, DPOConfig(beta=BETA)).loss
+    assert abs(parts.loss - plain) > 1e-4
+    with pytest.raises(ValueError, match=r"trainer=trl trains DPO.s loss alone.*length_weight"):
+        DPOConfig(trainer="trl", length_weight=alpha)
+    with pytest.raises(ValueError, match=r"length_weight = -0.1 is out of range"):
+        DPOConfig(length_weight=-0.1)
