@@ -110,10 +110,12 @@ def test_rankloop_round_with_dpo_on_the_parents_sets_runs_from_the_command_line(
     rank_some_sets(url, count=4)
     args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--dpo_data", "parent"]
     args += ["--dpo_trainer", "sets", "--dpo_sft_weight", "0.5", "--dpo_kl_weight", "0.1", "--device", "cpu"]
-    args += ["--dpo_label_smoothing", "0.1"]
+    args += ["--dpo_label_smoothing", "0.1", "--dpo_length_weight", "0.02"]
     run_round(args)
     with Session(make_engine(url)) as s:
         [round_] = s.exec(select(TrainingRound)).all()
+        new = s.get(PolicyVersion, round_.new_version_id)
+    assert new is not None and new.metrics["config"]["length_weight"] == 0.02
     assert round_.optimizer == "dpo" and round_.metrics["final"]["step"] == 4  # v0's four sets, one a step
     assert round_.metrics["final"]["sft_nll"] > 0  # the best answers' NLL, trained next to DPO's loss
     assert round_.metrics["final"]["kl"] > 0  # the KL from the reference, trained next to both
