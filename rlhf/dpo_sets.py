@@ -113,6 +113,7 @@ class SetLoss(NamedTuple):
     pairs: torch.Tensor  # (chosen, rejected) indices
     sft_nll: torch.Tensor | None  # the best answers' mean per-token NLL (sft_weight > 0)
     kl: torch.Tensor | None = None  # the answers' mean KL from the reference (when scored)
+    length_gap: float = 0.0  # chosen minus rejected answer tokens, mean over the pairs (the labels' length bias)
 
 
 def set_loss(
@@ -130,7 +131,8 @@ def set_loss(
     pairs = set_pairs(groups).to(policy.device)
     rewards = config.beta * (policy - reference)
     # ranking_batch_loss subtracts its margin: R-DPO's +alpha x (|chosen| - |rejected|) is a margin of minus that
-    margin = -config.length_weight * length_gaps(rows, pairs) if config.length_weight else None
+    gaps = length_gaps(rows, pairs)
+    margin = -config.length_weight * gaps if config.length_weight else None
     loss = (
         config.pair_weight * ranking_batch_loss(rewards, pairs, margin, smoothing=config.label_smoothing)
         if config.pair_weight
@@ -145,17 +147,20 @@ def set_loss(
     mean_kl = kl.mean() if kl is not None and len(kl) else None
     if config.kl_weight and mean_kl is not None:
         loss = loss + config.kl_weight * mean_kl
-    return SetLoss(loss, rewards, pairs, nll, mean_kl)
+    gap = gaps.mean().item() if len(gaps) else 0.0
+    return SetLoss(loss, rewards, pairs, nll, mean_kl, gap)
 
 
 def step_figures(parts: SetLoss) -> dict[str, float]:
-    """What a step logs: the loss, the share of pairs whose implicit rewards are ordered right, their margin, and
-    the best answers' NLL where it is trained."""
+    """What a step logs: the loss, the share of pairs whose implicit rewards are ordered right, their margin, the
+    chosen answers' extra tokens over the rejected ones (`length_gap`), and the best answers' NLL where it is
+    trained."""
     margins = pair_margins(parts.rewards, parts.pairs).detach()
     figures = {
         "loss": parts.loss.item(),
         "reward_accuracy": (margins > 0).float().mean().item(),
         "reward_margin": margins.mean().item(),
+        "length_gap": parts.length_gap,
     }
     if parts.kl is not None:
         figures["kl"] = parts.kl.item()

@@ -218,6 +218,7 @@ def test_the_length_weight_adds_r_dpos_length_term_to_each_pairs_margin():
         rewards[pairs[:, 0]] - rewards[pairs[:, 1]] + alpha * (tokens[pairs[:, 0]] - tokens[pairs[:, 1]])
     )
     assert abs(parts.loss - by_hand.mean()) < 1e-5
+    assert parts.length_gap == pytest.approx((tokens[pairs[:, 0]] - tokens[pairs[:, 1]]).mean().item())
     without = -F.logsigmoid(rewards[pairs[:, 0]] - rewards[pairs[:, 1]])
     assert (
         tokens[1] - tokens[0] >= 5
