@@ -113,9 +113,7 @@ class SetLoss(NamedTuple):
     pairs: torch.Tensor  # (chosen, rejected) indices
     sft_nll: torch.Tensor | None  # the best answers' mean per-token NLL (sft_weight > 0)
     kl: torch.Tensor | None = None  # the answers' mean KL from the reference (when scored)
-    length_gap: float = (
-        0.0  # chosen minus rejected answer tokens, mean over the pairs (the labels' length bias)
-    )
+    length_gap: float = 0.0  # chosen minus rejected answer tokens, mean over the pairs (labels' length bias)
 
 
 def set_loss(
