@@ -18,7 +18,7 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
         [--eval-samples 4] [--optimizer ppo|dpo] [--dpo-lr 5e-5] [--dpo-beta 0.1] [--dpo-data parent|all]
         [--dpo-start-from parent|base] [--dpo-trainer sets|trl]
         [--dpo-sft-weight 0] [--dpo-pair-weight 1] [--dpo-kl-weight 0] [--dpo-label-smoothing 0]
-        [--dpo-length-weight 0] [--dpo-epochs 1] [--kl-budget 4]
+        [--dpo-length-weight 0] [--dpo-epochs 1] [--dpo-batch-sets 1] [--kl-budget 4]
 
 Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
 model (`reward_continue_from=latest`, the round's default; `--reward-data all` trains a fresh one on every set
@@ -284,6 +284,7 @@ class Settings:
     dpo_trainer: str  # sets | trl
     dpo_loss: dict[str, float]  # DPO_LOSS' fields
     dpo_epochs: int
+    dpo_batch_sets: int
     kl_budget: float | None
 
     def budget(self) -> dict[str, Any]:
@@ -311,6 +312,7 @@ class Settings:
             "trainer": self.dpo_trainer,
             **self.dpo_loss,
             "epochs": self.dpo_epochs,
+            "batch_sets": self.dpo_batch_sets,
             "max_new_tokens": self.max_new_tokens,
             **self.budget(),
         }
@@ -496,6 +498,9 @@ def main() -> None:
         "--dpo-epochs", type=int, default=DPOConfig().epochs, help="DPO's passes over the sets"
     )
     parser.add_argument(
+        "--dpo-batch-sets", type=int, default=DPOConfig().batch_sets, help="ranked sets per DPO step"
+    )
+    parser.add_argument(
         "--kl-budget",
         type=float,
         default=None,
@@ -509,7 +514,8 @@ def main() -> None:
     settings = Settings(
         args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens,
         args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty, args.optimizer, args.dpo_lr,
-        args.dpo_beta, args.dpo_data, args.dpo_start_from, args.dpo_trainer, dpo_loss, args.dpo_epochs, args.kl_budget,
+        args.dpo_beta, args.dpo_data, args.dpo_start_from, args.dpo_trainer, dpo_loss, args.dpo_epochs, args.dpo_batch_sets,
+        args.kl_budget,
     )  # fmt: skip
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
@@ -600,7 +606,7 @@ def main() -> None:
         f"ppo_batch_prompts={args.ppo_batch_prompts} no_eos_penalty={args.no_eos_penalty} dpo_lr={args.dpo_lr:g} dpo_beta={args.dpo_beta:g} "
         f"dpo_data={args.dpo_data} dpo_start_from={args.dpo_start_from} dpo_trainer={args.dpo_trainer} "
         + "".join(f"dpo_{name}={value:g} " for name, value in dpo_loss.items())
-        + f"dpo_epochs={args.dpo_epochs} kl_budget={args.kl_budget} "
+        + f"dpo_epochs={args.dpo_epochs} dpo_batch_sets={args.dpo_batch_sets} kl_budget={args.kl_budget} "
         f"total_min={total / 60:.1f}"
     )
 

@@ -470,7 +470,7 @@ class DPOConfig:
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_temperature": None}),
-    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
+    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "batch_sets": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
 }  # fmt: skip
 
 
