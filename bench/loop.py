@@ -19,6 +19,7 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
         [--dpo-start-from parent|base] [--dpo-trainer sets|trl]
         [--dpo-sft-weight 0] [--dpo-pair-weight 1] [--dpo-kl-weight 0] [--dpo-label-smoothing 0]
         [--dpo-length-weight 0] [--dpo-epochs 1] [--dpo-batch-sets 1] [--kl-budget 4]
+        [--kl-budget-from base|parent]
 
 Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
 model (`reward_continue_from=latest`, the round's default; `--reward-data all` trains a fresh one on every set
@@ -286,10 +287,15 @@ class Settings:
     dpo_epochs: int
     dpo_batch_sets: int
     kl_budget: float | None
+    kl_budget_from: str  # base | parent
 
     def budget(self) -> dict[str, Any]:
         """The KL budget's settings (either optimiser's field names): measured at the held-out answers' temperature."""
-        return {"kl_budget": self.kl_budget, "kl_budget_temperature": EVAL_TEMPERATURE}
+        return {
+            "kl_budget": self.kl_budget,
+            "kl_budget_from": self.kl_budget_from,
+            "kl_budget_temperature": EVAL_TEMPERATURE,
+        }
 
     def ppo(self) -> dict[str, Any]:
         """PPO's settings that the command line sets, by PPOConfig's field names."""
@@ -507,6 +513,13 @@ def main() -> None:
         help="scale each new version back toward v0 until its KL (at the held-out temperature, on training "
         "prompts) is at most this many nats (PPO and DPO alike; default: no budget)",
     )
+    parser.add_argument(
+        "--kl-budget-from",
+        choices=("base", "parent"),
+        default="base",
+        help="base: the budget scales the whole adapter back toward v0; parent: only the round's update, back "
+        "toward the version it started from",
+    )
     args = parser.parse_args()
     if args.optimizer == "dpo" and args.reward == "gold":
         parser.error("--reward gold trains PPO on the hidden preference: use it with --optimizer ppo")
@@ -515,7 +528,7 @@ def main() -> None:
         args.preference, args.tie_within > 0, args.reward_lr, args.reward_data, args.reward, args.max_new_tokens,
         args.advantage, args.group_size, args.ppo_batch_prompts, args.no_eos_penalty, args.optimizer, args.dpo_lr,
         args.dpo_beta, args.dpo_data, args.dpo_start_from, args.dpo_trainer, dpo_loss, args.dpo_epochs, args.dpo_batch_sets,
-        args.kl_budget,
+        args.kl_budget, args.kl_budget_from,
     )  # fmt: skip
     start_all = time.perf_counter()
     preference = PREFERENCES[args.preference]
@@ -607,6 +620,7 @@ def main() -> None:
         f"dpo_data={args.dpo_data} dpo_start_from={args.dpo_start_from} dpo_trainer={args.dpo_trainer} "
         + "".join(f"dpo_{name}={value:g} " for name, value in dpo_loss.items())
         + f"dpo_epochs={args.dpo_epochs} dpo_batch_sets={args.dpo_batch_sets} kl_budget={args.kl_budget} "
+        f"kl_budget_from={args.kl_budget_from} "
         f"total_min={total / 60:.1f}"
     )
 

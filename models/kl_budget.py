@@ -1,6 +1,8 @@
 """Keeping a trained policy within a KL budget from the base: measure KL(policy || base) on the policy's own
 sampled answers, and where it is over the budget scale the LoRA adapter's update back toward the base (the weights
-base + s * B A, 0 < s < 1, lie on the straight line from the base to the trained policy) until it fits. Near the
+base + s * B A, 0 < s < 1, lie on the straight line from the base to the trained policy) until it fits; or, with
+`toward_start`, only this round's update back toward the adapter it started from (the parent version's), keeping
+what earlier rounds learned. Near the
 base KL grows as the square of the update's size, so s = sqrt(budget / KL) is the first guess; after that the power
 KL ~ s^k is read off the last two measures, or, once one scale fits and one does not, off those two (a bracket),
 and a fit that lands well under the budget (below FULL x budget) moves back up inside the bracket while measures
@@ -129,6 +131,33 @@ def next_scale(measures: list[tuple[float, float]], budget: float) -> float | No
     guess = low * (MARGIN * budget / low_kl) ** (1 / power_through(*ends)) if low_kl > 0 else high
     room = (high - low) / 10
     return min(max(guess, low + room), high - room)
+
+
+def adapter_weights(model: PeftModel, name: str | None = None) -> dict[str, torch.Tensor]:
+    """Copies of an adapter's LoRA A and B weights by parameter name (`name`: the active adapter by default)."""
+    name = name or model.active_adapter
+    marks = (f"lora_A.{name}.", f"lora_B.{name}.")
+    return {n: p.detach().clone() for n, p in model.named_parameters() if any(m in n for m in marks)}
+
+
+def toward_start(model: PeftModel, start: dict[str, torch.Tensor]) -> Callable[[float], None]:
+    """A `rescale` for `fit_to_budget` that moves the adapter along the line from `start` (its weights before this
+    round's training, `adapter_weights`) to its trained weights, A and B alike: scale s sets each LoRA weight to
+    start + s (trained - start), so scaling back gives up this round's update and keeps what the adapter held."""
+    end = adapter_weights(model)
+    if set(end) != set(start):
+        raise ValueError("the adapter's weights before training do not match its LoRA layers now")
+    params = dict(model.named_parameters())
+    scale = 1.0
+
+    def rescale(factor: float) -> None:
+        nonlocal scale
+        scale *= factor
+        with torch.no_grad():
+            for name, trained in end.items():
+                params[name].copy_(start[name] + scale * (trained - start[name]))
+
+    return rescale
 
 
 def fit_to_budget(

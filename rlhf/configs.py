@@ -122,6 +122,13 @@ KL_BUDGET_FIELDS: dict[str, tuple[Any, object, str]] = {
         "after training, scale the adapter's update back toward v0 until the new version's KL from v0 (on its own "
         "answers to training prompts) is at most this many nats; none: no budget",
     ),
+    "kl_budget_from": (
+        Literal["base", "parent"],
+        "base",
+        "what the KL budget scales back: base, the whole adapter toward v0 (earlier rounds' learning too); "
+        "parent, only this round's update toward the parent version's adapter, keeping what earlier rounds "
+        "learned (a round that starts from a fresh adapter scales toward v0 either way)",
+    ),
     "kl_budget_prompts": (int, 32, "training prompts the KL budget is measured on"),
     "kl_budget_samples": (int, 2, "answers sampled per prompt for the KL budget"),
     "kl_budget_temperature": (
@@ -469,8 +476,8 @@ class DPOConfig:
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
-    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_temperature": None}),
-    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "batch_sets": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": None, "kl_budget": None, "kl_budget_temperature": None, "max_new_tokens": None}),
+    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None}),
+    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "batch_sets": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None, "max_new_tokens": None}),
 }  # fmt: skip
 
 

@@ -24,7 +24,7 @@ from models.adapters import LORA_TARGETS, save_adapter
 from models.loading import load_base, pick_device
 from rlhf.configs import DPOConfig
 from rlhf.dpo_sets import implicit_accuracy, train_on_sets
-from rlhf.policy_stage import keep_within_budget, read_inputs, samples, save_version
+from rlhf.policy_stage import budget_start, keep_within_budget, read_inputs, samples, save_version
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import Group, load_groups, split_by_prompt
 
@@ -145,12 +145,15 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
             lora_alpha=config.lora_alpha,
             target_modules=LORA_TARGETS,
         )
+    anchor = budget_start(model, config, continued=peft_config is None)
     if config.trainer == "sets":
         model = model if peft_config is None else get_peft_model(model, peft_config)
         trained, final = train_on_sets(model, tokenizer, groups, config, reporter)
     else:
         trained, final = train_with_trl(model, peft_config, tokenizer, groups, config, reporter)
-    budget = keep_within_budget(trained, tokenizer, [g.prompt for g in groups if g.pairs], config, reporter)
+    budget = keep_within_budget(
+        trained, tokenizer, [g.prompt for g in groups if g.pairs], config, reporter, anchor
+    )
     if heldout:  # the version as saved: after any scaling to the budget
         final = {**final, **implicit_accuracy(trained, tokenizer, heldout, config)}
     after = samples(trained, tokenizer, inputs.prompts.samples, config.max_new_tokens)

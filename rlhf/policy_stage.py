@@ -25,7 +25,7 @@ from labeler.db import read_session
 from labeler.policies import next_policy_version, register_policy_version
 from labeler.rounds import PolicyInputs, policy_inputs
 from models.generation import Messages, SamplingParams, TransformersBackend
-from models.kl_budget import fit_to_budget, sampled_kl, scale_adapter
+from models.kl_budget import adapter_weights, fit_to_budget, sampled_kl, scale_adapter, toward_start
 from rlhf.progress import Reporter
 
 logger = logging.getLogger(__name__)
@@ -68,12 +68,20 @@ def mean_over_processes(values: list[float]) -> float:
     return sum(values) / max(1, len(values))
 
 
+def budget_start(model, config: Any, continued: bool, name: str | None = None) -> dict | None:
+    """Before training: the policy adapter's weights to scale back toward (`kl_budget_from=parent`, when the round
+    continues the parent version's adapter), else None (scale toward the base)."""
+    wanted = config.kl_budget is not None and config.kl_budget_from == "parent" and continued
+    return adapter_weights(model, name) if wanted else None
+
+
 def keep_within_budget(
-    model, tokenizer, prompts: Sequence[Messages], config: Any, reporter: Reporter
+    model, tokenizer, prompts: Sequence[Messages], config: Any, reporter: Reporter, anchor: dict | None = None
 ) -> dict | None:
     """Where `config.kl_budget` is set, fit the trained model (a PeftModel, its policy adapter active) to it
-    (models/kl_budget.py) on `config.kl_budget_prompts` of `prompts`, each process sampling its share; returns
-    what the version's metrics record (None: no budget)."""
+    (models/kl_budget.py) on `config.kl_budget_prompts` of `prompts`, each process sampling its share, scaling
+    its update toward the base, or toward `anchor` (`budget_start`: the adapter before this round); returns what
+    the version's metrics record (None: no budget)."""
     if config.kl_budget is None:
         return None
     start = time.perf_counter()
@@ -95,9 +103,10 @@ def keep_within_budget(
         reporter.step({"kl": kl})
         return kl
 
-    fit = fit_to_budget(
-        measure, lambda factor: scale_adapter(model, factor), budget=config.kl_budget, tries=BUDGET_MEASURES
+    rescale = (
+        toward_start(model, anchor) if anchor is not None else lambda factor: scale_adapter(model, factor)
     )
+    fit = fit_to_budget(measure, rescale, budget=config.kl_budget, tries=BUDGET_MEASURES)
     if not fit.within:
         logger.warning(
             "KL %.2f is still over the budget %.2f after %d measures", fit.kl, fit.budget, BUDGET_MEASURES
@@ -107,6 +116,7 @@ def keep_within_budget(
         "kl_before": fit.kl_before,
         "kl": fit.kl,
         "scale": fit.scale,
+        "scaled_toward": "parent" if anchor is not None else "base",
         "within": fit.within,
         "measures": fit.measures,
         "prompts": len(chosen),

@@ -30,8 +30,8 @@ from labeler.instructions import Instruction
 from models.loading import load_base
 from rlhf.configs import PPOConfig
 from rlhf.overopt import GoldFn, OveroptimisationMonitor, gold_mean, preference_judge
-from rlhf.policy_stage import keep_within_budget, read_inputs, samples, save_version
-from rlhf.ppo_model import SharedModel, build_shared, reward_scores, save_policy
+from rlhf.policy_stage import budget_start, keep_within_budget, read_inputs, samples, save_version
+from rlhf.ppo_model import POLICY, SharedModel, build_shared, reward_scores, save_policy
 from rlhf.ppo_step import Rollout, StepStats, ppo_update, rollout, score_rollout
 from rlhf.progress import ConsoleReporter, Reporter
 
@@ -182,6 +182,7 @@ def run(
         lora_alpha=config.lora_alpha,
     )
     before = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
+    anchor = budget_start(shared.model, config, continued=bool(inputs.parent.adapter_path), name=POLICY)
     carried = config.adaptive_kl and config.carry_kl_coef and inputs.parent_kl_coef
     start_coef = inputs.parent_kl_coef if carried and inputs.parent_kl_coef else config.kl_coef
     gold = (
@@ -202,7 +203,7 @@ def run(
         start_coef,
         gold,
     )
-    budget = keep_within_budget(shared.model, tokenizer, inputs.prompts.train, config, reporter)
+    budget = keep_within_budget(shared.model, tokenizer, inputs.prompts.train, config, reporter, anchor)
     reporter.start(1, "ppo samples and saving")
     after = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     summary = {k: v for k, v in history[-1].items() if isinstance(v, float | int)} if history else {}

@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from models.generation import SamplingParams
-from models.kl_budget import fit_to_budget, sampled_kl, scale_adapter
+from models.kl_budget import adapter_weights, fit_to_budget, sampled_kl, scale_adapter, toward_start
 from models.tiny import tiny_model_and_tokenizer
 
 PROMPTS = [
@@ -50,6 +50,30 @@ def test_scaling_the_update_moves_along_the_line_from_the_base():
     assert torch.allclose(logits(model, ids), tuned, atol=1e-5)
     scale_adapter(model, 0.0)
     assert torch.allclose(logits(model, ids), base, atol=1e-5)
+
+
+def test_scaling_toward_the_start_gives_up_only_the_rounds_update():
+    model, _ = tuned_tiny()
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    parent = logits(model, ids)
+    start = adapter_weights(model)
+    with torch.no_grad():  # this round's "training": every LoRA weight moves
+        for name, p in model.named_parameters():
+            if name in start:
+                p.add_(0.05 * torch.randn_like(p))
+    trained = logits(model, ids)
+    trained_weights = adapter_weights(model)
+    assert not torch.allclose(trained, parent, atol=1e-4)
+    rescale = toward_start(model, start)
+    rescale(0.5)  # halfway along the line from the parent adapter to the trained one, A and B alike
+    for name, now in adapter_weights(model).items():
+        assert torch.allclose(now, (start[name] + trained_weights[name]) / 2, atol=1e-6)
+    rescale(0.0)  # the whole update given up: the parent's adapter, not the base
+    assert torch.allclose(logits(model, ids), parent, atol=1e-5)
+    with model.disable_adapter():
+        assert not torch.allclose(logits(model, ids), parent, atol=1e-4)
+    with pytest.raises(ValueError, match="do not match"):
+        toward_start(model, {k: v for k, v in list(start.items())[1:]})
 
 
 def test_scaling_a_model_without_lora_layers_says_so():

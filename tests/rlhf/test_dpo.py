@@ -221,3 +221,29 @@ def test_dpo_from_the_base_trains_a_fresh_adapter_whatever_the_parent(tmp_path):
     for name in first:
         assert torch.allclose(first[name], second[name], atol=1e-5), name
     assert max((third[n] - second[n]).abs().max().item() for n in first) > 1e-3
+
+
+def test_a_budget_from_the_parent_scales_back_only_the_rounds_update(tmp_path):
+    """kl_budget_from=parent: the version over its budget lies on the line from its parent's adapter to what the
+    round trained (the same seeded round run without a budget), at the fit's scale; v1's learning is kept."""
+    from rlhf import dpo
+    from rlhf.configs import DPOConfig
+
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url, count=4)
+    settings = {"learning_rate": 0.02, "max_length": 64, "sample_prompts": 1, "max_new_tokens": 6}
+    settings |= {"home": str(tmp_path), "db": url, "device": "cpu"}
+    first = dpo.run(DPOConfig(kl_budget=1e6, **settings))  # v1, and its KL from v0 (the budget leaves it be)
+    assert first.kl_budget is not None and first.kl_budget["scale"] == 1.0
+    dpo.run(DPOConfig(make_current=False, **settings))  # v2: the round from v1 without a budget
+    budget = first.kl_budget["kl"] + 0.02
+    last = dpo.run(DPOConfig(kl_budget=budget, kl_budget_from="parent", **settings))  # v3: from v1 again
+    fit = last.kl_budget
+    assert fit is not None and fit["scaled_toward"] == "parent" and fit["kl_before"] > budget
+    assert fit["within"] and 0 < fit["scale"] < 1
+    engine = make_engine(url)
+    parent, trained, kept = (adapter_weights(engine, v) for v in (1, 2, 3))
+    for name in parent:
+        expected = parent[name] + fit["scale"] * (trained[name] - parent[name])
+        assert torch.allclose(kept[name], expected, atol=1e-5), name
+    assert max((trained[n] - parent[n]).abs().max().item() for n in parent) > 1e-3
