@@ -16,7 +16,7 @@ from rlhf.ppo_math import leave_one_out
 from rlhf.ppo_model import build_shared, gather_logprobs, policy_forward, reference_logprobs
 from rlhf.ppo_step import rollout, score_rollout
 from rlhf.progress import ConsoleReporter
-from tests.rlhf.ppo_helpers import ppo_store, quick_config, target_share
+from tests.rlhf.ppo_helpers import ppo_store, quick_config, saved_adapter, target_share
 
 PROMPTS = [[{"role": "user", "content": f"question {i}"}] for i in range(4)]
 
@@ -172,6 +172,31 @@ def test_group_advantages_score_each_answer_against_the_others_to_its_prompt(tmp
     assert last > first + 0.1, (first, last)
     # no value head is trained: group advantages need none
     assert all(torch.equal(v, value_head[k]) for k, v in shared.policy.value_head.state_dict().items())
+
+
+def test_a_ppo_budget_from_the_parent_keeps_the_parents_policy_and_scales_the_rounds_update(tmp_path):
+    """kl_budget_from=parent on PPO: v2 lies on the line from v1's policy adapter to what the round trained (the
+    same seeded round without a budget), at the fit's scale."""
+    url, _ = ppo_store(tmp_path)
+    measure = {"kl_budget_prompts": 16, "kl_budget_samples": 2}
+    first = ppo.run(quick_config(tmp_path, url, steps=3, kl_budget=1e6, **measure), reward_fn=target_share)
+    assert first.kl_budget is not None
+    ppo.run(
+        quick_config(tmp_path, url, steps=3, make_current=False), reward_fn=target_share
+    )  # v2: unbudgeted
+    budget = {"kl_budget": first.kl_budget["kl"] + 0.1, "kl_budget_from": "parent", **measure}
+    last = ppo.run(
+        quick_config(tmp_path, url, steps=3, **budget), reward_fn=target_share
+    )  # v3, from v1 again
+    fit = last.kl_budget
+    assert fit is not None and fit["scaled_toward"] == "parent" and 0 < fit["scale"] < 1
+    with Session(make_engine(url)) as session:
+        rows = session.exec(select(PolicyVersion).order_by(PolicyVersion.version)).all()
+    parent, trained, kept = (saved_adapter(str(rows[v].adapter_path)) for v in (1, 2, 3))
+    assert max((trained[n] - parent[n]).abs().max().item() for n in parent) > 1e-3
+    for name in parent:
+        expected = parent[name] + fit["scale"] * (trained[name] - parent[name])
+        assert torch.allclose(kept[name], expected, atol=1e-5), name
 
 
 def test_a_ppo_version_over_its_kl_budget_is_scaled_back_into_it(tmp_path):
