@@ -164,12 +164,14 @@ def register_policy_version(
 @dataclass(frozen=True)
 class VersionKL:
     """How far a version is from v0 as its round measured it: `how` is "budget" (the KL budget's measure, after any
-    scaling of the update by `scale`) or "PPO rollouts" (PPO's KL on its last rollouts)."""
+    scaling of the update by `scale`, toward the base or the parent version: `toward`) or "PPO rollouts" (PPO's KL
+    on its last rollouts)."""
 
     value: float
     how: str
     budget: float | None = None
     scale: float = 1.0
+    toward: str = "base"
 
 
 def version_kl(metrics: dict) -> VersionKL | None:
@@ -177,6 +179,7 @@ def version_kl(metrics: dict) -> VersionKL | None:
     budget)."""
     fit = metrics.get("kl_budget")
     if fit:
-        return VersionKL(float(fit["kl"]), "budget", float(fit["budget"]), float(fit["scale"]))
+        toward = str(fit.get("scaled_toward", "base"))
+        return VersionKL(float(fit["kl"]), "budget", float(fit["budget"]), float(fit["scale"]), toward)
     kl = (metrics.get("final") or {}).get("kl")
     return VersionKL(float(kl), "PPO rollouts") if isinstance(kl, int | float) else None

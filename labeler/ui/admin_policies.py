@@ -85,7 +85,8 @@ def kl_text(metrics: dict) -> str:
         return ""
     if kl.how != "budget":
         return f"{kl.value:.2f} ({kl.how})"
-    scaled = f", update x{kl.scale:.2f}" if kl.scale < 1 else ""
+    update = "round's update" if kl.toward == "parent" else "update"
+    scaled = f", {update} x{kl.scale:.2f}" if kl.scale < 1 else ""
     return f"{kl.value:.2f} (budget {kl.budget:g}{scaled})"
 
 

@@ -111,6 +111,8 @@ def test_the_lineage_shows_each_versions_kl_from_v0_as_its_round_measured_it():
 
     fit = {"budget": 4.0, "kl_before": 5.6, "kl": 3.71, "scale": 0.82, "within": True}
     assert kl_text({"kl_budget": fit}) == "3.71 (budget 4, update x0.82)"
+    toward_parent = {**fit, "scaled_toward": "parent"}  # only the round's own step was scaled back
+    assert kl_text({"kl_budget": toward_parent}) == "3.71 (budget 4, round's update x0.82)"
     assert kl_text({"kl_budget": {**fit, "kl": 2.5, "scale": 1.0}}) == "2.50 (budget 4)"
     assert kl_text({"final": {"kl": 6.25, "loss": 0.1}}) == "6.25 (PPO rollouts)"
     assert kl_text({}) == "" and kl_text({"final": {"loss": 0.3}}) == ""
