@@ -104,6 +104,21 @@ no commas 0.12 -> 0.46, 38.5 min; the same versions read with `--eval-samples 8`
 win-rate target too (0.74 / 0.75), round 3 does not: its answers grow to 38-40 words and over 40% of them hit the
 72-token cap (ending 0.56-0.57 against 0.76-0.78 in round 2), which the labelers rank below a finished answer.
 
+Three more on that recipe (2026-12-05). R-DPO's length term (`--dpo-length-weight 0.04`): 0.292 / 0.323 / 0.359
+(gain 0.135), win-rate 0.68 / 0.70 / 0.69, KL 3.6 / 3.4 / 3.1, 29.7 words, 44.5 min: the answers stay short but
+the budget's KL before scaling rises (7.5 / 13.2 / 16.5) and less of each update is kept. Four sets a step at lr
+2e-4 (`--dpo-batch-sets 4 --dpo-lr 2e-4`): 0.312 / 0.422 / 0.354 (gain 0.130), win-rate 0.68 / 0.73 / 0.71, KL
+3.5 / 3.3 / 2.9, 41.9 min: less noise per step (budget's KL 4.9 -> 3.5 at scale 0.73, 5.4 -> 3.7 at 0.78), round 2
+the best yet, then round 3 (13.3 -> 3.5 at 0.40) scaled the whole adapter toward v0, round 2's learning with it.
+The same with the budget scaling only each round's own update toward its parent (`--kl-budget-from parent`):
+0.312 / 0.365 / 0.375 (gain 0.151), win-rate 0.68 / 0.75 / 0.747, held-out KL 3.5 / 3.6 / 3.8, 27 words, ending
+0.83, 48.9 min (a test suite ran beside it for part of the time): every target met, the gain at its threshold.
+Round 2 kept 0.41 of its step (5.4 -> 3.8), round 3 0.09 (10.0 -> 4.3 on the budget's own prompts, over it by
+0.28: its parent already measured 3.8 there, and five measures found no smaller KL), so round 3 adds little.
+Per instruction v0 -> v3: bullets 0.45 -> 0.75, end phrase 0.00 -> 0.18, max words 0.53 -> 0.89, min words 0.90
+-> 0.75, no commas 0.12 -> 0.33, postscript 0.20 -> 0.40, start word 0.65 -> 0.85, title 0.96 -> 1.00, keyword
+0.58 both, capitals 0.04 -> 0.00, lowercase and quotation 0.00 both.
+
 The pre-generation worker is seeded (`PregenConfig.seed=0`: which prompts get sets), as are the labelers and
 sampling; runs before that seed put sets on different prompts and moved one round's pass rate by about 0.07.
 
