@@ -119,8 +119,8 @@ KL_BUDGET_FIELDS: dict[str, tuple[Any, object, str]] = {
     "kl_budget": (
         float | None,
         None,
-        "after training, scale the adapter's update back toward v0 until the new version's KL from v0 (on its own "
-        "answers to training prompts) is at most this many nats; none: no budget",
+        "after training, scale the adapter's update back (toward v0, or the parent: kl_budget_from) until the new "
+        "version's KL from v0 (on its own answers to training prompts) is at most this many nats; none: no budget",
     ),
     "kl_budget_from": (
         Literal["base", "parent"],

@@ -35,6 +35,15 @@ def saved_adapter(folder: Path | str) -> dict[str, torch.Tensor]:
     return load_file(Path(folder) / "adapter_model.safetensors")
 
 
+def assert_on_the_line(parent: dict, trained: dict, kept: dict, scale: float) -> None:
+    """A budget fitted toward the parent: the round moved the adapter, and the kept version lies on the line from
+    the parent's weights to the round's unbudgeted ones, at `scale` (tensors by name, as `saved_adapter` reads)."""
+    assert max((trained[n] - parent[n]).abs().max().item() for n in parent) > 1e-3
+    for name in parent:
+        expected = parent[name] + scale * (trained[name] - parent[name])
+        assert torch.allclose(kept[name], expected, atol=1e-5), name
+
+
 TARGET_BELOW = len(tiny_tokenizer()) // 4
 
 

@@ -18,7 +18,7 @@ from labeler.store import CompletionIn, RankingIn, add_completion_set, submit_ra
 from labeler.tables import PolicyVersion, Prompt, TrainingRound, id_of
 from labeler.users import add_user
 from models.adapters import LORA_TARGETS
-from tests.rlhf.ppo_helpers import ppo_store, saved_adapter
+from tests.rlhf.ppo_helpers import assert_on_the_line, ppo_store, saved_adapter
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -224,26 +224,30 @@ def test_dpo_from_the_base_trains_a_fresh_adapter_whatever_the_parent(tmp_path):
 
 
 def test_a_budget_from_the_parent_scales_back_only_the_rounds_update(tmp_path):
-    """kl_budget_from=parent: the version over its budget lies on the line from its parent's adapter to what the
-    round trained (the same seeded round run without a budget), at the fit's scale; v1's learning is kept."""
+    """kl_budget_from=parent (`rankloop dpo --kl_budget_from parent`): the version over its budget lies on the line
+    from its parent's adapter to what the round trained (the same seeded round run without a budget), at the fit's
+    scale; v1's learning is kept."""
     from rlhf import dpo
     from rlhf.configs import DPOConfig
 
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url, count=4)
     settings = {"learning_rate": 0.02, "max_length": 64, "sample_prompts": 1, "max_new_tokens": 6}
-    settings |= {"home": str(tmp_path), "db": url, "device": "cpu"}
-    first = dpo.run(DPOConfig(kl_budget=1e6, **settings))  # v1, and its KL from v0 (the budget leaves it be)
+    places = {"home": str(tmp_path), "db": url, "device": "cpu"}
+    first = dpo.run(DPOConfig(kl_budget=1e6, **settings, **places))  # v1 and its KL (the budget leaves it be)
     assert first.kl_budget is not None and first.kl_budget["scale"] == 1.0
-    dpo.run(DPOConfig(make_current=False, **settings))  # v2: the round from v1 without a budget
+    dpo.run(DPOConfig(make_current=False, **settings, **places))  # v2: the round from v1 without a budget
     budget = first.kl_budget["kl"] + 0.02
-    last = dpo.run(DPOConfig(kl_budget=budget, kl_budget_from="parent", **settings))  # v3: from v1 again
-    fit = last.kl_budget
-    assert fit is not None and fit["scaled_toward"] == "parent" and fit["kl_before"] > budget
-    assert fit["within"] and 0 < fit["scale"] < 1
+    args = [f"--{name}={value}" for name, value in {**settings, **places}.items()]
+    args += [f"--kl_budget={budget}", "--kl_budget_from", "parent"]  # v3: from v1 again
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "dpo", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     engine = make_engine(url)
+    with Session(engine) as s:
+        fit = s.exec(select(PolicyVersion).where(PolicyVersion.version == 3)).one().metrics["kl_budget"]
+    assert fit["scaled_toward"] == "parent" and fit["kl_before"] > budget
+    assert fit["within"] and 0 < fit["scale"] < 1
     parent, trained, kept = (adapter_weights(engine, v) for v in (1, 2, 3))
-    for name in parent:
-        expected = parent[name] + fit["scale"] * (trained[name] - parent[name])
-        assert torch.allclose(kept[name], expected, atol=1e-5), name
-    assert max((trained[n] - parent[n]).abs().max().item() for n in parent) > 1e-3
+    assert_on_the_line(parent, trained, kept, fit["scale"])

@@ -36,6 +36,15 @@ def group(prompt: str, texts: list[str], pairs: list[tuple[int, int]], set_id: i
     )
 
 
+def greeting(pairs: list[tuple[int, int]]):
+    """One set of three answers to "hi there" (the second much the longest) with `pairs`, on the tiny model with a
+    random adapter: the set, then `scored`'s rows, pairs and log-probabilities."""
+    model, tokenizer = tiny_model_and_tokenizer(seed=0)
+    model = lora(model)
+    groups = [group("hi there", ["hello", "a much longer answer to the greeting", "no"], pairs)]
+    return groups, *scored(model, tokenizer, groups)
+
+
 def scored(model, tokenizer, groups: list[Group]):
     """The batch's rows and pairs, and each answer's log-probability under the reference and the policy."""
     rows, pairs = batch_rows(groups, tokenizer, max_length=512)
@@ -79,12 +88,7 @@ def test_the_set_loss_is_dpos_loss_over_the_sets_pairs():
 
 
 def test_label_smoothing_reads_each_label_as_wrong_with_its_share_and_stops_at_a_finite_margin():
-    model, tokenizer = tiny_model_and_tokenizer(seed=0)
-    model = lora(model)
-    groups = [
-        group("hi there", ["hello", "a much longer answer to the greeting", "no"], [(0, 1), (0, 2), (1, 2)])
-    ]
-    rows, pairs, reference, policy = scored(model, tokenizer, groups)
+    groups, rows, pairs, reference, policy = greeting([(0, 1), (0, 2), (1, 2)])
     parts = set_loss(policy, reference, rows, groups, DPOConfig(beta=BETA, label_smoothing=0.2))
 
     margins = BETA * ((policy - reference)[pairs[:, 0]] - (policy - reference)[pairs[:, 1]])
@@ -203,12 +207,7 @@ def test_the_kl_term_is_each_answers_exact_token_kl_from_the_reference_and_holds
 
 
 def test_the_length_weight_adds_r_dpos_length_term_to_each_pairs_margin():
-    model, tokenizer = tiny_model_and_tokenizer(seed=0)
-    model = lora(model)
-    groups = [
-        group("hi there", ["hello", "a much longer answer to the greeting", "no"], [(0, 1), (1, 0), (1, 2)])
-    ]
-    rows, pairs, reference, policy = scored(model, tokenizer, groups)
+    groups, rows, pairs, reference, policy = greeting([(0, 1), (1, 0), (1, 2)])
     alpha = 0.05
     parts = set_loss(policy, reference, rows, groups, DPOConfig(beta=BETA, length_weight=alpha))
 

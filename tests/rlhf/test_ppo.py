@@ -16,7 +16,7 @@ from rlhf.ppo_math import leave_one_out
 from rlhf.ppo_model import build_shared, gather_logprobs, policy_forward, reference_logprobs
 from rlhf.ppo_step import rollout, score_rollout
 from rlhf.progress import ConsoleReporter
-from tests.rlhf.ppo_helpers import ppo_store, quick_config, saved_adapter, target_share
+from tests.rlhf.ppo_helpers import assert_on_the_line, ppo_store, quick_config, saved_adapter, target_share
 
 PROMPTS = [[{"role": "user", "content": f"question {i}"}] for i in range(4)]
 
@@ -193,10 +193,7 @@ def test_a_ppo_budget_from_the_parent_keeps_the_parents_policy_and_scales_the_ro
     with Session(make_engine(url)) as session:
         rows = session.exec(select(PolicyVersion).order_by(PolicyVersion.version)).all()
     parent, trained, kept = (saved_adapter(str(rows[v].adapter_path)) for v in (1, 2, 3))
-    assert max((trained[n] - parent[n]).abs().max().item() for n in parent) > 1e-3
-    for name in parent:
-        expected = parent[name] + fit["scale"] * (trained[name] - parent[name])
-        assert torch.allclose(kept[name], expected, atol=1e-5), name
+    assert_on_the_line(parent, trained, kept, fit["scale"])
 
 
 def test_a_ppo_version_over_its_kl_budget_is_scaled_back_into_it(tmp_path):
