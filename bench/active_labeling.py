@@ -70,7 +70,11 @@ TOPICS = ["sea", "sky", "fox", "dog", "tree", "moon", "rain", "bread"]
 # words an answer is judged by, and what each is worth; "fine" and "meh" move it least (the fine distinctions)
 WEIGHTS = {"great": 2.0, "good": 1.0, "fine": 0.5, "meh": -0.5, "bad": -1.0, "awful": -2.0}
 CANDIDATES = 1024
-HELDOUT = 200
+HELDOUT = 400
+# chance that an answer carries the judged words of an earlier answer in its set: v0's sets on bench/loop.py's
+# instruction task are 16% all alike, 42% of their answer pairs tied (bench/reward_instructions.py, 96 sets);
+# 0.45 gives 14% and 40%, 0.5 gives 18% and 44%
+SAME = 0.45
 RANDOM_SHARE = 0.25
 SELECTION_ARMS = ("doubt", "disagreement")
 ORACLE = "oracle"  # a reference, not a selection an app can make: it reads the hidden preference
@@ -92,15 +96,20 @@ def _answer(rng: random.Random, judged: list[str]) -> str:
     return " ".join(words) + "."
 
 
-def make_candidate(i: int, rng: random.Random) -> Candidate:
+def make_candidate(i: int, rng: random.Random, same: float = SAME) -> Candidate:
+    """One candidate set of 4 answers: coarse or fine (half each), then each answer past the first carries the
+    judged words of an earlier one with probability `same` (its filler words stay its own)."""
     messages = [{"role": "user", "content": f"question {i}: tell me about the {rng.choice(TOPICS)}"}]
     if rng.random() < 0.5:  # coarse: each answer has its own judged words, the gaps are wide
-        texts = [_answer(rng, rng.choices(list(WEIGHTS), k=rng.randint(0, 3))) for _ in range(4)]
+        judged = [rng.choices(list(WEIGHTS), k=rng.randint(0, 3)) for _ in range(4)]
     else:  # fine: the same judged words, and one of fine / meh / neither on top
         shared = rng.choices(list(WEIGHTS), k=rng.randint(0, 2))
         extra = [["fine"], ["meh"], [], rng.choice([["fine"], ["meh"], ["fine", "fine"]])]
-        texts = [_answer(rng, shared + e) for e in extra]
-    return Candidate(messages, texts)
+        judged = [shared + e for e in extra]
+    for k in range(1, len(judged)):
+        if rng.random() < same:
+            judged[k] = judged[rng.randrange(k)]
+    return Candidate(messages, [_answer(rng, j) for j in judged])
 
 
 def accuracy(scores: Sequence[Sequence[float]], sets: Sequence[Candidate]) -> float:
@@ -172,11 +181,11 @@ def uncertain(arm_name: str, members: list[list[list[float]]], remaining: list[C
 
 
 def curve(
-    tmp: Path, arm_name: str, sizes: list[int], seed: int, scorer: PoolScorer, training: Training
+    tmp: Path, arm_name: str, sizes: list[int], seed: int, scorer: PoolScorer, training: Training, same: float
 ) -> list[float]:
     rng = random.Random(seed)
-    pool = [make_candidate(i, rng) for i in range(CANDIDATES)]
-    test = [make_candidate(CANDIDATES + i, rng) for i in range(HELDOUT)]
+    pool = [make_candidate(i, rng, same) for i in range(CANDIDATES)]
+    test = [make_candidate(CANDIDATES + i, rng, same) for i in range(HELDOUT)]
     order = pool[:]
     random.Random(seed + 1).shuffle(order)
     own = training if arm_name == "disagreement" else replace(training, ensemble=1)
@@ -242,6 +251,12 @@ def main() -> None:
     parser.add_argument(
         "--ensemble", type=int, default=1, help="reward models in the disagreement arm's ensemble"
     )
+    parser.add_argument(
+        "--same",
+        type=float,
+        default=SAME,
+        help="chance an answer carries an earlier answer's judged words (0: every answer draws its own)",
+    )
     parser.add_argument("--epochs", type=int, default=6, help="reward-model passes over the labeled sets")
     parser.add_argument("--arms", default="doubt,disagreement", help="selection arms to compare with random")
     parser.add_argument("--plot", default=str(Path(__file__).with_suffix(".png")))
@@ -264,7 +279,7 @@ def main() -> None:
             scorer = PoolScorer(PolicyPool(base, tokenizer), max_length=64)
             training = Training(checkpoint, args.heads, args.epochs, args.ensemble)
             for arm in curves:
-                curves[arm].append(curve(Path(tmp), arm, sizes, repeat, scorer, training))
+                curves[arm].append(curve(Path(tmp), arm, sizes, repeat, scorer, training, args.same))
         print(
             json.dumps({"repeat": repeat, **{a: [round(x, 4) for x in c[-1]] for a, c in curves.items()}}),
             flush=True,
@@ -281,7 +296,8 @@ def main() -> None:
     settled = target >= max(means["random"]) - 0.01
     plot(Path(args.plot), sizes, means)
     print(
-        f"RESULT sizes={args.sizes} repeats={args.repeats} heads={args.heads} ensemble={args.ensemble} "
+        f"RESULT sizes={args.sizes} repeats={args.repeats} same={args.same} heads={args.heads} "
+        f"ensemble={args.ensemble} "
         f"epochs={args.epochs} "
         + " ".join(f"{a}_{s}={v:.4f}" for a, vs in means.items() for s, v in zip(sizes, vs, strict=True))
         + "".join(

@@ -9,6 +9,10 @@ preference on answers to held-out prompts (topics and parameter values training 
 
     .venv/bin/python bench/reward_instructions.py [--sets 96] [--arms loop,lr3e-4,lr1e-3,lr3e-4x2] [--keep DIR]
 
+It also reports how often v0's answers are alike to the hidden preference (`v0_alike_sets`: sets whose 4 answers
+it scores the same, `v0_tied_pairs`: answer pairs it scores the same), which bench/active_labeling.py's pool
+matches; `--arms ""` measures that alone.
+
 `--keep DIR` keeps the generated store and held-out answers, and a later run with the same DIR reuses them (only
 the arms train again). Ends with `RESULT arm_NAME_acc=... arm_NAME_rules=... ...`.
 """
@@ -135,6 +139,21 @@ def accuracy(scores: list[list[float]], answers: list[dict]) -> dict[str, float]
     }
 
 
+def ties(answers: list[dict]) -> dict[str, float]:
+    """How often v0's answers are alike to the hidden preference: the share of sets whose answers it scores all
+    the same, and of answer pairs it scores the same (bench/active_labeling.py's pool is shaped to match)."""
+    judge = PREFERENCES["instructions"]
+    alike, tied, pairs = 0, 0, 0
+    for item in answers:
+        rules = stored_instructions(item["instructions"])
+        hidden = [judge(t, f, rules) for t, f in zip(item["texts"], item["finish"], strict=True)]
+        alike += len(set(hidden)) == 1
+        for i, j in combinations(range(len(hidden)), 2):
+            pairs += 1
+            tied += hidden[i] == hidden[j]
+    return {"alike_sets": alike / max(1, len(answers)), "tied_pairs": tied / max(1, pairs)}
+
+
 def train_arm(url: str, home: str, overrides: dict, answers: list[dict]) -> dict:
     config = RewardConfig(home=home, db=url, eval_fraction=0.0, **overrides)
     data = read_data(make_engine(url), config)
@@ -150,10 +169,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", type=int, default=96, help="ranked sets of 4 to train on")
     parser.add_argument("--heldout-prompts", type=int, default=48)
-    parser.add_argument("--arms", default="loop,lr3e-4,lr1e-3,lr3e-4x2", help=f"from {sorted(ARMS)}")
+    parser.add_argument(
+        "--arms", default="loop,lr3e-4,lr1e-3,lr3e-4x2", help=f"from {sorted(ARMS)}; empty: ties only"
+    )
     parser.add_argument("--keep", metavar="DIR", help="keep (and reuse) the store and held-out answers here")
     args = parser.parse_args()
-    arms = args.arms.split(",")
+    arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
         parser.error(f"unknown arms {unknown}; choose from {sorted(ARMS)}")
@@ -165,12 +186,14 @@ def main() -> None:
             home_sharing_cache(home_path, Path(HOME))
         home = str(home_path)
         url, answers = prepare(Path(home), args.sets, args.heldout_prompts)
+        alike = ties(answers)
+        print(json.dumps({"heldout_v0": alike}), flush=True)
         results = {}
         for arm in arms:
             results[arm] = train_arm(url, home, ARMS[arm], answers)
             print(json.dumps({"arm": arm, **results[arm]}), flush=True)
     print(
-        "RESULT "
+        f"RESULT v0_alike_sets={alike['alike_sets']:.3f} v0_tied_pairs={alike['tied_pairs']:.3f} "
         + " ".join(f"arm_{a}_acc={r['acc']:.3f} arm_{a}_rules={r['rules']:.3f}" for a, r in results.items())
     )
 
