@@ -44,9 +44,9 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from itertools import combinations
+from itertools import combinations, count, islice
 from pathlib import Path
 
 import torch
@@ -54,7 +54,7 @@ from sqlmodel import Session
 
 from labeler.db import make_engine
 from labeler.policies import ensure_initial_policy
-from labeler.settings import set_labels_needed
+from labeler.settings import Selection, set_labels_needed
 from labeler.simulate import SimulatedLabeler, label_waiting_sets
 from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
 from labeler.tables import id_of
@@ -63,19 +63,19 @@ from models.policy import PolicyPool
 from models.tiny import save_tiny_checkpoint
 from rlhf import reward
 from rlhf.configs import RewardConfig
+from rlhf.pregen import PregenConfig
 from rlhf.selection import PoolScorer, choose, disagreement, doubt
 
 FILLER = ["the", "quick", "brown", "jumps", "over", "lazy", "poem", "answer", "about", "very"]
 TOPICS = ["sea", "sky", "fox", "dog", "tree", "moon", "rain", "bread"]
 # words an answer is judged by, and what each is worth; "fine" and "meh" move it least (the fine distinctions)
 WEIGHTS = {"great": 2.0, "good": 1.0, "fine": 0.5, "meh": -0.5, "bad": -1.0, "awful": -2.0}
-CANDIDATES = 1024
+BATCH = PregenConfig().batch_prompts  # sets the worker keeps per call
 HELDOUT = 400
 # chance that an answer carries the judged words of an earlier answer in its set: v0's sets on bench/loop.py's
 # instruction task are 16% all alike, 42% of their answer pairs tied (bench/reward_instructions.py, 96 sets);
 # 0.45 gives 14% and 40%, 0.5 gives 18% and 44%
 SAME = 0.45
-RANDOM_SHARE = 0.25
 SELECTION_ARMS = ("doubt", "disagreement")
 ORACLE = "oracle"  # a reference, not a selection an app can make: it reads the hidden preference
 
@@ -180,18 +180,53 @@ def uncertain(arm_name: str, members: list[list[list[float]]], remaining: list[C
     return [doubt([sum(a) / len(a) for a in s]) for s in members]
 
 
+@dataclass(frozen=True)
+class Task:
+    """The candidate pool's shape (`same`) and the admin's selection settings the worker follows."""
+
+    same: float
+    selection: Selection
+
+
+def candidates(rng: random.Random, same: float) -> Iterator[Candidate]:
+    """Fresh candidate sets, as the generator writes them for one prompt after another."""
+    for i in count():
+        yield make_candidate(i, rng, same)
+
+
+def selected(
+    arm_name: str,
+    folder: str,
+    stream: Iterator[Candidate],
+    wanted: int,
+    scorer: PoolScorer,
+    task: Task,
+    rng: random.Random,
+) -> list[Candidate]:
+    """`wanted` sets as the pre-generation worker picks them (rlhf/pregen.py): per batch of `BATCH` kept sets it
+    writes `oversample` candidates for each, scores them with the latest reward model and keeps the most
+    uncertain, `random_share` of them at random; the rest are never labeled."""
+    chosen: list[Candidate] = []
+    while len(chosen) < wanted:
+        keep = min(BATCH, wanted - len(chosen))
+        fresh = list(islice(stream, keep * task.selection.oversample))
+        members = scorer.score_members(folder, [(c.messages, c.texts) for c in fresh])
+        doubts = uncertain(arm_name, members, fresh)
+        picks = choose(doubts, keep=keep, random_share=task.selection.random_share, rng=rng)
+        chosen += [fresh[c.index] for c in picks]
+    return chosen
+
+
 def curve(
-    tmp: Path, arm_name: str, sizes: list[int], seed: int, scorer: PoolScorer, training: Training, same: float
+    tmp: Path, arm_name: str, sizes: list[int], seed: int, scorer: PoolScorer, training: Training, task: Task
 ) -> list[float]:
-    rng = random.Random(seed)
-    pool = [make_candidate(i, rng, same) for i in range(CANDIDATES)]
-    test = [make_candidate(CANDIDATES + i, rng, same) for i in range(HELDOUT)]
-    order = pool[:]
-    random.Random(seed + 1).shuffle(order)
+    """One arm's accuracy at every size; every arm of a repeat sees the same held-out sets and the same stream of
+    candidates (random takes them in order, the others choose among them)."""
+    test = list(islice(candidates(random.Random(-1 - seed), task.same), HELDOUT))
+    stream = candidates(random.Random(seed), task.same)
     own = training if arm_name == "disagreement" else replace(training, ensemble=1)
     arm = Arm(tmp / f"{arm_name}-{seed}", own, seed)
-    remaining = order[sizes[0] :]
-    arm.label(order[: sizes[0]])
+    arm.label(list(islice(stream, sizes[0])))
     points = []
     choice_rng = random.Random(seed + 2)
     for k, size in enumerate(sizes):
@@ -201,14 +236,9 @@ def curve(
             break
         wanted = sizes[k + 1] - size
         if arm_name == "random":
-            chosen, remaining = remaining[:wanted], remaining[wanted:]
+            arm.label(list(islice(stream, wanted)))
         else:
-            members = scorer.score_members(folder, [(c.messages, c.texts) for c in remaining])
-            doubts = uncertain(arm_name, members, remaining)
-            picks = {c.index for c in choose(doubts, keep=wanted, random_share=RANDOM_SHARE, rng=choice_rng)}
-            chosen = [c for i, c in enumerate(remaining) if i in picks]
-            remaining = [c for i, c in enumerate(remaining) if i not in picks]
-        arm.label(chosen)
+            arm.label(selected(arm_name, folder, stream, wanted, scorer, task, choice_rng))
     return points
 
 
@@ -257,11 +287,28 @@ def main() -> None:
         default=SAME,
         help="chance an answer carries an earlier answer's judged words (0: every answer draws its own)",
     )
+    parser.add_argument(
+        "--oversample",
+        type=int,
+        default=Selection().oversample,
+        help="candidate sets the worker writes per set it keeps (the admin's setting, 1-8)",
+    )
+    parser.add_argument(
+        "--random-share",
+        type=float,
+        default=Selection().random_share,
+        help="share of kept sets drawn at random",
+    )
     parser.add_argument("--epochs", type=int, default=6, help="reward-model passes over the labeled sets")
     parser.add_argument("--arms", default="doubt,disagreement", help="selection arms to compare with random")
     parser.add_argument("--plot", default=str(Path(__file__).with_suffix(".png")))
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    try:
+        chosen = Selection("uncertainty", args.random_share, args.oversample).check()
+    except ValueError as e:
+        parser.error(str(e))
+    task = Task(args.same, chosen)
     start = time.perf_counter()
     wanted = args.arms.split(",")
     unknown = set(wanted) - {"random", *SELECTION_ARMS, ORACLE}
@@ -279,7 +326,7 @@ def main() -> None:
             scorer = PoolScorer(PolicyPool(base, tokenizer), max_length=64)
             training = Training(checkpoint, args.heads, args.epochs, args.ensemble)
             for arm in curves:
-                curves[arm].append(curve(Path(tmp), arm, sizes, repeat, scorer, training, args.same))
+                curves[arm].append(curve(Path(tmp), arm, sizes, repeat, scorer, training, task))
         print(
             json.dumps({"repeat": repeat, **{a: [round(x, 4) for x in c[-1]] for a, c in curves.items()}}),
             flush=True,
@@ -296,7 +343,8 @@ def main() -> None:
     settled = target >= max(means["random"]) - 0.01
     plot(Path(args.plot), sizes, means)
     print(
-        f"RESULT sizes={args.sizes} repeats={args.repeats} same={args.same} heads={args.heads} "
+        f"RESULT sizes={args.sizes} repeats={args.repeats} same={args.same} oversample={args.oversample} "
+        f"random_share={args.random_share} heads={args.heads} "
         f"ensemble={args.ensemble} "
         f"epochs={args.epochs} "
         + " ".join(f"{a}_{s}={v:.4f}" for a, vs in means.items() for s, v in zip(sizes, vs, strict=True))
