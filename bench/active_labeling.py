@@ -1,39 +1,52 @@
 """Does labeling where the reward model is unsure save labels? One component by design (the reward stage and the
-selection rule the pre-generation worker uses, rlhf/selection.py), on the tiny in-process model and a synthetic
-preference, so that curves with repeats fit in minutes on a CPU.
+pre-generation worker's selection, rlhf/pregen.py and rlhf/selection.py), on the tiny in-process model and a
+synthetic preference, so that curves with repeats fit in minutes on a CPU.
 
 The preference: an answer is worth the sum of its judged words (great +2, good +1, fine +0.5, meh -0.5,
 bad -1, awful -2). Half the candidate sets are coarse (each answer has its own judged words: wide gaps, learned
 from few labels), half are fine (the same judged words, and "fine", "meh" or neither on top: gaps of 0.5-1, the
-distinctions a reward model learns last). One simulated labeler (Gaussian noise 0.5) ranks each chosen set
-through lease + submit.
+distinctions a reward model learns last). Then each answer past the first carries the judged words of an earlier
+answer in its set with probability `--same` (0.45), since a policy's samples for one prompt are often alike:
+v0's sets on bench/loop.py's instruction task are 16% all alike and 42% of their answer pairs tied
+(bench/reward_instructions.py, 96 sets), this pool 14% and 40%. One simulated labeler (Gaussian noise 0.5) ranks
+each chosen set through lease + submit.
 
-Three arms share the seeds, the reward models' settings (`--heads` score-head members, 4 by default; `--ensemble K`
-gives the disagreement arm K models with their own adapters and seeds instead, `rankloop reward --ensemble`; with
-one member of either kind there is nothing to disagree on and the `disagreement` arm is left out) and the first 32
-sets (random): `random`
-keeps taking candidates in random order; `doubt` and `disagreement` train a reward model on what is labeled,
-score the remaining candidates with it through the worker's scorer (an adapter on the shared base), and label the
-most uncertain next, 25% of them at random (the worker's default). `doubt` reads the spread of the mean score
-within a set (rlhf/selection.doubt), `disagreement` how much the members disagree (rlhf/selection.disagreement,
-what the worker uses for a model with several members). Each point trains a fresh reward model on the labeled
-sets (`--epochs` passes, 6 by default: at 2 a model on few sets had taken too few steps, so the curve measured
-steps as much as sets) and reports its accuracy on 200 held-out sets against the hidden preference. The
-selection arms choose again every 16 sets up to 160, where the target is decided. Target: the better selection
-arm reaches random's accuracy at 256 sets with at most 60% of the sets (reported only where random's curve does
-not fall at its end: a fall makes any comparison with its last point meaningless, and the RESULT line says
-`random_curve_settled=false`). One model's accuracy moves by about 0.02 from one size to the next, so a
-comparison needs the 6 repeats: with 3, doubt looked ahead by 0.01-0.02 from 96 sets on, and 6 showed no lead;
-so did a 4-model ensemble (3 repeats of a coarser curve put it at random's 256-set accuracy with 60% of the
-sets, 6 repeats put it below random at 256).
+The arms share the seeds, one stream of fresh candidate sets (as the generator writes them, prompt after prompt),
+the reward models' settings (`--heads` score-head members, 4 by default; `--ensemble K` gives the disagreement arm
+K models with their own adapters and seeds instead, `rankloop reward --ensemble`; with one member of either kind
+there is nothing to disagree on and the `disagreement` arm is left out) and the first 32 sets: `random` labels the
+stream in order (selection mode random); `doubt` and `disagreement` choose as the worker does in selection mode
+uncertainty: for every batch of sets it keeps (the worker's batch) it writes `--oversample` candidates per kept set
+(8, the most the admin's setting allows; the app's default is 2), scores them with the latest reward model through
+the worker's scorer (an adapter on the shared base), keeps the most uncertain, `--random-share` (0.25, the
+default) of them at random, and never labels the rest. `doubt` is the spread of the mean score within a set
+(rlhf/selection.doubt: what the worker reads from a one-head model), `disagreement` how much the members disagree
+(rlhf/selection.disagreement: what it reads from a model with several). At every size (every 16 sets to 160, then
+192 and 256) each arm trains a fresh reward model on its labeled sets (`--epochs` passes, 6: at 2 a model on few
+sets had taken too few steps, so the curve measured steps as much as sets), reports its accuracy on 400 held-out
+sets against the hidden preference, and chooses the next sets with it. Target: the better selection arm reaches
+random's accuracy at 256 sets with at most 60% of the sets (reported only where random's curve does not fall at
+its end: a fall makes any comparison with its last point meaningless, and the RESULT line says
+`random_curve_settled=false`). One model's accuracy moves by 0.02-0.03 from one size to the next, so a comparison
+needs the 6 repeats.
 
-`--arms oracle` adds a reference that no app can run: it labels next the sets whose answer pairs the current
-model orders against the hidden preference. How far it is ahead of random shows the room a selection measure has;
-it never counts toward the target. Six repeats: 0.01-0.015 ahead of random from 96 sets on, yet at random's
-256-set accuracy only at 220 sets, as both curves flatten at 0.93-0.95.
+Measured (6 repeats, 17.6 min): random 0.788 / 0.846 (64) / 0.882 (128) / 0.897 (160) / 0.915 (192) / 0.924 (256),
+doubt 0.836 / 0.885 / 0.898 / 0.900 / 0.916, disagreement 0.826 / 0.910 / 0.916 / 0.923 / 0.936: disagreement
+reaches random's 256-set accuracy at 196 sets (77%; the target 60% is not met), doubt never. Choosing only after
+64 random sets (the model that chooses first is then better) did not help: 215 sets. At the app's default
+`--oversample 2` (17.7 min): disagreement 0.837 (64) / 0.881 (128) / 0.911 (160) / 0.924 (192) / 0.938 (256),
+random's 256-set accuracy at 191 sets (75%): choosing among 8 candidates per kept set is no better than among 2.
+Disagreement's lead is 0.01-0.015 from 144 sets on, which saves about a quarter of the labels, not 40%.
+
+`--arms oracle` adds a reference that no app can run: it keeps the candidates whose answer pairs the current model
+orders against the hidden preference. How far it is ahead of random shows the room a selection measure has; it
+never counts toward the target. (Measured before the pool had alike answers and before arms chose as the worker
+does, from all the remaining sets at once: 0.01-0.015 ahead of random from 96 sets on, at random's 256-set
+accuracy only at 220 sets.)
 
     .venv/bin/python bench/active_labeling.py [--sizes 32,48,64,...,160,192,256] [--repeats 6] [--heads 4]
-        [--ensemble 1] [--epochs 6] [--arms doubt,disagreement,oracle] [--plot bench/active_labeling.png]
+        [--ensemble 1] [--epochs 6] [--same 0.45] [--oversample 8] [--random-share 0.25]
+        [--arms doubt,disagreement,oracle] [--plot bench/active_labeling.png]
 """
 
 from __future__ import annotations
@@ -54,7 +67,7 @@ from sqlmodel import Session
 
 from labeler.db import make_engine
 from labeler.policies import ensure_initial_policy
-from labeler.settings import Selection, set_labels_needed
+from labeler.settings import MAX_OVERSAMPLE, Selection, set_labels_needed
 from labeler.simulate import SimulatedLabeler, label_waiting_sets
 from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
 from labeler.tables import id_of
@@ -290,8 +303,8 @@ def main() -> None:
     parser.add_argument(
         "--oversample",
         type=int,
-        default=Selection().oversample,
-        help="candidate sets the worker writes per set it keeps (the admin's setting, 1-8)",
+        default=MAX_OVERSAMPLE,
+        help="candidate sets the worker writes per set it keeps (the admin's setting, 1-8; the app's default 2)",
     )
     parser.add_argument(
         "--random-share",

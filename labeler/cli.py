@@ -27,6 +27,7 @@ from labeler.export import (
 from labeler.gold import mark_gold, named_scores, parse_ranks
 from labeler.importers import import_pairs, import_prompts
 from labeler.pairs import PairSettings
+from labeler.reward_models import selection_measure
 from labeler.settings import selection, set_gold_rate, set_selection
 from labeler.users import add_user, new_password, reset_password, set_disabled
 
@@ -169,11 +170,12 @@ def _selection(
     }
     with open_session(home, db) as session:
         chosen = set_selection(session=session, **changes) if changes else selection(session=session)
+        measure = selection_measure(session=session)
     budget_text = f"at most {chosen.budget} sets per policy version" if chosen.budget else "no budget"
     if chosen.mode == "uncertainty":
         print(
             f"selection by uncertainty: {chosen.oversample} candidates per kept set, the latest reward model's "
-            f"most doubtful kept, {chosen.random_share:.0%} at random; {budget_text}"
+            f"most uncertain kept, {chosen.random_share:.0%} at random; {budget_text}\n{measure}"
         )
     else:
         print(f"selection random: every generated set is kept; {budget_text}")

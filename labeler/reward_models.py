@@ -77,3 +77,28 @@ def register_reward_model(
     session.commit()
     session.refresh(row)
     return RewardRef.of(row)
+
+
+# bench/active_labeling.py (README): one head's doubt never matched random selection; 4 heads' disagreement did
+ONE_HEAD_NOTE = (
+    "it has one score head, so selection reads its doubt, which cannot tell answers that are alike from answers it "
+    "has not learned to tell apart (bench/active_labeling.py: doubt never matched random selection; the "
+    "disagreement of 4 heads matched random's accuracy at 256 sets with 77% of the sets). Train the next reward "
+    "model with heads 4 (`rankloop reward --heads 4`, the round form's reward_heads)"
+)
+
+
+def selection_measure(*, session: Session) -> str:
+    """What uncertainty selection reads from the newest reward model, in words (the worker's rule,
+    rlhf/selection.py): its ensemble's or its score heads' disagreement, or one head's doubt with a note."""
+    row = session.exec(select(RewardModel).order_by(col(RewardModel.id).desc())).first()
+    if row is None:
+        return "There is no reward model yet: every set is kept until one is trained."
+    heads, models = row.metrics.get("heads"), row.metrics.get("ensemble", 1)
+    if models and models > 1:
+        return f"Reward model {row.name}: selection reads where its {models} models disagree."
+    if heads is None:  # trained before models recorded their heads
+        return f"Reward model {row.name}: selection reads its heads' disagreement, or one head's doubt."
+    if heads > 1:
+        return f"Reward model {row.name}: selection reads where its {heads} score heads disagree."
+    return f"Reward model {row.name}: {ONE_HEAD_NOTE}."

@@ -9,6 +9,7 @@ import pandas as pd
 from sqlmodel import Session
 
 from labeler.db import read_session
+from labeler.reward_models import selection_measure
 from labeler.settings import MAX_OVERSAMPLE, Selection, selection, set_selection
 from labeler.stats import chosen_sets
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
@@ -22,13 +23,14 @@ def chosen_frame(session: Session) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CHOSEN_COLUMNS)
 
 
-def describe(chosen: Selection) -> str:
+def describe(chosen: Selection, session: Session) -> str:
     budget = f"at most {chosen.budget} sets per policy version" if chosen.budget else "no budget"
     if chosen.mode == "random":
         return f"Every generated set goes to labelers; {budget}."
     return (
         f"The generator writes {chosen.oversample} candidate sets per set it keeps and keeps those the latest "
-        f"reward model doubts most, {chosen.random_share:.0%} of them at random; {budget}."
+        f"reward model is least sure of, {chosen.random_share:.0%} of them at random; {budget}. "
+        + selection_measure(session=session)
     )
 
 
@@ -63,7 +65,7 @@ def build_selection_tab(deps: UIDeps) -> TabLoad:
                 now.random_share,
                 now.oversample,
                 now.budget,
-                describe(now),
+                describe(now, session),
                 chosen_frame(session),
             )
 
@@ -81,7 +83,7 @@ def build_selection_tab(deps: UIDeps) -> TabLoad:
             except ValueError as exc:
                 raise gr.Error(str(exc)) from exc
         with read_session(engine) as session:
-            return "Saved. " + describe(now), chosen_frame(session)
+            return "Saved. " + describe(now, session), chosen_frame(session)
 
     save.click(on_save, [mode, share, oversample, budget], [status, chosen], api_name="admin_selection")
     return TabLoad(on_load, [mode, share, oversample, budget, status, chosen])

@@ -42,3 +42,29 @@ def test_export_with_reliability_weights_from_the_command_line(tmp_path, capsys)
     assert rows and all(r["consensus"] == "reliability" and 0 < r["weight"] <= 1 for r in rows)
     assert set(rows[0]["labelers"]) == {"honest-a", "honest-b", "adversary"}
     assert "consensus: reliability weights" in (out / "README.md").read_text()
+
+
+def test_selection_names_what_the_newest_reward_model_gives_it(tmp_path, capsys):
+    """`rankloop selection` says which measure uncertainty selection reads, and warns of a one-head model."""
+    from sqlmodel import Session
+
+    from labeler.db import make_engine
+    from labeler.reward_models import register_reward_model
+
+    home = tmp_path / "home"
+    assert main(["selection", "--home", str(home), "--mode", "uncertainty", "--oversample", "8"]) == 0
+    assert "There is no reward model yet" in capsys.readouterr().out
+    engine = make_engine(f"sqlite:///{home / 'rankloop.db'}")
+    said = {}
+    for name, metrics in [("r1", {"heads": 1, "ensemble": 1}), ("r2", {"heads": 4, "ensemble": 1}), ("r3", {"heads": 1, "ensemble": 3})]:  # fmt: skip
+        with Session(engine) as s:
+            register_reward_model(session=s, name=name, base_model="tiny", adapter_path=str(tmp_path / name), snapshot_path=None, metrics=metrics, job_id=None)  # fmt: skip
+        assert main(["selection", "--home", str(home)]) == 0
+        said[name] = capsys.readouterr().out
+    assert (
+        "8 candidates per kept set" in said["r1"]
+        and "one score head, so selection reads its doubt" in said["r1"]
+    )
+    assert "--heads 4" in said["r1"]
+    assert "Reward model r2: selection reads where its 4 score heads disagree." in said["r2"]
+    assert "Reward model r3: selection reads where its 3 models disagree." in said["r3"]

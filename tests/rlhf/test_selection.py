@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 from app import main
 from labeler.db import make_engine
 from labeler.policies import count_sets, current_policy
-from labeler.reward_models import find_reward_model
+from labeler.reward_models import find_reward_model, selection_measure
 from labeler.settings import Selection, selection, set_selection
 from labeler.store import add_prompts
 from labeler.tables import Completion, CompletionSet, Prompt
@@ -188,6 +188,8 @@ def test_a_model_with_several_members_is_read_by_their_disagreement(ranked_store
         assert reward is not None and reward.adapter_path
     head = load_head(tmp_path / "models" / "reward-r1", pool.model.config.hidden_size)
     assert head.heads == 3
+    with Session(engine) as s:  # the row records it, and the admin is told what selection reads
+        assert "where its 3 score heads disagree" in selection_measure(session=s)
     assert _worker(engine, pool).step() == 2
     kept = _new_sets(engine)
     with Session(engine) as s:
