@@ -290,6 +290,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="32,48,64,80,96,112,128,144,160,192,256")
     parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seed of the first repeat (another run's repeats: new seeds)",
+    )
     parser.add_argument("--heads", type=int, default=4, help="score-head members of every reward model")
     parser.add_argument(
         "--ensemble", type=int, default=1, help="reward models in the disagreement arm's ensemble"
@@ -332,7 +338,7 @@ def main() -> None:
     arms = ["random"] + [a for a in SELECTION_ARMS if a in wanted and (a != "disagreement" or several)]
     arms += [ORACLE] if ORACLE in wanted else []
     curves: dict[str, list[list[float]]] = {arm: [] for arm in arms}
-    for repeat in range(args.repeats):
+    for repeat in range(args.first_seed, args.first_seed + args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = str(save_tiny_checkpoint(Path(tmp) / "tiny"))
             base, tokenizer = load_base(checkpoint, home=Path(tmp), device="cpu")
@@ -356,7 +362,7 @@ def main() -> None:
     settled = target >= max(means["random"]) - 0.01
     plot(Path(args.plot), sizes, means)
     print(
-        f"RESULT sizes={args.sizes} repeats={args.repeats} same={args.same} oversample={args.oversample} "
+        f"RESULT sizes={args.sizes} repeats={args.repeats} first_seed={args.first_seed} same={args.same} oversample={args.oversample} "
         f"random_share={args.random_share} heads={args.heads} "
         f"ensemble={args.ensemble} "
         f"epochs={args.epochs} "
