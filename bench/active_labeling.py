@@ -362,10 +362,9 @@ def main() -> None:
     settled = target >= max(means["random"]) - 0.01
     plot(Path(args.plot), sizes, means)
     print(
-        f"RESULT sizes={args.sizes} repeats={args.repeats} first_seed={args.first_seed} same={args.same} oversample={args.oversample} "
-        f"random_share={args.random_share} heads={args.heads} "
-        f"ensemble={args.ensemble} "
-        f"epochs={args.epochs} "
+        f"RESULT sizes={args.sizes} repeats={args.repeats} first_seed={args.first_seed} same={args.same} "
+        f"oversample={args.oversample} random_share={args.random_share} heads={args.heads} "
+        f"ensemble={args.ensemble} epochs={args.epochs} "
         + " ".join(f"{a}_{s}={v:.4f}" for a, vs in means.items() for s, v in zip(sizes, vs, strict=True))
         + "".join(
             f" {a}_sets_to_match_random_{sizes[-1]}={'never' if n is None else round(n)}"
