@@ -36,7 +36,11 @@ reaches random's 256-set accuracy at 196 sets (77%; the target 60% is not met), 
 64 random sets (the model that chooses first is then better) did not help: 215 sets. At the app's default
 `--oversample 2` (17.7 min): disagreement 0.837 (64) / 0.881 (128) / 0.911 (160) / 0.924 (192) / 0.938 (256),
 random's 256-set accuracy at 191 sets (75%): choosing among 8 candidates per kept set is no better than among 2.
-Disagreement's lead is 0.01-0.015 from 144 sets on, which saves about a quarter of the labels, not 40%.
+Disagreement's lead is 0.01-0.015 from 144 sets on, which saves about a quarter of the labels, not 40%. The random
+share costs most: with `--random-share 0 --arms disagreement` (every kept set by disagreement, no coverage share)
+12 repeats (`--first-seed 0` and `--first-seed 6`, 13.3 + 9.7 min) give random 0.845 (64) / 0.891 (128) /
+0.905 (160) / 0.919 (192) / 0.926 (256), disagreement 0.845 / 0.902 / 0.923 / 0.934 / 0.950: random's 256-set
+accuracy at 169 sets (66%; the two halves 62% and 72%), still short of the 60% target.
 
 `--arms oracle` adds a reference that no app can run: it keeps the candidates whose answer pairs the current model
 orders against the hidden preference. How far it is ahead of random shows the room a selection measure has; it
