@@ -479,10 +479,10 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     metrics["heldout_sets"], metrics["train_groups"] = len(heldout), len(train)
     metrics["continued_from"] = parent.name if parent else None
     metrics["seen_sets"] = len(data.seen)
-    metrics["heads"], metrics["ensemble"] = config.heads, config.ensemble  # what uncertainty selection reads
     if data.reliability is not None:
         metrics["labeler_reliability"] = {str(k): round(v, 4) for k, v in data.reliability.ranked()}
     reporter.log({k: v for k, v in metrics.items() if isinstance(v, float | int)})
+    metrics["heads"], metrics["ensemble"] = config.heads, config.ensemble  # what selection reads; not plotted
     folder = Path(config.home) / "models" / f"reward-{name}"
     meta = RewardMeta(
         base_model=config.model,

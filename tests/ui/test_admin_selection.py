@@ -14,6 +14,7 @@ def test_admin_saves_the_selection_and_sees_how_sets_were_chosen(running_app):
     message, chosen = admin.predict("uncertainty", 0.3, 3, 40, api_name="/admin_selection")
     assert message.startswith("Saved.") and "3 candidate sets per set it keeps" in message
     assert "30% of them at random; at most 40 sets per policy version" in message
+    assert "There is no reward model yet: every set is kept until one is trained." in message  # what it reads
     assert chosen["headers"][:2] == ["policy version", "chosen by"]
     assert {row[1] for row in chosen["data"]} <= {"(before selection)", "random", "uncertainty"}
     try:
