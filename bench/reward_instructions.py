@@ -51,7 +51,7 @@ from rlhf.reward_eval import score_sets
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 MAX_NEW_TOKENS = 72  # as bench/loop.py
 ARMS: dict[str, dict] = {
-    "loop": {},  # the round's defaults, as bench/loop.py trains them (1 epoch, lr 1e-4)
+    "loop": {},  # the reward stage's own defaults (1 epoch, lr 1e-4); a round now trains 2 epochs at lr 1e-3
     "lr3e-4": {"learning_rate": 3e-4},
     "lr1e-3": {"learning_rate": 1e-3},
     "lr3e-4x2": {"learning_rate": 3e-4, "epochs": 2},
