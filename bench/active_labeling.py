@@ -41,6 +41,9 @@ share costs most: with `--random-share 0 --arms disagreement` (every kept set by
 12 repeats (`--first-seed 0` and `--first-seed 6`, 13.3 + 9.7 min) give random 0.845 (64) / 0.891 (128) /
 0.905 (160) / 0.919 (192) / 0.926 (256), disagreement 0.845 / 0.902 / 0.923 / 0.934 / 0.950: random's 256-set
 accuracy at 169 sets (66%; the two halves 62% and 72%), still short of the 60% target.
+With 8 heads as well (`--heads 8`, 6 repeats, 9.5 min) disagreement leads by 0.01-0.04 from 64 to 192 sets yet
+ties random at 256 (0.930), so it reaches random's 256-set accuracy only at 248 sets: the share rests on single
+points that move by 0.01-0.02 between runs.
 
 `--arms oracle` adds a reference that no app can run: it keeps the candidates whose answer pairs the current model
 orders against the hidden preference. How far it is ahead of random shows the room a selection measure has; it
