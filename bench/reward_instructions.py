@@ -116,13 +116,18 @@ def prepare(folder: Path, sets: int, heldout: int) -> tuple[str, list[dict]]:
     return url, answers
 
 
+def hidden_scores(item: dict) -> list[float]:
+    """The noise-free hidden preference (the loop's labelers' `instructions`) of one held-out set's answers."""
+    rules = stored_instructions(item["instructions"])
+    judge = PREFERENCES["instructions"]
+    return [judge(t, f, rules) for t, f in zip(item["texts"], item["finish"], strict=True)]
+
+
 def accuracy(scores: list[list[float]], answers: list[dict]) -> dict[str, float]:
     """Pairwise accuracy against the hidden preference: all pairs it orders, and pairs differing in rules met."""
-    judge = PREFERENCES["instructions"]
     hits, rule_hits = [], []
     for predicted, item in zip(scores, answers, strict=True):
-        rules = stored_instructions(item["instructions"])
-        hidden = [judge(t, f, rules) for t, f in zip(item["texts"], item["finish"], strict=True)]
+        hidden, rules = hidden_scores(item), stored_instructions(item["instructions"])
         met = [constraints_met(t, rules) for t in item["texts"]]
         for i, j in combinations(range(len(hidden)), 2):
             if hidden[i] == hidden[j]:
@@ -142,11 +147,9 @@ def accuracy(scores: list[list[float]], answers: list[dict]) -> dict[str, float]
 def ties(answers: list[dict]) -> dict[str, float]:
     """How often v0's answers are alike to the hidden preference: the share of sets whose answers it scores all
     the same, and of answer pairs it scores the same (bench/active_labeling.py's pool is shaped to match)."""
-    judge = PREFERENCES["instructions"]
     alike, tied, pairs = 0, 0, 0
     for item in answers:
-        rules = stored_instructions(item["instructions"])
-        hidden = [judge(t, f, rules) for t, f in zip(item["texts"], item["finish"], strict=True)]
+        hidden = hidden_scores(item)
         alike += len(set(hidden)) == 1
         for i, j in combinations(range(len(hidden)), 2):
             pairs += 1

@@ -35,11 +35,16 @@ def next_reward_name(*, session: Session) -> str:
 
 def find_reward_model(*, session: Session, name: str | None = None) -> RewardRef | None:
     """The reward model called `name`; the newest one when `name` is None or empty."""
-    query = select(RewardModel).order_by(col(RewardModel.id).desc())
     if name:
-        query = select(RewardModel).where(RewardModel.name == name)
-    row = session.exec(query).first()
+        row = session.exec(select(RewardModel).where(RewardModel.name == name)).first()
+    else:
+        row = newest_reward_model(session=session)
     return RewardRef.of(row) if row is not None else None
+
+
+def newest_reward_model(*, session: Session) -> RewardModel | None:
+    """The most recently registered reward model's row (metrics included), or None."""
+    return session.exec(select(RewardModel).order_by(col(RewardModel.id).desc())).first()
 
 
 def reward_models(*, session: Session, newest_first: bool = True) -> list[RewardModel]:
@@ -91,7 +96,7 @@ ONE_HEAD_NOTE = (
 def selection_measure(*, session: Session) -> str:
     """What uncertainty selection reads from the newest reward model, in words (the worker's rule,
     rlhf/selection.py): its ensemble's or its score heads' disagreement, or one head's doubt with a note."""
-    row = session.exec(select(RewardModel).order_by(col(RewardModel.id).desc())).first()
+    row = newest_reward_model(session=session)
     if row is None:
         return "There is no reward model yet: every set is kept until one is trained."
     heads, models = row.metrics.get("heads"), row.metrics.get("ensemble", 1)
