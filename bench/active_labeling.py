@@ -83,6 +83,7 @@ from models.policy import PolicyPool
 from models.tiny import save_tiny_checkpoint
 from rlhf import reward
 from rlhf.configs import RewardConfig
+from rlhf.design import Design, load_information, pair_columns
 from rlhf.pregen import PregenConfig
 from rlhf.selection import PoolScorer, choose, disagreement, doubt
 
@@ -96,7 +97,7 @@ HELDOUT = 400
 # instruction task are 16% all alike, 42% of their answer pairs tied (bench/reward_instructions.py, 96 sets);
 # 0.45 gives 14% and 40%, 0.5 gives 18% and 44%
 SAME = 0.45
-SELECTION_ARMS = ("doubt", "disagreement")
+SELECTION_ARMS = ("doubt", "disagreement", "information")
 ORACLE = "oracle"  # a reference, not a selection an app can make: it reads the hidden preference
 
 
@@ -153,6 +154,7 @@ class Training:
     heads: int
     epochs: int
     ensemble: int = 1
+    information: bool = False  # save the head's precision (what the information arm reads)
 
 
 class Arm:
@@ -178,7 +180,7 @@ class Arm:
     def train(self) -> Path:
         torch.manual_seed(self.seed)
         t = self.training
-        config = RewardConfig(model=t.checkpoint, home=str(self.folder), db=self.url, epochs=t.epochs, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed, heads=t.heads, ensemble=t.ensemble)  # fmt: skip
+        config = RewardConfig(model=t.checkpoint, home=str(self.folder), db=self.url, epochs=t.epochs, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed, heads=t.heads, ensemble=t.ensemble, information=t.information)  # fmt: skip
         return reward.run(config).path
 
 
@@ -222,17 +224,24 @@ def selected(
     scorer: PoolScorer,
     task: Task,
     rng: random.Random,
+    design: Design | None = None,
 ) -> list[Candidate]:
     """`wanted` sets as the pre-generation worker picks them (rlhf/pregen.py): per batch of `BATCH` kept sets it
     writes `oversample` candidates for each, scores them with the latest reward model and keeps the most
-    uncertain, `random_share` of them at random; the rest are never labeled."""
+    uncertain (with a `design`: the most informative, one after another), `random_share` of them at random;
+    the rest are never labeled."""
     chosen: list[Candidate] = []
+    share = task.selection.random_share
     while len(chosen) < wanted:
         keep = min(BATCH, wanted - len(chosen))
         fresh = list(islice(stream, keep * task.selection.oversample))
-        members = scorer.score_members(folder, [(c.messages, c.texts) for c in fresh])
-        doubts = uncertain(arm_name, members, fresh)
-        picks = choose(doubts, keep=keep, random_share=task.selection.random_share, rng=rng)
+        sets = [(c.messages, c.texts) for c in fresh]
+        if design is not None:
+            columns = [pair_columns(h, r) for h, r in scorer.features(folder, sets)]
+            picks = design.choose(columns, keep=keep, random_share=share, rng=rng)
+        else:
+            doubts = uncertain(arm_name, scorer.score_members(folder, sets), fresh)
+            picks = choose(doubts, keep=keep, random_share=share, rng=rng)
         chosen += [fresh[c.index] for c in picks]
     return chosen
 
@@ -244,7 +253,11 @@ def curve(
     candidates (random takes them in order, the others choose among them)."""
     test = list(islice(candidates(random.Random(-1 - seed), task.same), HELDOUT))
     stream = candidates(random.Random(seed), task.same)
-    own = training if arm_name == "disagreement" else replace(training, ensemble=1)
+    own = replace(
+        training,
+        ensemble=training.ensemble if arm_name == "disagreement" else 1,
+        information=arm_name == "information",
+    )
     arm = Arm(tmp / f"{arm_name}-{seed}", own, seed)
     arm.label(list(islice(stream, sizes[0])))
     points = []
@@ -258,7 +271,9 @@ def curve(
         if arm_name == "random":
             arm.label(list(islice(stream, wanted)))
         else:
-            arm.label(selected(arm_name, folder, stream, wanted, scorer, task, choice_rng))
+            precision = load_information(Path(folder)) if own.information else None
+            design = None if precision is None else Design(precision)
+            arm.label(selected(arm_name, folder, stream, wanted, scorer, task, choice_rng, design))
     return points
 
 
@@ -326,7 +341,9 @@ def main() -> None:
         help="share of kept sets drawn at random",
     )
     parser.add_argument("--epochs", type=int, default=6, help="reward-model passes over the labeled sets")
-    parser.add_argument("--arms", default="doubt,disagreement", help="selection arms to compare with random")
+    parser.add_argument(
+        "--arms", default="disagreement,information", help="selection arms to compare with random"
+    )
     parser.add_argument("--plot", default=str(Path(__file__).with_suffix(".png")))
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
@@ -339,7 +356,9 @@ def main() -> None:
     wanted = args.arms.split(",")
     unknown = set(wanted) - {"random", *SELECTION_ARMS, ORACLE}
     if unknown:
-        parser.error(f"--arms: unknown arm(s) {', '.join(sorted(unknown))}; use doubt, disagreement, oracle")
+        parser.error(
+            f"--arms: unknown arm(s) {', '.join(sorted(unknown))}; use doubt, disagreement, information, oracle"
+        )
     # one member has nothing to disagree with: the disagreement arm needs --heads or --ensemble 2 or more
     several = args.heads > 1 or args.ensemble > 1
     arms = ["random"] + [a for a in SELECTION_ARMS if a in wanted and (a != "disagreement" or several)]

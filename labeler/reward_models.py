@@ -84,22 +84,31 @@ def register_reward_model(
     return RewardRef.of(row)
 
 
-# bench/active_labeling.py (README): one head's doubt never matched random selection; 4 heads' disagreement did
+# bench/active_labeling.py (README): one head's doubt never matched random selection
 ONE_HEAD_NOTE = (
-    "it has one score head, so selection reads its doubt, which cannot tell answers that are alike from answers it "
-    "has not learned to tell apart (bench/active_labeling.py: doubt never matched random selection; the "
-    "disagreement of 4 heads matched random's accuracy at 256 sets with 77% of the sets). Train the next reward "
-    "model with heads 4 (`rankloop reward --heads 4`, the round form's reward_heads)"
+    "it has one score head and no saved precision, so selection reads its doubt, which cannot tell answers that "
+    "are alike from answers it has not learned to tell apart (bench/active_labeling.py: doubt never matched "
+    "random selection). Train the next reward model with information on (the default: `rankloop reward` "
+    "without --no_information) or with heads 4 (`--heads 4`, the round form's reward_heads)"
+)
+
+
+INFORMATION_NOTE = (
+    "selection keeps the sets a label would teach it most: answers that differ where its score head has seen "
+    "few labels (rlhf/design.py), each kept set counted as known before the next is chosen"
 )
 
 
 def selection_measure(*, session: Session) -> str:
     """What uncertainty selection reads from the newest reward model, in words (the worker's rule,
-    rlhf/selection.py): its ensemble's or its score heads' disagreement, or one head's doubt with a note."""
+    rlhf/pregen.py): the information a label adds (models that saved their precision), else its ensemble's or
+    its score heads' disagreement, or one head's doubt with a note."""
     row = newest_reward_model(session=session)
     if row is None:
         return "There is no reward model yet: every set is kept until one is trained."
     heads, models = row.metrics.get("heads"), row.metrics.get("ensemble", 1)
+    if row.metrics.get("information"):
+        return f"Reward model {row.name}: {INFORMATION_NOTE}."
     if models and models > 1:
         return f"Reward model {row.name}: selection reads where its {models} models disagree."
     if heads is None:  # trained before models recorded their heads

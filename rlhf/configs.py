@@ -250,6 +250,14 @@ class RewardConfig:
             "reads the first"
         },
     )
+    information: bool = field(
+        default=True,
+        metadata={
+            "help": "save the score head's precision over the labeled sets (information.pt, one pass over "
+            "them): uncertainty selection then keeps the sets a label teaches most (rlhf/design.py); without "
+            "it, it reads the heads' disagreement or one head's doubt"
+        },
+    )
     include_imported: bool = field(default=True, metadata={"help": "also train on imported pairs"})
     normalize: bool = field(
         default=True, metadata={"help": "store held-out mean/std so PPO sees unit-scale rewards"}

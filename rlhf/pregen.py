@@ -23,6 +23,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 from sqlalchemy.engine import Engine
@@ -44,7 +45,8 @@ from labeler.store import CompletionIn, add_completion_set
 from labeler.workers import hold_worker_lease, holder_id, release_worker_lease
 from models.generation import PolicyBackend, SamplingParams
 from models.policy import PolicyPool
-from rlhf.selection import PoolScorer, choose, uncertainty
+from rlhf.design import Design, load_information, pair_columns
+from rlhf.selection import Choice, PoolScorer, choose, uncertainty
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "pregen"
@@ -113,6 +115,7 @@ class PregenWorker:
         self.holder = holder_id()
         self._activated: tuple[int, str | None] | None = None
         self._scorer: PoolScorer | None = None
+        self._designs: dict[str, Design | None] = {}
         self._rng = random.Random(config.seed)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -209,20 +212,14 @@ class PregenWorker:
         """Which candidates to write, each with how it was chosen (every one when no model scores them)."""
         if plan.reward is None or plan.reward.adapter_path is None:
             return [(i, {"by": "random"}) for i in range(len(sets))]
-        if self._scorer is None:
-            self._scorer = PoolScorer(cast(PolicyPool, self.pool))
-        share = plan.selection.random_share
+        candidates = [(m, [c.text for c in s]) for (_, m), s in zip(plan.prompts, sets, strict=True)]
         try:
-            members = self._scorer.score_members(
-                plan.reward.adapter_path,
-                [(m, [c.text for c in s]) for (_, m), s in zip(plan.prompts, sets, strict=True)],
-            )
+            measure, choices = self._choose(plan.reward.adapter_path, plan, candidates)
         except Exception:
             # a broken reward model must not stop labeling: keep a random choice, recorded as such
             logger.exception("scoring candidates with %s failed; keeping a random choice", plan.reward.name)
-            members, share = [[[0.0]] * len(s) for s in sets], 1.0
-        measure, doubts = uncertainty(members)
-        choices = choose(doubts, keep=plan.keep, random_share=share, rng=self._rng)
+            measure = "none"
+            choices = choose([0.0] * len(sets), keep=plan.keep, random_share=1.0, rng=self._rng)
         return [
             (
                 c.index,
@@ -236,6 +233,31 @@ class PregenWorker:
             )
             for c in choices
         ]
+
+    def _choose(
+        self, folder: str, plan: _Plan, candidates: list[tuple[list[dict], list[str]]]
+    ) -> tuple[str, list[Choice]]:
+        """The measure and the kept candidates: the information a label adds where the model saved its
+        precision (rlhf/design.py), else its members' disagreement or one head's doubt (rlhf/selection.py)."""
+        if self._scorer is None:
+            self._scorer = PoolScorer(cast(PolicyPool, self.pool))
+        share, keep = plan.selection.random_share, plan.keep
+        design = self._design(folder)
+        if design is not None:
+            columns = [pair_columns(h, r) for h, r in self._scorer.features(folder, candidates)]
+            return "information", design.choose(columns, keep=keep, random_share=share, rng=self._rng)
+        measure, doubts = uncertainty(self._scorer.score_members(folder, candidates))
+        return measure, choose(doubts, keep=keep, random_share=share, rng=self._rng)
+
+    def _design(self, folder: str) -> Design | None:
+        """The newest model's design, kept from step to step so that the sets chosen since it was trained count
+        as known (a restarted worker starts again from the saved precision); None for a model saved without."""
+        if folder not in self._designs:
+            precision = load_information(Path(folder))
+            self._designs = {
+                folder: None if precision is None else Design(precision)
+            }  # older models: dropped
+        return self._designs[folder]
 
     def _generate(
         self, prompts: list[list[dict]], policy: PolicyRef, parent: PolicyRef | None

@@ -21,7 +21,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from labeler.reward_models import RewardRef, find_reward_model, next_reward_name
 from models.adapters import LORA_TARGETS
 from models.loading import load_base
 from rlhf.configs import RewardConfig
+from rlhf.design import head_precision, save_information
 from rlhf.losses import below_reference_loss, ranking_batch_loss
 from rlhf.progress import ConsoleReporter, Reporter
 from rlhf.reward_data import (
@@ -361,6 +362,9 @@ class RewardData:
     parent: Parent | None
     seen: dict[int, int]  # the sets the model has met once this run is done (saved with it)
     reliability: Reliability | None = None  # the labeler reliability fit (labeler_weights=reliability)
+    labeled: list[Group] = field(
+        default_factory=list
+    )  # every training group, met before or not (information)
 
 
 def check_ensemble(config: RewardConfig) -> None:
@@ -433,6 +437,7 @@ def read_data(engine, config: RewardConfig) -> RewardData:
     parent = parent_model(continued, config)
     seen = parent.seen if parent else {}
     train, heldout = split_by_prompt(groups, config.eval_fraction, config.heldout_sources)
+    labeled = train
     train = unseen(train, seen)
     if config.max_pairs:
         train = train[: config.max_pairs]
@@ -446,7 +451,7 @@ def read_data(engine, config: RewardConfig) -> RewardData:
     seen_now = {**seen, **seen_counts(train + heldout), **{c.set_id: counts[c.set_id] for c in complaints}}
     if config.trainer != "ranking":
         train = explode(train)
-    return RewardData(name, train, heldout, complaints, parent, seen_now, fit)
+    return RewardData(name, train, heldout, complaints, parent, seen_now, fit, labeled)
 
 
 def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RewardResult:
@@ -497,6 +502,9 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
         metrics["review"] = hacking_review(scorer, tokenizer, data.complaints, config.max_length)
         save_reward_model(folder, scorer.model, scorer.head, meta)
         write_seen(folder, data.seen)
+        if config.information:  # what uncertainty selection reads (rlhf/design.py)
+            save_information(folder, head_precision(scorer, tokenizer, data.labeled, config.max_length))
+    metrics["information"] = config.information
     reporter.step()
     del scorer  # members train one at a time, each on a base of its own
     if config.ensemble > 1:  # before the row: the generator never reads a model whose members are half saved

@@ -32,17 +32,44 @@ def _score_rows(
     members: bool,
 ) -> list[list]:
     """Per set, per answer: its reward (a float), or with `members` every score-head member's reward."""
+    rows = _per_text(
+        scorer, tokenizer, sets, max_length, batch_texts, lambda ids, mask: scorer(ids, mask, members)
+    )
+    return [r.tolist() for r in rows]
+
+
+def _per_text(
+    scorer: RewardScorer, tokenizer, sets, max_length: int, batch_texts: int, run
+) -> list[torch.Tensor]:
+    """`run(input_ids, attention_mask)` over every answer of every set in batches of `batch_texts`: per set,
+    its rows stacked (float, on the CPU)."""
     texts = [render_dialogue(tokenizer, prompt, t) for prompt, answers in sets for t in answers]
     device = next(scorer.parameters()).device
-    flat: list = []
+    parts = []
     for i in range(0, len(texts), batch_texts):
         enc = encode(tokenizer, texts[i : i + batch_texts], max_length, device)
-        flat.extend(scorer(enc["input_ids"], enc["attention_mask"], members=members).float().cpu().tolist())
-    out, k = [], 0
-    for _, answers in sets:
-        out.append(flat[k : k + len(answers)])
-        k += len(answers)
-    return out
+        parts.append(run(enc["input_ids"], enc["attention_mask"]).float().cpu())
+    flat = torch.cat(parts) if parts else torch.zeros(0)
+    return list(flat.split([len(answers) for _, answers in sets]))
+
+
+@torch.inference_mode()
+def set_features(
+    scorer: RewardScorer,
+    tokenizer,
+    sets: Sequence[tuple[Sequence[dict], Sequence[str]]],
+    max_length: int,
+    batch_texts: int = 16,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per set: its answers' last hidden states [answers, hidden] (what the score head reads) and rewards
+    [answers] (the head's mean, in the model's raw units), for rlhf/design.py."""
+
+    def run(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = scorer.last_hidden(ids, mask)
+        return torch.cat([hidden, scorer.head(hidden).unsqueeze(-1)], dim=-1)
+
+    rows = _per_text(scorer, tokenizer, sets, max_length, batch_texts, run)
+    return [(r[:, :-1], r[:, -1]) for r in rows]
 
 
 def score_sets(

@@ -23,13 +23,16 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
+import torch
+
 from models.policy import PolicyPool
-from rlhf.reward_eval import score_set_members
+from rlhf.reward_eval import score_set_members, set_features
 from rlhf.scoring import RewardScorer, ScoreHead, ensemble_folders, load_head, load_meta
 
 
@@ -134,6 +137,20 @@ class PoolScorer:
         self, folder: Path, sets: Sequence[tuple[Sequence[dict], Sequence[str]]]
     ) -> list[list[list[float]]]:
         """One saved model's score heads per answer, in units of its std: [set][answer][head]."""
+        with self._using(folder) as (scorer, std):
+            rows = score_set_members(scorer, self.pool.tokenizer, sets, self.max_length)
+        return [[[x / std for x in members] for members in row] for row in rows]
+
+    def features(
+        self, folder: str, sets: Sequence[tuple[Sequence[dict], Sequence[str]]]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per set: its answers' last hidden states and raw rewards under the model (rlhf/design.py reads them)."""
+        with self._using(Path(folder)) as (scorer, _):
+            return set_features(scorer, self.pool.tokenizer, sets, self.max_length)
+
+    @contextmanager
+    def _using(self, folder: Path) -> Iterator[tuple[RewardScorer, float]]:
+        """The saved model as a scorer (its adapter active, under the pool's lock) and its reward std."""
         # one adapter per folder (models of different homes share names such as reward-r1)
         name = "reward-" + hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
         with self.pool.lock:
@@ -144,6 +161,4 @@ class PoolScorer:
                 self._heads[name] = (head, max(load_meta(folder).reward_std, 1e-6))
             head, std = self._heads[name]
             with self.pool.using_adapter(name):
-                scorer = RewardScorer(model, head)
-                rows = score_set_members(scorer, self.pool.tokenizer, sets, self.max_length)
-        return [[[x / std for x in members] for members in row] for row in rows]
+                yield RewardScorer(model, head), std

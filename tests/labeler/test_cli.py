@@ -56,15 +56,16 @@ def test_selection_names_what_the_newest_reward_model_gives_it(tmp_path, capsys)
     assert "There is no reward model yet" in capsys.readouterr().out
     engine = make_engine(f"sqlite:///{home / 'rankloop.db'}")
     said = {}
-    for name, metrics in [("r1", {"heads": 1, "ensemble": 1}), ("r2", {"heads": 4, "ensemble": 1}), ("r3", {"heads": 1, "ensemble": 3})]:  # fmt: skip
+    for name, metrics in [("r1", {"heads": 1, "ensemble": 1}), ("r2", {"heads": 4, "ensemble": 1}), ("r3", {"heads": 1, "ensemble": 3}), ("r4", {"heads": 1, "ensemble": 1, "information": True})]:  # fmt: skip
         with Session(engine) as s:
             register_reward_model(session=s, name=name, base_model="tiny", adapter_path=str(tmp_path / name), snapshot_path=None, metrics=metrics, job_id=None)  # fmt: skip
         assert main(["selection", "--home", str(home)]) == 0
         said[name] = capsys.readouterr().out
     assert (
         "8 candidates per kept set" in said["r1"]
-        and "one score head, so selection reads its doubt" in said["r1"]
+        and "one score head and no saved precision, so selection reads its doubt" in said["r1"]
     )
     assert "--heads 4" in said["r1"]
     assert "Reward model r2: selection reads where its 4 score heads disagree." in said["r2"]
     assert "Reward model r3: selection reads where its 3 models disagree." in said["r3"]
+    assert "Reward model r4: selection keeps the sets a label would teach it most" in said["r4"]

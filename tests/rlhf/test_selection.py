@@ -19,6 +19,7 @@ from models.loading import load_base
 from models.policy import PolicyPool
 from rlhf import pregen
 from rlhf.configs import RewardConfig
+from rlhf.design import PRIOR, Design, load_information, pair_columns
 from rlhf.pregen import PregenConfig, PregenWorker
 from rlhf.reward import Batch, in_bootstrap, members_loss, run
 from rlhf.scoring import load_head
@@ -113,13 +114,14 @@ def test_selection_settings_are_checked_before_they_are_stored(tmp_path):
         assert selection(session=s) == Selection(mode="uncertainty", budget=12)  # unchanged
 
 
-@pytest.fixture(params=[1])
+@pytest.fixture(params=[(1, False)])
 def ranked_store(tmp_path, request):
-    """A store with ranked synthetic sets, a tiny reward model r1 trained on them (with `request.param`
-    score-head members) and 12 fresh prompts."""
+    """A store with ranked synthetic sets, a tiny reward model r1 trained on them (`request.param`: its
+    score-head members, and whether it saves its precision) and 12 fresh prompts."""
     url, checkpoint = synthetic_store(tmp_path, sets=24)
     settings = {"epochs": 1, "learning_rate": 3e-3, "eval_fraction": 0.0, "max_length": 64, "device": "cpu"}
-    run(RewardConfig(model=checkpoint, home=str(tmp_path), db=url, heads=request.param, **settings))
+    heads, information = request.param
+    run(RewardConfig(model=checkpoint, home=str(tmp_path), db=url, heads=heads, information=information, **settings))  # fmt: skip
     engine = make_engine(url)
     with Session(engine) as s:
         add_prompts(session=s, conversations=[[{"role": "user", "content": f"new {i}"}] for i in range(12)])
@@ -179,7 +181,7 @@ def test_worker_keeps_the_candidates_the_reward_model_doubts_most(ranked_store, 
             assert doubt(rewards) == pytest.approx(row.selection["score"], abs=1e-3)
 
 
-@pytest.mark.parametrize("ranked_store", [3], indirect=True)
+@pytest.mark.parametrize("ranked_store", [(3, False)], indirect=True)
 def test_a_model_with_several_members_is_read_by_their_disagreement(ranked_store, tmp_path):
     engine, pool = ranked_store
     with Session(engine) as s:
@@ -203,6 +205,38 @@ def test_a_model_with_several_members_is_read_by_their_disagreement(ranked_store
             assert disagreement(members) == pytest.approx(row.selection["score"], abs=1e-3)
             [mean] = PoolScorer(pool).score(reward.adapter_path, [(prompt.messages, texts)])
             assert mean == pytest.approx([sum(m) / 3 for m in members], abs=1e-5)
+
+
+@pytest.mark.parametrize("ranked_store", [(1, True)], indirect=True)
+def test_a_model_that_saved_its_precision_is_read_by_the_information_a_label_adds(ranked_store, tmp_path):
+    engine, pool = ranked_store
+    folder = tmp_path / "models" / "reward-r1"
+    saved = load_information(folder)
+    hidden = pool.model.config.hidden_size
+    assert saved is not None and saved.shape == (hidden, hidden) and torch.allclose(saved, saved.T)
+    assert torch.linalg.eigvalsh(saved).min().item() >= PRIOR - 1e-4  # the prior plus the labeled pairs
+    with Session(engine) as s:
+        set_selection(session=s, mode="uncertainty", random_share=0.0, oversample=3)
+        assert "selection keeps the sets a label would teach it most" in selection_measure(session=s)
+    worker = _worker(engine, pool)
+    assert worker.step() == 2
+    kept = _new_sets(engine)
+    assert len(kept) == 2 and all(r.selection and r.selection["measure"] == "information" for r in kept)
+    # the first set kept is the one with the most information under the saved precision; the second was
+    # scored after the first counted as known
+    design = Design(saved)
+    with Session(engine) as s:
+        gains = []
+        for row in kept:
+            texts = [c.text for c in s.exec(select(Completion).where(Completion.set_id == row.id)).all()]
+            prompt = s.get(Prompt, row.prompt_id)
+            assert prompt is not None
+            [(h, r)] = PoolScorer(pool).features(str(folder), [(prompt.messages, texts)])
+            gains.append(design.gain(pair_columns(h, r)))
+    recorded = [r.selection["score"] for r in kept if r.selection]
+    assert max(recorded) == pytest.approx(max(gains), abs=1e-3) and min(recorded) <= min(gains) + 1e-3
+    assert worker.step() == 2  # the next step goes on from the same design: both earlier sets count as known
+    assert worker._designs[str(folder)] is not None
 
 
 def test_random_mode_records_its_choice_and_a_budget_caps_the_version(ranked_store):
