@@ -254,9 +254,8 @@ class PregenWorker:
         as known (a restarted worker starts again from the saved precision); None for a model saved without."""
         if folder not in self._designs:
             precision = load_information(Path(folder))
-            self._designs = {
-                folder: None if precision is None else Design(precision)
-            }  # older models: dropped
+            design = None if precision is None else Design(precision)
+            self._designs = {folder: design}  # the designs of older models are dropped
         return self._designs[folder]
 
     def _generate(

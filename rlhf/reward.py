@@ -362,9 +362,8 @@ class RewardData:
     parent: Parent | None
     seen: dict[int, int]  # the sets the model has met once this run is done (saved with it)
     reliability: Reliability | None = None  # the labeler reliability fit (labeler_weights=reliability)
-    labeled: list[Group] = field(
-        default_factory=list
-    )  # every training group, met before or not (information)
+    # every training group, met before or not: the head's precision is over all of them (rlhf/design.py)
+    labeled: list[Group] = field(default_factory=list)
 
 
 def check_ensemble(config: RewardConfig) -> None:

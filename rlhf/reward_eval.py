@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -39,7 +39,12 @@ def _score_rows(
 
 
 def _per_text(
-    scorer: RewardScorer, tokenizer, sets, max_length: int, batch_texts: int, run
+    scorer: RewardScorer,
+    tokenizer,
+    sets: Sequence[tuple[Sequence[dict], Sequence[str]]],
+    max_length: int,
+    batch_texts: int,
+    run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> list[torch.Tensor]:
     """`run(input_ids, attention_mask)` over every answer of every set in batches of `batch_texts`: per set,
     its rows stacked (float, on the CPU)."""

@@ -9,7 +9,10 @@ sets it is least sure of, with a share picked at random so that labels still cov
     disagreement([[0.1, 2.0], [1.0, -1.0]])   # per answer each member's score: 0..1 bits (BALD)
     choose([0.9, 0.1, 0.5, 0.7], keep=2, random_share=0.5, rng=random.Random(0))
 
-Which measure (`uncertainty`): a reward model with several members (`rankloop reward --ensemble 4`: models with
+Which measure: a reward model that saved its score head's precision (the default, `information.pt`) is read
+by the information a label would add (rlhf/design.py: greedy, each kept set counted as known); the measures
+below serve models saved without it (`rankloop reward --no_information`, or trained before it was saved).
+`uncertainty()`: a reward model with several members (`rankloop reward --ensemble 4`: models with
 their own adapters and seeds; or `--heads 4`: score heads on one adapter) is read by their disagreement, the
 information a label would give about which member is right; it ignores answers all members find alike (a label
 there is mostly noise). A one-head model is read by its doubt, the spread of its scores (a pair it scores

@@ -36,7 +36,8 @@ def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 @pytest.fixture
 def ensemble_store(tmp_path):
     url, checkpoint = synthetic_store(tmp_path, sets=16)
-    result = run(_config(tmp_path, url, checkpoint, ensemble=3))
+    # without its precision (--no_information), so that selection reads the members' disagreement
+    result = run(_config(tmp_path, url, checkpoint, ensemble=3, information=False))
     return tmp_path, url, checkpoint, result
 
 
