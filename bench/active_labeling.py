@@ -1,6 +1,6 @@
 """Does labeling where the reward model is unsure save labels? One component by design (the reward stage and the
-pre-generation worker's selection, rlhf/pregen.py and rlhf/selection.py), on the tiny in-process model and a
-synthetic preference, so that curves with repeats fit in minutes on a CPU.
+pre-generation worker's selection: rlhf/pregen.py, rlhf/design.py, rlhf/selection.py), on the tiny in-process
+model and a synthetic preference, so that curves with repeats fit in minutes on a CPU.
 
 The preference: an answer is worth the sum of its judged words (great +2, good +1, fine +0.5, meh -0.5,
 bad -1, awful -2). Half the candidate sets are coarse (each answer has its own judged words: wide gaps, learned
@@ -15,35 +15,40 @@ The arms share the seeds, one stream of fresh candidate sets (as the generator w
 the reward models' settings (`--heads` score-head members, 4 by default; `--ensemble K` gives the disagreement arm
 K models with their own adapters and seeds instead, `rankloop reward --ensemble`; with one member of either kind
 there is nothing to disagree on and the `disagreement` arm is left out) and the first 32 sets: `random` labels the
-stream in order (selection mode random); `doubt` and `disagreement` choose as the worker does in selection mode
-uncertainty: for every batch of sets it keeps (the worker's batch) it writes `--oversample` candidates per kept set
-(8, the most the admin's setting allows; the app's default is 2), scores them with the latest reward model through
-the worker's scorer (an adapter on the shared base), keeps the most uncertain, `--random-share` (0.25, the
-default) of them at random, and never labels the rest. `doubt` is the spread of the mean score within a set
-(rlhf/selection.doubt: what the worker reads from a one-head model), `disagreement` how much the members disagree
-(rlhf/selection.disagreement: what it reads from a model with several). At every size (every 16 sets to 160, then
-192 and 256) each arm trains a fresh reward model on its labeled sets (`--epochs` passes, 6: at 2 a model on few
-sets had taken too few steps, so the curve measured steps as much as sets), reports its accuracy on 400 held-out
-sets against the hidden preference, and chooses the next sets with it. Target: the better selection arm reaches
-random's accuracy at 256 sets with at most 60% of the sets (reported only where random's curve does not fall at
-its end: a fall makes any comparison with its last point meaningless, and the RESULT line says
-`random_curve_settled=false`). One model's accuracy moves by 0.02-0.03 from one size to the next, so a comparison
-needs the 6 repeats.
+stream in order (selection mode random); the others choose as the worker does in selection mode uncertainty: for
+every batch of sets it keeps (the worker's batch) it writes `--oversample` candidates per kept set (8, the most
+the admin's setting allows; the app's default is 2), scores them with the latest reward model through the
+worker's scorer (an adapter on the shared base), keeps the most uncertain, `--random-share` (0.25, the default)
+of them at random, and never labels the rest. `information` is what the worker reads from a model that saved its
+score head's precision (the default: rlhf/design.py, the information a label adds, sets kept one after another,
+each counted as known until the next model), `disagreement` how much the members disagree (rlhf/selection.py,
+BALD: what it reads from a model with several members saved without the precision), `doubt` the spread of one
+head's mean score. At every size (every 16 sets to 160, then 192 and 256) each arm trains a fresh reward model
+on its labeled sets (`--epochs` passes, 6: at 2 a model on few sets had taken too few steps, so the curve
+measured steps as much as sets; at 12 or 24 they overfit the noisy labels and lose 0.02-0.06), reports its
+accuracy on 400 held-out sets against the hidden preference, and chooses the next sets with it. Target: the
+better selection arm reaches random's accuracy at 256 sets with at most 60% of the sets (reported only where
+random's curve does not fall at its end: a fall makes any comparison with its last point meaningless, and the
+RESULT line says `random_curve_settled=false`). One model's accuracy moves by 0.02-0.03 from one size to the
+next, so a comparison needs the 6 repeats; the share needed for random's accuracy at every size
+(`*_share_by_size`) shows how much of a share is one point's luck.
 
-Measured (6 repeats, 17.6 min): random 0.788 / 0.846 (64) / 0.882 (128) / 0.897 (160) / 0.915 (192) / 0.924 (256),
-doubt 0.836 / 0.885 / 0.898 / 0.900 / 0.916, disagreement 0.826 / 0.910 / 0.916 / 0.923 / 0.936: disagreement
-reaches random's 256-set accuracy at 196 sets (77%; the target 60% is not met), doubt never. Choosing only after
-64 random sets (the model that chooses first is then better) did not help: 215 sets. At the app's default
-`--oversample 2` (17.7 min): disagreement 0.837 (64) / 0.881 (128) / 0.911 (160) / 0.924 (192) / 0.938 (256),
-random's 256-set accuracy at 191 sets (75%): choosing among 8 candidates per kept set is no better than among 2.
-Disagreement's lead is 0.01-0.015 from 144 sets on, which saves about a quarter of the labels, not 40%. The random
-share costs most: with `--random-share 0 --arms disagreement` (every kept set by disagreement, no coverage share)
-12 repeats (`--first-seed 0` and `--first-seed 6`, 13.3 + 9.7 min) give random 0.845 (64) / 0.891 (128) /
-0.905 (160) / 0.919 (192) / 0.926 (256), disagreement 0.845 / 0.902 / 0.923 / 0.934 / 0.950: random's 256-set
-accuracy at 169 sets (66%; the two halves 62% and 72%), still short of the 60% target.
-With 8 heads as well (`--heads 8`, 6 repeats, 9.5 min) disagreement leads by 0.01-0.04 from 64 to 192 sets yet
-ties random at 256 (0.930), so it reaches random's 256-set accuracy only at 248 sets: the share rests on single
-points that move by 0.01-0.02 between runs.
+Measured, `--random-share 0 --arms information` (6 repeats, 13.1 min): random 0.846 (64) / 0.833 / 0.864 /
+0.867 / 0.882 (128) / 0.898 / 0.897 (160) / 0.915 (192) / 0.924 (256), information 0.860 / 0.891 / 0.886 /
+0.900 / 0.900 / 0.907 / 0.926 / 0.938 / 0.939: random's 256-set accuracy at 158 sets (62%, target 60% not met);
+the share of the sets random needs at each size is 0.59-0.78 from 112 sets on. Twelve repeats (seeds 6-11 run
+by the same code as a prototype, identical on seeds 0-5): random 0.856 (80) / 0.891 (128) / 0.905 (160) / 0.926
+(256), information 0.895 / 0.911 / 0.923 / 0.944, 66% of the sets at 256 and 0.61-0.79 from 112 on. With one
+head (`--heads 1`, the app's default reward model; 9.4 min) random learns better (0.941 at 256) and
+information leads it at every size from 64 (0.901 vs 0.862 at 80, 0.940 vs 0.920 at 160, 0.952 vs 0.941 at 256)
+yet needs 81% of the sets for random's 256-set point, which jumps by 0.021 after 192 (0.59-0.85 over the
+sizes). The members' disagreement needs more: `--random-share 0 --arms disagreement`, 12 repeats, random's
+256-set accuracy at 169 sets (66%) but 0.75-0.86 of the sets at the sizes from 96 to 192 (0.872 at 80, 0.901 at
+128): 4 bootstrapped heads on one adapter barely disagree (their spread of a pair's margin is 0.02-0.1 reward
+std against margins of 0.3-1.2) and disagree most on pairs far apart, so they pick wide distinctions and leave
+the fine ones. At the default settings (`--random-share 0.25`, disagreement only, 17.6 min) disagreement
+reached random's 256-set accuracy at 196 sets (77%), doubt never; at `--oversample 2` 191 (75%); choosing only
+after 64 random sets 215; with 8 heads and no random share 248.
 
 `--arms oracle` adds a reference that no app can run: it keeps the candidates whose answer pairs the current model
 orders against the hidden preference. How far it is ahead of random shows the room a selection measure has; it
@@ -53,7 +58,7 @@ accuracy only at 220 sets.)
 
     .venv/bin/python bench/active_labeling.py [--sizes 32,48,64,...,160,192,256] [--repeats 6] [--heads 4]
         [--ensemble 1] [--epochs 6] [--same 0.45] [--oversample 8] [--random-share 0.25]
-        [--arms doubt,disagreement,oracle] [--plot bench/active_labeling.png]
+        [--arms doubt,disagreement,information,oracle] [--plot bench/active_labeling.png]
 """
 
 from __future__ import annotations
@@ -288,6 +293,17 @@ def sets_to_reach(target: float, sizes: list[int], points: list[float]) -> float
     return None
 
 
+def shares_by_size(sizes: list[int], means: dict[str, list[float]], arm: str) -> dict[int, float | None]:
+    """For every size past the first: the share of it that `arm` needs to reach random's accuracy there (None:
+    never). One point of random's curve moves by 0.01-0.02 between runs; the shares at several sizes show how
+    much of a lead is a single point's luck."""
+    out: dict[int, float | None] = {}
+    for k, size in enumerate(sizes[1:], start=1):
+        n = sets_to_reach(means["random"][k], sizes, means[arm])
+        out[size] = None if n is None else n / size
+    return out
+
+
 def plot(path: Path, sizes: list[int], means: dict[str, list[float]]) -> None:
     import matplotlib
 
@@ -386,6 +402,13 @@ def main() -> None:
     best = min((s for a, s in shares.items() if s is not None and a != ORACLE), default=None)
     # the comparison means something only where random selection's accuracy still holds at its largest size
     settled = target >= max(means["random"]) - 0.01
+    by_size = {a: shares_by_size(sizes, means, a) for a in arms[1:]}
+    print("share of the sets random needs for its accuracy at each size (- : never)")
+    for arm, values in by_size.items():
+        print(
+            f"{arm:12s}  "
+            + "  ".join(f"{s:>3d}:{'-' if v is None else f'{v:.2f}'}" for s, v in values.items())
+        )
     plot(Path(args.plot), sizes, means)
     print(
         f"RESULT sizes={args.sizes} repeats={args.repeats} first_seed={args.first_seed} same={args.same} "
@@ -395,6 +418,8 @@ def main() -> None:
         + "".join(
             f" {a}_sets_to_match_random_{sizes[-1]}={'never' if n is None else round(n)}"
             + f" {a}_share={'n/a' if shares[a] is None else round(shares[a], 3)}"  # type: ignore[arg-type]
+            + f" {a}_share_by_size="
+            + "/".join(f"{s}:{'never' if v is None else round(v, 2)}" for s, v in by_size[a].items())
             for a, n in needed.items()
         )
         + f" random_curve_settled={str(settled).lower()}"

@@ -18,14 +18,17 @@ def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_bench_draws_its_curves(tmp_path: Path) -> None:
     png = tmp_path / "curve.png"
-    done = run_bench("--sizes", "32,40", "--repeats", "1", "--arms", "disagreement", "--heads", "2", "--epochs", "1", "--oversample", "3", "--plot", str(png))  # fmt: skip
+    done = run_bench("--sizes", "32,40", "--repeats", "1", "--arms", "disagreement,information", "--heads", "2", "--epochs", "1", "--oversample", "3", "--plot", str(png))  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     result = done.stdout.strip().splitlines()[-1]
     assert result.startswith("RESULT ")
     figures = dict(item.split("=", 1) for item in result.split()[1:])
-    for arm in ("random", "disagreement"):
+    for arm in ("random", "disagreement", "information"):
         assert 0.0 <= float(figures[f"{arm}_40"]) <= 1.0
         assert figures[f"{arm}_32"] == figures["random_32"]  # every arm starts from the same random sets
+    for arm in ("disagreement", "information"):
+        share = figures[f"{arm}_share_by_size"].removeprefix("40:")
+        assert share == "never" or float(share) > 0
     assert figures["oversample"] == "3" and figures["same"] == "0.45"
     assert png.stat().st_size > 0
 
