@@ -33,22 +33,25 @@ RESULT line says `random_curve_settled=false`). One model's accuracy moves by 0.
 next, so a comparison needs the 6 repeats; the share needed for random's accuracy at every size
 (`*_share_by_size`) shows how much of a share is one point's luck.
 
-Measured, `--random-share 0 --arms information` (6 repeats, 13.1 min): random 0.846 (64) / 0.833 / 0.864 /
-0.867 / 0.882 (128) / 0.898 / 0.897 (160) / 0.915 (192) / 0.924 (256), information 0.860 / 0.891 / 0.886 /
-0.900 / 0.900 / 0.907 / 0.926 / 0.938 / 0.939: random's 256-set accuracy at 158 sets (62%, target 60% not met);
-the share of the sets random needs at each size is 0.59-0.78 from 112 sets on. Twelve repeats (seeds 6-11 run
-by the same code as a prototype, identical on seeds 0-5): random 0.856 (80) / 0.891 (128) / 0.905 (160) / 0.926
-(256), information 0.895 / 0.911 / 0.923 / 0.944, 66% of the sets at 256 and 0.61-0.79 from 112 on. With one
-head (`--heads 1`, the app's default reward model; 9.4 min) random learns better (0.941 at 256) and
-information leads it at every size from 64 (0.901 vs 0.862 at 80, 0.940 vs 0.920 at 160, 0.952 vs 0.941 at 256)
-yet needs 81% of the sets for random's 256-set point, which jumps by 0.021 after 192 (0.59-0.85 over the
-sizes). The members' disagreement needs more: `--random-share 0 --arms disagreement`, 12 repeats, random's
-256-set accuracy at 169 sets (66%) but 0.75-0.86 of the sets at the sizes from 96 to 192 (0.872 at 80, 0.901 at
-128): 4 bootstrapped heads on one adapter barely disagree (their spread of a pair's margin is 0.02-0.1 reward
-std against margins of 0.3-1.2) and disagree most on pairs far apart, so they pick wide distinctions and leave
-the fine ones. At the default settings (`--random-share 0.25`, disagreement only, 17.6 min) disagreement
-reached random's 256-set accuracy at 196 sets (77%), doubt never; at `--oversample 2` 191 (75%); choosing only
-after 64 random sets 215; with 8 heads and no random share 248.
+Measured at the default settings, `--arms information` (6 repeats, 8.7 min; random share 0.25, oversample 8, 4
+heads): random 0.846 (64) / 0.833 / 0.864 / 0.867 / 0.882 (128) / 0.898 / 0.897 (160) / 0.915 (192) / 0.924 (256),
+information 0.843 / 0.857 / 0.884 / 0.884 / 0.888 / 0.909 / 0.924 / 0.924 / 0.938: random's 256-set accuracy at 160
+sets (62%; target 60%, not met), 0.73-0.94 of the sets random needs at each size from 80 on. The members'
+disagreement at the same settings (17.6 min, earlier): 196 sets (77%), doubt never; at `--oversample 2` 191 (75%);
+choosing only after 64 random sets 215. Without the random share (`--random-share 0 --arms information`, 13.1 min):
+information 0.860 (64) / 0.891 / 0.886 / 0.900 / 0.900 (128) / 0.907 / 0.926 (160) / 0.938 / 0.939, random's 256-set
+accuracy at 158 sets (62%), 0.59-0.78 of the sets random needs from 112 sets on; over 12 repeats (seeds 6-11 run by
+the same code as a prototype, which matched it on seeds 0-5 to the last digit) random 0.856 (80) / 0.891 (128) /
+0.905 (160) / 0.926 (256), information 0.895 / 0.911 / 0.923 / 0.944: 66% at 256, 0.61-0.79 from 112 on. With one
+head (`--heads 1`, the app's default reward model), 12 repeats (`--first-seed 0` and 6, 9.4 + 21.5 min): random
+learns better (0.947 at 256) and information leads it at every size from 48 sets (0.904 vs 0.875 at 80, 0.917 vs
+0.896 at 128, 0.941 vs 0.926 at 192, 0.951 vs 0.947 at 256): 0.59-0.83 of the sets random needs from 80 to 192 sets,
+0.88 at 256, where both curves flatten near 0.95. A prior of 500 instead of 1 (rlhf/design.py PRIOR; 500 is one over
+the trained head's weight variance) did worse: 0.71-0.86 from 80 sets on. The members' disagreement without the
+random share, 12 repeats: random's 256-set accuracy at 169 sets (66%) but 0.75-0.86 of the sets from 96 to 192
+(0.872 at 80, 0.901 at 128): 4 bootstrapped heads on one adapter barely disagree (their spread of a pair's margin is
+0.02-0.1 reward std against margins of 0.3-1.2) and disagree most on pairs far apart, so (in a 2-seed look at what
+they chose) they pick wide distinctions and leave the fine ones; with 8 heads 248 sets.
 
 `--arms oracle` adds a reference that no app can run: it keeps the candidates whose answer pairs the current model
 orders against the hidden preference. How far it is ahead of random shows the room a selection measure has; it
@@ -404,10 +407,10 @@ def main() -> None:
     settled = target >= max(means["random"]) - 0.01
     by_size = {a: shares_by_size(sizes, means, a) for a in arms[1:]}
     print("share of the sets random needs for its accuracy at each size (- : never)")
-    for arm, values in by_size.items():
+    for arm, shares_at in by_size.items():
         print(
             f"{arm:12s}  "
-            + "  ".join(f"{s:>3d}:{'-' if v is None else f'{v:.2f}'}" for s, v in values.items())
+            + "  ".join(f"{s:>3d}:{'-' if v is None else f'{v:.2f}'}" for s, v in shares_at.items())
         )
     plot(Path(args.plot), sizes, means)
     print(

@@ -32,7 +32,9 @@ def test_continue_trains_on_new_sets_only_from_the_earlier_weights(tmp_path):
     assert data.parent is not None and data.parent.name == "r1"
     assert {g.set_id for g in data.train}.isdisjoint(seen_first)  # only sets r1 never met
     # the precision that selection reads covers every labeled training set, met before or not
-    assert {g.set_id for g in data.labeled} >= {g.set_id for g in data.train} | (set(seen_first) - heldout_first)
+    assert {g.set_id for g in data.labeled} >= {g.set_id for g in data.train} | (
+        set(seen_first) - heldout_first
+    )
     heldout_ids = {g.set_id for g in data.heldout}
     assert heldout_ids & set(seen_first) and heldout_ids - set(seen_first)  # held-out sets of both batches
     assert all(c.set_id not in seen_first for c in data.complaints)  # the review: new sets only
