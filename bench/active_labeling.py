@@ -36,7 +36,9 @@ next, so a comparison needs the 6 repeats; the share needed for random's accurac
 Measured at the default settings, `--arms information` (6 repeats, 8.7 min; random share 0.25, oversample 8, 4
 heads): random 0.846 (64) / 0.833 / 0.864 / 0.867 / 0.882 (128) / 0.898 / 0.897 (160) / 0.915 (192) / 0.924 (256),
 information 0.843 / 0.857 / 0.884 / 0.884 / 0.888 / 0.909 / 0.924 / 0.924 / 0.938: random's 256-set accuracy at 160
-sets (62%; target 60%, not met), 0.73-0.94 of the sets random needs at each size from 80 on. The members'
+sets (62%; target 60%, not met), 0.73-0.94 of the sets random needs at each size from 80 on. Seeds 6-11
+(`--first-seed 6`, 8.5 min): 158 sets (61.5%); over the 12 repeats random 0.891 (128) / 0.905 (160) / 0.926 (256),
+information 0.898 / 0.926 / 0.944, 159 sets (62%), 0.71-0.87 of random's sets from 96 to 192. The members'
 disagreement at the same settings (17.6 min, earlier): 196 sets (77%), doubt never; at `--oversample 2` 191 (75%);
 choosing only after 64 random sets 215. Without the random share (`--random-share 0 --arms information`, 13.1 min):
 information 0.860 (64) / 0.891 / 0.886 / 0.900 / 0.900 (128) / 0.907 / 0.926 (160) / 0.938 / 0.939, random's 256-set
