@@ -194,13 +194,15 @@ def human_time(*, session: Session, set_ids: list[int] | None = None) -> HumanTi
 
 @dataclass(frozen=True)
 class ChosenSets:
-    """Sets of one policy version chosen one way (CompletionSet.selection's "by"; older sets have none)."""
+    """Sets of one policy version chosen one way (CompletionSet.selection's "by"; older sets have none) by one
+    measure ("information", "disagreement", "doubt"; "" where no model scored them)."""
 
     version: int
     by: str
+    measure: str
     sets: int
     labeled: int  # with all their labels
-    mean_doubt: float | None
+    mean_score: float | None  # in the measure's units (information: bits; disagreement: bits; doubt: 0..1)
 
 
 def chosen_sets(*, session: Session, versions: int = 5) -> list[ChosenSets]:
@@ -219,20 +221,21 @@ def chosen_sets(*, session: Session, versions: int = 5) -> list[ChosenSets]:
             CompletionSet.labels_needed,
         ).where(CompletionSet.origin == "generated", col(CompletionSet.policy_version_id).in_(list(numbers)))
     ).all()
-    groups: dict[tuple[int, str], list[tuple[bool, float | None]]] = defaultdict(list)
+    groups: dict[tuple[int, str, str], list[tuple[bool, float | None]]] = defaultdict(list)
     for vid, chosen, done, needed in rows:
-        by = (chosen or {}).get("by", "(before selection)")
-        groups[(numbers[vid], by)].append((done >= needed, (chosen or {}).get("score")))
+        by, measure = (chosen or {}).get("by", "(before selection)"), (chosen or {}).get("measure", "")
+        groups[(numbers[vid], by, measure)].append((done >= needed, (chosen or {}).get("score")))
     out = []
-    for (version, by), items in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[0][1])):
-        doubts = [d for _, d in items if d is not None]
+    for (version, by, measure), items in sorted(groups.items(), key=lambda kv: (-kv[0][0], *kv[0][1:])):
+        scores = [d for _, d in items if d is not None]
         out.append(
             ChosenSets(
                 version,
                 by,
+                measure,
                 len(items),
                 sum(full for full, _ in items),
-                round(fmean(doubts), 3) if doubts else None,
+                round(fmean(scores), 3) if scores else None,
             )
         )
     return out

@@ -1,6 +1,6 @@
-"""Admin tab "What to label next": the selection mode (random, or the latest reward model's doubt), its random
-share and oversampling, the budget of sets per policy version, and how the sets of recent versions were chosen
-(rlhf/selection.py). Every handler checks the admin role on the server."""
+"""Admin tab "What to label next": the selection mode (random, or by the latest reward model's uncertainty), its
+random share and oversampling, the budget of sets per policy version, and how the sets of recent versions were
+chosen (rlhf/design.py, rlhf/selection.py). Every handler checks the admin role on the server."""
 
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ from labeler.settings import MAX_OVERSAMPLE, Selection, selection, set_selection
 from labeler.stats import chosen_sets
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 
-CHOSEN_COLUMNS = ["policy version", "chosen by", "sets", "labeled", "mean doubt"]
+CHOSEN_COLUMNS = ["policy version", "chosen by", "measure", "sets", "labeled", "mean score"]
 
 
 def chosen_frame(session: Session) -> pd.DataFrame:
-    """Per recent version and way of choosing: sets written, sets with all their labels, mean stored doubt."""
-    rows = [[f"v{c.version}", c.by, c.sets, c.labeled, c.mean_doubt] for c in chosen_sets(session=session)]
+    """Per recent version, way of choosing and measure: sets written, sets with all their labels, and the mean
+    stored score (in the measure's units: information and disagreement in bits, doubt 0..1)."""
+    rows = [
+        [f"v{c.version}", c.by, c.measure, c.sets, c.labeled, c.mean_score]
+        for c in chosen_sets(session=session)
+    ]
     return pd.DataFrame(rows, columns=CHOSEN_COLUMNS)
 
 
@@ -39,11 +43,13 @@ def build_selection_tab(deps: UIDeps) -> TabLoad:
     with gr.Tab("What to label next"):
         gr.Markdown(
             "Labels count most where the reward model is unsure. With **uncertainty**, the generator scores "
-            "candidate sets with the latest reward model and keeps those whose answers it can least tell apart "
-            "(a share stays random, so labels still cover every kind of prompt). Each set records how it was "
-            "chosen and its doubt (0: sure of every pair's order, 1: cannot tell any two answers apart). "
-            "A reward model trained as an **ensemble** (the reward form's `ensemble`, e.g. 4: models with their "
-            "own adapters and seeds) is read by where its members disagree instead."
+            "candidate sets with the latest reward model and keeps those a label would teach it most: answers "
+            "that differ where its score head has seen few labels, one set after another so that a batch does "
+            "not ask the same question twice (a share stays random, so labels still cover every kind of "
+            "prompt). Each set records how it was chosen, by which measure, and its score (the information in "
+            "bits). Reward models saved without that information are read by where their score heads or "
+            "ensemble members disagree (bits), or by one head's doubt (0: sure of every pair's order, 1: "
+            "cannot tell any two answers apart)."
         )
         with gr.Row():
             mode = gr.Radio(["random", "uncertainty"], label="Choose sets", value="random")
