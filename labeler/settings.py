@@ -75,8 +75,8 @@ MAX_OVERSAMPLE = 8
 class Selection:
     """What the pre-generation worker keeps for labelers (rlhf/selection.py). `random`: every set it writes, for
     the prompts with the fewest sets first. `uncertainty`: it writes `oversample` candidates per kept set and keeps
-    those the latest reward model is least sure of (its members' disagreement, or its doubt with one score head),
-    `random_share` of them at random. `budget`: at most this many sets
+    those a label would teach the latest reward model most (the information it adds, rlhf/design.py; for models
+    saved without it, its members' disagreement or one head's doubt), `random_share` of them at random. `budget`: at most this many sets
     per policy version (0: no limit), so a round's labels go where they count."""
 
     mode: SelectionMode = "random"
