@@ -97,7 +97,7 @@ from models.policy import PolicyPool
 from models.tiny import save_tiny_checkpoint
 from rlhf import reward
 from rlhf.configs import RewardConfig
-from rlhf.design import Design, load_information, pair_columns
+from rlhf.design import Design
 from rlhf.pregen import PregenConfig
 from rlhf.selection import PoolScorer, choose, disagreement, doubt
 
@@ -251,8 +251,7 @@ def selected(
         fresh = list(islice(stream, keep * task.selection.oversample))
         sets = [(c.messages, c.texts) for c in fresh]
         if design is not None:
-            columns = [pair_columns(h, r) for h, r in scorer.features(folder, sets)]
-            picks = design.choose(columns, keep=keep, random_share=share, rng=rng)
+            picks = design.choose_sets(scorer, folder, sets, keep=keep, random_share=share, rng=rng)
         else:
             doubts = uncertain(arm_name, scorer.score_members(folder, sets), fresh)
             picks = choose(doubts, keep=keep, random_share=share, rng=rng)
@@ -285,8 +284,7 @@ def curve(
         if arm_name == "random":
             arm.label(list(islice(stream, wanted)))
         else:
-            precision = load_information(Path(folder)) if own.information else None
-            design = None if precision is None else Design(precision)
+            design = Design.load(Path(folder)) if own.information else None
             arm.label(selected(arm_name, folder, stream, wanted, scorer, task, choice_rng, design))
     return points
 

@@ -32,7 +32,7 @@ import torch
 from rlhf.reward_data import Group
 from rlhf.reward_eval import set_features
 from rlhf.scoring import RewardScorer
-from rlhf.selection import Choice
+from rlhf.selection import Choice, PoolScorer
 
 INFORMATION_FILE = "information.pt"
 PRIOR = 1.0  # prior precision of the head (ridge): what A is before any label
@@ -77,6 +77,12 @@ class Design:
     def __init__(self, a: torch.Tensor):
         self.cov = torch.linalg.inv(a.double())
 
+    @classmethod
+    def load(cls, folder: Path) -> Design | None:
+        """The design of the reward model saved in `folder`, or None where it saved no precision."""
+        a = load_information(folder)
+        return None if a is None else cls(a)
+
     def gain(self, w: torch.Tensor) -> float:
         """Bits a set with pair columns `w` would add."""
         if w.shape[1] == 0:
@@ -113,6 +119,21 @@ class Design:
             picked[best] = Choice(best, "uncertainty", gains[best])
             self.add(columns[best])
         return [picked[i] for i in sorted(picked)]
+
+    def choose_sets(
+        self,
+        scorer: PoolScorer,
+        folder: str,
+        sets: Sequence[tuple[Sequence[dict], Sequence[str]]],
+        *,
+        keep: int,
+        random_share: float,
+        rng: random.Random,
+    ) -> list[Choice]:
+        """`choose` among candidate (prompt, answers) sets, their answers read by the model in `folder` (what
+        the pre-generation worker does)."""
+        columns = [pair_columns(h, r) for h, r in scorer.features(folder, sets)]
+        return self.choose(columns, keep=keep, random_share=random_share, rng=rng)
 
 
 def head_precision(scorer: RewardScorer, tokenizer, groups: Sequence[Group], max_length: int) -> torch.Tensor:

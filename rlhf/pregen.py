@@ -45,7 +45,7 @@ from labeler.store import CompletionIn, add_completion_set
 from labeler.workers import hold_worker_lease, holder_id, release_worker_lease
 from models.generation import PolicyBackend, SamplingParams
 from models.policy import PolicyPool
-from rlhf.design import Design, load_information, pair_columns
+from rlhf.design import Design
 from rlhf.selection import Choice, PoolScorer, choose, uncertainty
 
 logger = logging.getLogger(__name__)
@@ -244,8 +244,10 @@ class PregenWorker:
         share, keep = plan.selection.random_share, plan.keep
         design = self._design(folder)
         if design is not None:
-            columns = [pair_columns(h, r) for h, r in self._scorer.features(folder, candidates)]
-            return "information", design.choose(columns, keep=keep, random_share=share, rng=self._rng)
+            chosen = design.choose_sets(
+                self._scorer, folder, candidates, keep=keep, random_share=share, rng=self._rng
+            )
+            return "information", chosen
         measure, doubts = uncertainty(self._scorer.score_members(folder, candidates))
         return measure, choose(doubts, keep=keep, random_share=share, rng=self._rng)
 
@@ -253,9 +255,7 @@ class PregenWorker:
         """The newest model's design, kept from step to step so that the sets chosen since it was trained count
         as known (a restarted worker starts again from the saved precision); None for a model saved without."""
         if folder not in self._designs:
-            precision = load_information(Path(folder))
-            design = None if precision is None else Design(precision)
-            self._designs = {folder: design}  # the designs of older models are dropped
+            self._designs = {folder: Design.load(Path(folder))}  # the designs of older models are dropped
         return self._designs[folder]
 
     def _generate(
