@@ -48,6 +48,7 @@ RANGES: dict[str, Range] = {
     "max_length": Range(8),
     "max_new_tokens": Range(1),
     "eval_fraction": Range(0, 0.9),
+    "replay": Range(0, 1),
     "center_rewards": Range(0),
     "tie_strength": Range(0, low_open=True),
     "min_agreement": Range(0, 1),
@@ -167,8 +168,16 @@ class RewardConfig:
         default=None,
         metadata={
             "help": "keep training an earlier reward model ('latest' or a name such as r2): start from its "
-            "adapter and head, train only on sets it has not seen (new, or ranked again since) and evaluate on "
-            "every held-out set; 'latest' trains a new one where none fits"
+            "adapter and head, train on the sets it has not seen (new, or ranked again since) and `replay` of "
+            "those it has, and evaluate on every held-out set; 'latest' trains a new one where none fits"
+        },
+    )
+    replay: float = field(
+        default=1.0,
+        metadata={
+            "help": "continuing: the share of the training sets the earlier model has met that it trains on "
+            "again with the new ones, drawn at random (1: all; 0: the new sets only, the fastest, but a model "
+            "trained on one round's sets after another forgets: bench/active_labeling.py --continued)"
         },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (a new adapter)"})
@@ -483,7 +492,7 @@ class DPOConfig:
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
-    "reward": (RewardConfig, {"continue_from": "latest", "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
+    "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None}),
     "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "batch_sets": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None, "max_new_tokens": None}),
 }  # fmt: skip

@@ -94,9 +94,12 @@ def work(stage: str, settings: dict[str, Any], sets: int) -> float:
 
 def stage_sets(stage: str, settings: dict[str, Any], data: TrainingData) -> int:
     """The ranked sets a stage would train on now (PPO's work does not depend on them): a continued reward model
-    only the new ones, DPO on the parent's data only the current version's; the held-out share is only scored."""
+    the new ones and its `replay` share of the others, DPO on the parent's data only the current version's; the
+    held-out share is only scored."""
     if stage == "reward":
-        sets = data.new_sets if settings.get("continue_from") else data.ranked_sets
+        sets = data.ranked_sets
+        if settings.get("continue_from"):
+            sets = data.new_sets + settings.get("replay", 1.0) * (data.ranked_sets - data.new_sets)
     elif stage == "dpo":
         sets = data.current_sets if settings.get("data") == "parent" else data.ranked_sets
     else:

@@ -21,6 +21,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -353,7 +354,8 @@ class NothingNew(ValueError):
 @dataclass
 class RewardData:
     """What one run trains and evaluates on, read in one short transaction: the new model's name, the training
-    groups (new to the continued model, if any), every held-out group, and the sets it reviews for hacking."""
+    groups (for a continued model: the new ones, then the `replayed` ones it has met), every held-out group,
+    and the sets it reviews for hacking."""
 
     name: str
     train: list[Group]
@@ -364,6 +366,19 @@ class RewardData:
     reliability: Reliability | None = None  # the labeler reliability fit (labeler_weights=reliability)
     # every training group, met before or not: the head's precision is over all of them (rlhf/design.py)
     labeled: list[Group] = field(default_factory=list)
+    replayed: int = 0  # training groups a continued model has met before
+
+
+def replayed(labeled: Sequence[Group], new: Sequence[Group], share: float, seed: int) -> list[Group]:
+    """The training sets a continued model has met (`labeled` but not `new`) that it trains on again: `share`
+    of them, drawn at random with `seed`, in their stored order. Without them a model continued round after
+    round on each round's sets alone forgets the earlier ones."""
+    fresh = {g.set_id for g in new}
+    met = [g for g in labeled if g.set_id not in fresh]
+    if share >= 1:
+        return met
+    keep = set(random.Random(seed).sample(range(len(met)), round(share * len(met))))
+    return [g for i, g in enumerate(met) if i in keep]
 
 
 def check_ensemble(config: RewardConfig) -> None:
@@ -436,21 +451,22 @@ def read_data(engine, config: RewardConfig) -> RewardData:
     parent = parent_model(continued, config)
     seen = parent.seen if parent else {}
     train, heldout = split_by_prompt(groups, config.eval_fraction, config.heldout_sources)
-    labeled = train
-    train = unseen(train, seen)
+    labeled, new = train, unseen(train, seen)
+    if not new and parent:
+        raise NothingNew(parent.name)
+    train = new + (replayed(labeled, new, config.replay, config.seed) if parent else [])
     if config.max_pairs:
         train = train[: config.max_pairs]
-    if not train and parent:
-        raise NothingNew(parent.name)
     if not train:
         raise ValueError("no usable rankings to train on: rank some sets (or import pairs) first")
     # the review: the ranked sets this model meets first (with or without consensus pairs)
     counts = {s.set_id: len(s.rankings) for s in ranked}
     complaints = [c for c in complaints if seen.get(c.set_id) != counts[c.set_id]]
     seen_now = {**seen, **seen_counts(train + heldout), **{c.set_id: counts[c.set_id] for c in complaints}}
+    again = max(0, len(train) - len(new))  # counted before pairs are exploded: groups, as `new`
     if config.trainer != "ranking":
         train = explode(train)
-    return RewardData(name, train, heldout, complaints, parent, seen_now, fit, labeled)
+    return RewardData(name, train, heldout, complaints, parent, seen_now, fit, labeled, again)
 
 
 def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RewardResult:
@@ -466,7 +482,7 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
         name,
         len(train),
         len(heldout),
-        f", continuing {parent.name}" if parent else "",
+        f", continuing {parent.name} ({data.replayed} of the groups met before)" if parent else "",
     )
     scorer, tokenizer = build_scorer(config, parent)
     train_start = time.perf_counter()
@@ -482,6 +498,7 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     metrics["train_seconds"] = round(train_seconds, 2)
     metrics["heldout_sets"], metrics["train_groups"] = len(heldout), len(train)
     metrics["continued_from"] = parent.name if parent else None
+    metrics["replayed_sets"] = data.replayed
     metrics["seen_sets"] = len(data.seen)
     if data.reliability is not None:
         metrics["labeler_reliability"] = {str(k): round(v, 4) for k, v in data.reliability.ranked()}

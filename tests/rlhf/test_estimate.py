@@ -31,10 +31,17 @@ def test_default_rates_count_the_work_of_each_stage():
     ensemble = estimate_job("reward", {"epochs": 2, "max_length": 128, "eval_fraction": 0.2, "ensemble": 3}, data=DATA, history=[], on_gpu=False)  # fmt: skip
     assert ensemble.seconds == pytest.approx(3 * reward.seconds)  # three models on the same sets
     round_ensemble = estimate_job("round", {"reward_ensemble": 2}, data=DATA, history=[], on_gpu=False)
-    assert seconds_of(round_ensemble)["reward"] == pytest.approx(2 * 36 * 2 * 256 * CPU_RATES["reward"])
-    # a round continues the newest reward model by default: only the 40 new sets, at the round's own defaults
+    assert seconds_of(round_ensemble)["reward"] == pytest.approx(2 * 90 * 2 * 256 * CPU_RATES["reward"])
+    # a round continues the newest reward model by default, on the 40 new sets and again on the 60 it met
+    # (90 once the held-out share is off), at the round's own defaults; without replay, the 40 new ones only
     round_ = estimate_job("round", {"ppo_steps": 4}, data=DATA, history=[], on_gpu=False)
-    assert seconds_of(round_)["reward"] == pytest.approx(36 * 2 * 256 * CPU_RATES["reward"])
+    assert seconds_of(round_)["reward"] == pytest.approx(90 * 2 * 256 * CPU_RATES["reward"])
+    new_only = estimate_job(
+        "round", {"ppo_steps": 4, "reward_replay": 0.0}, data=DATA, history=[], on_gpu=False
+    )
+    assert seconds_of(new_only)["reward"] == pytest.approx(36 * 2 * 256 * CPU_RATES["reward"])
+    half = estimate_job("round", {"ppo_steps": 4, "reward_replay": 0.5}, data=DATA, history=[], on_gpu=False)
+    assert seconds_of(half)["reward"] == pytest.approx(63 * 2 * 256 * CPU_RATES["reward"])
     assert seconds_of(round_)["ppo"] == pytest.approx(4 * 8 * 48 * 3 * CPU_RATES["ppo"])
     grouped = estimate_job("round", {"ppo_steps": 4, "ppo_advantage": "group", "ppo_group_size": 3}, data=DATA, history=[], on_gpu=False)  # fmt: skip
     assert seconds_of(grouped)["ppo"] == pytest.approx(3 * seconds_of(round_)["ppo"])  # 3 answers per prompt
