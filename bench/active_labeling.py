@@ -23,18 +23,33 @@ of them at random, and never labels the rest. `information` is what the worker r
 score head's precision (the default: rlhf/design.py, the information a label adds, sets kept one after another,
 each counted as known until the next model), `disagreement` how much the members disagree (rlhf/selection.py,
 BALD: what it reads from a model with several members saved without the precision), `doubt` the spread of one
-head's mean score. At every size (every 16 sets to 160, then 192 and 256) each arm trains a fresh reward model
-on its labeled sets (`--epochs` passes, 6: at 2 a model on few sets had taken too few steps, so the curve
-measured steps as much as sets; at 12 or 24 they overfit the noisy labels and lose 0.02-0.06), reports its
-accuracy on 400 held-out sets against the hidden preference, and chooses the next sets with it. Target: the
+head's mean score. At every size (every 16 sets to 160, then 192 and 256) each arm trains its reward model as
+an admin round does (rlhf/configs.py ROUND_EXPOSES): it continues the arm's latest model (`continue_from=latest`,
+2 passes) on the sets that model has not met and again on those it has (`--replay`, 1 as in the app; 0: the new
+ones only). `--fresh` trains a fresh model on all the arm's sets at every size instead (`--epochs` 6 then: at 2
+a fresh model on few sets had taken too few steps, so the curve measured steps as much as sets; at 12 or 24 they
+overfit the noisy labels and lose 0.02-0.06). Each model reports its accuracy on 400 held-out sets against the
+hidden preference, and chooses the next sets. Target: the
 better selection arm reaches random's accuracy at 256 sets with at most 60% of the sets (reported only where
 random's curve does not fall at its end: a fall makes any comparison with its last point meaningless, and the
 RESULT line says `random_curve_settled=false`). One model's accuracy moves by 0.02-0.03 from one size to the
 next, so a comparison needs the 6 repeats; the share needed for random's accuracy at every size
 (`*_share_by_size`) shows how much of a share is one point's luck.
 
-Measured at the default settings, `--arms information` (6 repeats, 8.7 min; random share 0.25, oversample 8, 4
-heads): random 0.846 (64) / 0.833 / 0.864 / 0.867 / 0.882 (128) / 0.898 / 0.897 (160) / 0.915 (192) / 0.924 (256),
+Continued as admin rounds do (the default), `--arms information`, 18 repeats in three runs of 6 (`--first-seed`
+0, 6, 12; 4.5-4.8 min each; random share 0.25, oversample 8, 4 heads): random 0.846 (64) / 0.858 (80) / 0.889
+(128) / 0.893 (160) / 0.895 (192) / 0.908 (256), information 0.844 / 0.875 / 0.902 / 0.901 / 0.902 / 0.925: ahead
+from 80 sets on, 0.53-0.89 of the sets random needs from 80 to 192, random's 256-set accuracy at 207 sets (81%;
+target not met). The three runs gave 48%, 44% and 90%: both curves flatten from 128 to 192 sets, so where one
+crosses the other's last point moves with each run (an earlier run of seeds 0-5 that only put the replayed sets
+in another order before the shuffle: 72%). Replay, seeds 0-11: without it (`--replay 0`, 2.8 min a run) random
+0.799 (64) / 0.839 (128) / 0.861 (160) / 0.889 (256) and information 0.783 / 0.855 / 0.866 / 0.911, against
+0.839 / 0.886 / 0.885 / 0.907 and 0.843 / 0.911 / 0.902 / 0.927 with it: a model continued on each round's sets
+alone forgets the earlier ones (why the app replays them by default).
+
+The figures below train a fresh model at every size (`--fresh`, 6 passes), the protocol before the bench
+followed admin rounds. `--arms information` (6 repeats, 8.7 min; random share 0.25, oversample 8, 4 heads):
+random 0.846 (64) / 0.833 / 0.864 / 0.867 / 0.882 (128) / 0.898 / 0.897 (160) / 0.915 (192) / 0.924 (256),
 information 0.843 / 0.857 / 0.884 / 0.884 / 0.888 / 0.909 / 0.924 / 0.924 / 0.938: random's 256-set accuracy at 160
 sets (62%; target 60%, not met), 0.73-0.94 of the sets random needs at each size from 80 on. Seeds 6-11
 (`--first-seed 6`, 8.5 min): 158 sets (61.5%); over the 12 repeats random 0.891 (128) / 0.905 (160) / 0.926 (256),
@@ -57,7 +72,9 @@ one over the trained head's weight variance) did worse: 0.71-0.86 from 80 sets o
 the random share, 12 repeats: random's 256-set accuracy at 169 sets (66%) but 0.75-0.86 of the sets from 96 to 192
 (0.872 at 80, 0.901 at 128): 4 bootstrapped heads on one adapter barely disagree (their spread of a pair's margin is
 0.02-0.1 reward std against margins of 0.3-1.2) and disagree most on pairs far apart, so (in a 2-seed look at what
-they chose) they pick wide distinctions and leave the fine ones; with 8 heads 248 sets.
+they chose) they pick wide distinctions and leave the fine ones; with 8 heads 248 sets. Letting each batch choose
+also among up to 96 candidates earlier batches did not keep (a reserve, at no extra generation), 12 repeats: 0.002
+behind choosing among its own candidates (standard error 0.007, mean over 80-256 sets), so the worker does not.
 
 `--arms oracle` adds a reference that no app can run: it keeps the candidates whose answer pairs the current model
 orders against the hidden preference. How far it is ahead of random shows the room a selection measure has; it
@@ -66,7 +83,7 @@ does, from all the remaining sets at once: 0.01-0.015 ahead of random from 96 se
 accuracy only at 220 sets.)
 
     .venv/bin/python bench/active_labeling.py [--sizes 32,48,64,...,160,192,256] [--repeats 6] [--heads 4]
-        [--ensemble 1] [--epochs 6] [--same 0.45] [--oversample 8] [--random-share 0.25]
+        [--ensemble 1] [--fresh] [--replay 1] [--epochs 2] [--same 0.45] [--oversample 8] [--random-share 0.25]
         [--arms doubt,disagreement,information,oracle] [--plot bench/active_labeling.png]
 """
 
@@ -82,6 +99,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import combinations, count, islice
 from pathlib import Path
+from typing import cast
 
 import torch
 from sqlmodel import Session
@@ -96,7 +114,7 @@ from models.loading import load_base
 from models.policy import PolicyPool
 from models.tiny import save_tiny_checkpoint
 from rlhf import reward
-from rlhf.configs import RewardConfig
+from rlhf.configs import ROUND_EXPOSES, RewardConfig
 from rlhf.design import Design
 from rlhf.pregen import PregenConfig
 from rlhf.selection import PoolScorer, choose, disagreement, doubt
@@ -112,6 +130,7 @@ HELDOUT = 400
 # 0.45 gives 14% and 40%, 0.5 gives 18% and 44%
 SAME = 0.45
 SELECTION_ARMS = ("doubt", "disagreement", "information")
+ROUND_EPOCHS = cast(int, ROUND_EXPOSES["reward"][1]["epochs"])  # an admin round's reward passes
 ORACLE = "oracle"  # a reference, not a selection an app can make: it reads the hidden preference
 
 
@@ -160,15 +179,18 @@ def accuracy(scores: Sequence[Sequence[float]], sets: Sequence[Candidate]) -> fl
 
 @dataclass(frozen=True)
 class Training:
-    """How every arm's reward models train: the tiny checkpoint, score-head members, passes over the sets, and
-    the models in the ensemble (only the disagreement arm trains the extra ones: the first is the same model
-    either way, and the others only choose)."""
+    """How every arm's reward models train: the tiny checkpoint, score-head members, passes over the sets, the
+    models in the ensemble (only the disagreement arm trains the extra ones: the first is the same model either
+    way, and the others only choose), and whether each size's model continues the last one (an admin round's
+    default: on the sets it has not seen and `replay` of those it has) or starts afresh on all of them."""
 
     checkpoint: str
     heads: int
     epochs: int
     ensemble: int = 1
     information: bool = False  # save the head's precision (what the information arm reads)
+    continued: bool = False
+    replay: float = RewardConfig().replay
 
 
 class Arm:
@@ -194,7 +216,7 @@ class Arm:
     def train(self) -> Path:
         torch.manual_seed(self.seed)
         t = self.training
-        config = RewardConfig(model=t.checkpoint, home=str(self.folder), db=self.url, epochs=t.epochs, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed, heads=t.heads, ensemble=t.ensemble, information=t.information)  # fmt: skip
+        config = RewardConfig(model=t.checkpoint, home=str(self.folder), db=self.url, epochs=t.epochs, learning_rate=1e-3, eval_fraction=0.0, max_length=64, device="cpu", seed=self.seed, heads=t.heads, ensemble=t.ensemble, information=t.information, continue_from="latest" if t.continued else None, replay=t.replay)  # fmt: skip
         return reward.run(config).path
 
 
@@ -363,13 +385,31 @@ def main() -> None:
         default=Selection().random_share,
         help="share of kept sets drawn at random",
     )
-    parser.add_argument("--epochs", type=int, default=6, help="reward-model passes over the labeled sets")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="reward-model passes over its sets (2, an admin round's; 6 fresh)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="each size trains a fresh model on all its sets instead of continuing the last, as admin rounds do",
+    )
+    parser.add_argument(
+        "--replay",
+        type=float,
+        default=RewardConfig().replay,
+        help="share of the sets met before that a continued model trains on again (0: the new ones only)",
+    )
     parser.add_argument(
         "--arms", default="disagreement,information", help="selection arms to compare with random"
     )
     parser.add_argument("--plot", default=str(Path(__file__).with_suffix(".png")))
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
+    if args.epochs is None:
+        args.epochs = 6 if args.fresh else ROUND_EPOCHS
     try:
         chosen = Selection("uncertainty", args.random_share, args.oversample).check()
     except ValueError as e:
@@ -392,7 +432,14 @@ def main() -> None:
             checkpoint = str(save_tiny_checkpoint(Path(tmp) / "tiny"))
             base, tokenizer = load_base(checkpoint, home=Path(tmp), device="cpu")
             scorer = PoolScorer(PolicyPool(base, tokenizer), max_length=64)
-            training = Training(checkpoint, args.heads, args.epochs, args.ensemble)
+            training = Training(
+                checkpoint,
+                args.heads,
+                args.epochs,
+                args.ensemble,
+                continued=not args.fresh,
+                replay=args.replay,
+            )
             for arm in curves:
                 curves[arm].append(curve(Path(tmp), arm, sizes, repeat, scorer, training, task))
         print(
@@ -420,7 +467,7 @@ def main() -> None:
     print(
         f"RESULT sizes={args.sizes} repeats={args.repeats} first_seed={args.first_seed} same={args.same} "
         f"oversample={args.oversample} random_share={args.random_share} heads={args.heads} "
-        f"ensemble={args.ensemble} epochs={args.epochs} "
+        f"ensemble={args.ensemble} epochs={args.epochs} continued={str(not args.fresh).lower()} replay={args.replay} "
         + " ".join(f"{a}_{s}={v:.4f}" for a, vs in means.items() for s, v in zip(sizes, vs, strict=True))
         + "".join(
             f" {a}_sets_to_match_random_{sizes[-1]}={'never' if n is None else round(n)}"

@@ -1,4 +1,5 @@
-"""bench/active_labeling.py runs end to end (two sizes, one repeat) and refuses a selection setting the app would."""
+"""bench/active_labeling.py runs end to end (two sizes, one repeat; each model continuing the last as admin
+rounds do, or fresh ones) and refuses a selection setting the app would."""
 
 from __future__ import annotations
 
@@ -31,6 +32,21 @@ def test_bench_draws_its_curves(tmp_path: Path) -> None:
         assert share == "never" or float(share) > 0
     assert figures["oversample"] == "3" and figures["same"] == "0.45"
     assert png.stat().st_size > 0
+    # as an admin round does, each arm's second model continued its first: on the 8 new sets and again on the
+    # first's 32
+    assert figures["continued"] == "true" and figures["replay"] == "1.0"
+    log = done.stdout + done.stderr
+    assert log.count("train_groups=40 replayed_sets=32 seen_sets=40") == 3, log[-3000:]
+
+
+def test_bench_can_train_a_fresh_model_at_every_size(tmp_path: Path) -> None:
+    done = run_bench("--sizes", "32,40", "--repeats", "1", "--arms", "information", "--heads", "1", "--oversample", "2", "--fresh", "--plot", str(tmp_path / "c.png"))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = dict(item.split("=", 1) for item in done.stdout.strip().splitlines()[-1].split()[1:])
+    assert figures["continued"] == "false" and figures["epochs"] == "6"
+    assert 0.0 <= float(figures["information_40"]) <= 1.0
+    log = done.stdout + done.stderr
+    assert "replayed_sets=32" not in log and log.count("train_groups=40 replayed_sets=0 seen_sets=40") == 2
 
 
 def test_bench_refuses_an_oversample_the_app_refuses() -> None:
