@@ -13,7 +13,7 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
 `--preference concise`: one rule for every prompt (end properly, about 25 words, no lists) on data/prompts.jsonl.
 
     .venv/bin/python bench/loop.py [--preference instructions|concise] [--rounds 3] [--sets 64] [--tie-within 0.6]
-        [--reward-lr 1e-3] [--reward-data new|all] [--heldout-prompts 48] [--keep DIR] [--reward model|gold]
+        [--reward-lr 1e-3] [--reward-data continued|new|all] [--heldout-prompts 48] [--keep DIR] [--reward model|gold]
         [--max-new-tokens 72] [--advantage gae|group] [--group-size 4] [--ppo-batch-prompts 8] [--no-eos-penalty -1]
         [--eval-samples 4] [--optimizer ppo|dpo] [--dpo-lr 5e-5] [--dpo-beta 0.1] [--dpo-data parent|all]
         [--dpo-start-from parent|base] [--dpo-trainer sets|trl]
@@ -21,9 +21,10 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
         [--dpo-length-weight 0] [--dpo-epochs 1] [--dpo-batch-sets 1] [--kl-budget 4]
         [--kl-budget-from base|parent]
 
-Each round runs at the round's defaults but for: one reward epoch on the sets new since the previous reward
-model (`reward_continue_from=latest`, the round's default; `--reward-data all` trains a fresh one on every set
-so far instead), 12 PPO steps of 72 new tokens at most, and the gold judge on. The held-out pass rate is read on
+Each round runs at the round's defaults but for: one reward epoch, continuing the previous reward model on the
+sets new since and again on those it met (`--reward-data continued`: `reward_continue_from=latest` and
+`reward_replay` 1, the round's defaults; `new`: the new sets only, the round's default and every continued figure
+below before 2026-12-05; `all`: a fresh model on every set so far), 12 PPO steps of 72 new tokens at most, and the gold judge on. The held-out pass rate is read on
 48 prompts x 4 samples (runs before 2026-12-04 read 24 prompts, with an interval about 1.4 times as wide).
 `--tie-within X` makes the labelers tie close answers and the reward model train on the ties. `--reward gold`
 skips labels and reward models and trains PPO on the labelers' noise-free hidden preference: the ceiling a perfect
@@ -285,7 +286,7 @@ class Settings:
     preference: str
     keep_ties: bool
     reward_lr: float
-    reward_data: str  # new | all
+    reward_data: str  # continued | new | all
     reward: str  # model | gold
     max_new_tokens: int
     advantage: str  # gae | group
@@ -409,7 +410,8 @@ def run_round(
         "reward_epochs": 1,
         "reward_learning_rate": settings.reward_lr,
         "reward_keep_ties": settings.keep_ties,
-        "reward_continue_from": "latest" if settings.reward_data == "new" else None,
+        "reward_continue_from": None if settings.reward_data == "all" else "latest",
+        "reward_replay": 0.0 if settings.reward_data == "new" else 1.0,
         "optimizer": settings.optimizer,
         **{f"dpo_{name}": value for name, value in settings.dpo().items()},
     }
@@ -441,10 +443,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--reward-data",
-        choices=("all", "new"),
-        default="new",
-        help="new: each round continues the previous reward model on the sets new since (the round's "
-        "default); all: each round trains a fresh one on every set labeled so far",
+        choices=("continued", "new", "all"),
+        default="continued",
+        help="continued: each round continues the previous reward model on the sets new since and again on "
+        "those it met (the round's default); new: on the new sets only; all: a fresh one on every set so far",
     )
     parser.add_argument(
         "--reward-lr",

@@ -60,6 +60,7 @@ def test_two_rounds_then_a_killed_one(tmp_path):
     )
     runner = JobRunner(engine=engine, db_url=url, home=tmp_path)
 
+    trained: dict[int, int] = {}
     for round_number in (1, 2):
         fill(worker)
         assert label_waiting_sets(engine, LABELERS) == 16  # 8 sets x 2 labelers
@@ -75,9 +76,13 @@ def test_two_rounds_then_a_killed_one(tmp_path):
                 and len(lineage.ranking_ids) == 16 * round_number
             )
             rm = s.get(RewardModel, lineage.reward_model_id)
-            # round 2 continues round 1's reward model on the 8 sets ranked since (held-out ones evaluate it)
+            # round 2 continues round 1's reward model on the 8 sets ranked since and again on those r1 trained
+            # on (held-out ones evaluate it)
             assert rm.metrics["continued_from"] == (None if round_number == 1 else "r1")
-            assert rm.metrics["seen_sets"] == 8 * round_number and rm.metrics["train_groups"] <= 8
+            assert rm.metrics["seen_sets"] == 8 * round_number
+            trained[round_number] = rm.metrics["train_groups"]
+            assert trained[round_number] - rm.metrics["replayed_sets"] <= 8
+            assert rm.metrics["replayed_sets"] == (0 if round_number == 1 else trained[1])
     fill(worker)
     with Session(engine) as s:
         v2 = s.exec(select(PolicyVersion).where(PolicyVersion.version == 2)).one()
