@@ -33,8 +33,9 @@ hidden preference, and chooses the next sets. Target: the
 better selection arm reaches random's accuracy at 256 sets with at most 60% of the sets (reported only where
 random's curve does not fall at its end: a fall makes any comparison with its last point meaningless, and the
 RESULT line says `random_curve_settled=false`). One model's accuracy moves by 0.02-0.03 from one size to the
-next, so a comparison needs the 6 repeats; the share needed for random's accuracy at every size
-(`*_share_by_size`) shows how much of a share is one point's luck.
+next, so a comparison needs repeats, and one run's 6 are not enough where the curves flatten: three runs of one
+setting gave 44-90%, so a figure here is the mean of several runs (`--first-seed`); the share needed for random's
+accuracy at every size (`*_share_by_size`) shows how much of a share is one point's luck.
 
 Continued as admin rounds do (the default), `--arms information`, 18 repeats in three runs of 6 (`--first-seed`
 0, 6, 12; 4.5-4.8 min each; random share 0.25, oversample 8, 4 heads): random 0.846 (64) / 0.858 (80) / 0.889
