@@ -12,70 +12,82 @@ v0's sets on bench/loop.py's instruction task are 16% all alike and 42% of their
 each chosen set through lease + submit.
 
 The arms share the seeds, one stream of fresh candidate sets (as the generator writes them, prompt after prompt),
-the reward models' settings (`--heads` score-head members, 4 by default; `--ensemble K` gives the disagreement arm
-K models with their own adapters and seeds instead, `rankloop reward --ensemble`; with one member of either kind
-there is nothing to disagree on and the `disagreement` arm is left out) and the first 32 sets: `random` labels the
-stream in order (selection mode random); the others choose as the worker does in selection mode uncertainty: for
-every batch of sets it keeps (the worker's batch) it writes `--oversample` candidates per kept set (8, the most
-the admin's setting allows; the app's default is 2), scores them with the latest reward model through the
-worker's scorer (an adapter on the shared base), keeps the most uncertain, `--random-share` (0.25, the default)
+the reward models' settings (`--heads` score-head members, 1 by default as in the app; `--ensemble K` gives the
+disagreement arm K models with their own adapters and seeds instead, `rankloop reward --ensemble`; with one member
+of either kind there is nothing to disagree on and the `disagreement` arm is left out) and the first 32 sets:
+`random` labels the stream in order (selection mode random); the others choose as the worker does in selection mode
+uncertainty: for every batch of sets it keeps (the worker's batch) it writes `--oversample` candidates per kept set
+(8, the most the admin's setting allows; the app's default is 2), scores them with the latest reward model through
+the worker's scorer (an adapter on the shared base), keeps the most uncertain, `--random-share` (0.25, the default)
 of them at random, and never labels the rest. `information` is what the worker reads from a model that saved its
-score head's precision (the default: rlhf/design.py, the information a label adds, sets kept one after another,
-each counted as known until the next model), `disagreement` how much the members disagree (rlhf/selection.py,
-BALD: what it reads from a model with several members saved without the precision), `doubt` the spread of one
-head's mean score. At every size (every 16 sets to 160, then 192 and 256) each arm trains its reward model as
-an admin round does (rlhf/configs.py ROUND_EXPOSES): it continues the arm's latest model (`continue_from=latest`,
-2 passes) on the sets that model has not met and again on those it has (`--replay`, 1 as in the app; 0: the new
-ones only). `--fresh` trains a fresh model on all the arm's sets at every size instead (`--epochs` 6 then: at 2
-a fresh model on few sets had taken too few steps, so the curve measured steps as much as sets; at 12 or 24 they
-overfit the noisy labels and lose 0.02-0.06). Each model reports its accuracy on 400 held-out sets against the
-hidden preference, and chooses the next sets. Target: the
-better selection arm reaches random's accuracy at 256 sets with at most 60% of the sets (reported only where
-random's curve does not fall at its end: a fall makes any comparison with its last point meaningless, and the
-RESULT line says `random_curve_settled=false`). One model's accuracy moves by 0.02-0.03 from one size to the
-next, so a comparison needs repeats, and one run's 6 are not enough where the curves flatten: three runs of one
-setting gave 44-90%, so a figure here is the mean of several runs (`--first-seed`); the share needed for random's
-accuracy at every size (`*_share_by_size`) shows how much of a share is one point's luck.
+score head's precision (the default: rlhf/design.py, the information a label adds, sets kept one after another, each
+counted as known until the next model), `disagreement` how much the members disagree (rlhf/selection.py, BALD: what
+it reads from a model with several members saved without the precision), `doubt` the spread of one head's mean
+score. At every size (every 16 sets to 160, then 192 and 256) each arm trains its reward model as an admin round
+does (rlhf/configs.py ROUND_EXPOSES): it continues the arm's latest model (`continue_from=latest`, 2 passes) on the
+sets that model has not met and again on those it has (`--replay`, 1 as in the app; 0: the new ones only). `--fresh`
+trains a fresh model on all the arm's sets at every size instead (`--epochs` 6 then: at 2 a fresh model on few sets
+had taken too few steps, so the curve measured steps as much as sets; at 12 or 24 they overfit the noisy labels and
+lose 0.02-0.06). Each model reports its accuracy on 400 held-out sets against the hidden preference, and chooses the
+next sets. Target: the better selection arm reaches random's accuracy at 256 sets with at most 60% of the sets
+(reported only where random's curve does not fall at its end: a fall makes any comparison with its last point
+meaningless, and the RESULT line says `random_curve_settled=false`). One model's accuracy moves by 0.02-0.03 from
+one size to the next, so a comparison needs repeats, and one run's 6 are not enough where the curves flatten: three
+runs of one setting gave 44-90%, so a figure here is the mean of several runs (`--first-seed`); the share needed for
+random's accuracy at every size (`*_share_by_size`) shows how much of a share is one point's luck.
 
-Continued as admin rounds do (the default), `--arms information`, 18 repeats in three runs of 6 (`--first-seed`
-0, 6, 12; 4.5-4.8 min each; random share 0.25, oversample 8, 4 heads): random 0.846 (64) / 0.858 (80) / 0.889
-(128) / 0.893 (160) / 0.895 (192) / 0.908 (256), information 0.844 / 0.875 / 0.902 / 0.901 / 0.902 / 0.925: ahead
-from 80 sets on, 0.53-0.89 of the sets random needs from 80 to 192, random's 256-set accuracy at 207 sets (81%;
-target not met). The three runs gave 48%, 44% and 90%: both curves flatten from 128 to 192 sets, so where one
-crosses the other's last point moves with each run (an earlier run of seeds 0-5 that only put the replayed sets
-in another order before the shuffle: 72%). Replay, seeds 0-11: without it (`--replay 0`, 2.8 min a run) random
-0.799 (64) / 0.839 (128) / 0.861 (160) / 0.889 (256) and information 0.783 / 0.855 / 0.866 / 0.911, against
-0.839 / 0.886 / 0.885 / 0.907 and 0.843 / 0.911 / 0.902 / 0.927 with it: a model continued on each round's sets
-alone forgets the earlier ones (why the app replays them by default).
+At the default settings (the app's one-head reward model, continued as admin rounds do; random share 0.25,
+oversample 8), `--arms information`, 18 repeats in three runs of 6 (`--first-seed` 0, 6, 12; 4.3 min each): random
+0.863 (64) / 0.876 (80) / 0.894 (128) / 0.896 (160) / 0.904 (192) / 0.914 (256), information 0.874 / 0.898 / 0.921 /
+0.912 / 0.911 / 0.935: ahead at every size from 48 sets (per repeat +0.017 over 80-256 sets, standard error 0.005),
+0.49-0.82 of the sets random needs from 80 to 192, random's 256-set accuracy at 118 sets (46%; target 60%, met; the
+three runs 39%, 50%, 45%). Both curves are nearly flat from 128 to 192 sets, so a share read where one reaches the
+other's level is sensitive: a line fitted to each curve against log sets puts it at 74%. (The bench's default was 4
+heads, for the disagreement arm, until this run; the one-head figures were looked at after those below.) At the
+app's default oversample of 2 (`--oversample 2`, 18 repeats, 4.3-4.6 min a run): information 0.890 (80) / 0.898
+(128) / 0.913 (192) / 0.926 (256), +0.008 per repeat (standard error 0.004), 0.58-0.94 of random's sets from 80 to
+192 but 77% at 256 (runs 70.5%, 74%, 84%): choosing among 2 candidates per kept set saves fewer labels than among 8,
+which costs 4 times the generation.
 
-The figures below train a fresh model at every size (`--fresh`, 6 passes), the protocol before the bench
-followed admin rounds. `--arms information` (6 repeats, 8.7 min; random share 0.25, oversample 8, 4 heads):
-random 0.846 (64) / 0.833 / 0.864 / 0.867 / 0.882 (128) / 0.898 / 0.897 (160) / 0.915 (192) / 0.924 (256),
-information 0.843 / 0.857 / 0.884 / 0.884 / 0.888 / 0.909 / 0.924 / 0.924 / 0.938: random's 256-set accuracy at 160
-sets (62%; target 60%, not met), 0.73-0.94 of the sets random needs at each size from 80 on. Seeds 6-11
-(`--first-seed 6`, 8.5 min): 158 sets (61.5%); over the 12 repeats random 0.891 (128) / 0.905 (160) / 0.926 (256),
-information 0.898 / 0.926 / 0.944, 159 sets (62%), 0.71-0.87 of random's sets from 96 to 192. With half the kept
-sets random (`--random-share 0.5`, 9.3 + 9.5 min): 141 sets (55%) on seeds 0-5 but 172 (67%) on seeds 6-11, the half
-not looked at when this setting was tried; over the 12 repeats information 0.877 (80) / 0.908 (128) / 0.926 (160) /
-0.940 (192) / 0.944 (256), 143 sets (56%, under the target on the mean of 12), 0.69-0.81 of random's sets from 80 to
-192: at those sizes no better than a quarter random, so the 256-set figure's gain is within one point's luck. The
-members' disagreement at the same settings (17.6 min, earlier): 196 sets (77%), doubt never; at `--oversample 2` 191
-(75%); choosing only after 64 random sets 215. Without the random share (`--random-share 0 --arms information`, 13.1
-min): information 0.860 (64) / 0.891 / 0.886 / 0.900 / 0.900 (128) / 0.907 / 0.926 (160) / 0.938 / 0.939, random's
-256-set accuracy at 158 sets (62%), 0.59-0.78 of the sets random needs from 112 sets on; over 12 repeats (seeds 6-11
-run by the same code as a prototype, which matched it on seeds 0-5 to the last digit) random 0.856 (80) / 0.891
-(128) / 0.905 (160) / 0.926 (256), information 0.895 / 0.911 / 0.923 / 0.944: 66% at 256, 0.61-0.79 from 112 on.
-With one head (`--heads 1`, the app's default reward model), 12 repeats (`--first-seed 0` and 6, 9.4 + 21.5 min):
-random learns better (0.947 at 256) and information leads it at every size from 48 sets (0.904 vs 0.875 at 80, 0.917
-vs 0.896 at 128, 0.941 vs 0.926 at 192, 0.951 vs 0.947 at 256): 0.59-0.83 of the sets random needs from 80 to 192
-sets, 0.88 at 256, where both curves flatten near 0.95. A prior of 500 instead of 1 (rlhf/design.py PRIOR; 500 is
-one over the trained head's weight variance) did worse: 0.71-0.86 from 80 sets on. The members' disagreement without
-the random share, 12 repeats: random's 256-set accuracy at 169 sets (66%) but 0.75-0.86 of the sets from 96 to 192
-(0.872 at 80, 0.901 at 128): 4 bootstrapped heads on one adapter barely disagree (their spread of a pair's margin is
-0.02-0.1 reward std against margins of 0.3-1.2) and disagree most on pairs far apart, so (in a 2-seed look at what
-they chose) they pick wide distinctions and leave the fine ones; with 8 heads 248 sets. Letting each batch choose
-also among up to 96 candidates earlier batches did not keep (a reserve, at no extra generation), 12 repeats: 0.002
-behind choosing among its own candidates (standard error 0.007, mean over 80-256 sets), so the worker does not.
+With 4 heads (`--heads 4`), continued, 18 repeats in three runs of 6 (4.5-4.8 min each): random 0.846 (64) / 0.858
+(80) / 0.889 (128) / 0.893 (160) / 0.895 (192) / 0.908 (256), information 0.844 / 0.875 / 0.902 / 0.901 / 0.902 /
+0.925: ahead from 80 sets on, 0.53-0.89 of the sets random needs from 80 to 192, random's 256-set accuracy at 207
+sets (81%). The three runs gave 48%, 44% and 90%: both curves flatten from 128 to 192 sets, so where one crosses the
+other's last point moves with each run (an earlier run of seeds 0-5 that only put the replayed sets in another order
+before the shuffle: 72%). Replay, 4 heads, seeds 0-11: without it (`--replay 0`, 2.8 min a run) random 0.799 (64) /
+0.839 (128) / 0.861 (160) / 0.889 (256) and information 0.783 / 0.855 / 0.866 / 0.911, against 0.839 / 0.886 / 0.885
+/ 0.907 and 0.843 / 0.911 / 0.902 / 0.927 with it: a model continued on each round's sets alone forgets the earlier
+ones (why the app replays them by default).
+
+The figures below train a fresh model at every size (`--fresh`, 6 passes), the protocol before the bench followed
+admin rounds, with 4 heads unless they say one (their commands need `--fresh --heads 4` added now). `--arms
+information` (6 repeats, 8.7 min; random share 0.25, oversample 8): random 0.846 (64) / 0.833 / 0.864 / 0.867 /
+0.882 (128) / 0.898 / 0.897 (160) / 0.915 (192) / 0.924 (256), information 0.843 / 0.857 / 0.884 / 0.884 / 0.888 /
+0.909 / 0.924 / 0.924 / 0.938: random's 256-set accuracy at 160 sets (62%; target 60%, not met), 0.73-0.94 of the
+sets random needs at each size from 80 on. Seeds 6-11 (`--first-seed 6`, 8.5 min): 158 sets (61.5%); over the 12
+repeats random 0.891 (128) / 0.905 (160) / 0.926 (256), information 0.898 / 0.926 / 0.944, 159 sets (62%), 0.71-0.87
+of random's sets from 96 to 192. With half the kept sets random (`--random-share 0.5`, 9.3 + 9.5 min): 141 sets
+(55%) on seeds 0-5 but 172 (67%) on seeds 6-11, the half not looked at when this setting was tried; over the 12
+repeats information 0.877 (80) / 0.908 (128) / 0.926 (160) / 0.940 (192) / 0.944 (256), 143 sets (56%, under the
+target on the mean of 12), 0.69-0.81 of random's sets from 80 to 192: at those sizes no better than a quarter
+random, so the 256-set figure's gain is within one point's luck. The members' disagreement at the same settings
+(17.6 min, earlier): 196 sets (77%), doubt never; at `--oversample 2` 191 (75%); choosing only after 64 random sets
+215. Without the random share (`--random-share 0 --arms information`, 13.1 min): information 0.860 (64) / 0.891 /
+0.886 / 0.900 / 0.900 (128) / 0.907 / 0.926 (160) / 0.938 / 0.939, random's 256-set accuracy at 158 sets (62%),
+0.59-0.78 of the sets random needs from 112 sets on; over 12 repeats (seeds 6-11 run by the same code as a
+prototype, which matched it on seeds 0-5 to the last digit) random 0.856 (80) / 0.891 (128) / 0.905 (160) / 0.926
+(256), information 0.895 / 0.911 / 0.923 / 0.944: 66% at 256, 0.61-0.79 from 112 on. With one head (`--fresh --heads
+1`), 12 repeats (`--first-seed 0` and 6, 9.4 + 21.5 min): random learns better (0.947 at 256) and information leads
+it at every size from 48 sets (0.904 vs 0.875 at 80, 0.917 vs 0.896 at 128, 0.941 vs 0.926 at 192, 0.951 vs 0.947 at
+256): 0.59-0.83 of the sets random needs from 80 to 192 sets, 0.88 at 256, where both curves flatten near 0.95. A
+prior of 500 instead of 1 (rlhf/design.py PRIOR; 500 is one over the trained head's weight variance) did worse:
+0.71-0.86 from 80 sets on. The members' disagreement without the random share, 12 repeats: random's 256-set accuracy
+at 169 sets (66%) but 0.75-0.86 of the sets from 96 to 192 (0.872 at 80, 0.901 at 128): 4 bootstrapped heads on one
+adapter barely disagree (their spread of a pair's margin is 0.02-0.1 reward std against margins of 0.3-1.2) and
+disagree most on pairs far apart, so (in a 2-seed look at what they chose) they pick wide distinctions and leave the
+fine ones; with 8 heads 248 sets. Letting each batch choose also among up to 96 candidates earlier batches did not
+keep (a reserve, at no extra generation), 12 repeats: 0.002 behind choosing among its own candidates (standard error
+0.007, mean over 80-256 sets), so the worker does not.
 
 `--arms oracle` adds a reference that no app can run: it keeps the candidates whose answer pairs the current model
 orders against the hidden preference. How far it is ahead of random shows the room a selection measure has; it
@@ -83,7 +95,7 @@ never counts toward the target. (Measured before the pool had alike answers and 
 does, from all the remaining sets at once: 0.01-0.015 ahead of random from 96 sets on, at random's 256-set
 accuracy only at 220 sets.)
 
-    .venv/bin/python bench/active_labeling.py [--sizes 32,48,64,...,160,192,256] [--repeats 6] [--heads 4]
+    .venv/bin/python bench/active_labeling.py [--sizes 32,48,64,...,160,192,256] [--repeats 6] [--heads 1]
         [--ensemble 1] [--fresh] [--replay 1] [--epochs 2] [--same 0.45] [--oversample 8] [--random-share 0.25]
         [--arms doubt,disagreement,information,oracle] [--plot bench/active_labeling.png]
 """
@@ -364,7 +376,12 @@ def main() -> None:
         default=0,
         help="seed of the first repeat (another run's repeats: new seeds)",
     )
-    parser.add_argument("--heads", type=int, default=4, help="score-head members of every reward model")
+    parser.add_argument(
+        "--heads",
+        type=int,
+        default=RewardConfig().heads,
+        help="score-head members of every reward model (the app's default 1; the disagreement arm needs 2 or more)",
+    )
     parser.add_argument(
         "--ensemble", type=int, default=1, help="reward models in the disagreement arm's ensemble"
     )
