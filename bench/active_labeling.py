@@ -366,7 +366,8 @@ def plot(path: Path, sizes: list[int], means: dict[str, list[float]]) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.Namespace, Task, list[str]]:
+    """The command line, checked: its options, the selection settings the worker follows, and the arms to run."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="32,48,64,80,96,112,128,144,160,192,256")
     parser.add_argument("--repeats", type=int, default=6)
@@ -425,15 +426,12 @@ def main() -> None:
     )
     parser.add_argument("--plot", default=str(Path(__file__).with_suffix(".png")))
     args = parser.parse_args()
-    sizes = [int(x) for x in args.sizes.split(",")]
     if args.epochs is None:
         args.epochs = 6 if args.fresh else ROUND_EPOCHS
     try:
         chosen = Selection("uncertainty", args.random_share, args.oversample).check()
     except ValueError as e:
         parser.error(str(e))
-    task = Task(args.same, chosen)
-    start = time.perf_counter()
     wanted = args.arms.split(",")
     unknown = set(wanted) - {"random", *SELECTION_ARMS, ORACLE}
     if unknown:
@@ -444,6 +442,13 @@ def main() -> None:
     several = args.heads > 1 or args.ensemble > 1
     arms = ["random"] + [a for a in SELECTION_ARMS if a in wanted and (a != "disagreement" or several)]
     arms += [ORACLE] if ORACLE in wanted else []
+    return args, Task(args.same, chosen), arms
+
+
+def main() -> None:
+    args, task, arms = parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    start = time.perf_counter()
     curves: dict[str, list[list[float]]] = {arm: [] for arm in arms}
     for repeat in range(args.first_seed, args.first_seed + args.repeats):
         with tempfile.TemporaryDirectory() as tmp:

@@ -21,14 +21,14 @@ Targets on this machine: pass_gain >= 0.15, win_rate_last >= 0.70, KL under the 
         [--dpo-length-weight 0] [--dpo-epochs 1] [--dpo-batch-sets 1] [--kl-budget 4]
         [--kl-budget-from base|parent]
 
-Each round runs at the round's defaults but for: one reward epoch, continuing the previous reward model on the
-sets new since and again on those it met (`--reward-data continued`: `reward_continue_from=latest` and
-`reward_replay` 1, the round's defaults; `new`: the new sets only, the round's default and every continued figure
-below before 2026-12-05; `all`: a fresh model on every set so far), 12 PPO steps of 72 new tokens at most, and the gold judge on. The held-out pass rate is read on
-48 prompts x 4 samples (runs before 2026-12-04 read 24 prompts, with an interval about 1.4 times as wide).
-`--tie-within X` makes the labelers tie close answers and the reward model train on the ties. `--reward gold`
-skips labels and reward models and trains PPO on the labelers' noise-free hidden preference: the ceiling a perfect
-reward model would give at the same PPO settings (it tells a reward-model limit from a PPO one).
+Each round runs at the round's defaults but for: one reward epoch, continuing the previous reward model on the sets
+new since and again on those it met (`--reward-data continued`: `reward_continue_from=latest` and `reward_replay` 1,
+the round's defaults; `new`: the new sets only, the round's default before 2026-12-05 and so every continued figure
+below; `all`: a fresh model on every set so far), 12 PPO steps of 72 new tokens at most, and the gold judge on. The
+held-out pass rate is read on 48 prompts x 4 samples (runs before 2026-12-04 read 24 prompts, with an interval about
+1.4 times as wide). `--tie-within X` makes the labelers tie close answers and the reward model train on the ties.
+`--reward gold` skips labels and reward models and trains PPO on the labelers' noise-free hidden preference: the
+ceiling a perfect reward model would give at the same PPO settings (it tells a reward-model limit from a PPO one).
 
 PPO's recipe can be varied: `--advantage group --group-size 4 --ppo-batch-prompts 4` (RLOO: 4 answers to each of
 4 prompts a step, each against the others to its prompt; twice the answers of the default 8 a step) and

@@ -177,7 +177,7 @@ class RewardConfig:
         metadata={
             "help": "continuing: the share of the training sets the earlier model has met that it trains on "
             "again with the new ones, drawn at random (1: all; 0: the new sets only, the fastest, but a model "
-            "trained on one round's sets after another forgets: bench/active_labeling.py --continued)"
+            "trained on one round's sets after another forgets: bench/active_labeling.py --replay 0)"
         },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank (a new adapter)"})
