@@ -56,11 +56,16 @@ def mark_current(*, session: Session, target: PolicyVersion) -> None:
     session.add(target)
 
 
-def make_current(*, session: Session, version: int) -> PolicyVersion:
-    """Switch the current version (also used to roll back) in one transaction."""
+def make_current(*, session: Session, version: int, by: str | None = None) -> PolicyVersion:
+    """Switch the current version (also used to roll back) in one transaction; a switch by a person (`by`) is
+    recorded on the version with what the gate had said of it (a candidate the gate refused, made current by hand)."""
     target = session.exec(select(PolicyVersion).where(PolicyVersion.version == version)).first()
     if target is None:
         raise ValueError(f"no policy version v{version}")
+    if by is not None:
+        decision = (target.metrics.get("gate") or {}).get("decision")
+        switch = {"by": by, "at": utcnow().isoformat(timespec="seconds"), "gate": decision}
+        target.metrics = {**target.metrics, "switches": [*target.metrics.get("switches", []), switch]}
     mark_current(session=session, target=target)
     session.commit()
     session.refresh(target)

@@ -6,7 +6,7 @@ with Session(engine) as session:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -22,10 +22,11 @@ class RewardRef:
     name: str
     base_model: str
     adapter_path: str | None
+    metrics: dict = field(default_factory=dict)  # held-out accuracy and pairs, as its stage recorded them
 
     @classmethod
     def of(cls, row: RewardModel) -> RewardRef:
-        return cls(id_of(row), row.name, row.base_model, row.adapter_path)
+        return cls(id_of(row), row.name, row.base_model, row.adapter_path, dict(row.metrics))
 
 
 def next_reward_name(*, session: Session) -> str:

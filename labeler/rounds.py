@@ -4,19 +4,19 @@ samples on, and its lineage row (rankings and sets used, reward model, parent an
     with Session(engine) as session:
         labels = round_labels(session=session)
         ...
-        record_round(session=session, lineage=RoundLineage(...))
+        finish_round(session=session, lineage=RoundLineage(...), new=version_row, gate=verdict.as_dict())
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from sqlmodel import Session, col, select
 
-from labeler.policies import PolicyRef, current_policy
+from labeler.policies import PolicyRef, current_policy, mark_current
 from labeler.reward_models import RewardRef, find_reward_model
-from labeler.tables import Prompt, Ranking, TrainingRound, id_of
+from labeler.tables import PolicyVersion, Prompt, Ranking, TrainingRound, id_of
 
 Optimizer = Literal["ppo", "dpo"]
 
@@ -102,8 +102,18 @@ def stage_prompts(*, session: Session, sample_count: int) -> StagePrompts:
     return StagePrompts(train, evals[:sample_count], rules)
 
 
+def finish_round(*, session: Session, lineage: RoundLineage, new: PolicyVersion, gate: dict) -> int:
+    """In one transaction: the round's lineage row, the gate's verdict (rlhf/gate.py) on it and on the new version,
+    and the switch to the new version where the verdict says `switched`; returns the round's id."""
+    new.metrics = {**new.metrics, "gate": gate}
+    session.add(new)
+    if gate.get("switched"):
+        mark_current(session=session, target=new)
+    return record_round(session=session, lineage=replace(lineage, metrics={**lineage.metrics, "gate": gate}))
+
+
 def record_round(*, session: Session, lineage: RoundLineage) -> int:
-    """Write the round's lineage row; returns its id."""
+    """Write the round's lineage row (committing whatever the session holds); returns its id."""
     row = TrainingRound(
         job_id=lineage.job_id,
         optimizer=lineage.optimizer,

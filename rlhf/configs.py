@@ -491,10 +491,14 @@ class DPOConfig:
 
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
+# The round's DPO defaults are the recipe bench/loop.py measured best (docs/training.md): four sets a step at lr
+# 2e-4, beta 0.2, every set so far, each round's own update scaled back toward its parent until the version is
+# within 4 nats of v0 (measured at 0.7, near the generator's temperature). A quarter of the prompts is held out
+# (reward model and DPO alike) so the gate has enough held-out pairs to judge a round of about 80 sets.
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
-    "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
+    "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None}),
-    "dpo": (DPOConfig, {"beta": None, "learning_rate": None, "epochs": None, "batch_sets": None, "data": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None, "max_new_tokens": None}),
+    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": 0.25, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "max_new_tokens": 72}),
 }  # fmt: skip
 
 
@@ -520,11 +524,19 @@ class RoundConfig:
 
     home: str = field(default="runs", metadata={"help": "rankloop home folder"})
     db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
-    optimizer: Literal["ppo", "dpo"] = field(
-        default="ppo", metadata={"help": "PPO against the reward model, or DPO on the pairs"}
+    optimizer: Literal["dpo", "ppo"] = field(
+        default="dpo",
+        metadata={
+            "help": "DPO on the ranked sets (the measured default), or a reward model then PPO against it"
+        },
     )
-    auto_switch: bool = field(
-        default=True, metadata={"help": "make the new version current at once (else an admin does)"}
+    switch: Literal["gate", "auto", "manual"] = field(
+        default="gate",
+        metadata={
+            "help": "gate: the new version becomes current only when the gate passes it (enough held-out pairs, "
+            "accuracy above chance, KL within the budget; rlhf/gate.py), else it stays a candidate an admin may "
+            "switch to; auto: current whatever the gate says; manual: an admin decides"
+        },
     )
     include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})
     seed: int = field(default=0, metadata={"help": "random seed"})

@@ -1,5 +1,6 @@
-"""Background jobs: training stages run as their own processes (`python -m rlhf.reward ...`, or under
-`accelerate launch` when asked), never inside the web server. The job row holds status, progress, metric series,
+"""Background jobs: training stages run as their own processes (`python -m rlhf.reward --config
+runs/jobs/job-7.yaml`, or under `accelerate launch` when asked), never inside the web server. The settings travel
+as a YAML file in the jobs folder (every field, None included: a field cleared in a form stays cleared). The job row holds status, progress, metric series,
 the log tail and the error; the runner detects dead processes and marks them failed with their exit code.
 
     runner = JobRunner(engine=engine, db_url=url, home=Path("runs"))
@@ -21,6 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -39,20 +41,15 @@ from rlhf.configs import JOB_KINDS, STAGES
 from rlhf.pregen_process import background_env, lower_priority
 
 logger = logging.getLogger(__name__)
-__all__ = ["JobError", "JobRunner", "Launcher", "stage_flags"]
+__all__ = ["JobError", "JobRunner", "Launcher", "write_job_config"]
 
 
-def stage_flags(params: dict) -> list[str]:
-    """Config values as command-line flags for the stage's HfArgumentParser."""
-    argv: list[str] = []
-    for key, value in params.items():
-        if value is None:
-            continue
-        if isinstance(value, list | tuple):
-            argv += [f"--{key}", *map(str, value)]
-        else:
-            argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
-    return argv
+def write_job_config(path: Path, params: dict) -> Path:
+    """The job's settings as the YAML file its stage reads (`--config`): values as they are, None included, so
+    the stage runs exactly what the form or the API asked for (flags cannot say "none" for an optional number)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
 
 
 @dataclass(frozen=True)
@@ -107,13 +104,15 @@ class JobRunner:
     def log_path(self, job_id: int) -> Path:
         return self.home / "jobs" / f"job-{job_id}.log"
 
+    def config_path(self, job_id: int) -> Path:
+        return self.home / "jobs" / f"job-{job_id}.yaml"
+
     def command(self, kind: str, job_id: int, params: dict) -> list[str]:
-        return [
-            *self.launcher.head(STAGES[kind].module),
-            "--job-id",
-            str(job_id),
-            *stage_flags({**params, "home": str(self.home), "db": self.db_url}),
-        ]
+        """The stage's command line; writes the job's settings file first (outside any transaction)."""
+        config = write_job_config(
+            self.config_path(job_id), {**params, "home": str(self.home), "db": self.db_url}
+        )
+        return [*self.launcher.head(STAGES[kind].module), "--job-id", str(job_id), "--config", str(config)]
 
     def start(self, kind: str, params: dict) -> int:
         if kind not in JOB_KINDS:

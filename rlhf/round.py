@@ -1,9 +1,11 @@
-"""One turn of the loop as one job: a reward model (by default the latest one, trained further on the sets ranked
-since; where there are none, used as it is), then PPO (or DPO) from the current policy against it, then the new
-version becomes current (automatically, or after an admin's review in the policies tab). The round's lineage is
-recorded: rankings and sets used, reward model, parent and new policy.
+"""One turn of the loop as one job: DPO on the ranked sets (the default), or a reward model (by default the
+latest one, trained further on the sets ranked since; where there are none, used as it is) then PPO against it;
+then the gate (rlhf/gate.py) judges the new version on what can be measured without new labels, and it becomes
+current only on a pass (`switch=gate`, the default; `auto`: whatever the gate says; `manual`: an admin decides in
+the policies tab). The round's lineage and the gate's verdict are recorded: rankings and sets used, reward model,
+parent and new policy.
 
-    rankloop round [--optimizer ppo|dpo] [--auto_switch false] [--ppo_steps 20] ...
+    rankloop round [--optimizer dpo|ppo] [--switch gate|auto|manual] [--ppo_steps 20] ...
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from sqlmodel import Session
 from labeler.db import default_url, make_engine, read_session
 from labeler.policies import current_policy, policy_by_version
 from labeler.reward_models import find_reward_model
-from labeler.rounds import RoundLineage, record_round, round_labels
+from labeler.rounds import RoundLineage, finish_round, round_labels
 from labeler.tables import id_of
 from rlhf import dpo, ppo, reward
 from rlhf.configs import DPOConfig, PPOConfig, RewardConfig, RoundConfig
+from rlhf.gate import Verdict, judge
 from rlhf.progress import ConsoleReporter, Reporter
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,9 @@ class RoundResult:
     reward_sets: int = 0  # sets the round's reward model trained on (0: it reused the newest one)
     dpo_sets: int = 0  # ranked sets whose pairs its DPO trained on
     kl_budget: dict | None = None  # the version's KL budget fit (its seconds: stage_seconds["kl_budget"])
+    gate: dict | None = (
+        None  # the gate's verdict (rlhf/gate.Verdict.as_dict: decision, checks, lines, switched)
+    )
 
 
 def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | None = None) -> RoundResult:
@@ -60,6 +66,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         "device": config.device,
     }
     reward_name, reward_sets, dpo_sets = None, 0, 0
+    reward_metrics: dict | None = None
     start = time.perf_counter()
     if config.optimizer == "ppo":
         rcfg = RewardConfig(
@@ -70,7 +77,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         )
         try:
             trained = reward.run(rcfg, reporter=reporter, job_id=job_id)
-            reward_name, reward_sets = trained.name, trained.train_sets
+            reward_name, reward_sets, reward_metrics = trained.name, trained.train_sets, trained.metrics
         except reward.NothingNew as unchanged:  # no set ranked since the latest reward model: PPO uses it
             logger.warning("%s; this round's PPO uses %s as it is", unchanged, unchanged.name)
             reward_name = unchanged.name
@@ -78,7 +85,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         start = time.perf_counter()
         pcfg = PPOConfig(
             reward_model=reward_name,
-            make_current=config.auto_switch,
+            make_current=False,  # the gate decides, below
             **common,
             **config.stage_settings("ppo"),
         )
@@ -87,7 +94,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     else:
         dcfg = DPOConfig(
             include_imported=config.include_imported,
-            make_current=config.auto_switch,
+            make_current=False,
             **common,
             **config.stage_settings("dpo"),
         )
@@ -96,12 +103,25 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     if result.kl_budget:  # timed apart from the optimiser's stage: the estimate counts its work apart
         seconds["kl_budget"] = result.kl_budget["seconds"]
         seconds[config.optimizer] -= result.kl_budget["seconds"]
+    with read_session(engine) as session:
+        reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
+    if reward_ref is not None and reward_metrics is None:  # reused as it was: its own held-out figures
+        reward_metrics = reward_ref.metrics
+    verdict = judge(
+        optimizer=config.optimizer,
+        final=result.metrics,
+        reward=reward_metrics,
+        kl_fit=result.kl_budget,
+        switch=config.switch,
+    )
+    report_verdict(verdict, result.version)
     with Session(engine) as session:
         new = policy_by_version(session=session, version=result.version)
-        reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
         assert new is not None, f"the stage registered v{result.version}"
-        record_round(
+        finish_round(
             session=session,
+            new=new,
+            gate=verdict.as_dict(),
             lineage=RoundLineage(
                 optimizer=config.optimizer,
                 parent_version_id=id_of(parent),
@@ -122,7 +142,14 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         reward_sets,
         dpo_sets,
         result.kl_budget,
+        verdict.as_dict(),
     )
+
+
+def report_verdict(verdict: Verdict, version: int) -> None:
+    """The gate's verdict in the job log (and on the console), line by line."""
+    for line in verdict.lines():
+        logger.info("v%d %s", version, line.strip())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -99,4 +99,6 @@ def summary(kind: str, result: object) -> str:
     data = result_dict(result)
     metrics = data.get("metrics", {})
     shown = " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
-    return f"{kind} {data.get('name', '')} saved to {data.get('path', '')}: {shown}"
+    gate = data.get("gate") or {}  # a round's verdict (rlhf/gate.py), line by line
+    lines = "".join(f"\n{line}" for line in gate.get("lines", []))
+    return f"{kind} {data.get('name', '')} saved to {data.get('path', '')}: {shown}{lines}"

@@ -36,6 +36,7 @@ def versions_view(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"v{by_id[v.parent_id]}" if v.parent_id in by_id else "",
             rewards.get(v.reward_model_id, "") if v.reward_model_id is not None else "",
             "yes" if v.is_current else "",
+            gate_text(v.metrics),
             win_rate_text(wins[v.version]),
             kl_text(v.metrics),
             v.adapter_path or "(base)",
@@ -48,6 +49,7 @@ def versions_view(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
         "parent",
         "reward model",
         "current",
+        "gate",
         "human win-rate vs parent",
         "KL from v0",
         "adapter",
@@ -119,6 +121,22 @@ def stored_side_by_side(versions: list[PolicyVersion], left: int, right: int) ->
     return pd.DataFrame(rows, columns=[STORED_COLUMNS[0], f"v{left}", f"v{right}"])
 
 
+def gate_text(metrics: dict) -> str:
+    """The gate's decision on the round that made the version, and who switched to it by hand; blank for none."""
+    decision = (metrics.get("gate") or {}).get("decision", "")
+    by = [s["by"] for s in metrics.get("switches", [])]
+    return decision + (f"; made current by {', '.join(by)}" if by else "")
+
+
+def switch_text(pv: PolicyVersion) -> str:
+    """What the switch did, and what the gate had said of the version (its lines, where its round had a gate)."""
+    lines = (pv.metrics.get("gate") or {}).get("lines", [])
+    said = "".join(f"\n- {line.strip()}" for line in lines)
+    return f"v{pv.version} is now current; new sets come from it." + (
+        f"\n\nThe gate had said:{said}" if said else ""
+    )
+
+
 def samples_markdown(pv: PolicyVersion) -> str:
     """The fixed eval prompts (whole conversations) answered before and after the round that made this version."""
     before = {s["prompt"]: s["response"] for s in pv.metrics.get("samples_before", [])}
@@ -126,6 +144,9 @@ def samples_markdown(pv: PolicyVersion) -> str:
     if not after:
         return f"v{pv.version} has no recorded samples (the initial model, or made outside a round)."
     parts = [f"### v{pv.version}: samples before and after its round"]
+    gate = (pv.metrics.get("gate") or {}).get("lines", [])
+    if gate:
+        parts.append("**Its round's gate**\n\n" + "\n".join(f"- {line.strip()}" for line in gate))
     for s in after:
         messages = s.get("messages") or [
             {"role": "user", "content": s["prompt"]}
@@ -188,13 +209,13 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
             return versions_view(session)
 
     def on_switch(request: gr.Request, version: float):
-        require_admin(engine, request)
+        admin = require_admin(engine, request)
         with Session(engine) as session:
             try:
-                pv = make_current(session=session, version=int(version))
+                pv = make_current(session=session, version=int(version), by=admin.name)
             except ValueError as exc:
                 raise gr.Error(str(exc)) from exc
-            return f"v{pv.version} is now current; new sets come from it.", *versions_view(session)
+            return switch_text(pv), *versions_view(session)
 
     def sample(version: int, text: str) -> str:
         with read_session(engine) as session:

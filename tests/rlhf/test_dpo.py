@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 
 from labeler.db import make_engine
 from labeler.leasing import lease_next_set
+from labeler.policies import make_current
 from labeler.store import CompletionIn, RankingIn, add_completion_set, submit_ranking
 from labeler.tables import PolicyVersion, Prompt, TrainingRound, id_of
 from labeler.users import add_user
@@ -86,7 +87,14 @@ def test_rankloop_round_with_dpo_records_the_round(tmp_path):
         new = s.get(PolicyVersion, round_.new_version_id)
     assert new is not None and new.metrics["config"]["start_from"] == "base"
     assert round_.optimizer == "dpo" and round_.reward_model_id is None and len(round_.ranking_ids) == 6
-    assert new.version == 1 and new.is_current
+    # the gate: far fewer than 80 held-out pairs, so not evaluated and not switched; an admin may still switch
+    assert new.version == 1 and not new.is_current and round_.metrics["gate"]["decision"] == "not evaluated"
+    assert new.metrics["gate"]["lines"][0].startswith("gate: not evaluated; kept as a candidate")
+    with Session(make_engine(url)) as s:
+        make_current(session=s, version=1, by="admin")
+        switched = s.get(PolicyVersion, new.id)
+        assert switched.is_current and switched.metrics["switches"][0]["by"] == "admin"
+        assert switched.metrics["switches"][0]["gate"] == "not evaluated"
 
 
 def test_dpo_on_parent_data_trains_on_the_sets_its_parent_wrote_and_says_when_there_are_none(tmp_path):
@@ -110,8 +118,8 @@ def test_rankloop_round_with_dpo_on_the_parents_sets_runs_from_the_command_line(
     rank_some_sets(url, count=4)
     args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--dpo_data", "parent"]
     args += ["--dpo_trainer", "sets", "--dpo_sft_weight", "0.5", "--dpo_kl_weight", "0.1", "--device", "cpu"]
-    args += ["--dpo_label_smoothing", "0.1", "--dpo_length_weight", "0.02"]
-    run_round(args)
+    args += ["--dpo_label_smoothing", "0.1", "--dpo_length_weight", "0.02", "--dpo_batch_sets", "1"]
+    run_round([*args, "--dpo_eval_fraction", "0.1"])
     with Session(make_engine(url)) as s:
         [round_] = s.exec(select(TrainingRound)).all()
         new = s.get(PolicyVersion, round_.new_version_id)
@@ -137,7 +145,18 @@ def test_rankloop_round_keeps_the_new_version_within_its_kl_budget(tmp_path):
     rank_some_sets(url, count=4)
     args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--dpo_learning_rate", "0.02"]
     args += ["--dpo_kl_budget", "0.05", "--dpo_max_new_tokens", "6", "--device", "cpu"]
-    run_round(args)
+    # the DPO stage's own budget settings (the round's defaults differ), which the check below samples with
+    run_round(
+        [
+            *args,
+            "--dpo_eval_fraction",
+            "0.1",
+            "--dpo_kl_budget_from",
+            "base",
+            "--dpo_kl_budget_temperature",
+            "1",
+        ]
+    )
     engine = make_engine(url)
     with Session(engine) as s:
         new = s.exec(select(PolicyVersion).where(PolicyVersion.version == 1)).one()

@@ -9,7 +9,9 @@ from sqlmodel import Session, select
 
 from labeler.db import make_engine
 from labeler.tables import Job, RewardModel
-from rlhf.jobs import JobError, JobRunner, stage_flags
+from rlhf.configs import RoundConfig
+from rlhf.jobs import JobError, JobRunner, write_job_config
+from rlhf.stage import parse_config
 from tests.rlhf.synthetic import synthetic_store
 
 QUICK = {"epochs": 2, "learning_rate": 3e-3, "max_length": 64, "device": "cpu"}
@@ -34,10 +36,19 @@ def wait_for(predicate, timeout=120):
     return False
 
 
-def test_stage_flags():
-    assert stage_flags({"epochs": 2, "normalize": False, "heldout_sources": ["a", "b"], "db": None}) == [
-        "--epochs", "2", "--normalize", "false", "--heldout_sources", "a", "b",
-    ]  # fmt: skip
+def test_job_config_keeps_every_value_none_included(tmp_path):
+    """A field cleared in a form (None where the default is a number) reaches the stage as None, not its default."""
+    params = {
+        "dpo_kl_budget": None,
+        "ppo_no_eos_penalty": None,
+        "reward_continue_from": None,
+        "dpo_beta": 0.3,
+    }
+    path = write_job_config(tmp_path / "job-1.yaml", params)
+    config, job_id = parse_config(RoundConfig, ["--config", str(path), "--job-id", "1"])
+    assert job_id == 1 and config.dpo_kl_budget is None and config.ppo_no_eos_penalty is None
+    assert config.reward_continue_from is None and config.dpo_beta == 0.3
+    assert RoundConfig().dpo_kl_budget is not None and RoundConfig().reward_continue_from == "latest"
 
 
 def test_reward_job_runs_in_its_own_process_and_records_metrics(tmp_path):

@@ -21,7 +21,9 @@ from models.tiny import save_tiny_checkpoint
 from rlhf.jobs import JobRunner
 from rlhf.pregen import PregenConfig, PregenWorker
 
-ROUND = {
+ROUND = {  # PPO at tiny sizes; switch=auto, as the gate would not judge 2 held-out sets
+    "optimizer": "ppo",
+    "switch": "auto",
     "reward_epochs": 2,
     "reward_max_length": 64,
     "reward_learning_rate": 3e-3,
@@ -71,6 +73,10 @@ def test_two_rounds_then_a_killed_one(tmp_path):
             assert current.version == round_number
             lineage = s.exec(select(TrainingRound).where(TrainingRound.job_id == job_id)).one()
             assert lineage.new_version_id == current.id and lineage.reward_model_id is not None
+            gate = lineage.metrics["gate"]
+            assert (
+                gate["decision"] == "not evaluated" and gate["switched"] and current.metrics["gate"] == gate
+            )
             assert (
                 lineage.parent_version_id == current.parent_id
                 and len(lineage.ranking_ids) == 16 * round_number

@@ -6,7 +6,7 @@ from gradio_client import Client
 from sqlmodel import Session, func, select
 
 from labeler.tables import Guideline, Job, PolicyVersion, Setting, User
-from labeler.ui.forms import config_form
+from labeler.ui.forms import ROUND_DEFAULT_PRESET, config_form
 from rlhf.configs import JOB_KINDS, job_config
 from tests.ui.conftest import PASSWORDS
 
@@ -27,7 +27,7 @@ ADMIN_CALLS = {
     "/admin_gold_rate": (0.5,),
     "/admin_gold_mark": (1, "1,2,3,4", False),
     "/admin_selection": ("uncertainty", 0.5, 4, 10),
-    "/admin_preset_round": ("Quick round on CPU (tiny steps, minutes)",),
+    "/admin_preset_round": (ROUND_DEFAULT_PRESET,),
     "/admin_browse_prompts": ("", "all"),
     "/admin_browse_sets": ("", None, False, False),
     "/admin_browse_set": (1,),
