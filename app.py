@@ -14,7 +14,10 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # types only: `rankloop --help` imports nothing heavy
+    from rlhf.monitor import BackgroundMonitor
 
 DEFAULT_HOME = os.environ.get("RANKLOOP_HOME", "runs")
 
@@ -136,14 +139,37 @@ def _serve(args: argparse.Namespace) -> int:
     launcher = Launcher(args.launcher, args.processes, args.accelerate_config)
     runner = JobRunner(engine=engine, db_url=url, home=home, launcher=launcher)
     runner.watch()
-    deps = UIDeps(engine=engine, home=home, pool=pool, runner=runner, completions_per_set=args.n)
+    monitor = _start_monitor(engine, generator, runner)
+    deps = UIDeps(
+        engine=engine, home=home, pool=pool, runner=runner, monitor=monitor, completions_per_set=args.n
+    )
     try:
         launch(build_ui(deps), deps, host=args.host, port=args.port)
     finally:
         if generator is not None:
             generator.stop()
         runner.stop()
+        monitor.stop()
     return 0
+
+
+def _start_monitor(engine, generator: Background | None, runner) -> BackgroundMonitor:
+    """Watch the generator process and the running jobs: CPU share, rate, starvation (rlhf/monitor.py)."""
+    from labeler.db import read_session
+    from labeler.stats import generated_sets
+    from rlhf.monitor import BackgroundMonitor
+    from rlhf.pregen_process import GeneratorProcess
+
+    def sets_written() -> float:
+        with read_session(engine) as session:
+            return float(generated_sets(session=session))
+
+    def generator_sources() -> list:
+        return generator.sources(sets_written) if isinstance(generator, GeneratorProcess) else []
+
+    monitor = BackgroundMonitor([generator_sources, runner.job_sources])
+    monitor.start()
+    return monitor
 
 
 def _prepare_model(args: argparse.Namespace) -> int:

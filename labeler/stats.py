@@ -275,3 +275,9 @@ def flagged_completions(*, session: Session, limit: int = 200) -> tuple[list[Fla
         FlaggedRow(r.set_id, r.completion_id, r.reason, r.labeler, texts.get(r.completion_id, ""), r.comment)
         for r in rows
     ], reasons
+
+
+def generated_sets(*, session: Session) -> int:
+    """Every set the generator has written (the background monitor's count of the generator's work)."""
+    query = select(func.count(col(CompletionSet.id))).where(CompletionSet.origin == "generated")
+    return session.exec(query).one()

@@ -11,6 +11,7 @@ the log tail and the error; the runner detects dead processes and marks them fai
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ import yaml
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from labeler.db import read_session
 from labeler.job_rows import (
     DISAPPEARED,
     JobError,
@@ -36,8 +38,9 @@ from labeler.job_rows import (
     record_check,
     set_job_pid,
 )
-from labeler.tables import JobStatus
+from labeler.tables import Job, JobStatus
 from rlhf.configs import JOB_KINDS, STAGES
+from rlhf.monitor import Source
 from rlhf.pregen_process import background_env, lower_priority
 
 logger = logging.getLogger(__name__)
@@ -137,6 +140,21 @@ class JobRunner:
                 set_job_pid(session=session, job_id=job_id, pid=proc.pid)
         logger.info("started %s job %d (pid %d)", kind, job_id, proc.pid)
         return job_id
+
+    def job_sources(self) -> list[Source]:
+        """The running jobs' processes for the background monitor (rlhf/monitor.py): each one's progress through
+        its stage, in percent, is its work."""
+        with self._lock:
+            running = {job_id: proc.pid for job_id, proc in self._procs.items() if proc.poll() is None}
+        return [
+            Source(f"job {job_id}", pid, "% of its stage", work=functools.partial(self._percent, job_id))
+            for job_id, pid in running.items()
+        ]
+
+    def _percent(self, job_id: int) -> float:
+        with read_session(self.engine) as session:
+            job = session.get(Job, job_id)
+            return 100.0 * job.progress if job is not None else 0.0
 
     def cancel(self, job_id: int) -> None:
         """Mark the job cancelled and stop its process (SIGTERM, then SIGKILL after 10 s)."""

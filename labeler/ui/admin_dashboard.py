@@ -16,6 +16,8 @@ from labeler.dataset import load_set_rankings, preference_records
 from labeler.db import read_session
 from labeler.quality import labeler_quality, weekly_trend
 from labeler.stats import flagged_completions, store_counts
+from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
+from labeler.ui.background import background_view
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 
 LABELER_COLUMNS = [
@@ -185,6 +187,13 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
         refresh = gr.Button("Refresh now", elem_id="dashboard-refresh", size="sm")
         gr.Markdown(f"Refreshes on its own every {REFRESH_SECONDS:.0f} s.")
         summary = gr.Markdown(elem_id="dashboard-summary")
+        background_note = gr.Markdown(elem_id="background-warning")
+        background = gr.Dataframe(
+            headers=BACKGROUND_COLUMNS,
+            label="Background processes (CPU share and rate over the last minute)",
+            interactive=False,
+            elem_id="background-processes",
+        )
         labelers = gr.Dataframe(headers=LABELER_COLUMNS, label="Labelers", interactive=False)
         flagged = gr.Dataframe(
             headers=FLAG_COLUMNS,
@@ -217,9 +226,11 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
     def on_refresh(request: gr.Request):
         require_admin(deps.engine, request)
         with read_session(deps.engine) as session:  # reads only: no write lock
-            return dashboard_data(session)
+            data = dashboard_data(session)
+        frame, note = background_view(deps.monitor)
+        return note, frame, *data
 
-    outputs = [summary, labelers, flagged, rounds, weeks, *round_plots]
+    outputs = [background_note, background, summary, labelers, flagged, rounds, weeks, *round_plots]
     refresh.click(on_refresh, None, outputs, api_name="admin_dashboard")
     timer.tick(on_refresh, None, outputs, show_progress="hidden", api_visibility="private")
 

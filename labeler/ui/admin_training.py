@@ -15,6 +15,8 @@ from labeler.job_rows import get_job, recent_jobs
 from labeler.reward_models import reward_models
 from labeler.stats import training_data
 from labeler.tables import Job
+from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
+from labeler.ui.background import background_view, job_rate
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.forms import PRESETS, config_form, form_values, preset_values
 from labeler.ui.job_view import PANEL_SLOTS, PANELS, evaluation_note, log_html, metric_panels, progress_html
@@ -130,6 +132,12 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             job_id = gr.Number(label="Job to watch", precision=0)
             cancel = gr.Button("Cancel job", variant="stop")
         progress = gr.HTML(progress_html(None), elem_id="job-progress")
+        background_note = gr.Markdown(elem_id="training-background-warning")
+        background = gr.Dataframe(
+            headers=BACKGROUND_COLUMNS,
+            label="Background processes (CPU share and rate over the last minute)",
+            interactive=False,
+        )
         evaluation = gr.Markdown(elem_id="job-evaluation")
         plots = []
         for row in range(0, PANEL_SLOTS, 3):
@@ -207,8 +215,11 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         with read_session(engine) as session:
             job = get_job(session=session, job_id=int(watched) if watched else None)
             panels = [gr.update(value=frame, label=title) for title, frame in metric_panels(job)]
+            frame, note = background_view(deps.monitor)
             return (
-                progress_html(job),
+                progress_html(job, rate=job_rate(deps.monitor, job.pid if job else None)),
+                note,
+                frame,
                 evaluation_note(job),
                 *panels,
                 overopt_frame(job),
@@ -263,7 +274,19 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             api_name=f"admin_estimate_{kind}",
             show_progress="hidden",
         )
-    watch_outputs = [progress, evaluation, *plots, overopt_plot, log, jobs, rewards, review, reward_plot]
+    watch_outputs = [
+        progress,
+        background_note,
+        background,
+        evaluation,
+        *plots,
+        overopt_plot,
+        log,
+        jobs,
+        rewards,
+        review,
+        reward_plot,
+    ]
     timer.tick(on_watch, [job_id], watch_outputs, api_name="admin_jobs", show_progress="hidden")
     cancel.click(on_cancel, [job_id], launch_status, api_name="admin_cancel_job")
 

@@ -53,7 +53,7 @@ class ClientAddressMiddleware:
 CLIENT_ADDRESS_MIDDLEWARE = Middleware(ClientAddressMiddleware)
 
 
-HASHING_NICENESS = 5  # below the server's other threads (0), above background model processes (idle class)
+HASHING_NICENESS = 5  # below the server's other threads (0), above background model processes (nice 10)
 
 
 def lower_this_thread(niceness: int = HASHING_NICENESS) -> None:

@@ -19,6 +19,7 @@ from labeler.users import get_user
 if TYPE_CHECKING:  # types only: the UI does not import torch to start
     from models.generation import PolicyBackend
     from rlhf.jobs import JobRunner
+    from rlhf.monitor import BackgroundMonitor
 
 
 @dataclass
@@ -27,6 +28,7 @@ class UIDeps:
     home: Path
     pool: PolicyBackend | None = None  # generation for the policies tab (side by side)
     runner: JobRunner | None = None  # training jobs as separate processes
+    monitor: BackgroundMonitor | None = None  # the generator's and jobs' CPU share and rate
     completions_per_set: int = 4  # how many answers the labeling page is laid out for before any set arrives
 
 

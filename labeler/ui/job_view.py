@@ -61,8 +61,9 @@ def _minutes(seconds: float) -> str:
     return f"{round(seconds / 60)} min"
 
 
-def progress_text(job: Job | None, now: datetime | None = None) -> str:
-    """The job's state in one line: status, stage, share done, and the time left by the stage's pace so far."""
+def progress_text(job: Job | None, now: datetime | None = None, rate: float | None = None) -> str:
+    """The job's state in one line: status, stage, share done, and the time left at `rate` (percent of the stage
+    a minute, measured over the last minute: rlhf/monitor.py), else at the stage's pace so far."""
     if job is None:
         return "No job yet."
     now = now or utcnow()
@@ -77,7 +78,11 @@ def progress_text(job: Job | None, now: datetime | None = None) -> str:
         return head + " · waiting to start"
     text = f"{head} · {stage} · {job.progress:.0%}"
     started = job.phase_started_at or job.started_at
-    if started and 0.02 <= job.progress < 1:
+    if rate and 0.02 <= job.progress < 1:
+        text += (
+            f" · about {_minutes(60 * 100 * (1 - job.progress) / rate)} left at the rate of the last minute"
+        )
+    elif started and 0.02 <= job.progress < 1:
         elapsed = (now - started).total_seconds()
         text += f" · about {_minutes(elapsed * (1 - job.progress) / job.progress)} left"
     elif job.progress >= 1:
@@ -85,13 +90,13 @@ def progress_text(job: Job | None, now: datetime | None = None) -> str:
     return text
 
 
-def progress_html(job: Job | None, now: datetime | None = None) -> str:
+def progress_html(job: Job | None, now: datetime | None = None, rate: float | None = None) -> str:
     """A progress bar for the running stage with `progress_text` under it."""
     share = 0.0 if job is None else (1.0 if job.status == "succeeded" else job.progress)
     state = "none" if job is None else job.status
     return (
         f'<div class="rl-job" data-status="{state}"><progress max="100" value="{round(100 * share)}"></progress>'
-        f"<div>{html.escape(progress_text(job, now))}</div></div>"
+        f"<div>{html.escape(progress_text(job, now, rate))}</div></div>"
     )
 
 

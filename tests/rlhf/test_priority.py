@@ -1,5 +1,5 @@
 """Background model processes (the generator, training jobs) yield the CPU to the web server, and neither
-starves the other: each is an idle-time process in a scheduling group of its own, off the first core."""
+starves the other: each is a batch process at nice 10 in a scheduling group of its own, off the first core."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 
 def assert_background(pid: int) -> None:
-    """Idle-time class, its own session and scheduling group at nice 19, and off core 0 when there are more."""
+    """Batch class at nice 10, its own session and scheduling group at nice 10, and off core 0 when there are
+    more."""
     assert os.getsid(pid) == pid, "not in a session of its own"
-    if hasattr(os, "SCHED_IDLE"):
-        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+    if hasattr(os, "SCHED_BATCH"):
+        assert os.sched_getscheduler(pid) == os.SCHED_BATCH and os.getpriority(os.PRIO_PROCESS, pid) == 10
     group = Path(f"/proc/{pid}/autogroup")
     if group.exists():
         assert group.read_text() != Path("/proc/self/autogroup").read_text(), "shares the server's group"
-        assert group.read_text().split()[-1] == "19"
+        assert group.read_text().split()[-1] == "10"
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     if len(cores) > 1:
         assert min(cores) not in os.sched_getaffinity(pid)
