@@ -9,8 +9,10 @@ ranking is stored exactly once; with `--train`, also how much of the reward job 
 (`train_progress_pct`), so a job starved by the generator shows. Targets on the 2-core machine, generator
 active and a reward job running: submit p95 <= 250 ms, log-in p95 <= 1000 ms, 0 errors, 0 lost, 0 duplicated;
 the same with PostgreSQL and two replicas (labelers split between them, as a proxy with sticky sessions would).
+`--busy 2` runs two CPU-bound processes of another session beside it all (as another user's work would): the
+generator must still write sets (`generated_sets`) and the reward job still advance (`train_progress_pct`).
 
-    .venv/bin/python bench/labeling.py [--train] [--db postgresql --replicas 2] [--generator process|thread]
+    .venv/bin/python bench/labeling.py [--train] [--busy 2] [--db postgresql --replicas 2] [--generator process|thread]
 """
 
 from __future__ import annotations
@@ -267,6 +269,22 @@ def database(kind: str, home: Path):
         yield kind
 
 
+@contextlib.contextmanager
+def busy_processes(count: int):
+    """`count` CPU-bound processes at normal priority, each in a session (so a scheduling group) of its own, as
+    another user's work on the machine would be; killed on exit."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(count)
+    ]
+    try:
+        yield hogs
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+
+
 def run(args: argparse.Namespace, home: Path, db: str) -> Figures:
     train_sets = 120 if args.train else 0
     waiting = args.labelers * (args.per_labeler + 2)
@@ -354,11 +372,17 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1, help="rankloop serve processes on the one store")
     parser.add_argument("--generator", choices=["process", "thread", "off"], default="process")
     parser.add_argument("--port", type=int, default=7877)
+    parser.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        help="CPU-bound processes of another session at normal priority, running from before the app starts",
+    )
     args = parser.parse_args()
     shared = Path(os.environ.get("RANKLOOP_HOME", REPO / "runs"))
     with tempfile.TemporaryDirectory() as tmp:
         home = home_sharing_cache(Path(tmp) / "home", shared)
-        with database(args.db, home) as db:
+        with database(args.db, home) as db, busy_processes(args.busy):
             figures = run(args, home, db)
     for e in figures.errors[:5]:
         print("error:", e)
@@ -370,7 +394,7 @@ def main() -> None:
         f"login_p95_ms={ms(figures.login_s, 95):.0f} errors={len(figures.errors)} "
         f"generated_sets={figures.generated} train={'on' if args.train else 'off'} "
         f"train_progress_pct={100 * figures.trained:.1f} db={kind} "
-        f"replicas={args.replicas} generator={args.generator} submits_per_s={len(figures.acked) / figures.wall_s:.1f} "
+        f"replicas={args.replicas} generator={args.generator} busy={args.busy} submits_per_s={len(figures.acked) / figures.wall_s:.1f} "
         f"server_cpu_ms_per_submit={1000 * figures.server_cpu_s / max(1, len(figures.acked)):.0f} "
         f"client_cpu_ms_per_submit={1000 * figures.client_cpu_s / max(1, len(figures.acked)):.0f}"
     )

@@ -494,10 +494,11 @@ class DPOConfig:
 # The round's DPO defaults are the recipe bench/loop.py measured best (docs/training.md): four sets a step at lr
 # 2e-4, beta 0.2, every set so far, each round's own update scaled back toward its parent until the version is
 # within 4 nats of v0 (measured at 0.7, near the generator's temperature). A quarter of the prompts is held out
-# (reward model and DPO alike) so the gate has enough held-out pairs to judge a round of about 80 sets.
+# (reward model and DPO alike) so the gate has enough held-out pairs to judge a round of about 80 sets; a PPO
+# round answers 16 held-out prompts before and after, which its reward model scores for the gate.
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
-    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None}),
+    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None, "sample_prompts": 16}),
     "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": 0.25, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "max_new_tokens": 72}),
 }  # fmt: skip
 

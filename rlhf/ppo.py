@@ -34,6 +34,7 @@ from rlhf.policy_stage import budget_start, keep_within_budget, read_inputs, sam
 from rlhf.ppo_model import POLICY, SharedModel, build_shared, reward_scores, save_policy
 from rlhf.ppo_step import Rollout, StepStats, ppo_update, rollout, score_rollout
 from rlhf.progress import ConsoleReporter, Reporter
+from rlhf.scoring import encode, render_dialogue
 
 logger = logging.getLogger(__name__)
 RewardFn = Callable[[SharedModel, Rollout], torch.Tensor]
@@ -154,6 +155,17 @@ def reward_model_fn(shared: SharedModel, ro: Rollout) -> torch.Tensor:
     return reward_scores(shared, ro.input_ids, ro.attention_mask)
 
 
+def sample_scores(shared: SharedModel, tokenizer, answers: list[dict]) -> list[float]:
+    """The reward model's scores of greedy answers to the eval prompts (`samples`): the gate compares the
+    parent's (before training) with the new version's (after); [] without a reward model."""
+    if shared.reward_head is None or not answers:
+        return []
+    texts = [render_dialogue(tokenizer, a["messages"], a["response"]) for a in answers]
+    batch = encode(tokenizer, texts, 1024, shared.model.device)
+    with torch.no_grad():
+        return reward_scores(shared, batch["input_ids"], batch["attention_mask"]).float().tolist()
+
+
 def run(
     config: PPOConfig,
     *,
@@ -209,6 +221,11 @@ def run(
     summary = {k: v for k, v in history[-1].items() if isinstance(v, float | int)} if history else {}
     metrics = {
         "final": summary,
+        "sample_scores": {  # held-out prompts' greedy answers, scored by the reward model: the round's gate
+            "parent": sample_scores(shared, tokenizer, before),
+            "new": sample_scores(shared, tokenizer, after),
+            "reward_model": inputs.reward.name if inputs.reward and reward_fn is None else None,
+        },
         "history": history,
         "samples_before": before,
         "samples_after": after,

@@ -105,6 +105,8 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         seconds[config.optimizer] -= result.kl_budget["seconds"]
     with read_session(engine) as session:
         reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
+        registered = policy_by_version(session=session, version=result.version)
+        scored = dict(registered.metrics.get("sample_scores") or {}) if registered else {}
     if reward_ref is not None and reward_metrics is None:  # reused as it was: its own held-out figures
         reward_metrics = reward_ref.metrics
     verdict = judge(
@@ -113,6 +115,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         reward=reward_metrics,
         kl_fit=result.kl_budget,
         switch=config.switch,
+        scores=(scored["new"], scored["parent"], scored.get("reward_model")) if scored.get("new") else None,
     )
     report_verdict(verdict, result.version)
     with Session(engine) as session:
