@@ -5,7 +5,7 @@ rankloop import pairs ../shared/data/hh-rlhf-harmless-test-part-a.jsonl.gz
 rankloop export --format parquet --out runs/exports/latest
 rankloop user add alice --role labeler
 rankloop gold mark 42 --ranks 2,1,3,4 ; rankloop gold rate 0.1 ; rankloop gold scores
-rankloop selection --mode uncertainty --random-share 0.25 --oversample 2 --budget 128 ; rankloop selection
+rankloop selection --mode uncertainty --random-share 0.25 --oversample 8 --budget 128 ; rankloop selection
 """
 
 from __future__ import annotations

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from labeler.db import default_url, make_engine, read_session
 from labeler.policies import current_policy, policy_by_version
-from labeler.reward_models import find_reward_model
+from labeler.reward_models import RewardRef, find_reward_model
 from labeler.rounds import RoundLineage, finish_round, round_labels
 from labeler.tables import id_of
 from rlhf import dpo, ppo, reward
@@ -103,20 +104,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     if result.kl_budget:  # timed apart from the optimiser's stage: the estimate counts its work apart
         seconds["kl_budget"] = result.kl_budget["seconds"]
         seconds[config.optimizer] -= result.kl_budget["seconds"]
-    with read_session(engine) as session:
-        reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
-        registered = policy_by_version(session=session, version=result.version)
-        scored = dict(registered.metrics.get("sample_scores") or {}) if registered else {}
-    if reward_ref is not None and reward_metrics is None:  # reused as it was: its own held-out figures
-        reward_metrics = reward_ref.metrics
-    verdict = judge(
-        optimizer=config.optimizer,
-        final=result.metrics,
-        reward=reward_metrics,
-        kl_fit=result.kl_budget,
-        switch=config.switch,
-        scores=(scored["new"], scored["parent"], scored.get("reward_model")) if scored.get("new") else None,
-    )
+    verdict, reward_ref = judge_round(engine, config, result, reward_name, reward_metrics)
     report_verdict(verdict, result.version)
     with Session(engine) as session:
         new = policy_by_version(session=session, version=result.version)
@@ -147,6 +135,33 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         result.kl_budget,
         verdict.as_dict(),
     )
+
+
+def judge_round(
+    engine: Engine,
+    config: RoundConfig,
+    result: ppo.PPOResult | dpo.DPOResult,
+    reward_name: str | None,
+    reward_metrics: dict | None,
+) -> tuple[Verdict, RewardRef | None]:
+    """The gate's verdict on the version the round registered (rlhf/gate.py), from what its stages recorded:
+    the optimiser's held-out figures, the reward model's (a reused one's own), the KL budget fit, and for PPO the
+    reward model's scores of both versions' answers to held-out prompts."""
+    with read_session(engine) as session:
+        reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
+        registered = policy_by_version(session=session, version=result.version)
+        scored = dict(registered.metrics.get("sample_scores") or {}) if registered else {}
+    if reward_ref is not None and reward_metrics is None:  # reused as it was: its own held-out figures
+        reward_metrics = reward_ref.metrics
+    verdict = judge(
+        optimizer=config.optimizer,
+        final=result.metrics,
+        reward=reward_metrics,
+        kl_fit=result.kl_budget,
+        switch=config.switch,
+        scores=(scored["new"], scored["parent"], scored.get("reward_model")) if scored.get("new") else None,
+    )
+    return verdict, reward_ref
 
 
 def report_verdict(verdict: Verdict, version: int) -> None:

@@ -35,6 +35,8 @@ def describe(chosen: Selection, session: Session) -> str:
         f"The generator writes {chosen.oversample} candidate sets per set it keeps and keeps those the latest "
         f"reward model is least sure of, {chosen.random_share:.0%} of them at random; {budget}. "
         + selection_measure(session=session)
+        + f" Generation costs {chosen.oversample} times that of random selection: if labelers wait for sets, "
+        "the dashboard's background table shows the generator's sets per minute; fewer candidates cost less."
     )
 
 

@@ -16,9 +16,9 @@ from labeler.reward_models import reward_models
 from labeler.stats import training_data
 from labeler.tables import Job
 from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
-from labeler.ui.background import background_view, job_rate
+from labeler.ui.background import background_view, busy_note, job_rate
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
-from labeler.ui.forms import PRESETS, config_form, form_values, preset_values
+from labeler.ui.forms import PRESETS, ROUND_DEFAULT_PRESET, config_form, form_values, preset_values
 from labeler.ui.job_view import PANEL_SLOTS, PANELS, evaluation_note, log_html, metric_panels, progress_html
 from rlhf.configs import JOB_KINDS, STAGES, job_config
 from rlhf.estimate import estimate_job
@@ -122,7 +122,8 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             with gr.Accordion(STAGES[kind].title, open=False):
                 if kind in PRESETS:
                     with gr.Row():
-                        presets[kind] = gr.Dropdown(list(PRESETS[kind]), label="Preset", scale=3)
+                        shown = ROUND_DEFAULT_PRESET if kind == "round" else None  # the form starts at it
+                        presets[kind] = gr.Dropdown(list(PRESETS[kind]), value=shown, label="Preset", scale=3)
                         apply[kind] = gr.Button("Fill the form", scale=1)
                 forms[kind] = config_form(job_config(kind), kind=kind)
                 estimates[kind] = gr.Markdown(elem_id=f"estimate-{kind}")
@@ -187,7 +188,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         except (ValueError, TypeError) as exc:
             return f"**Check the form:** {exc}"
         data, history = known or read_history()
-        return estimate_job(kind, params, data=data, history=history).text()
+        return estimate_job(kind, params, data=data, history=history).text() + busy_note()
 
     def launcher(kind: str):
         def on_launch(request: gr.Request, *values):

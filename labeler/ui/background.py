@@ -2,10 +2,12 @@
 rate of work, and a warning for one starved for a minute; shown on the dashboard and the training tab.
 
     frame, warning = background_view(deps.monitor)
+    estimate_text + busy_note()                  # "... The CPU is busy now (load 3.6 on 2 cores) ..."
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -38,6 +40,19 @@ def background_view(monitor: BackgroundMonitor | None) -> tuple[pd.DataFrame, st
     if not shares:
         note = "No background process running (the generator is off or in a thread; no job running)."
     return pd.DataFrame([_row(s) for s in shares], columns=COLUMNS), note
+
+
+def busy_note(load: float | None = None, cores: int | None = None) -> str:
+    """A sentence for a duration estimate when the machine is busier than its cores (the estimate's rates were
+    measured with the CPU to spare): background work then gets only its share; blank otherwise."""
+    load = os.getloadavg()[0] if load is None and hasattr(os, "getloadavg") else load
+    cores = cores or os.cpu_count() or 1
+    if load is None or load <= cores:
+        return ""
+    return (
+        f" The CPU is busy now (load {load:.1f} on {cores} cores): a job gets only its share of it, so it may "
+        "take longer; the training tab's background table shows the share it gets."
+    )
 
 
 def job_rate(monitor: BackgroundMonitor | None, pid: int | None) -> float | None:

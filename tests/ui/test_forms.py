@@ -2,13 +2,22 @@
 fields first and the rest under "Advanced settings", presets that name real fields and fill the form, and the
 inputs in the fields' declaration order (the API's argument order)."""
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import gradio as gr
 import pytest
 
-from labeler.ui.forms import BASIC, HIDDEN, PRESETS, config_form, form_values, label_of, preset_values
-from rlhf.configs import JOB_KINDS, job_config
+from labeler.ui.forms import (
+    BASIC,
+    HIDDEN,
+    PRESETS,
+    ROUND_DEFAULT_PRESET,
+    config_form,
+    form_values,
+    label_of,
+    preset_values,
+)
+from rlhf.configs import JOB_KINDS, RoundConfig, job_config
 
 
 def test_labels_are_words_and_hints_carry_the_help():
@@ -72,3 +81,20 @@ def test_a_setting_that_may_be_empty_reads_as_a_number_or_none():
         submitted("dpo_kl_budget", "four")
     with pytest.raises(ValueError, match=r"^DPO KL budget is 0: it must be more than 0\.$"):
         submitted("dpo_kl_budget", "0")
+
+
+def test_the_round_presets_are_one_recipe_the_default_being_the_rounds_own_defaults():
+    """The default preset fills exactly RoundConfig()'s values (what `rankloop round` and bench/loop.py run); the
+    GPU preset changes sizes only, never DPO's recipe."""
+    with gr.Blocks():
+        form = config_form(RoundConfig, kind="round")
+    filled = dict(zip(form, preset_values("round", ROUND_DEFAULT_PRESET, form), strict=True))
+    names, values = list(form), tuple(filled.values())
+    assert form_values(RoundConfig, names, values) == {
+        k: v for k, v in asdict(RoundConfig()).items() if k in form
+    }
+    gpu = [p for p in PRESETS["round"] if p != ROUND_DEFAULT_PRESET]
+    assert len(gpu) == 1 and not any(
+        k.startswith("dpo_") or k == "optimizer" for k in PRESETS["round"][gpu[0]]
+    )
+    assert RoundConfig().optimizer == "dpo" and RoundConfig().switch == "gate"
