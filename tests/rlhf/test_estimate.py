@@ -30,23 +30,29 @@ def test_default_rates_count_the_work_of_each_stage():
     assert "default CPU rate" in reward.text() and reward.text().startswith("About ")
     ensemble = estimate_job("reward", {"epochs": 2, "max_length": 128, "eval_fraction": 0.2, "ensemble": 3}, data=DATA, history=[], on_gpu=False)  # fmt: skip
     assert ensemble.seconds == pytest.approx(3 * reward.seconds)  # three models on the same sets
-    round_ensemble = estimate_job("round", {"reward_ensemble": 2}, data=DATA, history=[], on_gpu=False)
+    # PPO rounds with the reward stage's held-out share (the round holds out a quarter by default)
+    ppo_round = {"optimizer": "ppo", "reward_eval_fraction": 0.1}
+    round_ensemble = estimate_job(
+        "round", {**ppo_round, "reward_ensemble": 2}, data=DATA, history=[], on_gpu=False
+    )
     assert seconds_of(round_ensemble)["reward"] == pytest.approx(2 * 90 * 2 * 256 * CPU_RATES["reward"])
     # a round continues the newest reward model by default, on the 40 new sets and again on the 60 it met
     # (90 once the held-out share is off), at the round's own defaults; without replay, the 40 new ones only
-    round_ = estimate_job("round", {"ppo_steps": 4}, data=DATA, history=[], on_gpu=False)
+    round_ = estimate_job("round", {**ppo_round, "ppo_steps": 4}, data=DATA, history=[], on_gpu=False)
     assert seconds_of(round_)["reward"] == pytest.approx(90 * 2 * 256 * CPU_RATES["reward"])
     new_only = estimate_job(
-        "round", {"ppo_steps": 4, "reward_replay": 0.0}, data=DATA, history=[], on_gpu=False
+        "round", {**ppo_round, "ppo_steps": 4, "reward_replay": 0.0}, data=DATA, history=[], on_gpu=False
     )
     assert seconds_of(new_only)["reward"] == pytest.approx(36 * 2 * 256 * CPU_RATES["reward"])
-    half = estimate_job("round", {"ppo_steps": 4, "reward_replay": 0.5}, data=DATA, history=[], on_gpu=False)
+    half = estimate_job(
+        "round", {**ppo_round, "ppo_steps": 4, "reward_replay": 0.5}, data=DATA, history=[], on_gpu=False
+    )
     assert seconds_of(half)["reward"] == pytest.approx(63 * 2 * 256 * CPU_RATES["reward"])
     assert seconds_of(round_)["ppo"] == pytest.approx(4 * 8 * 48 * 3 * CPU_RATES["ppo"])
-    grouped = estimate_job("round", {"ppo_steps": 4, "ppo_advantage": "group", "ppo_group_size": 3}, data=DATA, history=[], on_gpu=False)  # fmt: skip
+    grouped = estimate_job("round", {**ppo_round, "ppo_steps": 4, "ppo_advantage": "group", "ppo_group_size": 3}, data=DATA, history=[], on_gpu=False)  # fmt: skip
     assert seconds_of(grouped)["ppo"] == pytest.approx(3 * seconds_of(round_)["ppo"])  # 3 answers per prompt
-    dpo_round = estimate_job("round", {"optimizer": "dpo"}, data=DATA, history=[], on_gpu=False)
-    assert set(seconds_of(dpo_round)) == {"dpo"}
+    dpo_round = estimate_job("round", {}, data=DATA, history=[], on_gpu=False)  # the default: DPO, budget 4
+    assert set(seconds_of(dpo_round)) == {"dpo", "kl_budget"}
     on_gpu = estimate_job("ppo", {}, data=DATA, history=[], on_gpu=True)
     assert on_gpu.seconds == pytest.approx(estimate_job("ppo", {}, data=DATA, history=[], on_gpu=False).seconds / GPU_SPEEDUP)  # fmt: skip
 
@@ -58,6 +64,7 @@ def test_the_rate_comes_from_the_newest_finished_job_that_ran_the_stage():
         kind="round",
         status="succeeded",
         params={
+            "optimizer": "ppo",
             "ppo_steps": 5,
             "result": {"stage_seconds": {"reward": 60.0, "ppo": 96.0}, "reward_sets": 30},
         },
@@ -73,11 +80,11 @@ def test_the_rate_comes_from_the_newest_finished_job_that_ran_the_stage():
     dpo_job = Job(
         id=8, kind="dpo", status="succeeded", params={"result": {"seconds": 120.0, "train_sets": 50}}
     )
-    dpo = estimate_job("round", {"optimizer": "dpo"}, data=DATA, history=[*history, dpo_job], on_gpu=False)
+    dpo = estimate_job("round", {"dpo_eval_fraction": 0.1, "dpo_kl_budget": None}, data=DATA, history=[*history, dpo_job], on_gpu=False)  # fmt: skip
     assert dpo.seconds == pytest.approx(120.0 * 90 / 50) and "rate of job 8" in dpo.text()  # 10% held out
     # DPO on the parent's sets only reads as many sets as the current version wrote; trl's trainer does more work
     parent_data = TrainingData(ranked_sets=100, new_sets=40, current_sets=25)
-    parent = estimate_job("round", {"optimizer": "dpo", "dpo_data": "parent", "dpo_eval_fraction": 0.0}, data=parent_data, history=[*history, dpo_job], on_gpu=False)  # fmt: skip
+    parent = estimate_job("round", {"dpo_data": "parent", "dpo_eval_fraction": 0.0, "dpo_kl_budget": None}, data=parent_data, history=[*history, dpo_job], on_gpu=False)  # fmt: skip
     assert parent.seconds == pytest.approx(120.0 * 25 / 50)
     trl = estimate_job("dpo", {"trainer": "trl", "eval_fraction": 0.0}, data=DATA, history=[*history, dpo_job], on_gpu=False)  # fmt: skip
     assert trl.seconds == pytest.approx(120.0 * 100 / 50 * TRL_DPO_PASSES)
@@ -114,7 +121,7 @@ def test_a_kl_budget_is_its_own_stage_counted_apart_from_the_optimiser():
     params = {"optimizer": "dpo", "dpo_kl_budget": 4.0, "dpo_max_new_tokens": 50, "dpo_eval_fraction": 0.0}
     fresh = seconds_of(estimate_job("round", params, data=DATA, history=[], on_gpu=False))
     assert fresh["kl_budget"] == pytest.approx(BUDGET_MEASURES * 32 * 2 * 50 * CPU_RATES["kl_budget"])
-    assert "kl_budget" not in seconds_of(estimate_job("round", {"optimizer": "dpo"}, data=DATA, history=[], on_gpu=False))  # fmt: skip
+    assert "kl_budget" not in seconds_of(estimate_job("round", {"dpo_kl_budget": None}, data=DATA, history=[], on_gpu=False))  # fmt: skip
     assert "kl_budget" not in seconds_of(estimate_job("reward", {}, data=DATA, history=[], on_gpu=False))
     # a DPO job of 150 s, 30 of them its budget's 2 measures x 32 prompts x 2 answers of 50 tokens
     budget = {"seconds": 30.0, "answers": 128}

@@ -23,15 +23,15 @@ class Shares:
 def test_the_table_names_each_process_and_warns_of_one_starved_for_a_minute():
     generator = Share("generator", 11, "sets", 0.01, 0.95, 0.0, "starved", 75.0)
     job = Share("job 3", 12, "% of its stage", 0.62, 0.2, 4.5, "running", 0.0)
-    frame, note = background_view(Shares(generator, job))  # type: ignore[arg-type]
+    frame, note = background_view(Shares(generator, job))
     assert frame.values.tolist() == [
         ["generator", 11, "starved", 0.01, "95%", "0.0 sets"],
         ["job 3", 12, "running", 0.62, "20%", "4.5 % of its stage"],
     ]
     assert note.startswith("⚠ **generator (pid 11)** starved for 75 s") and "job 3" not in note
-    assert job_rate(Shares(generator, job), 12) == 4.5  # type: ignore[arg-type]
+    assert job_rate(Shares(generator, job), 12) == 4.5
     fresh = Share("generator", 11, "sets", 0.01, 0.95, 0.0, "starved", 20.0)  # under a minute: no warning yet
-    assert background_view(Shares(fresh))[1] == ""  # type: ignore[arg-type]
+    assert background_view(Shares(fresh))[1] == ""
     assert "not watched" in background_view(None)[1]
 
 
