@@ -49,12 +49,13 @@ def rank_some_sets(url: str, count: int = 6) -> None:
     engine.dispose()
 
 
-def run_round(args: list[str]) -> None:
-    """`rankloop round ARGS` in a subprocess; it must succeed."""
+def run_round(args: list[str]) -> str:
+    """`rankloop round ARGS` in a subprocess; it must succeed. Returns what it printed."""
     done = subprocess.run(
         [sys.executable, "-m", "app", "round", *args], cwd=REPO, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 @pytest.mark.parametrize("trainer", ["sets", "trl"])
@@ -81,7 +82,9 @@ def test_rankloop_round_with_dpo_records_the_round(tmp_path):
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url)
     args = ["--home", str(tmp_path), "--db", url, "--optimizer", "dpo", "--device", "cpu"]
-    run_round([*args, "--dpo_start_from", "base"])
+    printed = run_round([*args, "--dpo_start_from", "base"])
+    assert "\ngate: not evaluated; kept as a candidate" in printed  # the verdict, line by line
+    assert "[not measured] held-out accuracy (DPO's implicit reward)" in printed
     with Session(make_engine(url)) as s:
         [round_] = s.exec(select(TrainingRound)).all()
         new = s.get(PolicyVersion, round_.new_version_id)
