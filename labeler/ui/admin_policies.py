@@ -36,7 +36,7 @@ def versions_view(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"v{by_id[v.parent_id]}" if v.parent_id in by_id else "",
             rewards.get(v.reward_model_id, "") if v.reward_model_id is not None else "",
             "yes" if v.is_current else "",
-            gate_text(v.metrics),
+            gate_text(v.metrics, wins[v.version]),
             win_rate_text(wins[v.version]),
             kl_text(v.metrics),
             v.adapter_path or "(base)",
@@ -121,11 +121,15 @@ def stored_side_by_side(versions: list[PolicyVersion], left: int, right: int) ->
     return pd.DataFrame(rows, columns=[STORED_COLUMNS[0], f"v{left}", f"v{right}"])
 
 
-def gate_text(metrics: dict) -> str:
-    """The gate's decision on the round that made the version, and who switched to it by hand; blank for none."""
+def gate_text(metrics: dict, win: WinRate | None = None) -> str:
+    """The gate's decision on the round that made the version, who switched to it by hand, and, once labelers
+    have ranked it against its parent in mixed sets, a loss whose 95% interval lies below even; blank for none."""
     decision = (metrics.get("gate") or {}).get("decision", "")
     by = [s["by"] for s in metrics.get("switches", [])]
-    return decision + (f"; made current by {', '.join(by)}" if by else "")
+    text = decision + (f"; made current by {', '.join(by)}" if by else "")
+    if win is not None and win.high is not None and win.high < 0.5:
+        text += "; loses to its parent in human evaluation: consider rolling back"
+    return text.lstrip("; ")
 
 
 def switch_text(pv: PolicyVersion) -> str:

@@ -116,3 +116,19 @@ def test_the_lineage_shows_each_versions_kl_from_v0_as_its_round_measured_it():
     assert kl_text({"kl_budget": {**fit, "kl": 2.5, "scale": 1.0}}) == "2.50 (budget 4)"
     assert kl_text({"final": {"kl": 6.25, "loss": 0.1}}) == "6.25 (PPO rollouts)"
     assert kl_text({}) == "" and kl_text({"final": {"loss": 0.3}}) == ""
+
+
+def test_the_gate_column_says_what_the_gate_decided_who_switched_and_a_lost_human_evaluation():
+    from labeler.ui.admin_policies import gate_text, switch_text
+    from labeler.winrate import WinRate
+
+    refused = {
+        "gate": {"decision": "fail", "lines": ["gate: fail; kept as a candidate", "  [fail] KL from v0: 4.3"]}
+    }
+    assert gate_text(refused) == "fail"
+    switched = {**refused, "switches": [{"by": "admin", "at": "2026-12-06T12:00:00", "gate": "fail"}]}
+    assert gate_text(switched) == "fail; made current by admin"
+    losing = WinRate(wins=20, losses=60, ties=0, rate=0.25, low=0.17, high=0.36)
+    assert gate_text({}, losing) == "loses to its parent in human evaluation: consider rolling back"
+    shown = switch_text(PolicyVersion(version=3, base_model="m", metrics=switched))
+    assert shown.startswith("v3 is now current") and "- [fail] KL from v0: 4.3" in shown
