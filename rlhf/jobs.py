@@ -33,12 +33,13 @@ from labeler.job_rows import (
     JobError,
     active_jobs,
     cancel_job,
+    get_job,
     job_status,
     open_job,
     record_check,
     set_job_pid,
 )
-from labeler.tables import Job, JobStatus
+from labeler.tables import JobStatus
 from rlhf.configs import JOB_KINDS, STAGES
 from rlhf.monitor import Source
 from rlhf.pregen_process import background_env, lower_priority
@@ -153,7 +154,7 @@ class JobRunner:
 
     def _percent(self, job_id: int) -> float:
         with read_session(self.engine) as session:
-            job = session.get(Job, job_id)
+            job = get_job(session=session, job_id=job_id)
             return 100.0 * job.progress if job is not None else 0.0
 
     def cancel(self, job_id: int) -> None:

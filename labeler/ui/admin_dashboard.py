@@ -228,9 +228,9 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
         with read_session(deps.engine) as session:  # reads only: no write lock
             data = dashboard_data(session)
         frame, note = background_view(deps.monitor)
-        return note, frame, *data
+        return *data, note, frame  # last: the API's earlier outputs keep their places
 
-    outputs = [background_note, background, summary, labelers, flagged, rounds, weeks, *round_plots]
+    outputs = [summary, labelers, flagged, rounds, weeks, *round_plots, background_note, background]
     refresh.click(on_refresh, None, outputs, api_name="admin_dashboard")
     timer.tick(on_refresh, None, outputs, show_progress="hidden", api_visibility="private")
 

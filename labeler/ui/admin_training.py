@@ -188,7 +188,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         except (ValueError, TypeError) as exc:
             return f"**Check the form:** {exc}"
         data, history = known or read_history()
-        return estimate_job(kind, params, data=data, history=history).text() + busy_note()
+        return estimate_job(kind, params, data=data, history=history).text() + busy_note(deps.monitor)
 
     def launcher(kind: str):
         def on_launch(request: gr.Request, *values):
@@ -219,8 +219,6 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             frame, note = background_view(deps.monitor)
             return (
                 progress_html(job, rate=job_rate(deps.monitor, job.pid if job else None)),
-                note,
-                frame,
                 evaluation_note(job),
                 *panels,
                 overopt_frame(job),
@@ -231,6 +229,8 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
                 rewards_frame(session),
                 review_frame(session),
                 reward_trend(session),
+                note,  # last: the API's earlier outputs keep their places
+                frame,
             )
 
     def on_cancel(request: gr.Request, watched: float | None):
@@ -277,8 +277,6 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         )
     watch_outputs = [
         progress,
-        background_note,
-        background,
         evaluation,
         *plots,
         overopt_plot,
@@ -287,6 +285,8 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         rewards,
         review,
         reward_plot,
+        background_note,  # last: the API's earlier outputs keep their places
+        background,
     ]
     timer.tick(on_watch, [job_id], watch_outputs, api_name="admin_jobs", show_progress="hidden")
     cancel.click(on_cancel, [job_id], launch_status, api_name="admin_cancel_job")

@@ -2,12 +2,11 @@
 rate of work, and a warning for one starved for a minute; shown on the dashboard and the training tab.
 
     frame, warning = background_view(deps.monitor)
-    estimate_text + busy_note()                  # "... The CPU is busy now (load 3.6 on 2 cores) ..."
+    estimate_text + busy_note(deps.monitor)      # "... The CPU is busy now (background work waits ...) ..."
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -15,6 +14,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from rlhf.monitor import BackgroundMonitor, Share
 
+BUSY_WAITING = 0.5  # a background process waiting for a core this share of the time: the machine is busy
 COLUMNS = ["process", "pid", "state", "cores (last min)", "waiting for a core", "rate (per min)"]
 
 
@@ -42,16 +42,16 @@ def background_view(monitor: BackgroundMonitor | None) -> tuple[pd.DataFrame, st
     return pd.DataFrame([_row(s) for s in shares], columns=COLUMNS), note
 
 
-def busy_note(load: float | None = None, cores: int | None = None) -> str:
-    """A sentence for a duration estimate when the machine is busier than its cores (the estimate's rates were
-    measured with the CPU to spare): background work then gets only its share; blank otherwise."""
-    load = os.getloadavg()[0] if load is None and hasattr(os, "getloadavg") else load
-    cores = cores or os.cpu_count() or 1
-    if load is None or load <= cores:
+def busy_note(monitor: BackgroundMonitor | None) -> str:
+    """A sentence for a duration estimate when background processes now wait for the CPU most of the time (the
+    estimate's rates were measured with CPU to spare): a job would get only its share; blank otherwise."""
+    shares = monitor.shares() if monitor is not None else []
+    waiting = [s.waiting for s in shares if s.waiting is not None]
+    if not waiting or max(waiting) < BUSY_WAITING:
         return ""
     return (
-        f" The CPU is busy now (load {load:.1f} on {cores} cores): a job gets only its share of it, so it may "
-        "take longer; the training tab's background table shows the share it gets."
+        f" The CPU is busy now (background work waits for a core {max(waiting):.0%} of the time): a job gets "
+        "only its share of it, so it may take longer; the background table shows the share it gets."
     )
 
 

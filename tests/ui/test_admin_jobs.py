@@ -28,8 +28,9 @@ TINY = {
     "reward": {"epochs": 1, "max_length": 48, "batch_sets": 2},
     "ppo": {"steps": 1, "batch_prompts": 4, "minibatch": 2, "max_new_tokens": 4, "sample_prompts": 1},
     "dpo": {"batch_size": 2, "max_length": 48, "sample_prompts": 1, "max_new_tokens": 4},
-    "round": {"reward_epochs": 1, "reward_max_length": 48, "ppo_steps": 1, "ppo_batch_prompts": 4,
-              "ppo_max_new_tokens": 4},
+    # a PPO round (DPO is the round's default), switched whatever its gate says of a store this small
+    "round": {"optimizer": "ppo", "switch": "auto", "reward_epochs": 1, "reward_max_length": 48, "ppo_steps": 1,
+              "ppo_batch_prompts": 4, "ppo_max_new_tokens": 4},
 }  # fmt: skip
 
 

@@ -74,7 +74,9 @@ def test_admin_can_call_the_same_endpoint(running_app):
     summary, *_ = client.predict(api_name="/admin_dashboard")
     assert "Rankings:** 0" in summary
     estimate = client.predict(*ADMIN_CALLS["/admin_estimate_round"], api_name="/admin_estimate_round")
-    assert estimate.startswith("About ") and "reward model" in estimate and "PPO" in estimate
+    assert (
+        estimate.startswith("About ") and "DPO" in estimate and "KL budget" in estimate
+    )  # the round's default
 
 
 def test_a_launch_out_of_range_is_refused_with_the_fields_label_and_starts_nothing(running_app):

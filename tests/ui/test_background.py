@@ -43,6 +43,8 @@ def test_the_time_left_uses_the_rate_of_the_last_minute():
     assert "about 10 min left at the rate of the last minute" in progress_text(job, now, rate=5.0)
 
 
-def test_an_estimate_says_when_the_machine_is_busier_than_its_cores():
-    assert busy_note(load=3.6, cores=2).startswith(" The CPU is busy now (load 3.6 on 2 cores)")
-    assert busy_note(load=1.2, cores=2) == ""
+def test_an_estimate_says_when_background_work_waits_for_the_cpu():
+    waiting = Share("generator", 11, "sets", 0.2, 0.81, 1.0, "running", 0.0)
+    assert busy_note(Shares(waiting)).startswith(" The CPU is busy now (background work waits for a core 81%")
+    calm = Share("generator", 11, "sets", 0.9, 0.05, 3.0, "running", 0.0)
+    assert busy_note(Shares(calm)) == "" and busy_note(None) == ""
