@@ -37,6 +37,7 @@ class Check:
     name: str
     status: Status
     line: str
+    kind: Literal["accuracy", "kl", "score"] = "accuracy"
 
 
 @dataclass(frozen=True)
@@ -89,12 +90,13 @@ def accuracy_check(accuracy: float | None, pairs: int, what: str) -> Check:
 def kl_check(fit: dict | None) -> Check:
     """The KL budget's own verdict on its last measure; not measured without a budget."""
     if not fit:
-        return Check("KL from v0", "not measured", "no KL budget set for this round")
+        return Check("KL from v0", "not measured", "no KL budget set for this round", "kl")
     ok = bool(fit.get("within"))
     return Check(
         "KL from v0",
         "pass" if ok else "fail",
         f"{fit['kl']:.2f} nats against a budget of {fit['budget']:g} (update scaled x{fit['scale']:.2f})",
+        "kl",
     )
 
 
@@ -103,7 +105,9 @@ def score_check(new: Sequence[float], parent: Sequence[float], reward_model: str
     fails only when the interval of the difference lies wholly below 0."""
     name = f"reward model {reward_model or ''} score vs parent".replace("  ", " ")
     if not new or len(new) != len(parent) or len(new) < 2:
-        return Check(name, "not measured", "no held-out answers scored (no reward model, or no eval prompts)")
+        return Check(
+            name, "not measured", "no held-out answers scored (no reward model, or no eval prompts)", "score"
+        )
     diffs = [a - b for a, b in zip(new, parent, strict=True)]
     mean, half = statistics.fmean(diffs), 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs))
     ok = mean + half >= 0
@@ -113,16 +117,16 @@ def score_check(new: Sequence[float], parent: Sequence[float], reward_model: str
         f"{statistics.fmean(new):+.3f} vs {statistics.fmean(parent):+.3f} on {len(diffs)} held-out answers "
         f"(difference {mean:+.3f}, 95% {mean - half:+.3f} to {mean + half:+.3f})"
         + ("" if ok else ": worse than the parent"),
+        "score",
     )
 
 
 def decide(checks: list[Check], switch: Switch) -> Verdict:
     """Fail if any check failed; not evaluated if the accuracy had too few pairs; else pass. Switches with
     switch=auto always, with gate on a pass only, with manual never."""
-    statuses = {c.name.split(" (")[0]: c.status for c in checks}
-    if "fail" in statuses.values():
+    if any(c.status == "fail" for c in checks):
         decision: Decision = "fail"
-    elif statuses.get("held-out accuracy") != "pass":
+    elif not any(c.kind == "accuracy" and c.status == "pass" for c in checks):
         decision = "not evaluated"
     else:
         decision = "pass"

@@ -90,9 +90,11 @@ class ProcessMeter:
         self.source, self.window = source, window
         self.samples: deque[CpuSample] = deque()
         self.starved_since: float | None = None
+        self.gone = False  # its /proc entry vanished at the last sample
 
     def sample(self, now: float) -> None:
         cpu = read_cpu(self.source.pid)
+        self.gone = cpu is None
         if cpu is None:
             return
         try:
@@ -115,7 +117,7 @@ class ProcessMeter:
     def share(self, now: float | None = None) -> Share:
         now = time.monotonic() if now is None else now
         source, samples = self.source, self.samples
-        if not samples or (read_cpu(source.pid) is None and now - samples[-1].at > 2 * SAMPLE_SECONDS):
+        if not samples or self.gone:  # read from the last sample: the UI's reads touch no /proc file
             return Share(source.name, source.pid, source.unit, None, None, None, "gone", 0.0)
         first, last = samples[0], samples[-1]
         span = last.at - first.at
