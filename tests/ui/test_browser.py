@@ -188,7 +188,7 @@ def test_admin_sees_live_numeric_plots_a_new_version_without_reload_and_download
     # each launch form says how long it would take here (no job ran yet: the default rates)
     admin.get_by_text("Run a whole round (reward model, then PPO or DPO)").click()
     admin.wait_for_function("document.querySelector('#estimate-round')?.textContent.includes('About')")
-    assert "PPO" in admin.locator("#estimate-round").text_content()
+    assert "DPO" in admin.locator("#estimate-round").text_content()
     # the reward panel, read from the chart Vega rendered: a linear (numeric) y axis and two series
     reward_plot = "#job-plot-2"
     admin.locator(f"{reward_plot} [aria-label^='Y-axis']").wait_for(timeout=20_000)
