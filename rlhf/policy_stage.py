@@ -25,11 +25,21 @@ from labeler.db import read_session
 from labeler.policies import next_policy_version, register_policy_version
 from labeler.rounds import PolicyInputs, policy_inputs
 from models.generation import Messages, SamplingParams, TransformersBackend
-from models.kl_budget import adapter_weights, fit_to_budget, sampled_kl, scale_adapter, toward_start
+from models.kl_budget import (
+    MARGIN,
+    BudgetFit,
+    adapter_weights,
+    fit_to_budget,
+    load_adapter_weights,
+    sampled_kl,
+    scale_adapter,
+    toward_start,
+)
 from rlhf.progress import Reporter
 
 logger = logging.getLogger(__name__)
 BUDGET_MEASURES = 5  # KL measures at most when fitting a version to its budget (the first at full scale)
+BASE_MEASURES = 3  # more, toward the base, where no scale toward the parent fitted (and 2 more if none fits)
 
 
 def read_inputs(
@@ -103,26 +113,64 @@ def keep_within_budget(
         reporter.step({"kl": kl})
         return kl
 
-    rescale = (
-        toward_start(model, anchor) if anchor is not None else lambda factor: scale_adapter(model, factor)
-    )
-    fit = fit_to_budget(measure, rescale, budget=config.kl_budget, tries=BUDGET_MEASURES)
+    if anchor is None:
+        fit = fit_to_budget(
+            measure,
+            lambda factor: scale_adapter(model, factor),
+            budget=config.kl_budget,
+            tries=BUDGET_MEASURES,
+        )
+        toward, parent_kl = "base", None
+    else:
+        fit, toward, parent_kl = fit_toward_parent(model, anchor, measure, config.kl_budget, reporter)
     if not fit.within:
         logger.warning(
-            "KL %.2f is still over the budget %.2f after %d measures", fit.kl, fit.budget, BUDGET_MEASURES
+            "KL %.2f is still over the budget %.2f after %d measures", fit.kl, fit.budget, len(fit.measures)
         )
     return {
         "budget": fit.budget,
         "kl_before": fit.kl_before,
         "kl": fit.kl,
         "scale": fit.scale,
-        "scaled_toward": "parent" if anchor is not None else "base",
+        "scaled_toward": toward,
+        "parent_kl": parent_kl,  # the KL at scale 0 toward the parent (measured first), None toward the base
         "within": fit.within,
         "measures": fit.measures,
         "prompts": len(chosen),
-        "answers": len(fit.measures) * len(chosen) * config.kl_budget_samples,  # the estimate's unit of work
+        "answers": (len(fit.measures) + (parent_kl is not None))
+        * len(chosen)
+        * config.kl_budget_samples,  # the estimate's unit of work
         "seconds": time.perf_counter() - start,
     }
+
+
+def fit_toward_parent(
+    model, anchor: dict, measure: Callable[[], float], budget: float, reporter: Reporter
+) -> tuple[BudgetFit, str, float]:
+    """Scale this round's update back toward the parent's adapter (`anchor`) until the KL from the base fits: the
+    parent's own KL is measured first, as the fit's floor (scale 0). Where the parent leaves no room (its KL at
+    MARGIN x budget or more) or no scale fits within BUDGET_MEASURES, scale the whole trained adapter toward the
+    base instead. Returns the fit, which way it scaled, and the parent's KL."""
+    trained = adapter_weights(model)
+    load_adapter_weights(model, anchor)
+    floor = measure()
+    load_adapter_weights(model, trained)
+    first = None
+    if floor < MARGIN * budget:
+        rescale = toward_start(model, anchor)
+        fit = fit_to_budget(measure, rescale, budget=budget, tries=BUDGET_MEASURES - 1, extra=0, floor=floor)
+        if fit.within:
+            return fit, "parent", floor
+        rescale(1 / fit.scale)  # back to the trained weights
+        first = fit.kl_before
+    logger.info(
+        "the parent's KL %.2f leaves no room in the budget %.2f: scaling toward the base", floor, budget
+    )
+    reporter.start(BASE_MEASURES + 2, "kl budget, toward the base")
+    fit = fit_to_budget(
+        measure, lambda factor: scale_adapter(model, factor), budget=budget, tries=BASE_MEASURES, first=first
+    )
+    return fit, "base (the parent left no room)", floor
 
 
 def weights_digest(weights: Iterable[torch.Tensor]) -> str:

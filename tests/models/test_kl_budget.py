@@ -8,7 +8,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from models.generation import SamplingParams
-from models.kl_budget import adapter_weights, fit_to_budget, sampled_kl, scale_adapter, toward_start
+from models.kl_budget import (
+    adapter_weights,
+    fit_to_budget,
+    load_adapter_weights,
+    sampled_kl,
+    scale_adapter,
+    toward_start,
+)
 from models.tiny import tiny_model_and_tokenizer
 
 PROMPTS = [
@@ -123,8 +130,28 @@ def test_fitting_reads_the_power_off_two_measures_and_stops_after_its_tries():
     # 9 -> 5.85 (the quadratic guess is too little for a linear KL) -> 3.8 (the power read off the two: 1)
     assert linear.within and len(linear.measures) == 3 and linear.kl == pytest.approx(3.8)
     state["scale"] = 1.0
-    stubborn = fit_to_budget(lambda: 9.0 + state["scale"], rescale, budget=4.0, tries=3)
+    stubborn = fit_to_budget(lambda: 9.0 + state["scale"], rescale, budget=4.0, tries=3, extra=0)
     assert not stubborn.within and len(stubborn.measures) == 3  # never fits: stops, and says so
+    state["scale"] = 1.0
+    stubborn = fit_to_budget(lambda: 9.0 + state["scale"], rescale, budget=4.0, tries=3)
+    assert not stubborn.within and len(stubborn.measures) == 5  # its 2 extra measures spent, it still says so
+
+
+def test_a_fit_that_keeps_landing_just_over_takes_extra_measures_aimed_lower():
+    """KL = 9 s^2, but never under 4.2 above s = 0.55 (a measure that keeps landing just over): the 3 tries aim at
+    3.8 and land at 4.2; the first extra one aims at 0.8 x 4 and fits."""
+    state = {"scale": 1.0}
+
+    def rescale(factor: float) -> None:
+        state["scale"] *= factor
+
+    def measure() -> float:
+        kl = 9.0 * state["scale"] ** 2
+        return max(kl, 4.2) if state["scale"] > 0.55 else kl
+
+    fit = fit_to_budget(measure, rescale, budget=4.0, tries=3)
+    assert [kl > 4.0 for _, kl in fit.measures] == [True, True, True, False]
+    assert fit.within and fit.scale == pytest.approx(state["scale"]) and fit.kl < 0.8 * 4.0 + 0.5
 
 
 def test_a_fit_far_under_the_budget_moves_back_up_inside_the_bracket():
@@ -156,6 +183,34 @@ def test_a_fit_whose_last_measure_goes_over_ends_at_the_largest_scale_that_fitte
     assert [kl > 4.0 for _, kl in fit.measures] == [True, False, True, True]
     assert fit.within and fit.scale == pytest.approx(fit.measures[1][0]) == pytest.approx(state["scale"])
     assert fit.kl == fit.measures[1][1]
+
+
+def test_a_round_whose_parent_leaves_no_room_scales_toward_the_base_instead():
+    """The parent's KL is measured first, as the floor of the line toward it; where the budget leaves less than
+    MARGIN above it, the fit goes from the trained weights toward the base, and ends inside the budget. With room
+    above the parent it stays on the line toward the parent."""
+    from rlhf.policy_stage import fit_toward_parent
+    from rlhf.progress import ConsoleReporter
+
+    model, tokenizer = tuned_tiny()
+    parent = adapter_weights(model)
+    with torch.no_grad():  # this round's "training"
+        for name, p in model.named_parameters():
+            if name in parent:
+                p.add_(0.02 * torch.randn_like(p))
+    trained = adapter_weights(model)
+
+    def measure() -> float:
+        kls = sampled_kl(model, tokenizer, PROMPTS, samples=2, sampling=SAMPLING)
+        return sum(kls) / len(kls)
+
+    full = measure()
+    fit, toward, parent_kl = fit_toward_parent(model, parent, measure, full / 2, ConsoleReporter())
+    assert parent_kl > full / 2 and toward.startswith("base") and fit.within and fit.kl <= full / 2
+    load_adapter_weights(model, trained)
+    budget = parent_kl + (full - parent_kl) / 2
+    fit, toward, again = fit_toward_parent(model, parent, measure, budget, ConsoleReporter())
+    assert again == pytest.approx(parent_kl) and toward == "parent" and fit.within and 0 < fit.scale < 1
 
 
 def test_a_policy_inside_its_budget_is_left_alone():

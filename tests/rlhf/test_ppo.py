@@ -184,7 +184,8 @@ def test_a_ppo_budget_from_the_parent_keeps_the_parents_policy_and_scales_the_ro
     ppo.run(
         quick_config(tmp_path, url, steps=3, make_current=False), reward_fn=target_share
     )  # v2: unbudgeted
-    budget = {"kl_budget": first.kl_budget["kl"] + 0.1, "kl_budget_from": "parent", **measure}
+    # room above the parent's KL (a budget within 5% of it would send the fit toward the base instead)
+    budget = {"kl_budget": first.kl_budget["kl"] * 1.3, "kl_budget_from": "parent", **measure}
     last = ppo.run(
         quick_config(tmp_path, url, steps=3, **budget), reward_fn=target_share
     )  # v3, from v1 again
