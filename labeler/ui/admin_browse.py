@@ -12,7 +12,7 @@ import pandas as pd
 from labeler.browse import SPLITS, SetDetail, find_prompts, find_ranked_sets, set_detail
 from labeler.db import read_session
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
-from labeler.ui.labeling import render_conversation
+from labeler.ui.render import conversation_html, page, text_html
 
 PROMPT_COLUMNS = ["prompt", "split", "source", "turns", "last user turn", "sets"]
 SET_COLUMNS = ["set", "prompt", "version", "origin", "labels", "labelers", "agreement", "flags", "none acceptable", "skipped"]  # fmt: skip
@@ -20,18 +20,23 @@ LABEL_COLUMNS = ["labeler", "order", "flags", "none acceptable", "skipped", "com
 PAIR_COLUMNS = ["chosen", "rejected", "votes for", "votes against", "ties", "agreement"]
 
 
-def detail_markdown(d: SetDetail) -> str:
-    """The set as the admin reads it: where it came from, the conversation, the answers and the consensus."""
-    head = f"### Set {d.set_id} · {d.origin} · policy v{d.version} · {d.split} prompt"
+def detail_html(d: SetDetail) -> str:
+    """The set as the admin reads it: where it came from, the conversation, the answers (as written: the raw
+    text) and the consensus."""
+    head = f"Set {d.set_id} · {d.origin} · policy v{d.version} · {d.split} prompt"
     if d.selection:
         head += f" · chosen by {d.selection.get('by', '?')}"
-    answers = "\n\n".join(
-        f"**Answer {n}**{' (cut off at the length limit)' if reason == 'length' else ''}\n\n"
+    answers = "".join(
+        f"<p><strong>Answer {n}</strong>{' (cut off at the length limit)' if reason == 'length' else ''}</p>"
         f"<pre>{html.escape(text)}</pre>"
         for n, text, reason in d.answers
     )
-    consensus = f"**Consensus order:** {d.consensus}" if d.consensus else "**Consensus order:** no votes yet"
-    return f"{head}\n\n{render_conversation(d.messages)}\n\n---\n\n{answers}\n\n{consensus}"
+    consensus = text_html(d.consensus) if d.consensus else "no votes yet"
+    return page(
+        f"<h3>{text_html(head)}</h3>",
+        conversation_html(d.messages),
+        f"<hr>{answers}<p><strong>Consensus order:</strong> {consensus}</p>",
+    )
 
 
 def build_browse_tab(deps: UIDeps) -> TabLoad:
@@ -55,7 +60,7 @@ def build_browse_tab(deps: UIDeps) -> TabLoad:
         with gr.Row():
             set_id = gr.Number(label="Set number (or click a row above)", precision=0)
             show = gr.Button("Open set")
-        detail = gr.Markdown(elem_id="set-detail")
+        detail = gr.HTML(elem_id="set-detail")
         labels = gr.Dataframe(headers=LABEL_COLUMNS, label="Labels", interactive=False, wrap=True)
         pairs = gr.Dataframe(
             headers=PAIR_COLUMNS, label="Pairs its votes make (answer numbers)", interactive=False
@@ -112,7 +117,7 @@ def build_browse_tab(deps: UIDeps) -> TabLoad:
         except ValueError as exc:
             raise gr.Error(str(exc)) from exc
         label_rows = [[x.labeler, x.order, x.flags, x.none_acceptable, x.skipped, x.comment, x.seconds, x.at.strftime("%Y-%m-%d %H:%M")] for x in d.labels]  # fmt: skip
-        return detail_markdown(d), pd.DataFrame(label_rows, columns=LABEL_COLUMNS), pd.DataFrame(d.pairs, columns=PAIR_COLUMNS)  # fmt: skip
+        return detail_html(d), pd.DataFrame(label_rows, columns=LABEL_COLUMNS), pd.DataFrame(d.pairs, columns=PAIR_COLUMNS)  # fmt: skip
 
     def on_pick(request: gr.Request, evt: gr.SelectData):
         row = evt.row_value if evt is not None else None

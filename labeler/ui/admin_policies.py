@@ -11,8 +11,7 @@ from labeler.policies import make_current, policy_by_version, policy_versions, v
 from labeler.reward_models import reward_names
 from labeler.tables import PolicyVersion
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
-from labeler.ui.labeling import render_conversation
-from labeler.ui.render import safe_markdown
+from labeler.ui.render import content_html, conversation_html, page, text_html
 from labeler.winrate import WinRate, human_win_rate
 from models.generation import SamplingParams
 
@@ -141,27 +140,31 @@ def switch_text(pv: PolicyVersion) -> str:
     )
 
 
-def samples_markdown(pv: PolicyVersion) -> str:
+def samples_html(pv: PolicyVersion) -> str:
     """The fixed eval prompts (whole conversations) answered before and after the round that made this version."""
     before = {s["prompt"]: s["response"] for s in pv.metrics.get("samples_before", [])}
     after = pv.metrics.get("samples_after", [])
     if not after:
-        return f"v{pv.version} has no recorded samples (the initial model, or made outside a round)."
-    parts = [f"### v{pv.version}: samples before and after its round"]
+        return page(
+            f"<p>v{pv.version} has no recorded samples (the initial model, or made outside a round).</p>"
+        )
+    parts = [f"<h3>v{pv.version}: samples before and after its round</h3>"]
     gate = (pv.metrics.get("gate") or {}).get("lines", [])
     if gate:
-        parts.append("**Its round's gate**\n\n" + "\n".join(f"- {line.strip()}" for line in gate))
+        lines = "".join(f"<li>{text_html(line.strip())}</li>" for line in gate)
+        parts.append(f"<p><strong>Its round's gate</strong></p><ul>{lines}</ul>")
     for s in after:
         messages = s.get("messages") or [
             {"role": "user", "content": s["prompt"]}
         ]  # older rounds kept one turn
         earlier = before.get(s["prompt"])
         parts.append(
-            f"{render_conversation(messages)}\n\n"
-            f"*Before:* {safe_markdown(earlier) if earlier is not None else '(not recorded)'}\n\n"
-            f"*After:* {safe_markdown(s['response'])}"
+            conversation_html(messages)
+            + "<p><em>Before:</em></p>"
+            + (content_html(earlier) if earlier is not None else "<p>(not recorded)</p>")
+            + f"<p><em>After:</em></p>{content_html(s['response'])}"
         )
-    return "\n\n---\n\n".join(parts)
+    return page("<hr>".join(parts))
 
 
 def build_policies_tab(deps: UIDeps) -> TabLoad:
@@ -187,7 +190,7 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
             target = gr.Number(label="Version", precision=0, value=0)
             switch = gr.Button("Make current / roll back")
             show = gr.Button("Show its samples before / after training")
-        samples_md = gr.Markdown(elem_id="policy-samples")
+        samples_md = gr.HTML(elem_id="policy-samples")
         switch_status = gr.Markdown()
         gr.Markdown("### Compare two versions")
         with gr.Row():
@@ -204,8 +207,8 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
         prompt = gr.Textbox(label="Or a prompt of your own", lines=2)
         compare = gr.Button("Generate side by side (left first, then right)")
         with gr.Row():
-            left = gr.Markdown(elem_id="compare-left")
-            right = gr.Markdown(elem_id="compare-right")
+            left = gr.HTML(elem_id="compare-left")
+            right = gr.HTML(elem_id="compare-right")
 
     def on_list(request: gr.Request):
         require_admin(engine, request)
@@ -236,7 +239,8 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
             n=1,
             sampling=sampling,
         )
-        return f"**v{version}** ({completion.token_count} tokens, {completion.finish_reason})\n\n{safe_markdown(completion.text)}"
+        head = f"<p><strong>v{version}</strong> ({completion.token_count} tokens, {completion.finish_reason})</p>"
+        return page(head, content_html(completion.text))
 
     def on_compare(request: gr.Request, text: str, a: float, b: float):
         """Each side as soon as it is written (greedy, 128 tokens at most), the left one first."""
@@ -246,7 +250,7 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
         if deps.pool is None:
             raise gr.Error("No model is loaded in this app.")
         left_text = sample(int(a), text)
-        yield left_text, f"*Writing v{int(b)}'s answer…*"
+        yield left_text, page(f"<p><em>Writing v{int(b)}'s answer…</em></p>")
         yield left_text, sample(int(b), text)
 
     def on_stored(request: gr.Request, a: float, b: float) -> pd.DataFrame:
@@ -264,7 +268,7 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
             pv = policy_by_version(session=session, version=int(version))
         if pv is None:
             raise gr.Error(f"No policy version v{int(version)}.")
-        return samples_markdown(pv)
+        return samples_html(pv)
 
     switch.click(on_switch, [target], [switch_status, table, win_plot], api_name="admin_make_current")
     show.click(on_samples, [target], samples_md, api_name="admin_policy_samples")

@@ -33,7 +33,7 @@ from labeler.tables import FLAG_REASONS, Completion, id_of
 from labeler.ui import ranker
 from labeler.ui.deps import RecentUsers, TabLoad, UIDeps
 from labeler.ui.ranker import page_token, ranker_value, read_choices, read_page
-from labeler.ui.render import markdown_html, safe_markdown
+from labeler.ui.render import content_html, conversation_html, page, text_html
 from labeler.undo import undo_last
 
 logger = logging.getLogger(__name__)
@@ -48,18 +48,7 @@ class SetView:
 
     token: str
     texts: list[str]  # the answers as HTML, in this labeler's order
-    prompt_markdown: str
-
-
-def render_conversation(messages: list[dict]) -> str:
-    """The prompt with its full context, one block per turn."""
-    names = {"system": "System", "user": "User", "assistant": "Assistant"}
-    blocks = []
-    for m in messages:
-        content = safe_markdown(str(m.get("content", "")))
-        body = content if m["role"] != "system" else f"*{content}*"
-        blocks.append(f"**{names.get(m['role'], m['role'])}:**\n\n{body}")
-    return "\n\n---\n\n".join(blocks)
+    prompt_html: str
 
 
 def next_view(engine: Engine, user_id: int, guidelines_version: int | None = None) -> SetView | None:
@@ -79,7 +68,7 @@ CUT_OFF = '<div class="rl-cut" title="the model hit its token limit">… cut off
 
 def answer_html(completion: Completion) -> str:
     """One answer as the page shows it; an answer the token limit cut off says so at its end."""
-    body = markdown_html(completion.text)
+    body = content_html(completion.text)
     return body + CUT_OFF if completion.finish_reason == "length" else body
 
 
@@ -88,7 +77,7 @@ def _view(leased: LeasedSet) -> SetView:
     return SetView(
         token=leased.assignment.token,
         texts=[answer_html(c) for c in leased.completions],
-        prompt_markdown=render_conversation(leased.prompt.messages),
+        prompt_html=page(conversation_html(leased.prompt.messages)),
     )
 
 
@@ -171,20 +160,23 @@ def progress_text(engine: Engine, user_id: int, figures: OwnFigures) -> str:
     return " · ".join(parts)
 
 
-def news_markdown(news: GuidelinesNews | None, max_lines: int = 8) -> str:
+def news_html(news: GuidelinesNews | None, max_lines: int = 8) -> str:
     """The banner for guidelines newer than the ones the labeler last ranked under: versions and changed lines."""
     if news is None:
         return ""
-    by = f" by {html.escape(news.current.author)}" if news.current.author else ""
-    out = [
-        f"📣 **The guidelines changed** (version {news.seen} → {news.current.version}{by}); "
-        "the whole text is under *Guidelines* above."
-    ]
+    by = f" by {text_html(news.current.author)}" if news.current.author else ""
+    head = (
+        f"<p>📣 <strong>The guidelines changed</strong> (version {news.seen} → {news.current.version}{by}); "
+        "the whole text is under <em>Guidelines</em> above.</p>"
+    )
+    items = []
     for label, lines in (("Added", news.added), ("Removed", news.removed)):
-        out += [f"- {label}: {safe_markdown(line.strip(), max_chars=200)}" for line in lines[:max_lines]]
+        items += [
+            f"<li>{label}: {content_html(line.strip(), max_chars=200)}</li>" for line in lines[:max_lines]
+        ]
         if len(lines) > max_lines:
-            out.append(f"- … {len(lines) - max_lines} more lines {label.lower()}")
-    return "\n".join(out)
+            items.append(f"<li>… {len(lines) - max_lines} more lines {label.lower()}</li>")
+    return page(head, f"<ul>{''.join(items)}</ul>" if items else "")
 
 
 def own_news(engine: Engine, user_id: int, current: int) -> GuidelinesNews | None:
@@ -246,10 +238,10 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
     guidelines_version = GuidelinesVersion(engine)
     with gr.Tab("Label", id="label"):
         with gr.Accordion("Guidelines", open=False) as guide_box:
-            guide_md = gr.Markdown()
-        news_md = gr.Markdown(elem_id="guidelines-news")
+            guide_md = gr.HTML()
+        news_md = gr.HTML(elem_id="guidelines-news")
         progress = gr.Markdown(elem_id="progress")
-        prompt_md = gr.Markdown(elem_id="prompt")
+        prompt_md = gr.HTML(elem_id="prompt")
         empty_md = gr.Markdown("", elem_id="empty")
         # admins open the app on the dashboard and lease nothing until they ask (labelers get their set at load)
         start = gr.Button("Start labeling", elem_id="start-labeling", visible=False, size="sm")
@@ -281,14 +273,14 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
         text when the guidelines changed since the labeler's last ranking."""
         news = own_news(engine, user_id, guidelines_version.get())
         return {
-            news_md: news_markdown(news),
-            guide_md: safe_markdown(news.current.text) if news else gr.update(),
+            news_md: news_html(news),
+            guide_md: page(content_html(news.current.text)) if news else gr.update(),
             answers: ranker_value(view.token, view.texts) if view else ranker_value(None, None),
             progress: progress_text(engine, user_id, figures),
             status: message,
             comment: "",
             none_ok: False,
-            prompt_md: view.prompt_markdown if view else "",
+            prompt_md: view.prompt_html if view else "",
             empty_md: "" if view else NOTHING_WAITING,
         }
 
@@ -310,7 +302,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             **show(view, user_id),
             start: gr.update(visible=admin),
             empty_md: OPEN_TO_LABEL if admin else ("" if view else NOTHING_WAITING),
-            guide_md: safe_markdown(guidelines.text),
+            guide_md: page(content_html(guidelines.text)),
             guide_box: gr.update(open=first_visit),
         }
 

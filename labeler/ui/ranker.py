@@ -12,7 +12,7 @@ Its value is a JSON object, the same in both directions:
 
     {"token": "9f...", "answers": ["<p>...</p>", ...], "ranks": [2, 1, null, 1], "flags": [null, null, "harmful", null]}
 
-The server sends the token, the answers (HTML it rendered itself, `labeler.ui.render.markdown_html`) and empty
+The server sends the token, the answers (HTML it rendered itself, `labeler.ui.render.content_html`) and empty
 choices; the page sends it back with the choices filled in. Only the token and the choices are read back
 (`read_page`); the answers the page sends are ignored. One component instead of a column, a text, a rank radio
 and a flag radio per answer: a submit has three inputs and seven outputs rather than 19 and 39, and Gradio's

@@ -52,7 +52,7 @@ def test_versions_table_shows_the_human_win_rate_over_the_parent(tmp_path):
 
 def test_samples_show_the_whole_conversation_and_escape_answers():
     from labeler.tables import PolicyVersion
-    from labeler.ui.admin_policies import samples_markdown
+    from labeler.ui.admin_policies import samples_html
 
     messages = [
         {"role": "system", "content": "Be brief."},
@@ -70,13 +70,13 @@ def test_samples_show_the_whole_conversation_and_escape_answers():
             ],
         },
     )
-    text = samples_markdown(pv)
+    text = samples_html(pv)
     assert "Be brief." in text and "Name a fruit." in text and "Another one?" in text
-    assert "*Before:* Apple." in text and "<img" not in text and "Pear." in text
+    assert "<em>Before:</em></p><p>Apple.</p>" in text and "<img" not in text and "Pear." in text
     old_round = PolicyVersion(
         version=1, base_model="tiny", metrics={"samples_after": [{"prompt": "Hi", "response": "Hello"}]}
     )
-    assert "Hi" in samples_markdown(old_round) and "(not recorded)" in samples_markdown(old_round)
+    assert "Hi" in samples_html(old_round) and "(not recorded)" in samples_html(old_round)
 
 
 def test_stored_answers_compare_two_versions_without_generating():

@@ -15,8 +15,8 @@ from sqlmodel import Session, select
 
 from labeler.policies import ensure_initial_policy
 from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
-from labeler.tables import CompletionSet, id_of
-from labeler.ui.render import MAX_TABLE_ROWS, safe_markdown
+from labeler.tables import CompletionSet, Ranking, id_of
+from labeler.ui.render import MAX_TABLE_ROWS
 from tests.ui.conftest import PASSWORDS, free_port
 from tests.ui.test_browser import CHROMIUM, browser, log_in  # noqa: F401  (the browser fixture)
 
@@ -24,17 +24,6 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed at /usr/bin/chromium"),
 ]
-
-
-def test_safe_markdown_escapes_html_outside_code_and_caps_size():
-    text = "<b>x</b> `<i>code</i>` ![a](http://evil/x.png) ![b](/local.png)\n```\n<form>\n```"
-    out = safe_markdown(text)
-    assert out.startswith("&lt;b>x&lt;/b> `<i>code</i>` [image: a] ![b](/local.png)")
-    assert out.endswith("```\n<form>\n```")
-    table = "\n".join("| a | b |" for _ in range(500))
-    assert safe_markdown(table).count("| a | b |") == MAX_TABLE_ROWS
-    assert "440 more table rows not shown" in safe_markdown(table)
-    assert "more characters not shown" in safe_markdown("x" * 30_000)
 
 
 class Beacon(http.server.BaseHTTPRequestHandler):
@@ -102,9 +91,42 @@ def test_hostile_prompt_neither_posts_nor_loads_remote_content_nor_stalls(runnin
     assert prompt.locator("form").count() == 0 and prompt.locator("input").count() == 0
     assert prompt.locator("img").count() == 0
     assert "<form" in prompt.inner_text()  # shown as text
-    assert prompt.locator("tr").count() <= MAX_TABLE_ROWS
+    assert prompt.locator("tr").count() <= MAX_TABLE_ROWS + 1  # the header row and the body rows kept
     assert page.locator("#ranker img").count() == 0
     page.wait_for_timeout(1000)
     assert Beacon.hits == [], Beacon.hits
     # 2.7 s here, log-in and page load included; the uncapped table alone took 8.4 s to render
     assert shown_after < 8, f"the hostile page took {shown_after:.1f} s to show"
+
+
+def test_a_prompt_cannot_plant_the_submit_button_enter_still_submits(running_app, browser, beacon):  # noqa: F811
+    """The attack on the hand-written renderer: a link with the submit button's id inside `~~~` on one line, which
+    the page's Enter handler found first. Now it is text, and Enter submits the ranking."""
+    payload = (
+        f'Summarise. ~~~ <a id="submit-btn" href="{beacon}/x"></a><input placeholder="re-enter password"> ~~~'
+    )
+    with Session(running_app.engine) as s:
+        version = ensure_initial_policy(session=s, base_model="tiny").id
+        for cset in s.exec(select(CompletionSet)).all():
+            cset.labels_needed = 0  # only the planted set is waiting
+            s.add(cset)
+        p = get_or_add_prompt(session=s, messages=[{"role": "user", "content": payload}])
+        add_completion_set(
+            session=s,
+            prompt_id=id_of(p),
+            completions=[CompletionIn(a) for a in ("one", "two", "three", "four")],
+            policy_version_id=version,
+        )
+    page = log_in(browser, running_app.url, "alice", PASSWORDS["alice"])
+    page.locator("#answer-0").wait_for(state="visible", timeout=20_000)
+    prompt = page.locator("#prompt")
+    assert prompt.locator("a").count() == 0 and prompt.locator("input").count() == 0
+    assert page.locator("[id=submit-btn]").count() == 1  # the page's own button, only
+    for key in "1234":
+        page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    page.get_by_text("Saved.").wait_for(timeout=15_000)
+    assert Beacon.hits == [] and page.url.startswith(running_app.url)
+    with Session(running_app.engine) as s:
+        ranked = s.exec(select(Ranking)).all()
+    assert len(ranked) == 1 and sorted(ranked[0].ranks.values()) == [1, 2, 3, 4]
