@@ -1,16 +1,19 @@
-"""Log-in throttling: failed attempts slow down the next one, per account name and per client address.
+"""Log-in throttling by reservation: an attempt is recorded before its password is checked, per account name, per
+client address and per (account, address) pair, so N guesses sent at once see N-1 earlier attempts.
 
     throttle = LoginThrottle()
-    if (wait := throttle.wait_seconds(name, address)) > 0: refuse, "try again in {wait} s"
+    if (wait := throttle.reserve(name, address)) > 0: refuse, "try again in {wait} s"   # nothing recorded
     ok = authenticate(...)                  # the same cost for unknown names as for wrong passwords
-    throttle.succeeded(name, address) if ok else throttle.failed(name, address)
+    if ok: throttle.succeeded(name, address)                # a failure needs no call: it was reserved as one
 
 The first `free_failures` mistakes cost nothing (typos); from then on each failure doubles the wait before the
-next attempt (1 s, 2 s, 4 s, ... up to `max_delay`), and `lock_after` failures lock the key for `lock_seconds`.
-Unknown names are throttled like real ones, so the throttle itself tells nothing about which names exist. A
-success clears the account's record, not the address's (one valid account must not reset an attacker's
-address). Records are kept in memory, per app replica: an attacker never turns failed guesses into database
-writes that would compete with labelers' submits.
+next attempt (1 s, 2 s, 4 s, ... up to `max_delay`). `lock_after` failures lock the (account, address) pair and
+the address for `lock_seconds`; the account as a whole is only delayed, never locked, and never for more than
+`account_max_delay`, so a stranger's burst of wrong passwords cannot keep a labeler out of their shift. Unknown
+names are throttled like real ones, so the throttle itself tells nothing about which names exist. A success
+clears the account's and the pair's records and takes its reservation back from the address (one valid account
+must not reset an attacker's address). Records are kept in memory, per app replica: an attacker never turns
+failed guesses into database writes that would compete with labelers' submits.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class _Record:
 
 
 class LoginThrottle:
-    """Growing delays and a temporary lock after failed log-ins; thread-safe."""
+    """Growing delays and a temporary lock after failed log-ins, attempts reserved before the check; thread-safe."""
 
     def __init__(
         self,
@@ -40,6 +43,7 @@ class LoginThrottle:
         free_failures: int = 3,
         base_delay: float = 1.0,
         max_delay: float = 60.0,
+        account_max_delay: float = 30.0,
         lock_after: int = 10,
         lock_seconds: float = 15 * 60,
         forget_after: float = 15 * 60,
@@ -47,52 +51,78 @@ class LoginThrottle:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.free_failures, self.base_delay, self.max_delay = free_failures, base_delay, max_delay
+        self.account_max_delay = account_max_delay
         self.lock_after, self.lock_seconds, self.forget_after = lock_after, lock_seconds, forget_after
         self.max_records, self.clock = max_records, clock
         self._records: dict[str, _Record] = {}
         self._lock = threading.Lock()
 
     @staticmethod
-    def _keys(name: str, address: str) -> tuple[str, str]:
-        return f"user:{name.strip().lower()}", f"addr:{address}"
+    def _keys(name: str, address: str) -> tuple[str, str, str]:
+        """The account's, the address's and the pair's record keys."""
+        account = name.strip().lower()
+        return f"user:{account}", f"addr:{address}", f"pair:{account}\n{address}"
 
     def wait_seconds(self, name: str, address: str) -> float:
-        """Seconds before this name from this address may try again (0: now)."""
+        """Seconds before this name from this address may try again (0: now); records nothing."""
         now = self.clock()
         with self._lock:
-            waits = [r.blocked_until - now for k in self._keys(name, address) if (r := self._records.get(k))]
-        return max([0.0, *waits])
+            return self._wait(self._keys(name, address), now)
 
-    def failed(self, name: str, address: str) -> None:
+    def reserve(self, name: str, address: str) -> float:
+        """Atomically: the wait, if there is one (the attempt is refused and nothing recorded); else 0, with the
+        attempt recorded on every key as a failure until `succeeded` takes it back."""
         now = self.clock()
+        keys = self._keys(name, address)
         with self._lock:
+            wait = self._wait(keys, now)
+            if wait > 0:
+                return wait
             if len(self._records) >= self.max_records:
                 self._forget_old(now)
-            for key in self._keys(name, address):
-                record = self._records.setdefault(key, _Record())
-                if now - record.last_failure > self.forget_after:
-                    record.failures = 0
-                record.failures += 1
-                record.last_failure = now
-                record.blocked_until = now + self._delay(record.failures)
-                if record.failures == self.lock_after:
-                    logger.warning(
-                        "log-in locked for %.0f s after %d failures: %s",
-                        self.lock_seconds,
-                        record.failures,
-                        key,
-                    )
-        logger.info("failed log-in for %r from %s", name, address)
+            for key in keys:
+                self._count(key, now)
+        logger.info("log-in attempt for %r from %s", name, address)
+        return 0.0
 
     def succeeded(self, name: str, address: str) -> None:
+        """The reserved attempt was right: clear the account's and the pair's records, and take the reservation
+        back from the address's."""
+        account, addr, pair = self._keys(name, address)
         with self._lock:
-            self._records.pop(self._keys(name, address)[0], None)
+            self._records.pop(account, None)
+            self._records.pop(pair, None)
+            record = self._records.get(addr)
+            if record is not None:
+                record.failures = max(0, record.failures - 1)
+                record.blocked_until = record.last_failure + self._delay(addr, record.failures)
 
-    def _delay(self, failures: int) -> float:
-        if failures >= self.lock_after:
-            return self.lock_seconds
+    def _wait(self, keys: tuple[str, ...], now: float) -> float:
+        waits = [r.blocked_until - now for k in keys if (r := self._records.get(k))]
+        return max([0.0, *waits])
+
+    def _count(self, key: str, now: float) -> None:
+        record = self._records.setdefault(key, _Record())
+        if now - record.last_failure > self.forget_after:
+            record.failures = 0
+        record.failures += 1
+        record.last_failure = now
+        record.blocked_until = now + self._delay(key, record.failures)
+        if record.failures == self.lock_after and not key.startswith("user:"):
+            logger.warning(
+                "log-in locked for %.0f s after %d failures: %r", self.lock_seconds, record.failures, key
+            )
+
+    def _delay(self, key: str, failures: int) -> float:
         if failures < self.free_failures:
             return 0.0
+        if key.startswith("user:"):  # the account as a whole: delayed, never locked
+            return min(self.account_max_delay, self._growing(failures))
+        if failures >= self.lock_after:
+            return self.lock_seconds
+        return self._growing(failures)
+
+    def _growing(self, failures: int) -> float:
         return min(self.max_delay, self.base_delay * 2 ** (failures - self.free_failures))
 
     def _forget_old(self, now: float) -> None:

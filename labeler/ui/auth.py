@@ -86,7 +86,7 @@ def make_auth(
 
     async def check(username: str, password: str) -> bool:
         address = CLIENT_ADDRESS.get()
-        wait = throttle.wait_seconds(username, address)
+        wait = throttle.reserve(username, address)  # recorded as a failure before the check, unless refused
         if wait > 0:
             logger.warning(
                 "log-in for %r from %s refused: throttled for %.0f s more", username, address, wait
@@ -99,8 +99,6 @@ def make_auth(
         ok = await asyncio.get_running_loop().run_in_executor(hashing, verify, username, password)
         if ok:
             throttle.succeeded(username, address)
-        else:
-            throttle.failed(username, address)
         return ok
 
     return check

@@ -16,35 +16,59 @@ class Clock:
         return self.now
 
 
-def test_growing_delay_then_lock_per_account_and_per_address():
+def test_growing_delay_then_lock_per_pair_and_address_and_only_a_delay_per_account():
     clock = Clock()
-    throttle = LoginThrottle(clock=clock, free_failures=3, base_delay=1, lock_after=6, lock_seconds=600)
+    throttle = LoginThrottle(
+        clock=clock, free_failures=3, base_delay=1, lock_after=6, lock_seconds=600, account_max_delay=30
+    )
     waits = []
     for _ in range(5):
-        throttle.failed("alice", "10.0.0.1")
+        assert throttle.reserve("alice", "10.0.0.1") == 0  # a wrong password: the reservation stays a failure
         waits.append(throttle.wait_seconds("alice", "10.0.0.1"))
         clock.now += waits[-1]
     assert waits == [0, 0, 1, 2, 4]  # typos are free, then the wait doubles
-    throttle.failed("alice", "10.0.0.1")
-    assert throttle.wait_seconds("alice", "10.0.0.1") == 600  # locked
-    assert throttle.wait_seconds("alice", "10.9.9.9") == 600  # the account, from any address
+    assert throttle.reserve("alice", "10.0.0.1") == 0
+    assert throttle.wait_seconds("alice", "10.0.0.1") == 600  # the pair is locked
+    assert throttle.reserve("alice", "10.0.0.1") == 600  # refused, and not counted
     assert throttle.wait_seconds("bob", "10.0.0.1") == 600  # the address, for any account
-    assert throttle.wait_seconds("bob", "10.9.9.9") == 0
-    clock.now += 601
-    throttle.succeeded("alice", "10.0.0.1")
+    assert throttle.wait_seconds("alice", "10.9.9.9") == 8  # the account from elsewhere: delayed, not locked
+    clock.now += 30
+    assert throttle.reserve("alice", "10.9.9.9") == 0  # the real alice, within the account's longest delay
+    throttle.succeeded("alice", "10.9.9.9")
     assert throttle.wait_seconds("alice", "10.9.9.9") == 0  # success clears the account ...
-    throttle.failed("carol", "10.0.0.1")
-    assert throttle.wait_seconds("carol", "10.0.0.1") == 600  # ... but not the attacker's address
+    assert throttle.wait_seconds("carol", "10.0.0.1") > 500  # ... but not the attacker's address
+
+
+def test_a_burst_of_concurrent_guesses_is_counted_before_any_is_checked():
+    """40 guesses at once: each reservation sees the ones before it, so only the free ones are checked."""
+    import threading
+
+    throttle = LoginThrottle(free_failures=3, lock_after=10)
+    results: list[float] = []
+    start = threading.Barrier(40)
+
+    def guess() -> None:
+        start.wait()
+        results.append(throttle.reserve("alice", "10.0.0.1"))
+
+    threads = [threading.Thread(target=guess) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results).count(0.0) == 3 and all(w > 0 for w in results if w)
+    assert throttle.wait_seconds("alice", "10.9.9.9") <= throttle.account_max_delay
 
 
 def test_failures_are_forgotten_after_a_quiet_period():
     clock = Clock()
     throttle = LoginThrottle(clock=clock, free_failures=1, forget_after=60)
-    throttle.failed("a", "x")
-    throttle.failed("a", "x")
+    throttle.reserve("a", "x")
+    clock.now += throttle.wait_seconds("a", "x")  # 1 s
+    throttle.reserve("a", "x")
     assert throttle.wait_seconds("a", "x") == 2
     clock.now += 120
-    throttle.failed("a", "x")  # counted from one again
+    throttle.reserve("a", "x")  # counted from one again
     assert throttle.wait_seconds("a", "x") == 1
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import threading
+import time
 
 import pytest
 from sqlmodel import Session
@@ -47,5 +48,46 @@ def test_check_answers_from_the_pool(engine):
 
     try:
         assert asyncio.run(attempts()) == [True, False, False]
+    finally:
+        pool.shutdown()
+
+
+def test_a_concurrent_burst_checks_only_the_free_guesses_and_leaves_the_user_a_way_in(tmp_path):
+    """40 wrong passwords sent at once against one account: each is reserved before any hash runs, so only the
+    throttle's free failures are checked and the rest are refused with 429; the real user, from another address,
+    waits at most the account's delay (not the lock) and gets in."""
+    from fastapi import HTTPException
+
+    from labeler.db import make_engine
+    from labeler.ui.auth import CLIENT_ADDRESS
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")  # a file: the hashing threads read it at once
+    with Session(engine) as session:
+        add_user(session=session, name="carol", password="carol-password")
+    throttle = LoginThrottle()
+    checked: list[str] = []
+    pool = hashing_pool()
+    check = make_auth(engine, throttle, pool)
+
+    async def guess(password: str, address: str) -> bool | int:
+        CLIENT_ADDRESS.set(address)
+        try:
+            ok = await check("carol", password)
+        except HTTPException as exc:
+            return exc.status_code
+        checked.append(password)
+        return ok
+
+    async def burst() -> list[bool | int]:
+        return await asyncio.gather(*(guess(f"guess-{i}", "203.0.113.9") for i in range(40)))
+
+    try:
+        answers = asyncio.run(burst())
+        assert answers.count(False) == len(checked) == throttle.free_failures
+        assert answers.count(429) == 40 - throttle.free_failures
+        assert throttle.wait_seconds("carol", "203.0.113.9") > 0
+        assert throttle.wait_seconds("carol", "198.51.100.7") <= throttle.account_max_delay
+        throttle.clock = lambda: time.monotonic() + throttle.account_max_delay  # the account's delay later
+        assert asyncio.run(guess("carol-password", "198.51.100.7")) is True
     finally:
         pool.shutdown()
