@@ -115,6 +115,14 @@ def reset_password(*, session: Session, name: str, password: str | None = None) 
     return password
 
 
+def end_sessions(*, session: Session, name: str) -> None:
+    """End every session of `name` issued until now, on every replica (a log-out)."""
+    user = _require(session, name)
+    user.sessions_valid_after = utcnow()
+    session.add(user)
+    session.commit()
+
+
 def user_names(*, session: Session) -> dict[int, str]:
     """Every account's id and name (reports show names, rankings hold ids)."""
     return {i: n for i, n in session.exec(select(User.id, User.name)).all() if i is not None}

@@ -1,11 +1,13 @@
 """Checks in front of every request to the Gradio app: sessions that have ended, request sizes, uploads and export
 downloads.
 
-- **Sessions end at once.** Gradio keeps log-in tokens in memory (`app.tokens`, token -> user name). Each request
+- **Sessions end at once.** Gradio keeps log-in tokens in memory (`app.tokens`, token -> user name); the guard
+  swaps that map for `IssuedTokens`, which stamps each token when Gradio issues it at log-in. Each request
   carrying a token is checked against the users table (reread at most once a second per user, in a worker
-  thread): a disabled or deleted user, or a session that began before `User.sessions_valid_after` (a password
-  reset, a disable), loses its token within that second, so handlers, uploads and file downloads all see a logged-out client.
-  A session's start is when this replica first saw its token, which is the request right after the log-in.
+  thread): a disabled or deleted user, or a session issued before `User.sessions_valid_after` (a password reset,
+  a disable, a log-out: each ends every session issued before it, on every replica, used or not), loses its
+  token within that second, so handlers, uploads and file downloads all see a logged-out client. A token with
+  no stamp counts as issued at the epoch.
 - **Bounded requests.** Bodies are capped at `MAX_REQUEST_BYTES` (a submit is a few kilobytes), uploads at
   `MAX_UPLOAD_BYTES`; larger ones get HTTP 413 before the body is read.
 - **Uploads and exports are for admins.** Only admins upload files (labelers' pages have no upload control).
@@ -23,19 +25,21 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 
 import anyio
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.responses import FileResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labeler.db import read_session
 from labeler.tables import as_utc, utcnow
-from labeler.users import get_user
+from labeler.users import end_sessions, get_user
 
 logger = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1 << 20
@@ -43,6 +47,8 @@ MAX_UPLOAD_BYTES = 64 << 20
 UPLOAD_PATH = "/gradio_api/upload"
 EXPORTS_PATH = "/exports/"
 RECHECK_SECONDS = 1.0  # how stale a replica's view of an account may be
+LOGOUT_PATHS = ("/logout", "/logout/")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EXPORT_NAME = re.compile(r"^[\w.-]+\.zip$")
 
 
@@ -54,6 +60,42 @@ class Account:
     sessions_valid_after: datetime | None
 
 
+class IssuedTokens(dict[str, str]):
+    """Gradio's token -> user name map, with when each token was issued (set by Gradio's log-in route)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.issued: dict[str, datetime] = {}
+
+    def __setitem__(self, token: str, name: str) -> None:
+        self.issued[token] = utcnow()
+        super().__setitem__(token, name)
+
+    def __delitem__(self, token: str) -> None:
+        self.issued.pop(token, None)
+        super().__delitem__(token)
+
+    def pop(self, token, *default):
+        self.issued.pop(token, None)
+        return super().pop(token, *default)
+
+    def issued_at(self, token: str) -> datetime:
+        """When the token was issued; the epoch for one issued before this map was in place."""
+        return self.issued.get(token, EPOCH)
+
+
+def issued_tokens(app: Any) -> IssuedTokens:
+    """The app's token map as an `IssuedTokens`, swapped in on the first request (every log-in is a request that
+    passes the guard before Gradio issues its token, so none is issued unstamped)."""
+    tokens = getattr(app, "tokens", None)
+    if isinstance(tokens, IssuedTokens):
+        return tokens
+    swapped = IssuedTokens(tokens or {})
+    if app is not None and hasattr(app, "tokens"):
+        app.tokens = swapped
+    return swapped
+
+
 class SessionGuard:
     """Pure ASGI middleware; see the module docstring."""
 
@@ -61,7 +103,6 @@ class SessionGuard:
         self.engine, self.exports, self.recheck_seconds = engine, Path(exports), recheck_seconds
         self.bounded = RequestBodyLimitMiddleware(app, max_body_size=MAX_REQUEST_BYTES)
         self.uploads = RequestBodyLimitMiddleware(app, max_body_size=MAX_UPLOAD_BYTES)
-        self.first_seen: dict[str, datetime] = {}
         self.accounts: dict[str, tuple[float, Account | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,6 +111,8 @@ class SessionGuard:
             return
         account = await self._account(scope)
         path = scope["path"]
+        if path in LOGOUT_PATHS and account is not None:
+            await anyio.to_thread.run_sync(self._end_sessions, account.name)
         if path.startswith(UPLOAD_PATH):
             if account is None or account.role != "admin":
                 await _refuse(scope, receive, send, 403, "Only admins upload files.")
@@ -82,17 +125,15 @@ class SessionGuard:
 
     async def _account(self, scope: Scope) -> Account | None:
         """The logged-in account of this request, or None; revokes the token of a session that has ended."""
-        tokens: dict[str, str] = getattr(scope.get("app"), "tokens", None) or {}
+        tokens = issued_tokens(scope.get("app"))
         for token in _session_tokens(scope):
             name = tokens.get(token)
             if name is None:
                 continue
-            started = self.first_seen.setdefault(token, utcnow())
             account = await self._lookup(name)
-            if _still_valid(account, started):
+            if _still_valid(account, tokens.issued_at(token)):
                 return account
             tokens.pop(token, None)
-            self.first_seen.pop(token, None)
             logger.info("session of %r ended (disabled, removed or password reset)", name)
         return None
 
@@ -104,6 +145,11 @@ class SessionGuard:
         account = await anyio.to_thread.run_sync(self._read_account, name)
         self.accounts[name] = (now, account)
         return account
+
+    def _end_sessions(self, name: str) -> None:
+        with Session(self.engine) as session:
+            end_sessions(session=session, name=name)
+        self.accounts.pop(name, None)  # read again on the next request
 
     def _read_account(self, name: str) -> Account | None:
         with read_session(self.engine) as session:

@@ -80,6 +80,27 @@ def test_password_reset_and_disabling_end_open_sessions_on_every_route(running_a
     assert count_rankings(running_app.engine) == 0
 
 
+def test_a_log_in_stashed_before_a_reset_or_a_log_out_is_dead_although_never_used(running_app):
+    """A session is dated from its log-in, not from its first request: log in, send nothing, reset the
+    password; the stashed cookie opens nothing. The same for a log-out from another tab (every session issued
+    before it ends)."""
+    stashed = logged_in(running_app.url, "alice")  # no request after the log-in
+    time.sleep(0.05)
+    with Session(running_app.engine) as s:
+        reset_password(session=s, name="alice", password=PASSWORDS["alice"])  # the same password, even
+    time.sleep(RECHECK_SECONDS + 0.1)
+    assert stashed.get("config").status_code == 401
+    opened = stashed.post("gradio_api/run/open_page", json={"data": [], "session_hash": "s"})
+    assert opened.status_code in (401, 403)
+    other_tab, leaving = logged_in(running_app.url, "bob"), logged_in(running_app.url, "bob")
+    assert leaving.get("logout", follow_redirects=False).status_code == 302
+    time.sleep(RECHECK_SECONDS + 0.1)
+    opened = other_tab.post("gradio_api/run/open_page", json={"data": [], "session_hash": "b"})
+    assert opened.status_code in (401, 403)
+    assert logged_in(running_app.url, "bob").get("config").status_code == 200  # a new log-in works
+    assert count_rankings(running_app.engine) == 0
+
+
 def test_labelers_cannot_upload_and_uploads_are_bounded(running_app):
     alice = logged_in(running_app.url, "alice")
     assert alice.post("gradio_api/upload", files={"files": ("x.txt", b"hello")}).status_code == 403
