@@ -210,12 +210,15 @@ def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
         )
 
 
-def _same_submission(row: Ranking, ranking: RankingIn) -> bool:
-    return row.submission_id == ranking.submission_id or (
+def _same_content(row: Ranking, ranking: RankingIn) -> bool:
+    """Whether a stored ranking holds exactly the choices of `ranking` (ranks, flags, none acceptable, skipped,
+    comment): only then is a second submit the harmless repeat of the first."""
+    return (
         row.ranks == {str(k): v for k, v in ranking.ranks.items()}
         and row.flags == {str(k): v for k, v in ranking.flags.items()}
         and row.none_acceptable == ranking.none_acceptable
         and row.skipped == ranking.skipped
+        and row.comment == ranking.comment.strip()
     )
 
 
@@ -254,9 +257,9 @@ def submit_ranking(*, session: Session, ranking: RankingIn, lease: Assignment | 
     """Validate and store a ranking, closing the labeler's assignment, in one transaction. `lease`: the
     labeler's lease on the set, when the caller has read it already (a page's submit).
 
-    Idempotent: the same submission arriving twice (same submission id, or identical content for the same set
-    and labeler) returns the stored row and writes nothing. A different second ranking of the same set by the
-    same labeler is refused.
+    Idempotent: the same choices arriving twice for the same set and labeler (whatever their submission ids)
+    return the stored row and write nothing. Different choices a second time are refused, nothing stored, even
+    under the same submission id (two tabs on one lease): the labeler is told to undo the first.
     """
     if ranking.user_id is not None:
         lease = lease if lease is not None else _labelers_lease(session, ranking)
@@ -363,12 +366,11 @@ def _resolve_repeat(session: Session, ranking: RankingIn) -> Ranking:
         session.rollback()
     if existing is None:
         raise RankingRejected(f"set {ranking.set_id} could not be stored (constraint violation); try again")
-    if (
-        existing.set_id == ranking.set_id
-        and existing.user_id == ranking.user_id
-        and _same_submission(existing, ranking)
-    ):
-        return existing
-    if existing.user_id != ranking.user_id:
+    if (existing.set_id, existing.user_id) != (ranking.set_id, ranking.user_id):
         raise RankingRejected("this submission id belongs to another ranking; nothing was stored")
-    raise RankingRejected(f"set {ranking.set_id} was already ranked by this labeler")
+    if _same_content(existing, ranking):
+        return existing  # the same submit again (a retry, a double click): stored once
+    raise RankingRejected(
+        "this set was already ranked by you with different choices (in another tab, or by an earlier submit), "
+        'so these were not stored; to change your ranking, use "Undo last submit" and rank the set again'
+    )

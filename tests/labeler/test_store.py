@@ -109,7 +109,20 @@ def test_same_submission_twice_is_stored_once_and_conflicts_are_refused(session)
     different.ranks = {k: 5 - v for k, v in different.ranks.items()}
     with pytest.raises(RankingRejected, match="already ranked"):
         submit_ranking(session=session, ranking=different)
+    changed_same_id = RankingIn(**{**different.__dict__, "submission_id": ranking.submission_id})
+    with pytest.raises(
+        RankingRejected, match=r'already ranked by you with different choices.*"Undo last submit"'
+    ):
+        submit_ranking(
+            session=session, ranking=changed_same_id
+        )  # two tabs on one lease: refused, not "saved"
+    with pytest.raises(RankingRejected, match="different choices"):
+        submit_ranking(
+            session=session, ranking=RankingIn(**{**ranking.__dict__, "comment": "on second thought"})
+        )
     assert session.exec(select(func.count(col(Ranking.id)))).one() == 1
+    stored = session.exec(select(Ranking)).one()
+    assert stored.ranks == {str(k): v for k, v in ranking.ranks.items()}  # the first ranking, untouched
 
 
 def test_skip_is_recorded_but_does_not_count_as_a_label(session):

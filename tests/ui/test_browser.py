@@ -230,3 +230,32 @@ def test_admin_sees_live_numeric_plots_a_new_version_without_reload_and_download
         z.extractall(tmp_path / "export")
     pairs = load_dataset("json", data_files=str(tmp_path / "export" / "preferences.jsonl"), split="train")
     assert {"prompt", "chosen", "rejected"} <= set(pairs.column_names) and len(pairs) == 12  # 6 pairs per set
+
+
+def test_a_changed_ranking_from_a_second_tab_is_refused_not_reported_saved(running_app, browser):
+    """Two tabs on one set: the first submit is saved; the second, with other ranks, is refused with a sentence
+    that points to "Undo last submit", and the stored ranking is the first one."""
+    first = log_in(browser, running_app.url, "alice", PASSWORDS["alice"])
+    first.locator("#answer-0").wait_for(state="visible", timeout=20_000)
+    second = log_in(browser, running_app.url, "alice", PASSWORDS["alice"])
+    second.locator("#answer-0").wait_for(state="visible", timeout=20_000)
+    assert first.locator("#prompt").inner_text() == second.locator("#prompt").inner_text()
+    for page, keys in ((first, "1234"), (second, "4321")):
+        for key in keys:
+            page.keyboard.press(key)
+    first.keyboard.press("Enter")
+    first.get_by_text("Saved.").wait_for(timeout=15_000)
+    second.keyboard.press("Enter")
+    second.get_by_text("Not submitted").wait_for(timeout=15_000)
+    assert "Undo last submit" in second.locator("#status").inner_text()
+    assert second.get_by_text("Saved.").count() == 0
+    with Session(running_app.engine) as s:
+        [stored] = s.exec(select(Ranking)).all()
+    by_rank = sorted(stored.ranks, key=lambda cid: stored.ranks[cid])
+    with Session(running_app.engine) as s:
+        from labeler.tables import Assignment
+
+        lease = s.exec(select(Assignment).where(Assignment.set_id == stored.set_id)).first()
+    assert lease is not None and [int(c) for c in by_rank] == list(
+        lease.display_order
+    )  # tab one's 1 > 2 > 3 > 4
