@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import re
 import zlib
@@ -38,16 +39,54 @@ class Record:
 MAX_TEXT_CHARS = 100_000  # one message, prompt or answer
 
 
+MAX_LINE_BYTES = 4 << 20  # one record: a few texts of MAX_TEXT_CHARS, JSON-escaped
+MAX_DECOMPRESSED_BYTES = 512 << 20  # a .gz file, expanded, at most this
+MAX_GZIP_RATIO = 200  # ... and at most this many times its own size (text compresses 3-20x) ...
+MIN_DECOMPRESSED_LIMIT = 16 << 20  # ... but a small file may always expand to this
+
+
 def _open_bytes(path: Path) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
 
+def decompressed_limit(path: Path) -> int | None:
+    """How many bytes a .gz file may expand to (None: not compressed): MAX_GZIP_RATIO times its size, within
+    MIN_DECOMPRESSED_LIMIT and MAX_DECOMPRESSED_BYTES."""
+    if path.suffix != ".gz":
+        return None
+    by_ratio = MAX_GZIP_RATIO * path.stat().st_size
+    return min(MAX_DECOMPRESSED_BYTES, max(MIN_DECOMPRESSED_LIMIT, by_ratio))
+
+
+def _bounded_lines(fh: io.BufferedIOBase, path: Path) -> Iterator[tuple[int, bytes]]:
+    """Raw lines, each read at most MAX_LINE_BYTES (+1) at a time, and the total held to `decompressed_limit`:
+    a longer line or a bigger expansion is refused before it is decoded or held in memory."""
+    limit = decompressed_limit(path)
+    total = 0
+    for number in itertools.count(1):
+        raw = fh.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES:
+            raise ImportFormatError(path, number, None, f"the line is longer than {MAX_LINE_BYTES:,} bytes")
+        total += len(raw)
+        if limit is not None and total > limit:
+            raise ImportFormatError(
+                path,
+                number,
+                None,
+                f"the file decompresses to more than {limit:,} bytes ({MAX_GZIP_RATIO} times its size, at most "
+                f"{MAX_DECOMPRESSED_BYTES:,}): split it, or import it uncompressed",
+            )
+        yield number, raw
+
+
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Lines as text; a UTF-8 byte-order mark on the first line is dropped."""
+    """Lines as text, bounded (`_bounded_lines`); a UTF-8 byte-order mark on the first line is dropped."""
     number = 0
     try:
         with _open_bytes(path) as fh:
-            for number, raw in enumerate(fh, 1):
+            for number, raw in _bounded_lines(fh, path):
                 try:
                     yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
                 except UnicodeDecodeError as exc:
@@ -56,6 +95,26 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                     ) from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise ImportFormatError(path, number or None, None, f"not a valid gzip file ({exc})") from None
+
+
+def unencodable_field(value: object, where: str = "") -> str | None:
+    """The first field (as `messages[0].content`) whose text cannot be stored as UTF-8 (a lone surrogate that a
+    JSON escape such as \\ud800 produced), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "(the value)"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{where}.{key}" if where else str(key)
+            if (bad := unencodable_field(key, name)) or (bad := unencodable_field(item, name)):
+                return bad
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if bad := unencodable_field(item, f"{where}[{i}]"):
+                return bad
+    return None
 
 
 def bounded_text(value: str, path: Path, line: int, field: str) -> str:
@@ -81,6 +140,14 @@ def read_jsonl(path: Path) -> Iterator[Record]:
             raise ImportFormatError(path, number, None, "JSON nested too deeply") from None
         if not isinstance(data, dict):
             raise ImportFormatError(path, number, None, f"expected a JSON object, got {type(data).__name__}")
+        try:
+            bad = unencodable_field(data)
+        except RecursionError:
+            raise ImportFormatError(path, number, None, "JSON nested too deeply") from None
+        if bad is not None:
+            raise ImportFormatError(
+                path, number, bad, "holds a lone surrogate escape (such as \\ud800): not valid Unicode text"
+            )
         yield Record(data, number)
 
 

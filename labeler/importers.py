@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,27 @@ from labeler.store import CompletionIn, add_completion_set, add_prompts, count_l
 from labeler.tables import Ranking, id_of
 
 _PROMPT_FIELDS = ("messages", "prompt", "text")
+ID_FIELDS = ("id", "pair_id")  # a record's own id, where the file gives one
 MAX_MARGIN = 1_000
+
+
+def refuse_conflicting_ids(path: Path, records: Sequence[Record], contents: Sequence[object]) -> None:
+    """Refuse a file where one id (ID_FIELDS) names records of different content, with both lines; the same id
+    on identical records is a repeat (stored once, as any repeated record is)."""
+    seen: dict[str, tuple[int, object]] = {}
+    for record, content in zip(records, contents, strict=True):
+        field = next((f for f in ID_FIELDS if record.data.get(f) not in (None, "")), None)
+        if field is None:
+            continue
+        key = str(record.data[field])
+        first = seen.setdefault(key, (record.line, content))
+        if first[1] != content:
+            raise ImportFormatError(
+                path,
+                record.line,
+                field,
+                f"{key!r:.60} is also the id of line {first[0]}, whose content differs: an id names one record",
+            )
 
 
 def _prompt_of(record: Record, path: Path) -> list[dict]:
@@ -39,7 +60,10 @@ def _prompt_of(record: Record, path: Path) -> list[dict]:
 
 def parse_prompts(path: Path) -> list[list[dict]]:
     path = Path(path)
-    return [_prompt_of(r, path) for r in read_records(path)]
+    records = read_records(path)
+    prompts = [_prompt_of(r, path) for r in records]
+    refuse_conflicting_ids(path, records, prompts)
+    return prompts
 
 
 def import_prompts(*, session: Session, path: Path, eval_fraction: float = 0.0, seed: int = 0) -> int:
@@ -127,7 +151,10 @@ def _pair_of(record: Record, path: Path) -> PairIn:
 
 def parse_pairs(path: Path) -> list[PairIn]:
     path = Path(path)
-    return [_pair_of(r, path) for r in read_records(path)]
+    records = read_records(path)
+    pairs = [_pair_of(r, path) for r in records]
+    refuse_conflicting_ids(path, records, [(p.prompt, p.chosen, p.rejected, p.margin) for p in pairs])
+    return pairs
 
 
 def _pair_key(pair: PairIn) -> str:

@@ -197,6 +197,21 @@ BAD_INPUTS = {
         b'"chosen": "b", "rejected": "c"}\n',
         r"assistant_last.jsonl:1: field 'prompt': the last message must be the user's",
     ),
+    "lone_surrogate.jsonl": (
+        b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n'
+        b'{"prompt": [{"role": "user", "content": "x\\ud800"}], "chosen": "b", "rejected": "c"}\n',
+        r"lone_surrogate.jsonl:2: field 'prompt\[0\].content': holds a lone surrogate",
+    ),
+    "same_id_other_pair.jsonl": (
+        b'{"id": 7, "prompt": "a", "chosen": "b", "rejected": "c"}\n'
+        b'{"id": 7, "prompt": "a", "chosen": "b", "rejected": "c"}\n'
+        b'{"id": 7, "prompt": "a", "chosen": "c", "rejected": "b"}\n',
+        r"same_id_other_pair.jsonl:3: field 'id': '7' is also the id of line 1, whose content differs",
+    ),
+    "one_huge_line.jsonl": (
+        b'{"prompt": "' + b"x" * (5 << 20) + b'", "chosen": "b", "rejected": "c"}\n',
+        r"one_huge_line.jsonl:1: the line is longer than 4,194,304 bytes",
+    ),
     "huge_prompt.jsonl": (
         b'{"prompt": "' + b"x" * 200_000 + b'", "chosen": "b", "rejected": "c"}\n',
         r"huge_prompt.jsonl:1: field 'prompt': is 200,000 characters long; at most 100,000",
@@ -301,3 +316,46 @@ def test_every_exported_pair_carries_its_provenance(tmp_path, session):
     assert all(s["weight"] < a["weight"] for s in split for a in agreed)  # a split vote counts less
     with pytest.raises(ValueError, match="unknown labeler weights 'loud'"):
         export_preferences(session=session, out=tmp_path / "x", weights="loud")
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_expanded(tmp_path, session):
+    """A 61 KB gzip holding one 60 MiB line, and one of many short lines expanding past its limit: each is
+    refused with its line, having held a few MiB at most."""
+    import tracemalloc
+
+    from labeler.formats import MIN_DECOMPRESSED_LIMIT
+
+    one_line = tmp_path / "one_line.jsonl.gz"
+    with gzip.open(one_line, "wb") as fh:
+        fh.write(b'{"prompt": "' + b"a" * (60 << 20) + b'", "chosen": "b", "rejected": "c"}\n')
+    many = tmp_path / "many.jsonl.gz"
+    line = json.dumps({"prompt": "p" * 900, "chosen": "b", "rejected": "c"}).encode() + b"\n"
+    with gzip.open(many, "wb") as fh:
+        fh.write(line * (MIN_DECOMPRESSED_LIMIT // len(line) + 10))
+    assert one_line.stat().st_size < 100_000 and many.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImportFormatError, match=r"one_line.jsonl.gz:1: the line is longer than"):
+            import_pairs(session=session, path=one_line)
+        peak = tracemalloc.get_traced_memory()[1]
+        with pytest.raises(ImportFormatError, match=r"many.jsonl.gz:\d+: the file decompresses to more than"):
+            import_pairs(session=session, path=many)
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20, f"{peak / 2**20:.0f} MiB held for a refused file"
+    for table in (Prompt, CompletionSet, Completion, Ranking):
+        assert count(session, table) == 0
+
+
+def test_a_repeated_id_on_identical_records_is_one_record(tmp_path, session):
+    path = tmp_path / "ids.jsonl"
+    path.write_text(
+        '{"id": "a", "prompt": "p", "chosen": "b", "rejected": "c"}\n'
+        '{"id": "a", "prompt": "p", "chosen": "b", "rejected": "c"}\n'
+        '{"id": "b", "prompt": "p", "chosen": "c", "rejected": "b"}\n'
+    )
+    assert import_pairs(session=session, path=path).added == 2
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": 1, "prompt": "one"}\n{"id": 1, "prompt": "two"}\n')
+    with pytest.raises(ImportFormatError, match=r"prompts.jsonl:2: field 'id': '1' is also the id of line 1"):
+        import_prompts(session=session, path=prompts)
