@@ -10,6 +10,7 @@ downloads.
   no stamp counts as issued at the epoch.
 - **Bounded requests.** Bodies are capped at `MAX_REQUEST_BYTES` (a submit is a few kilobytes), uploads at
   `MAX_UPLOAD_BYTES`; larger ones get HTTP 413 before the body is read.
+- **The API's description is for admins** (`/openapi.json`, `/docs`, Gradio's `/info` and its monitoring pages).
 - **Uploads and exports are for admins.** Only admins upload files (labelers' pages have no upload control).
   Export archives are served from `HOME/exports` at `/exports/NAME.zip` to admins only, never through Gradio's
   file cache (which serves any logged-in user).
@@ -48,6 +49,10 @@ UPLOAD_PATH = "/gradio_api/upload"
 EXPORTS_PATH = "/exports/"
 RECHECK_SECONDS = 1.0  # how stale a replica's view of an account may be
 LOGOUT_PATHS = ("/logout", "/logout/")
+# descriptions of the API and the server's internals (Gradio's and FastAPI's), for admins only
+ADMIN_ONLY_ROUTES = frozenset(
+    {"openapi.json", "docs", "redoc", "info", "monitoring", "profiling", "run-history"}
+)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EXPORT_NAME = re.compile(r"^[\w.-]+\.zip$")
 
@@ -113,7 +118,9 @@ class SessionGuard:
         path = scope["path"]
         if path in LOGOUT_PATHS and account is not None:
             await anyio.to_thread.run_sync(self._end_sessions, account.name)
-        if path.startswith(UPLOAD_PATH):
+        if admin_only(path) and (account is None or account.role != "admin"):
+            await _refuse(scope, receive, send, 403, "The API's description is for admins.")
+        elif path.startswith(UPLOAD_PATH):
             if account is None or account.role != "admin":
                 await _refuse(scope, receive, send, 403, "Only admins upload files.")
                 return
@@ -171,6 +178,12 @@ class SessionGuard:
         await FileResponse(path, filename=name)(scope, receive, send)
 
 
+def admin_only(path: str) -> bool:
+    """Whether `path` is one of ADMIN_ONLY_ROUTES, at the root or under /gradio_api."""
+    route = path.removeprefix("/gradio_api").strip("/").split("/", 1)[0]
+    return route in ADMIN_ONLY_ROUTES
+
+
 def _still_valid(account: Account | None, started: datetime) -> bool:
     if account is None or account.disabled:
         return False
@@ -203,7 +216,8 @@ CSP_BASE = (
 
 
 class ContentSecurityPolicy:
-    """Pure ASGI middleware: a Content-Security-Policy header on every response. Pages load images, fonts and
+    """Pure ASGI middleware: a Content-Security-Policy header (and `X-Content-Type-Options: nosniff`) on every
+    response. Pages load images, fonts and
     data only from this app (no remote images, so no beacon sees a labeler's address), post forms only to it,
     and run only its own scripts: the inline scripts of each HTML page are allowed by their SHA-256 hashes,
     which turns inline event handlers off (`eval` stays on: Gradio runs the app's keyboard script with it)."""
@@ -251,5 +265,8 @@ def _is_html(start: Message) -> bool:
 
 
 def _with_header(start: Message, policy: str) -> Message:
-    headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-security-policy"]
-    return {**start, "headers": [*headers, (b"content-security-policy", policy.encode())]}
+    """The response start with the policy and `nosniff` (browsers take each response as the type it names)."""
+    mine = (b"content-security-policy", b"x-content-type-options")
+    headers = [(k, v) for k, v in start.get("headers", []) if k not in mine]
+    extra = [(b"content-security-policy", policy.encode()), (b"x-content-type-options", b"nosniff")]
+    return {**start, "headers": [*headers, *extra]}

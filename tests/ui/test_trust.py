@@ -165,3 +165,15 @@ def test_the_admin_tabs_are_filled_when_an_admin_opens_the_page_and_only_then(ru
 
     assert "**Sets:** 6 (6 generated, 0 imported)" in page_text("admin")  # the dashboard, without a Refresh
     assert "**Sets:**" not in page_text("alice")
+
+
+def test_the_api_description_is_for_admins_and_every_response_says_nosniff(running_app):
+    anonymous = httpx.Client(base_url=running_app.url, timeout=30)
+    alice, admin = logged_in(running_app.url, "alice"), logged_in(running_app.url, "admin")
+    for path in ("openapi.json", "gradio_api/openapi.json", "gradio_api/info", "docs", "gradio_api/monitoring"):
+        assert anonymous.get(path).status_code == 403, path
+        assert alice.get(path).status_code == 403, path
+    assert admin.get("gradio_api/info").status_code == 200
+    assert "submit_ranking" in admin.get("gradio_api/info").text
+    for response in (anonymous.get(""), alice.get("config"), alice.get("openapi.json"), anonymous.get("nothing")):
+        assert response.headers.get("x-content-type-options") == "nosniff", response.url
