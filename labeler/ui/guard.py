@@ -10,7 +10,9 @@ downloads.
   no stamp counts as issued at the epoch.
 - **Bounded requests.** Bodies are capped at `MAX_REQUEST_BYTES` (a submit is a few kilobytes), uploads at
   `MAX_UPLOAD_BYTES`; larger ones get HTTP 413 before the body is read.
-- **The API's description is for admins** (`/openapi.json`, `/docs`, Gradio's `/info` and its monitoring pages).
+- **The API's description is for admins** (`/openapi.json`, `/docs`, Gradio's `/info` and its monitoring pages);
+  a labeler gets `/info` with the endpoints a labeler may call only (what `gradio_client` reads), anonymous
+  clients nothing.
 - **Uploads and exports are for admins.** Only admins upload files (labelers' pages have no upload control).
   Export archives are served from `HOME/exports` at `/exports/NAME.zip` to admins only, never through Gradio's
   file cache (which serves any logged-in user).
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import re
 import time
@@ -118,8 +121,13 @@ class SessionGuard:
         path = scope["path"]
         if path in LOGOUT_PATHS and account is not None:
             await anyio.to_thread.run_sync(self._end_sessions, account.name)
-        if admin_only(path) and (account is None or account.role != "admin"):
-            await _refuse(scope, receive, send, 403, "The API's description is for admins.")
+        if admin_only(path) and account is None:
+            await _refuse(scope, receive, send, 403, "The API's description is for logged-in users.")
+        elif admin_only(path) and account is not None and account.role != "admin":
+            if _route(path) != "info":
+                await _refuse(scope, receive, send, 403, "The API's description is for admins.")
+            else:  # a labeler's script (gradio_client) reads the endpoints it may call, and no others
+                await self.bounded(scope, receive, _labelers_info(send))
         elif path.startswith(UPLOAD_PATH):
             if account is None or account.role != "admin":
                 await _refuse(scope, receive, send, 403, "Only admins upload files.")
@@ -178,10 +186,39 @@ class SessionGuard:
         await FileResponse(path, filename=name)(scope, receive, send)
 
 
+def _route(path: str) -> str:
+    return path.removeprefix("/gradio_api").strip("/").split("/", 1)[0]
+
+
 def admin_only(path: str) -> bool:
     """Whether `path` is one of ADMIN_ONLY_ROUTES, at the root or under /gradio_api."""
-    route = path.removeprefix("/gradio_api").strip("/").split("/", 1)[0]
-    return route in ADMIN_ONLY_ROUTES
+    return _route(path) in ADMIN_ONLY_ROUTES
+
+
+def _labelers_info(send: Send) -> Send:
+    """A `send` that passes Gradio's API description on without the admin endpoints (`/admin_*`) and the
+    unnamed ones: what a labeler's script may call."""
+    start: Message | None = None
+    body: list[bytes] = []
+
+    async def filtered(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+            return
+        body.append(message.get("body", b""))
+        if message.get("more_body", False) or start is None:
+            return
+        info = json.loads(b"".join(body) or b"{}")
+        named = info.get("named_endpoints", {})
+        info["named_endpoints"] = {k: v for k, v in named.items() if not k.startswith("/admin_")}
+        info["unnamed_endpoints"] = {}
+        page = json.dumps(info).encode()
+        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(page)).encode())]})
+        await send({"type": "http.response.body", "body": page})
+
+    return filtered
 
 
 def _still_valid(account: Account | None, started: datetime) -> bool:

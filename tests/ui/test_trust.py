@@ -170,10 +170,24 @@ def test_the_admin_tabs_are_filled_when_an_admin_opens_the_page_and_only_then(ru
 def test_the_api_description_is_for_admins_and_every_response_says_nosniff(running_app):
     anonymous = httpx.Client(base_url=running_app.url, timeout=30)
     alice, admin = logged_in(running_app.url, "alice"), logged_in(running_app.url, "admin")
-    for path in ("openapi.json", "gradio_api/openapi.json", "gradio_api/info", "docs", "gradio_api/monitoring"):
+    for path in (
+        "openapi.json",
+        "gradio_api/openapi.json",
+        "gradio_api/info",
+        "docs",
+        "gradio_api/monitoring",
+    ):
         assert anonymous.get(path).status_code == 403, path
-        assert alice.get(path).status_code == 403, path
-    assert admin.get("gradio_api/info").status_code == 200
-    assert "submit_ranking" in admin.get("gradio_api/info").text
-    for response in (anonymous.get(""), alice.get("config"), alice.get("openapi.json"), anonymous.get("nothing")):
+        if path != "gradio_api/info":
+            assert alice.get(path).status_code == 403, path
+    full, labelers = admin.get("gradio_api/info").json(), alice.get("gradio_api/info").json()
+    assert "/admin_dashboard" in full["named_endpoints"] and "/submit_ranking" in full["named_endpoints"]
+    assert "/submit_ranking" in labelers["named_endpoints"] and "/undo_submit" in labelers["named_endpoints"]
+    assert not [name for name in labelers["named_endpoints"] if name.startswith("/admin")]
+    for response in (
+        anonymous.get(""),
+        alice.get("config"),
+        alice.get("openapi.json"),
+        anonymous.get("nothing"),
+    ):
         assert response.headers.get("x-content-type-options") == "nosniff", response.url
