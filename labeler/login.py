@@ -1,18 +1,21 @@
-"""Log-in throttling by reservation: an attempt is recorded before its password is checked, per account name, per
-client address and per (account, address) pair, so N guesses sent at once see N-1 earlier attempts.
+"""Log-in throttling by reservation: an attempt is recorded before its password is checked, per account name and
+per (account, address) pair, so N guesses at one account sent at once see N-1 earlier attempts. Per client
+address, failures count once checked, and at most MAX_CHECKS_PER_ADDRESS checks from one address run at once
+(the others wait their turn, then see the failures before them: `labeler/ui/auth.py`), so a burst spread over
+many accounts is bounded too, while a team behind one address can still log in together.
 
     throttle = LoginThrottle()
     if (wait := throttle.reserve(name, address)) > 0: refuse, "try again in {wait} s"   # nothing recorded
     ok = authenticate(...)                  # the same cost for unknown names as for wrong passwords
-    if ok: throttle.succeeded(name, address)                # a failure needs no call: it was reserved as one
+    throttle.settle(name, address, ok)
 
 The first `free_failures` mistakes cost nothing (typos); from then on each failure doubles the wait before the
 next attempt (1 s, 2 s, 4 s, ... up to `max_delay`). `lock_after` failures lock the (account, address) pair and
 the address for `lock_seconds`; the account as a whole is only delayed, never locked, and never for more than
 `account_max_delay`, so a stranger's burst of wrong passwords cannot keep a labeler out of their shift. Unknown
 names are throttled like real ones, so the throttle itself tells nothing about which names exist. A success
-clears the account's and the pair's records and takes its reservation back from the address (one valid account
-must not reset an attacker's address). Records are kept in memory, per app replica: an attacker never turns
+clears the account's and the pair's records, not the address's (one valid account must not reset an attacker's
+address). Records are kept in memory, per app replica: an attacker never turns
 failed guesses into database writes that would compete with labelers' submits.
 """
 
@@ -71,31 +74,31 @@ class LoginThrottle:
 
     def reserve(self, name: str, address: str) -> float:
         """Atomically: the wait, if there is one (the attempt is refused and nothing recorded); else 0, with the
-        attempt recorded on every key as a failure until `succeeded` takes it back."""
+        attempt recorded on the account and the pair as a failure until `settle` says it was right."""
         now = self.clock()
-        keys = self._keys(name, address)
+        account, addr, pair = self._keys(name, address)
         with self._lock:
-            wait = self._wait(keys, now)
+            wait = self._wait((account, addr, pair), now)
             if wait > 0:
                 return wait
             if len(self._records) >= self.max_records:
                 self._forget_old(now)
-            for key in keys:
+            for key in (account, pair):
                 self._count(key, now)
-        logger.info("log-in attempt for %r from %s", name, address)
         return 0.0
 
-    def succeeded(self, name: str, address: str) -> None:
-        """The reserved attempt was right: clear the account's and the pair's records, and take the reservation
-        back from the address's."""
+    def settle(self, name: str, address: str, ok: bool) -> None:
+        """After the check: a right password clears the account's and the pair's records; a wrong one (already
+        counted on both) counts on the address."""
         account, addr, pair = self._keys(name, address)
         with self._lock:
-            self._records.pop(account, None)
-            self._records.pop(pair, None)
-            record = self._records.get(addr)
-            if record is not None:
-                record.failures = max(0, record.failures - 1)
-                record.blocked_until = record.last_failure + self._delay(addr, record.failures)
+            if ok:
+                self._records.pop(account, None)
+                self._records.pop(pair, None)
+            else:
+                self._count(addr, self.clock())
+        if not ok:
+            logger.info("failed log-in for %r from %s", name, address)
 
     def _wait(self, keys: tuple[str, ...], now: float) -> float:
         waits = [r.blocked_until - now for k in keys if (r := self._records.get(k))]

@@ -16,12 +16,13 @@ X-Forwarded-For's when the request comes through a proxy on the same machine).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 
@@ -73,12 +74,41 @@ def hashing_pool() -> ThreadPoolExecutor:
     )
 
 
+MAX_CHECKS_PER_ADDRESS = 4  # password checks from one client address at once; more wait their turn
+
+
+class AddressGates:
+    """At most `limit` checks at once per client address (asyncio, on the server's event loop); an address's
+    semaphore is dropped when nobody holds or waits for it."""
+
+    def __init__(self, limit: int = MAX_CHECKS_PER_ADDRESS):
+        self.limit = limit
+        self._gates: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, address: str) -> AsyncIterator[None]:
+        gate, users = self._gates.get(address, (asyncio.Semaphore(self.limit), 0))
+        self._gates[address] = (gate, users + 1)
+        try:
+            async with gate:
+                yield
+        finally:
+            gate, users = self._gates[address]
+            if users == 1:
+                del self._gates[address]
+            else:
+                self._gates[address] = (gate, users - 1)
+
+
 def make_auth(
     engine: Engine, throttle: LoginThrottle, pool: ThreadPoolExecutor | None = None
 ) -> Callable[[str, str], Awaitable[bool]]:
-    """The log-in check: an enabled user with this password, unless failed attempts ask for a pause first."""
+    """The log-in check: an enabled user with this password, unless failed attempts ask for a pause first. Each
+    attempt waits for its address's turn (`AddressGates`), then is reserved in the throttle before the hash
+    runs, so a concurrent burst sees every attempt before it."""
 
     hashing = pool or hashing_pool()
+    gates = AddressGates()
 
     def verify(name: str, password: str) -> bool:
         with read_session(engine) as session:
@@ -86,19 +116,21 @@ def make_auth(
 
     async def check(username: str, password: str) -> bool:
         address = CLIENT_ADDRESS.get()
-        wait = throttle.reserve(username, address)  # recorded as a failure before the check, unless refused
-        if wait > 0:
-            logger.warning(
-                "log-in for %r from %s refused: throttled for %.0f s more", username, address, wait
-            )
-            raise HTTPException(
-                status_code=429,
-                detail=f"Too many failed log-ins. Try again in {math.ceil(wait)} s.",
-                headers={"Retry-After": str(math.ceil(wait))},
-            )
-        ok = await asyncio.get_running_loop().run_in_executor(hashing, verify, username, password)
-        if ok:
-            throttle.succeeded(username, address)
+        async with gates.turn(address):
+            wait = throttle.reserve(
+                username, address
+            )  # counted as a failure before the check, unless refused
+            if wait > 0:
+                logger.warning(
+                    "log-in for %r from %s refused: throttled for %.0f s more", username, address, wait
+                )
+                raise HTTPException(
+                    status_code=429,
+                    detail=f"Too many failed log-ins. Try again in {math.ceil(wait)} s.",
+                    headers={"Retry-After": str(math.ceil(wait))},
+                )
+            ok = await asyncio.get_running_loop().run_in_executor(hashing, verify, username, password)
+            throttle.settle(username, address, ok)
         return ok
 
     return check

@@ -33,7 +33,7 @@ from labeler.tables import FLAG_REASONS, Completion, id_of
 from labeler.ui import ranker
 from labeler.ui.deps import RecentUsers, TabLoad, UIDeps
 from labeler.ui.ranker import page_token, ranker_value, read_choices, read_page
-from labeler.ui.render import content_html, conversation_html, page, text_html
+from labeler.ui.render import content_html, conversation_html, inline_html, page, text_html
 from labeler.undo import undo_last
 
 logger = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ def news_html(news: GuidelinesNews | None, max_lines: int = 8) -> str:
     items = []
     for label, lines in (("Added", news.added), ("Removed", news.removed)):
         items += [
-            f"<li>{label}: {content_html(line.strip(), max_chars=200)}</li>" for line in lines[:max_lines]
+            f"<li>{label}: {inline_html(line.strip(), max_chars=200)}</li>" for line in lines[:max_lines]
         ]
         if len(lines) > max_lines:
             items.append(f"<li>… {len(lines) - max_lines} more lines {label.lower()}</li>")

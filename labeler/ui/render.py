@@ -89,6 +89,13 @@ def content_html(text: str, *, max_chars: int = MAX_RENDER_CHARS, max_rows: int 
     return sanitize(rendered)
 
 
+def inline_html(text: str, *, max_chars: int = MAX_RENDER_CHARS) -> str:
+    """`content_html` for text shown inside a line (a list item): one paragraph loses its `<p>` wrapper."""
+    out = content_html(text, max_chars=max_chars).strip()
+    inner = out.removeprefix("<p>").removesuffix("</p>")
+    return inner if out.startswith("<p>") and "<p>" not in inner and "</p>" not in inner else out
+
+
 def conversation_html(messages: Iterable[Mapping], *, max_chars: int = MAX_RENDER_CHARS) -> str:
     """A prompt's turns, each under its role's name (a system turn in italics), separated by rules."""
     names = {"system": "System", "user": "User", "assistant": "Assistant"}

@@ -22,25 +22,33 @@ def test_growing_delay_then_lock_per_pair_and_address_and_only_a_delay_per_accou
         clock=clock, free_failures=3, base_delay=1, lock_after=6, lock_seconds=600, account_max_delay=30
     )
     waits = []
+
+    def wrong(name: str, address: str) -> float:
+        wait = throttle.reserve(name, address)
+        if wait == 0:
+            throttle.settle(name, address, ok=False)
+        return wait
+
     for _ in range(5):
-        assert throttle.reserve("alice", "10.0.0.1") == 0  # a wrong password: the reservation stays a failure
+        assert wrong("alice", "10.0.0.1") == 0
         waits.append(throttle.wait_seconds("alice", "10.0.0.1"))
         clock.now += waits[-1]
     assert waits == [0, 0, 1, 2, 4]  # typos are free, then the wait doubles
-    assert throttle.reserve("alice", "10.0.0.1") == 0
+    assert wrong("alice", "10.0.0.1") == 0
     assert throttle.wait_seconds("alice", "10.0.0.1") == 600  # the pair is locked
     assert throttle.reserve("alice", "10.0.0.1") == 600  # refused, and not counted
     assert throttle.wait_seconds("bob", "10.0.0.1") == 600  # the address, for any account
     assert throttle.wait_seconds("alice", "10.9.9.9") == 8  # the account from elsewhere: delayed, not locked
     clock.now += 30
     assert throttle.reserve("alice", "10.9.9.9") == 0  # the real alice, within the account's longest delay
-    throttle.succeeded("alice", "10.9.9.9")
+    throttle.settle("alice", "10.9.9.9", ok=True)
     assert throttle.wait_seconds("alice", "10.9.9.9") == 0  # success clears the account ...
     assert throttle.wait_seconds("carol", "10.0.0.1") > 500  # ... but not the attacker's address
 
 
 def test_a_burst_of_concurrent_guesses_is_counted_before_any_is_checked():
-    """40 guesses at once: each reservation sees the ones before it, so only the free ones are checked."""
+    """40 guesses at one account at once: each reservation sees the ones before it, so only the free ones are
+    checked (the address's own count grows once they are)."""
     import threading
 
     throttle = LoginThrottle(free_failures=3, lock_after=10)

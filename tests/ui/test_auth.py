@@ -91,3 +91,46 @@ def test_a_concurrent_burst_checks_only_the_free_guesses_and_leaves_the_user_a_w
         assert asyncio.run(guess("carol-password", "198.51.100.7")) is True
     finally:
         pool.shutdown()
+
+
+def test_a_burst_over_many_accounts_from_one_address_is_bounded_and_a_team_behind_one_address_gets_in(
+    tmp_path,
+):
+    """40 wrong passwords for 40 accounts from one address: at most MAX_CHECKS_PER_ADDRESS are checked at once,
+    and once the address's free failures are spent the rest are delayed (429). 12 labelers with their right passwords, from another single
+    address at once, all get in: they take turns, none is refused."""
+    from fastapi import HTTPException
+
+    from labeler.db import make_engine
+    from labeler.ui.auth import CLIENT_ADDRESS, MAX_CHECKS_PER_ADDRESS
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    with Session(engine) as session:
+        for i in range(12):
+            add_user(session=session, name=f"l{i}", password=f"password-{i}")
+    checked: list[str] = []
+    pool = hashing_pool()
+    throttle = LoginThrottle()
+    check = make_auth(engine, throttle, pool)
+
+    async def attempt(name: str, password: str, address: str) -> bool | int:
+        CLIENT_ADDRESS.set(address)
+        try:
+            ok = await check(name, password)
+        except HTTPException as exc:
+            return exc.status_code
+        checked.append(name)
+        return ok
+
+    async def both() -> tuple[list, list]:
+        spray = asyncio.gather(*(attempt(f"victim{i}", "guess", "203.0.113.9") for i in range(40)))
+        team = asyncio.gather(*(attempt(f"l{i}", f"password-{i}", "198.51.100.7") for i in range(12)))
+        return await spray, await team
+
+    try:
+        spray, team = asyncio.run(both())
+    finally:
+        pool.shutdown()
+    bound = MAX_CHECKS_PER_ADDRESS + throttle.free_failures  # those in flight, then the free failures' turns
+    assert spray.count(False) <= bound and spray.count(429) == 40 - spray.count(False)
+    assert team == [True] * 12

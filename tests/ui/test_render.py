@@ -143,3 +143,11 @@ def test_links_are_kept_with_rel_and_page_attributes_are_not():
         == "<p>t</p>"
     )
     assert "[x](javascript:alert(1))" in content_html("[x](javascript:alert(1))")  # not a link at all
+
+
+def test_inline_text_loses_only_a_single_paragraphs_wrapper():
+    from labeler.ui.render import inline_html
+
+    assert inline_html("Prefer **sources**.") == "Prefer <strong>sources</strong>."
+    assert inline_html("one\n\ntwo").count("<p>") == 2
+    assert "<img" not in inline_html("![x](http://evil/x.png)")
