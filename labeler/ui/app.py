@@ -20,7 +20,7 @@ from labeler.ui.admin_policies import build_policies_tab
 from labeler.ui.admin_selection import build_selection_tab
 from labeler.ui.admin_training import build_training_tab
 from labeler.ui.auth import CLIENT_ADDRESS_MIDDLEWARE, make_auth
-from labeler.ui.deps import UIDeps, current_user
+from labeler.ui.deps import UIDeps, current_user, require_admin
 from labeler.ui.guard import MAX_UPLOAD_BYTES, ContentSecurityPolicy, SessionGuard
 from labeler.ui.job_view import CSS as JOB_CSS
 from labeler.ui.labeling import LABELING_CSS, build_labeling_tab
@@ -59,16 +59,35 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
             updates[admin_tab] = gr.update(visible=user.role == "admin")
             if user.role == "admin":  # admins land on the dashboard
                 updates[tabs] = gr.update(selected="admin")
-                for tab in admin_tabs:
-                    updates.update(tab.updates(request))
             return updates
 
-        load_outputs = [*labeling.outputs, who, admin_tab, tabs] + [
-            o for tab in admin_tabs for o in tab.outputs
-        ]
+        def on_admin_load(request: gr.Request) -> dict:
+            """The admin tabs filled when an admin opens the page (a labeler's page has no such event)."""
+            require_admin(deps.engine, request)
+            updates: dict = {}
+            for tab in admin_tabs:
+                updates.update(tab.updates(request))
+            return updates
+
         # Not queued (one POST, like a submit); named so scripted clients open the page as a browser does.
-        demo.load(on_load, None, load_outputs, api_name="open_page", queue=False)
+        demo.load(on_load, None, [*labeling.outputs, who, admin_tab, tabs], api_name="open_page", queue=False)
+        admin_outputs = [o for tab in admin_tabs for o in tab.outputs]
+        demo.load(on_admin_load, None, admin_outputs, api_name="admin_open_page", queue=False)
     return demo
+
+
+def inside(block: object) -> list[int]:
+    """The ids of every block under `block` (not its own)."""
+    found: list[int] = []
+    for child in getattr(block, "children", []):
+        found += [child._id, *inside(child)]
+    return found
+
+
+def admin_blocks(demo: gr.Blocks) -> frozenset[int]:
+    """The ids of everything in the Admin tab (`gr.Tab(id="admin")`): what a labeler's page leaves out."""
+    tabs = [b for b in demo.blocks.values() if isinstance(b, gr.Tab) and b.id == "admin"]
+    return frozenset(i for tab in tabs for i in inside(tab))
 
 
 def quiet_queue_analytics() -> None:
@@ -92,7 +111,12 @@ def launch(
             "middleware": [
                 CLIENT_ADDRESS_MIDDLEWARE,
                 Middleware(ContentSecurityPolicy),
-                Middleware(SessionGuard, engine=deps.engine, exports=deps.home / "exports"),
+                Middleware(
+                    SessionGuard,
+                    engine=deps.engine,
+                    exports=deps.home / "exports",
+                    admin_blocks=admin_blocks(demo),
+                ),
             ]
         },
         max_file_size=MAX_UPLOAD_BYTES,

@@ -12,7 +12,8 @@ downloads.
   `MAX_UPLOAD_BYTES`; larger ones get HTTP 413 before the body is read.
 - **The API's description is for admins** (`/openapi.json`, `/docs`, Gradio's `/info` and its monitoring pages);
   a labeler gets `/info` with the endpoints a labeler may call only (what `gradio_client` reads), anonymous
-  clients nothing.
+  clients nothing. A labeler's page and its `/config` come without the Admin tab's components and events
+  (labeler/ui/page_filter.py; `admin_blocks`: their ids).
 - **Uploads and exports are for admins.** Only admins upload files (labelers' pages have no upload control).
   Export archives are served from `HOME/exports` at `/exports/NAME.zip` to admins only, never through Gradio's
   file cache (which serves any logged-in user).
@@ -28,6 +29,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
@@ -43,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labeler.db import read_session
 from labeler.tables import as_utc, utcnow
+from labeler.ui.page_filter import labelers_config, labelers_info, labelers_page
 from labeler.users import end_sessions, get_user
 
 logger = logging.getLogger(__name__)
@@ -107,8 +110,16 @@ def issued_tokens(app: Any) -> IssuedTokens:
 class SessionGuard:
     """Pure ASGI middleware; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, engine: Engine, exports: Path, recheck_seconds: float = RECHECK_SECONDS):
+    def __init__(
+        self,
+        app: ASGIApp,
+        engine: Engine,
+        exports: Path,
+        recheck_seconds: float = RECHECK_SECONDS,
+        admin_blocks: Collection[int] = (),
+    ):
         self.engine, self.exports, self.recheck_seconds = engine, Path(exports), recheck_seconds
+        self.admin_blocks = frozenset(admin_blocks)
         self.bounded = RequestBodyLimitMiddleware(app, max_body_size=MAX_REQUEST_BYTES)
         self.uploads = RequestBodyLimitMiddleware(app, max_body_size=MAX_UPLOAD_BYTES)
         self.accounts: dict[str, tuple[float, Account | None]] = {}
@@ -127,7 +138,9 @@ class SessionGuard:
             if _route(path) != "info":
                 await _refuse(scope, receive, send, 403, "The API's description is for admins.")
             else:  # a labeler's script (gradio_client) reads the endpoints it may call, and no others
-                await self.bounded(scope, receive, _labelers_info(send))
+                await self.bounded(scope, receive, rewrite_body(send, _json_filter(labelers_info)))
+        elif account is not None and account.role != "admin" and self._describes_the_page(scope):
+            await self.bounded(scope, receive, rewrite_body(send, self._labelers_view(path)))
         elif path.startswith(UPLOAD_PATH):
             if account is None or account.role != "admin":
                 await _refuse(scope, receive, send, 403, "Only admins upload files.")
@@ -160,6 +173,18 @@ class SessionGuard:
         account = await anyio.to_thread.run_sync(self._read_account, name)
         self.accounts[name] = (now, account)
         return account
+
+    def _describes_the_page(self, scope: Scope) -> bool:
+        """A GET of the page's HTML or of its config, which describe the whole app's layout."""
+        return scope.get("method") == "GET" and (
+            scope["path"] in ("/", "") or _route(scope["path"]) == "config"
+        )
+
+    def _labelers_view(self, path: str) -> Callable[[bytes], bytes]:
+        """The filter (labeler/ui/page_filter.py) that takes the admin layout out of the page or its config."""
+        if _route(path) == "config":
+            return _json_filter(lambda config: labelers_config(config, self.admin_blocks))
+        return lambda html: labelers_page(html, self.admin_blocks)
 
     def _end_sessions(self, name: str) -> None:
         with Session(self.engine) as session:
@@ -195,13 +220,13 @@ def admin_only(path: str) -> bool:
     return _route(path) in ADMIN_ONLY_ROUTES
 
 
-def _labelers_info(send: Send) -> Send:
-    """A `send` that passes Gradio's API description on without the admin endpoints (`/admin_*`) and the
-    unnamed ones: what a labeler's script may call."""
+def rewrite_body(send: Send, transform: Callable[[bytes], bytes]) -> Send:
+    """A `send` that holds the response body, passes it through `transform` and sends it with its new length
+    (bodies this applies to are JSON or HTML that Gradio writes whole, uncompressed)."""
     start: Message | None = None
     body: list[bytes] = []
 
-    async def filtered(message: Message) -> None:
+    async def rewritten(message: Message) -> None:
         nonlocal start
         if message["type"] == "http.response.start":
             start = message
@@ -209,16 +234,17 @@ def _labelers_info(send: Send) -> Send:
         body.append(message.get("body", b""))
         if message.get("more_body", False) or start is None:
             return
-        info = json.loads(b"".join(body) or b"{}")
-        named = info.get("named_endpoints", {})
-        info["named_endpoints"] = {k: v for k, v in named.items() if not k.startswith("/admin_")}
-        info["unnamed_endpoints"] = {}
-        page = json.dumps(info).encode()
+        whole = b"".join(body)
+        page = transform(whole) if start.get("status") == 200 else whole
         headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
         await send({**start, "headers": [*headers, (b"content-length", str(len(page)).encode())]})
         await send({"type": "http.response.body", "body": page})
 
-    return filtered
+    return rewritten
+
+
+def _json_filter(transform: Callable[[dict], dict]) -> Callable[[bytes], bytes]:
+    return lambda body: json.dumps(transform(json.loads(body or b"{}"))).encode()
 
 
 def _still_valid(account: Account | None, started: datetime) -> bool:

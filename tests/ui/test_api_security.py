@@ -12,6 +12,7 @@ from rlhf.configs import JOB_KINDS, job_config
 from tests.ui.conftest import PASSWORDS
 
 ADMIN_CALLS = {
+    "/admin_open_page": (),
     "/admin_dashboard": (),
     "/admin_user_add": ("mallory", "admin"),
     "/admin_user_disable": ("bob", "labeler"),

@@ -159,13 +159,27 @@ def test_the_http_client_reports_a_refusal(running_app):
 def test_the_admin_tabs_are_filled_when_an_admin_opens_the_page_and_only_then(running_app):
     def page_text(name: str) -> str:
         http = logged_in(running_app.url, name)
-        response = http.post("gradio_api/run/open_page", json={"data": [], "session_hash": name})
-        assert response.status_code == 200
-        return str(response.json()["data"])
+        response = http.post("gradio_api/run/admin_open_page", json={"data": [], "session_hash": name})
+        return response.text
 
     assert "**Sets:** 6 (6 generated, 0 imported)" in page_text("admin")  # the dashboard, without a Refresh
-    assert "**Sets:**" not in page_text("alice")
+    refused = page_text("alice")
+    assert "**Sets:**" not in refused and "Admins only" in refused
 
+
+def test_a_labelers_page_and_config_hold_no_admin_layout(running_app):
+    """The page's HTML (its inline config and API description) and /config, for a labeler: the labeling tab's
+    components and events only; an admin's hold the whole app."""
+    alice, admin = logged_in(running_app.url, "alice"), logged_in(running_app.url, "admin")
+    mine, full = alice.get("config").json(), admin.get("config").json()
+    assert len(full["components"]) > 300 and len(mine["components"]) < 40
+    names = {d.get("api_name") for d in mine["dependencies"]}
+    assert "submit_ranking" in names and not [n for n in names if n and n.startswith("admin")]
+    ids = {c["id"] for c in mine["components"]}
+    assert all(i in ids for d in mine["dependencies"] for i in [*d["inputs"], *d["outputs"]])
+    for html in (alice.get("").text,):
+        assert "dashboard-summary" not in html and "admin_dashboard" not in html and "submit_ranking" in html
+    assert "dashboard-summary" in admin.get("").text
 
 def test_the_api_description_is_for_admins_and_every_response_says_nosniff(running_app):
     anonymous = httpx.Client(base_url=running_app.url, timeout=30)
