@@ -259,7 +259,9 @@ def test_a_budget_from_the_parent_scales_back_only_the_rounds_update(tmp_path):
     first = dpo.run(DPOConfig(kl_budget=1e6, **settings, **places))  # v1 and its KL (the budget leaves it be)
     assert first.kl_budget is not None and first.kl_budget["scale"] == 1.0
     dpo.run(DPOConfig(make_current=False, **settings, **places))  # v2: the round from v1 without a budget
-    budget = first.kl_budget["kl"] * 1.3  # room above the parent (within 5% of it, the fit goes toward the base)
+    budget = (
+        first.kl_budget["kl"] * 1.3
+    )  # room above the parent (within 5% of it, the fit goes toward the base)
     args = [f"--{name}={value}" for name, value in {**settings, **places}.items()]
     args += [f"--kl_budget={budget}", "--kl_budget_from", "parent"]  # v3: from v1 again
     done = subprocess.run(

@@ -181,6 +181,7 @@ def test_a_labelers_page_and_config_hold_no_admin_layout(running_app):
         assert "dashboard-summary" not in html and "admin_dashboard" not in html and "submit_ranking" in html
     assert "dashboard-summary" in admin.get("").text
 
+
 def test_the_api_description_is_for_admins_and_every_response_says_nosniff(running_app):
     anonymous = httpx.Client(base_url=running_app.url, timeout=30)
     alice, admin = logged_in(running_app.url, "alice"), logged_in(running_app.url, "admin")
