@@ -28,9 +28,25 @@ from rlhf.configs import check_ranges
 from rlhf.progress import Cancelled, ConsoleReporter, JobReporter
 
 
+def dashed(argv: list[str]) -> list[str]:
+    """Flags spelled with underscores (`--kl_budget 4`, `--kl_budget=4`) rewritten with dashes, the one spelling,
+    each with a deprecation line on stderr (the old spelling is accepted for one release)."""
+    out = []
+    for arg in argv:
+        name, eq, value = arg.partition("=")
+        if name.startswith("--") and "_" in name:
+            new = name.replace("_", "-")
+            print(f"{name} is spelled {new} now; the old spelling goes in the next release", file=sys.stderr)
+            arg = new + eq + value
+        out.append(arg)
+    return out
+
+
 def parse_config(config_cls: Any, argv: list[str] | None) -> tuple[Any, int | None]:
-    """The stage's settings from flags, or from `--config FILE` (YAML) with flags on top; a value out of its
-    range (rlhf/configs.RANGES) exits with one line naming the field and where it came from."""
+    """The stage's settings from flags (dashes: `--kl-budget 4`), or from `--config FILE` (YAML) with flags on
+    top; a value out of its range (rlhf/configs.RANGES) exits with one line naming the field and where it came
+    from."""
+    argv = dashed(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", help="YAML file with the stage's settings")
     pre.add_argument("--job-id", type=int, help=argparse.SUPPRESS)

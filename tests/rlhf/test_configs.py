@@ -116,3 +116,16 @@ def test_the_command_line_and_yaml_name_the_field_and_the_file(tmp_path):
     with pytest.raises(SystemExit, match="with the command line's flags: temperature = 11 is out of range"):
         parse_config(PPOConfig, ["--config", str(recipe), "--temperature", "11"])
     assert parse_config(PPOConfig, ["--config", str(recipe)])[0].steps == 3
+
+
+def test_flags_are_spelled_with_dashes_and_the_old_underscores_still_work_with_a_warning(capsys):
+    from rlhf.configs import DPOConfig
+    from rlhf.stage import parse_config
+
+    config, _ = parse_config(DPOConfig, ["--kl-budget", "3", "--start-from", "base", "--db=sqlite:///a_b.db"])
+    assert (config.kl_budget, config.start_from, config.db) == (3.0, "base", "sqlite:///a_b.db")
+    assert capsys.readouterr().err == ""
+    old, _ = parse_config(DPOConfig, ["--kl_budget", "3", "--kl_budget_from=parent"])
+    assert (old.kl_budget, old.kl_budget_from) == (3.0, "parent")
+    err = capsys.readouterr().err
+    assert "--kl_budget is spelled --kl-budget now" in err and "--kl_budget_from is spelled" in err
