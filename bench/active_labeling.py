@@ -115,6 +115,7 @@ from pathlib import Path
 from typing import cast
 
 import torch
+from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlmodel import Session
 
 from labeler.db import make_engine
@@ -487,7 +488,7 @@ def main() -> None:
             + "  ".join(f"{s:>3d}:{'-' if v is None else f'{v:.2f}'}" for s, v in shares_at.items())
         )
     plot(Path(args.plot), sizes, means)
-    print(
+    record_result(
         f"RESULT sizes={args.sizes} repeats={args.repeats} first_seed={args.first_seed} same={args.same} "
         f"oversample={args.oversample} random_share={args.random_share} heads={args.heads} "
         f"ensemble={args.ensemble} epochs={args.epochs} continued={str(not args.fresh).lower()} replay={args.replay} "

@@ -33,6 +33,7 @@ from typing import Literal
 
 import torch
 from peft import PeftModel
+from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlmodel import Session
 
 from labeler.dataset import load_set_rankings
@@ -153,7 +154,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     mean = {arm: statistics.fmean(r[arm] for r in rows) for arm in ("equal", "reliability", "honest")}
     last_two = all(set(list(r["labelers"])[-2:]) == {"adversary", "random"} for r in rows)
-    print(
+    record_result(
         f"RESULT sets={args.sets} repeats={args.repeats} accuracy_equal={mean['equal']:.4f} "
         f"accuracy_reliability={mean['reliability']:.4f} accuracy_honest={mean['honest']:.4f} "
         f"reliability_minus_honest={mean['reliability'] - mean['honest']:.4f} "

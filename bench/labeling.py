@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
+from results import record_result  # noqa: E402  (bench/results.py)
 from sqlmodel import Session, col, func, select  # noqa: E402
 
 from labeler.db import make_engine  # noqa: E402
@@ -388,7 +389,7 @@ def main() -> None:
         print("error:", e)
     print_timeline(figures)
     kind = "sqlite" if args.db.startswith("sqlite") else "postgresql"
-    print(
+    record_result(
         f"RESULT labelers={args.labelers} submitted={len(figures.acked)} stored={figures.stored} "
         f"lost={figures.lost} duplicated={figures.duplicated} p50_ms={ms(figures.submit_s, 50):.0f} p95_ms={ms(figures.submit_s, 95):.0f} "
         f"login_p95_ms={ms(figures.login_s, 95):.0f} errors={len(figures.errors)} "

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -477,7 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     wins = [s["win_rate"] for s in seeds]
     print(f"pass gain {spread(gains)}, win-rate {spread(wins)} over seeds {args.seeds}")
     changed = ",".join(f"{k}={v}" for k, v in args.fields.items()) or "none"
-    print(
+    record_result(
         f"RESULT seeds={args.seeds} pass_gain_mean={statistics.fmean(gains):.3f} pass_gain_min={min(gains):.3f} "
         f"pass_gain_sd={statistics.pstdev(gains):.3f} win_rate_mean={statistics.fmean(wins):.3f} "
         f"kl_max={max(s['kl_heldout_max'] for s in seeds):.3f} "

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import psutil
+from results import record_result  # bench/results.py: the line, kept in bench/results/
 
 PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
@@ -234,7 +235,7 @@ def main() -> None:
         print(f"shared base: peak {shared_gib:.2f} GiB, step {shared_s:.1f}s")
         separate_gib, separate_s = measure(separate_step, str(folder))
         print(f"separate copies (4 processes): peak {separate_gib:.2f} GiB, step {separate_s:.1f}s")
-    print(
+    record_result(
         f"RESULT shared_peak_gib={shared_gib:.2f} separate_peak_gib={separate_gib:.2f} ratio={shared_gib / separate_gib:.2f} "
         f"shared_step_s={shared_s:.1f} separate_step_s={separate_s:.1f}"
     )

@@ -29,6 +29,7 @@ from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 
+from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlmodel import Session, col, select
 
 from labeler.db import make_engine
@@ -195,7 +196,7 @@ def main() -> None:
         for arm in arms:
             results[arm] = train_arm(url, home, ARMS[arm], answers)
             print(json.dumps({"arm": arm, **results[arm]}), flush=True)
-    print(
+    record_result(
         f"RESULT v0_alike_sets={alike['alike_sets']:.3f} v0_tied_pairs={alike['tied_pairs']:.3f} "
         + " ".join(f"arm_{a}_acc={r['acc']:.3f} arm_{a}_rules={r['rules']:.3f}" for a, r in results.items())
     )

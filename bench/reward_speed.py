@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
+from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlmodel import Session
 
 from labeler.db import make_engine
@@ -110,7 +111,7 @@ def main() -> None:
                 f"{trainer}: trained one epoch in {seconds:.0f}s, held-out accuracy {accuracy:.3f} on {pairs} pairs"
             )
     (rank_s, rank_acc, pairs), (trl_s, trl_acc, _) = results["ranking"], results["trl"]
-    print(
+    record_result(
         f"RESULT ranking_s={rank_s:.1f} trl_s={trl_s:.1f} speedup={trl_s / rank_s:.2f} ranking_accuracy={rank_acc:.3f} "
         f"trl_accuracy={trl_acc:.3f} accuracy_gap={abs(rank_acc - trl_acc):.3f} heldout_pairs={pairs}"
     )

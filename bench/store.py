@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlalchemy import insert
 from sqlmodel import Session
 from tqdm import tqdm
@@ -130,7 +131,7 @@ def main() -> None:
             result = export_preferences(session=session, out=Path(tmp) / "export", fmt="parquet")
             export_s = time.perf_counter() - start
             print(f"export: {result.pairs:,} pairs to Parquet in {export_s:.1f}s (includes the store read)")
-    print(
+    record_result(
         f"RESULT submits_per_s={len(sets) / submit_s:.0f} pairs_per_s={len(records) / convert_s:.0f} "
         f"store_read_s={load_s:.2f} export_pairs={result.pairs} export_s={export_s:.2f}"
     )

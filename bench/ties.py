@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlmodel import Session
 
 from labeler.db import make_engine
@@ -103,7 +104,7 @@ def main() -> None:
             }
             row |= {"train_groups": m["train_groups"], "none_acceptable_mean": m["none_acceptable_mean"]}
             print(json.dumps(row | {"train_s": m["train_seconds"]}), flush=True)
-    print(
+    record_result(
         f"RESULT accuracy_drop={results['drop']['accuracy']:.4f} accuracy_davidson={results['davidson']['accuracy']:.4f} "
         f"accuracy_both={results['both']['accuracy']:.4f} heldout_pairs={results['drop']['pairs']} "
         f"tie_pairs_davidson={results['davidson']['tie_pairs']} hh_tied_pairs={hh_ties()}"

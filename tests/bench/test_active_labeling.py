@@ -3,6 +3,8 @@ rounds do, or fresh ones) and refuses a selection setting the app would."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,15 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench" / "active_labeling.py"
 
 
-def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+def run_bench(*args: str, results: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RANKLOOP_BENCH_RESULTS": str(results or ROOT / ".pytest_cache" / "bench-results")}
     return subprocess.run(
-        [sys.executable, str(BENCH), *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, str(BENCH), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
 
 
 def test_bench_draws_its_curves(tmp_path: Path) -> None:
     png = tmp_path / "curve.png"
-    done = run_bench("--sizes", "32,40", "--repeats", "1", "--arms", "disagreement,information", "--heads", "2", "--epochs", "1", "--oversample", "3", "--plot", str(png))  # fmt: skip
+    done = run_bench("--sizes", "32,40", "--repeats", "1", "--arms", "disagreement,information", "--heads", "2", "--epochs", "1", "--oversample", "3", "--plot", str(png), results=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     result = done.stdout.strip().splitlines()[-1]
     assert result.startswith("RESULT ")
@@ -32,6 +35,8 @@ def test_bench_draws_its_curves(tmp_path: Path) -> None:
         assert share == "never" or float(share) > 0
     assert figures["oversample"] == "3" and figures["same"] == "0.45"
     assert png.stat().st_size > 0
+    [kept] = [json.loads(line) for line in (tmp_path / "active_labeling.jsonl").read_text().splitlines()]
+    assert kept["result"] == figures and "--oversample 3" in kept["command"]  # the run's line, as data
     # as an admin round does, each arm's second model continued its first: on the 8 new sets and again on the
     # first's 32
     assert figures["continued"] == "true" and figures["replay"] == "1.0"

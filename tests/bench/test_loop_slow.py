@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_two_small_rounds_continue_the_reward_model_with_replay() -> None:
     env = {**os.environ, "RANKLOOP_HOME": str(Path(os.environ.get("RANKLOOP_HOME", "runs")).resolve())}
+    env["RANKLOOP_BENCH_RESULTS"] = str(ROOT / ".pytest_cache" / "bench-results")  # not the repository's
     command = [sys.executable, str(ROOT / "bench" / "loop.py"), "--rounds", "2", "--sets", "8", "--heldout-prompts", "4", "--eval-samples", "1", "--max-new-tokens", "8", "--optimizer", "ppo", "--ppo-batch-prompts", "2", "--ppo-steps", "2", "--reward-epochs", "1"]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]

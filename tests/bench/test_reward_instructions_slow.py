@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_bench_reports_how_alike_v0s_answers_are(tmp_path: Path) -> None:
     env = {**os.environ, "RANKLOOP_HOME": str(Path(os.environ.get("RANKLOOP_HOME", "runs")).resolve())}
+    env["RANKLOOP_BENCH_RESULTS"] = str(ROOT / ".pytest_cache" / "bench-results")  # not the repository's
     command = [sys.executable, str(ROOT / "bench" / "reward_instructions.py"), "--arms", "", "--sets", "4", "--heldout-prompts", "4", "--keep", str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
