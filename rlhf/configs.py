@@ -278,9 +278,33 @@ class RewardConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        reward_rules(self)
 
     def pair_settings(self) -> PairSettings:
         return PairSettings(keep_ties=self.keep_ties, flagged=self.flagged, min_agreement=self.min_agreement)
+
+
+def reward_rules(config: RewardConfig) -> None:
+    """The reward run's cross-field rules, checked when the config is made, so flags, a YAML file and the admin
+    form are refused alike, before a job row exists or a model loads."""
+    if config.ensemble > 1 and (config.trainer == "trl" or config.full_finetune):
+        raise ValueError(
+            "ensemble members are LoRA adapters trained by rankloop's loop: use --ensemble 1 with "
+            "--trainer trl or --full-finetune"
+        )
+    if config.trainer == "trl" and config.heads != 1:
+        raise ValueError(
+            "trl's RewardTrainer trains one score head: use --trainer ranking or pairs with --heads"
+        )
+    if config.trainer == "trl" and (
+        config.keep_ties or config.none_acceptable != "exclude" or config.labeler_weights != "equal"
+    ):
+        raise ValueError(
+            "trl's RewardTrainer takes unweighted strict pairs only: use --trainer ranking or pairs with "
+            "keep_ties, none_acceptable=below_reference or labeler_weights=reliability"
+        )
+    if config.keep_ties and config.labeler_weights != "equal":
+        raise ValueError("labeler_weights=reliability weighs strict votes only: turn keep_ties off")
 
 
 @dataclass

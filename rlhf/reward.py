@@ -381,15 +381,6 @@ def replayed(labeled: Sequence[Group], new: Sequence[Group], share: float, seed:
     return [g for i, g in enumerate(met) if i in keep]
 
 
-def check_ensemble(config: RewardConfig) -> None:
-    """Ensemble members are LoRA adapters trained by rankloop's own loop: refuse other settings before loading."""
-    if config.ensemble > 1 and (config.trainer == "trl" or config.full_finetune):
-        raise ValueError(
-            "ensemble members are LoRA adapters trained by rankloop's loop: use --ensemble 1 with "
-            "--trainer trl or --full_finetune"
-        )
-
-
 def train_members(config: RewardConfig, data: RewardData, folder: Path, reporter: Reporter) -> list[float]:
     """Ensemble members 1..K-1 (`config.ensemble`), one after another, each from seed `seed + k` on the run's
     sets, continuing the parent's member k where it has one; saved under `folder/members/k`. Returns each
@@ -417,20 +408,7 @@ def train_members(config: RewardConfig, data: RewardData, folder: Path, reporter
 
 
 def read_data(engine, config: RewardConfig) -> RewardData:
-    check_ensemble(config)
-    if config.trainer == "trl" and config.heads != 1:
-        raise ValueError(
-            "trl's RewardTrainer trains one score head: use --trainer ranking or pairs with --heads"
-        )
-    if config.trainer == "trl" and (
-        config.keep_ties or config.none_acceptable != "exclude" or config.labeler_weights != "equal"
-    ):
-        raise ValueError(
-            "trl's RewardTrainer takes unweighted strict pairs only: use --trainer ranking or pairs with "
-            "keep_ties, none_acceptable=below_reference or labeler_weights=reliability"
-        )
-    if config.keep_ties and config.labeler_weights != "equal":
-        raise ValueError("labeler_weights=reliability weighs strict votes only: turn keep_ties off")
+    # the cross-field rules were checked when the config was made (rlhf/configs.reward_rules)
     wanted = None if config.continue_from == "latest" else config.continue_from
     with Session(engine) as session:
         ranked = load_set_rankings(session=session)  # read once for the training data and the review list
