@@ -106,7 +106,7 @@ def launch(
     demo.queue(default_concurrency_limit=16).launch(
         server_name=host,
         server_port=port,
-        auth=make_auth(deps.engine, LoginThrottle()),
+        auth=make_auth(deps.engine, LoginThrottle(clock=deps.clock)),
         app_kwargs={
             "middleware": [
                 CLIENT_ADDRESS_MIDDLEWARE,
@@ -116,6 +116,7 @@ def launch(
                     engine=deps.engine,
                     exports=deps.home / "exports",
                     admin_blocks=admin_blocks(demo),
+                    clock=deps.clock,
                 ),
             ]
         },

@@ -30,6 +30,7 @@ class UIDeps:
     runner: JobRunner | None = None  # training jobs as separate processes
     monitor: BackgroundMonitor | None = None  # the generator's and jobs' CPU share and rate
     completions_per_set: int = 4  # how many answers the labeling page is laid out for before any set arrives
+    clock: Callable[[], float] = time.monotonic  # what the page's short caches and the session guard read
 
 
 def current_user(engine: Engine, request: gr.Request | None) -> User:
@@ -51,14 +52,14 @@ class RecentUsers:
     here too. Saves a read transaction per submit (three round trips on PostgreSQL). Admin actions do not use
     it: `require_admin` always reads the role fresh."""
 
-    def __init__(self, engine: Engine, ttl: float = 1.0):
-        self.engine, self.ttl = engine, ttl
+    def __init__(self, engine: Engine, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.engine, self.ttl, self.clock = engine, ttl, clock
         self._seen: dict[str, tuple[float, User]] = {}
         self._lock = threading.Lock()
 
     def get(self, request: gr.Request | None) -> User:
         name = getattr(request, "username", None)
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             seen = self._seen.get(name) if name else None
         if seen is not None and now - seen[0] < self.ttl:

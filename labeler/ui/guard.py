@@ -117,8 +117,10 @@ class SessionGuard:
         exports: Path,
         recheck_seconds: float = RECHECK_SECONDS,
         admin_blocks: Collection[int] = (),
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.engine, self.exports, self.recheck_seconds = engine, Path(exports), recheck_seconds
+        self.clock = clock
         self.admin_blocks = frozenset(admin_blocks)
         self.bounded = RequestBodyLimitMiddleware(app, max_body_size=MAX_REQUEST_BYTES)
         self.uploads = RequestBodyLimitMiddleware(app, max_body_size=MAX_UPLOAD_BYTES)
@@ -166,7 +168,7 @@ class SessionGuard:
         return None
 
     async def _lookup(self, name: str) -> Account | None:
-        now = time.monotonic()
+        now = self.clock()
         cached = self.accounts.get(name)
         if cached is not None and now - cached[0] < self.recheck_seconds:
             return cached[1]

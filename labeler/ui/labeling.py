@@ -129,12 +129,12 @@ class GuidelinesVersion:
     """The current guidelines' version, read at most once per `ttl` seconds: each lease records it, and reading
     the guidelines row (text included) for every submit cost a read transaction."""
 
-    def __init__(self, engine: Engine, ttl: float = 1.0):
-        self.engine, self.ttl = engine, ttl
+    def __init__(self, engine: Engine, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.engine, self.ttl, self.clock = engine, ttl, clock
         self._seen: tuple[float, int] | None = None
 
     def get(self) -> int:
-        now, seen = time.monotonic(), self._seen
+        now, seen = self.clock(), self._seen
         if seen is not None and now - seen[0] < self.ttl:
             return seen[1]
         with read_session(self.engine) as session:
@@ -234,8 +234,8 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
     """Build the tab; returns the components `build_ui` wires to page load."""
     engine = deps.engine
     figures = OwnFigures()
-    users = RecentUsers(engine)
-    guidelines_version = GuidelinesVersion(engine)
+    users = RecentUsers(engine, clock=deps.clock)
+    guidelines_version = GuidelinesVersion(engine, clock=deps.clock)
     with gr.Tab("Label", id="label"):
         with gr.Accordion("Guidelines", open=False) as guide_box:
             guide_md = gr.HTML()

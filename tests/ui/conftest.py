@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,23 @@ class RunningApp:
     url: str
     engine: object
     home: Path
+    clock: TestClock
+
+
+class TestClock:
+    """The app's clock in tests: real monotonic time plus whatever the test skips ahead (`advance`), so a test
+    outlives the app's one-second caches without sleeping through them."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 def free_port() -> int:
@@ -48,8 +66,9 @@ def seeded_engine(home: Path, sets: int = 6):
 @pytest.fixture
 def running_app(tmp_path):
     engine = seeded_engine(tmp_path)
-    deps = UIDeps(engine=engine, home=tmp_path, pool=PolicyPool(*tiny_model_and_tokenizer()))
+    clock = TestClock()
+    deps = UIDeps(engine=engine, home=tmp_path, pool=PolicyPool(*tiny_model_and_tokenizer()), clock=clock)
     port = free_port()
     demo = launch(build_ui(deps), deps, port=port, block=False)
-    yield RunningApp(url=f"http://127.0.0.1:{port}/", engine=engine, home=tmp_path)
+    yield RunningApp(url=f"http://127.0.0.1:{port}/", engine=engine, home=tmp_path, clock=clock)
     demo.close()

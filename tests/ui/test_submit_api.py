@@ -14,7 +14,7 @@ from labeler.ui.app import build_ui, launch
 from labeler.ui.client import WIDGET_OUTPUT, page_from_outputs
 from labeler.ui.deps import UIDeps
 from labeler.users import add_user
-from tests.ui.conftest import PASSWORDS, free_port
+from tests.ui.conftest import PASSWORDS, TestClock, free_port
 
 SIZES = [2, 2, 4, 4, 3, 4, 2]
 
@@ -112,7 +112,6 @@ def test_a_transient_store_error_is_retried_and_a_lasting_one_leaves_the_page_as
 
 
 def test_new_guidelines_show_a_banner_with_what_changed_until_a_set_is_ranked_under_them(tmp_path):
-    import time
 
     from labeler.settings import current_guidelines, save_guidelines
 
@@ -124,7 +123,8 @@ def test_new_guidelines_show_a_banner_with_what_changed_until_a_set_is_ranked_un
             prompt = get_or_add_prompt(session=session, messages=[{"role": "user", "content": f"q{i}"}])
             add_completion_set(session=session, prompt_id=prompt.id, completions=[CompletionIn(f"a{i}.{j}") for j in range(2)], policy_version_id=version)  # fmt: skip
         old = current_guidelines(session=session).text
-    deps = UIDeps(engine=engine, home=tmp_path)
+    clock = TestClock()
+    deps = UIDeps(engine=engine, home=tmp_path, clock=clock)
     port = free_port()
     demo = launch(build_ui(deps), deps, port=port, block=False)
 
@@ -144,7 +144,7 @@ def test_new_guidelines_show_a_banner_with_what_changed_until_a_set_is_ranked_un
             save_guidelines(
                 session=session, text=old + "\nPrefer answers that cite a source.\n", author="admin"
             )
-        time.sleep(1.2)  # the page reads the current version at most once a second
+        clock.advance(1.0)  # the page reads the current version at most once a second
         out = submit(out)  # set 2 was leased under version 1; set 3 comes under version 2
         text = banner(out)
         assert "version 1 → 2 by admin" in text and "Added: Prefer answers that cite a source." in text
