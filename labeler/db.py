@@ -1,7 +1,7 @@
 """Engine and sessions. SQLite by default (WAL, `synchronous=FULL`, foreign keys, busy timeout); PostgreSQL when
 the URL says so. The engine is made by a function, never at import time.
 
-    engine = make_engine("sqlite:///runs/rankloop.db")   # creates missing tables and columns on first start
+    engine = make_engine("sqlite:///runs/rankloop.db")   # migrates the store to the newest schema (Alembic)
     with Session(engine) as session: ...                 # a unit of work that writes
     with read_session(engine) as session: ...            # reads only: never takes SQLite's write lock
 
@@ -17,13 +17,18 @@ power loss). Labels cost human time; a sync per commit is cheap next to that (se
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Column, event, inspect, text
-from sqlalchemy.engine import Engine, Inspector
+from sqlalchemy.engine import Connection, Engine, Inspector
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -135,7 +140,7 @@ _BACKFILLS = {
 _RETIRED_INDEXES = {"completionset": ["ix_set_open"]}
 
 
-def _drop_retired_indexes(engine: Engine, existing: Inspector) -> None:
+def _drop_retired_indexes(conn: Connection, existing: Inspector) -> None:
     retired = [
         (table, name)
         for table, names in _RETIRED_INDEXES.items()
@@ -143,21 +148,18 @@ def _drop_retired_indexes(engine: Engine, existing: Inspector) -> None:
         for name in names
         if name in {ix["name"] for ix in existing.get_indexes(table)}
     ]
-    if not retired:
-        return
-    with engine.begin() as conn:
-        for table, name in retired:
-            conn.execute(text(f'DROP INDEX "{name}"'))
-            logger.info("store: dropped index %s on %s", name, table)
+    for table, name in retired:
+        conn.execute(text(f'DROP INDEX "{name}"'))
+        logger.info("store: dropped index %s on %s", name, table)
 
 
 def _addable(column: Column) -> bool:
     return column.nullable or column.server_default is not None
 
 
-def _add_missing_columns(engine: Engine, existing: Inspector) -> None:
+def _add_missing_columns(conn: Connection, existing: Inspector) -> None:
     """Columns added to a table after a store was created (nullable ones, or with a default, filled from the
-    other rows where `_BACKFILLS` says how): ALTER TABLE ... ADD COLUMN, in one transaction."""
+    other rows where `_BACKFILLS` says how): ALTER TABLE ... ADD COLUMN."""
     missing = [
         (table.name, column)
         for table in SQLModel.metadata.sorted_tables
@@ -166,19 +168,50 @@ def _add_missing_columns(engine: Engine, existing: Inspector) -> None:
     ]
     if not missing:
         return
+    for table_name, column in missing:
+        kind = column.type.compile(dialect=conn.dialect)
+        if column.server_default is not None:
+            default = column.server_default.arg  # type: ignore[attr-defined]
+            kind += f" DEFAULT {default}" + ("" if column.nullable else " NOT NULL")
+        conn.execute(text(f'ALTER TABLE "{table_name}" ADD COLUMN "{column.name}" {kind}'))
+        if (table_name, column.name) in _BACKFILLS:
+            conn.execute(text(_BACKFILLS[(table_name, column.name)]))
+        logger.info("store: added column %s.%s", table_name, column.name)
+    for table in SQLModel.metadata.sorted_tables:  # and the indexes on them (unique ones included)
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
+def catch_up(conn: Connection) -> None:
+    """A store made before migrations brought to the schema of revision 0001 (its tables created first):
+    missing columns added and filled, retired indexes dropped. Run by that revision, in its transaction."""
+    existing = inspect(conn)
+    _add_missing_columns(conn, existing)
+    _drop_retired_indexes(conn, inspect(conn))
+
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+@functools.cache
+def _alembic() -> tuple[AlembicConfig, str | None]:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config, ScriptDirectory.from_config(config).get_current_head()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the store to the newest schema with Alembic's revisions (labeler/migrations), in one transaction;
+    a store already there costs one read of its `alembic_version`."""
+    config, head = _alembic()
     with engine.begin() as conn:
-        for table_name, column in missing:
-            kind = column.type.compile(dialect=engine.dialect)
-            if column.server_default is not None:
-                default = column.server_default.arg  # type: ignore[attr-defined]
-                kind += f" DEFAULT {default}" + ("" if column.nullable else " NOT NULL")
-            conn.execute(text(f'ALTER TABLE "{table_name}" ADD COLUMN "{column.name}" {kind}'))
-            if (table_name, column.name) in _BACKFILLS:
-                conn.execute(text(_BACKFILLS[(table_name, column.name)]))
-            logger.info("store: added column %s.%s", table_name, column.name)
-        for table in SQLModel.metadata.sorted_tables:  # and the indexes on them (unique ones included)
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
+        if MigrationContext.configure(conn).get_current_revision() == head:
+            return
+        config.attributes["connection"] = conn
+        try:
+            command.upgrade(config, "head")
+        finally:
+            config.attributes.pop("connection", None)
 
 
 def make_engine(url: str, *, create: bool = True, echo: bool = False) -> Engine:
@@ -208,8 +241,5 @@ def make_engine(url: str, *, create: bool = True, echo: bool = False) -> Engine:
             connect_args={"options": "-c timezone=UTC"},
         )
     if create:
-        SQLModel.metadata.create_all(engine)
-        existing = inspect(engine)  # one reflection of the store for both checks
-        _add_missing_columns(engine, existing)
-        _drop_retired_indexes(engine, existing)
+        migrate(engine)
     return engine

@@ -227,10 +227,11 @@ def test_labels_are_counted_once_each_skips_repeats_and_refusals_not_at_all(sess
     assert sorted(stored for stored, _ in counts.values()) == [1, 1]
 
 
-def test_an_older_store_gets_its_label_counts_and_loses_the_retired_index(tmp_path):
-    """A store made before sets counted their labels: on start the column is added, filled from the rankings,
-    the old index dropped, and leasing goes on from the right counts."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+def test_an_older_store_gets_its_label_counts_and_loses_the_retired_index(store_url):
+    """A store made before migrations and before sets counted their labels (SQLite and PostgreSQL): Alembic's
+    first revision adds the column, fills it from the rankings and drops the old index, and leasing goes on from
+    the right counts; a store made today is left as it is."""
+    url = store_url
     engine = make_engine(url)
     with Session(engine) as s:
         a, b = make_user(s, "a"), make_user(s, "b")
@@ -240,7 +241,8 @@ def test_an_older_store_gets_its_label_counts_and_loses_the_retired_index(tmp_pa
             leased = lease_next_set(session=s, user_id=user.id)
             submit_ranking(session=s, ranking=strict(leased, user.id))
         a_id = a.id
-    with engine.begin() as conn:  # back to the old schema
+    with engine.begin() as conn:  # back to the old schema, from before migrations
+        conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("DROP INDEX ix_set_waiting"))
         conn.execute(text("ALTER TABLE completionset DROP COLUMN labels_done"))
         conn.execute(text("CREATE INDEX ix_set_open ON completionset (origin, policy_version_id)"))
@@ -253,4 +255,15 @@ def test_an_older_store_gets_its_label_counts_and_loses_the_retired_index(tmp_pa
         # a's next set: one of the two without labels (a had the full one)
         leased = lease_next_set(session=s, user_id=a_id)
         assert leased is not None and leased.set.labels_done == 0
+    assert revision(engine) == "0001"
     engine.dispose()
+    again = make_engine(url)  # made today: already at the newest revision, nothing to do
+    assert revision(again) == "0001" and "ix_set_waiting" in {
+        ix["name"] for ix in inspect(again).get_indexes("completionset")
+    }
+    again.dispose()
+
+
+def revision(engine) -> str:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
