@@ -90,7 +90,7 @@ def test_unknown_and_disabled_names_cost_as_much_as_a_wrong_password(engine):
 
     def seconds(name: str, password: str) -> float:
         best = float("inf")
-        for _ in range(3):
+        for _ in range(5):  # the fastest of 5: other work on the machine only ever adds time
             start = time.perf_counter()
             with Session(engine) as s:
                 result = authenticate(session=s, name=name, password=password)
