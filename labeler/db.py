@@ -23,8 +23,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, event, inspect, text
@@ -194,24 +194,29 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 @functools.cache
-def _alembic() -> tuple[AlembicConfig, str | None]:
+def _migrations() -> tuple[AlembicConfig, ScriptDirectory, str | None]:
+    """Alembic's config, its revisions (read from disk once per process, outside any transaction) and the
+    newest revision."""
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
-    return config, ScriptDirectory.from_config(config).get_current_head()
+    script = ScriptDirectory.from_config(config)
+    return config, script, script.get_current_head()
 
 
 def migrate(engine: Engine) -> None:
     """Bring the store to the newest schema with Alembic's revisions (labeler/migrations), in one transaction;
-    a store already there costs one read of its `alembic_version`."""
-    config, head = _alembic()
+    a store already there costs one read of its `alembic_version`. The revisions are run from memory (what
+    `alembic upgrade head` does, without reading env.py inside the transaction)."""
+    config, script, head = _migrations()
     with engine.begin() as conn:
         if MigrationContext.configure(conn).get_current_revision() == head:
             return
-        config.attributes["connection"] = conn
-        try:
-            command.upgrade(config, "head")
-        finally:
-            config.attributes.pop("connection", None)
+        with EnvironmentContext(
+            config, script, fn=lambda rev, _: script._upgrade_revs("head", rev), destination_rev="head"
+        ) as env:
+            env.configure(connection=conn, target_metadata=SQLModel.metadata, render_as_batch=True)
+            with env.begin_transaction():
+                env.run_migrations()
 
 
 def make_engine(url: str, *, create: bool = True, echo: bool = False) -> Engine:

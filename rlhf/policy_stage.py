@@ -161,7 +161,7 @@ def fit_toward_parent(
         fit = fit_to_budget(measure, rescale, budget=budget, tries=BUDGET_MEASURES - 1, extra=0, floor=floor)
         if fit.within:
             return fit, "parent", floor
-        rescale(1 / fit.scale)  # back to the trained weights
+        load_adapter_weights(model, trained)  # back to the trained weights
         first = fit.kl_before
     logger.info(
         "the parent's KL %.2f leaves no room in the budget %.2f: scaling toward the base", floor, budget

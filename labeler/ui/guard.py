@@ -222,27 +222,46 @@ def admin_only(path: str) -> bool:
     return _route(path) in ADMIN_ONLY_ROUTES
 
 
-def rewrite_body(send: Send, transform: Callable[[bytes], bytes]) -> Send:
-    """A `send` that holds the response body, passes it through `transform` and sends it with its new length
-    (bodies this applies to are JSON or HTML that Gradio writes whole, uncompressed)."""
+def hold_body(
+    send: Send,
+    finish: Callable[[Message, bytes], tuple[Message, bytes]],
+    *,
+    hold: Callable[[Message], bool] = lambda start: True,
+    pass_start: Callable[[Message], Message] = lambda start: start,
+) -> Send:
+    """A `send` that holds the body of a response `hold` picks by its start, then sends `finish(start, body)`
+    with the new body's length; another response goes on at once, its start through `pass_start`."""
     start: Message | None = None
     body: list[bytes] = []
 
-    async def rewritten(message: Message) -> None:
+    async def held(message: Message) -> None:
         nonlocal start
         if message["type"] == "http.response.start":
-            start = message
+            if hold(message):
+                start = message
+            else:
+                await send(pass_start(message))
+            return
+        if start is None:  # a response not held: its body passes through
+            await send(message)
             return
         body.append(message.get("body", b""))
-        if message.get("more_body", False) or start is None:
+        if message.get("more_body", False):
             return
-        whole = b"".join(body)
-        page = transform(whole) if start.get("status") == 200 else whole
-        headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
-        await send({**start, "headers": [*headers, (b"content-length", str(len(page)).encode())]})
+        done, page = finish(start, b"".join(body))
+        headers = [(k, v) for k, v in done.get("headers", []) if k != b"content-length"]
+        await send({**done, "headers": [*headers, (b"content-length", str(len(page)).encode())]})
         await send({"type": "http.response.body", "body": page})
 
-    return rewritten
+    return held
+
+
+def rewrite_body(send: Send, transform: Callable[[bytes], bytes]) -> Send:
+    """A `send` that passes a successful response's body through `transform` (bodies this applies to are JSON or
+    HTML that Gradio writes whole, uncompressed)."""
+    return hold_body(
+        send, lambda start, body: (start, transform(body) if start.get("status") == 200 else body)
+    )
 
 
 def _json_filter(transform: Callable[[dict], dict]) -> Callable[[bytes], bytes]:
@@ -294,26 +313,12 @@ class ContentSecurityPolicy:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start: Message | None = None
-        body: list[bytes] = []
-
-        async def send_with_policy(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                if not _is_html(message):
-                    await send(_with_header(message, csp(b"")))
-                    start = None
-                return
-            if start is None:  # not HTML: already sent its start, pass the body through
-                await send(message)
-                return
-            body.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                page = b"".join(body)
-                await send(_with_header(start, csp(page)))
-                await send({"type": "http.response.body", "body": page})
-
+        send_with_policy = hold_body(
+            send,
+            lambda start, page: (_with_header(start, csp(page)), page),  # hashes of the page's inline scripts
+            hold=_is_html,
+            pass_start=lambda start: _with_header(start, csp(b"")),
+        )
         await self.app(scope, receive, send_with_policy)
 
 

@@ -29,6 +29,7 @@ def prune_layout(node: dict, hidden: Collection[int]) -> dict:
 def kept_dependencies(dependencies: list[dict], hidden: Collection[int]) -> list[dict]:
     """Events that touch no hidden component (as a trigger, an input or an output) and follow no dropped event;
     the ones kept cancel only events that are kept."""
+    hidden = frozenset(hidden)
     dropped: set[int] = set()
     kept: list[dict] = []
     for dep in dependencies:  # events come in order: a .then() follows the event it chains to
@@ -37,7 +38,7 @@ def kept_dependencies(dependencies: list[dict], hidden: Collection[int]) -> list
             | set(dep.get("inputs", []))
             | set(dep.get("outputs", []))
         )
-        if touched & set(hidden) or dep.get("trigger_after") in dropped:
+        if touched & hidden or dep.get("trigger_after") in dropped:
             dropped.add(dep["id"])
         else:
             kept.append(dep)
