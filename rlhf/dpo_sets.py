@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from peft import PeftModel
 
 from models.generation import render_prompts
+from models.loading import train_precision
 from models.logprobs import Row, answer_distributions, exact_kl, fit_row, per_row, written
 from rlhf.configs import DPOConfig
 from rlhf.losses import ranking_batch_loss
@@ -196,10 +197,13 @@ def implicit_accuracy(
 def train_on_sets(
     model: PeftModel, tokenizer, groups: list[Group], config: DPOConfig, reporter: Reporter
 ) -> tuple[PeftModel, dict[str, Any]]:
-    """DPO steps of `config.batch_sets` sets (global over processes); returns the trained model and the last
-    step's figures with the mean loss."""
+    """DPO steps of `config.batch_sets` sets (global over processes), in `config.mixed_precision`'s autocast;
+    returns the trained model and the last step's figures with the mean loss."""
     groups = [g for g in groups if g.pairs]
     accelerator = Accelerator(cpu=config.device == "cpu")
+    # autocast around the steps only: accelerate's own mixed precision would wrap the model's forward for good,
+    # and the KL budget measured after training would read bf16 log-probabilities (biased up at small KL)
+    bf16 = train_precision(config.mixed_precision, config.device) == "bf16"
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -217,8 +221,9 @@ def train_on_sets(
         rng.shuffle(order)
         for batch in shard_batches(order, config.batch_sets, rank, world):
             rows, _ = batch_rows(batch, tokenizer, config.max_length)
-            scored = score_rows(wrapped, unwrapped, rows, pad, kl_grad=config.kl_weight > 0)
-            parts = set_loss(scored.policy, scored.reference, rows, batch, config, scored.kl)
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
+                scored = score_rows(wrapped, unwrapped, rows, pad, kl_grad=config.kl_weight > 0)
+                parts = set_loss(scored.policy, scored.reference, rows, batch, config, scored.kl)
             accelerator.backward(parts.loss)
             accelerator.clip_grad_norm_(params, 1.0)
             optimizer.step()

@@ -39,7 +39,7 @@ from labeler.hacking import ComplaintSet, hacking_suspects, sets_with_complaints
 from labeler.reliability import Reliability
 from labeler.reward_models import RewardRef, find_reward_model, next_reward_name, register_reward_model
 from models.adapters import LORA_TARGETS
-from models.loading import load_base
+from models.loading import load_base, train_precision
 from rlhf.configs import RewardConfig
 from rlhf.design import head_precision, save_information
 from rlhf.losses import below_reference_loss, ranking_batch_loss
@@ -245,12 +245,9 @@ def batch_loss(scores: torch.Tensor, batch: Batch, config: RewardConfig) -> torc
 
 
 def precision(config: RewardConfig) -> str:
-    """The autocast mode to train in: `auto` is bf16 where a GPU runs the job, full fp32 on CPU (CPUs without
-    bf16 matrix units emulate it: one step of the embedded default took over 7x as long as in fp32)."""
-    if config.mixed_precision != "auto":
-        return config.mixed_precision
-    on_gpu = config.device != "cpu" and torch.cuda.is_available()
-    return "bf16" if on_gpu else "no"
+    """The autocast mode to train in (models/loading.train_precision): `auto` is bf16 on a GPU and on a CPU with
+    bf16 in hardware, fp32 elsewhere."""
+    return train_precision(config.mixed_precision, config.device)
 
 
 def shard_batches(groups: list[Group], per_step: int, rank: int, world: int) -> list[list[Group]]:
