@@ -6,13 +6,13 @@ import gradio as gr
 import pandas as pd
 from sqlmodel import Session
 
-from labeler.db import read_session
-from labeler.policies import make_current, policy_by_version, policy_versions, version_kl
-from labeler.reward_models import reward_names
-from labeler.tables import PolicyVersion
+from labeler.labels.winrate import WinRate, human_win_rate
+from labeler.records.policies import make_current, policy_by_version, policy_versions, version_kl
+from labeler.records.reward_models import reward_names
+from labeler.store.db import read_session
+from labeler.store.tables import PolicyVersion
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.render import content_html, conversation_html, page, text_html
-from labeler.winrate import WinRate, human_win_rate
 from models.generation import SamplingParams
 
 REFRESH_SECONDS = 10.0
@@ -80,7 +80,7 @@ def win_rate_text(result: WinRate | None) -> str:
 
 
 def kl_text(metrics: dict) -> str:
-    """The version's KL from v0 as its round measured it (labeler/policies.version_kl), and how; blank for none."""
+    """The version's KL from v0 as its round measured it (labeler/records/policies.version_kl), and how; blank for none."""
     kl = version_kl(metrics)
     if kl is None:
         return ""

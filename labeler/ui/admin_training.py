@@ -10,18 +10,18 @@ import gradio as gr
 import pandas as pd
 from sqlmodel import Session
 
-from labeler.db import read_session
-from labeler.job_rows import get_job, recent_jobs
-from labeler.reward_models import reward_models
-from labeler.stats import training_data
-from labeler.tables import Job
+from labeler.labels.stats import training_data
+from labeler.records.job_rows import get_job, recent_jobs
+from labeler.records.reward_models import reward_models
+from labeler.store.db import read_session
+from labeler.store.tables import Job
 from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
 from labeler.ui.background import background_view, busy_note, job_rate
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.forms import PRESETS, ROUND_DEFAULT_PRESET, config_form, form_values, preset_values
 from labeler.ui.job_view import PANEL_SLOTS, PANELS, evaluation_note, log_html, metric_panels, progress_html
-from rlhf.configs import JOB_KINDS, STAGES, job_config
-from rlhf.estimate import estimate_job
+from rlhf.serve.estimate import estimate_job
+from rlhf.train.configs import JOB_KINDS, STAGES, job_config
 
 
 def jobs_frame(session: Session) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def rewards_frame(session: Session) -> pd.DataFrame:
 
 def review_frame(session: Session) -> pd.DataFrame:
     """The reward-hacking review list: answers the newest reward model scores first in their set although
-    labelers flagged them or ranked them last (labeler/hacking.py), widest margins first; then those of the
+    labelers flagged them or ranked them last (labeler/labels/hacking.py), widest margins first; then those of the
     models it continued (`continue_from`: each reviewed the sets it met first), newest first."""
     models = reward_models(session=session, newest_first=True)
     by_name = {m.name: m for m in models}
@@ -181,7 +181,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             return training_data(session=session), recent_jobs(session=session, limit=50)
 
     def estimate_text(kind: str, values: tuple, known: tuple | None = None) -> str:
-        """The form's duration estimate, or what is wrong with its values (rlhf/estimate.py); `known`: the
+        """The form's duration estimate, or what is wrong with its values (rlhf/serve/estimate.py); `known`: the
         store's (training data, recent jobs) when the caller has read them already."""
         try:
             params = form_values(job_config(kind), list(forms[kind]), values)

@@ -48,8 +48,8 @@ def test_selection_names_what_the_newest_reward_model_gives_it(tmp_path, capsys)
     """`rankloop selection` says which measure uncertainty selection reads, and warns of a one-head model."""
     from sqlmodel import Session
 
-    from labeler.db import make_engine
-    from labeler.reward_models import register_reward_model
+    from labeler.records.reward_models import register_reward_model
+    from labeler.store.db import make_engine
 
     home = tmp_path / "home"
     assert main(["selection", "--home", str(home), "--mode", "uncertainty", "--oversample", "8"]) == 0

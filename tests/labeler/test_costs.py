@@ -8,13 +8,13 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from labeler.costs import round_costs
-from labeler.export import export_preferences
-from labeler.leasing import lease_next_set
-from labeler.reward_models import register_reward_model
-from labeler.rounds import RoundLabels, RoundLineage, record_round
-from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
-from labeler.tables import Ranking, id_of
+from labeler.io.export import export_preferences
+from labeler.labels.costs import round_costs
+from labeler.records.reward_models import register_reward_model
+from labeler.records.rounds import RoundLabels, RoundLineage, record_round
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
+from labeler.store.tables import Ranking, id_of
 from labeler.ui.admin_dashboard import ROUND_COLUMNS, ROUND_PANELS, dashboard_data
 from tests.labeler.helpers import make_sets, make_user, make_version
 

@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import Session, col, func, select
 
-from labeler.db import make_engine
-from labeler.leasing import lease_next_set
-from labeler.store import RankingIn, RankingRejected, submit_ranking
-from labeler.tables import Assignment, CompletionSet, Ranking, id_of, utcnow
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import RankingIn, RankingRejected, submit_ranking
+from labeler.store.tables import Assignment, CompletionSet, Ranking, id_of, utcnow
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 

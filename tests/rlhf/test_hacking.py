@@ -7,15 +7,15 @@ import uuid
 
 from sqlmodel import Session, col, select
 
-from labeler.db import make_engine
-from labeler.hacking import ComplaintSet, complaints_in, hacking_suspects
-from labeler.leasing import lease_next_set
-from labeler.pairs import RankingView
-from labeler.store import RankingIn, submit_ranking
-from labeler.tables import CompletionSet, RewardModel, id_of
-from labeler.users import add_user
-from rlhf import reward
-from rlhf.configs import RewardConfig
+from labeler.labels.hacking import ComplaintSet, complaints_in, hacking_suspects
+from labeler.labels.pairs import RankingView
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import RankingIn, submit_ranking
+from labeler.store.tables import CompletionSet, RewardModel, id_of
+from labeler.store.users import add_user
+from rlhf.train import reward
+from rlhf.train.configs import RewardConfig
 from tests.rlhf.synthetic import synthetic_store
 
 
@@ -86,7 +86,7 @@ def test_reward_training_lists_rejected_answers_it_scores_first(tmp_path):
 
 
 def test_the_training_tab_lists_the_newest_models_suspects(engine):
-    from labeler.reward_models import register_reward_model
+    from labeler.records.reward_models import register_reward_model
     from labeler.ui.admin_training import review_frame, rewards_frame
 
     item = {"set_id": 4, "completion_id": 9, "prompt": "p", "text": "t", "score": 2.0, "margin": 1.25, "why": "flagged by 1"}  # fmt: skip
@@ -102,7 +102,7 @@ def test_the_training_tab_lists_the_newest_models_suspects(engine):
 
 
 def test_the_review_follows_the_models_a_reward_model_continued(engine):
-    from labeler.reward_models import register_reward_model
+    from labeler.records.reward_models import register_reward_model
     from labeler.ui.admin_training import review_frame
 
     def item(set_id: int) -> dict:

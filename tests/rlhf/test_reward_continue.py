@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from labeler.db import make_engine
-from rlhf.configs import RewardConfig, RoundConfig
-from rlhf.reward import build_scorer, read_data, run
-from rlhf.reward_data import read_seen
-from rlhf.scoring import HEAD_FILE
+from labeler.store.db import make_engine
+from rlhf.train.configs import RewardConfig, RoundConfig
+from rlhf.train.reward import build_scorer, read_data, run
+from rlhf.train.reward_data import read_seen
+from rlhf.train.scoring import HEAD_FILE
 from tests.rlhf.synthetic import add_ranked_sets, synthetic_store
 
 
