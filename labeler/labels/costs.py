@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from labeler.labels.winrate import human_win_rate
-from labeler.records.policies import version_kl
 from labeler.store.tables import PolicyVersion, Ranking, RewardModel, TrainingRound
 
 
@@ -31,7 +30,7 @@ class RoundCost:
     win_rate: float | None  # humans' win-rate of the new version over its parent
     win_rate_interval: tuple[float, float] | None
     comparisons: int
-    # the new version's KL from v0 as its round measured it (labeler/records/policies.version_kl)
+    # the new version's KL from v0 as its round measured it (its `kl` column)
     kl: float | None = None
 
     @property
@@ -89,7 +88,7 @@ def round_costs(*, session: Session) -> list[RoundCost]:
                 if wins and wins.low is not None and wins.high is not None
                 else None,
                 comparisons=wins.comparisons if wins else 0,
-                kl=kl.value if made and (kl := version_kl(made.metrics)) else None,
+                kl=made.kl if made else None,
             )
         )
     return out
@@ -97,14 +96,9 @@ def round_costs(*, session: Session) -> list[RoundCost]:
 
 def _dpo_accuracy(version: PolicyVersion | None) -> float | None:
     """A DPO version's implicit reward's held-out accuracy (None without held-out sets)."""
-    final = (version.metrics.get("final") or {}) if version else {}
-    value = final.get("heldout_accuracy")
-    return float(value) if final.get("heldout_sets") and isinstance(value, int | float) else None
+    return version.heldout_accuracy if version else None
 
 
 def _accuracy(model: RewardModel | None) -> float | None:
     """The model's held-out accuracy (None when it had no held-out sets: its training accuracy is no measure)."""
-    if model is None or not model.metrics.get("heldout_sets"):
-        return None
-    value = model.metrics.get("accuracy")
-    return float(value) if isinstance(value, int | float) else None
+    return model.accuracy if model else None

@@ -63,8 +63,7 @@ def make_current(*, session: Session, version: int, by: str | None = None) -> Po
     if target is None:
         raise ValueError(f"no policy version v{version}")
     if by is not None:
-        decision = (target.metrics.get("gate") or {}).get("decision")
-        switch = {"by": by, "at": utcnow().isoformat(timespec="seconds"), "gate": decision}
+        switch = {"by": by, "at": utcnow().isoformat(timespec="seconds"), "gate": target.gate_decision}
         target.metrics = {**target.metrics, "switches": [*target.metrics.get("switches", []), switch]}
     mark_current(session=session, target=target)
     session.commit()
@@ -149,7 +148,9 @@ def register_policy_version(
 ) -> PolicyRef:
     """Write `version` (read from `next_policy_version` before its files were saved under that number; the
     number is unique, so a second registrant fails whole) with its parent and the reward model it was trained
-    against, and, if asked, switch to it: one transaction, so a failure leaves the current version as it was."""
+    against, its facts as columns (`VersionFacts`), and, if asked, switch to it: one transaction, so a failure
+    leaves the current version as it was."""
+    facts = VersionFacts.from_metrics(metrics)
     pv = PolicyVersion(
         version=version,
         base_model=parent.base_model,
@@ -157,6 +158,8 @@ def register_policy_version(
         parent_id=parent.id,
         reward_model_id=reward_model_id,
         metrics=metrics,
+        kl=facts.kl,
+        heldout_accuracy=facts.heldout_accuracy,
     )
     session.add(pv)
     if make_current:
@@ -188,3 +191,32 @@ def version_kl(metrics: dict) -> VersionKL | None:
         return VersionKL(float(fit["kl"]), "budget", float(fit["budget"]), float(fit["scale"]), toward)
     kl = (metrics.get("final") or {}).get("kl")
     return VersionKL(float(kl), "PPO rollouts") if isinstance(kl, int | float) else None
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """What a policy stage records about a version for the floors above, stored as the version's columns: its KL
+    from v0 as its round measured it, DPO's implicit-reward accuracy on held-out sets (None without them). The
+    gate's decision is added by the round (`gate_decision`). The stages' figures stay in `metrics`; this is the one
+    place that reads their layout (`final`: the optimiser's last figures; `kl_budget`: the budget's fit)."""
+
+    kl: float | None = None
+    heldout_accuracy: float | None = None
+
+    @classmethod
+    def from_metrics(cls, metrics: dict) -> VersionFacts:
+        kl = version_kl(metrics)
+        final = metrics.get("final") or {}
+        accuracy = final.get("heldout_accuracy")
+        held = bool(final.get("heldout_sets")) and isinstance(accuracy, int | float)
+        return cls(kl.value if kl else None, float(accuracy) if held and accuracy is not None else None)
+
+
+def gate_lines(pv: PolicyVersion) -> list[str]:
+    """What the gate of the round that made `pv` said, line by line (none where its round had no gate)."""
+    return [str(line) for line in (pv.metrics.get("gate") or {}).get("lines", [])]
+
+
+def switched_by(pv: PolicyVersion) -> list[str]:
+    """Who made `pv` current by hand, oldest first."""
+    return [str(s["by"]) for s in pv.metrics.get("switches", [])]

@@ -6,12 +6,38 @@ with Session(engine) as session:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from labeler.store.tables import RewardModel, id_of
+
+
+@dataclass(frozen=True)
+class RewardFacts:
+    """What the reward stage records about a model for the floors above (the gate, selection, costs, the
+    training tab), stored as the model's columns; its metric series stay in `metrics`."""
+
+    accuracy: float | None = None  # held-out pairwise accuracy; None when no set was held out
+    heldout_pairs: int = 0
+    heldout_sets: int = 0
+    heads: int = 1  # score heads (their disagreement is one selection measure)
+    ensemble: int = 1  # models trained on resamples of the sets
+    information: bool = False  # its head's precision was saved (rlhf/train/information.py)
+    continued_from: str | None = None  # the model it continued training, if any
+
+    @classmethod
+    def of(cls, row: RewardModel) -> RewardFacts:
+        return cls(
+            row.accuracy,
+            row.heldout_pairs,
+            row.heldout_sets,
+            row.heads,
+            row.ensemble,
+            row.information,
+            row.continued_from,
+        )
 
 
 @dataclass(frozen=True)
@@ -22,11 +48,11 @@ class RewardRef:
     name: str
     base_model: str
     adapter_path: str | None
-    metrics: dict = field(default_factory=dict)  # held-out accuracy and pairs, as its stage recorded them
+    facts: RewardFacts = RewardFacts()
 
     @classmethod
     def of(cls, row: RewardModel) -> RewardRef:
-        return cls(id_of(row), row.name, row.base_model, row.adapter_path, dict(row.metrics))
+        return cls(id_of(row), row.name, row.base_model, row.adapter_path, RewardFacts.of(row))
 
 
 def next_reward_name(*, session: Session) -> str:
@@ -67,10 +93,12 @@ def register_reward_model(
     base_model: str,
     adapter_path: str,
     snapshot_path: str | None,
+    facts: RewardFacts,
     metrics: dict,
     job_id: int | None,
 ) -> RewardRef:
-    """Record a reward model whose files are already saved (names are unique: a second one fails whole)."""
+    """Record a reward model whose files are already saved: its `facts` as columns, its figures and series as
+    `metrics` (names are unique: a second one fails whole)."""
     row = RewardModel(
         name=name,
         base_model=base_model,
@@ -78,6 +106,7 @@ def register_reward_model(
         job_id=job_id,
         snapshot_path=snapshot_path,
         metrics=metrics,
+        **asdict(facts),
     )
     session.add(row)
     session.commit()
@@ -107,13 +136,11 @@ def selection_measure(*, session: Session) -> str:
     row = newest_reward_model(session=session)
     if row is None:
         return "There is no reward model yet: every set is kept until one is trained."
-    heads, models = row.metrics.get("heads"), row.metrics.get("ensemble", 1)
-    if row.metrics.get("information"):
+    heads, models = row.heads, row.ensemble
+    if row.information:
         return f"Reward model {row.name}: {INFORMATION_NOTE}."
-    if models and models > 1:
+    if models > 1:
         return f"Reward model {row.name}: selection reads where its {models} models disagree."
-    if heads is None:  # trained before models recorded their heads
-        return f"Reward model {row.name}: selection reads its heads' disagreement, or one head's doubt."
     if heads > 1:
         return f"Reward model {row.name}: selection reads where its {heads} score heads disagree."
     return f"Reward model {row.name}: {ONE_HEAD_NOTE}."

@@ -106,6 +106,7 @@ def finish_round(*, session: Session, lineage: RoundLineage, new: PolicyVersion,
     """In one transaction: the round's lineage row, the gate's verdict (rlhf/train/gate.py) on it and on the new version,
     and the switch to the new version where the verdict says `switched`; returns the round's id."""
     new.metrics = {**new.metrics, "gate": gate}
+    new.gate_decision = gate.get("decision")
     session.add(new)
     if gate.get("switched"):
         mark_current(session=session, target=new)

@@ -78,7 +78,17 @@ class RewardModel(SQLModel, table=True):
     adapter_path: str | None = None
     job_id: int | None = Field(default=None, foreign_key="job.id")
     snapshot_path: str | None = None
-    metrics: dict = _json({})
+    metrics: dict = _json(
+        {}
+    )  # the stage's figures and series (labeler/records/reward_models.py reads them typed)
+    # What readers ask of a model (RewardFacts, labeler/records/reward_models.py), as columns:
+    accuracy: float | None = None  # held-out pairwise accuracy; None when no set was held out
+    heldout_pairs: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    heldout_sets: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    heads: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    ensemble: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    information: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    continued_from: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -90,7 +100,13 @@ class PolicyVersion(SQLModel, table=True):
     parent_id: int | None = Field(default=None, foreign_key="policyversion.id")
     reward_model_id: int | None = Field(default=None, foreign_key="rewardmodel.id")
     is_current: bool = Field(default=False, index=True)
-    metrics: dict = _json({})
+    metrics: dict = _json({})  # the stage's figures, samples, the gate's lines, switches by hand
+    # What readers ask of a version (VersionFacts, labeler/records/policies.py), as columns:
+    kl: float | None = None  # KL from v0 as its round measured it (the budget's fit, else PPO's rollouts)
+    heldout_accuracy: float | None = None  # DPO's implicit reward on held-out sets; None without them
+    gate_decision: str | None = Field(
+        default=None, max_length=16
+    )  # pass | fail | not evaluated; None: no gate
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -44,13 +44,12 @@ def rewards_frame(session: Session) -> pd.DataFrame:
     """One row per reward model; held-out figures only where it had held-out sets (else the split is named)."""
     rows = []
     for r in reward_models(session=session, newest_first=True):
-        m = r.metrics
-        held = m.get("heldout_sets")
+        m, held = r.metrics, r.heldout_sets
         rows.append(
             [
                 r.name,
                 r.job_id,
-                m.get("accuracy") if held else None,
+                r.accuracy,
                 f"held-out ({held} sets)" if held else "training sets (no held-out)",
                 m.get("mean_margin"),
                 m.get("loss"),
@@ -88,7 +87,7 @@ def review_frame(session: Session) -> pd.DataFrame:
             rows.append(
                 [model.name, i["set_id"], i["prompt"][:200], i["text"][:400], i["why"], round(i["margin"], 3)]
             )
-        model = by_name.get(model.metrics.get("continued_from") or "")
+        model = by_name.get(model.continued_from or "")
     return pd.DataFrame(rows, columns=["reward model", "set", "prompt", "answer", "why", "margin over next"])
 
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from labeler.labels.winrate import wilson_interval
+from labeler.records.reward_models import RewardFacts
 
 MIN_PAIRS = 80  # strict held-out pairs: the 95% interval of 2/3 right then excludes 0.5
 Status = Literal["pass", "fail", "not measured"]
@@ -138,21 +139,21 @@ def judge(
     *,
     optimizer: str,
     final: dict,
-    reward: dict | None,
+    reward: RewardFacts | None,
     kl_fit: dict | None,
     switch: Switch = "gate",
     scores: tuple[Sequence[float], Sequence[float], str | None] | None = None,
 ) -> Verdict:
     """The verdict on a round from its recorded figures: `final` the optimiser's last metrics (DPO's carry
-    heldout_accuracy/heldout_pairs), `reward` the PPO round's reward model's metrics (accuracy, pairs,
-    heldout_sets: a model evaluated on its training sets has none held out), `kl_fit` the budget fit, `scores`
+    heldout_accuracy/heldout_pairs), `reward` the PPO round's reward model's facts (a model evaluated on its
+    training sets has no held-out accuracy), `kl_fit` the budget fit, `scores`
     (new, parent, reward model name) where the round scored both versions' held-out answers."""
     if optimizer == "dpo":
         accuracy = final.get("heldout_accuracy")
         check = accuracy_check(accuracy, int(final.get("heldout_pairs") or 0), "DPO's implicit reward")
     else:
-        held = reward if reward and reward.get("heldout_sets") else {}
-        check = accuracy_check(held.get("accuracy"), int(held.get("pairs") or 0), "reward model")
+        held = reward if reward is not None and reward.heldout_sets else RewardFacts()
+        check = accuracy_check(held.accuracy, held.heldout_pairs, "reward model")
     checks = [check, kl_check(kl_fit)]
     if scores is not None:
         checks.append(score_check(*scores))

@@ -37,6 +37,7 @@ from labeler.labels.gold import fit_with_gold
 from labeler.labels.hacking import ComplaintSet, hacking_suspects, sets_with_complaints
 from labeler.labels.reliability import Reliability
 from labeler.records.reward_models import (
+    RewardFacts,
     RewardRef,
     find_reward_model,
     next_reward_name,
@@ -81,6 +82,7 @@ class RewardResult:
     name: str
     path: Path
     metrics: dict
+    facts: RewardFacts
     train_sets: int
     heldout_sets: int
     seconds: float
@@ -471,13 +473,11 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
     metrics = evaluate(scorer, tokenizer, heldout or train, config.max_length)
     metrics["train_seconds"] = round(train_seconds, 2)
     metrics["heldout_sets"], metrics["train_groups"] = len(heldout), len(train)
-    metrics["continued_from"] = parent.name if parent else None
     metrics["replayed_sets"] = data.replayed
     metrics["seen_sets"] = len(data.seen)
     if data.reliability is not None:
         metrics["labeler_reliability"] = {str(k): round(v, 4) for k, v in data.reliability.ranked()}
     reporter.log({k: v for k, v in metrics.items() if isinstance(v, float | int)})
-    metrics["heads"], metrics["ensemble"] = config.heads, config.ensemble  # what selection reads; not plotted
     folder = Path(config.home) / "models" / f"reward-{name}"
     meta = RewardMeta(
         base_model=config.model,
@@ -494,11 +494,19 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
         write_seen(folder, data.seen)
         if config.information:  # what uncertainty selection reads (rlhf/select/design.py)
             save_information(folder, head_precision(scorer, tokenizer, data.labeled, config.max_length))
-    metrics["information"] = config.information
     reporter.step()
     del scorer  # members train one at a time, each on a base of its own
     if config.ensemble > 1:  # before the row: the generator never reads a model whose members are half saved
         metrics["ensemble_accuracy"] = train_members(config, data, folder, reporter)
+    facts = RewardFacts(
+        accuracy=metrics["accuracy"] if heldout else None,
+        heldout_pairs=metrics["pairs"] if heldout else 0,
+        heldout_sets=len(heldout),
+        heads=config.heads,
+        ensemble=config.ensemble,
+        information=config.information,
+        continued_from=parent.name if parent else None,
+    )
     reporter.start(1, "registering the reward model")
     if state.is_main_process:
         snapshot = write_snapshot(folder / "pairs_snapshot.jsonl", train, heldout, {"reward": asdict(config)})
@@ -509,13 +517,14 @@ def run(config: RewardConfig, *, reporter: Reporter | None = None, job_id: int |
                 base_model=config.model,
                 adapter_path=str(folder),
                 snapshot_path=str(snapshot),
+                facts=facts,
                 metrics=metrics,
                 job_id=job_id,
             )
     state.wait_for_everyone()
     reporter.step()
     reporter.close()
-    return RewardResult(name, folder, metrics, len(train), len(heldout), time.perf_counter() - start)
+    return RewardResult(name, folder, metrics, facts, len(train), len(heldout), time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> None:

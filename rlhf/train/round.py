@@ -67,7 +67,6 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         "device": config.device,
     }
     reward_name, reward_sets, dpo_sets = None, 0, 0
-    reward_metrics: dict | None = None
     start = time.perf_counter()
     if config.optimizer == "ppo":
         rcfg = RewardConfig(
@@ -78,7 +77,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         )
         try:
             trained = reward.run(rcfg, reporter=reporter, job_id=job_id)
-            reward_name, reward_sets, reward_metrics = trained.name, trained.train_sets, trained.metrics
+            reward_name, reward_sets = trained.name, trained.train_sets
         except reward.NothingNew as unchanged:  # no set ranked since the latest reward model: PPO uses it
             logger.warning("%s; this round's PPO uses %s as it is", unchanged, unchanged.name)
             reward_name = unchanged.name
@@ -104,7 +103,7 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     if result.kl_budget:  # timed apart from the optimiser's stage: the estimate counts its work apart
         seconds["kl_budget"] = result.kl_budget["seconds"]
         seconds[config.optimizer] -= result.kl_budget["seconds"]
-    verdict, reward_ref = judge_round(engine, config, result, reward_name, reward_metrics)
+    verdict, reward_ref = judge_round(engine, config, result, reward_name)
     report_verdict(verdict, result.version)
     with Session(engine) as session:
         new = policy_by_version(session=session, version=result.version)
@@ -142,21 +141,18 @@ def judge_round(
     config: RoundConfig,
     result: ppo.PPOResult | dpo.DPOResult,
     reward_name: str | None,
-    reward_metrics: dict | None,
 ) -> tuple[Verdict, RewardRef | None]:
     """The gate's verdict on the version the round registered (rlhf/train/gate.py), from what its stages recorded:
-    the optimiser's held-out figures, the reward model's (a reused one's own), the KL budget fit, and for PPO the
-    reward model's scores of both versions' answers to held-out prompts."""
+    the optimiser's held-out figures, the reward model's facts (a new one's or a reused one's), the KL budget fit,
+    and for PPO the reward model's scores of both versions' answers to held-out prompts."""
     with read_session(engine) as session:
         reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
         registered = policy_by_version(session=session, version=result.version)
         scored = dict(registered.metrics.get("sample_scores") or {}) if registered else {}
-    if reward_ref is not None and reward_metrics is None:  # reused as it was: its own held-out figures
-        reward_metrics = reward_ref.metrics
     verdict = judge(
         optimizer=config.optimizer,
         final=result.metrics,
-        reward=reward_metrics,
+        reward=reward_ref.facts if reward_ref is not None else None,
         kl_fit=result.kl_budget,
         switch=config.switch,
         scores=(scored["new"], scored["parent"], scored.get("reward_model")) if scored.get("new") else None,

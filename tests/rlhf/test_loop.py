@@ -84,7 +84,7 @@ def test_two_rounds_then_a_killed_one(tmp_path):
             rm = s.get(RewardModel, lineage.reward_model_id)
             # round 2 continues round 1's reward model on the 8 sets ranked since and again on those r1 trained
             # on (held-out ones evaluate it)
-            assert rm.metrics["continued_from"] == (None if round_number == 1 else "r1")
+            assert rm.continued_from == (None if round_number == 1 else "r1")
             assert rm.metrics["seen_sets"] == 8 * round_number
             trained[round_number] = rm.metrics["train_groups"]
             assert trained[round_number] - rm.metrics["replayed_sets"] <= 8

@@ -125,10 +125,14 @@ def test_the_gate_column_says_what_the_gate_decided_who_switched_and_a_lost_huma
     refused = {
         "gate": {"decision": "fail", "lines": ["gate: fail; kept as a candidate", "  [fail] KL from v0: 4.3"]}
     }
-    assert gate_text(refused) == "fail"
+    assert (
+        gate_text(PolicyVersion(version=3, base_model="m", metrics=refused, gate_decision="fail")) == "fail"
+    )
     switched = {**refused, "switches": [{"by": "admin", "at": "2026-12-06T12:00:00", "gate": "fail"}]}
-    assert gate_text(switched) == "fail; made current by admin"
+    made = PolicyVersion(version=3, base_model="m", metrics=switched, gate_decision="fail")
+    assert gate_text(made) == "fail; made current by admin"
     losing = WinRate(wins=20, losses=60, ties=0, rate=0.25, low=0.17, high=0.36)
-    assert gate_text({}, losing) == "loses to its parent in human evaluation: consider rolling back"
-    shown = switch_text(PolicyVersion(version=3, base_model="m", metrics=switched))
+    blank = PolicyVersion(version=4, base_model="m")
+    assert gate_text(blank, losing) == "loses to its parent in human evaluation: consider rolling back"
+    shown = switch_text(made)
     assert shown.startswith("v3 is now current") and "- [fail] KL from v0: 4.3" in shown
