@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # types only: `rankloop --help` imports nothing heavy
-    from rlhf.monitor import BackgroundMonitor
+    from rlhf.serve.monitor import BackgroundMonitor
 
 DEFAULT_HOME = os.environ.get("RANKLOOP_HOME", "runs")
 
@@ -42,11 +42,11 @@ def _bootstrap_store(engine, args: argparse.Namespace) -> None:
 def _bootstrap_once(engine, args: argparse.Namespace) -> None:
     from sqlmodel import Session
 
-    from labeler.db import read_session
-    from labeler.importers import parse_prompts
-    from labeler.policies import ensure_initial_policy
-    from labeler.store import add_prompts, has_prompts
-    from labeler.users import ensure_admin, has_users
+    from labeler.io.importers import parse_prompts
+    from labeler.records.policies import ensure_initial_policy
+    from labeler.store.db import read_session
+    from labeler.store.store import add_prompts, has_prompts
+    from labeler.store.users import ensure_admin, has_users
 
     with read_session(engine) as session:
         any_users, any_prompts = has_users(session=session), has_prompts(session=session)
@@ -100,13 +100,13 @@ def _start_generator(args: argparse.Namespace, url: str, engine, pool) -> Backgr
     if args.generator == "off":
         return None
     if args.generator == "process":
-        from rlhf.pregen_process import GeneratorProcess
+        from rlhf.serve.pregen_process import GeneratorProcess
 
         generator = GeneratorProcess(_generator_argv(args, url), Path(args.home) / "logs" / "generator.log")
     else:
         from models.generation import SamplingParams
-        from rlhf.pregen import PregenConfig, PregenWorker
-        from rlhf.serving import ModelOptions, generation_backend
+        from rlhf.serve.pregen import PregenConfig, PregenWorker
+        from rlhf.serve.serving import ModelOptions, generation_backend
 
         sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature)
         generator = PregenWorker(
@@ -121,11 +121,11 @@ def _start_generator(args: argparse.Namespace, url: str, engine, pool) -> Backgr
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from labeler.db import default_url, make_engine
+    from labeler.store.db import default_url, make_engine
     from labeler.ui.app import build_ui, launch
     from labeler.ui.deps import UIDeps
-    from rlhf.jobs import JobRunner, Launcher
-    from rlhf.serving import ModelOptions, load_pool
+    from rlhf.serve.jobs import JobRunner, Launcher
+    from rlhf.serve.serving import ModelOptions, load_pool
 
     home = Path(args.home)
     url = args.db or default_url(home)
@@ -154,11 +154,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _start_monitor(engine, generator: Background | None, runner) -> BackgroundMonitor:
-    """Watch the generator process and the running jobs: CPU share, rate, starvation (rlhf/monitor.py)."""
-    from labeler.db import read_session
-    from labeler.stats import generated_sets
-    from rlhf.monitor import BackgroundMonitor
-    from rlhf.pregen_process import GeneratorProcess
+    """Watch the generator process and the running jobs: CPU share, rate, starvation (rlhf/serve/monitor.py)."""
+    from labeler.labels.stats import generated_sets
+    from labeler.store.db import read_session
+    from rlhf.serve.monitor import BackgroundMonitor
+    from rlhf.serve.pregen_process import GeneratorProcess
 
     def sets_written() -> float:
         with read_session(engine) as session:
@@ -180,7 +180,7 @@ def _prepare_model(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rlhf.cli import add_model_args
+    from rlhf.serve.serving import add_model_args
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=DEFAULT_HOME, help="home folder: database, models, exports, caches")

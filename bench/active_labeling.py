@@ -1,5 +1,5 @@
 """Does labeling where the reward model is unsure save labels? One component by design (the reward stage and the
-pre-generation worker's selection: rlhf/pregen.py, rlhf/design.py, rlhf/selection.py), on the tiny in-process
+pre-generation worker's selection: rlhf/serve/pregen.py, rlhf/select/design.py, rlhf/select/selection.py), on the tiny in-process
 model and a synthetic preference, so that curves with repeats fit in minutes on a CPU.
 
 The preference: an answer is worth the sum of its judged words (great +2, good +1, fine +0.5, meh -0.5,
@@ -20,11 +20,11 @@ uncertainty: for every batch of sets it keeps (the worker's batch) it writes `--
 (8, the most the admin's setting allows; the app's default is 2), scores them with the latest reward model through
 the worker's scorer (an adapter on the shared base), keeps the most uncertain, `--random-share` (0.25, the default)
 of them at random, and never labels the rest. `information` is what the worker reads from a model that saved its
-score head's precision (the default: rlhf/design.py, the information a label adds, sets kept one after another, each
-counted as known until the next model), `disagreement` how much the members disagree (rlhf/selection.py, BALD: what
+score head's precision (the default: rlhf/select/design.py, the information a label adds, sets kept one after another, each
+counted as known until the next model), `disagreement` how much the members disagree (rlhf/select/selection.py, BALD: what
 it reads from a model with several members saved without the precision), `doubt` the spread of one head's mean
 score. At every size (every 16 sets to 160, then 192 and 256) each arm trains its reward model as an admin round
-does (rlhf/configs.py ROUND_EXPOSES): it continues the arm's latest model (`continue_from=latest`, 2 passes) on the
+does (rlhf/train/configs.py ROUND_EXPOSES): it continues the arm's latest model (`continue_from=latest`, 2 passes) on the
 sets that model has not met and again on those it has (`--replay`, 1 as in the app; 0: the new ones only). `--fresh`
 trains a fresh model on all the arm's sets at every size instead (`--epochs` 6 then: at 2 a fresh model on few sets
 had taken too few steps, so the curve measured steps as much as sets; at 12 or 24 they overfit the noisy labels and
@@ -80,7 +80,7 @@ prototype, which matched it on seeds 0-5 to the last digit) random 0.856 (80) / 
 1`), 12 repeats (`--first-seed 0` and 6, 9.4 + 21.5 min): random learns better (0.947 at 256) and information leads
 it at every size from 48 sets (0.904 vs 0.875 at 80, 0.917 vs 0.896 at 128, 0.941 vs 0.926 at 192, 0.951 vs 0.947 at
 256): 0.59-0.83 of the sets random needs from 80 to 192 sets, 0.88 at 256, where both curves flatten near 0.95. A
-prior of 500 instead of 1 (rlhf/design.py PRIOR; 500 is one over the trained head's weight variance) did worse:
+prior of 500 instead of 1 (rlhf/select/design.py PRIOR; 500 is one over the trained head's weight variance) did worse:
 0.71-0.86 from 80 sets on. The members' disagreement without the random share, 12 repeats: random's 256-set accuracy
 at 169 sets (66%) but 0.75-0.86 of the sets from 96 to 192 (0.872 at 80, 0.901 at 128): 4 bootstrapped heads on one
 adapter barely disagree (their spread of a pair's margin is 0.02-0.1 reward std against margins of 0.3-1.2) and
@@ -116,22 +116,22 @@ from typing import cast
 
 import torch
 from results import record_result  # bench/results.py: the line, kept in bench/results/
+from simulate import SimulatedLabeler, label_waiting_sets
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.policies import ensure_initial_policy
-from labeler.settings import MAX_OVERSAMPLE, Selection, set_labels_needed
-from labeler.simulate import SimulatedLabeler, label_waiting_sets
-from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
-from labeler.tables import id_of
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.settings import MAX_OVERSAMPLE, Selection, set_labels_needed
+from labeler.store.store import CompletionIn, add_completion_set, get_or_add_prompt
+from labeler.store.tables import id_of
 from models.loading import load_base
 from models.policy import PolicyPool
 from models.tiny import save_tiny_checkpoint
-from rlhf import reward
-from rlhf.configs import ROUND_EXPOSES, RewardConfig
-from rlhf.design import Design
-from rlhf.pregen import PregenConfig
-from rlhf.selection import PoolScorer, choose, disagreement, doubt
+from rlhf.select.design import Design
+from rlhf.select.selection import PoolScorer, choose, disagreement, doubt
+from rlhf.serve.pregen import PregenConfig
+from rlhf.train import reward
+from rlhf.train.configs import ROUND_EXPOSES, RewardConfig
 
 FILLER = ["the", "quick", "brown", "jumps", "over", "lazy", "poem", "answer", "about", "very"]
 TOPICS = ["sea", "sky", "fox", "dog", "tree", "moon", "rain", "bread"]
@@ -276,7 +276,7 @@ def selected(
     rng: random.Random,
     design: Design | None = None,
 ) -> list[Candidate]:
-    """`wanted` sets as the pre-generation worker picks them (rlhf/pregen.py): per batch of `BATCH` kept sets it
+    """`wanted` sets as the pre-generation worker picks them (rlhf/serve/pregen.py): per batch of `BATCH` kept sets it
     writes `oversample` candidates for each, scores them with the latest reward model and keeps the most
     uncertain (with a `design`: the most informative, one after another), `random_share` of them at random;
     the rest are never labeled."""

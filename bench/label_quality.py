@@ -34,23 +34,23 @@ from typing import Literal
 import torch
 from peft import PeftModel
 from results import record_result  # bench/results.py: the line, kept in bench/results/
+from simulate import SimulatedLabeler, ensure_accounts, label_waiting_sets
 from sqlmodel import Session
 
-from labeler.dataset import load_set_rankings
-from labeler.db import make_engine
-from labeler.policies import ensure_initial_policy
-from labeler.reliability import fit_reliability, votes_from_sets
-from labeler.settings import set_labels_needed
-from labeler.simulate import SimulatedLabeler, ensure_accounts, label_waiting_sets
-from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt, messages_hash
-from labeler.tables import id_of
+from labeler.labels.dataset import load_set_rankings
+from labeler.labels.reliability import fit_reliability, votes_from_sets
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.settings import set_labels_needed
+from labeler.store.store import CompletionIn, add_completion_set, get_or_add_prompt, messages_hash
+from labeler.store.tables import id_of
 from models.loading import load_base
 from models.tiny import save_tiny_checkpoint
-from rlhf import reward
-from rlhf.configs import RewardConfig
-from rlhf.reward_data import is_heldout
-from rlhf.reward_eval import score_sets
-from rlhf.scoring import RewardScorer, load_head
+from rlhf.train import reward
+from rlhf.train.configs import RewardConfig
+from rlhf.train.reward_data import is_heldout
+from rlhf.train.reward_eval import score_sets
+from rlhf.train.scoring import RewardScorer, load_head
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "sea", "sky", "poem", "answer"]
 EVAL_FRACTION = 0.25

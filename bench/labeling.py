@@ -35,16 +35,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
+from load_client import LabelingClient  # noqa: E402
 from results import record_result  # noqa: E402  (bench/results.py)
 from sqlmodel import Session, col, func, select  # noqa: E402
 
-from labeler.db import make_engine  # noqa: E402
-from labeler.leasing import lease_next_set  # noqa: E402
-from labeler.policies import ensure_initial_policy  # noqa: E402
-from labeler.store import CompletionIn, RankingIn, add_completion_set, add_prompts, submit_ranking  # noqa: E402
-from labeler.tables import CompletionSet, Job, Prompt, Ranking, User, id_of  # noqa: E402
-from labeler.ui.client import LabelingClient  # noqa: E402
-from labeler.users import add_user  # noqa: E402
+from labeler.records.policies import ensure_initial_policy  # noqa: E402
+from labeler.store.db import make_engine  # noqa: E402
+from labeler.store.leasing import lease_next_set  # noqa: E402
+from labeler.store.store import CompletionIn, RankingIn, add_completion_set, add_prompts, submit_ranking  # noqa: E402
+from labeler.store.tables import CompletionSet, Job, Prompt, Ranking, User, id_of  # noqa: E402
+from labeler.store.users import add_user  # noqa: E402
 from models.embedded import home_sharing_cache  # noqa: E402
 
 ADMIN_PASSWORD = "bench-admin-password"
@@ -166,7 +166,7 @@ def launch_reward_job(port: int, engine) -> int:
     from gradio_client import Client
 
     from labeler.ui.forms import config_form
-    from rlhf.configs import RewardConfig
+    from rlhf.train.configs import RewardConfig
 
     client = Client(f"http://127.0.0.1:{port}/", auth=("admin", ADMIN_PASSWORD), verbose=False)
     with gr.Blocks():  # the form's fields in order, as the page sends them
@@ -300,7 +300,7 @@ def run(args: argparse.Namespace, home: Path, db: str) -> Figures:
         for port, proc in zip(ports, replicas, strict=True):
             wait_until_up(port, proc)
         if args.generator != "off":
-            from labeler.workers import lease_holder
+            from labeler.records.workers import lease_holder
 
             def generator_ready() -> bool:
                 with Session(engine) as s:

@@ -1,5 +1,5 @@
 """The loop end to end on the embedded default (CPU), at the round's defaults: per seed, rounds of generate ->
-simulated labelers rank -> `rankloop round` (rlhf/round.py, gate included) -> held-out evaluation.
+simulated labelers rank -> `rankloop round` (rlhf/train/round.py, gate included) -> held-out evaluation.
 
     .venv/bin/python bench/loop.py [--seeds 0,1,2] [--rounds 3] [--sets 80] [--optimizer dpo|ppo] [recipe flags]
 
@@ -9,7 +9,7 @@ noise 0.2 and 0.4), the sets per round (`--sets`, 80), the generator's answer ca
 evaluation. Recipe flags (`--dpo-lr`, `--kl-budget`, `--optimizer ppo`, `--advantage group`, ...) each set one round
 field; the RESULT line names every field a run changed (`changed=`).
 
-`--preference instructions` (the default): prompts carry verifiable instructions (labeler/instruction_prompts.py;
+`--preference instructions` (the default): prompts carry verifiable instructions (labeler/io/instruction_prompts.py;
 fewer than N words here, at least N there, all capitals, a title...), the simulated labelers rank by instructions
 met, then by whether the answer ends, with noise. Held-out prompts have topics and parameter values training never
 saw. Per round: the current version's held-out strict pass rate (48 prompts x 4 samples at temperature 0.7, 95%
@@ -45,30 +45,30 @@ from typing import Any
 
 import torch
 from results import record_result  # bench/results.py: the line, kept in bench/results/
+from simulate import PREFERENCES, SimulatedLabeler, label_waiting_sets
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from labeler.db import make_engine
-from labeler.importers import import_prompts
-from labeler.instruction_prompts import add_instruction_prompts, generate_prompts, stored_instructions
-from labeler.instructions import Instruction, count_words, strict_pass
-from labeler.policies import PolicyRef, current_policy, ensure_initial_policy, policy_by_version
-from labeler.settings import set_labels_needed
-from labeler.simulate import PREFERENCES, SimulatedLabeler, label_waiting_sets
-from labeler.tables import Prompt, RewardModel
-from labeler.winrate import wilson_interval
+from labeler.io.importers import import_prompts
+from labeler.io.instruction_prompts import add_instruction_prompts, generate_prompts, stored_instructions
+from labeler.labels.instructions import Instruction, count_words, strict_pass
+from labeler.labels.winrate import wilson_interval
+from labeler.records.policies import PolicyRef, current_policy, ensure_initial_policy, policy_by_version
+from labeler.store.db import make_engine
+from labeler.store.settings import set_labels_needed
+from labeler.store.tables import Prompt, RewardModel
 from models.divergence import answers_kl
 from models.embedded import home_sharing_cache
 from models.generation import Completion, SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
-from rlhf import ppo
-from rlhf import round as round_stage
-from rlhf.configs import PPOConfig, RoundConfig
-from rlhf.overopt import preference_judge
-from rlhf.ppo import RewardFn
-from rlhf.ppo_step import Rollout
-from rlhf.pregen import PregenConfig, PregenWorker
+from rlhf.serve.pregen import PregenConfig, PregenWorker
+from rlhf.train import ppo
+from rlhf.train import round as round_stage
+from rlhf.train.configs import PPOConfig, RoundConfig
+from rlhf.train.overopt import preference_judge
+from rlhf.train.ppo import RewardFn
+from rlhf.train.ppo_step import Rollout
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"
@@ -280,7 +280,7 @@ def gold_round(engine: Engine, home: str, url: str, reward_fn: RewardFn, fields:
 def run_round(
     engine: Engine, home: str, url: str, worker: PregenWorker, labelers: list, fields: dict[str, Any]
 ) -> dict:
-    """Generate the round's sets, let the simulated labelers rank them, then run the round (rlhf/round.py) at
+    """Generate the round's sets, let the simulated labelers rank them, then run the round (rlhf/train/round.py) at
     its defaults but for `fields`: the gate included, so a refused version stays a candidate."""
     seconds: dict[str, float] = {}
     t = time.perf_counter()

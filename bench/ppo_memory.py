@@ -35,7 +35,7 @@ def make_reward_folder(folder: Path) -> None:
     from peft import LoraConfig, get_peft_model
 
     from models.loading import load_base
-    from rlhf.scoring import RewardMeta, ScoreHead, save_reward_model
+    from rlhf.train.scoring import RewardMeta, ScoreHead, save_reward_model
 
     base, _ = load_base("default", home=Path(HOME), device="cpu")
     model = get_peft_model(
@@ -45,7 +45,7 @@ def make_reward_folder(folder: Path) -> None:
 
 
 def config():
-    from rlhf.configs import PPOConfig
+    from rlhf.train.configs import PPOConfig
 
     return PPOConfig(
         batch_prompts=8, minibatch=4, ppo_epochs=1, max_new_tokens=48, device="cpu", no_eos_penalty=None
@@ -56,9 +56,9 @@ def shared_step(reward_folder: str, conn) -> None:
     import torch
 
     from models.loading import load_base
-    from rlhf.ppo import reward_model_fn
-    from rlhf.ppo_model import build_shared
-    from rlhf.ppo_step import ppo_update, rollout, score_rollout
+    from rlhf.train.ppo import reward_model_fn
+    from rlhf.train.ppo_model import build_shared
+    from rlhf.train.ppo_step import ppo_update, rollout, score_rollout
 
     torch.manual_seed(0)
     cfg = config()
@@ -83,9 +83,9 @@ def role_server(role: str, reward_folder: str, conn) -> None:
     from peft import PeftModel
 
     from models.loading import load_base
-    from rlhf.ppo_math import value_loss
-    from rlhf.ppo_model import ValueHead, gather_logprobs
-    from rlhf.scoring import RewardScorer, load_head
+    from rlhf.train.ppo_math import value_loss
+    from rlhf.train.ppo_model import ValueHead, gather_logprobs
+    from rlhf.train.scoring import RewardScorer, load_head
 
     model, _ = load_base("default", home=Path(HOME), device="cpu")
     if role == "reward":
@@ -136,9 +136,9 @@ def separate_step(reward_folder: str, conn) -> None:
     from peft import LoraConfig, get_peft_model
 
     from models.loading import load_base
-    from rlhf.ppo_math import gae, kl_estimate, masked_whiten, policy_loss, token_rewards
-    from rlhf.ppo_model import gather_logprobs
-    from rlhf.ppo_step import Rollout, rollout
+    from rlhf.train.ppo_math import gae, kl_estimate, masked_whiten, policy_loss, token_rewards
+    from rlhf.train.ppo_model import gather_logprobs
+    from rlhf.train.ppo_step import Rollout, rollout
 
     torch.manual_seed(0)
     cfg = config()

@@ -30,24 +30,24 @@ from itertools import combinations
 from pathlib import Path
 
 from results import record_result  # bench/results.py: the line, kept in bench/results/
+from simulate import PREFERENCES, SimulatedLabeler, label_waiting_sets
 from sqlmodel import Session, col, select
 
-from labeler.db import make_engine
-from labeler.instruction_prompts import add_instruction_prompts, generate_prompts, stored_instructions
-from labeler.instructions import constraints_met
-from labeler.policies import current_policy, ensure_initial_policy
-from labeler.settings import set_labels_needed
-from labeler.simulate import PREFERENCES, SimulatedLabeler, label_waiting_sets
-from labeler.tables import Prompt
+from labeler.io.instruction_prompts import add_instruction_prompts, generate_prompts, stored_instructions
+from labeler.labels.instructions import constraints_met
+from labeler.records.policies import current_policy, ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.settings import set_labels_needed
+from labeler.store.tables import Prompt
 from models.embedded import home_sharing_cache
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
-from rlhf.configs import RewardConfig
-from rlhf.pregen import PregenConfig, PregenWorker
-from rlhf.progress import ConsoleReporter
-from rlhf.reward import build_scorer, read_data, train_loop
-from rlhf.reward_eval import score_sets
+from rlhf.serve.pregen import PregenConfig, PregenWorker
+from rlhf.train.configs import RewardConfig
+from rlhf.train.progress import ConsoleReporter
+from rlhf.train.reward import build_scorer, read_data, train_loop
+from rlhf.train.reward_eval import score_sets
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 MAX_NEW_TOKENS = 72  # as bench/loop.py

@@ -17,10 +17,10 @@ from pathlib import Path
 from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.importers import import_pairs
-from rlhf.configs import RewardConfig
-from rlhf.reward import run
+from labeler.io.importers import import_pairs
+from labeler.store.db import make_engine
+from rlhf.train.configs import RewardConfig
+from rlhf.train.reward import run
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-test-part-a.jsonl.gz"
 

@@ -23,14 +23,14 @@ from typing import Literal
 from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.formats import split_hh
-from labeler.leasing import lease_next_set
-from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
-from labeler.tables import id_of
-from labeler.users import add_user
-from rlhf.configs import RewardConfig
-from rlhf.reward import run
+from labeler.io.formats import split_hh
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
+from labeler.store.tables import id_of
+from labeler.store.users import add_user
+from rlhf.train.configs import RewardConfig
+from rlhf.train.reward import run
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-test-part-a.jsonl.gz"
@@ -42,7 +42,7 @@ def build_store(url: str, sets: int, max_length: int) -> None:
     from transformers import AutoTokenizer
 
     from models.resolve import resolve_model
-    from rlhf.scoring import render_dialogue
+    from rlhf.train.scoring import render_dialogue
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("default", home=Path(HOME)))
     with gzip.open(HH, "rt", encoding="utf-8") as fh:

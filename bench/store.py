@@ -18,13 +18,13 @@ from sqlalchemy import insert
 from sqlmodel import Session
 from tqdm import tqdm
 
-from labeler.dataset import load_prompts, load_set_rankings, records_from_sets
-from labeler.db import make_engine
-from labeler.export import export_preferences
-from labeler.pairs import PairSettings
-from labeler.store import RankingIn, submit_ranking
-from labeler.tables import Assignment, Completion, CompletionSet, Prompt, id_of, utcnow
-from labeler.users import add_user
+from labeler.io.export import export_preferences
+from labeler.labels.dataset import load_prompts, load_set_rankings, records_from_sets
+from labeler.labels.pairs import PairSettings
+from labeler.store.db import make_engine
+from labeler.store.store import RankingIn, submit_ranking
+from labeler.store.tables import Assignment, Completion, CompletionSet, Prompt, id_of, utcnow
+from labeler.store.users import add_user
 
 
 def seed_store(session: Session, count: int, user_id: int) -> list[tuple[int, list[int]]]:

@@ -26,20 +26,21 @@ from pathlib import Path
 from typing import Any
 
 from results import record_result  # bench/results.py: the line, kept in bench/results/
+from simulate import SimulatedLabeler, label_waiting_sets
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.instruction_prompts import add_instruction_prompts, generate_prompts
-from labeler.policies import ensure_initial_policy
-from labeler.settings import set_labels_needed
-from labeler.simulate import SimulatedLabeler, instructions_first, label_waiting_sets
+from labeler.io.instruction_prompts import add_instruction_prompts, generate_prompts
+from labeler.labels.instructions import instructions_then_ending
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.settings import set_labels_needed
 from models.embedded import home_sharing_cache
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
-from rlhf import reward
-from rlhf.configs import RewardConfig
-from rlhf.pregen import PregenConfig, PregenWorker
+from rlhf.serve.pregen import PregenConfig, PregenWorker
+from rlhf.train import reward
+from rlhf.train.configs import RewardConfig
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-test-part-a.jsonl.gz"
@@ -64,8 +65,8 @@ def main() -> None:
     parser.add_argument("--tie-within", type=float, default=0.6)
     args = parser.parse_args()
     labelers = [
-        SimulatedLabeler("a", noise=0.2, seed=1, preference=instructions_first, tie_within=args.tie_within, none_below=-1.0),
-        SimulatedLabeler("b", noise=0.4, seed=2, preference=instructions_first, tie_within=args.tie_within, none_below=-1.0),
+        SimulatedLabeler("a", noise=0.2, seed=1, preference=instructions_then_ending, tie_within=args.tie_within, none_below=-1.0),
+        SimulatedLabeler("b", noise=0.4, seed=2, preference=instructions_then_ending, tie_within=args.tie_within, none_below=-1.0),
     ]  # fmt: skip
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,1 +1,2 @@
-"""The labeling side of rankloop: the preference store, users, assignment, agreement, import/export, and the UI."""
+"""The labeling side of rankloop, torch-free: the store (`store/`), what training records (`records/`), label maths
+(`labels/`), files in and out (`io/`), the store's command line; the Gradio app sits above rlhf in `ui/`."""

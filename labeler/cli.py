@@ -16,20 +16,20 @@ from typing import Literal
 
 from sqlmodel import Session
 
-from labeler.db import default_url, make_engine, read_session
-from labeler.export import (
+from labeler.io.export import (
     EXPORT_FORMATS,
     ExportFormat,
     LabelerWeights,
     export_preferences,
     export_raw_rankings,
 )
-from labeler.gold import mark_gold, named_scores, parse_ranks
-from labeler.importers import import_pairs, import_prompts
-from labeler.pairs import PairSettings
-from labeler.reward_models import selection_measure
-from labeler.settings import selection, set_gold_rate, set_selection
-from labeler.users import add_user, new_password, reset_password, set_disabled
+from labeler.io.importers import import_pairs, import_prompts
+from labeler.labels.gold import mark_gold, named_scores, parse_ranks
+from labeler.labels.pairs import PairSettings
+from labeler.records.reward_models import selection_measure
+from labeler.store.db import default_url, make_engine, read_session
+from labeler.store.settings import selection, set_gold_rate, set_selection
+from labeler.store.users import add_user, new_password, reset_password, set_disabled
 
 
 def open_session(home: str, db: str | None) -> Session:

@@ -1,1 +1,2 @@
-"""RLHF stages: rankings to pairs and consensus, reward-model training, PPO, rounds and jobs."""
+"""The training side: stages and the gate (`train/`), what to label next (`select/`), background jobs and
+pre-generation (`serve/`), and its command line."""

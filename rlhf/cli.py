@@ -5,19 +5,18 @@ rankloop generate --prompts data/prompts.jsonl --n 4 [--model default] [--labels
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Literal
 
 from sqlmodel import Session
 from tqdm import tqdm
 
-from labeler.db import default_url, make_engine, read_session
-from labeler.importers import parse_prompts
-from labeler.store import CompletionIn, add_completion_set, add_prompts, messages_hash, prompt_ids
+from labeler.io.importers import parse_prompts
+from labeler.store.db import default_url, make_engine, read_session
+from labeler.store.store import CompletionIn, add_completion_set, add_prompts, messages_hash, prompt_ids
 from models.generation import SamplingParams
-from rlhf.configs import STAGES
-from rlhf.serving import ModelOptions, current_ref, generation_backend, load_pool
+from rlhf.serve.serving import ModelOptions, add_model_args, current_ref, generation_backend, load_pool
+from rlhf.train.configs import STAGES
 
 # Handlers take the parsed flags they need as keyword arguments (app.py passes them by name), never argparse's
 # Namespace, so the type checker sees every flag a handler reads.
@@ -71,21 +70,8 @@ def _generate(
     return 0
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default="default", help="base model for v0: 'default', a Hub id or a local path"
-    )
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument(
-        "--backend", default="auto", choices=["auto", "transformers", "vllm"], help="generation backend"
-    )
-    parser.add_argument(
-        "--load-in-4bit", action="store_true", help="4-bit base via bitsandbytes (CUDA + the gpu extra)"
-    )
-
-
 # Training stages parse their own config dataclass (flags or --config YAML), so `rankloop NAME ...` hands the
-# rest of the command line to `python -m MODULE` unchanged (the stages: rlhf/configs.py).
+# rest of the command line to `python -m MODULE` unchanged (the stages: rlhf/train/configs.py).
 
 
 def run_stage_command(argv: list[str]) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 from models.tiny import tiny_model_and_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
+# the simulated labelers and the load client live with the benchmarks (bench/), out of the product; the tests
+# import them as the benchmarks do
+sys.path.insert(0, str(REPO / "bench"))
 SHARED_DATA = REPO.parent / "shared" / "data"
 HH_FILE = SHARED_DATA / "hh-rlhf-harmless-test-part-a.jsonl.gz"
 
@@ -36,7 +40,7 @@ def hh_file() -> Path:
 @pytest.fixture
 def engine():
     """A fresh in-memory store per test."""
-    from labeler.db import make_engine
+    from labeler.store.db import make_engine
 
     return make_engine("sqlite://")
 

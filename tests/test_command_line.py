@@ -13,10 +13,10 @@ from pathlib import Path
 
 from sqlmodel import Session, col, select
 
-from labeler.db import make_engine
-from labeler.leasing import lease_next_set
-from labeler.store import RankingIn, submit_ranking
-from labeler.tables import CompletionSet, PolicyVersion, RewardModel, User, id_of
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import RankingIn, submit_ranking
+from labeler.store.tables import CompletionSet, PolicyVersion, RewardModel, User, id_of
 from models.tiny import save_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

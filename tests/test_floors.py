@@ -1,11 +1,10 @@
-"""The house's floors, checked by reading every module's source (ast, lazy imports inside functions included):
+"""The house's floors, checked by reading every module's source (ast, lazy imports inside functions included).
 
-    models/  (torch, no project imports)  <-  labeler/  (store and label logic, torch-free)
-        <-  rlhf/  (training stages, job runner, pre-generation)  <-  labeler/ui/  (the Gradio app)  <-  app.py
-
-A module may import from its own floor and the floors below it, never above. Above the store (rlhf/,
-labeler/ui/, app.py) the store is read and written through labeler/'s typed functions only: no query built,
-no table row made, no statement run on a session there."""
+`FLOORS` lists the folders bottom up, one job each: a module may import from its own folder and the folders
+listed before it, never after. The labeler's folders stay torch-free, and no product module imports the
+simulated labelers or the load client (they live in bench/). Above the store (rlhf/, labeler/ui/, app.py) the
+store is read and written through labeler/'s typed functions only: no query built, no table row made, no
+statement run on a session there."""
 
 from __future__ import annotations
 
@@ -17,20 +16,35 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "vllm", "gradio")
 
-# floor -> the top-level names its modules must not import
-FORBIDDEN = {
-    "models": ("labeler", "rlhf", "app"),
-    "labeler": ("rlhf", "models", "app", *HEAVY),
-    "rlhf": ("labeler.ui", "app"),
-    "labeler.ui": ("app",),
-}
+FLOORS = [
+    "models",  # loading models, adapters, generation backends, tiny test models (torch; no project imports)
+    "labeler/store",  # the store: tables, typed writes, leasing, users, log-in, settings, Alembic migrations
+    "labeler/records",  # what training and background work record: jobs, reward models, versions, rounds, workers
+    "labeler/labels",  # label maths: pairs, consensus, reliability, gold, quality, costs, win-rate, datasets
+    "labeler/io",  # reading files, import and export
+    "labeler",  # the store's command line
+    "rlhf/train",  # the training stages, their configs and registry, the gate
+    "rlhf/select",  # what to label next
+    "rlhf/serve",  # the job runner, the pre-generation worker, processes and their monitor
+    "rlhf",  # the training side's command line
+    "labeler/ui",  # the Gradio app (floor 4: the UI; kept under labeler/, see docs/architecture.md)
+    "app.py",  # the entry point
+]
+TORCH_FREE = ("labeler/store", "labeler/records", "labeler/labels", "labeler/io", "labeler")
+OUT_OF_PRODUCT = ("simulate", "load_client")  # bench/: simulated labelers and the load-test client
 
 
-def floor_of(path: Path) -> str | None:
-    parts = path.relative_to(REPO).parts
-    if parts[0] == "labeler":
-        return "labeler.ui" if len(parts) > 2 and parts[1] == "ui" else "labeler"
-    return parts[0] if parts[0] in ("models", "rlhf") else None
+def folder_of(parts: tuple[str, ...]) -> str | None:
+    """The floor of a module, by its path's parts or its dotted name's (a package's modules sit in its folder;
+    `labeler` and `rlhf` hold only the files directly inside them)."""
+    for floor in sorted(FLOORS, key=len, reverse=True):
+        prefix = tuple(floor.split("/"))
+        if floor == "app.py":
+            if parts[:1] in (("app.py",), ("app",)):
+                return floor
+        elif parts[: len(prefix)] == prefix and (floor not in ("labeler", "rlhf") or len(parts) == 2):
+            return floor
+    return None
 
 
 def imported(source: str) -> list[tuple[int, str]]:
@@ -45,14 +59,23 @@ def imported(source: str) -> list[tuple[int, str]]:
 
 
 def violations(path: Path, source: str | None = None) -> list[str]:
-    floor = floor_of(path)
-    if floor is None:
+    """Where `path` imports from a floor above its own, a heavy library where it must stay torch-free, or the
+    simulation."""
+    own = folder_of(path.relative_to(REPO).parts)
+    if own is None:
         return []
     bad = []
     for line, name in imported(source if source is not None else path.read_text(encoding="utf-8")):
-        for banned in FORBIDDEN[floor]:
-            if name == banned or name.startswith(banned + "."):
-                bad.append(f"{path.relative_to(REPO)}:{line}: {floor} imports {name}")
+        where = f"{path.relative_to(REPO)}:{line}: {own} imports {name}"
+        top = name.split(".")[0]
+        theirs = folder_of(tuple(name.split(".")))
+        if (
+            (theirs is not None and FLOORS.index(theirs) > FLOORS.index(own))
+            or (own in TORCH_FREE and top in HEAVY)
+            or top in OUT_OF_PRODUCT
+            or (own == "models" and top in ("labeler", "rlhf", "app"))
+        ):
+            bad.append(where)
     return bad
 
 
@@ -61,8 +84,8 @@ SESSION_CALLS = {"add", "add_all", "exec", "execute", "get", "delete", "merge", 
 
 
 def table_classes() -> set[str]:
-    """The table models in labeler/tables.py (classes declared with `table=True`)."""
-    tree = ast.parse((REPO / "labeler" / "tables.py").read_text(encoding="utf-8"))
+    """The table models in labeler/store/tables.py (classes declared with `table=True`)."""
+    tree = ast.parse((REPO / "labeler" / "store" / "tables.py").read_text(encoding="utf-8"))
     return {
         node.name
         for node in tree.body
@@ -134,12 +157,73 @@ def test_no_module_imports_from_a_floor_above_its_own(path):
 
 
 def test_the_check_catches_a_wrong_way_import():
-    probe = REPO / "labeler" / "probe.py"  # never written: the source is given
-    source = "def f():\n    from rlhf.ppo import run\n    import torch\n"
+    probe = REPO / "labeler" / "labels" / "probe.py"  # never written: the source is given
+    source = (
+        "def f():\n    from rlhf.train.ppo import run\n    import torch\n"
+        "    from labeler.io.export import export\n    from simulate import SimulatedLabeler\n"
+        "    from labeler.store.tables import Job\n"
+    )
     assert [v.split(": ", 1)[1] for v in violations(probe, source)] == [
-        "labeler imports rlhf.ppo",
-        "labeler imports torch",
+        "labeler/labels imports rlhf.train.ppo",
+        "labeler/labels imports torch",
+        "labeler/labels imports labeler.io.export",
+        "labeler/labels imports simulate",
     ]
+
+
+def test_every_product_module_sits_on_a_floor():
+    assert [str(p.relative_to(REPO)) for p in SOURCES if folder_of(p.relative_to(REPO).parts) is None] == []
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every product module's project imports (lazy ones included), by dotted name."""
+    names = {
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p for p in SOURCES
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        graph[name] = {m for _, m in imported(path.read_text(encoding="utf-8")) if m in names and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Import cycles in `graph` (one per strongly connected group of two or more modules, Tarjan's method)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle():
+    assert cycles(module_graph()) == []
+
+
+def test_the_cycle_check_finds_one():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 def namespace_parameters(source: str) -> list[str]:

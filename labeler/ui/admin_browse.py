@@ -1,6 +1,6 @@
 """Admin "Browse" tab: search prompts (text, split), list ranked sets (labeler, policy version, flagged,
 disagreement), and open one set with its whole conversation, every label, the consensus and its pairs
-(labeler/browse.py). Every handler checks the admin role on the server."""
+(labeler/labels/browse.py). Every handler checks the admin role on the server."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import html
 import gradio as gr
 import pandas as pd
 
-from labeler.browse import SPLITS, SetDetail, find_prompts, find_ranked_sets, set_detail
-from labeler.db import read_session
+from labeler.labels.browse import SPLITS, SetDetail, find_prompts, find_ranked_sets, set_detail
+from labeler.store.db import read_session
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.render import conversation_html, page, text_html
 

@@ -1,6 +1,6 @@
 """Admin dashboard: sets, rankings, pairs, per-labeler counts, speed, agreement, gold scores and reliability
-(labeler/quality.py, with the labelers to review), flagged completions, and what each round's labels cost and
-bought (labeler/costs.py)."""
+(labeler/labels/quality.py, with the labelers to review), flagged completions, and what each round's labels cost and
+bought (labeler/labels/costs.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import gradio as gr
 import pandas as pd
 from sqlmodel import Session
 
-from labeler.consensus import agreement
-from labeler.costs import RoundCost, round_costs
-from labeler.dataset import load_set_rankings, preference_records
-from labeler.db import read_session
-from labeler.quality import labeler_quality, weekly_trend
-from labeler.stats import flagged_completions, store_counts
+from labeler.labels.consensus import agreement
+from labeler.labels.costs import RoundCost, round_costs
+from labeler.labels.dataset import load_set_rankings, preference_records
+from labeler.labels.quality import labeler_quality, weekly_trend
+from labeler.labels.stats import flagged_completions, store_counts
+from labeler.store.db import read_session
 from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
 from labeler.ui.background import background_view
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
@@ -75,7 +75,7 @@ PANEL_COLUMNS = ["round", "value", "series"]
 
 
 def rounds_table(costs: list[RoundCost]) -> list[list]:
-    """What each round's labels cost and bought (labeler/costs.py), newest first."""
+    """What each round's labels cost and bought (labeler/labels/costs.py), newest first."""
     rows = []
     for c in reversed(costs):
         interval = None if c.win_rate_interval is None else "{:.2f}-{:.2f}".format(*c.win_rate_interval)

@@ -11,18 +11,19 @@ import gradio as gr
 import pandas as pd
 from sqlmodel import Session
 
-from labeler.db import read_session
-from labeler.export import (
+from labeler.io.export import (
     EXPORT_FORMATS,
     ExportFormat,
     LabelerWeights,
     export_preferences,
     export_raw_rankings,
 )
-from labeler.formats import ImportFormatError
-from labeler.importers import import_pairs, import_prompts
-from labeler.pairs import FlagMode, PairSettings
-from labeler.settings import (
+from labeler.io.formats import ImportFormatError
+from labeler.io.importers import import_pairs, import_prompts
+from labeler.labels.pairs import FlagMode, PairSettings
+from labeler.labels.stats import labeler_rows
+from labeler.store.db import read_session
+from labeler.store.settings import (
     current_guidelines,
     get_setting,
     labels_needed,
@@ -30,9 +31,8 @@ from labeler.settings import (
     save_guidelines,
     set_labels_needed,
 )
-from labeler.stats import labeler_rows
+from labeler.store.users import UserError, add_user, new_password, reset_password, set_disabled
 from labeler.ui.deps import NOTHING_ON_LOAD, TabLoad, UIDeps, require_admin
-from labeler.users import UserError, add_user, new_password, reset_password, set_disabled
 
 
 def build_data_tab(deps: UIDeps) -> TabLoad:

@@ -1,5 +1,5 @@
 """Admin gold tab: the gold rate, marking a set as gold (ranks by answer position, or its consensus), the gold
-sets, and each labeler's gold score (labeler/gold.py). Every handler checks the admin role on the server."""
+sets, and each labeler's gold score (labeler/labels/gold.py). Every handler checks the admin role on the server."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import gradio as gr
 import pandas as pd
 from sqlmodel import Session
 
-from labeler.db import read_session
-from labeler.gold import gold_sets, mark_gold, named_scores, parse_ranks
-from labeler.settings import MAX_GOLD_RATE, gold_rate, set_gold_rate
+from labeler.labels.gold import gold_sets, mark_gold, named_scores, parse_ranks
+from labeler.store.db import read_session
+from labeler.store.settings import MAX_GOLD_RATE, gold_rate, set_gold_rate
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 
 GOLD_COLUMNS = ["gold set", "known ranks (answer id: rank)", "known flagged"]

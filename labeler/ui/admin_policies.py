@@ -6,13 +6,20 @@ import gradio as gr
 import pandas as pd
 from sqlmodel import Session
 
-from labeler.db import read_session
-from labeler.policies import make_current, policy_by_version, policy_versions, version_kl
-from labeler.reward_models import reward_names
-from labeler.tables import PolicyVersion
+from labeler.labels.winrate import WinRate, human_win_rate
+from labeler.records.policies import (
+    gate_lines,
+    make_current,
+    policy_by_version,
+    policy_versions,
+    switched_by,
+    version_kl,
+)
+from labeler.records.reward_models import reward_names
+from labeler.store.db import read_session
+from labeler.store.tables import PolicyVersion
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.render import content_html, conversation_html, page, text_html
-from labeler.winrate import WinRate, human_win_rate
 from models.generation import SamplingParams
 
 REFRESH_SECONDS = 10.0
@@ -35,7 +42,7 @@ def versions_view(session: Session) -> tuple[pd.DataFrame, pd.DataFrame]:
             f"v{by_id[v.parent_id]}" if v.parent_id in by_id else "",
             rewards.get(v.reward_model_id, "") if v.reward_model_id is not None else "",
             "yes" if v.is_current else "",
-            gate_text(v.metrics, wins[v.version]),
+            gate_text(v, wins[v.version]),
             win_rate_text(wins[v.version]),
             kl_text(v.metrics),
             v.adapter_path or "(base)",
@@ -80,7 +87,7 @@ def win_rate_text(result: WinRate | None) -> str:
 
 
 def kl_text(metrics: dict) -> str:
-    """The version's KL from v0 as its round measured it (labeler/policies.version_kl), and how; blank for none."""
+    """The version's KL from v0 as its round measured it (labeler/records/policies.version_kl), and how; blank for none."""
     kl = version_kl(metrics)
     if kl is None:
         return ""
@@ -120,12 +127,11 @@ def stored_side_by_side(versions: list[PolicyVersion], left: int, right: int) ->
     return pd.DataFrame(rows, columns=[STORED_COLUMNS[0], f"v{left}", f"v{right}"])
 
 
-def gate_text(metrics: dict, win: WinRate | None = None) -> str:
+def gate_text(pv: PolicyVersion, win: WinRate | None = None) -> str:
     """The gate's decision on the round that made the version, who switched to it by hand, and, once labelers
     have ranked it against its parent in mixed sets, a loss whose 95% interval lies below even; blank for none."""
-    decision = (metrics.get("gate") or {}).get("decision", "")
-    by = [s["by"] for s in metrics.get("switches", [])]
-    text = decision + (f"; made current by {', '.join(by)}" if by else "")
+    by = switched_by(pv)
+    text = (pv.gate_decision or "") + (f"; made current by {', '.join(by)}" if by else "")
     if win is not None and win.high is not None and win.high < 0.5:
         text += "; loses to its parent in human evaluation: consider rolling back"
     return text.lstrip("; ")
@@ -133,8 +139,7 @@ def gate_text(metrics: dict, win: WinRate | None = None) -> str:
 
 def switch_text(pv: PolicyVersion) -> str:
     """What the switch did, and what the gate had said of the version (its lines, where its round had a gate)."""
-    lines = (pv.metrics.get("gate") or {}).get("lines", [])
-    said = "".join(f"\n- {line.strip()}" for line in lines)
+    said = "".join(f"\n- {line.strip()}" for line in gate_lines(pv))
     return f"v{pv.version} is now current; new sets come from it." + (
         f"\n\nThe gate had said:{said}" if said else ""
     )
@@ -149,7 +154,7 @@ def samples_html(pv: PolicyVersion) -> str:
             f"<p>v{pv.version} has no recorded samples (the initial model, or made outside a round).</p>"
         )
     parts = [f"<h3>v{pv.version}: samples before and after its round</h3>"]
-    gate = (pv.metrics.get("gate") or {}).get("lines", [])
+    gate = gate_lines(pv)
     if gate:
         lines = "".join(f"<li>{text_html(line.strip())}</li>" for line in gate)
         parts.append(f"<p><strong>Its round's gate</strong></p><ul>{lines}</ul>")

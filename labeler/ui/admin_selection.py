@@ -1,6 +1,6 @@
 """Admin tab "What to label next": the selection mode (random, or by the latest reward model's uncertainty), its
 random share and oversampling, the budget of sets per policy version, and how the sets of recent versions were
-chosen (rlhf/design.py, rlhf/selection.py). Every handler checks the admin role on the server."""
+chosen (rlhf/select/design.py, rlhf/select/selection.py). Every handler checks the admin role on the server."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import gradio as gr
 import pandas as pd
 from sqlmodel import Session
 
-from labeler.db import read_session
-from labeler.reward_models import selection_measure
-from labeler.settings import MAX_OVERSAMPLE, Selection, selection, set_selection
-from labeler.stats import chosen_sets
+from labeler.labels.stats import chosen_sets
+from labeler.records.reward_models import selection_measure
+from labeler.store.db import read_session
+from labeler.store.settings import MAX_OVERSAMPLE, Selection, selection, set_selection
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 
 CHOSEN_COLUMNS = ["policy version", "chosen by", "measure", "sets", "labeled", "mean score"]

@@ -10,18 +10,18 @@ import gradio as gr
 import pandas as pd
 from sqlmodel import Session
 
-from labeler.db import read_session
-from labeler.job_rows import get_job, recent_jobs
-from labeler.reward_models import reward_models
-from labeler.stats import training_data
-from labeler.tables import Job
+from labeler.labels.stats import training_data
+from labeler.records.job_rows import get_job, recent_jobs
+from labeler.records.reward_models import reward_models
+from labeler.store.db import read_session
+from labeler.store.tables import Job
 from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
 from labeler.ui.background import background_view, busy_note, job_rate
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.forms import PRESETS, ROUND_DEFAULT_PRESET, config_form, form_values, preset_values
 from labeler.ui.job_view import PANEL_SLOTS, PANELS, evaluation_note, log_html, metric_panels, progress_html
-from rlhf.configs import JOB_KINDS, STAGES, job_config
-from rlhf.estimate import estimate_job
+from rlhf.serve.estimate import estimate_job
+from rlhf.train.configs import JOB_KINDS, STAGES, job_config
 
 
 def jobs_frame(session: Session) -> pd.DataFrame:
@@ -44,13 +44,12 @@ def rewards_frame(session: Session) -> pd.DataFrame:
     """One row per reward model; held-out figures only where it had held-out sets (else the split is named)."""
     rows = []
     for r in reward_models(session=session, newest_first=True):
-        m = r.metrics
-        held = m.get("heldout_sets")
+        m, held = r.metrics, r.heldout_sets
         rows.append(
             [
                 r.name,
                 r.job_id,
-                m.get("accuracy") if held else None,
+                r.accuracy,
                 f"held-out ({held} sets)" if held else "training sets (no held-out)",
                 m.get("mean_margin"),
                 m.get("loss"),
@@ -77,7 +76,7 @@ def rewards_frame(session: Session) -> pd.DataFrame:
 
 def review_frame(session: Session) -> pd.DataFrame:
     """The reward-hacking review list: answers the newest reward model scores first in their set although
-    labelers flagged them or ranked them last (labeler/hacking.py), widest margins first; then those of the
+    labelers flagged them or ranked them last (labeler/labels/hacking.py), widest margins first; then those of the
     models it continued (`continue_from`: each reviewed the sets it met first), newest first."""
     models = reward_models(session=session, newest_first=True)
     by_name = {m.name: m for m in models}
@@ -88,7 +87,7 @@ def review_frame(session: Session) -> pd.DataFrame:
             rows.append(
                 [model.name, i["set_id"], i["prompt"][:200], i["text"][:400], i["why"], round(i["margin"], 3)]
             )
-        model = by_name.get(model.metrics.get("continued_from") or "")
+        model = by_name.get(model.continued_from or "")
     return pd.DataFrame(rows, columns=["reward model", "set", "prompt", "answer", "why", "margin over next"])
 
 
@@ -181,7 +180,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             return training_data(session=session), recent_jobs(session=session, limit=50)
 
     def estimate_text(kind: str, values: tuple, known: tuple | None = None) -> str:
-        """The form's duration estimate, or what is wrong with its values (rlhf/estimate.py); `known`: the
+        """The form's duration estimate, or what is wrong with its values (rlhf/serve/estimate.py); `known`: the
         store's (training data, recent jobs) when the caller has read them already."""
         try:
             params = form_values(job_config(kind), list(forms[kind]), values)

@@ -11,7 +11,7 @@ import os
 import gradio as gr
 from starlette.middleware import Middleware
 
-from labeler.login import LoginThrottle
+from labeler.store.login import LoginThrottle
 from labeler.ui.admin_browse import build_browse_tab
 from labeler.ui.admin_dashboard import build_dashboard
 from labeler.ui.admin_data import build_data_tab, build_export_tab, build_users_tab

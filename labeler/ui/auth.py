@@ -31,9 +31,9 @@ from sqlalchemy.engine import Engine
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from labeler.db import read_session
-from labeler.login import LoginThrottle
-from labeler.users import authenticate
+from labeler.store.db import read_session
+from labeler.store.login import LoginThrottle
+from labeler.store.users import authenticate
 
 logger = logging.getLogger(__name__)
 CLIENT_ADDRESS: ContextVar[str] = ContextVar("rankloop_client_address", default="unknown")

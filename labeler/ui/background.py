@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 if TYPE_CHECKING:
-    from rlhf.monitor import BackgroundMonitor, Share
+    from rlhf.serve.monitor import BackgroundMonitor, Share
 
 BUSY_WAITING = 0.5  # a background process waiting for a core this share of the time: the machine is busy
 COLUMNS = ["process", "pid", "state", "cores (last min)", "waiting for a core", "rate (per min)"]

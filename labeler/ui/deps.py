@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 from sqlalchemy.engine import Engine
 
-from labeler.db import read_session
-from labeler.tables import User, id_of
-from labeler.users import get_user
+from labeler.store.db import read_session
+from labeler.store.tables import User, id_of
+from labeler.store.users import get_user
 
 if TYPE_CHECKING:  # types only: the UI does not import torch to start
     from models.generation import PolicyBackend
-    from rlhf.jobs import JobRunner
-    from rlhf.monitor import BackgroundMonitor
+    from rlhf.serve.jobs import JobRunner
+    from rlhf.serve.monitor import BackgroundMonitor
 
 
 @dataclass

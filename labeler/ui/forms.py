@@ -14,7 +14,7 @@ from dataclasses import MISSING, fields
 
 import gradio as gr
 
-from rlhf.configs import Range, RangeError, field_range
+from rlhf.train.configs import Range, RangeError, field_range
 
 HIDDEN = {"home", "db", "device", "log_every"}
 

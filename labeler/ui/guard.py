@@ -43,10 +43,10 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.responses import FileResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from labeler.db import read_session
-from labeler.tables import as_utc, utcnow
+from labeler.store.db import read_session
+from labeler.store.tables import as_utc, utcnow
+from labeler.store.users import end_sessions, get_user
 from labeler.ui.page_filter import labelers_config, labelers_info, labelers_page
-from labeler.users import end_sessions, get_user
 
 logger = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1 << 20

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from labeler.tables import Job, utcnow
+from labeler.store.tables import Job, utcnow
 
 # (title, which metric names go in it); a name goes in the first panel whose test it passes
 PANELS: list[tuple[str, re.Pattern[str]]] = [
@@ -63,7 +63,7 @@ def _minutes(seconds: float) -> str:
 
 def progress_text(job: Job | None, now: datetime | None = None, rate: float | None = None) -> str:
     """The job's state in one line: status, stage, share done, and the time left at `rate` (percent of the stage
-    a minute, measured over the last minute: rlhf/monitor.py), else at the stage's pace so far."""
+    a minute, measured over the last minute: rlhf/serve/monitor.py), else at the stage's pace so far."""
     if job is None:
         return "No job yet."
     now = now or utcnow()

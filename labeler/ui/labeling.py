@@ -2,7 +2,7 @@
 widget (`labeler/ui/ranker.py`: click or press numbers to rank, ties, flags, undo), none acceptable, comment,
 skip and progress in a bar that stays on screen. Keyboard: numbers rank, `=` ties, F then a number flags,
 Backspace undoes, Enter submits, S skips; "Undo last submit" takes the last submission back for two minutes
-(labeler/undo.py).
+(labeler/store/undo.py).
 
 The data side (`next_view`, `submit_form`) works on plain values so it is tested without a browser.
 """
@@ -23,18 +23,18 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from labeler.db import read_session
-from labeler.leasing import LeasedSet, lease_by_token, lease_next_set
-from labeler.quality import OwnAgreement, own_agreement
-from labeler.settings import GuidelinesNews, current_guidelines, guidelines_news
-from labeler.stats import labeler_progress, waiting_for
-from labeler.store import MAX_COMMENT_CHARS, LeaseGone, PageChoices, RankingRejected, submit_leased
-from labeler.tables import FLAG_REASONS, Completion, id_of
+from labeler.labels.quality import OwnAgreement, own_agreement
+from labeler.labels.stats import labeler_progress, waiting_for
+from labeler.store.db import read_session
+from labeler.store.leasing import LeasedSet, lease_by_token, lease_next_set
+from labeler.store.settings import GuidelinesNews, current_guidelines, guidelines_news
+from labeler.store.store import MAX_COMMENT_CHARS, LeaseGone, PageChoices, RankingRejected, submit_leased
+from labeler.store.tables import FLAG_REASONS, Completion, id_of
+from labeler.store.undo import undo_last
 from labeler.ui import ranker
 from labeler.ui.deps import RecentUsers, TabLoad, UIDeps
 from labeler.ui.ranker import page_token, ranker_value, read_choices, read_page
 from labeler.ui.render import content_html, conversation_html, inline_html, page, text_html
-from labeler.undo import undo_last
 
 logger = logging.getLogger(__name__)
 __all__ = ["PageChoices", "read_choices", "read_page"]
@@ -338,7 +338,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
 
     @survivable(status)
     def on_undo(request: gr.Request) -> dict:
-        """The labeler's last submission taken back (labeler/undo.py): its set on screen with their choices."""
+        """The labeler's last submission taken back (labeler/store/undo.py): its set on screen with their choices."""
         user_id = users.user_id(request)
         try:
             with Session(engine, expire_on_commit=False) as session:
@@ -363,7 +363,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
 
     outputs = [answers, progress, status, comment, none_ok, prompt_md, empty_md, guide_box, news_md, guide_md]
     # Not queued: a submit is one short request (POST /run/submit_ranking) rather than a queue entry plus an
-    # event stream, which halved its cost on the server. Writers take turns in the store (labeler/db.py).
+    # event stream, which halved its cost on the server. Writers take turns in the store (labeler/store/db.py).
     submit.click(on_submit, [answers, none_ok, comment], outputs, api_name="submit_ranking", queue=False)
     skip.click(on_skip, [answers], outputs, api_name="skip_set", queue=False)
     start.click(on_start, [answers], outputs, api_name="start_labeling", queue=False)

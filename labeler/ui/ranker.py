@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from labeler.store import PageChoices, RankingRejected
-from labeler.tables import FLAG_REASONS
+from labeler.store.store import PageChoices, RankingRejected
+from labeler.store.tables import FLAG_REASONS
 
 MAX_ANSWERS = 16  # a page may not send choices for more answers than this
 

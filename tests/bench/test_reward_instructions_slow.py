@@ -12,9 +12,9 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
+from simulate import PREFERENCES
 
-from labeler.instruction_prompts import stored_instructions
-from labeler.simulate import PREFERENCES
+from labeler.io.instruction_prompts import stored_instructions
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request):
-    from labeler.db import make_engine
+    from labeler.store.db import make_engine
 
     url = "sqlite://" if request.param == "sqlite" else request.getfixturevalue("pg_url")
     engine = make_engine(url)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
-from labeler.tables import PolicyVersion, id_of
-from labeler.users import add_user
+from labeler.store.store import CompletionIn, add_completion_set, get_or_add_prompt
+from labeler.store.tables import PolicyVersion, id_of
+from labeler.store.users import add_user
 
 
 def make_user(session: Session, name: str, role: str = "labeler"):

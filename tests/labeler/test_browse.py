@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from labeler.browse import (
+from labeler.labels.browse import (
     find_prompts,
     find_ranked_sets,
     last_user_turn,
@@ -13,12 +13,12 @@ from labeler.browse import (
     raw_agreement,
     set_detail,
 )
-from labeler.leasing import lease_next_set
-from labeler.pairs import RankingView
-from labeler.settings import set_labels_needed
-from labeler.store import PageChoices, submit_leased
-from labeler.tables import Completion, CompletionSet, Prompt
-from labeler.users import get_user
+from labeler.labels.pairs import RankingView
+from labeler.store.leasing import lease_next_set
+from labeler.store.settings import set_labels_needed
+from labeler.store.store import PageChoices, submit_leased
+from labeler.store.tables import Completion, CompletionSet, Prompt
+from labeler.store.users import get_user
 from tests.ui.conftest import seeded_engine
 
 

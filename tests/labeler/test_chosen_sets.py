@@ -1,13 +1,13 @@
-"""How the sets of recent versions were chosen (labeler/stats.chosen_sets, the "What to label next" table): one
+"""How the sets of recent versions were chosen (labeler/labels/stats.chosen_sets, the "What to label next" table): one
 row per version, way of choosing and measure, each with its own mean score."""
 
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.policies import ensure_initial_policy
-from labeler.stats import ChosenSets, chosen_sets
-from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
-from labeler.tables import id_of
+from labeler.labels.stats import ChosenSets, chosen_sets
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.store import CompletionIn, add_completion_set, get_or_add_prompt
+from labeler.store.tables import id_of
 from labeler.ui.admin_selection import CHOSEN_COLUMNS, chosen_frame
 
 

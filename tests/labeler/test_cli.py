@@ -48,17 +48,17 @@ def test_selection_names_what_the_newest_reward_model_gives_it(tmp_path, capsys)
     """`rankloop selection` says which measure uncertainty selection reads, and warns of a one-head model."""
     from sqlmodel import Session
 
-    from labeler.db import make_engine
-    from labeler.reward_models import register_reward_model
+    from labeler.records.reward_models import RewardFacts, register_reward_model
+    from labeler.store.db import make_engine
 
     home = tmp_path / "home"
     assert main(["selection", "--home", str(home), "--mode", "uncertainty", "--oversample", "8"]) == 0
     assert "There is no reward model yet" in capsys.readouterr().out
     engine = make_engine(f"sqlite:///{home / 'rankloop.db'}")
     said = {}
-    for name, metrics in [("r1", {"heads": 1, "ensemble": 1}), ("r2", {"heads": 4, "ensemble": 1}), ("r3", {"heads": 1, "ensemble": 3}), ("r4", {"heads": 1, "ensemble": 1, "information": True})]:  # fmt: skip
+    for name, facts in [("r1", RewardFacts()), ("r2", RewardFacts(heads=4)), ("r3", RewardFacts(ensemble=3)), ("r4", RewardFacts(information=True))]:  # fmt: skip
         with Session(engine) as s:
-            register_reward_model(session=s, name=name, base_model="tiny", adapter_path=str(tmp_path / name), snapshot_path=None, metrics=metrics, job_id=None)  # fmt: skip
+            register_reward_model(session=s, name=name, base_model="tiny", adapter_path=str(tmp_path / name), snapshot_path=None, facts=facts, metrics={}, job_id=None)  # fmt: skip
         assert main(["selection", "--home", str(home)]) == 0
         said[name] = capsys.readouterr().out
     assert (

@@ -1,6 +1,6 @@
 import pytest
 
-from labeler.consensus import (
+from labeler.labels.consensus import (
     agreement,
     consensus_order,
     kendall_tau_b,
@@ -8,7 +8,7 @@ from labeler.consensus import (
     pair_votes,
     ranked_pairs_order,
 )
-from labeler.pairs import PairSettings, RankingView
+from labeler.labels.pairs import PairSettings, RankingView
 
 
 def r(ranks, who, **kw):

@@ -8,13 +8,14 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from labeler.costs import round_costs
-from labeler.export import export_preferences
-from labeler.leasing import lease_next_set
-from labeler.reward_models import register_reward_model
-from labeler.rounds import RoundLabels, RoundLineage, record_round
-from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
-from labeler.tables import Ranking, id_of
+from labeler.io.export import export_preferences
+from labeler.labels.costs import round_costs
+from labeler.records.policies import VersionFacts
+from labeler.records.reward_models import RewardFacts, register_reward_model
+from labeler.records.rounds import RoundLabels, RoundLineage, record_round
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
+from labeler.store.tables import PolicyVersion, Ranking, id_of
 from labeler.ui.admin_dashboard import ROUND_COLUMNS, ROUND_PANELS, dashboard_data
 from tests.labeler.helpers import make_sets, make_user, make_version
 
@@ -43,8 +44,17 @@ def rank_next(
     return id_of(ranking)
 
 
+def recorded(version: PolicyVersion, metrics: dict) -> None:
+    """`metrics` on `version` with the columns its registration fills from them."""
+    facts = VersionFacts.from_metrics(metrics)
+    version.metrics, version.kl, version.heldout_accuracy = metrics, facts.kl, facts.heldout_accuracy
+
+
 def model(session: Session, name: str, accuracy: float, heldout: int = 6) -> int:
-    ref = register_reward_model(session=session, name=name, base_model="tiny", adapter_path=f"/models/{name}", snapshot_path=None, metrics={"accuracy": accuracy, "heldout_sets": heldout}, job_id=None)  # fmt: skip
+    facts = RewardFacts(
+        accuracy=accuracy if heldout else None, heldout_pairs=6 * heldout, heldout_sets=heldout
+    )
+    ref = register_reward_model(session=session, name=name, base_model="tiny", adapter_path=f"/models/{name}", snapshot_path=None, facts=facts, metrics={"accuracy": accuracy, "heldout_sets": heldout}, job_id=None)  # fmt: skip
     return ref.id
 
 
@@ -101,9 +111,11 @@ def test_a_reward_model_without_held_out_sets_reports_no_accuracy(session):
 
 def test_a_dpo_round_reports_its_implicit_rewards_held_out_accuracy_and_its_kl_budget(session):
     v0, v1, v2 = (make_version(session, k, current=k == 0) for k in range(3))
-    v1.metrics = {"final": {"loss": 0.5, "heldout_accuracy": 0.65, "heldout_sets": 6}}  # DPO without a budget
+    recorded(
+        v1, {"final": {"loss": 0.5, "heldout_accuracy": 0.65, "heldout_sets": 6}}
+    )  # DPO without a budget
     fit = {"budget": 4.0, "kl_before": 5.2, "kl": 3.8, "scale": 0.86, "within": True}
-    v2.metrics = {"final": {"heldout_accuracy": 0.7, "heldout_sets": 0}, "kl_budget": fit}
+    recorded(v2, {"final": {"heldout_accuracy": 0.7, "heldout_sets": 0}, "kl_budget": fit})
     session.add_all([v1, v2])
     session.commit()
     record_round(session=session, lineage=RoundLineage("dpo", v0.id, v1.id, RoundLabels([], []), None))

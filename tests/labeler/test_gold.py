@@ -7,15 +7,15 @@ import pytest
 from sqlmodel import Session, col, select
 
 from app import main
-from labeler.dataset import load_set_rankings
-from labeler.db import make_engine
-from labeler.gold import GoldAnswer, gold_comparisons, gold_scores, gold_sets, mark_gold, scores_from
-from labeler.leasing import lease_next_set
-from labeler.pairs import PairSettings
-from labeler.settings import set_gold_rate
-from labeler.store import RankingIn, submit_ranking
-from labeler.tables import Assignment, Completion, CompletionSet, id_of
-from rlhf.reward_data import load_groups
+from labeler.labels.dataset import load_set_rankings
+from labeler.labels.gold import GoldAnswer, gold_comparisons, gold_scores, gold_sets, mark_gold, scores_from
+from labeler.labels.pairs import PairSettings
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.settings import set_gold_rate
+from labeler.store.store import RankingIn, submit_ranking
+from labeler.store.tables import Assignment, Completion, CompletionSet, id_of
+from rlhf.train.reward_data import load_groups
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 

@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 from sqlmodel import func, select
 
-from labeler.dataset import preference_records
-from labeler.export import export_preferences, export_raw_rankings
-from labeler.formats import ImportFormatError, to_transcript
-from labeler.gold import mark_gold
-from labeler.importers import import_pairs, import_prompts, parse_pairs
-from labeler.leasing import lease_next_set
-from labeler.pairs import PairSettings
-from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
-from labeler.tables import Completion, CompletionSet, Prompt, Ranking, id_of
+from labeler.io.export import export_preferences, export_raw_rankings
+from labeler.io.formats import ImportFormatError, to_transcript
+from labeler.io.importers import import_pairs, import_prompts, parse_pairs
+from labeler.labels.dataset import preference_records
+from labeler.labels.gold import mark_gold
+from labeler.labels.pairs import PairSettings
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
+from labeler.store.tables import Completion, CompletionSet, Prompt, Ranking, id_of
 from tests.labeler.helpers import make_sets, make_user
 
 
@@ -49,7 +49,7 @@ def test_export_then_import_round_trips(tmp_path, session, engine, hh_file, fmt)
     assert "pairs: 1500" in card and '"keep_ties": false' in card
     from sqlmodel import Session
 
-    from labeler.db import make_engine
+    from labeler.store.db import make_engine
 
     with Session(make_engine("sqlite://")) as fresh:
         assert import_pairs(session=fresh, path=result.paths[0]).added == 1500
@@ -323,7 +323,7 @@ def test_a_gzip_bomb_is_refused_before_it_is_expanded(tmp_path, session):
     refused with its line, having held a few MiB at most."""
     import tracemalloc
 
-    from labeler.formats import MIN_DECOMPRESSED_LIMIT
+    from labeler.io.formats import MIN_DECOMPRESSED_LIMIT
 
     one_line = tmp_path / "one_line.jsonl.gz"
     with gzip.open(one_line, "wb") as fh:

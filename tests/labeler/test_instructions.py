@@ -7,19 +7,26 @@ import random
 from types import SimpleNamespace
 
 import pytest
+from simulate import SimulatedLabeler, label_waiting_sets
 from sqlmodel import Session, select
 
-from labeler.instruction_prompts import (
+from labeler.io.instruction_prompts import (
     TOPICS,
     VALUES,
     add_instruction_prompts,
     generate_prompts,
     stored_instructions,
 )
-from labeler.instructions import KINDS, Instruction, InstructionError, compatible, strict_pass
-from labeler.simulate import SimulatedLabeler, instructions_first, label_waiting_sets
-from labeler.store import CompletionIn, add_completion_set
-from labeler.tables import Prompt, Ranking, id_of
+from labeler.labels.instructions import (
+    KINDS,
+    Instruction,
+    InstructionError,
+    compatible,
+    instructions_then_ending,
+    strict_pass,
+)
+from labeler.store.store import CompletionIn, add_completion_set
+from labeler.store.tables import Prompt, Ranking, id_of
 
 # kind, params, answers that meet it, answers that miss it
 CASES = [
@@ -113,7 +120,10 @@ def test_simulated_labelers_rank_by_instructions_met_through_the_store(engine):
             policy_version_id=None,
         )
         ids = [id_of(c) for c in completions]
-    assert label_waiting_sets(engine, [SimulatedLabeler("a", noise=0.1, preference=instructions_first)]) == 1
+    assert (
+        label_waiting_sets(engine, [SimulatedLabeler("a", noise=0.1, preference=instructions_then_ending)])
+        == 1
+    )
     with Session(engine) as s:
         ranks = s.exec(select(Ranking)).one().ranks
     order = sorted(ids, key=lambda c: ranks[str(c)])
@@ -122,7 +132,7 @@ def test_simulated_labelers_rank_by_instructions_met_through_the_store(engine):
 
 
 def test_the_noise_free_judge_is_the_preference():
-    lab = SimulatedLabeler("j", noise=5.0, preference=instructions_first)
+    lab = SimulatedLabeler("j", noise=5.0, preference=instructions_then_ending)
     rules = [Instruction("lowercase")]
     answers = [SimpleNamespace(id=1, text="quiet.", finish_reason="eos"), SimpleNamespace(id=2, text="LOUD.", finish_reason="eos")]  # fmt: skip
     assert lab.score("quiet.", "eos", rules) > lab.score("LOUD.", "eos", rules)
@@ -131,7 +141,9 @@ def test_the_noise_free_judge_is_the_preference():
 
 
 def test_simulated_labelers_can_tie_close_answers_and_reject_a_whole_set():
-    lab = SimulatedLabeler("t", noise=0.0, preference=instructions_first, tie_within=0.1, none_below=-1.0)
+    lab = SimulatedLabeler(
+        "t", noise=0.0, preference=instructions_then_ending, tie_within=0.1, none_below=-1.0
+    )
     rules = [Instruction("lowercase")]
     answers = [
         SimpleNamespace(id=1, text="quiet one.", finish_reason="eos"),
@@ -141,5 +153,5 @@ def test_simulated_labelers_can_tie_close_answers_and_reject_a_whole_set():
     assert lab.verdict(answers, random.Random(0), rules).ranks == {1: 1, 2: 1, 3: 2}
     cut_off = [SimpleNamespace(id=i, text="LOUD AND", finish_reason="length") for i in (1, 2)]
     assert lab.verdict(cut_off, random.Random(0), rules).none_acceptable
-    strict = SimulatedLabeler("s", noise=0.0, preference=instructions_first)  # tie_within 0: never ties
+    strict = SimulatedLabeler("s", noise=0.0, preference=instructions_then_ending)  # tie_within 0: never ties
     assert sorted(strict.rank(answers, random.Random(0), rules).values()) == [1, 2, 3]

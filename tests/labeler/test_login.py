@@ -4,8 +4,8 @@ import time
 
 from sqlmodel import Session
 
-from labeler.login import LoginThrottle
-from labeler.users import add_user, authenticate
+from labeler.store.login import LoginThrottle
+from labeler.store.users import add_user, authenticate
 
 
 class Clock:
@@ -84,7 +84,7 @@ def test_unknown_and_disabled_names_cost_as_much_as_a_wrong_password(engine):
     with Session(engine) as s:
         add_user(session=s, name="alice", password="alice-password")
         add_user(session=s, name="dora", password="dora-password")
-        from labeler.users import set_disabled
+        from labeler.store.users import set_disabled
 
         set_disabled(session=s, name="dora", disabled=True)
 

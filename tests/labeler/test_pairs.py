@@ -1,4 +1,4 @@
-from labeler.pairs import IdPair, PairSettings, RankingView, ranking_to_pairs
+from labeler.labels.pairs import IdPair, PairSettings, RankingView, ranking_to_pairs
 
 
 def test_four_way_strict_ranking_gives_six_pairs_with_rank_margins():

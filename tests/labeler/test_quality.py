@@ -7,12 +7,12 @@ from datetime import timedelta
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from labeler.dataset import load_set_rankings
-from labeler.db import make_engine
-from labeler.gold import mark_gold
-from labeler.quality import labeler_quality, leave_one_out_tau, weekly_trend
-from labeler.store import RankingIn, submit_ranking
-from labeler.tables import Assignment, Completion, Ranking, User, id_of, utcnow
+from labeler.labels.dataset import load_set_rankings
+from labeler.labels.gold import mark_gold
+from labeler.labels.quality import labeler_quality, leave_one_out_tau, weekly_trend
+from labeler.store.db import make_engine
+from labeler.store.store import RankingIn, submit_ranking
+from labeler.store.tables import Assignment, Completion, Ranking, User, id_of, utcnow
 from labeler.ui.admin_dashboard import LABELER_COLUMNS, WEEK_COLUMNS, dashboard_data
 from tests.rlhf.synthetic import LABELERS_WITH_ADVERSARY, add_ranked_sets, synthetic_store
 
@@ -74,7 +74,7 @@ def test_leave_one_out_needs_two_labelers(tmp_path):
 
 
 def test_a_labelers_own_page_shows_their_agreement_and_median_time(tmp_path):
-    from labeler.quality import own_agreement
+    from labeler.labels.quality import own_agreement
     from labeler.ui.labeling import OwnFigures, progress_text
 
     url, _ = synthetic_store(tmp_path, sets=0)
@@ -99,7 +99,7 @@ def test_a_labelers_own_page_shows_their_agreement_and_median_time(tmp_path):
 
 
 def test_agreement_waits_for_overlap(tmp_path):
-    from labeler.quality import own_agreement
+    from labeler.labels.quality import own_agreement
     from labeler.ui.labeling import OwnFigures, progress_text
 
     url, _ = synthetic_store(tmp_path, sets=3)

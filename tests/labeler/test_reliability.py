@@ -1,7 +1,7 @@
 import random
 
-from labeler.pairs import RankingView
-from labeler.reliability import Vote, fit_reliability, votes_from_sets, weighted_pairs
+from labeler.labels.pairs import RankingView
+from labeler.labels.reliability import Vote, fit_reliability, votes_from_sets, weighted_pairs
 
 
 def simulated_votes(accuracies: dict[str, float], comparisons: int, seed: int = 0):

@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import Session, col, func, select
 
-from labeler.db import make_engine
-from labeler.leasing import lease_next_set
-from labeler.store import RankingIn, RankingRejected, submit_ranking
-from labeler.tables import Assignment, CompletionSet, Ranking, id_of, utcnow
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import RankingIn, RankingRejected, submit_ranking
+from labeler.store.tables import Assignment, CompletionSet, PolicyVersion, Ranking, RewardModel, id_of, utcnow
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 
@@ -255,13 +255,55 @@ def test_an_older_store_gets_its_label_counts_and_loses_the_retired_index(store_
         # a's next set: one of the two without labels (a had the full one)
         leased = lease_next_set(session=s, user_id=a_id)
         assert leased is not None and leased.set.labels_done == 0
-    assert revision(engine) == "0001"
+    assert revision(engine) == HEAD
     engine.dispose()
     again = make_engine(url)  # made today: already at the newest revision, nothing to do
-    assert revision(again) == "0001" and "ix_set_waiting" in {
+    assert revision(again) == HEAD and "ix_set_waiting" in {
         ix["name"] for ix in inspect(again).get_indexes("completionset")
     }
     again.dispose()
+
+
+HEAD = "0002"
+
+
+def test_a_store_at_the_first_revision_gets_its_records_columns_filled_from_their_figures(store_url):
+    """Revision 0002 on a store made at 0001 (SQLite and PostgreSQL): reward models and policy versions get the
+    columns readers ask for, filled from the figures their stages recorded (a model without held-out sets has
+    no accuracy; a version's KL is its budget fit's, else PPO's)."""
+    engine = make_engine(store_url)
+    reward = {"accuracy": 0.71, "pairs": 42, "heldout_sets": 7, "heads": 4, "information": True, "continued_from": "r1"}  # fmt: skip
+    with Session(engine) as s:
+        v0 = make_version(s)
+        s.add(RewardModel(name="r1", base_model="m", metrics={"accuracy": 0.9, "heldout_sets": 0}))
+        s.add(RewardModel(name="r2", base_model="m", metrics=reward))
+        fit = {"budget": 4.0, "kl": 3.5, "scale": 0.8, "within": True}
+        dpo = {"final": {"heldout_accuracy": 0.66, "heldout_sets": 9}, "kl_budget": fit, "gate": {"decision": "pass"}}  # fmt: skip
+        s.add(PolicyVersion(version=1, base_model="m", parent_id=v0.id, metrics=dpo))
+        s.add(
+            PolicyVersion(
+                version=2, base_model="m", metrics={"final": {"kl": 6.25}, "gate": {"decision": "fail"}}
+            )
+        )
+        s.commit()
+    columns = {"rewardmodel": ["accuracy", "heldout_pairs", "heldout_sets", "heads", "ensemble", "information", "continued_from"], "policyversion": ["kl", "heldout_accuracy", "gate_decision"]}  # fmt: skip
+    with engine.begin() as conn:  # back to revision 0001
+        for table, names in columns.items():
+            for name in names:
+                conn.execute(text(f'ALTER TABLE {table} DROP COLUMN "{name}"'))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    engine.dispose()
+    engine = make_engine(store_url)
+    assert revision(engine) == HEAD
+    with Session(engine) as s:
+        r1, r2 = (s.exec(select(RewardModel).where(RewardModel.name == n)).one() for n in ("r1", "r2"))
+        assert (r1.accuracy, r1.heldout_sets, r1.heads, r1.information) == (None, 0, 1, False)
+        assert (r2.accuracy, r2.heldout_pairs, r2.heldout_sets, r2.heads, r2.ensemble) == (0.71, 42, 7, 4, 1)
+        assert r2.information and r2.continued_from == "r1"
+        v1, v2 = (s.exec(select(PolicyVersion).where(PolicyVersion.version == k)).one() for k in (1, 2))
+        assert (v1.kl, v1.heldout_accuracy, v1.gate_decision) == (3.5, 0.66, "pass")
+        assert (v2.kl, v2.heldout_accuracy, v2.gate_decision) == (6.25, None, "fail")
+    engine.dispose()
 
 
 def revision(engine) -> str:

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, func, select
 
-from labeler.db import make_engine
-from labeler.leasing import LeaseGone, lease_by_token, lease_next_set
-from labeler.store import PageChoices, submit_leased
-from labeler.tables import CompletionSet, Ranking, SupersededRanking, id_of, utcnow
-from labeler.undo import NothingToUndo, undo_last
+from labeler.store.db import make_engine
+from labeler.store.leasing import LeaseGone, lease_by_token, lease_next_set
+from labeler.store.store import PageChoices, submit_leased
+from labeler.store.tables import CompletionSet, Ranking, SupersededRanking, id_of, utcnow
+from labeler.store.undo import NothingToUndo, undo_last
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 

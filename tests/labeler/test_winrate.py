@@ -1,7 +1,7 @@
 import pytest
 
-from labeler.pairs import RankingView
-from labeler.winrate import wilson_interval, win_rate_from
+from labeler.labels.pairs import RankingView
+from labeler.labels.winrate import wilson_interval, win_rate_from
 
 VERSIONS = {1: 2, 2: 2, 3: 1, 4: 1}  # completions 1-2 from v2 (new), 3-4 from v1 (old)
 

@@ -4,7 +4,7 @@ import time
 
 from sqlmodel import Session
 
-from labeler.workers import hold_worker_lease, lease_holder, release_worker_lease
+from labeler.records.workers import hold_worker_lease, lease_holder, release_worker_lease
 
 
 def test_one_holder_renews_another_takes_over_after_expiry_or_release(engine):

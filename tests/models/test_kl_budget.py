@@ -189,8 +189,8 @@ def test_a_round_whose_parent_leaves_no_room_scales_toward_the_base_instead():
     """The parent's KL is measured first, as the floor of the line toward it; where the budget leaves less than
     MARGIN above it, the fit goes from the trained weights toward the base, and ends inside the budget. With room
     above the parent it stays on the line toward the parent."""
-    from rlhf.policy_stage import fit_toward_parent
-    from rlhf.progress import ConsoleReporter
+    from rlhf.train.policy_stage import fit_toward_parent
+    from rlhf.train.progress import ConsoleReporter
 
     model, tokenizer = tuned_tiny()
     parent = adapter_weights(model)

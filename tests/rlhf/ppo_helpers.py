@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.policies import ensure_initial_policy
-from labeler.store import add_prompts
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.store import add_prompts
 from models.tiny import save_tiny_checkpoint, tiny_tokenizer
-from rlhf.configs import PPOConfig
+from rlhf.train.configs import PPOConfig
 
 
 def ppo_store(tmp: Path) -> tuple[str, str]:

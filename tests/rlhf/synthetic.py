@@ -9,12 +9,12 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.leasing import lease_next_set
-from labeler.policies import current_policy, ensure_initial_policy
-from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
-from labeler.tables import id_of
-from labeler.users import add_user, get_user
+from labeler.records.policies import current_policy, ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
+from labeler.store.tables import id_of
+from labeler.store.users import add_user, get_user
 from models.tiny import save_tiny_checkpoint
 
 WORDS = [

@@ -1,4 +1,4 @@
-"""One registry of stages (rlhf/configs.py) that the command line, the job runner and the admin forms all read,
+"""One registry of stages (rlhf/train/configs.py) that the command line, the job runner and the admin forms all read,
 and settings that load no model library."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from rlhf.configs import JOB_KINDS, STAGES, job_config
-from rlhf.jobs import JobError, JobRunner
+from rlhf.serve.jobs import JobError, JobRunner
+from rlhf.train.configs import JOB_KINDS, STAGES, job_config
 
 
 def test_every_stage_module_runs_with_its_settings():
@@ -45,7 +45,7 @@ def test_the_job_runner_starts_exactly_the_job_kinds(tmp_path, engine):
 
 def test_settings_and_the_admin_tab_load_no_model_library():
     code = (
-        "import sys, rlhf.configs, labeler.ui.admin_training\n"
+        "import sys, rlhf.train.configs, labeler.ui.admin_training\n"
         "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl', 'accelerate') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -53,7 +53,7 @@ def test_settings_and_the_admin_tab_load_no_model_library():
 
 
 def test_a_round_exposes_stage_settings_with_the_stages_own_types_and_help():
-    from rlhf.configs import ROUND_EXPOSES, DPOConfig, PPOConfig, RewardConfig, RoundConfig
+    from rlhf.train.configs import ROUND_EXPOSES, DPOConfig, PPOConfig, RewardConfig, RoundConfig
 
     round_fields = {f.name: f for f in dataclasses.fields(RoundConfig)}
     for prefix, (config, exposed) in ROUND_EXPOSES.items():
@@ -71,7 +71,7 @@ def test_a_round_exposes_stage_settings_with_the_stages_own_types_and_help():
 def test_every_range_names_a_numeric_field_and_every_default_is_in_range():
     import typing
 
-    from rlhf.configs import RANGES, RoundConfig, field_range
+    from rlhf.train.configs import RANGES, RoundConfig, field_range
 
     numeric = set()
     for kind in JOB_KINDS:
@@ -103,8 +103,8 @@ def test_a_value_out_of_range_is_refused_when_the_config_is_made(kind, settings,
 
 
 def test_the_command_line_and_yaml_name_the_field_and_the_file(tmp_path):
-    from rlhf.configs import PPOConfig
-    from rlhf.stage import parse_config
+    from rlhf.train.configs import PPOConfig
+    from rlhf.train.stage import parse_config
 
     with pytest.raises(SystemExit, match="the command line: kl_coef = -1 is out of range"):
         parse_config(PPOConfig, ["--kl_coef", "-1"])
@@ -119,8 +119,8 @@ def test_the_command_line_and_yaml_name_the_field_and_the_file(tmp_path):
 
 
 def test_flags_are_spelled_with_dashes_and_the_old_underscores_still_work_with_a_warning(capsys):
-    from rlhf.configs import DPOConfig
-    from rlhf.stage import parse_config
+    from rlhf.train.configs import DPOConfig
+    from rlhf.train.stage import parse_config
 
     config, _ = parse_config(DPOConfig, ["--kl-budget", "3", "--start-from", "base", "--db=sqlite:///a_b.db"])
     assert (config.kl_budget, config.start_from, config.db) == (3.0, "base", "sqlite:///a_b.db")

@@ -1,11 +1,12 @@
-"""The information a label would add (rlhf/design.py): pair columns, the head's precision, greedy choice."""
+"""The information a label would add (rlhf/select/design.py): pair columns, the head's precision, greedy choice."""
 
 import random
 
 import pytest
 import torch
 
-from rlhf.design import Design, pair_columns, precision
+from rlhf.select.design import Design
+from rlhf.train.information import pair_columns, precision
 
 
 def _set(*rows: list[float], rewards: list[float] | None = None) -> torch.Tensor:

@@ -15,9 +15,9 @@ import pytest
 import torch
 from sqlmodel import Session, select
 
-from labeler.db import make_engine
-from labeler.tables import Job, PolicyVersion, RewardModel
-from rlhf.jobs import JobRunner, Launcher
+from labeler.store.db import make_engine
+from labeler.store.tables import Job, PolicyVersion, RewardModel
+from rlhf.serve.jobs import JobRunner, Launcher
 from tests.rlhf.ppo_helpers import ppo_store, saved_adapter
 from tests.rlhf.test_dpo import rank_some_sets
 
@@ -42,14 +42,14 @@ def run_job(home: Path, url: str, kind: str, params: dict, launcher: Launcher = 
 
 
 def test_the_accelerate_launcher_asks_for_several_processes():
-    head = TWO.head("rlhf.ppo")
+    head = TWO.head("rlhf.train.ppo")
     assert head[:3] == [sys.executable, "-m", "accelerate.commands.launch"] and head[-2:] == [
         "-m",
-        "rlhf.ppo",
+        "rlhf.train.ppo",
     ]
     assert head[head.index("--num_processes") + 1] == "2" and "--multi_gpu" in head
-    assert Launcher().head("rlhf.ppo") == [sys.executable, "-m", "rlhf.ppo"]
-    configured = Launcher("accelerate", config_file="zero2.yaml").head("rlhf.reward")
+    assert Launcher().head("rlhf.train.ppo") == [sys.executable, "-m", "rlhf.train.ppo"]
+    configured = Launcher("accelerate", config_file="zero2.yaml").head("rlhf.train.reward")
     assert (
         configured[configured.index("--config_file") + 1] == "zero2.yaml"
         and "--mixed_precision" not in configured
@@ -80,7 +80,7 @@ def lora_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 def test_ppo_on_two_processes_matches_one_process_with_the_same_global_batch(ranked_store):
     home, url, checkpoint = ranked_store
-    reward = [sys.executable, "-m", "rlhf.reward", "--home", str(home), "--db", url, "--model", checkpoint,
+    reward = [sys.executable, "-m", "rlhf.train.reward", "--home", str(home), "--db", url, "--model", checkpoint,
               "--epochs", "1", "--max_length", "48", "--device", "cpu"]  # fmt: skip
     done = subprocess.run(reward, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

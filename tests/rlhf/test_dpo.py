@@ -12,12 +12,12 @@ import pytest
 import torch
 from sqlmodel import Session, col, select
 
-from labeler.db import make_engine
-from labeler.leasing import lease_next_set
-from labeler.policies import make_current
-from labeler.store import CompletionIn, RankingIn, add_completion_set, submit_ranking
-from labeler.tables import PolicyVersion, Prompt, TrainingRound, id_of
-from labeler.users import add_user
+from labeler.records.policies import make_current
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import CompletionIn, RankingIn, add_completion_set, submit_ranking
+from labeler.store.tables import PolicyVersion, Prompt, TrainingRound, id_of
+from labeler.store.users import add_user
 from models.adapters import LORA_TARGETS
 from tests.rlhf.ppo_helpers import assert_on_the_line, ppo_store, saved_adapter
 
@@ -101,8 +101,8 @@ def test_rankloop_round_with_dpo_records_the_round(tmp_path):
 
 
 def test_dpo_on_parent_data_trains_on_the_sets_its_parent_wrote_and_says_when_there_are_none(tmp_path):
-    from rlhf import dpo
-    from rlhf.configs import DPOConfig
+    from rlhf.train import dpo
+    from rlhf.train.configs import DPOConfig
 
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url, count=4)
@@ -140,9 +140,9 @@ def test_rankloop_round_keeps_the_new_version_within_its_kl_budget(tmp_path):
     from models.generation import SamplingParams
     from models.kl_budget import sampled_kl
     from models.loading import load_base
-    from rlhf.configs import DPOConfig
-    from rlhf.dpo import read_groups
-    from rlhf.policy_stage import budget_prompts
+    from rlhf.train.configs import DPOConfig
+    from rlhf.train.dpo import read_groups
+    from rlhf.train.policy_stage import budget_prompts
 
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url, count=4)
@@ -181,8 +181,8 @@ def test_rankloop_round_keeps_the_new_version_within_its_kl_budget(tmp_path):
 
 
 def test_dpo_holds_out_a_share_of_prompts_and_scores_its_implicit_reward_on_them(tmp_path):
-    from rlhf import dpo
-    from rlhf.configs import DPOConfig
+    from rlhf.train import dpo
+    from rlhf.train.configs import DPOConfig
 
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url, count=6)
@@ -223,8 +223,8 @@ def adapter_weights(engine, version: int) -> dict:
 def test_dpo_from_the_base_trains_a_fresh_adapter_whatever_the_parent(tmp_path):
     """start_from=base ignores the parent's adapter: a second version trained on the same sets from v1 equals v1
     (same seed, same data), from the command line too; start_from=parent continues v2's adapter and differs."""
-    from rlhf import dpo
-    from rlhf.configs import DPOConfig
+    from rlhf.train import dpo
+    from rlhf.train.configs import DPOConfig
 
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url, count=4)
@@ -249,8 +249,8 @@ def test_a_budget_from_the_parent_scales_back_only_the_rounds_update(tmp_path):
     """kl_budget_from=parent (`rankloop dpo --kl_budget_from parent`): the version over its budget lies on the line
     from its parent's adapter to what the round trained (the same seeded round run without a budget), at the fit's
     scale; v1's learning is kept."""
-    from rlhf import dpo
-    from rlhf.configs import DPOConfig
+    from rlhf.train import dpo
+    from rlhf.train.configs import DPOConfig
 
     url, _ = ppo_store(tmp_path)
     rank_some_sets(url, count=4)

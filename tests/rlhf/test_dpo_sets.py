@@ -1,4 +1,4 @@
-"""Set-wise DPO (rlhf/dpo_sets.py) on the tiny model: its loss is DPO's per-pair loss, computed pair by pair
+"""Set-wise DPO (rlhf/train/dpo_sets.py) on the tiny model: its loss is DPO's per-pair loss, computed pair by pair
 with separate unpadded forward passes; it learns the synthetic store's preference; `rankloop dpo` runs it."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.pairs import PairSettings
+from labeler.labels.pairs import PairSettings
+from labeler.store.db import make_engine
 from models.logprobs import answer_logprobs
 from models.tiny import tiny_model_and_tokenizer
-from rlhf.configs import DPOConfig
-from rlhf.dpo_sets import batch_rows, implicit_accuracy, set_loss, set_rows, top_rows, train_on_sets
-from rlhf.losses import bradley_terry_loss, ranking_batch_loss
-from rlhf.progress import ConsoleReporter
-from rlhf.reward_data import Group, load_groups
+from rlhf.train.configs import DPOConfig
+from rlhf.train.dpo_sets import batch_rows, implicit_accuracy, set_loss, set_rows, top_rows, train_on_sets
+from rlhf.train.losses import bradley_terry_loss, ranking_batch_loss
+from rlhf.train.progress import ConsoleReporter
+from rlhf.train.reward_data import Group, load_groups
 from tests.rlhf.synthetic import synthetic_store
 
 BETA = 0.3
@@ -168,7 +168,7 @@ def test_each_sets_best_answers_are_those_never_rejected_and_sft_adds_their_per_
 
 def test_the_kl_term_is_each_answers_exact_token_kl_from_the_reference_and_holds_training_near_it(tmp_path):
     from models.divergence import token_kl
-    from rlhf.dpo_sets import score_rows
+    from rlhf.train.dpo_sets import score_rows
 
     model, tokenizer = tiny_model_and_tokenizer(seed=0)
     model = lora(model)

@@ -6,20 +6,20 @@ import os
 from pathlib import Path
 
 import pytest
+from simulate import SimulatedLabeler, label_waiting_sets
 from sqlmodel import Session, select
 
-from labeler.db import make_engine
-from labeler.policies import current_policy, ensure_initial_policy
-from labeler.settings import set_labels_needed
-from labeler.simulate import SimulatedLabeler, label_waiting_sets
-from labeler.store import add_prompts
-from labeler.tables import CompletionSet, RewardModel, TrainingRound
+from labeler.records.policies import current_policy, ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.settings import set_labels_needed
+from labeler.store.store import add_prompts
+from labeler.store.tables import CompletionSet, RewardModel, TrainingRound
 from models.embedded import home_sharing_cache
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
-from rlhf.jobs import JobRunner
-from rlhf.pregen import PregenConfig, PregenWorker
+from rlhf.serve.jobs import JobRunner
+from rlhf.serve.pregen import PregenConfig, PregenWorker
 
 pytestmark = pytest.mark.slow
 ROUND = {

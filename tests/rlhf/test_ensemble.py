@@ -7,18 +7,18 @@ import torch
 from sqlmodel import Session, col, select
 
 from app import main
-from labeler.db import make_engine
-from labeler.settings import set_selection
-from labeler.store import add_prompts
-from labeler.tables import CompletionSet, RewardModel
+from labeler.store.db import make_engine
+from labeler.store.settings import set_selection
+from labeler.store.store import add_prompts
+from labeler.store.tables import CompletionSet, RewardModel
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
-from rlhf.configs import RewardConfig
-from rlhf.pregen import PregenConfig, PregenWorker
-from rlhf.reward import run
-from rlhf.scoring import ensemble_folders, member_folder
-from rlhf.selection import PoolScorer, disagreement
+from rlhf.select.selection import PoolScorer, disagreement
+from rlhf.serve.pregen import PregenConfig, PregenWorker
+from rlhf.train.configs import RewardConfig
+from rlhf.train.reward import run
+from rlhf.train.scoring import ensemble_folders, member_folder
 from tests.rlhf.ppo_helpers import saved_adapter
 from tests.rlhf.synthetic import add_ranked_sets, synthetic_store
 

@@ -1,4 +1,4 @@
-"""The duration estimate under the launch forms (rlhf/estimate.py): work counted from the settings and the store,
+"""The duration estimate under the launch forms (rlhf/serve/estimate.py): work counted from the settings and the store,
 at the rate of the newest finished job that ran the stage, else the default rate."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from sqlmodel import Session, col, update
 
-from labeler.leasing import lease_next_set
-from labeler.stats import TrainingData, training_data
-from labeler.store import RankingIn, submit_ranking
-from labeler.tables import Job, PolicyVersion, RewardModel, id_of
-from rlhf.estimate import CPU_RATES, GPU_SPEEDUP, TRL_DPO_PASSES, estimate_job
+from labeler.labels.stats import TrainingData, training_data
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import RankingIn, submit_ranking
+from labeler.store.tables import Job, PolicyVersion, RewardModel, id_of
+from rlhf.serve.estimate import CPU_RATES, GPU_SPEEDUP, TRL_DPO_PASSES, estimate_job
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 DATA = TrainingData(ranked_sets=100, new_sets=40)
@@ -116,7 +116,7 @@ def test_training_data_counts_ranked_sets_and_those_new_since_the_newest_reward_
 
 
 def test_a_kl_budget_is_its_own_stage_counted_apart_from_the_optimiser():
-    from rlhf.estimate import BUDGET_MEASURES
+    from rlhf.serve.estimate import BUDGET_MEASURES
 
     params = {"optimizer": "dpo", "dpo_kl_budget": 4.0, "dpo_max_new_tokens": 50, "dpo_eval_fraction": 0.0}
     fresh = seconds_of(estimate_job("round", params, data=DATA, history=[], on_gpu=False))

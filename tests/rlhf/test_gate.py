@@ -1,4 +1,4 @@
-"""The gate before a round's switch (rlhf/gate.py): too few held-out pairs is "not evaluated", an accuracy whose
+"""The gate before a round's switch (rlhf/train/gate.py): too few held-out pairs is "not evaluated", an accuracy whose
 interval reaches 0.5, a KL over the budget or answers the reward model scores worse than the parent's is a fail,
 and only a pass switches under switch=gate."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlhf.gate import MIN_PAIRS, judge, score_check
+from rlhf.train.gate import MIN_PAIRS, judge, score_check
 
 WITHIN = {"kl": 3.6, "budget": 4.0, "scale": 0.7, "within": True}
 

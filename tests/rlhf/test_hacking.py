@@ -7,15 +7,15 @@ import uuid
 
 from sqlmodel import Session, col, select
 
-from labeler.db import make_engine
-from labeler.hacking import ComplaintSet, complaints_in, hacking_suspects
-from labeler.leasing import lease_next_set
-from labeler.pairs import RankingView
-from labeler.store import RankingIn, submit_ranking
-from labeler.tables import CompletionSet, RewardModel, id_of
-from labeler.users import add_user
-from rlhf import reward
-from rlhf.configs import RewardConfig
+from labeler.labels.hacking import ComplaintSet, complaints_in, hacking_suspects
+from labeler.labels.pairs import RankingView
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import RankingIn, submit_ranking
+from labeler.store.tables import CompletionSet, RewardModel, id_of
+from labeler.store.users import add_user
+from rlhf.train import reward
+from rlhf.train.configs import RewardConfig
 from tests.rlhf.synthetic import synthetic_store
 
 
@@ -86,14 +86,14 @@ def test_reward_training_lists_rejected_answers_it_scores_first(tmp_path):
 
 
 def test_the_training_tab_lists_the_newest_models_suspects(engine):
-    from labeler.reward_models import register_reward_model
+    from labeler.records.reward_models import RewardFacts, register_reward_model
     from labeler.ui.admin_training import review_frame, rewards_frame
 
     item = {"set_id": 4, "completion_id": 9, "prompt": "p", "text": "t", "score": 2.0, "margin": 1.25, "why": "flagged by 1"}  # fmt: skip
     with Session(engine) as s:
         for name, items in (("r1", []), ("r2", [item])):
             review = {"sets_checked": 3, "suspects": len(items), "items": items}
-            register_reward_model(session=s, name=name, base_model="m", adapter_path="a", snapshot_path=None, metrics={"review": review}, job_id=None)  # fmt: skip
+            register_reward_model(session=s, name=name, base_model="m", adapter_path="a", snapshot_path=None, facts=RewardFacts(), metrics={"review": review}, job_id=None)  # fmt: skip
         assert review_frame(s).values.tolist() == [["r2", 4, "p", "t", "flagged by 1", 1.25]]
         assert rewards_frame(s)["hacking suspects"].tolist() == [
             1,
@@ -102,7 +102,7 @@ def test_the_training_tab_lists_the_newest_models_suspects(engine):
 
 
 def test_the_review_follows_the_models_a_reward_model_continued(engine):
-    from labeler.reward_models import register_reward_model
+    from labeler.records.reward_models import RewardFacts, register_reward_model
     from labeler.ui.admin_training import review_frame
 
     def item(set_id: int) -> dict:
@@ -110,7 +110,8 @@ def test_the_review_follows_the_models_a_reward_model_continued(engine):
 
     with Session(engine) as s:
         for name, parent, set_id in (("r1", None, 1), ("r2", None, 2), ("r3", "r2", 3)):
-            metrics = {"continued_from": parent, "review": {"sets_checked": 1, "suspects": 1, "items": [item(set_id)]}}  # fmt: skip
-            register_reward_model(session=s, name=name, base_model="m", adapter_path="a", snapshot_path=None, metrics=metrics, job_id=None)  # fmt: skip
+            metrics = {"review": {"sets_checked": 1, "suspects": 1, "items": [item(set_id)]}}
+            facts = RewardFacts(continued_from=parent)
+            register_reward_model(session=s, name=name, base_model="m", adapter_path="a", snapshot_path=None, facts=facts, metrics=metrics, job_id=None)  # fmt: skip
         # r3 reviewed only the sets it met first; r2 (a new model) reviewed the rest; r1 is superseded by r2
         assert [row[:2] for row in review_frame(s).values.tolist()] == [["r3", 3], ["r2", 2]]

@@ -7,11 +7,11 @@ import time
 import pytest
 from sqlmodel import Session, select
 
-from labeler.db import make_engine
-from labeler.tables import Job, RewardModel
-from rlhf.configs import RoundConfig
-from rlhf.jobs import JobError, JobRunner, write_job_config
-from rlhf.stage import parse_config
+from labeler.store.db import make_engine
+from labeler.store.tables import Job, RewardModel
+from rlhf.serve.jobs import JobError, JobRunner, write_job_config
+from rlhf.train.configs import RoundConfig
+from rlhf.train.stage import parse_config
 from tests.rlhf.synthetic import synthetic_store
 
 QUICK = {"epochs": 2, "learning_rate": 3e-3, "max_length": 64, "device": "cpu"}

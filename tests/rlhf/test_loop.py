@@ -5,21 +5,21 @@ import os
 import signal
 import time
 
+from simulate import SimulatedLabeler, ensure_accounts, label_waiting_sets
 from sqlmodel import Session, select
 
-from labeler.db import make_engine
-from labeler.leasing import lease_next_set
-from labeler.policies import current_policy, ensure_initial_policy
-from labeler.settings import set_labels_needed
-from labeler.simulate import SimulatedLabeler, ensure_accounts, label_waiting_sets
-from labeler.store import add_prompts
-from labeler.tables import CompletionSet, Job, PolicyVersion, RewardModel, TrainingRound
+from labeler.records.policies import current_policy, ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.settings import set_labels_needed
+from labeler.store.store import add_prompts
+from labeler.store.tables import CompletionSet, Job, PolicyVersion, RewardModel, TrainingRound
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
 from models.tiny import save_tiny_checkpoint
-from rlhf.jobs import JobRunner
-from rlhf.pregen import PregenConfig, PregenWorker
+from rlhf.serve.jobs import JobRunner
+from rlhf.serve.pregen import PregenConfig, PregenWorker
 
 ROUND = {  # PPO at tiny sizes; switch=auto, as the gate would not judge 2 held-out sets
     "optimizer": "ppo",
@@ -84,7 +84,7 @@ def test_two_rounds_then_a_killed_one(tmp_path):
             rm = s.get(RewardModel, lineage.reward_model_id)
             # round 2 continues round 1's reward model on the 8 sets ranked since and again on those r1 trained
             # on (held-out ones evaluate it)
-            assert rm.metrics["continued_from"] == (None if round_number == 1 else "r1")
+            assert rm.continued_from == (None if round_number == 1 else "r1")
             assert rm.metrics["seen_sets"] == 8 * round_number
             trained[round_number] = rm.metrics["train_groups"]
             assert trained[round_number] - rm.metrics["replayed_sets"] <= 8

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from labeler.db import make_engine
-from labeler.instructions import Instruction
-from labeler.tables import PolicyVersion
-from rlhf import ppo
-from rlhf.overopt import OveroptimisationMonitor, preference_judge
+from labeler.labels.instructions import Instruction
+from labeler.store.db import make_engine
+from labeler.store.tables import PolicyVersion
+from rlhf.train import ppo
+from rlhf.train.overopt import OveroptimisationMonitor, preference_judge
 from tests.rlhf.ppo_helpers import ppo_store, quick_config, target_share
 
 
@@ -46,7 +46,7 @@ def test_with_stopping_off_the_strikes_are_only_recorded():
 
 def test_the_instructions_judge_scores_decoded_responses(tmp_path):
     from models.tiny import tiny_tokenizer
-    from rlhf.ppo_step import Rollout
+    from rlhf.train.ppo_step import Rollout
 
     tok = tiny_tokenizer()
     ids = tok(["hello there", "HELLO THERE"], return_tensors="pt", padding=True)["input_ids"]
@@ -75,7 +75,7 @@ def test_ppo_stops_when_its_gold_judge_falls_while_the_reward_rises(tmp_path):
 
 
 def test_the_training_tab_plots_proxy_and_gold_against_kl():
-    from labeler.tables import Job
+    from labeler.store.tables import Job
     from labeler.ui.admin_training import overopt_frame
 
     job = Job(

@@ -8,14 +8,14 @@ import torch
 from peft import PeftModel
 from sqlmodel import Session, select
 
-from labeler.db import make_engine
-from labeler.tables import PolicyVersion
+from labeler.store.db import make_engine
+from labeler.store.tables import PolicyVersion
 from models.loading import load_base
-from rlhf import ppo
-from rlhf.ppo_math import leave_one_out
-from rlhf.ppo_model import build_shared, gather_logprobs, policy_forward, reference_logprobs
-from rlhf.ppo_step import rollout, score_rollout
-from rlhf.progress import ConsoleReporter
+from rlhf.train import ppo
+from rlhf.train.ppo_math import leave_one_out
+from rlhf.train.ppo_model import build_shared, gather_logprobs, policy_forward, reference_logprobs
+from rlhf.train.ppo_step import rollout, score_rollout
+from rlhf.train.progress import ConsoleReporter
 from tests.rlhf.ppo_helpers import assert_on_the_line, ppo_store, quick_config, saved_adapter, target_share
 
 PROMPTS = [[{"role": "user", "content": f"question {i}"}] for i in range(4)]
@@ -112,7 +112,7 @@ def test_a_crashing_run_leaves_the_current_version(tmp_path):
 def test_the_next_round_starts_from_the_parents_value_head_and_kl_coefficient(tmp_path):
     from safetensors.torch import load_file
 
-    from rlhf.ppo_model import VALUE_HEAD_FILE
+    from rlhf.train.ppo_model import VALUE_HEAD_FILE
 
     url, checkpoint = ppo_store(tmp_path)
     small = {

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rlhf.ppo_math import (
+from rlhf.train.ppo_math import (
     AdaptiveKLController,
     explained_variance,
     gae,
@@ -82,7 +82,7 @@ def test_adaptive_kl_controller_moves_toward_target():
 
 
 def test_a_round_sized_horizon_moves_the_coefficient_toward_target_within_one_round():
-    from rlhf.ppo_math import round_horizon
+    from rlhf.train.ppo_math import round_horizon
 
     steps, batch = 16, 8  # a 128-episode round, with KL at twice the target all along (as bench/loop.py saw)
     sized = AdaptiveKLController(value=0.05, target=4.0, horizon=round_horizon(steps, batch))

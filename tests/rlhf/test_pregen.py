@@ -3,14 +3,14 @@ import uuid
 
 from sqlmodel import Session, select
 
-from labeler.db import make_engine
-from labeler.leasing import lease_next_set
-from labeler.policies import count_waiting_sets, ensure_initial_policy, make_current
-from labeler.store import RankingIn, add_prompts, submit_ranking
-from labeler.tables import Completion, CompletionSet, PolicyVersion, id_of
+from labeler.records.policies import count_waiting_sets, ensure_initial_policy, make_current
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import RankingIn, add_prompts, submit_ranking
+from labeler.store.tables import Completion, CompletionSet, PolicyVersion, id_of
 from models.generation import SamplingParams
 from models.policy import PolicyPool
-from rlhf.pregen import PregenConfig, PregenWorker
+from rlhf.serve.pregen import PregenConfig, PregenWorker
 from tests.labeler.helpers import make_user
 from tests.models.test_generation import _save_adapter
 

@@ -7,9 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from labeler.db import make_engine
-from rlhf.jobs import JobRunner
-from rlhf.pregen_process import GeneratorProcess
+from labeler.store.db import make_engine
+from rlhf.serve.jobs import JobRunner
+from rlhf.serve.pregen_process import GeneratorProcess
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 

@@ -6,16 +6,16 @@ import torch
 from peft import PeftModel
 from sqlmodel import Session, select
 
-from labeler.db import make_engine
-from labeler.pairs import PairSettings
-from labeler.tables import RewardModel
+from labeler.labels.pairs import PairSettings
+from labeler.store.db import make_engine
+from labeler.store.tables import RewardModel
 from models.tiny import tiny_model_and_tokenizer
-from rlhf.configs import RewardConfig
-from rlhf.losses import bradley_terry_loss, ranking_batch_loss
-from rlhf.progress import ConsoleReporter
-from rlhf.reward import build_scorer, run, train_loop
-from rlhf.reward_data import load_groups, split_by_prompt
-from rlhf.scoring import RewardScorer, ScoreHead, last_token_index, load_head, load_meta
+from rlhf.train.configs import RewardConfig
+from rlhf.train.losses import bradley_terry_loss, ranking_batch_loss
+from rlhf.train.progress import ConsoleReporter
+from rlhf.train.reward import build_scorer, run, train_loop
+from rlhf.train.reward_data import load_groups, split_by_prompt
+from rlhf.train.scoring import RewardScorer, ScoreHead, last_token_index, load_head, load_meta
 from tests.rlhf.synthetic import synthetic_store
 
 
@@ -144,7 +144,7 @@ def test_trl_baseline_trains_and_lands_in_the_same_format(tmp_path):
 
 
 def test_processes_share_each_global_batch_take_the_same_steps_and_cover_every_group():
-    from rlhf.reward import shard_batches
+    from rlhf.train.reward import shard_batches
 
     for count in range(0, 11):
         groups = list(range(count))

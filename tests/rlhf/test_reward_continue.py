@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from labeler.db import make_engine
-from rlhf.configs import RewardConfig, RoundConfig
-from rlhf.reward import build_scorer, read_data, run
-from rlhf.reward_data import read_seen
-from rlhf.scoring import HEAD_FILE
+from labeler.store.db import make_engine
+from rlhf.train.configs import RewardConfig, RoundConfig
+from rlhf.train.reward import build_scorer, read_data, run
+from rlhf.train.reward_data import read_seen
+from rlhf.train.scoring import HEAD_FILE
 from tests.rlhf.synthetic import add_ranked_sets, synthetic_store
 
 
@@ -26,7 +26,7 @@ def test_continue_without_replay_trains_on_new_sets_only_from_the_earlier_weight
     first = run(config(tmp_path, url, checkpoint))
     seen_first = read_seen(first.path)
     heldout_first = {g.set_id for g in read_data(make_engine(url), config(tmp_path, url, checkpoint)).heldout}
-    assert first.metrics["continued_from"] is None and len(seen_first) == 40  # train and held-out sets
+    assert first.facts.continued_from is None and len(seen_first) == 40  # train and held-out sets
     add_ranked_sets(url, 24, seed=1, first=40)
 
     data = read_data(make_engine(url), config(tmp_path, url, checkpoint, continue_from="latest", replay=0.0))
@@ -45,7 +45,7 @@ def test_continue_without_replay_trains_on_new_sets_only_from_the_earlier_weight
     assert any(p.requires_grad for n, p in scorer.model.named_parameters() if "lora_" in n)
 
     second = run(config(tmp_path, url, checkpoint, continue_from="latest", replay=0.0))
-    assert second.name == "r2" and second.metrics["continued_from"] == "r1"
+    assert second.name == "r2" and second.facts.continued_from == "r1"
     assert second.train_sets == len(data.train) < 24
     assert second.heldout_sets == len(heldout_ids) > first.heldout_sets
     assert second.metrics["accuracy"] > 0.8
@@ -78,7 +78,7 @@ def test_a_continued_model_trains_again_on_the_sets_it_met_so_that_it_does_not_f
     assert [g.set_id for g in unchanged.train] == [g.set_id for g in half.train]  # drawn with the run's seed
 
     second = run(config(tmp_path, url, checkpoint, epochs=1, continue_from="latest"))
-    assert second.metrics["continued_from"] == "r1" and second.metrics["replayed_sets"] == len(met)
+    assert second.facts.continued_from == "r1" and second.metrics["replayed_sets"] == len(met)
     assert second.train_sets == len(new) + len(met)
     with pytest.raises(ValueError, match="no sets ranked since r2"):  # replay alone is no reason to train
         run(config(tmp_path, url, checkpoint, continue_from="r2"))
@@ -93,7 +93,7 @@ def test_continue_from_names_what_it_cannot_use(tmp_path):
     with pytest.raises(ValueError, match="continue_from=r7: no reward model 'r7'"):
         run(config(tmp_path, url, checkpoint, continue_from="r7"))
     fresh = run(config(tmp_path, url, checkpoint, continue_from="latest", epochs=1))  # none yet: a new one
-    assert fresh.metrics["continued_from"] is None
+    assert fresh.facts.continued_from is None
     add_ranked_sets(url, 4, seed=2, first=16)
     with pytest.raises(ValueError, match="LoRA reward models only"):
         run(config(tmp_path, url, checkpoint, continue_from="r1", full_finetune=True))

@@ -6,15 +6,15 @@ import torch
 import torch.nn.functional as F
 from sqlmodel import Session
 
-from labeler.dataset import load_set_rankings
-from labeler.db import make_engine
-from labeler.pairs import PairSettings
-from labeler.reliability import fit_reliability, votes_from_sets
-from labeler.users import get_user
-from rlhf.configs import RewardConfig
-from rlhf.losses import bradley_terry_loss, ranking_batch_loss
-from rlhf.reward import run
-from rlhf.reward_data import load_groups
+from labeler.labels.dataset import load_set_rankings
+from labeler.labels.pairs import PairSettings
+from labeler.labels.reliability import fit_reliability, votes_from_sets
+from labeler.store.db import make_engine
+from labeler.store.users import get_user
+from rlhf.train.configs import RewardConfig
+from rlhf.train.losses import bradley_terry_loss, ranking_batch_loss
+from rlhf.train.reward import run
+from rlhf.train.reward_data import load_groups
 from tests.rlhf.synthetic import LABELERS_WITH_ADVERSARY as LABELERS
 from tests.rlhf.synthetic import add_ranked_sets, synthetic_store
 

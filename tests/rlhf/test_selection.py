@@ -8,22 +8,23 @@ import torch
 from sqlmodel import Session, col, select
 
 from app import main
-from labeler.db import make_engine
-from labeler.policies import count_sets, current_policy
-from labeler.reward_models import find_reward_model, selection_measure
-from labeler.settings import Selection, selection, set_selection
-from labeler.store import add_prompts
-from labeler.tables import Completion, CompletionSet, Prompt
+from labeler.records.policies import count_sets, current_policy
+from labeler.records.reward_models import find_reward_model, selection_measure
+from labeler.store.db import make_engine
+from labeler.store.settings import Selection, selection, set_selection
+from labeler.store.store import add_prompts
+from labeler.store.tables import Completion, CompletionSet, Prompt
 from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
-from rlhf import pregen
-from rlhf.configs import RewardConfig
-from rlhf.design import PRIOR, Design, load_information, pair_columns
-from rlhf.pregen import PregenConfig, PregenWorker
-from rlhf.reward import Batch, in_bootstrap, members_loss, run
-from rlhf.scoring import load_head
-from rlhf.selection import PoolScorer, choose, disagreement, doubt, uncertainty
+from rlhf.select.design import Design
+from rlhf.select.selection import PoolScorer, choose, disagreement, doubt, uncertainty
+from rlhf.serve import pregen
+from rlhf.serve.pregen import PregenConfig, PregenWorker
+from rlhf.train.configs import RewardConfig
+from rlhf.train.information import PRIOR, load_information, pair_columns
+from rlhf.train.reward import Batch, in_bootstrap, members_loss, run
+from rlhf.train.scoring import load_head
 from tests.rlhf.synthetic import synthetic_store
 
 

@@ -11,16 +11,16 @@ import pytest
 import torch
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.leasing import lease_next_set
-from labeler.policies import ensure_initial_policy
-from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
-from labeler.tables import id_of
-from labeler.users import add_user
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
+from labeler.store.tables import id_of
+from labeler.store.users import add_user
 from models.tiny import save_tiny_checkpoint
-from rlhf import reward
-from rlhf.configs import RewardConfig
-from rlhf.losses import bradley_terry_loss, davidson_loss, ranking_batch_loss
+from rlhf.train import reward
+from rlhf.train.configs import RewardConfig
+from rlhf.train.losses import bradley_terry_loss, davidson_loss, ranking_batch_loss
 from tests.rlhf.synthetic import answer
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.policies import ensure_initial_policy
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.users import add_user
 from labeler.ui.app import build_ui, launch
 from labeler.ui.deps import UIDeps
-from labeler.users import add_user
 from models.policy import PolicyPool
 from models.tiny import tiny_model_and_tokenizer
 from tests.labeler.helpers import make_sets

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.policies import ensure_initial_policy
-from labeler.users import add_user
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.users import add_user
 from models.tiny import save_tiny_checkpoint
 from tests.labeler.helpers import make_sets
 

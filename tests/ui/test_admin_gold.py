@@ -3,8 +3,8 @@
 from gradio_client import Client
 from sqlmodel import Session, select
 
-from labeler.settings import gold_rate
-from labeler.tables import CompletionSet
+from labeler.store.settings import gold_rate
+from labeler.store.tables import CompletionSet
 from tests.ui.conftest import PASSWORDS
 
 

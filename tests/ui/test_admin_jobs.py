@@ -11,15 +11,15 @@ import gradio as gr
 from gradio_client import Client
 from sqlmodel import Session, col, select
 
-from labeler.db import make_engine
-from labeler.tables import Job, PolicyVersion, RewardModel, TrainingRound
+from labeler.store.db import make_engine
+from labeler.store.tables import Job, PolicyVersion, RewardModel, TrainingRound
+from labeler.store.users import add_user
 from labeler.ui.app import build_ui, launch
 from labeler.ui.deps import UIDeps
 from labeler.ui.forms import config_form
 from labeler.ui.job_view import PANEL_SLOTS, clean_log
-from labeler.users import add_user
-from rlhf.configs import JOB_KINDS, job_config
-from rlhf.jobs import JobRunner
+from rlhf.serve.jobs import JobRunner
+from rlhf.train.configs import JOB_KINDS, job_config
 from tests.rlhf.ppo_helpers import ppo_store
 from tests.rlhf.test_dpo import rank_some_sets
 from tests.ui.conftest import free_port

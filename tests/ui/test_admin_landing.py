@@ -2,10 +2,10 @@
 it again keeps the set (and its choices) on screen. A labeler's page still opens on a set."""
 
 from gradio_client import Client
+from load_client import page_from_outputs
 from sqlmodel import Session, select
 
-from labeler.tables import Assignment, User
-from labeler.ui.client import page_from_outputs
+from labeler.store.tables import Assignment, User
 from tests.ui.conftest import PASSWORDS
 
 

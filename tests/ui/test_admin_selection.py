@@ -5,7 +5,7 @@ settings' own checks are tests/rlhf/test_selection.py's)."""
 from gradio_client import Client
 from sqlmodel import Session
 
-from labeler.settings import Selection, selection
+from labeler.store.settings import Selection, selection
 from tests.ui.conftest import PASSWORDS
 
 

@@ -6,9 +6,9 @@ import pytest
 from gradio_client import Client
 from sqlmodel import Session, func, select
 
-from labeler.tables import Guideline, Job, PolicyVersion, Setting, User
+from labeler.store.tables import Guideline, Job, PolicyVersion, Setting, User
 from labeler.ui.forms import ROUND_DEFAULT_PRESET, config_form
-from rlhf.configs import JOB_KINDS, job_config
+from rlhf.train.configs import JOB_KINDS, job_config
 from tests.ui.conftest import PASSWORDS
 
 ADMIN_CALLS = {

@@ -11,9 +11,9 @@ import time
 import pytest
 from sqlmodel import Session
 
-from labeler.login import LoginThrottle
+from labeler.store.login import LoginThrottle
+from labeler.store.users import add_user
 from labeler.ui.auth import HASHING_NICENESS, hashing_pool, make_auth
-from labeler.users import add_user
 
 
 def own_niceness() -> int:
@@ -58,7 +58,7 @@ def test_a_concurrent_burst_checks_only_the_free_guesses_and_leaves_the_user_a_w
     waits at most the account's delay (not the lock) and gets in."""
     from fastapi import HTTPException
 
-    from labeler.db import make_engine
+    from labeler.store.db import make_engine
     from labeler.ui.auth import CLIENT_ADDRESS
 
     engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")  # a file: the hashing threads read it at once
@@ -101,7 +101,7 @@ def test_a_burst_over_many_accounts_from_one_address_is_bounded_and_a_team_behin
     address at once, all get in: they take turns, none is refused."""
     from fastapi import HTTPException
 
-    from labeler.db import make_engine
+    from labeler.store.db import make_engine
     from labeler.ui.auth import CLIENT_ADDRESS, MAX_CHECKS_PER_ADDRESS
 
     engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from labeler.tables import Job, utcnow
+from labeler.store.tables import Job, utcnow
 from labeler.ui.background import background_view, busy_note, job_rate
 from labeler.ui.job_view import progress_text
-from rlhf.monitor import Share
+from rlhf.serve.monitor import Share
 
 
 class Shares:

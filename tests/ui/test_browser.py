@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from labeler.tables import Ranking
+from labeler.store.tables import Ranking
 from tests.ui.conftest import PASSWORDS
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -102,7 +102,7 @@ def test_labeler_ranks_with_clicks_and_keyboard_then_admin_sees_it(running_app, 
 
 
 def test_phone_width_drag_to_reorder_layout_and_undo(running_app, browser, tmp_path):
-    from labeler.tables import SupersededRanking
+    from labeler.store.tables import SupersededRanking
 
     page = log_in(browser, running_app.url, "bob", PASSWORDS["bob"])
     page.set_viewport_size({"width": 390, "height": 844})
@@ -159,9 +159,9 @@ def test_admin_sees_live_numeric_plots_a_new_version_without_reload_and_download
 
     from datasets import load_dataset
 
-    from labeler.leasing import lease_next_set
-    from labeler.store import RankingIn, submit_ranking
-    from labeler.tables import Job, PolicyVersion, User, id_of, utcnow
+    from labeler.store.leasing import lease_next_set
+    from labeler.store.store import RankingIn, submit_ranking
+    from labeler.store.tables import Job, PolicyVersion, User, id_of, utcnow
 
     def points(steps):
         return [
@@ -253,7 +253,7 @@ def test_a_changed_ranking_from_a_second_tab_is_refused_not_reported_saved(runni
         [stored] = s.exec(select(Ranking)).all()
     by_rank = sorted(stored.ranks, key=lambda cid: stored.ranks[cid])
     with Session(running_app.engine) as s:
-        from labeler.tables import Assignment
+        from labeler.store.tables import Assignment
 
         lease = s.exec(select(Assignment).where(Assignment.set_id == stored.set_id)).first()
     assert lease is not None and [int(c) for c in by_rank] == list(

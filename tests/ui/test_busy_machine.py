@@ -12,9 +12,9 @@ from pathlib import Path
 
 from sqlmodel import Session, col, func, select
 
-from labeler.db import make_engine
-from labeler.tables import CompletionSet
-from rlhf.monitor import BackgroundMonitor, Source
+from labeler.store.db import make_engine
+from labeler.store.tables import CompletionSet
+from rlhf.serve.monitor import BackgroundMonitor, Source
 from tests.ui.conftest import free_port
 from tests.ui.serve import seed_home, start_serve, stop
 

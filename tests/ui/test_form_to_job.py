@@ -14,15 +14,15 @@ import gradio as gr
 import pytest
 from sqlmodel import Session, func, select
 
-from labeler.db import make_engine
-from labeler.tables import Job
+from labeler.store.db import make_engine
+from labeler.store.tables import Job
 from labeler.ui.forms import config_form, form_values
-from rlhf.configs import JOB_KINDS, RewardConfig, job_config
-from rlhf.jobs import JobRunner, Launcher
+from rlhf.serve.jobs import JobRunner, Launcher
+from rlhf.train.configs import JOB_KINDS, RewardConfig, job_config
 
 # what the "stage" prints: the config it parsed from the job's YAML file, as JSON
 PRINT_CONFIG = (
-    "import dataclasses, json, sys; from rlhf.configs import job_config; from rlhf.stage import parse_config; "
+    "import dataclasses, json, sys; from rlhf.train.configs import job_config; from rlhf.train.stage import parse_config; "
     "config, _ = parse_config(job_config(sys.argv[1]), sys.argv[2:]); print('CONFIG', json.dumps(dataclasses.asdict(config)))"
 )
 

@@ -17,7 +17,7 @@ from labeler.ui.forms import (
     label_of,
     preset_values,
 )
-from rlhf.configs import JOB_KINDS, RoundConfig, job_config
+from rlhf.train.configs import JOB_KINDS, RoundConfig, job_config
 
 
 def test_labels_are_words_and_hints_carry_the_help():

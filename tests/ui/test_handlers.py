@@ -6,9 +6,10 @@ from datetime import timedelta
 import pytest
 from sqlmodel import Session, func, select, update
 
-from labeler.settings import set_labels_needed
-from labeler.store import MAX_COMMENT_CHARS, LeaseGone, RankingRejected
-from labeler.tables import Assignment, Completion, Ranking, utcnow
+from labeler.store.settings import set_labels_needed
+from labeler.store.store import MAX_COMMENT_CHARS, LeaseGone, RankingRejected
+from labeler.store.tables import Assignment, Completion, Ranking, utcnow
+from labeler.store.users import get_user
 from labeler.ui.labeling import (
     CUT_OFF,
     PageChoices,
@@ -18,7 +19,6 @@ from labeler.ui.labeling import (
     read_page,
     submit_form,
 )
-from labeler.users import get_user
 from tests.ui.conftest import seeded_engine
 
 
@@ -182,10 +182,10 @@ def test_the_labeling_pages_user_and_guidelines_reads_are_at_most_a_moment_old(s
 
     import gradio as gr
 
-    from labeler.settings import save_guidelines
+    from labeler.store.settings import save_guidelines
+    from labeler.store.users import set_disabled
     from labeler.ui.deps import RecentUsers
     from labeler.ui.labeling import GuidelinesVersion
-    from labeler.users import set_disabled
 
     engine, alice, _ = store
     users, version = RecentUsers(engine, ttl=0.2), GuidelinesVersion(engine, ttl=0.2)

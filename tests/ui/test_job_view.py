@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from labeler.tables import Job, utcnow
+from labeler.store.tables import Job, utcnow
 from labeler.ui.job_view import (
     PANEL_SLOTS,
     clean_log,

@@ -2,13 +2,13 @@
 
 from sqlmodel import Session
 
-from labeler.db import make_engine
-from labeler.leasing import lease_next_set
-from labeler.policies import ensure_initial_policy
-from labeler.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
-from labeler.tables import PolicyVersion
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import CompletionIn, RankingIn, add_completion_set, get_or_add_prompt, submit_ranking
+from labeler.store.tables import PolicyVersion
+from labeler.store.users import add_user
 from labeler.ui.admin_policies import versions_view
-from labeler.users import add_user
 
 
 def test_versions_table_shows_the_human_win_rate_over_the_parent(tmp_path):
@@ -51,7 +51,7 @@ def test_versions_table_shows_the_human_win_rate_over_the_parent(tmp_path):
 
 
 def test_samples_show_the_whole_conversation_and_escape_answers():
-    from labeler.tables import PolicyVersion
+    from labeler.store.tables import PolicyVersion
     from labeler.ui.admin_policies import samples_html
 
     messages = [
@@ -119,16 +119,20 @@ def test_the_lineage_shows_each_versions_kl_from_v0_as_its_round_measured_it():
 
 
 def test_the_gate_column_says_what_the_gate_decided_who_switched_and_a_lost_human_evaluation():
+    from labeler.labels.winrate import WinRate
     from labeler.ui.admin_policies import gate_text, switch_text
-    from labeler.winrate import WinRate
 
     refused = {
         "gate": {"decision": "fail", "lines": ["gate: fail; kept as a candidate", "  [fail] KL from v0: 4.3"]}
     }
-    assert gate_text(refused) == "fail"
+    assert (
+        gate_text(PolicyVersion(version=3, base_model="m", metrics=refused, gate_decision="fail")) == "fail"
+    )
     switched = {**refused, "switches": [{"by": "admin", "at": "2026-12-06T12:00:00", "gate": "fail"}]}
-    assert gate_text(switched) == "fail; made current by admin"
+    made = PolicyVersion(version=3, base_model="m", metrics=switched, gate_decision="fail")
+    assert gate_text(made) == "fail; made current by admin"
     losing = WinRate(wins=20, losses=60, ties=0, rate=0.25, low=0.17, high=0.36)
-    assert gate_text({}, losing) == "loses to its parent in human evaluation: consider rolling back"
-    shown = switch_text(PolicyVersion(version=3, base_model="m", metrics=switched))
+    blank = PolicyVersion(version=4, base_model="m")
+    assert gate_text(blank, losing) == "loses to its parent in human evaluation: consider rolling back"
+    shown = switch_text(made)
     assert shown.startswith("v3 is now current") and "- [fail] KL from v0: 4.3" in shown

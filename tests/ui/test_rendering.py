@@ -13,9 +13,9 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from labeler.policies import ensure_initial_policy
-from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
-from labeler.tables import CompletionSet, Ranking, id_of
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.store import CompletionIn, add_completion_set, get_or_add_prompt
+from labeler.store.tables import CompletionSet, Ranking, id_of
 from labeler.ui.render import MAX_TABLE_ROWS
 from tests.ui.conftest import PASSWORDS, free_port
 from tests.ui.test_browser import CHROMIUM, browser, log_in  # noqa: F401  (the browser fixture)

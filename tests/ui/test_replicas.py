@@ -10,12 +10,12 @@ import signal
 import time
 
 import psutil
+from load_client import LabelingClient
 from sqlmodel import Session, col, func, select
 
-from labeler.db import make_engine
-from labeler.tables import CompletionSet, Ranking, User, utcnow
-from labeler.ui.client import LabelingClient
-from labeler.workers import lease_holder
+from labeler.records.workers import lease_holder
+from labeler.store.db import make_engine
+from labeler.store.tables import CompletionSet, Ranking, User, utcnow
 from tests.ui.conftest import free_port
 from tests.ui.serve import seed_home, start_serve, stop
 

@@ -11,11 +11,11 @@ import sqlite3
 import time
 
 import psutil
+from load_client import LabelingClient
 from sqlmodel import Session, func, select
 
-from labeler.db import make_engine
-from labeler.tables import CompletionSet, Ranking
-from labeler.ui.client import LabelingClient
+from labeler.store.db import make_engine
+from labeler.store.tables import CompletionSet, Ranking
 from tests.ui.conftest import free_port
 from tests.ui.serve import seed_home, start_serve, stop
 

@@ -4,16 +4,16 @@ Every set goes into the one ranking widget whatever its size; the ranks a client
 set the lease names (for example rank 4 is fine after a three-answer set)."""
 
 from gradio_client import Client
+from load_client import WIDGET_OUTPUT, page_from_outputs
 from sqlmodel import Session, func, select
 
-from labeler.db import make_engine
-from labeler.policies import ensure_initial_policy
-from labeler.store import CompletionIn, add_completion_set, get_or_add_prompt
-from labeler.tables import Ranking, SupersededRanking
+from labeler.records.policies import ensure_initial_policy
+from labeler.store.db import make_engine
+from labeler.store.store import CompletionIn, add_completion_set, get_or_add_prompt
+from labeler.store.tables import Ranking, SupersededRanking
+from labeler.store.users import add_user
 from labeler.ui.app import build_ui, launch
-from labeler.ui.client import WIDGET_OUTPUT, page_from_outputs
 from labeler.ui.deps import UIDeps
-from labeler.users import add_user
 from tests.ui.conftest import PASSWORDS, TestClock, free_port
 
 SIZES = [2, 2, 4, 4, 3, 4, 2]
@@ -113,7 +113,7 @@ def test_a_transient_store_error_is_retried_and_a_lasting_one_leaves_the_page_as
 
 def test_new_guidelines_show_a_banner_with_what_changed_until_a_set_is_ranked_under_them(tmp_path):
 
-    from labeler.settings import current_guidelines, save_guidelines
+    from labeler.store.settings import current_guidelines, save_guidelines
 
     engine = make_engine(f"sqlite:///{tmp_path / 'rankloop.db'}")
     with Session(engine) as session:

@@ -9,12 +9,12 @@ import asyncio
 import httpx
 import pytest
 from gradio_client import Client
+from load_client import LabelingClient, LabelingError
 from sqlmodel import Session, col, func, select
 
-from labeler.tables import Ranking
-from labeler.ui.client import LabelingClient, LabelingError
+from labeler.store.tables import Ranking
+from labeler.store.users import reset_password, set_disabled
 from labeler.ui.guard import MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES, RECHECK_SECONDS
-from labeler.users import reset_password, set_disabled
 from tests.ui.conftest import PASSWORDS
 
 STATUS = 2  # the status message among the labeling events' outputs

@@ -1,0 +1,203 @@
+"""From the store to preference records: every set's rankings, merged across labelers, as text pairs.
+
+records = preference_records(session=session, settings=PairSettings())
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import select as select_columns
+from sqlmodel import Session, col, select
+
+from labeler.labels.consensus import pair_votes
+from labeler.labels.pairs import PairSettings, RankingView
+from labeler.labels.reliability import Reliability, weighted_pairs
+from labeler.store.tables import Completion, CompletionSet, PolicyVersion, Prompt, Ranking
+
+
+@dataclass(slots=True)
+class PreferenceRecord:
+    """One consensus comparison with the context needed for training, evaluation and export."""
+
+    set_id: int
+    prompt_id: int
+    prompt: list[dict]
+    chosen: str
+    rejected: str
+    margin: float
+    num_labelers: int
+    agreement: float
+    policy_version: int | None
+    origin: str
+    split: str
+    chosen_id: int
+    rejected_id: int
+    # provenance: who voted, how the pair was decided and how much it counts, how the set was made and chosen
+    labelers: list[int] = field(default_factory=list)  # user ids of the set's voters
+    consensus: str = "majority"  # or "reliability" (labeler/labels/reliability.py)
+    weight: float = 1.0  # 2P - 1 under reliability weights
+    sampling: dict = field(default_factory=dict)
+    selection: dict | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SetRankings:
+    """A set with its completions (id -> text) and the rankings it received."""
+
+    set_id: int
+    prompt_id: int
+    policy_version: int | None
+    origin: str
+    texts: dict[int, str]
+    rankings: list[RankingView]
+    source: str = ""
+    sampling: dict = field(default_factory=dict)
+    selection: dict | None = None
+
+
+def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None) -> list[SetRankings]:
+    """All ranked sets (or the given ones) with their completions and rankings, in a few bulk queries."""
+    rq = select_columns(  # more columns than sqlmodel's typed select takes
+        col(Ranking.set_id),
+        col(Ranking.user_id),
+        col(Ranking.ranks),
+        col(Ranking.flags),
+        col(Ranking.none_acceptable),
+        col(Ranking.skipped),
+    )
+    if set_ids is not None:
+        rq = rq.where(col(Ranking.set_id).in_(list(set_ids)))
+    by_set: dict[int, list[RankingView]] = defaultdict(list)
+    for set_id, user_id, ranks, flags, none_acceptable, skipped in session.execute(rq):
+        view = RankingView(
+            {int(k): v for k, v in ranks.items()},
+            frozenset(int(k) for k in flags),
+            none_acceptable,
+            skipped,
+            user_id,
+        )
+        by_set[set_id].append(view)
+    if not by_set:
+        return []
+    ids = sorted(by_set)
+    versions = dict(session.exec(select(PolicyVersion.id, PolicyVersion.version)).all())
+    sets = {
+        s_id: (p_id, versions.get(pv), origin, source, sampling or {}, chosen)
+        for s_id, p_id, pv, origin, source, sampling, chosen in session.execute(
+            select_columns(
+                col(CompletionSet.id),
+                col(CompletionSet.prompt_id),
+                col(CompletionSet.policy_version_id),
+                col(CompletionSet.origin),
+                col(CompletionSet.source),
+                col(CompletionSet.sampling),
+                col(CompletionSet.selection),
+            )
+        )
+        if s_id in by_set
+    }
+    texts: dict[int, dict[int, str]] = defaultdict(dict)
+    for c_id, s_id, text in session.exec(select(col(Completion.id), Completion.set_id, Completion.text)):
+        if s_id in by_set and c_id is not None:
+            texts[s_id][c_id] = text
+    return [
+        SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i], *sets[i][3:]) for i in ids
+    ]
+
+
+def sets_of_version(*, session: Session, version: int) -> list[SetRankings]:
+    """The ranked sets one policy version wrote (what DPO with `data=parent` trains on), loaded alone."""
+    ids = session.exec(
+        select(CompletionSet.id)
+        .join(PolicyVersion, col(PolicyVersion.id) == col(CompletionSet.policy_version_id))
+        .where(PolicyVersion.version == version)
+    ).all()
+    return load_set_rankings(session=session, set_ids=[i for i in ids if i is not None])
+
+
+IdVote = tuple[int, int, float, float]  # (chosen id, rejected id, margin, agreement)
+
+
+def consensus_of(
+    s: SetRankings, settings: PairSettings, reliability: Reliability | None
+) -> tuple[list[IdVote], list[float]]:
+    """A set's consensus pairs and their weights ([] = all 1): by head count (agreement = the winning share of
+    votes), or by reliability weights (agreement = the posterior that the chosen answer wins)."""
+    if reliability is None or all(r.labeler is None for r in s.rankings):
+        return [(p.chosen, p.rejected, p.margin, p.agreement) for p in pair_votes(s.rankings, settings)], []
+    pairs = weighted_pairs(s.set_id, s.rankings, reliability, settings.flagged)
+    kept = [p for p in pairs if p.confidence >= settings.min_agreement]
+    return [(p.chosen, p.rejected, p.margin, p.confidence) for p in kept], [p.weight for p in kept]
+
+
+def records_from_sets(
+    sets: Sequence[SetRankings],
+    prompts: dict[int, tuple[list[dict], str]],
+    settings: PairSettings,
+    reliability: Reliability | None = None,
+) -> list[PreferenceRecord]:
+    """Consensus pairs of every set as records (pure; `prompts` maps id -> (messages, split)); with
+    `reliability`, pairs decided by the reliability-weighted votes and weighted 2P - 1."""
+    out = []
+    for s in sets:
+        messages, split = prompts[s.prompt_id]
+        voting = [r for r in s.rankings if not (r.skipped or r.none_acceptable)]
+        voters = [r.labeler for r in voting if isinstance(r.labeler, int)]
+        votes, weights = consensus_of(s, settings, reliability)
+        method = "reliability" if weights else "majority"
+        for k, (chosen, rejected, margin, agreement) in enumerate(votes):
+            out.append(
+                PreferenceRecord(
+                    set_id=s.set_id,
+                    prompt_id=s.prompt_id,
+                    prompt=messages,
+                    chosen=s.texts[chosen],
+                    rejected=s.texts[rejected],
+                    margin=margin,
+                    num_labelers=len(voting),
+                    agreement=agreement,
+                    policy_version=s.policy_version,
+                    origin=s.origin,
+                    split=split,
+                    chosen_id=chosen,
+                    rejected_id=rejected,
+                    labelers=voters,
+                    consensus=method,
+                    weight=weights[k] if weights else 1.0,
+                    sampling=s.sampling,
+                    selection=s.selection,
+                )
+            )
+    return out
+
+
+def load_prompts(*, session: Session, prompt_ids: set[int]) -> dict[int, tuple[list[dict], str]]:
+    return {
+        p_id: (list(messages), split)
+        for p_id, messages, split in session.exec(select(col(Prompt.id), Prompt.messages, Prompt.split))
+        if p_id in prompt_ids
+    }
+
+
+def preference_records(
+    *,
+    session: Session,
+    settings: PairSettings = PairSettings(),
+    origins: Sequence[str] | None = None,
+    sets: Sequence[SetRankings] | None = None,
+    reliability: Reliability | None = None,
+) -> list[PreferenceRecord]:
+    """Every usable comparison in the store (or in the given `sets`), merged across labelers (by head count, or
+    by `reliability` weights), optionally limited to some origins."""
+    if sets is None:
+        sets = load_set_rankings(session=session)
+    if origins is not None:
+        sets = [s for s in sets if s.origin in origins]
+    prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in sets})
+    return records_from_sets(sets, prompts, settings, reliability)
