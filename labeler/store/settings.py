@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from labeler.store.tables import CompletionSet, Guideline, Ranking, Setting
 
-DEFAULT_GUIDELINES = Path(__file__).resolve().parents[1] / "data" / "guidelines.md"
+DEFAULT_GUIDELINES = Path(__file__).resolve().parents[2] / "data" / "guidelines.md"
 
 
 def get_setting(*, session: Session, key: str, default: object = None) -> object:

@@ -61,7 +61,7 @@ def model(session: Session, name: str, accuracy: float, heldout: int = 6) -> int
 def test_round_costs_count_new_labels_minutes_and_what_they_bought(session, tmp_path):
     alice = make_user(session, "alice")
     v0, v1, v2 = (make_version(session, k, current=k == 0) for k in range(3))
-    v1.metrics = {"final": {"kl": 3.5, "reward": 0.2}}  # as PPO records it; v2 came from DPO: no KL
+    recorded(v1, {"final": {"kl": 3.5, "reward": 0.2}})  # as PPO records it; v2 came from DPO: no KL
     session.add(v1)
     session.commit()
     make_sets(session, 2, version_id=v0.id)

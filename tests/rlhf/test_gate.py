@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from labeler.records.reward_models import RewardFacts
 from rlhf.train.gate import MIN_PAIRS, judge, score_check
 
 WITHIN = {"kl": 3.6, "budget": 4.0, "scale": 0.7, "within": True}
@@ -27,7 +28,7 @@ def test_too_few_held_out_pairs_is_not_evaluated_and_keeps_the_parent():
     assert verdict.decision == "not evaluated" and not verdict.switched
     assert "fewer than the 80" in verdict.lines()[1]
     # a PPO round whose reward model had no held-out sets (evaluated on its training sets) is not evaluated either
-    trained_on = {"accuracy": 1.0, "pairs": 500, "heldout_sets": 0}
+    trained_on = RewardFacts(accuracy=None, heldout_pairs=0, heldout_sets=0)
     assert judge(optimizer="ppo", final={}, reward=trained_on, kl_fit=None).decision == "not evaluated"
 
 
@@ -49,7 +50,7 @@ def test_answers_scored_worse_than_the_parents_fail_the_gate():
     assert worse.status == "fail" and "worse than the parent" in worse.line
     alike = score_check([0.5, 0.2, 0.7, 0.4], [0.4, 0.5, 0.6, 0.5], "r2")
     assert alike.status == "pass"
-    reward = {"accuracy": 0.7, "pairs": 150, "heldout_sets": 30}
+    reward = RewardFacts(accuracy=0.7, heldout_pairs=150, heldout_sets=30)
     scores = ([0.1, -0.2, 0.0, -0.1, 0.05, -0.3], [0.6, 0.4, 0.5, 0.7, 0.6, 0.5], "r2")
     assert judge(optimizer="ppo", final={}, reward=reward, kl_fit=None, scores=scores).decision == "fail"
 
