@@ -277,11 +277,10 @@ def train_loop(
     reporter: Reporter,
     stage: str = "reward training",
 ) -> None:
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.grad_accum,
-        cpu=config.device == "cpu",
-        mixed_precision=train_precision(config.mixed_precision, config.device),
-    )
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
+    # autocast around the steps only (accelerate's mixed precision would keep wrapping the scorer's forward, and
+    # the held-out evaluation after training would read bf16 scores)
+    bf16 = train_precision(config.mixed_precision, config.device) == "bf16"
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     rng = random.Random(config.seed)
@@ -305,8 +304,10 @@ def train_loop(
         for batch in shard_batches(order, per_step, rank, world):
             inputs = group_batch(batch, tokenizer, config, accelerator.device)
             with accelerator.accumulate(scorer):
-                # through the (possibly distributed) wrapper, so gradients are synchronised
-                members = scorer(inputs.enc["input_ids"], inputs.enc["attention_mask"], members=True)
+                with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    # through the (possibly distributed) wrapper, so gradients are synchronised
+                    members = scorer(inputs.enc["input_ids"], inputs.enc["attention_mask"], members=True)
+                members = members.float()
                 scores = members.mean(dim=-1)
                 single = members.shape[1] == 1
                 loss = batch_loss(scores, inputs, config) if single else members_loss(members, inputs, config)
