@@ -220,3 +220,25 @@ def gate_lines(pv: PolicyVersion) -> list[str]:
 def switched_by(pv: PolicyVersion) -> list[str]:
     """Who made `pv` current by hand, oldest first."""
     return [str(s["by"]) for s in pv.metrics.get("switches", [])]
+
+
+@dataclass(frozen=True)
+class Samples:
+    """A version's round's answers to the fixed eval prompts: `before` by the parent, `after` by the version (each
+    {"prompt", "response", "messages"?}), as the policy stage recorded them."""
+
+    before: list[dict]
+    after: list[dict]
+
+
+def samples_of(pv: PolicyVersion) -> Samples:
+    return Samples(list(pv.metrics.get("samples_before", [])), list(pv.metrics.get("samples_after", [])))
+
+
+def sample_scores(pv: PolicyVersion) -> tuple[list[float], list[float], str | None] | None:
+    """The reward model's scores of the version's and its parent's answers to held-out prompts, and the model's
+    name, where its round scored them (PPO); None elsewhere."""
+    scored = pv.metrics.get("sample_scores") or {}
+    if not scored.get("new"):
+        return None
+    return list(scored["new"]), list(scored["parent"]), scored.get("reward_model")

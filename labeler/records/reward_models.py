@@ -6,7 +6,7 @@ with Session(engine) as session:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -38,6 +38,36 @@ class RewardFacts:
             row.information,
             row.continued_from,
         )
+
+
+@dataclass(frozen=True)
+class RewardFigures:
+    """The figures a reward model's evaluation recorded in `metrics`, for the training tab: mean margin, loss and
+    pairs on the sets it was evaluated on, accuracy by the labelers' agreement, and the reward-hacking review
+    (labeler/labels/hacking.py: how many suspects, and each one)."""
+
+    mean_margin: float | None = None
+    loss: float | None = None
+    pairs: int | None = None
+    accuracy_by_agreement: dict[str, float] = field(default_factory=dict)
+    suspects: int | None = None
+    review: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, row: RewardModel) -> RewardFigures:
+        m, review = row.metrics, row.metrics.get("review") or {}
+        return cls(
+            _number(m.get("mean_margin")),
+            _number(m.get("loss")),
+            m.get("pairs") if isinstance(m.get("pairs"), int) else None,
+            dict(m.get("accuracy_by_agreement") or {}),
+            review.get("suspects"),
+            list(review.get("items", [])),
+        )
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from labeler.records.policies import (
     make_current,
     policy_by_version,
     policy_versions,
+    samples_of,
     switched_by,
     version_kl,
 )
@@ -107,11 +108,12 @@ def stored_answers(versions: list[PolicyVersion]) -> dict[int, dict[str, str]]:
     by_id = {v.id: v.version for v in versions}
     out: dict[int, dict[str, str]] = {v.version: {} for v in versions}
     for v in versions:
-        for s in v.metrics.get("samples_after", []):
+        samples = samples_of(v)
+        for s in samples.after:
             out[v.version][s["prompt"]] = s["response"]
         parent = by_id.get(v.parent_id)
         if parent is not None:
-            for s in v.metrics.get("samples_before", []):
+            for s in samples.before:
                 out[parent].setdefault(s["prompt"], s["response"])
     return out
 
@@ -147,8 +149,9 @@ def switch_text(pv: PolicyVersion) -> str:
 
 def samples_html(pv: PolicyVersion) -> str:
     """The fixed eval prompts (whole conversations) answered before and after the round that made this version."""
-    before = {s["prompt"]: s["response"] for s in pv.metrics.get("samples_before", [])}
-    after = pv.metrics.get("samples_after", [])
+    samples = samples_of(pv)
+    before = {s["prompt"]: s["response"] for s in samples.before}
+    after = samples.after
     if not after:
         return page(
             f"<p>v{pv.version} has no recorded samples (the initial model, or made outside a round).</p>"

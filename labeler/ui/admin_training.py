@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from labeler.labels.stats import training_data
 from labeler.records.job_rows import get_job, recent_jobs
-from labeler.records.reward_models import reward_models
+from labeler.records.reward_models import RewardFigures, reward_models
 from labeler.store.db import read_session
 from labeler.store.tables import Job
 from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
@@ -44,18 +44,18 @@ def rewards_frame(session: Session) -> pd.DataFrame:
     """One row per reward model; held-out figures only where it had held-out sets (else the split is named)."""
     rows = []
     for r in reward_models(session=session, newest_first=True):
-        m, held = r.metrics, r.heldout_sets
+        figures, held = RewardFigures.of(r), r.heldout_sets
         rows.append(
             [
                 r.name,
                 r.job_id,
                 r.accuracy,
                 f"held-out ({held} sets)" if held else "training sets (no held-out)",
-                m.get("mean_margin"),
-                m.get("loss"),
-                m.get("pairs"),
-                str(m.get("accuracy_by_agreement", {})),
-                (m.get("review") or {}).get("suspects"),
+                figures.mean_margin,
+                figures.loss,
+                figures.pairs,
+                str(figures.accuracy_by_agreement),
+                figures.suspects,
             ]
         )
     return pd.DataFrame(
@@ -83,7 +83,7 @@ def review_frame(session: Session) -> pd.DataFrame:
     rows, model, visited = [], models[0] if models else None, set()
     while model is not None and model.name not in visited:
         visited.add(model.name)
-        for i in (model.metrics.get("review") or {}).get("items", []):
+        for i in RewardFigures.of(model).review:
             rows.append(
                 [model.name, i["set_id"], i["prompt"][:200], i["text"][:400], i["why"], round(i["margin"], 3)]
             )
@@ -92,12 +92,13 @@ def review_frame(session: Session) -> pd.DataFrame:
 
 
 def reward_trend(session: Session) -> pd.DataFrame:
-    """Held-out accuracy and mean margin of each reward model, oldest first, for comparing rounds."""
+    """Held-out accuracy and mean margin of each reward model, oldest first, for comparing rounds (a model
+    without held-out sets has no accuracy to plot)."""
     rows = []
     for number, r in enumerate(reward_models(session=session, newest_first=False), 1):
-        for key in ("accuracy", "mean_margin"):
-            if isinstance(r.metrics.get(key), int | float):
-                rows.append((number, key, float(r.metrics[key])))
+        for key, value in (("accuracy", r.accuracy), ("mean_margin", RewardFigures.of(r).mean_margin)):
+            if value is not None:
+                rows.append((number, key, value))
     return pd.DataFrame(rows, columns=["reward model", "metric", "value"])
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from labeler.records.policies import current_policy, policy_by_version
+from labeler.records.policies import current_policy, policy_by_version, sample_scores
 from labeler.records.reward_models import RewardRef, find_reward_model
 from labeler.records.rounds import RoundLineage, finish_round, round_labels
 from labeler.store.db import default_url, make_engine, read_session
@@ -148,14 +148,14 @@ def judge_round(
     with read_session(engine) as session:
         reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
         registered = policy_by_version(session=session, version=result.version)
-        scored = dict(registered.metrics.get("sample_scores") or {}) if registered else {}
+        scores = sample_scores(registered) if registered else None
     verdict = judge(
         optimizer=config.optimizer,
         final=result.metrics,
         reward=reward_ref.facts if reward_ref is not None else None,
         kl_fit=result.kl_budget,
         switch=config.switch,
-        scores=(scored["new"], scored["parent"], scored.get("reward_model")) if scored.get("new") else None,
+        scores=scores,
     )
     return verdict, reward_ref
 
