@@ -54,6 +54,15 @@ def train_precision(mode: str, device: str) -> str:
     return "bf16" if on_gpu or native_bf16_cpu() else "no"
 
 
+def step_autocast(mode: str, device: str, where: torch.device) -> torch.autocast:
+    """The autocast context for one training step's forward pass on `where`, bf16 where `train_precision` says
+    so. Around the steps only: accelerate's own mixed precision wraps the model's forward for good, so what the
+    stage measures after training (the KL budget, held-out accuracy) would read bf16 values (biased up at small
+    KL)."""
+    bf16 = train_precision(mode, device) == "bf16"
+    return torch.autocast(where.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """Left padding for generation, and a pad token when the checkpoint has none."""
     if tokenizer.pad_token is None:

@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from peft import PeftModel
 
 from models.generation import render_prompts
-from models.loading import train_precision
+from models.loading import step_autocast
 from models.logprobs import Row, answer_distributions, exact_kl, fit_row, per_row, written
 from rlhf.train.configs import DPOConfig
 from rlhf.train.losses import ranking_batch_loss
@@ -201,9 +201,6 @@ def train_on_sets(
     returns the trained model and the last step's figures with the mean loss."""
     groups = [g for g in groups if g.pairs]
     accelerator = Accelerator(cpu=config.device == "cpu")
-    # autocast around the steps only: accelerate's own mixed precision would wrap the model's forward for good,
-    # and the KL budget measured after training would read bf16 log-probabilities (biased up at small KL)
-    bf16 = train_precision(config.mixed_precision, config.device) == "bf16"
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -221,7 +218,7 @@ def train_on_sets(
         rng.shuffle(order)
         for batch in shard_batches(order, config.batch_sets, rank, world):
             rows, _ = batch_rows(batch, tokenizer, config.max_length)
-            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
+            with step_autocast(config.mixed_precision, config.device, accelerator.device):
                 scored = score_rows(wrapped, unwrapped, rows, pad, kl_grad=config.kl_weight > 0)
                 parts = set_loss(scored.policy, scored.reference, rows, batch, config, scored.kl)
             accelerator.backward(parts.loss)

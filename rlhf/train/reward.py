@@ -45,7 +45,7 @@ from labeler.records.reward_models import (
 )
 from labeler.store.db import default_url, make_engine
 from models.adapters import LORA_TARGETS
-from models.loading import load_base, train_precision
+from models.loading import load_base, step_autocast
 from rlhf.train.configs import RewardConfig
 from rlhf.train.information import head_precision, save_information
 from rlhf.train.losses import below_reference_loss, ranking_batch_loss
@@ -278,9 +278,6 @@ def train_loop(
     stage: str = "reward training",
 ) -> None:
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum, cpu=config.device == "cpu")
-    # autocast around the steps only (accelerate's mixed precision would keep wrapping the scorer's forward, and
-    # the held-out evaluation after training would read bf16 scores)
-    bf16 = train_precision(config.mixed_precision, config.device) == "bf16"
     params = [p for p in scorer.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     rng = random.Random(config.seed)
@@ -304,7 +301,7 @@ def train_loop(
         for batch in shard_batches(order, per_step, rank, world):
             inputs = group_batch(batch, tokenizer, config, accelerator.device)
             with accelerator.accumulate(scorer):
-                with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16):
+                with step_autocast(config.mixed_precision, config.device, accelerator.device):
                     # through the (possibly distributed) wrapper, so gradients are synchronised
                     members = scorer(inputs.enc["input_ids"], inputs.enc["attention_mask"], members=True)
                 members = members.float()
