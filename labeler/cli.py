@@ -88,6 +88,9 @@ def _export(
             weights=weights,
         )
         print(f"exported {result.pairs} pairs from {result.sets} sets to {result.paths[0]}")
+        print(
+            f"and {result.sft} best answers for SFT (edits, answers every labeler ranked first) to {result.paths[1]}"
+        )
         if raw:
             print(f"raw rankings: {export_raw_rankings(session=session, out=folder)}")
     return 0

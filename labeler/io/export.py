@@ -20,7 +20,13 @@ from sqlmodel import Session, col, select
 from labeler.labels.browse import last_user_turn
 from labeler.labels.consensus import Agreement, agreement
 from labeler.labels.costs import RoundCost, round_costs
-from labeler.labels.dataset import PreferenceRecord, load_set_rankings, preference_records
+from labeler.labels.dataset import (
+    BestAnswer,
+    PreferenceRecord,
+    best_answers,
+    load_set_rankings,
+    preference_records,
+)
 from labeler.labels.gold import fit_with_gold
 from labeler.labels.pairs import PairSettings
 from labeler.labels.stats import human_time
@@ -45,6 +51,7 @@ class ExportResult:
         default_factory=list
     )  # the first rows as written: prompt, chosen, rejected, ...
     by_agreement: dict[str, int] = field(default_factory=dict)  # pairs per agreement level
+    sft: int = 0  # best answers written for SFT (labelers' edits, answers every labeler ranked first)
 
 
 def agreement_level(agreement: float, voters: int) -> str:
@@ -106,6 +113,8 @@ def _arrow_table(records: list[PreferenceRecord], names: dict[int, str]):
         "policy_version": pa.array([r.policy_version for r in records], pa.int64()),
         "set_id": pa.array([r.set_id for r in records], pa.int64()),
         "origin": pa.array([r.origin for r in records], pa.string()),
+        "chosen_origin": pa.array([r.chosen_origin for r in records], pa.string()),
+        "rejected_origin": pa.array([r.rejected_origin for r in records], pa.string()),
         "labelers": pa.array(
             [[names.get(u, str(u)) for u in r.labelers] for r in records], pa.list_(pa.string())
         ),
@@ -143,6 +152,36 @@ def _write_dataset(
     return [path]
 
 
+def _write_sft(answers: list[BestAnswer], names: dict[int, str], out: Path, fmt: ExportFormat) -> Path:
+    """The best answers in TRL's conversational prompt-completion format (`prompt`, `completion`), with why each
+    was kept, in the pairs' format: `sft.parquet`, `sft.jsonl` or the `sft` datasets folder."""
+    from datasets import Dataset
+
+    rows = [
+        {
+            "prompt": a.prompt,
+            "completion": [{"role": "assistant", "content": a.completion}],
+            "why": a.why,
+            "origin": a.origin,
+            "set_id": a.set_id,
+            "labelers": [names.get(u, str(u)) for u in a.labelers],
+        }
+        for a in answers
+    ]
+    empty: dict[str, list] = {k: [] for k in ("prompt", "completion", "why", "origin", "set_id", "labelers")}
+    data = Dataset.from_list(rows) if rows else Dataset.from_dict(empty)
+    if fmt == "parquet":
+        path = out / "sft.parquet"
+        data.to_parquet(str(path))
+    elif fmt == "jsonl":
+        path = out / "sft.jsonl"
+        data.to_json(str(path), lines=True, force_ascii=False)
+    else:
+        path = out / "sft"
+        data.save_to_disk(str(path))
+    return path
+
+
 def _card(result: ExportResult, fmt: str) -> str:
     a = result.agreement
     alpha = "n/a" if a is None or a.alpha is None else f"{a.alpha:.3f}"
@@ -158,9 +197,15 @@ def _card(result: ExportResult, fmt: str) -> str:
         "rankloop, `imported` = imported pairs) and each pair's provenance: `labelers` (who ranked the set),",
         "`consensus` (`majority` or `reliability`), `weight` (1, or 2P - 1 under reliability weights), `sampling`",
         "(the generation settings, JSON) and `selection` (how the set was chosen for labeling, JSON).",
+        "`chosen_origin` and `rejected_origin` say who wrote each answer: `generated` by the policy, `edit` by a",
+        "labeler who rewrote an answer (or wrote one), ranked just above the answer it came from.",
+        "",
+        "The `sft` file holds the best answers in TRL's prompt-completion format (`prompt`, `completion`): labelers'",
+        "edits and the answers every labeler of their set ranked first, with `why`, `origin` and `labelers`.",
         "",
         f"- format: {fmt}",
         f"- pairs: {result.pairs}",
+        f"- best answers (SFT): {result.sft}",
         f"- sets with pairs: {result.sets}",
         *(f"- {k}: {v}" for k, v in result.counts.items()),
         f"- consensus: {result.settings.get('weights', 'equal')} weights",
@@ -201,6 +246,7 @@ def export_preferences(
     )
     sets = [s for s in every if s.origin != "gold" and (origins is None or s.origin in origins)]
     records = preference_records(session=session, settings=settings, sets=sets, reliability=fit)
+    best = best_answers(session=session, sets=sets)
     names = user_names(session=session)
     cost = human_time(session=session, set_ids=[s.set_id for s in sets])
     result = ExportResult(
@@ -217,6 +263,8 @@ def export_preferences(
     _end_reads(session)
     out = Path(out)
     result.paths = _write_dataset(records, names, out, fmt, push_to_hub)
+    result.paths.append(_write_sft(best, names, out, fmt))
+    result.sft = len(best)
     (out / "README.md").write_text(_card(result, fmt))
     (out / "export.json").write_text(
         json.dumps({**result.settings, "pairs": result.pairs, "format": fmt}, indent=2)
@@ -241,6 +289,10 @@ def export_raw_rankings(*, session: Session, out: Path) -> Path:
                 "text": c.text,
                 "policy_version_id": c.policy_version_id,
                 "finish_reason": c.finish_reason,
+                "origin": c.origin,
+                **(
+                    {"author": users.get(c.author_id), "source_id": c.source_id} if c.origin == "edit" else {}
+                ),
             }
         )
     lines = []

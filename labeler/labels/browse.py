@@ -9,6 +9,8 @@ the pairs it produced. Reads only; plain rows, so it is tested without a browser
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import combinations
@@ -164,6 +166,33 @@ class LabelRow:
     at: datetime
 
 
+@dataclass(frozen=True)
+class EditDetail:
+    """A labeler's edit among a set's answers: its answer number, who wrote it, the answer it rewrote (None:
+    written from scratch), the seconds it took, and the word diff against that answer."""
+
+    number: int
+    author: str
+    source: int | None
+    seconds: float | None
+    diff: list[tuple[str, str]]  # (`same` | `removed` | `added`, text), in order
+
+
+def word_diff(old: str, new: str) -> list[tuple[str, str]]:
+    """`new` against `old` word by word (whitespace kept with the words): runs of same, removed and added text."""
+    a, b = re.split(r"(\s+)", old), re.split(r"(\s+)", new)
+    out: list[tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(("same", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(("removed", "".join(a[i1:i2])))
+        if j2 > j1:
+            out.append(("added", "".join(b[j1:j2])))
+    return out
+
+
 @dataclass
 class SetDetail:
     set_id: int
@@ -178,6 +207,7 @@ class SetDetail:
     pairs: list[tuple[int, int, int, int, int, float]] = field(
         default_factory=list
     )  # (chosen, rejected, for, against, ties, agreement)
+    edits: list[EditDetail] = field(default_factory=list)  # the answers labelers wrote, with their diffs
 
 
 def order_text(ranks: dict[int, int], number: dict[int, int]) -> str:
@@ -210,6 +240,18 @@ def set_detail(*, session: Session, set_id: int) -> SetDetail:
         cset.selection,
         [(number[c.id or 0], c.text, c.finish_reason) for c in completions],
     )
+    texts = {c.id: c.text for c in completions}
+    detail.edits = [
+        EditDetail(
+            number[c.id or 0],
+            names.get(c.author_id, "?") if c.author_id is not None else "?",
+            number.get(c.source_id) if c.source_id is not None else None,
+            c.edit_seconds,
+            word_diff(texts.get(c.source_id, "") if c.source_id is not None else "", c.text),
+        )
+        for c in completions
+        if c.origin == "edit"
+    ]
     for r in session.exec(select(Ranking).where(Ranking.set_id == set_id).order_by(col(Ranking.id))):
         detail.labels.append(
             LabelRow(

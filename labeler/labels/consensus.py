@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 
-from labeler.labels.pairs import PairSettings, RankingView, effective_ranks, ranking_to_pairs
+from labeler.labels.pairs import PairSettings, RankingView, casts_votes, effective_ranks, ranking_to_pairs
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class ConsensusPair:
 
 
 def _voters(rankings: Sequence[RankingView]) -> list[RankingView]:
-    return [r for r in rankings if not (r.skipped or r.none_acceptable)]
+    return [r for r in rankings if casts_votes(r)]
 
 
 def pair_votes(

@@ -13,7 +13,7 @@ from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from labeler.labels.consensus import pair_votes
-from labeler.labels.pairs import PairSettings, RankingView
+from labeler.labels.pairs import PairSettings, RankingView, casts_votes
 from labeler.labels.reliability import Reliability, weighted_pairs
 from labeler.store.tables import Completion, CompletionSet, PolicyVersion, Prompt, Ranking
 
@@ -41,6 +41,9 @@ class PreferenceRecord:
     weight: float = 1.0  # 2P - 1 under reliability weights
     sampling: dict = field(default_factory=dict)
     selection: dict | None = None
+    # who wrote each answer (labeler/store/tables.py's Completion.origin): `edit` for a labeler's rewrite
+    chosen_origin: str = "generated"
+    rejected_origin: str = "generated"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +62,11 @@ class SetRankings:
     source: str = ""
     sampling: dict = field(default_factory=dict)
     selection: dict | None = None
+    # the completions not written by a policy (id -> origin, e.g. `edit`); the others are `generated`
+    answer_origins: dict[int, str] = field(default_factory=dict)
+
+    def origin_of(self, completion_id: int) -> str:
+        return self.answer_origins.get(completion_id, "generated")
 
 
 def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None) -> list[SetRankings]:
@@ -103,11 +111,16 @@ def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None)
         if s_id in by_set
     }
     texts: dict[int, dict[int, str]] = defaultdict(dict)
-    for c_id, s_id, text in session.exec(select(col(Completion.id), Completion.set_id, Completion.text)):
+    origins: dict[int, dict[int, str]] = defaultdict(dict)
+    answers = select(col(Completion.id), Completion.set_id, Completion.text, Completion.origin)
+    for c_id, s_id, text, origin in session.exec(answers):
         if s_id in by_set and c_id is not None:
             texts[s_id][c_id] = text
+            if origin != "generated":
+                origins[s_id][c_id] = origin
     return [
-        SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i], *sets[i][3:]) for i in ids
+        SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i], *sets[i][3:], origins[i])
+        for i in ids
     ]
 
 
@@ -147,7 +160,7 @@ def records_from_sets(
     out = []
     for s in sets:
         messages, split = prompts[s.prompt_id]
-        voting = [r for r in s.rankings if not (r.skipped or r.none_acceptable)]
+        voting = [r for r in s.rankings if casts_votes(r)]
         voters = [r.labeler for r in voting if isinstance(r.labeler, int)]
         votes, weights = consensus_of(s, settings, reliability)
         method = "reliability" if weights else "majority"
@@ -172,6 +185,8 @@ def records_from_sets(
                     weight=weights[k] if weights else 1.0,
                     sampling=s.sampling,
                     selection=s.selection,
+                    chosen_origin=s.origin_of(chosen),
+                    rejected_origin=s.origin_of(rejected),
                 )
             )
     return out
@@ -201,3 +216,64 @@ def preference_records(
         sets = [s for s in sets if s.origin in origins]
     prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in sets})
     return records_from_sets(sets, prompts, settings, reliability)
+
+
+@dataclass
+class BestAnswer:
+    """An answer to fine-tune on (SFT): a labeler's edit that their ranking holds, or an answer every labeler who
+    ranked its set ranked first."""
+
+    set_id: int
+    prompt_id: int
+    prompt: list[dict]
+    completion: str
+    completion_id: int
+    why: str  # `edit` | `ranked first by all`
+    origin: str  # the answer's: `edit` or `generated`
+    split: str
+    labelers: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def best_of_set(s: SetRankings) -> list[tuple[int, str]]:
+    """The set's answers worth imitating, with why (pure): its labelers' edits still held by a ranking, then the
+    policy's answers that every voting labeler ranked first (none flagged them)."""
+    voting = [r for r in s.rankings if casts_votes(r)]
+    edits = [
+        cid
+        for cid in sorted(s.answer_origins)
+        if s.origin_of(cid) == "edit" and any(cid in r.ranks for r in voting)
+    ]
+    firsts = [
+        cid
+        for cid in sorted(s.texts)
+        if s.origin_of(cid) == "generated"
+        and voting
+        and not any(cid in r.flagged for r in s.rankings)
+        and all(r.ranks.get(cid) == min(r.ranks.values()) for r in voting)
+    ]
+    return [(cid, "edit") for cid in edits] + [(cid, "ranked first by all") for cid in firsts]
+
+
+def best_answers(*, session: Session, sets: Sequence[SetRankings] | None = None) -> list[BestAnswer]:
+    """Every set's best answers (`best_of_set`) with their prompts, gold sets left out: the SFT data."""
+    every = load_set_rankings(session=session) if sets is None else sets
+    chosen = [s for s in every if s.origin != "gold"]
+    prompts = load_prompts(session=session, prompt_ids={s.prompt_id for s in chosen})
+    return [
+        BestAnswer(
+            set_id=s.set_id,
+            prompt_id=s.prompt_id,
+            prompt=prompts[s.prompt_id][0],
+            completion=s.texts[cid],
+            completion_id=cid,
+            why=why,
+            origin=s.origin_of(cid),
+            split=prompts[s.prompt_id][1],
+            labelers=[r.labeler for r in s.rankings if casts_votes(r) and isinstance(r.labeler, int)],
+        )
+        for s in chosen
+        for cid, why in best_of_set(s)
+    ]

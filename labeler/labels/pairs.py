@@ -3,7 +3,8 @@
 A ranking of N completions gives every unordered pair with different ranks as (chosen, rejected, margin =
 rank difference). Ties give no pair unless `keep_ties` (margin 0). Flagged completions are dropped, or with
 `flagged="reject"` each flagged one loses against every unflagged one (as if ranked just below the worst).
-"None acceptable" and skipped rankings give no pairs.
+"None acceptable" and skipped rankings give no pairs, except that an answer its labeler wrote (an edit, labeler/store)
+ranks above the answers in a "none acceptable" ranking, so such a ranking votes for it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ class IdPair:
     margin: float
 
 
+def casts_votes(ranking: RankingView) -> bool:
+    """Whether a ranking orders any answers: not a skip, and not "none acceptable" unless its labeler wrote a
+    better answer (then the only ranks it holds are that answer's over the others)."""
+    return not ranking.skipped and bool(ranking.ranks)
+
+
 def effective_ranks(ranking: RankingView, mode: FlagMode) -> dict[int, int]:
     """Ranks used for pairing: flagged ones are left out, or (mode `reject`) placed one below the worst rank."""
     if mode == "drop" or not ranking.flagged:
@@ -63,7 +70,7 @@ def effective_ranks(ranking: RankingView, mode: FlagMode) -> dict[int, int]:
 
 def ranking_to_pairs(ranking: RankingView, settings: PairSettings = PairSettings()) -> list[IdPair]:
     """All pairs one ranking implies, by completion id (N choose 2 for a strict N-way ranking)."""
-    if ranking.skipped or ranking.none_acceptable:
+    if not casts_votes(ranking):
         return []
     ranks = effective_ranks(ranking, settings.flagged)
     pairs = []

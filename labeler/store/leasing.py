@@ -123,7 +123,12 @@ _CLAIM = (
 _HAS_ROOM = select(CompletionSet.id).where(
     CompletionSet.id == _SET, or_(col(CompletionSet.origin) == "gold", _room_left(_NOW))
 )
-_DISPLAY_IDS = select(Completion.id).where(Completion.set_id == _SET).order_by(col(Completion.position))
+# a labeler's edit is theirs alone: other labelers rank the answers the set was made with
+_DISPLAY_IDS = (
+    select(Completion.id)
+    .where(Completion.set_id == _SET, col(Completion.origin) != "edit")
+    .order_by(col(Completion.position))
+)
 _BY_TOKEN = select(Assignment).where(Assignment.token == bindparam("token"))
 
 

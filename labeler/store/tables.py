@@ -144,6 +144,10 @@ Index(
 )
 
 
+CompletionOrigin = Literal["generated", "edit"]
+COMPLETION_ORIGINS: tuple[str, ...] = ("generated", "edit")
+
+
 class Completion(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     set_id: int = Field(foreign_key="completionset.id", index=True)
@@ -152,6 +156,13 @@ class Completion(SQLModel, table=True):
     token_count: int = 0
     finish_reason: str = Field(default="eos", max_length=16)
     policy_version_id: int | None = Field(default=None, foreign_key="policyversion.id")
+    # Who wrote it: `generated` by a policy version (or imported with its set); `edit` by a labeler, who rewrote
+    # the answer `source_id` (None: written from scratch) in `edit_seconds`. An edit is its author's alone:
+    # other labelers' leases never show it, and only its author's ranking places it (labeler/store/store.py).
+    origin: str = Field(default="generated", max_length=16, sa_column_kwargs={"server_default": "generated"})
+    author_id: int | None = Field(default=None, foreign_key="user.id")
+    source_id: int | None = Field(default=None, foreign_key="completion.id")
+    edit_seconds: float | None = None
 
 
 class Assignment(SQLModel, table=True):

@@ -12,7 +12,7 @@ round stay in its lineage (the superseded row keeps their id).
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
@@ -22,6 +22,7 @@ from labeler.store.leasing import DEFAULT_LEASE_SECONDS, LeasedSet, load_leased
 from labeler.store.store import RankingRejected
 from labeler.store.tables import (
     Assignment,
+    Completion,
     CompletionSet,
     Ranking,
     SupersededRanking,
@@ -46,6 +47,8 @@ class Undone:
     none_acceptable: bool
     comment: str
     skipped: bool
+    edits: list[str | None] = field(default_factory=list)  # their edit of each answer, by display position
+    written: str | None = None  # the answer they wrote from scratch
 
 
 def undo_last(
@@ -76,8 +79,12 @@ def undo_last(
         session.connection().execute(
             update(table).where(table.c.id == row.set_id).values(labels_done=table.c.labels_done - 1)
         )
-    ranks = [row.ranks.get(str(cid)) for cid in lease.display_order]
-    flags = [row.flags.get(str(cid)) for cid in lease.display_order]
+    shown = lease.display_order
+    ranks = [None if row.none_acceptable else row.ranks.get(str(cid)) for cid in shown]
+    levels = sorted({r for r in ranks if r is not None})  # without their edits, the answers' ranks renumbered
+    ranks = [None if r is None else levels.index(r) + 1 for r in ranks]
+    flags = [row.flags.get(str(cid)) for cid in shown]
+    edits = _edits_of(session, row)
     undone = (row.none_acceptable, row.comment, row.skipped)
     session.delete(row)
     lease.completed_at, lease.token = None, secrets.token_hex(16)
@@ -86,7 +93,26 @@ def undo_last(
     session.flush()
     leased = load_leased(session, lease)
     session.commit()
-    return Undone(leased, ranks, flags, *undone)
+    return Undone(
+        leased,
+        ranks,
+        flags,
+        *undone,
+        edits=[edits.get(cid) for cid in shown],
+        written=edits.get(None),
+    )
+
+
+def _edits_of(session: Session, row: Ranking) -> dict[int | None, str]:
+    """The edits a ranking holds: source completion id (None: written from scratch) -> text. They stay in the
+    store with the superseded ranking; the page gets their texts back to submit again."""
+    ids = [int(cid) for cid in row.ranks]
+    edits = session.exec(
+        select(Completion.source_id, Completion.text).where(
+            col(Completion.id).in_(ids), col(Completion.origin) == "edit"
+        )
+    ).all()
+    return {source: text for source, text in edits}
 
 
 def _superseded(row: Ranking, now: datetime) -> SupersededRanking:

@@ -9,7 +9,7 @@ import html
 import gradio as gr
 import pandas as pd
 
-from labeler.labels.browse import SPLITS, SetDetail, find_prompts, find_ranked_sets, set_detail
+from labeler.labels.browse import SPLITS, EditDetail, SetDetail, find_prompts, find_ranked_sets, set_detail
 from labeler.store.db import read_session
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.render import conversation_html, page, text_html
@@ -35,8 +35,25 @@ def detail_html(d: SetDetail) -> str:
     return page(
         f"<h3>{text_html(head)}</h3>",
         conversation_html(d.messages),
-        f"<hr>{answers}<p><strong>Consensus order:</strong> {consensus}</p>",
+        f"<hr>{answers}{edits_html(d.edits)}<p><strong>Consensus order:</strong> {consensus}</p>",
     )
+
+
+DIFF_TAGS = {"same": "span", "removed": "del", "added": "ins"}
+
+
+def edits_html(edits: list[EditDetail]) -> str:
+    """Each labeler's edit as a word diff against the answer it rewrote (escaped text in del/ins marks)."""
+    blocks = []
+    for e in edits:
+        what = f"edit of answer {e.source}" if e.source is not None else "written from scratch"
+        took = f", {e.seconds:.0f} s" if e.seconds is not None else ""
+        diff = "".join(f"<{DIFF_TAGS[op]}>{html.escape(text)}</{DIFF_TAGS[op]}>" for op, text in e.diff)
+        blocks.append(
+            f"<p><strong>Answer {e.number}</strong>: {what} by {html.escape(e.author)}{took}</p>"
+            f'<pre style="white-space: pre-wrap">{diff}</pre>'
+        )
+    return f"<h4>Labelers' edits</h4>{''.join(blocks)}" if blocks else ""
 
 
 def build_browse_tab(deps: UIDeps) -> TabLoad:

@@ -1,5 +1,6 @@
 """The labeling tab: guidelines, the prompt in context, the set's answers in this labeler's order in the ranking
-widget (`labeler/ui/ranker.py`: click or press numbers to rank, ties, flags, undo), none acceptable, comment,
+widget (`labeler/ui/ranker.py`: click or press numbers to rank, ties, flags, undo, edit an answer or write one),
+none acceptable, comment,
 skip and progress in a bar that stays on screen. Keyboard: numbers rank, `=` ties, F then a number flags,
 Backspace undoes, Enter submits, S skips; "Undo last submit" takes the last submission back for two minutes
 (labeler/store/undo.py).
@@ -49,6 +50,7 @@ class SetView:
     token: str
     texts: list[str]  # the answers as HTML, in this labeler's order
     prompt_html: str
+    sources: list[str] = field(default_factory=list)  # the answers' plain text, what an edit starts from
 
 
 def next_view(engine: Engine, user_id: int, guidelines_version: int | None = None) -> SetView | None:
@@ -78,6 +80,7 @@ def _view(leased: LeasedSet) -> SetView:
         token=leased.assignment.token,
         texts=[answer_html(c) for c in leased.completions],
         prompt_html=page(conversation_html(leased.prompt.messages)),
+        sources=[c.text for c in leased.completions],
     )
 
 
@@ -275,7 +278,9 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
         return {
             news_md: news_html(news),
             guide_md: page(content_html(news.current.text)) if news else gr.update(),
-            answers: ranker_value(view.token, view.texts) if view else ranker_value(None, None),
+            answers: ranker_value(view.token, view.texts, sources=view.sources)
+            if view
+            else ranker_value(None, None),
             progress: progress_text(engine, user_id, figures),
             status: message,
             comment: "",
@@ -348,7 +353,15 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
         view = _view(back.leased)
         return {
             **show(view, user_id, "↩️ Your last submission is back on screen: change it and submit again."),
-            answers: ranker_value(view.token, view.texts, back.ranks, back.flags),
+            answers: ranker_value(
+                view.token,
+                view.texts,
+                back.ranks,
+                back.flags,
+                sources=view.sources,
+                edits=back.edits,
+                written=back.written,
+            ),
             none_ok: back.none_acceptable,
             comment: back.comment,
         }

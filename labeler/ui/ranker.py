@@ -5,16 +5,21 @@ a number, gives the same rank as the last one (a tie); clicking a ranked answer 
 Backspace undoes the last one. Dragging an answer's header onto another answer ranks it just above that one
 (onto an unranked answer: last). "Layout" switches between side by side and one under another (remembered by
 the browser). Each answer has a flag menu; a flagged answer is not ranked. A summary line
-reads the order back ("2 > 1 = 4 > 3"). Enter submits and S skips (`#submit-btn`, `#skip-btn`, outside the
+reads the order back ("2 > 1 = 4 > 3"). "Edit" on an answer opens its text to rewrite (the edit ranks just
+above that answer, labeler/store/store.py); "Write your own answer" adds one (with "none acceptable", the set's one
+good answer); what was typed is kept when the box loses focus, with the seconds spent in it. Enter submits and S skips (`#submit-btn`, `#skip-btn`, outside the
 widget); Enter never toggles a focused checkbox.
 
 Its value is a JSON object, the same in both directions:
 
-    {"token": "9f...", "answers": ["<p>...</p>", ...], "ranks": [2, 1, null, 1], "flags": [null, null, "harmful", null]}
+    {"token": "9f...", "answers": ["<p>...</p>", ...], "sources": ["...", ...], "ranks": [2, 1, null, 1],
+     "flags": [null, null, "harmful", null], "edits": [null, "rewritten", null, null], "edit_seconds": [...],
+     "written": null, "written_seconds": null, "editing": null}
 
 The server sends the token, the answers (HTML it rendered itself, `labeler.ui.render.content_html`) and empty
 choices; the page sends it back with the choices filled in. Only the token and the choices are read back
-(`read_page`); the answers the page sends are ignored. One component instead of a column, a text, a rank radio
+(`read_page`); the answers and their plain texts (`sources`, what an editor starts from) the page sends are
+ignored. A labeler's own text is shown escaped (`esc`), never as HTML. One component instead of a column, a text, a rank radio
 and a flag radio per answer: a submit has three inputs and seven outputs rather than 19 and 39, and Gradio's
 per-component work was the larger part of a submit's server time.
 
@@ -33,6 +38,7 @@ from labeler.store.tables import FLAG_REASONS
 MAX_ANSWERS = 16  # a page may not send choices for more answers than this
 
 EMPTY: dict[str, Any] = {"token": "", "answers": [], "ranks": [], "flags": []}
+MAX_EDIT_CHARS = 4000  # labeler/store/store.py's bound on an edit, checked there again
 
 TEMPLATE = """
 <div class="rl-ranker" data-token="${value && value.token ? value.token : ''}">
@@ -47,24 +53,38 @@ ${(value && value.answers && value.answers.length) ? `
       + (flagged.length ? ` · <b>Flagged:</b> ${flagged.join(', ')}` : '')
       + (left > 0 && order ? ` · ${left} left` : '')
       + (order || flagged.length ? ` <button type="button" class="rl-clear">Clear</button>` : '')
+      + (value.written == null && value.editing !== 'new' ? ` <button type="button" class="rl-write" title="ranks above every answer; with None acceptable ticked, the one good answer">Write your own answer</button>` : '')
       + ` <button type="button" class="rl-layout" title="answers side by side or one under another">Layout</button>`;
   })()}</div>
   <div class="rl-cards">
   ${value.answers.map((answer, i) => {
     const rank = (value.ranks || [])[i], flag = (value.flags || [])[i];
+    const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
+    const edit = (value.edits || [])[i], source = (value.sources || [])[i] || '';
+    const editor = value.editing === i ? `<div class="rl-editor-box"><textarea class="rl-editor" data-i="${i}" rows="6" maxlength="${value.max_edit || 4000}" aria-label="Your edit of answer ${i + 1}">${esc(edit != null ? edit : source)}</textarea>
+        <button type="button" class="rl-edit-done" data-i="${i}">Done</button> <button type="button" class="rl-edit-remove" data-i="${i}">Remove edit</button></div>` : '';
+    const edited = edit != null && value.editing !== i ? `<div class="rl-edited"><b>Your edit</b> (ranks just above this answer)<div class="rl-edit-text">${esc(edit)}</div></div>` : '';
     return `<div class="rl-card${rank != null ? ' rl-ranked' : ''}${flag ? ' rl-flagged' : ''}" id="answer-${i}" data-i="${i}" tabindex="0">
       <div class="rl-head" draggable="true" title="drag onto another answer to rank this one just above it">
         <span class="rl-grip" aria-hidden="true">⠿</span>
         <span class="rl-badge" title="rank">${rank != null ? rank : (flag ? '⚑' : '–')}</span>
         <b>Answer ${i + 1}</b>
+        <button type="button" class="rl-edit" data-i="${i}" title="rewrite this answer: your edit ranks just above it">${edit != null ? 'Edit ✎' : 'Edit'}</button>
         <select class="rl-flag" data-i="${i}" aria-label="Flag answer ${i + 1}">
           <option value="">Flag…</option>
           ${reasons.map(r => `<option value="${r}"${flag === r ? ' selected' : ''}>${r.replace('_', ' ')}</option>`).join('')}
         </select>
       </div>
-      <div class="rl-body">${answer}</div>
+      <div class="rl-body">${answer}</div>${edited}${editor}
     </div>`;
   }).join('')}
+  ${(value.written != null || value.editing === 'new') ? (() => {
+    const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
+    return `<div class="rl-card rl-written" id="answer-written"><div class="rl-head"><b>Your answer</b> <span class="rl-note">ranks above every answer</span></div>
+      ${value.editing === 'new' ? `<div class="rl-editor-box"><textarea class="rl-editor" data-i="new" rows="6" maxlength="${value.max_edit || 4000}" aria-label="Your own answer">${esc(value.written || '')}</textarea>
+        <button type="button" class="rl-edit-done" data-i="new">Done</button> <button type="button" class="rl-edit-remove" data-i="new">Remove</button></div>`
+      : `<div class="rl-edit-text">${esc(value.written)}</div> <button type="button" class="rl-edit" data-i="new">Edit</button>`}</div>`;
+  })() : ''}
   </div>` : ''}
 </div>
 """
@@ -84,6 +104,24 @@ function unrank(ranks, i) {
 function put(ranks, flags) {
   props.value = {...current(), ranks, flags};
   setTimeout(syncMenus, 0);
+}
+let editStart = null;  // when the open editor got focus (its seconds are added when it loses it)
+function keepEdit(key, text) {  // an edit (key: answer index, or 'new') with the seconds spent so far
+  const v = current(), spent = editStart ? (Date.now() - editStart) / 1000 : 0;
+  editStart = null;
+  if (key === 'new') {
+    props.value = {...v, written: text && text.trim() ? text : null, written_seconds: (v.written_seconds || 0) + spent};
+    return;
+  }
+  const edits = [...(v.edits || v.answers.map(() => null))], seconds = [...(v.edit_seconds || v.answers.map(() => null))];
+  const source = (v.sources || [])[key] || '';
+  edits[key] = text && text.trim() && text.trim() !== source.trim() ? text : null;
+  seconds[key] = edits[key] == null ? null : (seconds[key] || 0) + spent;
+  props.value = {...v, edits, edit_seconds: seconds};
+}
+function openEditor(key) {
+  props.value = {...current(), editing: key};
+  setTimeout(() => { const t = element.querySelector('textarea.rl-editor'); if (t) t.focus(); }, 0);
 }
 function pick(i, tie) {
   const v = current();
@@ -152,8 +190,31 @@ function syncMenus() {
   element.querySelectorAll('select.rl-flag').forEach(s => { s.value = flags[+s.dataset.i] || ''; });
 }
 
+element.addEventListener('focusin', (e) => {
+  if (e.target.closest && e.target.closest('textarea.rl-editor')) editStart = Date.now();
+});
+const keyOf = (b) => (b.dataset.i === 'new' ? 'new' : +b.dataset.i);
+function closeEditor(button) {  // Done keeps the text in the box; Remove drops the edit
+  const box = element.querySelector('textarea.rl-editor');
+  keepEdit(keyOf(button), button.classList.contains('rl-edit-remove') || !box ? null : box.value);
+  props.value = {...current(), editing: null};
+}
+let mouseClosed = false;  // Done / Remove act on mousedown, before the box's blur redraws the widget
+element.addEventListener('mousedown', (e) => {
+  const button = e.target.closest && e.target.closest('.rl-edit-done, .rl-edit-remove');
+  mouseClosed = false;  // each press starts a click of its own
+  if (!button) return;
+  e.preventDefault();
+  mouseClosed = true;
+  closeEditor(button);
+});
 element.addEventListener('click', (e) => {
   const t = e.target;
+  if (mouseClosed) { mouseClosed = false; return; }
+  const closing = t.closest('.rl-edit-done, .rl-edit-remove');
+  if (closing) { closeEditor(closing); return; }  // from the keyboard
+  if (t.closest('.rl-edit')) { openEditor(keyOf(t.closest('.rl-edit'))); return; }
+  if (t.closest('.rl-write')) { openEditor('new'); return; }
   if (t.closest('.rl-clear')) {
     const v = current();
     stack = [];
@@ -166,7 +227,7 @@ element.addEventListener('click', (e) => {
     applyLayout();
     return;
   }
-  if (t.closest('select, option, a, input, button')) return;
+  if (t.closest('select, option, a, input, button, textarea, .rl-editor-box, .rl-written')) return;
   if (String(window.getSelection ? window.getSelection() : '').length > 0) return;  // selecting text
   const card = t.closest('.rl-card');
   if (card) pick(+card.dataset.i, e.shiftKey);
@@ -174,6 +235,8 @@ element.addEventListener('click', (e) => {
 element.addEventListener('change', (e) => {
   const s = e.target.closest('select.rl-flag');
   if (s) flag(+s.dataset.i, s.value);
+  const box = e.target.closest('textarea.rl-editor');  // the text is kept as the box loses focus
+  if (box) keepEdit(box.dataset.i === 'new' ? 'new' : +box.dataset.i, box.value);
 });
 watch('value', () => {
   const v = current();
@@ -242,6 +305,18 @@ CSS = """
 .rl-body pre { overflow-x: auto; max-width: 100%; }
 .rl-cut { margin-top: 4px; font-size: 0.85em; font-style: italic; color: var(--body-text-color-subdued, #777); }
 .rl-body table { display: block; overflow-x: auto; }
+.rl-head button.rl-edit { font-size: 0.85em; padding: 0 8px; border: 1px solid var(--border-color-primary);
+  border-radius: 6px; cursor: pointer; }
+.rl-summary button.rl-write { margin-left: 8px; padding: 0 8px; border: 1px solid var(--border-color-primary);
+  border-radius: 6px; cursor: pointer; }
+.rl-editor-box textarea { width: 100%; box-sizing: border-box; font: inherit; margin-top: 6px; }
+.rl-editor-box button { margin-top: 4px; padding: 0 8px; border: 1px solid var(--border-color-primary);
+  border-radius: 6px; cursor: pointer; }
+.rl-edited { margin-top: 8px; padding: 6px 8px; border-left: 3px solid var(--color-accent, #f97316);
+  background: var(--background-fill-secondary); }
+.rl-edit-text { white-space: pre-wrap; overflow-wrap: anywhere; }
+.rl-written { cursor: default; border-style: solid; border-color: var(--color-accent, #f97316); margin-top: 12px; }
+.rl-note { font-size: 0.85em; color: var(--body-text-color-subdued, #777); }
 /* Gradio's container hides overflow, which makes it the sticky bar's scroll box; clip keeps the page scrolling */
 .gradio-container { overflow: clip !important; }
 #action-bar { position: sticky; bottom: 0; z-index: 5; background: var(--background-fill-primary);
@@ -262,13 +337,30 @@ def ranker_value(
     answers: list[str] | None,
     ranks: list[int | None] | None = None,
     flags: list[str | None] | None = None,
+    *,
+    sources: list[str] | None = None,
+    edits: list[str | None] | None = None,
+    written: str | None = None,
 ) -> dict[str, Any]:
-    """The widget's value for a set on screen (answers as HTML, in display order), with nothing chosen yet or
-    with `ranks` and `flags` (by display position: a submission taken back to change)."""
+    """The widget's value for a set on screen (answers as HTML and their plain `sources` for the editor, in
+    display order), with nothing chosen yet or with `ranks`, `flags`, `edits` and `written` (by display
+    position: a submission taken back to change)."""
     if not token or not answers:
         return dict(EMPTY)
     n = len(answers)
-    return {"token": token, "answers": answers, "ranks": ranks or [None] * n, "flags": flags or [None] * n}
+    return {
+        "token": token,
+        "answers": answers,
+        "sources": sources or [""] * n,
+        "ranks": ranks or [None] * n,
+        "flags": flags or [None] * n,
+        "edits": edits or [None] * n,
+        "edit_seconds": [None] * n,
+        "written": written,
+        "written_seconds": None,
+        "editing": None,
+        "max_edit": MAX_EDIT_CHARS,
+    }
 
 
 def page_token(value: Any) -> str:
@@ -293,7 +385,43 @@ def read_page(value: Any, none_acceptable: bool, comment: str) -> PageChoices:
         raise RankingRejected(f"a set has at most {MAX_ANSWERS} answers")
     flags = [*flags, *[None] * (len(ranks) - len(flags))]
     ranks = [*ranks, *[None] * (len(flags) - len(ranks))]
-    return read_choices(ranks, flags, none_acceptable, comment)
+    choices = read_choices(ranks, flags, none_acceptable, comment)
+    choices.edits, choices.edit_seconds = read_edits(value.get("edits"), value.get("edit_seconds"))
+    written = value.get("written")
+    if written is not None:
+        choices.written = edit_text(written, "your own answer")
+        choices.written_seconds = seconds_of(value.get("written_seconds"))
+    return choices
+
+
+def edit_text(text: Any, what: str) -> str | None:
+    """An edit's text as the page sent it (None: no edit); RankingRejected when it is not text or too long."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise RankingRejected(f"{what}: the edit is not text; reload the page")
+    if len(text) > MAX_EDIT_CHARS:
+        raise RankingRejected(
+            f"{what}: the edit has {len(text)} characters; at most {MAX_EDIT_CHARS} are kept"
+        )
+    return text
+
+
+def seconds_of(value: Any) -> float | None:
+    """Seconds the page measured (a number from 0), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return None
+    return float(value)
+
+
+def read_edits(edits: Any, seconds: Any) -> tuple[list[str | None], list[float | None]]:
+    """The labeler's edits and the seconds each took, by display position."""
+    edits, seconds = edits or [], seconds or []
+    if not isinstance(edits, list) or not isinstance(seconds, list) or len(edits) > MAX_ANSWERS:
+        raise RankingRejected(f"edits must be a list of at most {MAX_ANSWERS} texts, one per answer")
+    texts = [edit_text(e, f"answer {i + 1}") for i, e in enumerate(edits)]
+    spent = [seconds_of(s) for s in seconds[: len(texts)]]
+    return texts, [*spent, *[None] * (len(texts) - len(spent))]
 
 
 def read_choices(

@@ -65,6 +65,8 @@ def load_groups(
             continue
         ids = sorted(s.texts) if rejected_all else sorted({i for c, r, _, _ in votes for i in (c, r)})
         index = {cid: k for k, cid in enumerate(ids)}
+        # a labeler's edit is the answer a "none acceptable" set lacked: never trained below the reference
+        negatives = [index[cid] for cid in ids if s.origin_of(cid) != "edit"] if rejected_all else []
         messages = prompts[s.prompt_id][0]
         groups.append(
             Group(
@@ -77,7 +79,7 @@ def load_groups(
                 rankings=s.rankings,
                 origin=s.origin,
                 source=s.source,
-                negatives=list(range(len(ids))) if rejected_all else [],
+                negatives=negatives,
                 weights=weights,
             )
         )

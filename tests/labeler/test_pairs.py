@@ -39,5 +39,11 @@ def test_flagged_rejected_against_every_unflagged_in_reject_mode():
 
 def test_none_acceptable_and_skip_give_no_pairs():
     assert ranking_to_pairs(RankingView(ranks={}, flagged=frozenset({1, 2}), none_acceptable=True)) == []
-    assert ranking_to_pairs(RankingView(ranks={1: 1, 2: 2}, none_acceptable=True)) == []
+    assert ranking_to_pairs(RankingView(ranks={}, none_acceptable=True), PairSettings(flagged="reject")) == []
     assert ranking_to_pairs(RankingView(ranks={}, skipped=True)) == []
+
+
+def test_none_acceptable_with_a_written_answer_votes_for_it_alone():
+    """The store ranks a labeler's written answer (9) first and the answers they found unacceptable tied below."""
+    ranking = RankingView(ranks={9: 1, 1: 2, 2: 2}, none_acceptable=True)
+    assert {(p.chosen, p.rejected) for p in ranking_to_pairs(ranking)} == {(9, 1), (9, 2)}

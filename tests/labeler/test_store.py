@@ -9,7 +9,16 @@ from sqlmodel import Session, col, func, select
 from labeler.store.db import make_engine
 from labeler.store.leasing import lease_next_set
 from labeler.store.store import RankingIn, RankingRejected, submit_ranking
-from labeler.store.tables import Assignment, CompletionSet, PolicyVersion, Ranking, RewardModel, id_of, utcnow
+from labeler.store.tables import (
+    Assignment,
+    Completion,
+    CompletionSet,
+    PolicyVersion,
+    Ranking,
+    RewardModel,
+    id_of,
+    utcnow,
+)
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 
@@ -264,7 +273,7 @@ def test_an_older_store_gets_its_label_counts_and_loses_the_retired_index(store_
     again.dispose()
 
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def test_a_store_at_the_first_revision_gets_its_records_columns_filled_from_their_figures(store_url):
@@ -303,6 +312,35 @@ def test_a_store_at_the_first_revision_gets_its_records_columns_filled_from_thei
         v1, v2 = (s.exec(select(PolicyVersion).where(PolicyVersion.version == k)).one() for k in (1, 2))
         assert (v1.kl, v1.heldout_accuracy, v1.gate_decision) == (3.5, 0.66, "pass")
         assert (v2.kl, v2.heldout_accuracy, v2.gate_decision) == (6.25, None, "fail")
+    engine.dispose()
+
+
+def test_a_store_at_revision_0002_gets_the_completions_origins(store_url):
+    """Revision 0003 on a store made at 0002 (SQLite and PostgreSQL), by Alembic's own downgrade and upgrade:
+    completions get who wrote them (`generated` for every existing one) and an edit's author and source."""
+    from alembic import command
+    from alembic.config import Config
+
+    from labeler.store.db import MIGRATIONS
+
+    engine = make_engine(store_url)
+    with Session(engine) as s:
+        make_sets(s, 1)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", store_url.replace("%", "%%"))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0002")
+    assert "origin" not in {c["name"] for c in inspect(engine).get_columns("completion")}
+    engine.dispose()
+    engine = make_engine(store_url)
+    assert revision(engine) == HEAD
+    with Session(engine) as s:
+        rows = s.exec(select(Completion)).all()
+        assert len(rows) == 4 and {(c.origin, c.author_id, c.source_id) for c in rows} == {
+            ("generated", None, None)
+        }
     engine.dispose()
 
 

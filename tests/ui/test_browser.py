@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from labeler.store.tables import Ranking
 from tests.ui.conftest import PASSWORDS
@@ -38,6 +38,19 @@ def log_in(browser, url: str, name: str, password: str):
     page.locator("input[type=password]").fill(password)
     page.get_by_role("button", name="Login").click()
     return page
+
+
+def stored_rankings(engine, count: int, timeout: float = 15.0) -> list[Ranking]:
+    """The store's rankings once there are `count` of them (a submit in flight when the page changed)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with Session(engine) as s:
+            rows = s.exec(select(Ranking).order_by(col(Ranking.id))).all()
+        if len(rows) >= count or time.monotonic() > deadline:
+            return list(rows)
+        time.sleep(0.2)
 
 
 def test_labeler_ranks_with_clicks_and_keyboard_then_admin_sees_it(running_app, browser, tmp_path):
@@ -83,9 +96,8 @@ def test_labeler_ranks_with_clicks_and_keyboard_then_admin_sees_it(running_app, 
     page.locator("#none-acceptable input").check()
     page.keyboard.press("Enter")
     page.wait_for_function(f"document.querySelector('#prompt').innerText !== {second_prompt!r}")
-
-    with Session(running_app.engine) as s:
-        first, second = s.exec(select(Ranking).order_by(Ranking.id)).all()
+    # the prompt's text changes as the request starts (its loading timer): the store says when it is saved
+    first, second = stored_rankings(running_app.engine, 2)
     ids = first.ranks.keys()
     assert sorted(first.ranks.values()) == [1, 2, 3] and list(first.flags.values()) == ["nonsensical"]
     assert not first.none_acceptable and len(ids) == 3
@@ -259,3 +271,76 @@ def test_a_changed_ranking_from_a_second_tab_is_refused_not_reported_saved(runni
     assert lease is not None and [int(c) for c in by_rank] == list(
         lease.display_order
     )  # tab one's 1 > 2 > 3 > 4
+
+
+def test_a_labeler_edits_an_answer_and_writes_one_then_browse_and_export_show_them(
+    running_app, browser, tmp_path
+):
+    """Edit answer 2 in its card, rank, submit: the edit is stored as a completion ranked just above answer 2;
+    on the next set, "none acceptable" with an answer written from scratch; Browse shows the edit's diff; the
+    export holds the edit as chosen and both in the SFT file."""
+    import json
+
+    from labeler.io.export import export_preferences
+    from labeler.store.tables import Completion
+
+    page = log_in(browser, running_app.url, "alice", PASSWORDS["alice"])
+    page.locator("#answer-0").wait_for(state="visible", timeout=20_000)
+    page.locator("#answer-1 .rl-edit").click()
+    box = page.locator("#answer-1 textarea.rl-editor")
+    box.wait_for(timeout=5_000)
+    box.fill("A careful, corrected <b>answer</b>.")
+    page.locator("#answer-1 .rl-edit-done").click()
+    page.locator("#answer-1 .rl-edited").wait_for(timeout=5_000)
+    assert "<b>answer</b>" in page.locator("#answer-1 .rl-edit-text").inner_text()  # shown as typed, inert
+    for key in "2134":
+        page.keyboard.press(key)
+    page.wait_for_function("document.querySelector('#ranker .rl-order').innerText === '2 > 1 > 3 > 4'")
+    page.screenshot(path=tmp_path / "edited.png", full_page=True)
+    first_prompt = page.locator("#prompt").inner_text()
+    page.keyboard.press("Enter")
+    page.get_by_text("Saved.").wait_for(timeout=15_000)
+    page.wait_for_function(f"document.querySelector('#prompt').innerText !== {first_prompt!r}")
+
+    page.locator("#ranker .rl-write").click()
+    page.locator("#answer-written textarea").fill("My own answer, since none of these will do.")
+    page.locator("#answer-written .rl-edit-done").click()
+    page.locator("#answer-written .rl-edit-text").wait_for(timeout=5_000)
+    page.locator("#none-acceptable input").check()
+    page.locator("#submit-btn").click()
+    page.get_by_text("Saved.").wait_for(timeout=15_000)
+
+    first, second = stored_rankings(running_app.engine, 2)
+    with Session(running_app.engine) as s:
+        edit, written = s.exec(
+            select(Completion).where(Completion.origin == "edit").order_by(Completion.id)
+        ).all()
+        from labeler.store.tables import Assignment
+
+        lease = s.exec(select(Assignment).where(Assignment.set_id == first.set_id)).one()
+    shown = lease.display_order
+    assert edit.text == "A careful, corrected <b>answer</b>." and edit.source_id == shown[1]
+    assert edit.edit_seconds is not None and edit.edit_seconds >= 0
+    ranks = {int(k): v for k, v in first.ranks.items()}
+    assert ranks[edit.id] == 1 and ranks[shown[1]] == 2 and ranks[shown[0]] == 3
+    assert written.source_id is None and second.none_acceptable
+    assert {int(k): v for k, v in second.ranks.items()}[written.id] == 1
+
+    admin = log_in(browser, running_app.url, "admin", PASSWORDS["admin"])
+    admin.locator("#dashboard-summary").wait_for(state="visible", timeout=20_000)
+    admin.get_by_role("tab", name="Admin").click()
+    admin.get_by_role("tab", name="Browse").click()
+    admin.get_by_label("Set number (or click a row above)").fill(str(first.set_id))
+    admin.get_by_role("button", name="Open set").click()
+    admin.locator("#set-detail ins").first.wait_for(timeout=15_000)
+    assert "edit of answer" in admin.locator("#set-detail").inner_text()
+    assert admin.locator("#set-detail b").count() == 0  # the labeler's markup stays text
+    admin.screenshot(path=tmp_path / "browse-edit.png", full_page=True)
+
+    with Session(running_app.engine) as s:
+        result = export_preferences(session=s, out=tmp_path / "export", fmt="jsonl")
+    rows = [json.loads(x) for x in (tmp_path / "export" / "preferences.jsonl").read_text().splitlines()]
+    assert any(r["chosen"][0]["content"] == edit.text and r["chosen_origin"] == "edit" for r in rows)
+    sft = [json.loads(x) for x in (tmp_path / "export" / "sft.jsonl").read_text().splitlines()]
+    assert {r["completion"][0]["content"] for r in sft} >= {edit.text, written.text}
+    assert result.sft == len(sft) and {r["set_id"] for r in sft} >= {first.set_id, second.set_id}

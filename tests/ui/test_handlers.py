@@ -158,6 +158,13 @@ def test_submit_after_the_lease_expired_is_refused_once_others_filled_the_set(st
         ("9f86d081", "the page sent no ranking"),
         ({"token": "t", "ranks": "1,2", "flags": []}, "must be lists"),
         ({"token": "t", "ranks": list(range(1, 18)), "flags": []}, "at most 16 answers"),
+        ({"token": "t", "ranks": [1, 2], "flags": [], "edits": "new text"}, "edits must be a list"),
+        ({"token": "t", "ranks": [1, 2], "flags": [], "edits": [None, 7]}, "answer 2: the edit is not text"),
+        ({"token": "t", "ranks": [1, 2], "flags": [], "edits": ["x" * 4001]}, "answer 1: the edit has 4001"),
+        (
+            {"token": "t", "ranks": [1, 2], "flags": [], "written": {"a": 1}},
+            "your own answer: the edit is not",
+        ),
     ],
 )
 def test_a_malformed_page_value_is_refused_with_what_is_wrong(page, message):
@@ -174,6 +181,15 @@ def test_the_page_value_reads_ranks_and_flags_by_position():
     assert (
         choices.ranks == [2, 1, None] and choices.flags == [None, None, "harmful"] and choices.comment == "ok"
     )
+
+
+def test_the_page_value_reads_edits_and_their_seconds_by_position():
+    value = {"token": "t", "ranks": [2, 1], "flags": [None, None], "edits": [None, "better"]}
+    choices = read_page(
+        {**value, "edit_seconds": [None, 12.5, 3], "written": "mine", "written_seconds": -4}, False, ""
+    )
+    assert choices.edits == [None, "better"] and choices.edit_seconds == [None, 12.5]
+    assert choices.written == "mine" and choices.written_seconds is None  # a negative time is no time
 
 
 def test_the_labeling_pages_user_and_guidelines_reads_are_at_most_a_moment_old(store):
