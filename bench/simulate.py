@@ -19,9 +19,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from labeler.io.instruction_prompts import stored_instructions
-from labeler.labels.instructions import Instruction, instructions_then_ending
+from labeler.labels.instructions import Instruction, count_words, instructions_then_ending
 from labeler.store.leasing import lease_next_set
-from labeler.store.store import RankingIn, submit_ranking
+from labeler.store.store import EditIn, RankingIn, submit_ranking
 from labeler.store.tables import id_of
 from labeler.store.users import add_user, get_user
 
@@ -45,6 +45,52 @@ def concise_and_finished(text: str, finish_reason: str, instructions: Sequence[I
     return score
 
 
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def _cut_words(text: str, n: int) -> str:
+    """The text's first words, as many as keep it under `n` (the checker's count), ended with a full stop."""
+    words = text.split()
+    while words and count_words(" ".join(words)) >= n:
+        words.pop()
+    return " ".join(words).rstrip(",;:") + ("." if words and not words[-1].endswith((".", "!", "?")) else "")
+
+
+def _finished(text: str, finish_reason: str) -> str:
+    """An answer cut at the length limit ends at its last full sentence, as a person would fix it."""
+    if finish_reason != "length":
+        return text
+    ends = [m.end() for m in SENTENCE_END.finditer(text)]
+    return text[: ends[-1]] if ends else text.rstrip() + "."
+
+
+# The repair of each instruction a person would make, in the order they are applied: length first, the wrap last.
+REPAIRS: list[tuple[str, Callable[[str, dict], str]]] = [
+    ("max_words", lambda t, p: _cut_words(t, int(p["n"]))),
+    ("no_commas", lambda t, p: t.replace(",", "")),
+    ("start_word", lambda t, p: f"{p['word']} {t.lstrip()}"),
+    ("keyword", lambda t, p: f"{t.rstrip()} {str(p['word']).capitalize()}."),
+    ("title", lambda t, p: f"<<Answer>>\n\n{t}"),
+    ("postscript", lambda t, p: f"{t.rstrip()}\n\n{p['marker']} I hope this helps."),
+    ("end_phrase", lambda t, p: f"{t.rstrip()} {p['phrase']}"),
+    ("lowercase", lambda t, p: t.lower()),
+    ("capitals", lambda t, p: t.upper()),
+    ("quotation", lambda t, p: f'"{t.strip()}"'),
+]
+
+
+def repaired(text: str, finish_reason: str, instructions: Sequence[Instruction]) -> str:
+    """`text` with what the prompt's instructions ask for and it misses repaired, and nothing more (an answer cut
+    at the length limit is ended first). Instructions no small edit meets (at least N words, N bullets) stay
+    as they are."""
+    out = _finished(text, finish_reason)
+    failed = {rule.kind: rule.params for rule in instructions if not rule.check(out)}
+    for kind, repair in REPAIRS:
+        if kind in failed:
+            out = repair(out, failed[kind])
+    return out
+
+
 PREFERENCES: dict[str, Preference] = {
     "concise": concise_and_finished,
     "instructions": instructions_then_ending,
@@ -61,6 +107,8 @@ class SimulatedLabeler:
         0.0  # answers whose noisy scores are this close to the one ranked above share its rank
     )
     none_below: float | None = None  # "none acceptable" when even the best noisy score is below this
+    edits: float = 0.0  # share of sets where the labeler repairs the answer they ranked first (`repaired`)
+    edit_seconds: float = 30.0  # what one edit is taken to cost, for the costs table
 
     def verdict(self, completions, rng: random.Random, instructions: Sequence[Instruction] = ()) -> RankingIn:
         """This labeler's ranking of a set (ranks with ties, or "none acceptable"), set and user ids left 0."""
@@ -76,7 +124,16 @@ class SimulatedLabeler:
             if self.tie_within <= 0 or noisy[above.id] - noisy[c.id] > self.tie_within:
                 rank += 1
             ranks[c.id] = rank
-        return RankingIn(0, 0, "", ranks=ranks, comment=SIMULATED)
+        edits = self.edit_of(order[0], rng, instructions) if self.edits > 0 else []
+        return RankingIn(0, 0, "", ranks=ranks, comment=SIMULATED, edits=edits)
+
+    def edit_of(self, best, rng: random.Random, instructions: Sequence[Instruction]) -> list[EditIn]:
+        """On a share `edits` of sets, the best answer repaired (none when it needs no repair)."""
+        if rng.random() >= self.edits:
+            return []
+        text = repaired(best.text, best.finish_reason, instructions)
+        same = text.strip() == best.text.strip() or not text.strip()
+        return [] if same else [EditIn(text=text, source_id=best.id, seconds=self.edit_seconds)]
 
     @property
     def account(self) -> str:
