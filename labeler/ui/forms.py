@@ -46,6 +46,7 @@ BASIC: dict[str, set[str]] = {
         "kl_budget",
     },
     "dpo": {"trainer", "data", "beta", "epochs", "learning_rate", "batch_sets", "kl_budget"},
+    "sft": {"store", "data", "epochs", "learning_rate", "batch_size", "make_current"},
 }
 
 # one-click settings per job kind (fields not named keep their defaults). A round's GPU preset keeps DPO's

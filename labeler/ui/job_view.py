@@ -101,8 +101,16 @@ def progress_html(job: Job | None, now: datetime | None = None, rate: float | No
 
 
 def evaluation_note(job: Job | None) -> str:
-    """The evaluation a reward job ends with, saying which split it was measured on."""
+    """The evaluation a reward or SFT job ends with, saying which split it was measured on."""
     for point in reversed(job.metrics if job else []):
+        if "heldout_nll_after" in point:
+            held = int(point.get("heldout_answers", 0))
+            if not held:
+                return "**Evaluation:** none (no held-out answers: their prompts all went to training)"
+            return (
+                f"**Evaluation (held-out, {held} best answers):** NLL per token {point['heldout_nll_before']:.3f} "
+                f"before, {point['heldout_nll_after']:.3f} after"
+            )
         if "heldout_sets" in point and "accuracy" in point:
             held = int(point["heldout_sets"])
             where = f"held-out, {held} sets" if held else "training sets: no held-out sets"

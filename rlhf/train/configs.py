@@ -521,6 +521,64 @@ class DPOConfig:
             )
 
 
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning of the current policy's LoRA on the best answers (rlhf/train/sft.py)."""
+
+    home: str = field(default="runs", metadata={"help": "rankloop home folder"})
+    db: str | None = field(default=None, metadata={"help": "database URL (default: the home's SQLite file)"})
+    store: bool = field(
+        default=True,
+        metadata={
+            "help": "train on the store's best answers: labelers' edits and the answers every labeler of their set "
+            "ranked first (labeler/labels/dataset.py's best_answers, what the export's sft file holds)"
+        },
+    )
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "also an SFT file: JSONL of {prompt, completion} (a string or TRL's conversational messages), "
+            "as the export's sft.jsonl writes it"
+        },
+    )
+    epochs: int = field(default=2, metadata={"help": "passes over the answers"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate"})
+    batch_size: int = field(default=8, metadata={"help": "answers per step, over all processes"})
+    max_length: int = field(default=384, metadata={"help": "tokens per prompt+answer (the prompt cut first)"})
+    mixed_precision: Literal["auto", "no", "bf16"] = field(default="auto", metadata={"help": PRECISION_HELP})
+    start_from: Literal["parent", "base"] = field(
+        default="parent",
+        metadata={"help": "parent: continue the current version's adapter; base: a fresh adapter on v0"},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (a fresh adapter)"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (a fresh adapter)"})
+    eval_fraction: float = field(
+        default=0.25,
+        metadata={
+            "help": "share of prompts held out (the reward model's and DPO's split, fixed per prompt): the held-out "
+            "answers' per-token NLL before and after is the stage's evaluation"
+        },
+    )
+    make_current: bool = field(
+        default=False,
+        metadata={
+            "help": "make the new version current when done (off: it stays a candidate until its held-out NLL is "
+            "read and an admin switches, or a round goes on from it)"
+        },
+    )
+    sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
+    max_new_tokens: int = field(
+        default=72, metadata={"help": "answer length cap of the before/after samples"}
+    )
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if not self.store and not self.data:
+            raise ValueError("store is off and no data file is given: nothing to train on")
+
+
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 # The round's DPO defaults are the recipe bench/loop.py measured best (docs/training.md): four sets a step at lr
@@ -618,6 +676,12 @@ STAGES: dict[str, Stage] = {
         DPOConfig,
         "DPO on the store's pairs from the current policy (see `rankloop dpo --help`)",
         "DPO on the pairs",
+    ),
+    "sft": Stage(
+        "rlhf.train.sft",
+        SFTConfig,
+        "fine-tune the policy on the best answers: edits, answers every labeler ranked first (`rankloop sft --help`)",
+        "SFT on the best answers",
     ),
     "pregen": Stage(
         "rlhf.serve.pregen_process",

@@ -34,7 +34,7 @@ def test_the_command_line_lists_every_stage(capsys):
 
 def test_the_job_runner_starts_exactly_the_job_kinds(tmp_path, engine):
     runner = JobRunner(engine=engine, db_url="sqlite://", home=tmp_path)
-    assert set(JOB_KINDS) == {"round", "reward", "ppo", "dpo"}
+    assert set(JOB_KINDS) == {"round", "reward", "ppo", "dpo", "sft"}
     for kind in JOB_KINDS:
         assert runner.command(kind, 1, {})[2] == STAGES[kind].module
     with pytest.raises(JobError, match="unknown job kind 'pregen'"):

@@ -28,6 +28,7 @@ TINY = {
     "reward": {"epochs": 1, "max_length": 48, "batch_sets": 2},
     "ppo": {"steps": 1, "batch_prompts": 4, "minibatch": 2, "max_new_tokens": 4, "sample_prompts": 1},
     "dpo": {"batch_size": 2, "max_length": 48, "sample_prompts": 1, "max_new_tokens": 4},
+    "sft": {"batch_size": 2, "max_length": 48, "sample_prompts": 1, "max_new_tokens": 4},
     # a PPO round (DPO is the round's default), switched whatever its gate says of a store this small
     "round": {"optimizer": "ppo", "switch": "auto", "reward_epochs": 1, "reward_max_length": 48, "ppo_steps": 1,
               "ppo_batch_prompts": 4, "ppo_max_new_tokens": 4},
@@ -68,7 +69,7 @@ def test_every_launch_form_runs_its_job_to_success(tmp_path):
     try:
         admin = Client(f"http://127.0.0.1:{port}/", auth=("admin", "admin-password-1"), verbose=False)
         assert set(TINY) == set(JOB_KINDS)
-        for kind in ("reward", "ppo", "dpo", "round"):
+        for kind in ("reward", "ppo", "dpo", "sft", "round"):
             extra = {"model": checkpoint} if kind == "reward" else {}
             message, job_id = admin.predict(
                 *form_args(kind, **TINY[kind], **extra), api_name=f"/admin_launch_{kind}"
@@ -82,7 +83,7 @@ def test_every_launch_form_runs_its_job_to_success(tmp_path):
             shown = admin.predict(job.id, api_name="/admin_jobs")
             progress, evaluation, log = shown[0], shown[1], shown[2 + PANEL_SLOTS + 1]
             assert f"Job {job.id} ({kind}) · succeeded in" in progress
-            assert evaluation.startswith("**Evaluation (") == (kind == "reward"), evaluation
+            assert evaluation.startswith("**Evaluation (") == (kind in ("reward", "sft")), evaluation
             newest = clean_log(runner.log_path(job.id).read_text()).splitlines()[-1]
             assert log.endswith(html.escape(newest) + "</pre></div>")
         # the jobs that ran set the rates of the next estimates: PPO's from the round, the newest to run it
@@ -93,7 +94,9 @@ def test_every_launch_form_runs_its_job_to_success(tmp_path):
         runner.stop()
     with Session(engine) as s:
         versions = s.exec(select(PolicyVersion).order_by(col(PolicyVersion.version))).all()
-        assert [v.version for v in versions] == [0, 1, 2, 3] and versions[-1].is_current
+        # the SFT job's v3 stays a candidate (its default); the round goes on from v2 and makes v4 current
+        assert [v.version for v in versions] == [0, 1, 2, 3, 4] and versions[-1].is_current
+        assert not versions[3].is_current and versions[3].metrics["optimizer"] == "sft"
         # no set ranked since the reward job's r1: the round continues it by default, so its PPO uses r1 as is
         [r1] = s.exec(select(RewardModel)).all()
         [round_] = s.exec(select(TrainingRound)).all()
