@@ -178,6 +178,18 @@ class EditDetail:
     diff: list[tuple[str, str]]  # (`same` | `removed` | `added`, text), in order
 
 
+@dataclass(frozen=True)
+class RevisionDetail:
+    """The model's revision among a set's answers: its answer number, the answer it rewrote, the principle it
+    followed, its critique and the constitution version."""
+
+    number: int
+    source: int | None
+    principle: str
+    critique: str
+    constitution: int | None
+
+
 def word_diff(old: str, new: str) -> list[tuple[str, str]]:
     """`new` against `old` word by word (whitespace kept with the words): runs of same, removed and added text."""
     a, b = re.split(r"(\s+)", old), re.split(r"(\s+)", new)
@@ -208,6 +220,7 @@ class SetDetail:
         default_factory=list
     )  # (chosen, rejected, for, against, ties, agreement)
     edits: list[EditDetail] = field(default_factory=list)  # the answers labelers wrote, with their diffs
+    revisions: list[RevisionDetail] = field(default_factory=list)  # the model's rewrites by a principle
 
 
 def order_text(ranks: dict[int, int], number: dict[int, int]) -> str:
@@ -251,6 +264,17 @@ def set_detail(*, session: Session, set_id: int) -> SetDetail:
         )
         for c in completions
         if c.origin == "edit"
+    ]
+    detail.revisions = [
+        RevisionDetail(
+            number[c.id or 0],
+            number.get(c.source_id) if c.source_id is not None else None,
+            str((c.detail or {}).get("principle", "")),
+            str((c.detail or {}).get("critique", "")),
+            (c.detail or {}).get("constitution"),
+        )
+        for c in completions
+        if c.origin == "revision"
     ]
     for r in session.exec(select(Ranking).where(Ranking.set_id == set_id).order_by(col(Ranking.id))):
         detail.labels.append(

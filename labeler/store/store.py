@@ -107,6 +107,9 @@ class CompletionIn:
     token_count: int = 0
     finish_reason: str = "eos"
     policy_version_id: int | None = None
+    origin: str = "generated"  # or `revision`: the policy's rewrite of the set's answer at `source_position`
+    source_position: int | None = None
+    detail: dict | None = None  # a revision's principle, critique and constitution version
 
 
 def add_completion_set(
@@ -146,11 +149,18 @@ def add_completion_set(
             token_count=c.token_count,
             finish_reason=c.finish_reason,
             policy_version_id=c.policy_version_id if c.policy_version_id is not None else policy_version_id,
+            origin=c.origin,
+            detail=c.detail,
         )
         for position, c in enumerate(completions)
     ]
     session.add_all(rows)
     session.flush()
+    for row, c in zip(rows, completions, strict=True):  # a revision points at the answer it rewrote
+        if c.source_position is not None:
+            row.source_id = id_of(rows[c.source_position])
+    if any(c.source_position is not None for c in completions):
+        session.flush()
     if commit:
         session.commit()
     return cset, rows

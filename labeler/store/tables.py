@@ -144,8 +144,8 @@ Index(
 )
 
 
-CompletionOrigin = Literal["generated", "edit"]
-COMPLETION_ORIGINS: tuple[str, ...] = ("generated", "edit")
+CompletionOrigin = Literal["generated", "edit", "revision"]
+COMPLETION_ORIGINS: tuple[str, ...] = ("generated", "edit", "revision")
 
 
 class Completion(SQLModel, table=True):
@@ -159,10 +159,13 @@ class Completion(SQLModel, table=True):
     # Who wrote it: `generated` by a policy version (or imported with its set); `edit` by a labeler, who rewrote
     # the answer `source_id` (None: written from scratch) in `edit_seconds`. An edit is its author's alone:
     # other labelers' leases never show it, and only its author's ranking places it (labeler/store/store.py).
+    # `revision`: the policy's rewrite of `source_id` by a constitution principle, shown blind like any answer;
+    # `detail` keeps its principle, critique and constitution version (rlhf/serve/revisions.py).
     origin: str = Field(default="generated", max_length=16, sa_column_kwargs={"server_default": "generated"})
     author_id: int | None = Field(default=None, foreign_key="user.id")
     source_id: int | None = Field(default=None, foreign_key="completion.id")
     edit_seconds: float | None = None
+    detail: dict | None = _json(None)
 
 
 class Assignment(SQLModel, table=True):
@@ -240,6 +243,19 @@ class Guideline(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     version: int = Field(unique=True, index=True)
     text: str
+    author: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Constitution(SQLModel, table=True):
+    """The principles the model critiques and revises answers by, and the two prompts it is asked with; each save
+    is a new version (labeler/store/constitution.py)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(unique=True, index=True)
+    principles: list[str] = _json([])
+    critique_prompt: str
+    revision_prompt: str
     author: str = ""
     created_at: datetime = Field(default_factory=utcnow)
 

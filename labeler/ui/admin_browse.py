@@ -9,7 +9,15 @@ import html
 import gradio as gr
 import pandas as pd
 
-from labeler.labels.browse import SPLITS, EditDetail, SetDetail, find_prompts, find_ranked_sets, set_detail
+from labeler.labels.browse import (
+    SPLITS,
+    EditDetail,
+    RevisionDetail,
+    SetDetail,
+    find_prompts,
+    find_ranked_sets,
+    set_detail,
+)
 from labeler.store.db import read_session
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.render import conversation_html, page, text_html
@@ -35,8 +43,20 @@ def detail_html(d: SetDetail) -> str:
     return page(
         f"<h3>{text_html(head)}</h3>",
         conversation_html(d.messages),
-        f"<hr>{answers}{edits_html(d.edits)}<p><strong>Consensus order:</strong> {consensus}</p>",
+        f"<hr>{answers}{edits_html(d.edits)}{revisions_html(d.revisions)}"
+        f"<p><strong>Consensus order:</strong> {consensus}</p>",
     )
+
+
+def revisions_html(revisions: list[RevisionDetail]) -> str:
+    """Each revision the model wrote by the constitution: the answer it rewrote, the principle and the critique."""
+    blocks = [
+        f"<p><strong>Answer {r.number}</strong>: the model's revision of answer {r.source} "
+        f"(constitution v{r.constitution}), shown to labelers like any answer</p>"
+        f"<p><em>Principle:</em> {html.escape(r.principle)}<br><em>Critique:</em> {html.escape(r.critique)}</p>"
+        for r in revisions
+    ]
+    return f"<h4>Revisions by the constitution</h4>{''.join(blocks)}" if blocks else ""
 
 
 DIFF_TAGS = {"same": "span", "removed": "del", "added": "ins"}

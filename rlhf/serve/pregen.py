@@ -40,6 +40,7 @@ from labeler.records.policies import (
 )
 from labeler.records.reward_models import RewardRef, find_reward_model
 from labeler.records.workers import hold_worker_lease, holder_id, release_worker_lease
+from labeler.store.constitution import ConstitutionText, current_constitution, revision_share
 from labeler.store.db import read_session
 from labeler.store.settings import Selection, get_setting, labels_needed, selection
 from labeler.store.store import CompletionIn, add_completion_set
@@ -47,6 +48,7 @@ from models.generation import PolicyBackend, SamplingParams
 from models.policy import PolicyPool
 from rlhf.select.design import Design
 from rlhf.select.selection import Choice, PoolScorer, choose, uncertainty
+from rlhf.serve.revisions import add_revisions
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "pregen"
@@ -104,6 +106,8 @@ class _Plan:
     keep: int
     selection: Selection
     reward: RewardRef | None  # the model that scores candidates (uncertainty selection), else None
+    constitution: ConstitutionText | None = None  # what revisions follow, when a share of sets gets one
+    revision_share: float = 0.0
 
 
 class PregenWorker:
@@ -151,6 +155,7 @@ class PregenWorker:
             if mix is None:
                 mix = bool(get_setting(session=session, key="human_eval", default=False))
             parent = policy_ref(session=session, policy_id=policy.parent_id) if mix else None
+            share = revision_share(session=session)
             return _Plan(
                 policy=policy,
                 parent=parent,
@@ -159,6 +164,8 @@ class PregenWorker:
                 keep=keep,
                 selection=chosen,
                 reward=reward,
+                constitution=current_constitution(session=session) if share > 0 else None,
+                revision_share=share,
             )
 
     def _scoring_model(self, session: Session, chosen: Selection) -> RewardRef | None:
@@ -187,6 +194,7 @@ class PregenWorker:
         sets = self._generate([m for _, m in plan.prompts], plan.policy, plan.parent)
         seconds = (time.perf_counter() - start) / len(plan.prompts)
         kept = self._select(plan, sets)
+        revised = self._revise(plan, sets, [index for index, _ in kept])
         sampling = {
             **self.config.sampling.to_dict(),
             "human_eval": plan.parent.version if plan.parent else None,
@@ -200,13 +208,31 @@ class PregenWorker:
                     policy_version_id=plan.policy.id,
                     sampling=sampling,
                     labels_needed=plan.labels_needed,
-                    generation_seconds=seconds,
+                    generation_seconds=seconds + revised.get(index, 0.0),
                     selection=chosen,
                     commit=False,
                 )
             session.commit()
         self.status.sets_written += len(kept)
         return len(kept)
+
+    def _revise(self, plan: _Plan, sets: list[list[CompletionIn]], kept: list[int]) -> dict[int, float]:
+        """A revision by the constitution added to a share of the kept sets (rlhf/serve/revisions.py); the
+        seconds each took, by set index."""
+        if plan.constitution is None or not kept:
+            return {}
+        chosen = [sets[i] for i in kept]
+        spent = add_revisions(
+            self.pool,
+            [plan.prompts[i][1] for i in kept],
+            chosen,
+            plan.constitution,
+            share=plan.revision_share,
+            sampling=self.config.sampling,
+            rng=self._rng,
+            policy_id=plan.policy.id,
+        )
+        return {kept[k]: seconds for k, seconds in spent.items()}
 
     def _select(self, plan: _Plan, sets: list[list[CompletionIn]]) -> list[tuple[int, dict]]:
         """Which candidates to write, each with how it was chosen (every one when no model scores them)."""

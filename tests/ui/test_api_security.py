@@ -6,7 +6,7 @@ import pytest
 from gradio_client import Client
 from sqlmodel import Session, func, select
 
-from labeler.store.tables import Guideline, Job, PolicyVersion, Setting, User
+from labeler.store.tables import Constitution, Guideline, Job, PolicyVersion, Setting, User
 from labeler.ui.forms import ROUND_DEFAULT_PRESET, config_form
 from rlhf.train.configs import JOB_KINDS, job_config
 from tests.ui.conftest import PASSWORDS
@@ -18,6 +18,8 @@ ADMIN_CALLS = {
     "/admin_user_disable": ("bob", "labeler"),
     "/admin_user_reset": ("bob", "labeler"),
     "/admin_save_guidelines": ("be evil",),
+    "/admin_save_constitution": ("Be evil.", "{prompt} {answer}", "{prompt} {answer} {critique}"),
+    "/admin_revision_share": (1.0,),
     "/admin_labels_needed": (5, True),
     "/admin_make_current": (0,),
     "/admin_compare": ("hi", 0, 0),
@@ -55,6 +57,7 @@ def snapshot(engine):
         return (
             users,
             s.exec(select(func.count(Guideline.id))).one(),
+            s.exec(select(func.count(Constitution.id))).one(),
             [(p.version, p.is_current) for p in s.exec(select(PolicyVersion))],
             s.exec(select(func.count(Job.id))).one(),
             [(x.key, x.value) for x in s.exec(select(Setting))],

@@ -1,6 +1,8 @@
-"""Labelers' edits as completions: each completion says who wrote it (`origin`: generated | edit), and an edit its
-author, the answer it rewrote and the seconds it took. Existing completions are `generated`. A store made at 0002
-gets the columns; a new one has them already (0001 creates today's tables), so each is added only where missing.
+"""Labelers' edits and the model's revisions as completions: each completion says who wrote it (`origin`:
+generated | edit | revision), an edit its author, the answer it rewrote and the seconds it took, a revision its
+principle and critique (`detail`); and the constitution table the revisions follow. Existing completions are
+`generated`. A store made at 0002 gets the columns and the table; a new one has them already (0001 creates today's
+tables), so each is added only where missing.
 
 Revision ID: 0003
 Revises: 0002
@@ -8,6 +10,9 @@ Revises: 0002
 
 import sqlalchemy as sa
 from alembic import op
+from sqlmodel import SQLModel
+
+import labeler.store.tables  # noqa: F401  (registers the constitution table on SQLModel.metadata)
 
 revision = "0003"
 down_revision = "0002"
@@ -19,11 +24,15 @@ COLUMNS: list[sa.Column] = [
     sa.Column("author_id", sa.Integer(), nullable=True),
     sa.Column("source_id", sa.Integer(), nullable=True),
     sa.Column("edit_seconds", sa.Float(), nullable=True),
+    sa.Column("detail", sa.JSON(), nullable=True),
 ]
 
 
 def upgrade() -> None:
-    have = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("completion")}
+    bind = op.get_bind()
+    if not sa.inspect(bind).has_table("constitution"):
+        SQLModel.metadata.tables["constitution"].create(bind)
+    have = {c["name"] for c in sa.inspect(bind).get_columns("completion")}
     missing = [column for column in COLUMNS if column.name not in have]
     if not missing:
         return
@@ -38,6 +47,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("constitution")
     with op.batch_alter_table("completion") as batch:
         for column in reversed(COLUMNS):
             batch.drop_column(column.name)
