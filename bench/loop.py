@@ -26,6 +26,9 @@ preference instead of labels (a perfect reward model's ceiling); `--preference c
 instructions ask and the answer misses, bench/simulate.py's `repaired`), as a labeler does with the page's Edit
 button; the SEED and RESULT lines give the edits made and the pass rates, v0 > last, of the kinds v0 almost never
 meets (lowercase, capitals, quotation, end phrase). Targets (issue 44): each of those >= 0.30, mean gain >= 0.20.
+`--revisions 0.25`: a quarter of new sets also get the policy's own critique-and-rewrite of one answer by the
+default constitution (rlhf/serve/revisions.py), shown blind; the SEED line gives the revisions made and the share
+of their rankings that put them first.
 
 Figures: docs/benchmarks.md; the recipes measured before the defaults changed: docs/bench-loop-history.md.
 
@@ -58,10 +61,11 @@ from labeler.io.instruction_prompts import add_instruction_prompts, generate_pro
 from labeler.labels.instructions import Instruction, count_words, strict_pass
 from labeler.labels.winrate import wilson_interval
 from labeler.records.policies import PolicyRef, current_policy, ensure_initial_policy, policy_by_version
+from labeler.store.constitution import set_revision_share
 from labeler.store.db import make_engine
 from labeler.store.settings import set_labels_needed
 from labeler.store.tables import Completion as StoredAnswer
-from labeler.store.tables import Prompt, RewardModel
+from labeler.store.tables import Prompt, Ranking, RewardModel
 from models.divergence import answers_kl
 from models.embedded import home_sharing_cache
 from models.generation import Completion, SamplingParams
@@ -342,6 +346,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--gold-monitor", action="store_true", help="PPO's over-optimisation monitor on the gold"
     )
     parser.add_argument(
+        "--revisions",
+        type=float,
+        default=0.0,
+        help="share of new sets that get the policy's revision of one answer by the default constitution "
+        "(docs/constitution.md; the app's Admin > Constitution share)",
+    )
+    parser.add_argument(
         "--edits",
         type=float,
         default=0.0,
@@ -411,6 +422,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         url = f"sqlite:///{Path(home) / 'loop.db'}"
         engine = make_engine(url)
         evals = seed_store(engine, args.preference, args.train_prompts, args.heldout_prompts)
+        if args.revisions:
+            with Session(engine) as s:
+                set_revision_share(session=s, share=args.revisions)
         base, tokenizer = load_base("default", home=Path(home))
         pool = PolicyPool(base, tokenizer)
         sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.8, seed=seed)
@@ -440,6 +454,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             print(json.dumps(row), flush=True)
         with Session(engine) as s:
             edits_made = len(s.exec(select(StoredAnswer).where(StoredAnswer.origin == "edit")).all())
+            revisions = revisions_ranked(s)
     print(f"seed {seed}, per-instruction pass rate (v0 -> last):")
     for kind in sorted(set(v0_eval["per_kind"]) | set(last_eval["per_kind"])):
         print(
@@ -456,6 +471,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "switched": sum(bool(r["switched"]) for r in rows),
         "minutes": round((time.perf_counter() - start) / 60, 1),
         "edits": edits_made,
+        "revisions": revisions[0],
+        "revisions_first": revisions[1],
         **{
             f"{kind}_v0_last": f"{v0_eval['per_kind'].get(kind, 0):.2f}>{last_eval['per_kind'].get(kind, 0):.2f}"
             for kind in UNSEEN_KINDS
@@ -463,6 +480,18 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }
     print("SEED " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
     return figures
+
+
+def revisions_ranked(session: Session) -> tuple[int, str]:
+    """The model's revisions in the store and the share of their rankings that put them first."""
+    revisions = session.exec(select(StoredAnswer).where(StoredAnswer.origin == "revision")).all()
+    firsts, votes = 0, 0
+    for r in revisions:
+        for ranking in session.exec(select(Ranking).where(Ranking.set_id == r.set_id)).all():
+            if ranking.ranks:
+                votes += 1
+                firsts += ranking.ranks.get(str(r.id)) == min(ranking.ranks.values())
+    return len(revisions), f"{firsts / votes:.2f}" if votes else "n/a"
 
 
 def round_row(number: int, done: dict, v0_eval: dict, last_eval: dict, kl_heldout: float) -> dict[str, Any]:
@@ -511,7 +540,9 @@ def main(argv: list[str] | None = None) -> None:
         f"minutes_per_seed={statistics.fmean(s['minutes'] for s in seeds):.1f} optimizer={config.optimizer} "
         f"switched={sum(s['switched'] for s in seeds)}/{args.rounds * len(seeds)} preference={args.preference} "
         f"reward={args.reward} sets={args.sets} rounds={args.rounds} edits={args.edits:g} "
-        f"edits_made={sum(s['edits'] for s in seeds)} "
+        f"edits_made={sum(s['edits'] for s in seeds)} revisions={args.revisions:g} "
+        f"revisions_made={sum(s['revisions'] for s in seeds)} "
+        f"revisions_first={'/'.join(s['revisions_first'] for s in seeds)} "
         + " ".join(f"{kind}={'/'.join(s[kind + '_v0_last'] for s in seeds)}" for kind in UNSEEN_KINDS)
         + f" changed={changed}"
     )

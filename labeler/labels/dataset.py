@@ -228,8 +228,8 @@ class BestAnswer:
     prompt: list[dict]
     completion: str
     completion_id: int
-    why: str  # `edit` | `ranked first by all`
-    origin: str  # the answer's: `edit` or `generated`
+    why: str  # `edit` | `ranked first by all` | `revision ranked first by all`
+    origin: str  # the answer's: `edit`, `revision` or `generated`
     split: str
     labelers: list[int] = field(default_factory=list)
 
@@ -239,7 +239,7 @@ class BestAnswer:
 
 def best_of_set(s: SetRankings) -> list[tuple[int, str]]:
     """The set's answers worth imitating, with why (pure): its labelers' edits still held by a ranking, then the
-    policy's answers that every voting labeler ranked first (none flagged them)."""
+    policy's answers and revisions that every voting labeler ranked first (none flagged them)."""
     voting = [r for r in s.rankings if casts_votes(r)]
     edits = [
         cid
@@ -249,12 +249,15 @@ def best_of_set(s: SetRankings) -> list[tuple[int, str]]:
     firsts = [
         cid
         for cid in sorted(s.texts)
-        if s.origin_of(cid) == "generated"
+        if s.origin_of(cid) != "edit"
         and voting
         and not any(cid in r.flagged for r in s.rankings)
         and all(r.ranks.get(cid) == min(r.ranks.values()) for r in voting)
     ]
-    return [(cid, "edit") for cid in edits] + [(cid, "ranked first by all") for cid in firsts]
+    why = {"revision": "revision ranked first by all"}
+    return [(cid, "edit") for cid in edits] + [
+        (cid, why.get(s.origin_of(cid), "ranked first by all")) for cid in firsts
+    ]
 
 
 def best_answers(*, session: Session, sets: Sequence[SetRankings] | None = None) -> list[BestAnswer]:

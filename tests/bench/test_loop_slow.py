@@ -36,3 +36,18 @@ def test_two_small_rounds_continue_the_reward_model_with_replay() -> None:
     ]
     assert len(trained) == 2 and trained[0][1] == 0 and trained[0][2] == 8
     assert trained[1][1] == trained[0][0] and trained[1][2] == 16 and trained[1][0] > trained[1][1]
+
+
+def test_a_small_dpo_round_with_edits_and_revisions_reports_them() -> None:
+    """One DPO round of 8 sets where labeler a repairs its best answer on every set and every set gets the model's
+    revision: the SEED and RESULT lines count both, with the unseen kinds' rates v0 > last."""
+    env = {**os.environ, "RANKLOOP_HOME": str(Path(os.environ.get("RANKLOOP_HOME", "runs")).resolve())}
+    env["RANKLOOP_BENCH_RESULTS"] = str(ROOT / ".pytest_cache" / "bench-results")
+    command = [sys.executable, str(ROOT / "bench" / "loop.py"), "--rounds", "1", "--sets", "8", "--heldout-prompts", "4", "--eval-samples", "1", "--max-new-tokens", "8", "--edits", "1", "--revisions", "1", "--dpo-epochs", "1"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = dict(item.split("=", 1) for item in done.stdout.strip().splitlines()[-1].split()[1:])
+    assert figures["optimizer"] == "dpo" and figures["edits"] == "1" and figures["revisions"] == "1"
+    assert int(figures["revisions_made"]) == 8  # one a set
+    assert int(figures["edits_made"]) > 0  # 8-token answers cut at the limit always need a repair
+    assert re.fullmatch(r"\d\.\d\d>\d\.\d\d", figures["lowercase"])
