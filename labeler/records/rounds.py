@@ -14,7 +14,7 @@ from typing import Literal
 
 from sqlmodel import Session, col, select
 
-from labeler.records.policies import PolicyRef, current_policy, mark_current
+from labeler.records.policies import PolicyRef, current_policy, mark_current, policy_by_version
 from labeler.records.reward_models import RewardRef, find_reward_model
 from labeler.store.tables import PolicyVersion, Prompt, Ranking, TrainingRound, id_of
 
@@ -58,11 +58,22 @@ class PolicyInputs:
 
 
 def policy_inputs(
-    *, session: Session, sample_count: int, need_reward: bool, reward_model: str | None = None
+    *,
+    session: Session,
+    sample_count: int,
+    need_reward: bool,
+    reward_model: str | None = None,
+    parent_version: int | None = None,
 ) -> PolicyInputs:
-    """The current version (the parent), the reward model (`reward_model` by name, else the newest), train
-    prompts and `sample_count` eval prompts. Raises ValueError naming what is missing and how to add it."""
-    parent = current_policy(session=session)
+    """The current version (or `parent_version`: a round's SFT stage, which the optimiser goes on from) as the
+    parent, the reward model (`reward_model` by name, else the newest), train prompts and `sample_count` eval
+    prompts. Raises ValueError naming what is missing and how to add it."""
+    if parent_version is not None:
+        parent = policy_by_version(session=session, version=parent_version)
+        if parent is None:
+            raise ValueError(f"no version v{parent_version} in the store to start from")
+    else:
+        parent = current_policy(session=session)
     if parent is None:
         raise ValueError(
             "no current policy version in the store: start the app once or run `rankloop generate`"

@@ -23,6 +23,7 @@ BASIC: dict[str, set[str]] = {
     "round": {
         "optimizer",
         "switch",
+        "sft",
         "reward_epochs",
         "reward_learning_rate",
         "ppo_steps",

@@ -401,6 +401,10 @@ class PPOConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank for a new policy adapter"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
+    parent_version: int | None = field(
+        default=None,
+        metadata={"help": "go on from this version instead of the current one (a round's SFT stage)"},
+    )
     sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": "where to train"})
@@ -500,6 +504,10 @@ class DPOConfig:
         },
     )
     make_current: bool = field(default=True, metadata={"help": "make the new version current when done"})
+    parent_version: int | None = field(
+        default=None,
+        metadata={"help": "go on from this version instead of the current one (a round's SFT stage)"},
+    )
     sample_prompts: int = field(default=4, metadata={"help": "eval prompts sampled before and after"})
     max_new_tokens: int = field(
         default=48,
@@ -589,6 +597,7 @@ class SFTConfig:
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None, "sample_prompts": 16}),
+    "sft": (SFTConfig, {"epochs": None, "learning_rate": None}),
     "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": 0.25, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "max_new_tokens": 72}),
 }  # fmt: skip
 
@@ -627,6 +636,13 @@ class RoundConfig:
             "help": "gate: the new version becomes current only when the gate passes it (enough held-out pairs, "
             "accuracy above chance, KL within the budget; rlhf/train/gate.py), else it stays a candidate an admin may "
             "switch to; auto: current whatever the gate says; manual: an admin decides"
+        },
+    )
+    sft: bool = field(
+        default=False,
+        metadata={
+            "help": "first fine-tune the policy on the best answers (rlhf/train/sft.py: edits, answers every labeler "
+            "ranked first), then PPO or DPO goes on from that; off until bench/loop.py measures it better"
         },
     )
     include_imported: bool = field(default=False, metadata={"help": "also use imported pairs"})

@@ -130,7 +130,9 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
     reporter = reporter or ConsoleReporter()
     start = time.perf_counter()
     engine = make_engine(config.db or default_url(Path(config.home)))
-    inputs = read_inputs(engine, sample_count=config.sample_prompts, need_reward=False)
+    inputs = read_inputs(
+        engine, sample_count=config.sample_prompts, need_reward=False, parent_version=config.parent_version
+    )
     groups, heldout = read_groups(engine, config, inputs.parent.version)
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
     peft_config = None

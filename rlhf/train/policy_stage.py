@@ -43,12 +43,22 @@ BASE_MEASURES = 3  # more, toward the base, where no scale toward the parent fit
 
 
 def read_inputs(
-    engine: Engine, *, sample_count: int, need_reward: bool, reward_model: str | None = None
+    engine: Engine,
+    *,
+    sample_count: int,
+    need_reward: bool,
+    reward_model: str | None = None,
+    parent_version: int | None = None,
 ) -> PolicyInputs:
-    """The parent version, reward model and prompts, read in one short transaction (no model is loaded yet)."""
+    """The parent version (the current one, or `parent_version`), reward model and prompts, read in one short
+    transaction (no model is loaded yet)."""
     with read_session(engine) as session:
         return policy_inputs(
-            session=session, sample_count=sample_count, need_reward=need_reward, reward_model=reward_model
+            session=session,
+            sample_count=sample_count,
+            need_reward=need_reward,
+            reward_model=reward_model,
+            parent_version=parent_version,
         )
 
 

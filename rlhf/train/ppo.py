@@ -183,6 +183,7 @@ def run(
         sample_count=config.sample_prompts,
         need_reward=reward_fn is None,
         reward_model=config.reward_model,
+        parent_version=config.parent_version,
     )
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
     shared = build_shared(

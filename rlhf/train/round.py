@@ -24,8 +24,8 @@ from labeler.records.reward_models import RewardRef, find_reward_model
 from labeler.records.rounds import RoundLineage, finish_round, round_labels
 from labeler.store.db import default_url, make_engine, read_session
 from labeler.store.tables import id_of
-from rlhf.train import dpo, ppo, reward
-from rlhf.train.configs import DPOConfig, PPOConfig, RewardConfig, RoundConfig
+from rlhf.train import dpo, ppo, reward, sft
+from rlhf.train.configs import DPOConfig, PPOConfig, RewardConfig, RoundConfig, SFTConfig
 from rlhf.train.gate import Verdict, judge
 from rlhf.train.progress import ConsoleReporter, Reporter
 
@@ -68,11 +68,14 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     }
     reward_name, reward_sets, dpo_sets = None, 0, 0
     start = time.perf_counter()
+    common["parent_version"] = sft_first(config, common, reporter, job_id)
+    if common["parent_version"] is not None:
+        seconds["sft"], start = time.perf_counter() - start, time.perf_counter()
     if config.optimizer == "ppo":
         rcfg = RewardConfig(
             model=parent.base_model,
             include_imported=config.include_imported,
-            **common,
+            **{k: v for k, v in common.items() if k != "parent_version"},
             **config.stage_settings("reward"),
         )
         try:
@@ -134,6 +137,21 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         result.kl_budget,
         verdict.as_dict(),
     )
+
+
+def sft_first(
+    config: RoundConfig, common: dict[str, Any], reporter: Reporter, job_id: int | None
+) -> int | None:
+    """With `sft` on: fine-tune on the best answers first (a candidate version, never current by itself) and
+    return its number for the optimiser to go on from; None when off or when there is nothing to learn yet."""
+    if not config.sft:
+        return None
+    scfg = SFTConfig(make_current=False, **common, **config.stage_settings("sft"))
+    try:
+        return sft.run(scfg, reporter=reporter, job_id=job_id).version
+    except sft.NothingToLearn as nothing:
+        logger.warning("%s; this round skips its SFT stage", nothing)
+        return None
 
 
 def judge_round(

@@ -41,6 +41,10 @@ from rlhf.train.scoring import render_dialogue
 EVAL_BATCH = 8  # held-out answers per forward pass (no gradients)
 
 
+class NothingToLearn(ValueError):
+    """No best answer in the store and no SFT file."""
+
+
 class SFTDataError(ValueError):
     """An SFT file that cannot be read: the message names the file, the line and the field."""
 
@@ -117,7 +121,7 @@ def read_examples(engine, config: SFTConfig) -> list[Example]:
     if config.data:
         examples += read_sft_file(Path(config.data))
     if not examples:
-        raise ValueError(
+        raise NothingToLearn(
             "no best answers to train on yet: rank sets (answers every labeler ranks first count), edit answers on "
             "the labeling page, or give an SFT file with --data"
         )

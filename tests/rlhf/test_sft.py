@@ -99,3 +99,36 @@ def test_a_bad_sft_file_is_refused_with_file_line_and_field(tmp_path, line, mess
     with pytest.raises(SFTDataError, match=message) as caught:
         read_sft_file(path)
     assert str(path) in str(caught.value)
+
+
+def test_a_round_with_sft_fine_tunes_first_and_its_dpo_goes_on_from_that_version(tmp_path):
+    from labeler.store.tables import TrainingRound
+    from rlhf.train import round as round_stage
+    from rlhf.train.configs import RoundConfig
+
+    url, _ = ppo_store(tmp_path)
+    edit_every_set(url)
+    config = RoundConfig(
+        home=str(tmp_path), db=url, device="cpu", sft=True, sft_epochs=1,
+        dpo_max_new_tokens=4, dpo_kl_budget=None,
+    )  # fmt: skip
+    result = round_stage.run(config)
+    assert "sft" in result.stage_seconds and "dpo" in result.stage_seconds
+    with Session(make_engine(url)) as s:
+        v0, v1, v2 = s.exec(select(PolicyVersion).order_by(col(PolicyVersion.version))).all()
+        [round_] = s.exec(select(TrainingRound)).all()
+    assert v1.metrics["optimizer"] == "sft" and not v1.is_current and v1.parent_id == v0.id
+    assert v2.metrics["optimizer"] == "dpo" and v2.parent_id == v1.id  # DPO continued the SFT adapter
+    assert round_.parent_version_id == v0.id and round_.new_version_id == v2.id
+
+
+def test_a_rounds_sft_stage_is_skipped_when_there_is_nothing_to_learn(tmp_path):
+    from rlhf.train.configs import RoundConfig
+    from rlhf.train.progress import ConsoleReporter
+    from rlhf.train.round import sft_first
+
+    url, _ = ppo_store(tmp_path)  # prompts, v0, nothing ranked
+    config = RoundConfig(home=str(tmp_path), db=url, device="cpu", sft=True)
+    common = {"home": str(tmp_path), "db": url, "seed": 0, "device": "cpu"}
+    assert sft_first(config, common, ConsoleReporter(), None) is None
+    assert sft_first(RoundConfig(home=str(tmp_path), db=url), common, ConsoleReporter(), None) is None  # off
