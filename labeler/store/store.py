@@ -20,6 +20,16 @@ from sqlalchemy import and_, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from labeler.store.edits import (
+    MAX_EDIT_CHARS,
+    EditIn,
+    dense,
+    merged_ranks,
+    same_edits,
+    stored_edits,
+    validate_edits,
+    write_edits,
+)
 from labeler.store.errors import LeaseGone, RankingRejected, StoreError
 from labeler.store.leasing import has_room, reading
 from labeler.store.tables import (
@@ -35,13 +45,15 @@ from labeler.store.tables import (
     utcnow,
 )
 
-__all__ = ["LeaseGone", "RankingRejected", "StoreError"]  # what the store's functions raise
+__all__ = [
+    "MAX_EDIT_CHARS",
+    "EditIn",
+    "LeaseGone",
+    "RankingRejected",
+    "StoreError",
+]  # what callers use with it
 
 MAX_COMMENT_CHARS = 2000
-MAX_EDIT_CHARS = (
-    4000  # an edited or written answer: longer than any answer the policy writes, bounded like a comment
-)
-MAX_EDIT_SECONDS = 3600.0  # the time an edit took, as the page measured it, is kept up to this
 
 
 def messages_hash(messages: Sequence[dict]) -> str:
@@ -166,21 +178,6 @@ def add_completion_set(
     return cset, rows
 
 
-@dataclass(frozen=True)
-class EditIn:
-    """An answer a labeler rewrote (`source_id`: the completion it started from) or wrote from scratch (None).
-
-    Stored as a completion of the set with origin `edit`. Unless `rank` places it, it ranks just above its
-    source (so above every answer the labeler ranked below the source as well); an answer written from scratch
-    ranks above every answer the labeler did not flag, and with "none acceptable" it is the set's one good answer.
-    """
-
-    text: str
-    source_id: int | None = None
-    seconds: float | None = None
-    rank: int | None = None
-
-
 @dataclass
 class RankingIn:
     """A labeler's submission. `ranks`: completion id -> rank (1 = best; equal = tie); `flags`: id -> reason;
@@ -226,7 +223,9 @@ def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
     out_of_range = {cid: r for cid, r in ranking.ranks.items() if not (isinstance(r, int) and 1 <= r <= n)}
     if out_of_range:
         raise RankingRejected(f"ranks must be whole numbers from 1 to {n}; got {out_of_range}")
-    validate_edits(ranking, completion_ids)
+    validate_edits(
+        ranking.edits, set_id=ranking.set_id, none_acceptable=ranking.none_acceptable, shown=completion_ids
+    )
     if ranking.none_acceptable:
         if ranking.ranks:
             raise RankingRejected("'none acceptable' means no answer is ranked: clear the ranks or untick it")
@@ -242,112 +241,6 @@ def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
         )
 
 
-def validate_edits(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
-    """An edit rewrites one of the answers shown (at most one edit each) or is written from scratch (at most
-    one); its text is not empty and at most MAX_EDIT_CHARS long; an explicit rank sits in the ranking's range."""
-    shown, sources = set(completion_ids), [e.source_id for e in ranking.edits]
-    for number, edit in enumerate(ranking.edits, start=1):
-        what = f"edit {number}" + (f" (of completion {edit.source_id})" if edit.source_id is not None else "")
-        if not isinstance(edit.text, str) or not edit.text.strip():
-            raise RankingRejected(f"{what} is empty: write the answer or drop the edit")
-        if len(edit.text) > MAX_EDIT_CHARS:
-            raise RankingRejected(
-                f"{what} has {len(edit.text)} characters; at most {MAX_EDIT_CHARS} are kept"
-            )
-        if edit.source_id is not None and edit.source_id not in shown:
-            raise RankingRejected(
-                f"{what}: completion {edit.source_id} is not an answer of set {ranking.set_id}"
-            )
-        if sources.count(edit.source_id) > 1:
-            which = "answer" if edit.source_id is None else f"edit of completion {edit.source_id}"
-            raise RankingRejected(f"more than one written {which}: keep one")
-        if edit.rank is not None:
-            top = len(completion_ids) + len(ranking.edits)
-            if ranking.none_acceptable or isinstance(edit.rank, bool) or not 1 <= edit.rank <= top:
-                raise RankingRejected(
-                    f"{what}: rank {edit.rank!r} must be a whole number from 1 to {top}, and 'none acceptable' "
-                    "ranks edits itself (above every answer)"
-                )
-
-
-def merged_ranks(ranking: RankingIn, edits: dict[int, EditIn], shown: Sequence[int]) -> dict[int, int]:
-    """The ranking with the labeler's edits in it (`edits`: the new completion id -> its edit), renumbered 1..K.
-
-    An edit without a rank goes just above its source (or, its source flagged, just below the worst ranked
-    answer); one written from scratch above every answer. With "none acceptable", every edit ranks above every
-    answer the labeler did not flag, and those answers tie."""
-    ranks = ranking.ranks
-    if ranking.none_acceptable:
-        answers = {cid: 2.0 for cid in shown if cid not in ranking.flags}
-        levels = {**answers, **dict.fromkeys(edits, 1.0)}
-    else:
-        levels = {cid: float(r) for cid, r in ranks.items()}
-        worst = max(levels.values(), default=0.0)
-        for cid, edit in edits.items():
-            if edit.rank is not None:
-                levels[cid] = float(edit.rank)
-            elif edit.source_id is None:
-                levels[cid] = 0.5
-            elif edit.source_id in ranks:
-                levels[cid] = ranks[edit.source_id] - 0.5
-            else:
-                levels[cid] = worst + 0.5
-    dense = {level: k for k, level in enumerate(sorted(set(levels.values())), start=1)}
-    return {cid: dense[level] for cid, level in levels.items()}
-
-
-def _write_edits(session: Session, ranking: RankingIn, shown: Sequence[int]) -> dict[int, EditIn]:
-    """The ranking's edits as completions of its set (origin `edit`), flushed in the caller's transaction:
-    the new completion id -> its edit. An edit identical to its source is refused."""
-    if not ranking.edits:
-        return {}
-    rows = session.exec(select(Completion).where(Completion.set_id == ranking.set_id)).all()
-    by_id = {id_of(c): c for c in rows}
-    position = max((c.position for c in rows), default=-1)
-    written: dict[int, EditIn] = {}
-    for edit in ranking.edits:
-        source = by_id.get(edit.source_id) if edit.source_id is not None else None
-        if source is not None and source.text.strip() == edit.text.strip():
-            number = list(shown).index(id_of(source)) + 1 if id_of(source) in shown else id_of(source)
-            raise RankingRejected(f"the edit of answer {number} changes nothing: change it or drop the edit")
-        position += 1
-        row = Completion(
-            set_id=ranking.set_id,
-            position=position,
-            text=edit.text.strip(),
-            finish_reason="edit",
-            origin="edit",
-            author_id=ranking.user_id,
-            source_id=edit.source_id,
-            edit_seconds=None
-            if edit.seconds is None
-            else round(min(max(edit.seconds, 0.0), MAX_EDIT_SECONDS), 2),
-            policy_version_id=source.policy_version_id if source is not None else None,
-        )
-        session.add(row)
-        session.flush()
-        written[id_of(row)] = edit
-    return written
-
-
-def _dense(ranks: dict[int, int]) -> dict[int, int]:
-    order = {level: k for k, level in enumerate(sorted(set(ranks.values())), start=1)}
-    return {cid: order[r] for cid, r in ranks.items()}
-
-
-def _same_edits(session: Session, row: Ranking, ranking: RankingIn) -> bool:
-    """Whether the edits stored with `row` are those of `ranking` (by source and text)."""
-    ids = [int(cid) for cid in row.ranks]
-    stored = session.exec(
-        select(Completion.source_id, Completion.text).where(
-            col(Completion.id).in_(ids), col(Completion.origin) == "edit"
-        )
-    ).all()
-    return sorted(stored, key=repr) == sorted(
-        ((e.source_id, e.text.strip()) for e in ranking.edits), key=repr
-    )
-
-
 def _same_content(row: Ranking, ranking: RankingIn) -> bool:
     """Whether a stored ranking holds exactly the choices of `ranking` (ranks, flags, none acceptable, skipped,
     comment): only then is a second submit the harmless repeat of the first."""
@@ -359,7 +252,7 @@ def _same_content(row: Ranking, ranking: RankingIn) -> bool:
         (
             row.ranks == {str(k): v for k, v in ranking.ranks.items()}
             if answers is None
-            else _dense(answers) == _dense(ranking.ranks)
+            else dense(answers) == dense(ranking.ranks)
         )
         and row.flags == {str(k): v for k, v in ranking.flags.items()}
         and row.none_acceptable == ranking.none_acceptable
@@ -420,8 +313,16 @@ def submit_ranking(*, session: Session, ranking: RankingIn, lease: Assignment | 
         and as_utc(lease.lease_expires_at) <= utcnow()
     ):
         _refuse_if_filled_meanwhile(session, ranking.set_id)
-    edits = _write_edits(session, ranking, shown)
-    ranks = merged_ranks(ranking, edits, shown) if edits else ranking.ranks
+    edits = write_edits(
+        session, set_id=ranking.set_id, author_id=ranking.user_id, edits=ranking.edits, shown=shown
+    )
+    ranks = (
+        merged_ranks(
+            ranking.ranks, ranking.flags, none_acceptable=ranking.none_acceptable, edits=edits, shown=shown
+        )
+        if edits
+        else ranking.ranks
+    )
     row = Ranking(
         set_id=ranking.set_id,
         user_id=ranking.user_id,
@@ -522,7 +423,11 @@ def _resolve_repeat(session: Session, ranking: RankingIn) -> Ranking:
     # A read: it must not leave the caller's session holding a write transaction.
     with reading(session) as reader:
         existing = _existing(reader, ranking)
-        same_edits = existing is not None and (not ranking.edits or _same_edits(reader, existing, ranking))
+        edits_agree = (
+            existing is None
+            or not ranking.edits
+            or same_edits(stored_edits(reader, existing.ranks), ranking.edits)
+        )
         if existing is not None:
             reader.expunge(existing)
     if session.in_transaction():
@@ -531,7 +436,7 @@ def _resolve_repeat(session: Session, ranking: RankingIn) -> Ranking:
         raise RankingRejected(f"set {ranking.set_id} could not be stored (constraint violation); try again")
     if (existing.set_id, existing.user_id) != (ranking.set_id, ranking.user_id):
         raise RankingRejected("this submission id belongs to another ranking; nothing was stored")
-    if _same_content(existing, ranking) and same_edits:
+    if _same_content(existing, ranking) and edits_agree:
         return existing  # the same submit again (a retry, a double click): stored once
     raise RankingRejected(
         "this set was already ranked by you with different choices (in another tab, or by an earlier submit), "

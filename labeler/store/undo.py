@@ -18,11 +18,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
+from labeler.store.edits import stored_edits
 from labeler.store.leasing import DEFAULT_LEASE_SECONDS, LeasedSet, load_leased
 from labeler.store.store import RankingRejected
 from labeler.store.tables import (
     Assignment,
-    Completion,
     CompletionSet,
     Ranking,
     SupersededRanking,
@@ -106,13 +106,7 @@ def undo_last(
 def _edits_of(session: Session, row: Ranking) -> dict[int | None, str]:
     """The edits a ranking holds: source completion id (None: written from scratch) -> text. They stay in the
     store with the superseded ranking; the page gets their texts back to submit again."""
-    ids = [int(cid) for cid in row.ranks]
-    edits = session.exec(
-        select(Completion.source_id, Completion.text).where(
-            col(Completion.id).in_(ids), col(Completion.origin) == "edit"
-        )
-    ).all()
-    return {source: text for source, text in edits}
+    return dict(stored_edits(session, row.ranks))
 
 
 def _superseded(row: Ranking, now: datetime) -> SupersededRanking:

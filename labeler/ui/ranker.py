@@ -32,13 +32,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from labeler.store.edits import MAX_EDIT_CHARS  # checked again by the store
 from labeler.store.store import PageChoices, RankingRejected
 from labeler.store.tables import FLAG_REASONS
 
 MAX_ANSWERS = 16  # a page may not send choices for more answers than this
 
 EMPTY: dict[str, Any] = {"token": "", "answers": [], "ranks": [], "flags": []}
-MAX_EDIT_CHARS = 4000  # labeler/store/store.py's bound on an edit, checked there again
 
 TEMPLATE = """
 <div class="rl-ranker" data-token="${value && value.token ? value.token : ''}">
