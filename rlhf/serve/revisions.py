@@ -33,6 +33,10 @@ def last_user_text(messages: list[dict]) -> str:
     return users[-1] if users else ""
 
 
+def user_turn(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
 def plan_revisions(
     sets: list[list[CompletionIn]], principles: list[str], share: float, rng: random.Random
 ) -> list[Planned]:
@@ -61,33 +65,16 @@ def add_revisions(
     if not planned:
         return {}
     start = time.perf_counter()
+    requests = [last_user_text(prompts[p.set_index]) for p in planned]
+    answers = [sets[p.set_index][p.answer].text for p in planned]
     asks = [
-        [
-            {
-                "role": "user",
-                "content": constitution.critique(
-                    prompt=last_user_text(prompts[p.set_index]),
-                    answer=sets[p.set_index][p.answer].text,
-                    principle=p.principle,
-                ),
-            }
-        ]
-        for p in planned
+        user_turn(constitution.critique(prompt=r, answer=a, principle=p.principle))
+        for p, r, a in zip(planned, requests, answers, strict=True)
     ]
     critiques = [outs[0].text.strip() for outs in pool.generate(asks, 1, sampling)]
     rewrites = [
-        [
-            {
-                "role": "user",
-                "content": constitution.revision(
-                    prompt=last_user_text(prompts[p.set_index]),
-                    answer=sets[p.set_index][p.answer].text,
-                    principle=p.principle,
-                    critique=critique,
-                ),
-            }
-        ]
-        for p, critique in zip(planned, critiques, strict=True)
+        user_turn(constitution.revision(prompt=r, answer=a, principle=p.principle, critique=c))
+        for p, r, a, c in zip(planned, requests, answers, critiques, strict=True)
     ]
     revised = [outs[0] for outs in pool.generate(rewrites, 1, sampling)]
     each = (time.perf_counter() - start) / len(planned)

@@ -20,11 +20,17 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from labeler.labels.dataset import sets_of_version
 from labeler.labels.pairs import PairSettings
 from labeler.store.db import default_url, make_engine, read_session
-from models.adapters import LORA_TARGETS, save_adapter
+from models.adapters import LORA_TARGETS
 from models.loading import load_base, pick_device
 from rlhf.train.configs import DPOConfig
 from rlhf.train.dpo_sets import implicit_accuracy, train_on_sets
-from rlhf.train.policy_stage import budget_start, keep_within_budget, read_inputs, samples, save_version
+from rlhf.train.policy_stage import (
+    budget_start,
+    keep_within_budget,
+    read_inputs,
+    samples,
+    save_adapter_version,
+)
 from rlhf.train.progress import ConsoleReporter, Reporter
 from rlhf.train.reward_data import Group, load_groups, split_by_prompt
 
@@ -166,12 +172,11 @@ def run(config: DPOConfig, *, reporter: Reporter | None = None, job_id: int | No
         "optimizer": "dpo",
         **({"kl_budget": budget} if budget else {}),
     }
-    version, folder = save_version(
+    version, folder = save_adapter_version(
         engine,
         inputs,
+        trained,
         home=Path(config.home),
-        save=lambda folder: save_adapter(trained, trained.active_adapter, folder),
-        weights=[p for p in trained.parameters() if p.requires_grad],
         metrics=metrics,
         make_current=config.make_current,
         job_id=job_id,

@@ -24,6 +24,7 @@ from sqlmodel import Session
 from labeler.records.policies import next_policy_version, register_policy_version
 from labeler.records.rounds import PolicyInputs, policy_inputs
 from labeler.store.db import read_session
+from models.adapters import save_adapter
 from models.generation import Messages, SamplingParams, TransformersBackend
 from models.kl_budget import (
     MARGIN,
@@ -243,3 +244,26 @@ def save_version(
             )
     state.wait_for_everyone()
     return version, folder
+
+
+def save_adapter_version(
+    engine: Engine,
+    inputs: PolicyInputs,
+    model,
+    *,
+    home: Path,
+    metrics: dict,
+    make_current: bool,
+    job_id: int | None,
+) -> tuple[int, Path]:
+    """`save_version` for a stage that trained a PeftModel's active adapter (DPO, SFT)."""
+    return save_version(
+        engine,
+        inputs,
+        home=home,
+        save=lambda folder: save_adapter(model, model.active_adapter, folder),
+        weights=[p for p in model.parameters() if p.requires_grad],
+        metrics=metrics,
+        make_current=make_current,
+        job_id=job_id,
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,12 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from labeler.labels.dataset import best_answers
 from labeler.store.db import default_url, make_engine, read_session
 from labeler.store.store import messages_hash
-from models.adapters import LORA_TARGETS, save_adapter
+from models.adapters import LORA_TARGETS
 from models.generation import render_prompts
 from models.loading import load_base, step_autocast
 from models.logprobs import Row, answer_distributions, fit_row, per_row, written
 from rlhf.train.configs import SFTConfig
-from rlhf.train.policy_stage import read_inputs, samples, save_version
+from rlhf.train.policy_stage import read_inputs, samples, save_adapter_version
 from rlhf.train.progress import ConsoleReporter, Reporter
 from rlhf.train.reward_data import is_heldout
 from rlhf.train.scoring import render_dialogue
@@ -250,27 +251,19 @@ def run(config: SFTConfig, *, reporter: Reporter | None = None, job_id: int | No
         "samples_after": samples(model, tokenizer, inputs.prompts.samples, config.max_new_tokens),
         "config": asdict(config),
         "optimizer": "sft",
-        "sft": {"answers": len(train), "by_source": _counts(train)},
+        "sft": {"answers": len(train), "by_source": dict(Counter(e.source for e in train))},
     }
-    version, folder = save_version(
+    version, folder = save_adapter_version(
         engine,
         inputs,
+        model,
         home=Path(config.home),
-        save=lambda folder: save_adapter(model, model.active_adapter, folder),
-        weights=[p for p in model.parameters() if p.requires_grad],
         metrics=metrics,
         make_current=config.make_current,
         job_id=job_id,
     )
     reporter.close()
     return SFTResult(f"v{version}", folder, version, final, time.perf_counter() - start, len(train))
-
-
-def _counts(examples: list[Example]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for e in examples:
-        counts[e.source] = counts.get(e.source, 0) + 1
-    return counts
 
 
 def main(argv: list[str] | None = None) -> None:
