@@ -212,6 +212,9 @@ RECIPE_FLAGS: dict[str, str] = {
     "dpo_trainer": "dpo_trainer",
     "dpo_epochs": "dpo_epochs",
     "dpo_batch_sets": "dpo_batch_sets",
+    "sft": "sft",
+    "sft_epochs": "sft_epochs",
+    "sft_lr": "sft_learning_rate",
     **{f"dpo_{name}": f"dpo_{name}" for name in DPO_LOSS},
 }
 BUDGET_FLAGS = {"kl_budget": "kl_budget", "kl_budget_from": "kl_budget_from"}  # set on both optimisers
@@ -384,6 +387,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--dpo-epochs", type=int)
     add("--dpo-batch-sets", type=int)
     add("--kl-budget", type=float, help="both optimisers' KL budget")
+    add("--sft", action="store_true", default=None,
+        help="the round's SFT stage first: the best answers (edits, answers both labelers ranked first)")  # fmt: skip
+    add("--sft-epochs", type=int)
+    add("--sft-lr", type=float)
     add("--kl-budget-from", choices=("base", "parent"))
     args = parser.parse_args(argv)
     fields = recipe(args)
