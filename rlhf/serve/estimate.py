@@ -1,7 +1,7 @@
 """How long a job will take on this machine, before it starts (the admin tab shows it under each launch form).
 
-Each stage's work is counted from its settings and the store: the reward stage's set-tokens (sets trained on x
-epochs x max_length), PPO's token passes (steps x batch_prompts x answers per prompt x max_new_tokens x
+Each stage's work is counted from its settings and the store: SFT's answer-tokens (at most one best answer per
+ranked set, x epochs x max_length), the reward stage's set-tokens (sets trained on x epochs x max_length), PPO's token passes (steps x batch_prompts x answers per prompt x max_new_tokens x
 (1 + ppo_epochs)), DPO's set-tokens (ranked sets x epochs x max_length), and, where PPO or DPO has a KL budget,
 the budget's answer-tokens (measures x kl_budget_prompts x kl_budget_samples x max_new_tokens, counting
 BUDGET_MEASURES measures before it runs and those it made after). The seconds per unit come from the newest
@@ -28,12 +28,12 @@ from rlhf.train.configs import ROUND_EXPOSES, PPOConfig, job_config
 # tokens; PPO: 762 s for 12 steps x 8 prompts x 72 tokens x 3 passes; DPO's set trainer: 203 s for 64 sets x 1
 # epoch x 384 tokens, where trl's DPOTrainer took 932 s: TRL_DPO_PASSES times the work; KL budget: 107 s for 2
 # measures x 32 prompts x 2 answers x 72 tokens)
-CPU_RATES = {"reward": 0.0385, "ppo": 0.0367, "dpo": 0.0083, "kl_budget": 0.0116}
+CPU_RATES = {"sft": 0.0021, "reward": 0.0385, "ppo": 0.0367, "dpo": 0.0083, "kl_budget": 0.0116}
 TRL_DPO_PASSES = 4.5  # trl runs each answer once per pair it is in (a set of 4: up to 6 pairs, 12 sequences)
 BUDGET_MEASURES = 3  # a budget fit's measures before it runs (1 when the version fits, 2-5 when it is scaled)
 GPU_SPEEDUP = 25.0  # a rough guess for a single data-centre GPU until a job has run there
-STAGES = ("reward", "ppo", "dpo", "kl_budget")
-STAGE_NAMES = {"reward": "reward model", "ppo": "PPO", "dpo": "DPO", "kl_budget": "KL budget"}
+STAGES = ("sft", "reward", "ppo", "dpo", "kl_budget")
+STAGE_NAMES = {"sft": "SFT", "reward": "reward model", "ppo": "PPO", "dpo": "DPO", "kl_budget": "KL budget"}
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,18 @@ def stage_settings(kind: str, params: dict[str, Any], stage: str) -> dict[str, A
         return settings if settings.get("kl_budget") is not None else {}
     if kind == stage:
         return asdict(config)
-    if kind != "round" or (stage == "dpo") != (config.optimizer == "dpo"):
+    if kind != "round" or not round_runs(config, stage):
         return {}
     defaults = asdict(ROUND_EXPOSES[stage][0]())
     return {**defaults, **config.stage_settings(stage)}
+
+
+def round_runs(config: Any, stage: str) -> bool:
+    """Whether a round with this config runs `stage`: SFT when it is on, the reward model and PPO or DPO by the
+    optimiser."""
+    if stage == "sft":
+        return bool(config.sft)
+    return (stage == "dpo") == (config.optimizer == "dpo")
 
 
 def work(stage: str, settings: dict[str, Any], sets: int) -> float:
@@ -94,14 +102,16 @@ def work(stage: str, settings: dict[str, Any], sets: int) -> float:
 
 def stage_sets(stage: str, settings: dict[str, Any], data: TrainingData) -> int:
     """The ranked sets a stage would train on now (PPO's work does not depend on them): a continued reward model
-    the new ones and its `replay` share of the others, DPO on the parent's data only the current version's; the
-    held-out share is only scored."""
+    the new ones and its `replay` share of the others, DPO on the parent's data only the current version's, SFT
+    every set's best answer at most; the held-out share is only scored."""
     if stage == "reward":
         sets = data.ranked_sets
         if settings.get("continue_from"):
             sets = data.new_sets + settings.get("replay", 1.0) * (data.ranked_sets - data.new_sets)
     elif stage == "dpo":
         sets = data.current_sets if settings.get("data") == "parent" else data.ranked_sets
+    elif stage == "sft":
+        sets = data.ranked_sets
     else:
         return data.ranked_sets
     return round(sets * (1 - settings["eval_fraction"]))
@@ -119,11 +129,17 @@ def measured(job: Job, stage: str) -> tuple[float, float] | None:
         seconds, units = budget.get("seconds"), budget.get("answers", 0) * settings["max_new_tokens"]
     else:
         seconds = stage_seconds(job.kind, result, stage, budget.get("seconds", 0.0))
-        sets = result.get(f"{stage}_sets" if job.kind == "round" else "train_sets", 0)
+        sets = result.get(trained_key(job.kind, stage), 0)
         units = work(stage, settings, sets or 0)
     if not isinstance(seconds, int | float) or units <= 0:
         return None
     return float(seconds), units
+
+
+def trained_key(kind: str, stage: str) -> str:
+    """Where a finished job's result says how much its stage trained on: sets, or answers for SFT."""
+    unit = "answers" if stage == "sft" else "sets"
+    return f"{stage}_{unit}" if kind == "round" else f"train_{unit}"
 
 
 def stage_seconds(kind: str, result: dict[str, Any], stage: str, budget_seconds: float) -> float | None:

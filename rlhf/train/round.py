@@ -42,6 +42,7 @@ class RoundResult:
     stage_seconds: dict
     reward_sets: int = 0  # sets the round's reward model trained on (0: it reused the newest one)
     dpo_sets: int = 0  # ranked sets whose pairs its DPO trained on
+    sft_answers: int = 0  # best answers its SFT stage trained on (0: off, or nothing to learn yet)
     kl_budget: dict | None = None  # the version's KL budget fit (its seconds: stage_seconds["kl_budget"])
     gate: dict | None = (
         None  # the gate's verdict (rlhf/train/gate.Verdict.as_dict: decision, checks, lines, switched)
@@ -68,8 +69,9 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     }
     reward_name, reward_sets, dpo_sets = None, 0, 0
     start = time.perf_counter()
-    common["parent_version"] = sft_first(config, common, reporter, job_id)
-    if common["parent_version"] is not None:
+    tuned = sft_first(config, common, reporter, job_id)
+    common["parent_version"] = tuned.version if tuned else None
+    if tuned is not None:
         seconds["sft"], start = time.perf_counter() - start, time.perf_counter()
     if config.optimizer == "ppo":
         rcfg = RewardConfig(
@@ -132,23 +134,24 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         reward_name,
         result.version,
         seconds,
-        reward_sets,
-        dpo_sets,
-        result.kl_budget,
-        verdict.as_dict(),
+        reward_sets=reward_sets,
+        dpo_sets=dpo_sets,
+        sft_answers=tuned.train_answers if tuned else 0,
+        kl_budget=result.kl_budget,
+        gate=verdict.as_dict(),
     )
 
 
 def sft_first(
     config: RoundConfig, common: dict[str, Any], reporter: Reporter, job_id: int | None
-) -> int | None:
-    """With `sft` on: fine-tune on the best answers first (a candidate version, never current by itself) and
-    return its number for the optimiser to go on from; None when off or when there is nothing to learn yet."""
+) -> sft.SFTResult | None:
+    """With `sft` on: fine-tune on the best answers first (a candidate version, never current by itself) for the
+    optimiser to go on from; None when off or when there is nothing to learn yet."""
     if not config.sft:
         return None
     scfg = SFTConfig(make_current=False, **common, **config.stage_settings("sft"))
     try:
-        return sft.run(scfg, reporter=reporter, job_id=job_id).version
+        return sft.run(scfg, reporter=reporter, job_id=job_id)
     except sft.NothingToLearn as nothing:
         logger.warning("%s; this round skips its SFT stage", nothing)
         return None

@@ -160,3 +160,36 @@ def test_a_kl_budget_is_its_own_stage_counted_apart_from_the_optimiser():
     assert ppo["ppo"] == pytest.approx(96.0) and ppo["kl_budget"] == pytest.approx(
         rate * BUDGET_MEASURES * 64 * 48
     )
+
+
+def test_sft_counts_one_best_answer_per_set_at_most_alone_and_in_a_round():
+    sft = seconds_of(estimate_job("sft", {"epochs": 3, "max_length": 256, "eval_fraction": 0.2}, data=DATA, history=[], on_gpu=False))  # fmt: skip
+    assert sft == {"sft": pytest.approx(80 * 3 * 256 * CPU_RATES["sft"])}  # 100 sets, 20% held out
+    assert "sft" not in seconds_of(
+        estimate_job("round", {}, data=DATA, history=[], on_gpu=False)
+    )  # off by default
+    tuned = seconds_of(estimate_job("round", {"sft": True, "sft_epochs": 1}, data=DATA, history=[], on_gpu=False))  # fmt: skip
+    assert set(tuned) == {"sft", "dpo", "kl_budget"}
+    assert tuned["sft"] == pytest.approx(
+        75 * 1 * 384 * CPU_RATES["sft"]
+    )  # the stage's defaults under the round's
+    # the rate of a round that ran it: 40 s for 50 answers x 2 epochs x 384 tokens
+    round_job = Job(
+        id=5,
+        kind="round",
+        status="succeeded",
+        params={
+            "sft": True,
+            "result": {"stage_seconds": {"sft": 40.0, "dpo": 100.0}, "sft_answers": 50, "dpo_sets": 60},
+        },
+    )
+    rated = estimate_job("sft", {"eval_fraction": 0.0}, data=DATA, history=[round_job], on_gpu=False)
+    assert rated.seconds == pytest.approx(40.0 / (50 * 2 * 384) * 100 * 2 * 384)
+    assert rated.text().startswith("About ") and "SFT" in rated.text() and "rate of job 5" in rated.text()
+    sft_job = Job(
+        id=6, kind="sft", status="succeeded", params={"result": {"seconds": 10.0, "train_answers": 20}}
+    )
+    assert (
+        "rate of job 6"
+        in estimate_job("sft", {}, data=DATA, history=[round_job, sft_job], on_gpu=False).text()
+    )

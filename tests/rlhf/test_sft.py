@@ -101,6 +101,11 @@ def test_a_bad_sft_file_is_refused_with_file_line_and_field(tmp_path, line, mess
     assert str(path) in str(caught.value)
 
 
+def v1_answers(url: str) -> int:
+    with Session(make_engine(url)) as s:
+        return s.exec(select(PolicyVersion).where(PolicyVersion.version == 1)).one().metrics["sft"]["answers"]
+
+
 def test_a_round_with_sft_fine_tunes_first_and_its_dpo_goes_on_from_that_version(tmp_path):
     from labeler.store.tables import TrainingRound
     from rlhf.train import round as round_stage
@@ -114,6 +119,7 @@ def test_a_round_with_sft_fine_tunes_first_and_its_dpo_goes_on_from_that_version
     )  # fmt: skip
     result = round_stage.run(config)
     assert "sft" in result.stage_seconds and "dpo" in result.stage_seconds
+    assert result.sft_answers == v1_answers(url) > 0  # the duration estimate's unit of work
     with Session(make_engine(url)) as s:
         v0, v1, v2 = s.exec(select(PolicyVersion).order_by(col(PolicyVersion.version))).all()
         [round_] = s.exec(select(TrainingRound)).all()
