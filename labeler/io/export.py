@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sqlmodel import Session, col, select
 
@@ -32,6 +32,9 @@ from labeler.labels.pairs import PairSettings
 from labeler.labels.stats import human_time
 from labeler.store.tables import Assignment, Completion, CompletionSet, Prompt, Ranking, User, id_of
 from labeler.store.users import user_names
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 ExportFormat = Literal["parquet", "jsonl", "hf"]
 LabelerWeights = Literal["equal", "reliability"]
@@ -133,23 +136,28 @@ def _write_dataset(
     fmt: ExportFormat,
     push_to_hub: str | None,
 ) -> list[Path]:
-    import pyarrow.parquet as pq
     from datasets import Dataset
 
-    table = _arrow_table(records, names)
+    data = Dataset(_arrow_table(records, names))
     out.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
-        path = out / "preferences.parquet"
-        pq.write_table(table, path)
-    elif fmt == "jsonl":
-        path = out / "preferences.jsonl"
-        Dataset(table).to_json(str(path), lines=True, force_ascii=False)
-    else:
-        path = out / "dataset"
-        Dataset(table).save_to_disk(str(path))
+    path = _save(data, out, "preferences", fmt, folder="dataset")
     if push_to_hub:
-        Dataset(table).push_to_hub(push_to_hub)
+        data.push_to_hub(push_to_hub)
     return [path]
+
+
+def _save(data: Dataset, out: Path, stem: str, fmt: ExportFormat, folder: str) -> Path:
+    """`data` as `<stem>.parquet`, `<stem>.jsonl`, or a datasets folder named `folder` under `out`."""
+    if fmt == "parquet":
+        path = out / f"{stem}.parquet"
+        data.to_parquet(str(path))
+    elif fmt == "jsonl":
+        path = out / f"{stem}.jsonl"
+        data.to_json(str(path), lines=True, force_ascii=False)
+    else:
+        path = out / folder
+        data.save_to_disk(str(path))
+    return path
 
 
 def _write_sft(answers: list[BestAnswer], names: dict[int, str], out: Path, fmt: ExportFormat) -> Path:
@@ -170,16 +178,7 @@ def _write_sft(answers: list[BestAnswer], names: dict[int, str], out: Path, fmt:
     ]
     empty: dict[str, list] = {k: [] for k in ("prompt", "completion", "why", "origin", "set_id", "labelers")}
     data = Dataset.from_list(rows) if rows else Dataset.from_dict(empty)
-    if fmt == "parquet":
-        path = out / "sft.parquet"
-        data.to_parquet(str(path))
-    elif fmt == "jsonl":
-        path = out / "sft.jsonl"
-        data.to_json(str(path), lines=True, force_ascii=False)
-    else:
-        path = out / "sft"
-        data.save_to_disk(str(path))
-    return path
+    return _save(data, out, "sft", fmt, folder="sft")
 
 
 def _card(result: ExportResult, fmt: str) -> str:
