@@ -13,7 +13,8 @@ from sqlalchemy import JSON, Column, Index, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 Role = Literal["labeler", "admin"]
-ROLES: tuple[str, ...] = ("labeler", "admin")
+ROLES: tuple[str, ...] = ("labeler", "admin")  # people's roles; a judge's account has JUDGE_ROLE
+JUDGE_ROLE = "judge"
 FlagReason = Literal["nonsensical", "harmful", "factually_wrong", "off_topic", "other"]
 FLAG_REASONS: tuple[str, ...] = ("nonsensical", "harmful", "factually_wrong", "off_topic", "other")
 Split = Literal["train", "eval"]
@@ -291,3 +292,16 @@ class WorkerLease(SQLModel, table=True):
     holder: str = Field(max_length=128)
     expires_at: datetime
     renewed_at: datetime = Field(default_factory=utcnow)
+
+
+class Judge(SQLModel, table=True):
+    """A labeler account that is a program (its User has role `judge`): its kind and configuration
+    (labeler/store/judges.py). Fixed once made: changed rules make a new judge, so each of its rankings names the
+    rules that made it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", unique=True)
+    kind: str = Field(default="rules", max_length=16)  # rules
+    config: dict = _json({})  # rules: {"rules": the text an admin wrote}
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=utcnow)

@@ -12,7 +12,7 @@ import secrets
 
 from sqlmodel import Session, select
 
-from labeler.store.tables import ROLES, User, utcnow
+from labeler.store.tables import JUDGE_ROLE, ROLES, User, utcnow
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
@@ -74,12 +74,12 @@ def _dummy_hash() -> str:
 
 
 def authenticate(*, session: Session, name: str, password: str) -> User | None:
-    """The enabled user with this name and password, else None.
+    """The enabled person with this name and password, else None (a judge's account never logs in).
 
     Costs one scrypt whatever the outcome: an unknown or disabled name is checked against a dummy hash, so the
     answer's timing does not tell which names exist."""
     user = get_user(session=session, name=name)
-    usable = user is not None and not user.disabled
+    usable = user is not None and not user.disabled and user.role != JUDGE_ROLE
     matches = check_password(password, user.password_hash if usable and user else _dummy_hash())
     return user if usable and matches else None
 

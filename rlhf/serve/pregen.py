@@ -42,6 +42,7 @@ from labeler.records.reward_models import RewardRef, find_reward_model
 from labeler.records.workers import hold_worker_lease, holder_id, release_worker_lease
 from labeler.store.constitution import ConstitutionText, current_constitution, revision_share
 from labeler.store.db import read_session
+from labeler.store.judges import judge_waiting_sets
 from labeler.store.settings import Selection, get_setting, labels_needed, selection
 from labeler.store.store import CompletionIn, add_completion_set
 from models.generation import PolicyBackend, SamplingParams
@@ -89,6 +90,7 @@ class PregenConfig:
 @dataclass
 class PregenStatus:
     sets_written: int = 0
+    judged: int = 0  # rankings judges wrote (labeler/store/judges.py), abstentions included
     errors: int = 0
     last_error: str | None = None
     version: int | None = None
@@ -182,7 +184,9 @@ class PregenWorker:
         return reward
 
     def step(self) -> int:
-        """Top the current version's buffer up by at most one batch; returns sets written."""
+        """Let the judges rank the sets waiting for them, then top the current version's buffer up by at most
+        one batch; returns sets written."""
+        self.status.judged += judge_waiting_sets(self.engine)
         plan = self.plan()
         if plan is None:
             return 0

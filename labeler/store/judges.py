@@ -1,0 +1,189 @@
+"""Judges: labeler accounts that are programs. A rule judge ranks each generated set by the checks an admin wrote
+(labeler/labels/rules.py) and stores its ranking like a labeler's, under its own account (role `judge`), so every
+reader of rankings sees who ranked what. A judge never leases a set, never logs in, spends no human minutes and
+does not count toward a set's labels needed: humans label as they would without it. Where none of its checks
+applies it abstains (stored as its skip, so it does not look at the set again).
+
+    rankloop judge add house-style --rules rules.txt
+    rankloop judge list
+    rankloop judge run            # label every waiting set now (the generator also does it as it goes)
+    rankloop judge disable house-style
+
+Judging reads in one short transaction, ranks outside any, and writes each set's ranking in its own.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from labeler.labels.instructions import Instruction
+from labeler.labels.rules import Rule, parse_rules, rank_by_rules
+from labeler.store.db import read_session
+from labeler.store.tables import JUDGE_ROLE, Completion, CompletionSet, Judge, Prompt, Ranking, User, id_of
+from labeler.store.users import UserError, get_user, hash_password
+
+JUDGE_KINDS = ("rules",)
+BATCH = 64  # sets a judge ranks per pass
+
+
+@dataclass(frozen=True)
+class JudgeRow:
+    name: str
+    kind: str
+    disabled: bool
+    checks: list[str]  # its rules, as written back
+    ranked: int  # sets it ranked
+    abstained: int  # sets where none of its checks applied
+    created_by: str
+
+
+@dataclass(frozen=True)
+class _Work:
+    judge_user_id: int
+    rules: list[Rule]
+    set_id: int
+    completion_ids: list[int]
+    texts: list[str]
+    instructions: list[Instruction]
+
+
+def add_judge(*, session: Session, name: str, kind: str, config: dict, created_by: str = "") -> Judge:
+    """A new judge account; UserError for a taken name or an unknown kind, RulesError for rules it cannot read."""
+    name = name.strip()
+    if not name or len(name) > 64:
+        raise UserError("a judge's name has 1-64 characters")
+    if kind not in JUDGE_KINDS:
+        raise UserError(f"unknown judge kind {kind!r}; use one of {', '.join(JUDGE_KINDS)}")
+    rules_text = str(config.get("rules", ""))
+    parse_rules(rules_text, where=f"judge {name!r}'s rules")
+    unusable = hash_password(secrets.token_urlsafe(32))  # no one knows it; log-in refuses judges anyway
+    if get_user(session=session, name=name) is not None:
+        raise UserError(f"user {name!r} already exists")
+    user = User(name=name, password_hash=unusable, role=JUDGE_ROLE)
+    session.add(user)
+    session.flush()
+    judge = Judge(user_id=id_of(user), kind=kind, config={"rules": rules_text}, created_by=created_by)
+    session.add(judge)
+    session.commit()
+    session.refresh(judge)
+    return judge
+
+
+def set_judge_disabled(*, session: Session, name: str, disabled: bool) -> None:
+    user = get_user(session=session, name=name)
+    if user is None or user.role != JUDGE_ROLE:
+        raise UserError(f"no judge named {name!r}")
+    user.disabled = disabled
+    session.add(user)
+    session.commit()
+
+
+def list_judges(*, session: Session) -> list[JudgeRow]:
+    """Every judge with its checks and how many sets it ranked and abstained on."""
+    counted = session.exec(
+        select(Ranking.user_id, Ranking.skipped, func.count())
+        .join(Judge, col(Judge.user_id) == col(Ranking.user_id))
+        .group_by(col(Ranking.user_id), col(Ranking.skipped))
+    ).all()
+    counts = {(user_id, skipped): n for user_id, skipped, n in counted}
+    rows = session.exec(
+        select(Judge, User).join(User, col(User.id) == col(Judge.user_id)).order_by(col(Judge.id))
+    )
+    return [
+        JudgeRow(
+            name=user.name,
+            kind=judge.kind,
+            disabled=user.disabled,
+            checks=[rule.describe() for rule in parse_rules(judge.config.get("rules", ""))],
+            ranked=counts.get((user.id, False), 0),
+            abstained=counts.get((user.id, True), 0),
+            created_by=judge.created_by,
+        )
+        for judge, user in rows
+    ]
+
+
+def _waiting(session: Session, judge_user_id: int, limit: int) -> list[int]:
+    """The newest generated sets this judge has not ranked (nor abstained on)."""
+    done = select(Ranking.set_id).where(Ranking.user_id == judge_user_id)
+    ids = session.exec(
+        select(CompletionSet.id)
+        .where(CompletionSet.origin == "generated", col(CompletionSet.id).not_in(done))
+        .order_by(col(CompletionSet.id).desc())
+        .limit(limit)
+    ).all()
+    return [i for i in ids if i is not None]
+
+
+def _work(session: Session, limit: int) -> list[_Work]:
+    """What every enabled judge has to rank: each waiting set's answers (labelers' edits left out: they are
+    not shown to others) and its prompt's instructions."""
+    judges = session.exec(
+        select(Judge, User)
+        .join(User, col(User.id) == col(Judge.user_id))
+        .where(col(User.disabled).is_(False))
+    ).all()
+    out = []
+    for judge, user in judges:
+        rules = parse_rules(judge.config.get("rules", ""), where=f"judge {user.name!r}'s rules")
+        set_ids = _waiting(session, id_of(user), limit)
+        if not set_ids:
+            continue
+        answers = session.exec(
+            select(Completion.set_id, Completion.id, Completion.text)
+            .where(col(Completion.set_id).in_(set_ids), Completion.origin != "edit")
+            .order_by(col(Completion.id))
+        ).all()
+        prompts = dict(
+            session.exec(
+                select(CompletionSet.id, Prompt.instructions)
+                .join(Prompt, col(Prompt.id) == col(CompletionSet.prompt_id))
+                .where(col(CompletionSet.id).in_(set_ids))
+            ).all()
+        )
+        for set_id in set_ids:
+            mine = [(cid, text) for sid, cid, text in answers if sid == set_id and cid is not None]
+            if len(mine) >= 2:
+                kinds = [Instruction.from_dict(i) for i in prompts.get(set_id) or []]
+                out.append(
+                    _Work(id_of(user), rules, set_id, [c for c, _ in mine], [t for _, t in mine], kinds)
+                )
+    return out
+
+
+def _record(session: Session, work: _Work, ranks: dict[int, int] | None) -> bool:
+    """The judge's ranking of one set (its skip when it abstains), in one short transaction; False when it was
+    there already (another worker got to it first)."""
+    session.add(
+        Ranking(
+            set_id=work.set_id,
+            user_id=work.judge_user_id,
+            submission_id=f"judge-{work.judge_user_id}-{work.set_id}",
+            ranks={} if ranks is None else {str(work.completion_ids[p]): r for p, r in ranks.items()},
+            skipped=ranks is None,
+        )
+    )
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return False
+    return True
+
+
+def judge_waiting_sets(engine: Engine, *, limit: int = BATCH) -> int:
+    """Let every enabled judge rank up to `limit` waiting sets; returns the rankings written (abstentions too)."""
+    with read_session(engine) as session:
+        work = _work(session, limit)
+    verdicts = [(w, rank_by_rules(w.texts, w.rules, w.instructions)) for w in work]  # outside any transaction
+    written = 0
+    with Session(engine) as session:
+        for item, ranks in verdicts:
+            written += _record(session, item, ranks)
+    return written

@@ -1,0 +1,140 @@
+"""Judges as labelers (labeler/store/judges.py): a rule judge ranks waiting sets under its own account, abstains
+where no check applies, never leases, logs in or counts toward a set's labels, and is managed from the CLI."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session, col, select
+
+from app import main
+from labeler.io.instruction_prompts import add_instruction_prompts
+from labeler.labels.instructions import Instruction
+from labeler.labels.rules import RulesError
+from labeler.labels.stats import labeler_rows
+from labeler.store.db import make_engine
+from labeler.store.judges import add_judge, judge_waiting_sets, list_judges, set_judge_disabled
+from labeler.store.leasing import lease_next_set
+from labeler.store.store import CompletionIn, EditIn, RankingIn, add_completion_set, submit_ranking
+from labeler.store.tables import Completion, CompletionSet, Prompt, Ranking, id_of
+from labeler.store.users import UserError, authenticate
+from tests.labeler.helpers import make_sets, make_user, make_version
+
+SHORT = "fewer than 4 words\nmust not match: (?i)sorry"
+
+
+def rankings_of(session: Session, name: str) -> list[Ranking]:
+    from labeler.store.users import get_user
+
+    user = get_user(session=session, name=name)
+    assert user is not None
+    return list(session.exec(select(Ranking).where(Ranking.user_id == user.id).order_by(col(Ranking.set_id))))
+
+
+def test_a_rule_judge_ranks_every_waiting_set_once_beside_the_labelers(engine):
+    with Session(engine) as s:
+        version = make_version(s)
+        prompt = Prompt(messages=[{"role": "user", "content": "hi"}], content_hash="h")
+        s.add(prompt)
+        s.commit()
+        answers = ["Sorry, no.", "Hello there friend, how are you", "Hi!", "Hello."]
+        add_completion_set(session=s, prompt_id=id_of(prompt), completions=[CompletionIn(a) for a in answers], policy_version_id=version.id)  # fmt: skip
+        make_sets(s, 2, version_id=version.id)
+        add_judge(session=s, name="short", kind="rules", config={"rules": SHORT}, created_by="admin")
+        alice = make_user(s, "alice")
+    assert judge_waiting_sets(engine) == 3
+    assert judge_waiting_sets(engine) == 0  # each set once
+    with Session(engine) as s:
+        first = rankings_of(s, "short")[0]
+        ids = list(
+            s.exec(
+                select(Completion.id).where(Completion.set_id == first.set_id).order_by(col(Completion.id))
+            )
+        )
+        assert {int(k): v for k, v in first.ranks.items()} == {ids[0]: 2, ids[1]: 2, ids[2]: 1, ids[3]: 1}
+        assert first.seconds_spent is None and not first.skipped  # no human minutes
+        # the labelers still get every set: a judge's ranking is not one of a set's labels needed
+        assert all(cs.labels_done == 0 for cs in s.exec(select(CompletionSet)))
+        assert lease_next_set(session=s, user_id=id_of(alice)) is not None
+        [row] = list_judges(session=s)
+        assert (row.name, row.kind, row.ranked, row.abstained, row.disabled) == (
+            "short",
+            "rules",
+            3,
+            0,
+            False,
+        )
+        assert row.checks == ["fewer than 4 words", "must not match: (?i)sorry"]
+        roles = {r.name: r.role for r in labeler_rows(session=s)}
+        assert roles["short"] == "judge"  # marked as a judge where labelers are listed
+
+
+def test_a_judge_abstains_where_no_check_applies_and_skips_labelers_edits(engine):
+    from labeler.io.instruction_prompts import InstructionPrompt
+
+    with Session(engine) as s:
+        version = make_version(s)
+        asks = InstructionPrompt([{"role": "user", "content": "say hi in lowercase"}], [Instruction("lowercase")], "t", "train")  # fmt: skip
+        add_instruction_prompts(session=s, prompts=[asks], source="test")
+        with_asks, _ = add_completion_set(
+            session=s,
+            prompt_id=id_of(s.exec(select(Prompt).where(Prompt.source == "test")).one()),
+            completions=[CompletionIn("Hi"), CompletionIn("hi"), CompletionIn("HI")],
+            policy_version_id=version.id,
+        )
+        plain_id = id_of(make_sets(s, 1, version_id=version.id)[0])
+        asks_id = id_of(with_asks)
+        alice = make_user(s, "alice")
+        lease = lease_next_set(session=s, user_id=id_of(alice))
+        assert lease is not None and lease.set.id == asks_id
+        ids = sorted(id_of(c) for c in lease.completions)  # "Hi", "hi", "HI" (the page shows them shuffled)
+        ranking = RankingIn(asks_id, id_of(alice), "a1", ranks={ids[0]: 1, ids[1]: 2, ids[2]: 3}, edits=[EditIn(text="hello", source_id=ids[0])])  # fmt: skip
+        submit_ranking(session=s, ranking=ranking)
+        add_judge(session=s, name="asks", kind="rules", config={"rules": "instructions"})
+    assert judge_waiting_sets(engine) == 2
+    with Session(engine) as s:
+        by_set = {r.set_id: r for r in rankings_of(s, "asks")}
+        assert by_set[plain_id].skipped and by_set[plain_id].ranks == {}  # no instructions: abstained
+        ranks = {int(k): v for k, v in by_set[asks_id].ranks.items()}
+        assert ranks == {ids[0]: 2, ids[1]: 1, ids[2]: 2}  # the labeler's edit is not among them
+        [row] = list_judges(session=s)
+        assert (row.ranked, row.abstained) == (1, 1)
+
+
+def test_disabled_judges_rank_nothing_and_judges_never_log_in(engine):
+    with Session(engine) as s:
+        make_sets(s, 2, version_id=make_version(s).id)
+        add_judge(session=s, name="short", kind="rules", config={"rules": SHORT})
+        set_judge_disabled(session=s, name="short", disabled=True)
+    assert judge_waiting_sets(engine) == 0
+    with Session(engine) as s:
+        set_judge_disabled(session=s, name="short", disabled=False)
+        assert authenticate(session=s, name="short", password="anything at all") is None
+        with pytest.raises(UserError, match="no judge named 'alice'"):
+            make_user(s, "alice")
+            set_judge_disabled(session=s, name="alice", disabled=True)
+        with pytest.raises(UserError, match="user 'short' already exists"):
+            add_judge(session=s, name="short", kind="rules", config={"rules": SHORT})
+        with pytest.raises(RulesError, match="judge 'bad''s rules, line 1"):
+            add_judge(session=s, name="bad", kind="rules", config={"rules": "be nice"})
+        assert [r.name for r in list_judges(session=s)] == ["short"]  # nothing half-written
+    assert judge_waiting_sets(engine) == 2
+
+
+def test_the_judge_command_adds_lists_runs_and_disables(tmp_path, capsys):
+    home = str(tmp_path)
+    engine = make_engine(f"sqlite:///{tmp_path / 'rankloop.db'}")
+    with Session(engine) as s:
+        make_sets(s, 3, version_id=make_version(s).id)
+    rules = tmp_path / "rules.txt"
+    rules.write_text("# be brief\nfewer than 3 words\n", encoding="utf-8")
+    assert main(["judge", "add", "brief", "--rules", str(rules), "--home", home]) == 0
+    assert main(["judge", "run", "--home", home]) == 0
+    assert "judges wrote 3 rankings" in capsys.readouterr().out
+    assert main(["judge", "list", "--home", home]) == 0
+    listed = capsys.readouterr().out
+    assert "brief (rules, enabled): ranked 3, abstained 0" in listed and "- fewer than 3 words" in listed
+    assert main(["judge", "disable", "brief", "--home", home]) == 0
+    assert main(["judge", "list", "--home", home]) == 0 and "disabled" in capsys.readouterr().out
+    rules.write_text("shorter\n", encoding="utf-8")
+    assert main(["judge", "add", "vague", "--rules", str(rules), "--home", home]) == 1
+    assert "'shorter' is not a check" in capsys.readouterr().err
