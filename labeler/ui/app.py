@@ -17,6 +17,7 @@ from labeler.ui.admin_constitution import build_constitution_tab
 from labeler.ui.admin_dashboard import build_dashboard
 from labeler.ui.admin_data import build_data_tab, build_export_tab, build_users_tab
 from labeler.ui.admin_gold import build_gold_tab
+from labeler.ui.admin_judges import build_judges_tab
 from labeler.ui.admin_policies import build_policies_tab
 from labeler.ui.admin_selection import build_selection_tab
 from labeler.ui.admin_training import build_training_tab
@@ -45,6 +46,7 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
                         build_browse_tab,
                         build_data_tab,
                         build_constitution_tab,
+                        build_judges_tab,
                         build_users_tab,
                         build_gold_tab,
                         build_selection_tab,

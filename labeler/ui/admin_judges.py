@@ -1,0 +1,83 @@
+"""Admin "Judges" tab: add a rule judge (a name and its checks, one a line), see each judge's checks and how many
+sets it ranked and abstained on, and disable or enable one (labeler/store/judges.py). The generator lets enabled
+judges rank waiting sets as it goes. Every handler checks the admin role on the server."""
+
+from __future__ import annotations
+
+import gradio as gr
+from sqlmodel import Session
+
+from labeler.labels.rules import RulesError
+from labeler.store.judges import JudgeRow, add_judge, list_judges, set_judge_disabled
+from labeler.store.users import UserError
+from labeler.ui.deps import TabLoad, UIDeps, require_admin
+
+EXAMPLE = """# one check a line; each answer scores the checks it meets
+instructions
+must not match: (?i)as an ai
+fewer than 120 words"""
+COLUMNS = ["judge", "kind", "state", "checks", "sets ranked", "abstained", "added by"]
+
+
+def judge_table(engine) -> list[list]:
+    with Session(engine) as session:
+        rows = list_judges(session=session)
+    return [judge_row(r) for r in rows]
+
+
+def judge_row(r: JudgeRow) -> list:
+    state = "disabled" if r.disabled else "enabled"
+    return [r.name, r.kind, state, "; ".join(r.checks), r.ranked, r.abstained, r.created_by]
+
+
+def build_judges_tab(deps: UIDeps) -> TabLoad:
+    engine = deps.engine
+    with gr.Tab("Judges"):
+        gr.Markdown(
+            "A judge ranks sets beside the labelers, under its own name: a **rule judge** scores each answer by "
+            "the checks below that it meets and ranks the set by score (equal scores tied); it abstains where no "
+            "check applies. Checks: `must match: REGEX`, `must not match: REGEX`, `fewer than N words`, "
+            "`at least N words`, `starts with: TEXT`, `ends with: TEXT`, `all lowercase`, `all capitals`, "
+            "`instructions` (the prompt's verifiable instructions). A judge's checks are fixed once added: add "
+            "a new judge to change them. Judges never take a labeler's set and spend no human minutes."
+        )
+        with gr.Row():
+            name = gr.Textbox(label="Judge name", max_lines=1)
+            add = gr.Button("Add rule judge", scale=0)
+        rules = gr.Textbox(label="Checks, one a line", lines=6, value=EXAMPLE)
+        table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True)
+        with gr.Row():
+            pick = gr.Textbox(label="Judge", max_lines=1)
+            disable = gr.Button("Disable", scale=0)
+            enable = gr.Button("Enable", scale=0)
+        status = gr.Markdown(elem_id="judges-status")
+
+    def on_load(request: gr.Request):
+        require_admin(engine, request)
+        return judge_table(engine)
+
+    def on_add(request: gr.Request, judge: str, checks: str):
+        admin = require_admin(engine, request)
+        try:
+            with Session(engine) as session:
+                add_judge(session=session, name=judge or "", kind="rules", config={"rules": checks or ""}, created_by=admin.name)  # fmt: skip
+        except (UserError, RulesError) as exc:
+            raise gr.Error(f"Not added: {exc}") from exc
+        return f"Added rule judge **{judge.strip()}**; it ranks waiting sets as the generator runs.", judge_table(engine)  # fmt: skip
+
+    def switch(disabled: bool):
+        def handler(request: gr.Request, judge: str):
+            require_admin(engine, request)
+            try:
+                with Session(engine) as session:
+                    set_judge_disabled(session=session, name=(judge or "").strip(), disabled=disabled)
+            except UserError as exc:
+                raise gr.Error(str(exc)) from exc
+            return f"Judge **{judge.strip()}** {'disabled' if disabled else 'enabled'}.", judge_table(engine)
+
+        return handler
+
+    add.click(on_add, [name, rules], [status, table], api_name="admin_add_judge")
+    disable.click(switch(True), [pick], [status, table], api_name="admin_disable_judge")
+    enable.click(switch(False), [pick], [status, table], api_name="admin_enable_judge")
+    return TabLoad(on_load, [table])
