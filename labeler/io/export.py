@@ -30,6 +30,7 @@ from labeler.labels.dataset import (
 from labeler.labels.gold import fit_with_gold
 from labeler.labels.pairs import PairSettings
 from labeler.labels.stats import human_time
+from labeler.store.judges import judge_ids
 from labeler.store.tables import Assignment, Completion, CompletionSet, Prompt, Ranking, User, id_of
 from labeler.store.users import user_names
 
@@ -98,7 +99,7 @@ def _cost_lines(rounds: list[RoundCost]) -> list[str]:
     return [*lines, ""]
 
 
-def _arrow_table(records: list[PreferenceRecord], names: dict[int, str]):
+def _arrow_table(records: list[PreferenceRecord], names: dict[int, str], judges: set[int]):
     """Columns built directly (much faster than row dicts for hundreds of thousands of pairs)."""
     import pyarrow as pa
 
@@ -121,6 +122,9 @@ def _arrow_table(records: list[PreferenceRecord], names: dict[int, str]):
         "labelers": pa.array(
             [[names.get(u, str(u)) for u in r.labelers] for r in records], pa.list_(pa.string())
         ),
+        "judges": pa.array(
+            [[names.get(u, str(u)) for u in r.labelers if u in judges] for r in records], pa.list_(pa.string())
+        ),
         "consensus": pa.array([r.consensus for r in records], pa.string()),
         "weight": pa.array([r.weight for r in records], pa.float64()),
         "sampling": pa.array([as_json(r.sampling) for r in records], pa.string()),
@@ -132,13 +136,14 @@ def _arrow_table(records: list[PreferenceRecord], names: dict[int, str]):
 def _write_dataset(
     records: list[PreferenceRecord],
     names: dict[int, str],
+    judges: set[int],
     out: Path,
     fmt: ExportFormat,
     push_to_hub: str | None,
 ) -> list[Path]:
     from datasets import Dataset
 
-    data = Dataset(_arrow_table(records, names))
+    data = Dataset(_arrow_table(records, names, judges))
     out.mkdir(parents=True, exist_ok=True)
     path = _save(data, out, "preferences", fmt, folder="dataset")
     if push_to_hub:
@@ -194,6 +199,7 @@ def _card(result: ExportResult, fmt: str) -> str:
         "with `margin` (rank difference), `num_labelers`, `agreement` (winning share of votes, or under reliability",
         "weights the posterior that `chosen` wins), `policy_version`, `set_id`, `origin` (`generated` = ranked in",
         "rankloop, `imported` = imported pairs) and each pair's provenance: `labelers` (who ranked the set),",
+        "`judges` (those of them that are programs: rule judges, labeler/store/judges.py),",
         "`consensus` (`majority` or `reliability`), `weight` (1, or 2P - 1 under reliability weights), `sampling`",
         "(the generation settings, JSON) and `selection` (how the set was chosen for labeling, JSON).",
         "`chosen_origin` and `rejected_origin` say who wrote each answer: `generated` by the policy, `edit` by a",
@@ -246,7 +252,7 @@ def export_preferences(
     sets = [s for s in every if s.origin != "gold" and (origins is None or s.origin in origins)]
     records = preference_records(session=session, settings=settings, sets=sets, reliability=fit)
     best = best_answers(session=session, sets=sets)
-    names = user_names(session=session)
+    names, judges = user_names(session=session), judge_ids(session=session)
     cost = human_time(session=session, set_ids=[s.set_id for s in sets])
     result = ExportResult(
         paths=[],
@@ -261,7 +267,7 @@ def export_preferences(
     )
     _end_reads(session)
     out = Path(out)
-    result.paths = _write_dataset(records, names, out, fmt, push_to_hub)
+    result.paths = _write_dataset(records, names, judges, out, fmt, push_to_hub)
     result.paths.append(_write_sft(best, names, out, fmt))
     result.sft = len(best)
     (out / "README.md").write_text(_card(result, fmt))

@@ -75,6 +75,11 @@ def add_judge(*, session: Session, name: str, kind: str, config: dict, created_b
     return judge
 
 
+def judge_ids(*, session: Session) -> set[int]:
+    """The accounts that are judges (reports and exports mark them)."""
+    return {i for i in session.exec(select(User.id).where(User.role == JUDGE_ROLE)).all() if i is not None}
+
+
 def set_judge_disabled(*, session: Session, name: str, disabled: bool) -> None:
     user = get_user(session=session, name=name)
     if user is None or user.role != JUDGE_ROLE:

@@ -3,6 +3,8 @@ where no check applies, never leases, logs in or counts toward a set's labels, a
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlmodel import Session, col, select
 
@@ -126,13 +128,18 @@ def test_the_judge_command_adds_lists_runs_and_disables(tmp_path, capsys):
     with Session(engine) as s:
         make_sets(s, 3, version_id=make_version(s).id)
     rules = tmp_path / "rules.txt"
-    rules.write_text("# be brief\nfewer than 3 words\n", encoding="utf-8")
+    rules.write_text("# be brief\nfewer than 3 words\nends with: .1\n", encoding="utf-8")
     assert main(["judge", "add", "brief", "--rules", str(rules), "--home", home]) == 0
     assert main(["judge", "run", "--home", home]) == 0
     assert "judges wrote 3 rankings" in capsys.readouterr().out
     assert main(["judge", "list", "--home", home]) == 0
     listed = capsys.readouterr().out
     assert "brief (rules, enabled): ranked 3, abstained 0" in listed and "- fewer than 3 words" in listed
+    out = tmp_path / "export"
+    assert main(["export", "--format", "jsonl", "--out", str(out), "--home", home]) == 0
+    rows = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 3 and all(r["judges"] == ["brief"] == r["labelers"] for r in rows)
+    assert all(r["chosen"][0]["content"].endswith(".1") for r in rows)
     assert main(["judge", "disable", "brief", "--home", home]) == 0
     assert main(["judge", "list", "--home", home]) == 0 and "disabled" in capsys.readouterr().out
     rules.write_text("shorter\n", encoding="utf-8")
