@@ -140,7 +140,11 @@ def _judge(*, home: str, db: str | None, action: str, name: str | None, rules: s
         else:
             for row in list_judges(session=session):
                 state = "disabled" if row.disabled else "enabled"
-                print(f"{row.name} ({row.kind}, {state}): ranked {row.ranked}, abstained {row.abstained}")
+                agreement = "-" if row.agreement is None else f"{row.agreement:.0%} of {row.compared} pairs"
+                print(
+                    f"{row.name} ({row.kind}, {state}): ranked {row.ranked}, abstained {row.abstained}, "
+                    f"agreement with people {agreement}"
+                )
                 print("".join(f"  - {check}\n" for check in row.checks), end="")
     return 0
 

@@ -123,7 +123,8 @@ def _arrow_table(records: list[PreferenceRecord], names: dict[int, str], judges:
             [[names.get(u, str(u)) for u in r.labelers] for r in records], pa.list_(pa.string())
         ),
         "judges": pa.array(
-            [[names.get(u, str(u)) for u in r.labelers if u in judges] for r in records], pa.list_(pa.string())
+            [[names.get(u, str(u)) for u in r.labelers if u in judges] for r in records],
+            pa.list_(pa.string()),
         ),
         "consensus": pa.array([r.consensus for r in records], pa.string()),
         "weight": pa.array([r.weight for r in records], pa.float64()),

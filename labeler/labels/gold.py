@@ -24,6 +24,7 @@ from labeler.labels.consensus import consensus_order, kendall_tau_b
 from labeler.labels.dataset import SetRankings, load_set_rankings
 from labeler.labels.pairs import FlagMode, RankingView
 from labeler.labels.reliability import Comparison, Reliability, fit_reliability, votes_from_sets
+from labeler.store.judges import judge_ids
 from labeler.store.store import CompletionIn, add_completion_set
 from labeler.store.tables import Completion, CompletionSet, id_of
 from labeler.store.users import user_names
@@ -213,9 +214,11 @@ def named_scores(*, session: Session) -> list[tuple[str, GoldScore]]:
 def fit_with_gold(
     *, session: Session, sets: Sequence[SetRankings], flagged: FlagMode = "drop"
 ) -> Reliability:
-    """The reliability model over every vote in `sets`, the gold sets' known orders clamped."""
+    """The reliability model over every vote in `sets`, the gold sets' known orders clamped, judges never read
+    reversed."""
     votes = votes_from_sets(((s.set_id, s.rankings) for s in sets), flagged)
-    return fit_reliability(votes, gold=gold_comparisons(gold_sets(session=session)))
+    judges = frozenset(judge_ids(session=session))
+    return fit_reliability(votes, gold=gold_comparisons(gold_sets(session=session)), judges=judges)
 
 
 def gold_comparisons(answers: dict[int, GoldAnswer]) -> dict[Comparison, bool]:

@@ -5,6 +5,7 @@ hidden true order; labeler k reports it correctly with probability `accuracy[k]`
 the posterior of every comparison's order given the votes (each vote weighs log(acc / (1 - acc)), so a labeler
 below 0.5 counts reversed and one at 0.5 not at all) and each labeler's accuracy given those posteriors (with one
 pseudo-vote each way). Comparisons with a known order (gold sets) are clamped to it, which anchors the scale.
+Judges (programs, labeler/store/judges.py) are never read reversed: one below chance counts for nothing.
 Everyone starts at `start` (> 0.5: labelers are assumed better than chance until the votes say otherwise).
 
     fit = fit_reliability(votes_from_sets(sets))
@@ -74,10 +75,15 @@ class Reliability:
     votes: dict[Labeler, int]
     iterations: int
     posteriors: dict[Comparison, float] = field(default_factory=dict)  # P(first wins) per comparison
+    judges: frozenset[Labeler] = frozenset()  # weighed 0 below chance, never reversed
 
     def weight(self, labeler: Labeler) -> float:
-        """The log-odds weight of one vote (negative: the labeler's votes count reversed); 0 if unknown."""
-        return _log_odds(self.accuracy[labeler]) if labeler in self.accuracy else 0.0
+        """The log-odds weight of one vote (negative: the labeler's votes count reversed; a judge's never goes
+        below 0); 0 if unknown."""
+        if labeler not in self.accuracy:
+            return 0.0
+        weight = _log_odds(self.accuracy[labeler])
+        return max(weight, 0.0) if labeler in self.judges else weight
 
     def posterior(self, votes: Iterable[Vote]) -> float:
         """P(first wins) for one comparison's votes under these accuracies (prior 0.5)."""
@@ -95,8 +101,10 @@ def fit_reliability(
     start: float = 0.7,
     iterations: int = 100,
     tolerance: float = 1e-6,
+    judges: frozenset[Labeler] = frozenset(),
 ) -> Reliability:
-    """EM for the one-coin model. `gold`: comparisons whose order is known (True: the first wins)."""
+    """EM for the one-coin model. `gold`: comparisons whose order is known (True: the first wins); `judges`: the
+    labelers that are programs, whose votes never count reversed."""
     gold = gold or {}
     grouped = by_comparison(votes)
     counts: dict[Labeler, int] = defaultdict(int)
@@ -106,7 +114,7 @@ def fit_reliability(
     posteriors: dict[Comparison, float] = {}
     done = 0
     for done in range(1, iterations + 1):
-        current = Reliability(accuracy, dict(counts), done)
+        current = Reliability(accuracy, dict(counts), done, judges=judges)
         posteriors = {
             c: (1.0 if gold[c] else 0.0) if c in gold else current.posterior(vs) for c, vs in grouped.items()
         }
@@ -120,7 +128,7 @@ def fit_reliability(
         accuracy = new
         if change < tolerance:
             break
-    return Reliability(accuracy, dict(counts), done, posteriors)
+    return Reliability(accuracy, dict(counts), done, posteriors, judges)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,19 @@ class JudgeRow:
     ranked: int  # sets it ranked
     abstained: int  # sets where none of its checks applied
     created_by: str
+    agreed: int = 0  # answer pairs a person ordered the same way as the judge (sets both ranked)
+    compared: int = 0  # answer pairs both the judge and a person ordered strictly
+
+    @property
+    def coverage(self) -> float | None:
+        """Share of the sets it looked at that it ranked rather than abstained on."""
+        seen = self.ranked + self.abstained
+        return self.ranked / seen if seen else None
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of the strict pairs it shares with people on which it agrees with them."""
+        return self.agreed / self.compared if self.compared else None
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,7 @@ def set_judge_disabled(*, session: Session, name: str, disabled: bool) -> None:
 
 
 def list_judges(*, session: Session) -> list[JudgeRow]:
-    """Every judge with its checks and how many sets it ranked and abstained on."""
+    """Every judge with its checks, how many sets it ranked and abstained on, and its agreement with people."""
     counted = session.exec(
         select(Ranking.user_id, Ranking.skipped, func.count())
         .join(Judge, col(Judge.user_id) == col(Ranking.user_id))
@@ -100,6 +113,7 @@ def list_judges(*, session: Session) -> list[JudgeRow]:
     rows = session.exec(
         select(Judge, User).join(User, col(User.id) == col(Judge.user_id)).order_by(col(Judge.id))
     )
+    shared = _agreement_with_people(session)
     return [
         JudgeRow(
             name=user.name,
@@ -109,9 +123,44 @@ def list_judges(*, session: Session) -> list[JudgeRow]:
             ranked=counts.get((user.id, False), 0),
             abstained=counts.get((user.id, True), 0),
             created_by=judge.created_by,
+            agreed=shared.get(id_of(user), (0, 0))[0],
+            compared=shared.get(id_of(user), (0, 0))[1],
         )
         for judge, user in rows
     ]
+
+
+def _agreement_with_people(session: Session) -> dict[int, tuple[int, int]]:
+    """{judge's user id: (pairs agreed, pairs compared)} over the sets a judge and a person both ranked: every
+    answer pair that both order strictly (a person's ties and flags cast no pair) counts once per person."""
+    judged = (
+        select(Ranking.set_id).join(User, col(User.id) == col(Ranking.user_id)).where(User.role == JUDGE_ROLE)
+    )
+    rows = session.exec(
+        select(Ranking.set_id, Ranking.user_id, Ranking.ranks, User.role)
+        .join(User, col(User.id) == col(Ranking.user_id))
+        .where(col(Ranking.set_id).in_(judged), col(Ranking.skipped).is_(False))
+    ).all()
+    by_set: dict[int, list[tuple[int, dict[str, int], bool]]] = {}
+    for set_id, user_id, ranks, role in rows:
+        if user_id is not None:
+            by_set.setdefault(set_id, []).append((user_id, dict(ranks or {}), role == JUDGE_ROLE))
+    out: dict[int, tuple[int, int]] = {}
+    for rankings in by_set.values():
+        people = [ranks for _, ranks, is_judge in rankings if not is_judge]
+        for judge_id, mine, is_judge in rankings:
+            if not is_judge:
+                continue
+            agreed, compared = out.get(judge_id, (0, 0))
+            for theirs in people:
+                both = sorted(set(mine) & set(theirs))
+                for i, a in enumerate(both):
+                    for b in both[i + 1 :]:
+                        if mine[a] != mine[b] and theirs[a] != theirs[b]:
+                            compared += 1
+                            agreed += (mine[a] < mine[b]) == (theirs[a] < theirs[b])
+            out[judge_id] = (agreed, compared)
+    return out
 
 
 def _waiting(session: Session, judge_user_id: int, limit: int) -> list[int]:

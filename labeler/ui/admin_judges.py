@@ -16,7 +16,7 @@ EXAMPLE = """# one check a line; each answer scores the checks it meets
 instructions
 must not match: (?i)as an ai
 fewer than 120 words"""
-COLUMNS = ["judge", "kind", "state", "checks", "sets ranked", "abstained", "added by"]
+COLUMNS = ["judge", "kind", "state", "checks", "sets ranked", "abstained", "coverage", "agreement with people", "added by"]  # fmt: skip
 
 
 def judge_table(engine) -> list[list]:
@@ -27,7 +27,19 @@ def judge_table(engine) -> list[list]:
 
 def judge_row(r: JudgeRow) -> list:
     state = "disabled" if r.disabled else "enabled"
-    return [r.name, r.kind, state, "; ".join(r.checks), r.ranked, r.abstained, r.created_by]
+    coverage = "" if r.coverage is None else f"{r.coverage:.0%}"
+    agreement = "no shared pairs yet" if r.agreement is None else f"{r.agreement:.0%} of {r.compared} pairs"
+    return [
+        r.name,
+        r.kind,
+        state,
+        "; ".join(r.checks),
+        r.ranked,
+        r.abstained,
+        coverage,
+        agreement,
+        r.created_by,
+    ]
 
 
 def build_judges_tab(deps: UIDeps) -> TabLoad:
@@ -39,7 +51,11 @@ def build_judges_tab(deps: UIDeps) -> TabLoad:
             "check applies. Checks: `must match: REGEX`, `must not match: REGEX`, `fewer than N words`, "
             "`at least N words`, `starts with: TEXT`, `ends with: TEXT`, `all lowercase`, `all capitals`, "
             "`instructions` (the prompt's verifiable instructions). A judge's checks are fixed once added: add "
-            "a new judge to change them. Judges never take a labeler's set and spend no human minutes."
+            "a new judge to change them. Judges never take a labeler's set and spend no human minutes. "
+            "*Coverage*: the share of the sets it looked at that it ranked; *agreement with people*: the share "
+            "of answer pairs that it and a person both ordered on which they agree. With reliability weights "
+            "(reward training, export), a judge weighs by its estimated accuracy, and one below chance counts for "
+            "nothing."
         )
         with gr.Row():
             name = gr.Textbox(label="Judge name", max_lines=1)

@@ -145,3 +145,31 @@ def test_the_judge_command_adds_lists_runs_and_disables(tmp_path, capsys):
     rules.write_text("shorter\n", encoding="utf-8")
     assert main(["judge", "add", "vague", "--rules", str(rules), "--home", home]) == 1
     assert "'shorter' is not a check" in capsys.readouterr().err
+
+
+def test_a_judges_agreement_with_people_and_a_judge_below_chance_counts_for_nothing(engine):
+    from labeler.labels.dataset import load_set_rankings
+    from labeler.labels.gold import fit_with_gold
+
+    with Session(engine) as s:
+        version = make_version(s)
+        sets = make_sets(s, 6, n=3, labels_needed=2, version_id=version.id)
+        set_ids = [id_of(x) for x in sets]
+        add_judge(session=s, name="longest", kind="rules", config={"rules": "ends with: .2"})
+        people = [id_of(make_user(s, name)) for name in ("alice", "bob")]
+        for person in people:
+            for _ in set_ids:
+                lease = lease_next_set(session=s, user_id=person)
+                assert lease is not None
+                ids = sorted(id_of(c) for c in lease.completions)  # answer i.0, i.1, i.2: people prefer .0
+                submit_ranking(session=s, ranking=RankingIn(id_of(lease.set), person, f"{person}-{id_of(lease.set)}", ranks={ids[0]: 1, ids[1]: 2, ids[2]: 3}))  # fmt: skip
+    assert judge_waiting_sets(engine) == 6
+    with Session(engine) as s:
+        [row] = list_judges(session=s)
+        # the judge puts .2 first and ties .0 with .1: its strict pairs (.2 over .0, .2 over .1) go against
+        # both people's, on every set
+        assert (row.agreed, row.compared, row.agreement, row.coverage) == (0, 24, 0.0, 1.0)
+        fit = fit_with_gold(session=s, sets=load_set_rankings(session=s))
+        judge = next(u for u in fit.accuracy if u not in people)
+        assert fit.accuracy[judge] < 0.5 and fit.weight(judge) == 0.0  # not read reversed
+        assert all(fit.weight(p) > 0 for p in people)
