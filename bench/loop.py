@@ -28,7 +28,10 @@ button; the SEED and RESULT lines give the edits made and the pass rates, v0 > l
 meets (lowercase, capitals, quotation, end phrase). Targets (issue 44): each of those >= 0.30, mean gain >= 0.20.
 `--revisions 0.25`: a quarter of new sets also get the policy's own critique-and-rewrite of one answer by the
 default constitution (rlhf/serve/revisions.py), shown blind; the SEED line gives the revisions made and the share
-of their rankings that put them first.
+of their rankings that put them first. `--judge rules --human-share 0.5`: the app's rule judge (its one check:
+the prompt's instructions) ranks every set the generator writes, and each simulated labeler ranks at most half a
+round's sets (the RESULT line counts `human_labels`). Target (issue 45): the mean gain at least that of all human
+labels without a judge, minus 0.02.
 
 Figures: docs/benchmarks.md; the recipes measured before the defaults changed: docs/bench-loop-history.md.
 
@@ -63,9 +66,10 @@ from labeler.labels.winrate import wilson_interval
 from labeler.records.policies import PolicyRef, current_policy, ensure_initial_policy, policy_by_version
 from labeler.store.constitution import set_revision_share
 from labeler.store.db import make_engine
+from labeler.store.judges import add_judge
 from labeler.store.settings import set_labels_needed
 from labeler.store.tables import Completion as StoredAnswer
-from labeler.store.tables import Prompt, Ranking, RewardModel
+from labeler.store.tables import Prompt, Ranking, RewardModel, User
 from models.divergence import answers_kl
 from models.embedded import home_sharing_cache
 from models.generation import Completion, SamplingParams
@@ -292,17 +296,24 @@ def gold_round(engine: Engine, home: str, url: str, reward_fn: RewardFn, fields:
 
 
 def run_round(
-    engine: Engine, home: str, url: str, worker: PregenWorker, labelers: list, fields: dict[str, Any]
+    engine: Engine,
+    home: str,
+    url: str,
+    worker: PregenWorker,
+    labelers: list,
+    fields: dict[str, Any],
+    per_labeler: int | None = None,
 ) -> dict:
-    """Generate the round's sets, let the simulated labelers rank them, then run the round (rlhf/train/round.py) at
-    its defaults but for `fields`: the gate included, so a refused version stays a candidate."""
+    """Generate the round's sets (the worker lets any judge rank them as it goes), let the simulated labelers rank
+    them (at most `per_labeler` each), then run the round (rlhf/train/round.py) at its defaults but for `fields`:
+    the gate included, so a refused version stays a candidate."""
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     while worker.step():
         pass
     seconds["generate"] = time.perf_counter() - t
     t = time.perf_counter()
-    label_waiting_sets(engine, labelers)
+    label_waiting_sets(engine, labelers, max_per_labeler=per_labeler)
     seconds["label"] = time.perf_counter() - t
     result = round_stage.run(round_stage.RoundConfig(home=home, db=url, **fields))
     seconds.update(result.stage_seconds)
@@ -354,6 +365,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="share of new sets that get the policy's revision of one answer by the default constitution "
         "(docs/constitution.md; the app's Admin > Constitution share)",
+    )
+    parser.add_argument(
+        "--judge",
+        choices=("none", "rules"),
+        default="none",
+        help="rules: a rule judge (the app's, labeler/store/judges.py) with the one check 'instructions' ranks "
+        "every set the generator writes, beside the simulated labelers",
+    )
+    parser.add_argument(
+        "--human-share",
+        type=float,
+        default=1.0,
+        help="share of a round's sets each simulated labeler ranks (the rest wait in the queue, oldest first)",
     )
     parser.add_argument(
         "--edits",
@@ -429,9 +453,12 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         url = f"sqlite:///{Path(home) / 'loop.db'}"
         engine = make_engine(url)
         evals = seed_store(engine, args.preference, args.train_prompts, args.heldout_prompts)
-        if args.revisions:
-            with Session(engine) as s:
+        with Session(engine) as s:
+            if args.revisions:
                 set_revision_share(session=s, share=args.revisions)
+            if args.judge == "rules":
+                add_judge(session=s, name="rules", kind="rules", config={"rules": "instructions"})
+        per_labeler = None if args.human_share >= 1 else round(args.human_share * args.sets)
         base, tokenizer = load_base("default", home=Path(home))
         pool = PolicyPool(base, tokenizer)
         sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.8, seed=seed)
@@ -451,7 +478,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             if gold is not None:
                 done = gold_round(engine, home, url, gold, fields)
             else:
-                done = run_round(engine, home, url, worker, labelers, fields)
+                done = run_round(engine, home, url, worker, labelers, fields, per_labeler)
             t = time.perf_counter()
             answers = answers_of(pool, done["policy"], evals, args.eval_samples, args.max_new_tokens)
             last_eval = judged(answers, evals, judge)
@@ -461,6 +488,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             print(json.dumps(row), flush=True)
         with Session(engine) as s:
             edits_made = len(s.exec(select(StoredAnswer).where(StoredAnswer.origin == "edit")).all())
+            human_labels = len(s.exec(select(Ranking.id).join(User).where(User.role != "judge")).all())
             revisions = revisions_ranked(s)
     print(f"seed {seed}, per-instruction pass rate (v0 -> last):")
     for kind in sorted(set(v0_eval["per_kind"]) | set(last_eval["per_kind"])):
@@ -478,6 +506,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "switched": sum(bool(r["switched"]) for r in rows),
         "minutes": round((time.perf_counter() - start) / 60, 1),
         "edits": edits_made,
+        "human_labels": human_labels,
         "revisions": revisions[0],
         "revisions_first": revisions[1],
         **{
@@ -546,7 +575,9 @@ def main(argv: list[str] | None = None) -> None:
         f"kl_max={max(s['kl_heldout_max'] for s in seeds):.3f} "
         f"minutes_per_seed={statistics.fmean(s['minutes'] for s in seeds):.1f} optimizer={config.optimizer} "
         f"switched={sum(s['switched'] for s in seeds)}/{args.rounds * len(seeds)} preference={args.preference} "
-        f"reward={args.reward} sets={args.sets} rounds={args.rounds} edits={args.edits:g} "
+        f"reward={args.reward} sets={args.sets} rounds={args.rounds} judge={args.judge} "
+        f"human_share={args.human_share:g} human_labels={'/'.join(str(s['human_labels']) for s in seeds)} "
+        f"edits={args.edits:g} "
         f"edits_made={sum(s['edits'] for s in seeds)} revisions={args.revisions:g} "
         f"revisions_made={sum(s['revisions'] for s in seeds)} "
         f"revisions_first={'/'.join(s['revisions_first'] for s in seeds)} "
