@@ -26,8 +26,8 @@ from rlhf.train.configs import ROUND_EXPOSES, PPOConfig, job_config
 
 # seconds per unit of work on a 2-core CPU: bench/loop.py's first round (SFT: 51 s for 40 answers x 2 epochs x 384
 # tokens; reward: 572 s for 58 sets x 1 epoch x 256 tokens; PPO: 762 s for 12 steps x 8 prompts x 72 tokens x 3
-# passes; DPO's set trainer: 203 s for 64 sets x 1 epoch x 384 tokens, where trl's DPOTrainer took 932 s: TRL_DPO_PASSES times the work; KL budget: 107 s for 2
-# measures x 32 prompts x 2 answers x 72 tokens)
+# passes; DPO's set trainer: 203 s for 64 sets x 1 epoch x 384 tokens, where trl's DPOTrainer took 932 s:
+# TRL_DPO_PASSES times the work; KL budget: 107 s for 2 measures x 32 prompts x 2 answers x 72 tokens)
 CPU_RATES = {"sft": 0.0017, "reward": 0.0385, "ppo": 0.0367, "dpo": 0.0083, "kl_budget": 0.0116}
 TRL_DPO_PASSES = 4.5  # trl runs each answer once per pair it is in (a set of 4: up to 6 pairs, 12 sequences)
 BUDGET_MEASURES = 3  # a budget fit's measures before it runs (1 when the version fits, 2-5 when it is scaled)
