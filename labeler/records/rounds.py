@@ -34,6 +34,7 @@ class StagePrompts:
     train: list[list[dict]]
     samples: list[list[dict]]  # fixed eval prompts answered before and after the round
     train_instructions: list[list[dict]] = field(default_factory=list)  # each train prompt's ([] for none)
+    sample_instructions: list[list[dict]] = field(default_factory=list)  # each sample prompt's ([] for none)
 
 
 @dataclass(frozen=True)
@@ -105,12 +106,13 @@ def stage_prompts(*, session: Session, sample_count: int) -> StagePrompts:
     ).all()
     train = [list(m) for m, split, _ in prompts if split == "train"]
     rules = [list(r or []) for _, split, r in prompts if split == "train"]
-    evals = [list(m) for m, split, _ in prompts if split == "eval"] or train
+    evals = [(list(m), list(r or [])) for m, split, r in prompts if split == "eval"]
+    evals = (evals or list(zip(train, rules, strict=True)))[:sample_count]
     if not train:
         raise ValueError(
             "no train-split prompts in the store: import some with `rankloop import prompts FILE`"
         )
-    return StagePrompts(train, evals[:sample_count], rules)
+    return StagePrompts(train, [m for m, _ in evals], rules, [r for _, r in evals])
 
 
 def finish_round(*, session: Session, lineage: RoundLineage, new: PolicyVersion, gate: dict) -> int:

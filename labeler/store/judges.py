@@ -88,6 +88,17 @@ def add_judge(*, session: Session, name: str, kind: str, config: dict, created_b
     return judge
 
 
+def judge_rules(*, session: Session, name: str) -> list[Rule]:
+    """The checks of the rule judge `name` (a rules reward for PPO); ValueError naming the judges there are."""
+    found = session.exec(
+        select(Judge).join(User, col(User.id) == col(Judge.user_id)).where(User.name == name)
+    ).first()
+    if found is None or found.kind != "rules":
+        known = ", ".join(r.name for r in list_judges(session=session) if r.kind == "rules") or "none yet"
+        raise ValueError(f"no rule judge named {name!r} (rule judges: {known}; add one in Admin > Judges)")
+    return parse_rules(found.config.get("rules", ""), where=f"judge {name!r}'s rules")
+
+
 def judge_ids(*, session: Session) -> set[int]:
     """The accounts that are judges (reports and exports mark them)."""
     return {i for i in session.exec(select(User.id).where(User.role == JUDGE_ROLE)).all() if i is not None}

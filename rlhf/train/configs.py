@@ -79,6 +79,7 @@ RANGES: dict[str, Range] = {
     "kl_weight": Range(0),
     "label_smoothing": Range(0, 0.49),
     "length_weight": Range(0),
+    "rules_weight": Range(0, low_open=True),
     "kl_budget": Range(0, low_open=True),
     "kl_budget_prompts": Range(1, 1000),
     "kl_budget_samples": Range(1, 64),
@@ -322,6 +323,22 @@ class PPOConfig:
     reward_model: str | None = field(
         default=None, metadata={"help": "reward model name (default: the newest)"}
     )
+    reward_source: Literal["model", "rules", "model+rules"] = field(
+        default="model",
+        metadata={
+            "help": "what scores each answer: the reward model; a rule judge's checks met (rules_judge), no reward "
+            "model needed; or the reward model plus rules_weight x the checks met"
+        },
+    )
+    rules_judge: str | None = field(
+        default=None,
+        metadata={
+            "help": "with reward_source rules: the rule judge whose checks score answers (Admin > Judges)"
+        },
+    )
+    rules_weight: float = field(
+        default=1.0, metadata={"help": "with reward_source model+rules: the weight of one check met"}
+    )
     steps: int = field(default=16, metadata={"help": "PPO iterations (rollout + update)"})
     batch_prompts: int = field(default=8, metadata={"help": "prompts per rollout, over all processes"})
     minibatch: int = field(default=4, metadata={"help": "sequences per gradient step, over all processes"})
@@ -412,6 +429,12 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.reward_source != "model" and not self.rules_judge:
+            raise ValueError(f"reward_source={self.reward_source} needs rules_judge: a rule judge's name")
+
+    @property
+    def uses_reward_model(self) -> bool:
+        return self.reward_source != "rules"
 
     @property
     def answers_per_prompt(self) -> int:
@@ -596,7 +619,7 @@ class SFTConfig:
 # round answers 16 held-out prompts before and after, which its reward model scores for the gate.
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
-    "ppo": (PPOConfig, {"steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None, "sample_prompts": 16}),
+    "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None, "sample_prompts": 16}),
     "sft": (SFTConfig, {"epochs": None, "learning_rate": None}),
     "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": 0.25, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "max_new_tokens": 72}),
 }  # fmt: skip
@@ -651,6 +674,8 @@ class RoundConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self)
+        if self.optimizer == "ppo":  # the stage's own cross-field checks (a rules reward names its judge)
+            PPOConfig(**self.stage_settings("ppo"))
 
     def stage_settings(self, stage: str) -> dict[str, Any]:
         """The values this round sets for one stage (`reward`, `ppo` or `dpo`), by the stage's field names."""

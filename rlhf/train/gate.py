@@ -14,6 +14,9 @@ Checks:
 - KL from v0 within the round's budget, where one is set (the budget fit's own measure).
 - where the round measured them: the newest reward model's mean score of the new version's answers to held-out
   prompts against the parent's (paired; the new one must not be worse beyond its interval).
+- with a rule judge in PPO's reward: the checks met by both versions' answers to the held-out prompts, paired. As
+  the whole reward (reward_source rules) it stands in for the accuracy: the new version must show a gain (the
+  interval of the difference above 0) to pass; beside a reward model it must not be worse.
 """
 
 from __future__ import annotations
@@ -122,6 +125,31 @@ def score_check(new: Sequence[float], parent: Sequence[float], reward_model: str
     )
 
 
+def rules_check(rules: dict) -> Check:
+    """A rule judge's checks met by the new version's held-out answers against the parent's (paired). As the whole
+    reward (`alone`) it must show a gain; else it must not be worse."""
+    new, parent, alone = (
+        list(rules.get("new") or []),
+        list(rules.get("parent") or []),
+        bool(rules.get("alone")),
+    )
+    name = f"rule judge {rules.get('judge')} checks met vs parent"
+    kind: Literal["accuracy", "score"] = "accuracy" if alone else "score"
+    if len(new) < 2 or len(new) != len(parent):
+        return Check(name, "not measured", "fewer than 2 held-out answers checked (no eval prompts)", kind)
+    diffs = [a - b for a, b in zip(new, parent, strict=True)]
+    mean, half = statistics.fmean(diffs), 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    line = (
+        f"{statistics.fmean(new):.2f} vs {statistics.fmean(parent):.2f} on {len(diffs)} held-out answers "
+        f"(difference {mean:+.2f}, 95% {mean - half:+.2f} to {mean + half:+.2f})"
+    )
+    if mean + half < 0:
+        return Check(name, "fail", line + ": worse than the parent", kind)
+    if alone and mean - half <= 0:
+        return Check(name, "not measured", line + ": no gain shown", kind)
+    return Check(name, "pass", line, kind)
+
+
 def decide(checks: list[Check], switch: Switch) -> Verdict:
     """Fail if any check failed; not evaluated if the accuracy had too few pairs; else pass. Switches with
     switch=auto always, with gate on a pass only, with manual never."""
@@ -143,12 +171,17 @@ def judge(
     kl_fit: dict | None,
     switch: Switch = "gate",
     scores: tuple[Sequence[float], Sequence[float], str | None] | None = None,
+    rules: dict | None = None,
 ) -> Verdict:
     """The verdict on a round from its recorded figures: `final` the optimiser's last metrics (DPO's carry
     heldout_accuracy/heldout_pairs), `reward` the PPO round's reward model's facts (a model evaluated on its
     training sets has no held-out accuracy), `kl_fit` the budget fit, `scores`
-    (new, parent, reward model name) where the round scored both versions' held-out answers."""
-    if optimizer == "dpo":
+    (new, parent, reward model name) where the round scored both versions' held-out answers, `rules` a rule judge's
+    checks met by both (PPO's `rules_scores`), which replaces the reward model's accuracy when it is the whole
+    reward."""
+    if rules and rules.get("alone"):
+        check = rules_check(rules)
+    elif optimizer == "dpo":
         accuracy = final.get("heldout_accuracy")
         check = accuracy_check(accuracy, int(final.get("heldout_pairs") or 0), "DPO's implicit reward")
     else:
@@ -157,4 +190,6 @@ def judge(
     checks = [check, kl_check(kl_fit)]
     if scores is not None:
         checks.append(score_check(*scores))
+    if rules and not rules.get("alone"):
+        checks.append(rules_check(rules))
     return decide(checks, switch)

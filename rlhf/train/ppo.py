@@ -1,6 +1,8 @@
-"""PPO stage: update the current policy version with LoRA against a reward model, on one shared base.
+"""PPO stage: update the current policy version with LoRA against a reward model, a rule judge's checks, or both,
+on one shared base.
 
     rankloop ppo [--steps 20] [--batch_prompts 8] [--kl_coef 0.05] [--reward_model r3] ...
+    rankloop ppo --reward_source rules --rules_judge house-style     # a rule judge's checks met as the reward
     python -m rlhf.train.ppo --home runs          # the same; also runs under `accelerate launch`
 
 Each step: rollout (sample responses from the policy), scoring (reward model at the last real token; per-token
@@ -34,6 +36,7 @@ from rlhf.train.policy_stage import budget_start, keep_within_budget, read_input
 from rlhf.train.ppo_model import POLICY, SharedModel, build_shared, reward_scores, save_policy
 from rlhf.train.ppo_step import Rollout, StepStats, ppo_update, rollout, score_rollout
 from rlhf.train.progress import ConsoleReporter, Reporter
+from rlhf.train.rules_reward import RulesTerm, load_rules_term
 from rlhf.train.scoring import encode, render_dialogue
 
 logger = logging.getLogger(__name__)
@@ -62,9 +65,11 @@ def train(
     reward_fn: RewardFn,
     start_coef: float | None = None,
     gold: Gold | None = None,
+    rules: RulesTerm | None = None,
 ) -> tuple[list[dict], OveroptimisationMonitor | None]:
     """The PPO loop; returns one metrics dict per step, and the over-optimisation monitor when a gold judge
-    (`gold`: the judge and each train prompt's instructions) scored the rollouts.
+    (`gold`: the judge and each train prompt's instructions) scored the rollouts. `rules`: a rule judge's checks
+    met, times its weight, added to each answer's reward (the `rules` figure: their mean per answer).
 
     `batch_prompts` and `minibatch` are global: under N processes (`accelerate launch`, torchrun) each draws
     the same batch of prompts and rolls out its 1/N share, advantages are whitened over the whole batch, the
@@ -103,8 +108,12 @@ def train(
         picks = [rng.randrange(len(prompts)) for _ in range(config.batch_prompts)][share]
         picks = [i for i in picks for _ in range(per_prompt)]  # a prompt's group stays together
         ro = rollout(shared.model, tokenizer, [prompts[i] for i in picks], local)
-        scored = score_rollout(shared, ro, reward_fn(shared, ro), kl_ctl.value, local, total)
+        scores = reward_fn(shared, ro)
         judged = {"gold": gold_mean(gold.judge, ro, [gold.instructions[i] for i in picks])} if gold else {}
+        if rules is not None:
+            met = rules.scores(tokenizer, ro, picks)
+            scores, judged["rules"] = scores + rules.weight * met, float(met.mean())
+        scored = score_rollout(shared, ro, scores, kl_ctl.value, local, total)
         stats: StepStats = ppo_update(shared, module, optimizer, accelerator, ro, scored, local, params)
         figures = mean_over_processes(accelerator, {**scored.metrics(), **judged, **stats.metrics()})
         kl_ctl.update(figures["kl"], episodes)
@@ -155,6 +164,11 @@ def reward_model_fn(shared: SharedModel, ro: Rollout) -> torch.Tensor:
     return reward_scores(shared, ro.input_ids, ro.attention_mask)
 
 
+def no_reward_model(shared: SharedModel, ro: Rollout) -> torch.Tensor:
+    """0 for every answer: with reward_source=rules the judge's checks are the whole reward."""
+    return torch.zeros(ro.input_ids.shape[0], device=ro.input_ids.device)
+
+
 def sample_scores(shared: SharedModel, tokenizer, answers: list[dict]) -> list[float]:
     """The reward model's scores of greedy answers to the eval prompts (`samples`): the gate compares the
     parent's (before training) with the new version's (after); [] without a reward model."""
@@ -164,6 +178,19 @@ def sample_scores(shared: SharedModel, tokenizer, answers: list[dict]) -> list[f
     batch = encode(tokenizer, texts, 1024, shared.model.device)
     with torch.no_grad():
         return reward_scores(shared, batch["input_ids"], batch["attention_mask"]).float().tolist()
+
+
+def rules_sample_scores(
+    rules: RulesTerm, before: list[dict], after: list[dict], instructions: list[list[dict]], alone: bool
+) -> dict:
+    """The rule judge's checks met by the parent's and the new version's answers to the sample prompts: what the
+    round's gate compares for a rules reward."""
+    return {
+        "parent": rules.sample_scores(before, instructions),
+        "new": rules.sample_scores(after, instructions),
+        "judge": rules.judge,
+        "alone": alone,  # the whole reward: the gate asks it to show a gain
+    }
 
 
 def run(
@@ -178,6 +205,8 @@ def run(
     torch.manual_seed(config.seed)
     start = time.perf_counter()
     engine = make_engine(config.db or default_url(Path(config.home)))
+    if reward_fn is None and not config.uses_reward_model:
+        reward_fn = no_reward_model
     inputs = read_inputs(
         engine,
         sample_count=config.sample_prompts,
@@ -185,6 +214,7 @@ def run(
         reward_model=config.reward_model,
         parent_version=config.parent_version,
     )
+    rules = load_rules_term(engine, config, inputs.prompts.train_instructions)
     base, tokenizer = load_base(inputs.parent.base_model, home=Path(config.home), device=config.device)
     shared = build_shared(
         base,
@@ -215,11 +245,16 @@ def run(
         reward_fn or reward_model_fn,
         start_coef,
         gold,
+        rules,
     )
     budget = keep_within_budget(shared.model, tokenizer, inputs.prompts.train, config, reporter, anchor)
     reporter.start(1, "ppo samples and saving")
     after = samples(shared.model, tokenizer, inputs.prompts.samples, config.max_new_tokens)
     summary = {k: v for k, v in history[-1].items() if isinstance(v, float | int)} if history else {}
+    alone, sample_rules = config.reward_source == "rules", inputs.prompts.sample_instructions
+    checked = (
+        {"rules_scores": rules_sample_scores(rules, before, after, sample_rules, alone)} if rules else {}
+    )
     metrics = {
         "final": summary,
         "sample_scores": {  # held-out prompts' greedy answers, scored by the reward model: the round's gate
@@ -227,6 +262,7 @@ def run(
             "new": sample_scores(shared, tokenizer, after),
             "reward_model": inputs.reward.name if inputs.reward and reward_fn is None else None,
         },
+        **checked,
         "history": history,
         "samples_before": before,
         "samples_after": after,

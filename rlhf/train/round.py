@@ -73,7 +73,11 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     common["parent_version"] = tuned.version if tuned else None
     if tuned is not None:
         seconds["sft"], start = time.perf_counter() - start, time.perf_counter()
-    if config.optimizer == "ppo":
+    if config.optimizer == "ppo" and config.stage_settings("ppo")["reward_source"] == "rules":
+        pcfg = PPOConfig(make_current=False, **common, **config.stage_settings("ppo"))  # no reward model
+        result = ppo.run(pcfg, reporter=reporter, job_id=job_id)
+        seconds["ppo"] = time.perf_counter() - start
+    elif config.optimizer == "ppo":
         rcfg = RewardConfig(
             model=parent.base_model,
             include_imported=config.include_imported,
@@ -170,6 +174,7 @@ def judge_round(
         reward_ref = find_reward_model(session=session, name=reward_name) if reward_name else None
         registered = policy_by_version(session=session, version=result.version)
         scores = sample_scores(registered) if registered else None
+        rules = registered.metrics.get("rules_scores") if registered else None
     verdict = judge(
         optimizer=config.optimizer,
         final=result.metrics,
@@ -177,6 +182,7 @@ def judge_round(
         kl_fit=result.kl_budget,
         switch=config.switch,
         scores=scores,
+        rules=rules,
     )
     return verdict, reward_ref
 

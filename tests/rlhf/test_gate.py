@@ -61,3 +61,22 @@ def test_switch_auto_and_manual_override_the_decision_but_not_the_verdict():
     assert (auto.decision, auto.switched) == ("not evaluated", True)
     assert (manual.decision, manual.switched) == ("pass", False)
     assert manual.as_dict()["lines"][0] == "gate: pass; switch=manual: an admin decides"
+
+
+def test_a_rule_judge_as_the_whole_reward_must_show_a_gain_and_beside_a_model_must_not_be_worse():
+    ppo = {"optimizer": "ppo", "final": {}, "reward": None, "kl_fit": WITHIN}
+    gain = {"new": [2, 2, 3, 2, 3, 2], "parent": [1, 1, 1, 1, 2, 1], "judge": "style", "alone": True}
+    passed = judge(**ppo, rules=gain)
+    assert passed.decision == "pass" and passed.switched
+    assert any(
+        "[pass] rule judge style checks met vs parent: 2.33 vs 1.17" in line for line in passed.lines()
+    )
+    level = {**gain, "new": [1, 2, 1, 1, 2, 1]}  # no gain shown: no automatic switch
+    assert judge(**ppo, rules=level).decision == "not evaluated"
+    worse = {**gain, "new": [0, 0, 0, 0, 1, 0]}
+    assert judge(**ppo, rules=worse).decision == "fail"
+    # beside a reward model it must only not be worse; the reward model's accuracy still earns the switch
+    facts = RewardFacts(accuracy=0.8, heldout_pairs=MIN_PAIRS, heldout_sets=30)
+    beside = judge(**{**ppo, "reward": facts}, rules={**level, "alone": False})
+    assert beside.decision == "pass" and [c.kind for c in beside.checks] == ["accuracy", "kl", "score"]
+    assert judge(**{**ppo, "reward": facts}, rules={**worse, "alone": False}).decision == "fail"
