@@ -15,7 +15,7 @@ Judging reads in one short transaction, ranks outside any, and writes each set's
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
@@ -25,11 +25,42 @@ from sqlmodel import Session, col, select
 from labeler.labels.instructions import Instruction
 from labeler.labels.rules import Rule, parse_rules, rank_by_rules
 from labeler.store.db import read_session
-from labeler.store.tables import JUDGE_ROLE, Completion, CompletionSet, Judge, Prompt, Ranking, User, id_of
+from labeler.store.settings import get_setting, put_setting
+from labeler.store.tables import (
+    JUDGE_ROLE,
+    Assignment,
+    Completion,
+    CompletionSet,
+    Judge,
+    Prompt,
+    Ranking,
+    User,
+    id_of,
+)
 from labeler.store.users import UserError, get_user, hash_password
 
 JUDGE_KINDS = ("rules",)
 BATCH = 64  # sets a judge ranks per pass
+SUGGESTIONS = "suggestions"  # setting: {"judge": name or None, "share": share of leases shown the suggestion}
+
+
+@dataclass(frozen=True)
+class Suggestions:
+    judge: str | None = None  # the rule judge whose ranking the labeling page suggests; None: off
+    share: float = 0.5  # of leases where it ranked the set: the rest are held back, to measure anchoring
+
+
+@dataclass(frozen=True)
+class SuggestionStats:
+    shown: int  # rankings made with the suggestion on screen
+    accepted: int  # ... that equal it exactly
+    held_back: int  # rankings of sets the judge had ranked, made without seeing it
+    agreement_shown: float | None  # share of answer pairs ordered as the judge did, suggestion shown
+    agreement_held_back: float | None  # the same, held back: a gap between the two is anchoring
+
+    @property
+    def changed(self) -> int:
+        return self.shown - self.accepted
 
 
 @dataclass(frozen=True)
@@ -99,6 +130,91 @@ def judge_rules(*, session: Session, name: str) -> list[Rule]:
     return parse_rules(found.config.get("rules", ""), where=f"judge {name!r}'s rules")
 
 
+def suggestions(*, session: Session) -> Suggestions:
+    stored = get_setting(session=session, key=SUGGESTIONS, default=None)
+    return Suggestions(**stored) if isinstance(stored, dict) else Suggestions()
+
+
+def set_suggestions(*, session: Session, judge: str | None, share: float) -> Suggestions:
+    """Suggest `judge`'s ranking on the labeling page on `share` of the leases it could (None: off); ValueError
+    for a name that is not a rule judge or a share outside 0-1."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share = {share:g} is out of range: use 0-1")
+    if judge:
+        judge_rules(session=session, name=judge)
+    chosen = Suggestions(judge or None, share)
+    put_setting(session=session, key=SUGGESTIONS, value=asdict(chosen))
+    return chosen
+
+
+def suggestion_plan(session: Session) -> tuple[int, str, float] | None:
+    """(the suggesting judge's user id, its name, the share shown), read before a lease; None when off."""
+    chosen = suggestions(session=session)
+    if not chosen.judge:
+        return None
+    user = get_user(session=session, name=chosen.judge)
+    if user is None or user.disabled or user.id is None:
+        return None
+    return user.id, user.name, chosen.share
+
+
+def suggestion_for(session: Session, set_id: int, plan: tuple[int, str, float], draw: float) -> dict | None:
+    """The lease's suggestion record: the judge's ranking of the set, shown when `draw` < share (else held back
+    to measure anchoring); None when the judge has not ranked the set (or abstained)."""
+    judge_id, name, share = plan
+    ranks = session.exec(
+        select(Ranking.ranks).where(
+            Ranking.set_id == set_id, Ranking.user_id == judge_id, col(Ranking.skipped).is_(False)
+        )
+    ).first()
+    if not ranks:
+        return None
+    return {"judge": judge_id, "name": name, "shown": draw < share, "ranks": dict(ranks)}
+
+
+def suggestion_stats(*, session: Session) -> SuggestionStats:
+    """How labelers met the suggestions: accepted as they were, changed, and their agreement with the judge with
+    and without the suggestion on screen (a gap between the two is anchoring)."""
+    rows = session.exec(
+        select(Assignment.suggestion, Ranking.ranks)
+        .join(
+            Ranking,
+            (col(Ranking.set_id) == col(Assignment.set_id))
+            & (col(Ranking.user_id) == col(Assignment.user_id)),
+        )
+        .where(col(Assignment.suggestion).is_not(None), col(Ranking.skipped).is_(False))
+    ).all()
+    tally = {True: [0, 0], False: [0, 0]}  # shown: [pairs agreed, pairs compared]
+    shown = accepted = held = 0
+    for suggestion, ranks in rows:
+        if not suggestion:
+            continue
+        is_shown, theirs, mine = (
+            bool(suggestion.get("shown")),
+            dict(ranks or {}),
+            dict(suggestion.get("ranks") or {}),
+        )
+        shown, held = shown + is_shown, held + (not is_shown)
+        accepted += is_shown and theirs == mine
+        agreed, compared = pairs_agreeing(mine, theirs)
+        tally[is_shown][0] += agreed
+        tally[is_shown][1] += compared
+    share = {k: (a / c if c else None) for k, (a, c) in tally.items()}
+    return SuggestionStats(shown, accepted, held, share[True], share[False])
+
+
+def pairs_agreeing(mine: dict[str, int], theirs: dict[str, int]) -> tuple[int, int]:
+    """(pairs ordered the same way, pairs both order strictly) between two rankings of one set."""
+    both = sorted(set(mine) & set(theirs))
+    agreed = compared = 0
+    for i, a in enumerate(both):
+        for b in both[i + 1 :]:
+            if mine[a] != mine[b] and theirs[a] != theirs[b]:
+                compared += 1
+                agreed += (mine[a] < mine[b]) == (theirs[a] < theirs[b])
+    return agreed, compared
+
+
 def judge_ids(*, session: Session) -> set[int]:
     """The accounts that are judges (reports and exports mark them)."""
     return {i for i in session.exec(select(User.id).where(User.role == JUDGE_ROLE)).all() if i is not None}
@@ -164,12 +280,8 @@ def _agreement_with_people(session: Session) -> dict[int, tuple[int, int]]:
                 continue
             agreed, compared = out.get(judge_id, (0, 0))
             for theirs in people:
-                both = sorted(set(mine) & set(theirs))
-                for i, a in enumerate(both):
-                    for b in both[i + 1 :]:
-                        if mine[a] != mine[b] and theirs[a] != theirs[b]:
-                            compared += 1
-                            agreed += (mine[a] < mine[b]) == (theirs[a] < theirs[b])
+                more = pairs_agreeing(mine, theirs)
+                agreed, compared = agreed + more[0], compared + more[1]
             out[judge_id] = (agreed, compared)
     return out
 

@@ -33,6 +33,7 @@ from sqlmodel import Session, col, select
 
 from labeler.store.db import read_session
 from labeler.store.errors import LeaseGone
+from labeler.store.judges import suggestion_for, suggestion_plan
 from labeler.store.settings import gold_rate
 from labeler.store.tables import Assignment, Completion, CompletionSet, PolicyVersion, Prompt, utcnow
 
@@ -266,6 +267,7 @@ def lease_next_set(
             return _issue_token(session, open_lease.id)
         shortlist = _shortlist(reader, params)
         gold = _gold_draw(reader, user_id, seed) if shortlist else None
+        suggesting = suggestion_plan(reader) if shortlist else None
     if not shortlist:
         return None
     set_id = _claim(session, user_id, gold, now) if gold is not None else None
@@ -274,7 +276,9 @@ def lease_next_set(
         session.rollback()
         return None
     ids = list(session.connection().execute(_DISPLAY_IDS, {"set_id": set_id}).scalars())
-    random.Random(seed).shuffle(ids)
+    draws = random.Random(seed)
+    draws.shuffle(ids)
+    suggestion = suggestion_for(session, set_id, suggesting, draws.random()) if suggesting else None
     assignment = Assignment(
         set_id=set_id,
         user_id=user_id,
@@ -282,6 +286,7 @@ def lease_next_set(
         lease_expires_at=now + timedelta(seconds=lease_seconds),
         token=secrets.token_hex(16),
         guidelines_version=guidelines_version,
+        suggestion=suggestion,
     )
     session.add(assignment)
     try:

@@ -182,6 +182,10 @@ class Assignment(SQLModel, table=True):
     # submitted through it gets the submission id `lease:<token>`.
     token: str | None = Field(default=None, unique=True, index=True, max_length=64)
     guidelines_version: int | None = None  # the guidelines shown with the set, recorded at lease time
+    # A judge's ranking offered as a suggestion (labeler/store/judges.py): {"judge": user id, "name", "shown": bool,
+    # "ranks": {completion id: rank}} where the judge had ranked the set and suggestions were on; shown False is
+    # the share held back to measure anchoring. None: no suggestion was possible.
+    suggestion: dict | None = _json(None)
 
 
 class Ranking(SQLModel, table=True):

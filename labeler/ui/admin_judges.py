@@ -8,7 +8,15 @@ import gradio as gr
 from sqlmodel import Session
 
 from labeler.labels.rules import RulesError
-from labeler.store.judges import JudgeRow, add_judge, list_judges, set_judge_disabled
+from labeler.store.judges import (
+    JudgeRow,
+    add_judge,
+    list_judges,
+    set_judge_disabled,
+    set_suggestions,
+    suggestion_stats,
+    suggestions,
+)
 from labeler.store.users import UserError
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 
@@ -23,6 +31,20 @@ def judge_table(engine) -> list[list]:
     with Session(engine) as session:
         rows = list_judges(session=session)
     return [judge_row(r) for r in rows]
+
+
+def suggestion_text(engine) -> str:
+    """How labelers met the suggestions so far, in one paragraph."""
+    with Session(engine) as session:
+        st = suggestion_stats(session=session)
+    if not st.shown and not st.held_back:
+        return "No set ranked with a suggestion on screen, or held back, yet."
+    show = lambda x: "n/a" if x is None else f"{x:.0%}"  # noqa: E731
+    return (
+        f"Suggestions shown with {st.shown} rankings: {st.accepted} accepted as they were, {st.changed} changed. "
+        f"Agreement with the judge's order: {show(st.agreement_shown)} with the suggestion on screen, "
+        f"{show(st.agreement_held_back)} without ({st.held_back} rankings); a gap is anchoring."
+    )
 
 
 def judge_row(r: JudgeRow) -> list:
@@ -66,11 +88,41 @@ def build_judges_tab(deps: UIDeps) -> TabLoad:
             pick = gr.Textbox(label="Judge", max_lines=1)
             disable = gr.Button("Disable", scale=0)
             enable = gr.Button("Enable", scale=0)
+        gr.Markdown(
+            "**Suggestions on the labeling page**: where the judge below has ranked a set, the page shows its "
+            "order and labelers accept it with one key (A) or rank their own. The rest of those sets are shown "
+            "without it, so the page can tell whether suggestions move labels (anchoring)."
+        )
+        with gr.Row():
+            suggest_judge = gr.Textbox(label="Suggesting judge (empty: off)", max_lines=1)
+            suggest_share = gr.Slider(
+                0, 1, step=0.05, value=0.5, label="Share of those sets shown the suggestion"
+            )
+            save_suggest = gr.Button("Save suggestions", scale=0)
+        suggest_md = gr.Markdown(elem_id="suggestion-stats")
         status = gr.Markdown(elem_id="judges-status")
 
     def on_load(request: gr.Request):
         require_admin(engine, request)
-        return judge_table(engine)
+        with Session(engine) as session:
+            chosen = suggestions(session=session)
+        return judge_table(engine), chosen.judge or "", chosen.share, suggestion_text(engine)
+
+    def on_suggest(request: gr.Request, judge: str, share: float):
+        require_admin(engine, request)
+        try:
+            with Session(engine) as session:
+                chosen = set_suggestions(
+                    session=session, judge=(judge or "").strip() or None, share=float(share)
+                )
+        except ValueError as exc:
+            raise gr.Error(f"Not saved: {exc}") from exc
+        said = (
+            f"The labeling page suggests **{chosen.judge}**'s ranking on {chosen.share:.0%} of the sets it ranked."
+            if chosen.judge
+            else "Suggestions are off."
+        )
+        return said, suggestion_text(engine)
 
     def on_add(request: gr.Request, judge: str, checks: str):
         admin = require_admin(engine, request)
@@ -94,6 +146,9 @@ def build_judges_tab(deps: UIDeps) -> TabLoad:
         return handler
 
     add.click(on_add, [name, rules], [status, table], api_name="admin_add_judge")
+    save_suggest.click(
+        on_suggest, [suggest_judge, suggest_share], [status, suggest_md], api_name="admin_suggestions"
+    )
     disable.click(switch(True), [pick], [status, table], api_name="admin_disable_judge")
     enable.click(switch(False), [pick], [status, table], api_name="admin_enable_judge")
-    return TabLoad(on_load, [table])
+    return TabLoad(on_load, [table, suggest_judge, suggest_share, suggest_md])

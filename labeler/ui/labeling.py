@@ -51,6 +51,10 @@ class SetView:
     texts: list[str]  # the answers as HTML, in this labeler's order
     prompt_html: str
     sources: list[str] = field(default_factory=list)  # the answers' plain text, what an edit starts from
+    suggested: list[int | None] | None = (
+        None  # a judge's ranking by display position, when the page shows one
+    )
+    suggested_by: str | None = None  # that judge's name
 
 
 def next_view(engine: Engine, user_id: int, guidelines_version: int | None = None) -> SetView | None:
@@ -76,11 +80,15 @@ def answer_html(completion: Completion) -> str:
 
 def _view(leased: LeasedSet) -> SetView:
     assert leased.assignment.token is not None
+    offered = leased.assignment.suggestion or {}
+    shown = offered.get("ranks") if offered.get("shown") else None
     return SetView(
         token=leased.assignment.token,
         texts=[answer_html(c) for c in leased.completions],
         prompt_html=page(conversation_html(leased.prompt.messages)),
         sources=[c.text for c in leased.completions],
+        suggested=[shown.get(str(c.id)) for c in leased.completions] if shown else None,
+        suggested_by=str(offered.get("name") or "a judge") if shown else None,
     )
 
 
@@ -278,7 +286,13 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
         return {
             news_md: news_html(news),
             guide_md: page(content_html(news.current.text)) if news else gr.update(),
-            answers: ranker_value(view.token, view.texts, sources=view.sources)
+            answers: ranker_value(
+                view.token,
+                view.texts,
+                sources=view.sources,
+                suggested=view.suggested,
+                suggested_by=view.suggested_by,
+            )
             if view
             else ranker_value(None, None),
             progress: progress_text(engine, user_id, figures),

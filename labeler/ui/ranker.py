@@ -8,7 +8,8 @@ the browser). Each answer has a flag menu; a flagged answer is not ranked. A sum
 reads the order back ("2 > 1 = 4 > 3"). "Edit" on an answer opens its text to rewrite (the edit ranks just
 above that answer, labeler/store/store.py); "Write your own answer" adds one (with "none acceptable", the set's one
 good answer); what was typed is kept when the box loses focus, with the seconds spent in it. Enter submits and S skips (`#submit-btn`, `#skip-btn`, outside the
-widget); Enter never toggles a focused checkbox.
+widget); Enter never toggles a focused checkbox. Where a judge's ranking is suggested (Admin > Judges), a line shows
+its order and "Accept" (or A) makes it the labeler's, to submit or change.
 
 Its value is a JSON object, the same in both directions:
 
@@ -49,7 +50,11 @@ ${(value && value.answers && value.answers.length) ? `
     const order = levels.map(l => ranks.map((r, i) => r === l ? i + 1 : null).filter(x => x).join(' = ')).join(' &gt; ');
     const flagged = flags.map((f, i) => f ? `${i + 1} (${f.replace('_', ' ')})` : null).filter(x => x);
     const left = value.answers.length - ranks.filter(r => r != null).length - flagged.length;
-    return (order ? `<b>Your order:</b> <span class="rl-order">${order}</span>` : `Click the answers from best to worst (or press their numbers). Shift+click or <kbd>=</kbd> ties with the last one.`)
+    const said = value.suggested || [];
+    const hint = [...new Set(said.filter(r => r != null))].sort((a, b) => a - b).map(l => said.map((r, i) => r === l ? i + 1 : null).filter(x => x).join(' = ')).join(' &gt; ');
+    const who = String(value.suggested_by || 'a judge').replace(/[&<>"']/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
+    const suggestion = hint && !order ? `<div class="rl-suggested">Suggested by ${who}: <span class="rl-order">${hint}</span> <button type="button" class="rl-accept" title="take the suggested order as yours; change it after if you disagree">Accept (A)</button></div>` : '';
+    return suggestion + (order ? `<b>Your order:</b> <span class="rl-order">${order}</span>` : `Click the answers from best to worst (or press their numbers). Shift+click or <kbd>=</kbd> ties with the last one.`)
       + (flagged.length ? ` · <b>Flagged:</b> ${flagged.join(', ')}` : '')
       + (left > 0 && order ? ` · ${left} left` : '')
       + (order || flagged.length ? ` <button type="button" class="rl-clear">Clear</button>` : '')
@@ -137,6 +142,13 @@ function pick(i, tie) {
   }
   put(ranks, flags);
 }
+function accept() {  // the suggested order becomes the labeler's (flags cleared), to keep or change
+  const v = current();
+  if (!v.suggested || !v.suggested.some(r => r != null)) return;
+  const ranks = v.answers.map((_, i) => v.suggested[i] != null ? v.suggested[i] : null);
+  stack = levelsOf(ranks).flat();
+  put(ranks, v.answers.map(() => null));
+}
 function flag(i, reason) {
   const v = current();
   if (!(i >= 0 && i < v.answers.length)) return;
@@ -215,6 +227,7 @@ element.addEventListener('click', (e) => {
   if (closing) { closeEditor(closing); return; }  // from the keyboard
   if (t.closest('.rl-edit')) { openEditor(keyOf(t.closest('.rl-edit'))); return; }
   if (t.closest('.rl-write')) { openEditor('new'); return; }
+  if (t.closest('.rl-accept')) { accept(); return; }
   if (t.closest('.rl-clear')) {
     const v = current();
     stack = [];
@@ -272,7 +285,8 @@ window.rankloopKey = (e) => {
     e.preventDefault();
     const skip = document.querySelector('#skip-btn');
     if (skip) skip.click();
-  } else if (e.key === 'Escape') { pending = null; }
+  } else if ((e.key === 'a' || e.key === 'A') && current().suggested) { e.preventDefault(); accept(); }
+  else if (e.key === 'Escape') { pending = null; }
 };
 if (!window.rankloopKeys) {  // one listener for the page, in the capture phase: before a focused checkbox sees Enter
   window.rankloopKeys = true;
@@ -283,6 +297,9 @@ if (!window.rankloopKeys) {  // one listener for the page, in the capture phase:
 CSS = """
 .rl-summary { margin: 4px 0 10px; min-height: 1.6em; }
 .rl-summary .rl-order { font-size: 1.15em; font-weight: 600; letter-spacing: 0.04em; }
+.rl-suggested { margin-bottom: 4px; color: var(--body-text-color-subdued, #666); }
+.rl-summary button.rl-accept { margin-left: 8px; padding: 0 8px; border: 1px solid var(--border-color-primary);
+  border-radius: 6px; cursor: pointer; }
 .rl-summary button.rl-clear { margin-left: 8px; padding: 0 8px; border: 1px solid var(--border-color-primary);
   border-radius: 6px; cursor: pointer; }
 .rl-cards { display: grid; gap: 12px; grid-template-columns: repeat(auto-fit, minmax(min(100%, 300px), 1fr)); }
@@ -341,10 +358,13 @@ def ranker_value(
     sources: list[str] | None = None,
     edits: list[str | None] | None = None,
     written: str | None = None,
+    suggested: list[int | None] | None = None,
+    suggested_by: str | None = None,
 ) -> dict[str, Any]:
     """The widget's value for a set on screen (answers as HTML and their plain `sources` for the editor, in
     display order), with nothing chosen yet or with `ranks`, `flags`, `edits` and `written` (by display
-    position: a submission taken back to change)."""
+    position: a submission taken back to change); `suggested`: a judge's ranking (`suggested_by`) the labeler
+    may accept with one key."""
     if not token or not answers:
         return dict(EMPTY)
     n = len(answers)
@@ -360,6 +380,8 @@ def ranker_value(
         "written_seconds": None,
         "editing": None,
         "max_edit": MAX_EDIT_CHARS,
+        "suggested": suggested,
+        "suggested_by": suggested_by,
     }
 
 

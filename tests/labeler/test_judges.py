@@ -173,3 +173,64 @@ def test_a_judges_agreement_with_people_and_a_judge_below_chance_counts_for_noth
         judge = next(u for u in fit.accuracy if u not in people)
         assert fit.accuracy[judge] < 0.5 and fit.weight(judge) == 0.0  # not read reversed
         assert all(fit.weight(p) > 0 for p in people)
+
+
+LAST_DIGITS = "ends with: .3\nmust match: \\.[23]$"  # answer i.3 first, i.2 second, i.0 and i.1 tied last
+
+
+def test_a_suggestion_is_offered_on_its_share_of_leases_and_its_acceptance_and_anchoring_are_counted(engine):
+    from labeler.store.judges import set_suggestions, suggestion_stats, suggestions
+    from labeler.ui.labeling import _view
+
+    with Session(engine) as s:
+        make_sets(s, 4, labels_needed=3, version_id=make_version(s).id)
+        add_judge(session=s, name="digits", kind="rules", config={"rules": LAST_DIGITS})
+        people = [id_of(make_user(s, name)) for name in ("alice", "bob", "carol")]
+        with pytest.raises(ValueError, match="no rule judge named 'alice'"):
+            set_suggestions(session=s, judge="alice", share=1.0)
+        with pytest.raises(ValueError, match="out of range"):
+            set_suggestions(session=s, judge="digits", share=1.5)
+        set_suggestions(session=s, judge="digits", share=1.0)
+        assert suggestions(session=s).judge == "digits"
+        lease = lease_next_set(session=s, user_id=people[0], seed=1)  # the judge has not ranked it yet
+        assert lease is not None and lease.assignment.suggestion is None and _view(lease).suggested is None
+    assert judge_waiting_sets(engine) == 4
+
+    def rank(person: int, accept: bool, seed: int, offered_expected: bool = True) -> None:
+        with Session(engine, expire_on_commit=False) as s:
+            lease = lease_next_set(session=s, user_id=person, seed=seed)
+            assert lease is not None
+            offered = lease.assignment.suggestion
+            if not offered_expected:
+                assert offered is None
+                ranks = {id_of(c): k + 1 for k, c in enumerate(lease.completions)}
+                submit_ranking(session=s, ranking=RankingIn(id_of(lease.set), person, f"{person}-{seed}", ranks=ranks))  # fmt: skip
+                return
+            assert offered is not None and offered["judge"] != person and offered["name"] == "digits"
+            ids = [id_of(c) for c in lease.completions]
+            view = _view(lease)
+            if offered["shown"]:  # by display position, as the page gets it
+                assert (
+                    view.suggested == [offered["ranks"][str(i)] for i in ids]
+                    and view.suggested_by == "digits"
+                )
+            else:
+                assert view.suggested is None
+            mine = {int(k): v for k, v in offered["ranks"].items()} if accept else {i: k + 1 for k, i in enumerate(sorted(ids))}  # fmt: skip
+            submit_ranking(
+                session=s, ranking=RankingIn(id_of(lease.set), person, f"{person}-{seed}", ranks=mine)
+            )
+
+    rank(people[1], accept=True, seed=2)  # shown, accepted as it was
+    rank(
+        people[2], accept=False, seed=3
+    )  # shown, changed: .0 > .1 > .2 > .3, against the judge on 5 pairs of 5
+    with Session(engine) as s:
+        set_suggestions(session=s, judge="digits", share=0.0)  # held back from now on
+    rank(people[0], accept=False, seed=4, offered_expected=False)  # her lease from before the judge ranked
+    rank(people[0], accept=False, seed=5)  # a new set: held back, ranked against the judge on all 5 pairs
+    with Session(engine) as s:
+        st = suggestion_stats(session=s)
+    assert (st.shown, st.accepted, st.changed, st.held_back) == (2, 1, 1, 1)
+    assert st.agreement_shown == pytest.approx(5 / 10)  # 5 of 5 pairs accepted, 0 of 5 changed
+    assert st.agreement_held_back == 0.0

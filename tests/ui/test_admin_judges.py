@@ -29,3 +29,9 @@ def test_an_admin_adds_lists_and_disables_a_rule_judge_through_the_app(running_a
         admin.predict("alice", api_name="/admin_disable_judge")
     with Session(running_app.engine) as s:
         assert [j.disabled for j in list_judges(session=s)] == [True]
+    said, stats = admin.predict("brief", 0.25, api_name="/admin_suggestions")
+    assert said == "The labeling page suggests **brief**'s ranking on 25% of the sets it ranked."
+    assert stats.startswith("No set ranked with a suggestion")
+    with pytest.raises(Exception, match="no rule judge named 'alice'"):
+        admin.predict("alice", 0.5, api_name="/admin_suggestions")
+    assert admin.predict("", 0.5, api_name="/admin_suggestions")[0] == "Suggestions are off."

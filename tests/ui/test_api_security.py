@@ -23,6 +23,7 @@ ADMIN_CALLS = {
     "/admin_add_judge": ("mallory-bot", "fewer than 3 words"),
     "/admin_disable_judge": ("mallory-bot",),
     "/admin_enable_judge": ("mallory-bot",),
+    "/admin_suggestions": ("mallory-bot", 1.0),
     "/admin_labels_needed": (5, True),
     "/admin_make_current": (0,),
     "/admin_compare": ("hi", 0, 0),

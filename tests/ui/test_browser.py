@@ -344,3 +344,42 @@ def test_a_labeler_edits_an_answer_and_writes_one_then_browse_and_export_show_th
     sft = [json.loads(x) for x in (tmp_path / "export" / "sft.jsonl").read_text().splitlines()]
     assert {r["completion"][0]["content"] for r in sft} >= {edit.text, written.text}
     assert result.sft == len(sft) and {r["set_id"] for r in sft} >= {first.set_id, second.set_id}
+
+
+def test_a_labeler_accepts_a_judges_suggestion_with_one_key_and_changes_the_next(
+    running_app, browser, tmp_path
+):
+    """A rule judge ranked every set and suggestions are on: the page shows its order, A accepts it as it is;
+    on the next set the labeler accepts by the button, then ranks otherwise. The stats count one of each."""
+    from labeler.store.judges import add_judge, judge_waiting_sets, set_suggestions, suggestion_stats
+
+    with Session(running_app.engine) as s:
+        add_judge(
+            session=s, name="digits", kind="rules", config={"rules": "ends with: .3\nmust match: \\.[23]$"}
+        )
+        set_suggestions(session=s, judge="digits", share=1.0)
+    assert judge_waiting_sets(running_app.engine) == 6
+    page = log_in(browser, running_app.url, "alice", PASSWORDS["alice"])
+    line = page.locator("#ranker .rl-suggested")
+    line.wait_for(timeout=20_000)
+    assert line.inner_text().startswith("Suggested by digits:")
+    hint = page.locator("#ranker .rl-suggested .rl-order").inner_text()
+    page.screenshot(path=tmp_path / "suggested.png", full_page=True)
+    page.keyboard.press("a")
+    page.wait_for_function("!document.querySelector('#ranker .rl-suggested')")
+    assert page.locator("#ranker .rl-order").inner_text() == hint
+    first_prompt = page.locator("#prompt").inner_text()
+    page.keyboard.press("Enter")
+    page.get_by_text("Saved.").wait_for(timeout=15_000)
+    page.wait_for_function(f"document.querySelector('#prompt').innerText !== {first_prompt!r}")
+    page.locator("#ranker .rl-accept").click()
+    page.locator("#ranker .rl-clear").click()
+    for key in "1234":
+        page.keyboard.press(key)
+    page.wait_for_function("document.querySelector('#ranker .rl-order').innerText === '1 > 2 > 3 > 4'")
+    page.keyboard.press("Enter")
+    page.get_by_text("Saved.").wait_for(timeout=15_000)
+    stored_rankings(running_app.engine, 8)  # the judge's 6 and alice's 2
+    with Session(running_app.engine) as s:
+        st = suggestion_stats(session=s)
+    assert (st.shown, st.accepted, st.changed) == (2, 1, 1)
