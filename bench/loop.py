@@ -62,11 +62,11 @@ from sqlmodel import Session, col, select
 from labeler.io.importers import import_prompts
 from labeler.io.instruction_prompts import add_instruction_prompts, generate_prompts, stored_instructions
 from labeler.labels.instructions import Instruction, count_words, strict_pass
+from labeler.labels.judges import add_judge
 from labeler.labels.winrate import wilson_interval
 from labeler.records.policies import PolicyRef, current_policy, ensure_initial_policy, policy_by_version
 from labeler.store.constitution import set_revision_share
 from labeler.store.db import make_engine
-from labeler.store.judges import add_judge
 from labeler.store.settings import set_labels_needed
 from labeler.store.tables import Completion as StoredAnswer
 from labeler.store.tables import Prompt, Ranking, RewardModel, User
@@ -370,7 +370,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--judge",
         choices=("none", "rules"),
         default="none",
-        help="rules: a rule judge (the app's, labeler/store/judges.py) with the one check 'instructions' ranks "
+        help="rules: a rule judge (the app's, labeler/labels/judges.py) with the one check 'instructions' ranks "
         "every set the generator writes, beside the simulated labelers",
     )
     parser.add_argument(

@@ -26,10 +26,10 @@ from labeler.io.export import (
 )
 from labeler.io.importers import import_pairs, import_prompts
 from labeler.labels.gold import mark_gold, named_scores, parse_ranks
+from labeler.labels.judges import add_judge, judge_waiting_sets, list_judges, set_judge_disabled
 from labeler.labels.pairs import PairSettings
 from labeler.records.reward_models import selection_measure
 from labeler.store.db import default_url, make_engine, read_session
-from labeler.store.judges import add_judge, judge_waiting_sets, list_judges, set_judge_disabled
 from labeler.store.settings import selection, set_gold_rate, set_selection
 from labeler.store.users import add_user, new_password, reset_password, set_disabled
 

@@ -28,9 +28,9 @@ from labeler.labels.dataset import (
     preference_records,
 )
 from labeler.labels.gold import fit_with_gold
+from labeler.labels.judges import judge_ids
 from labeler.labels.pairs import PairSettings
 from labeler.labels.stats import human_time
-from labeler.store.judges import judge_ids
 from labeler.store.tables import Assignment, Completion, CompletionSet, Prompt, Ranking, User, id_of
 from labeler.store.users import user_names
 
@@ -200,7 +200,7 @@ def _card(result: ExportResult, fmt: str) -> str:
         "with `margin` (rank difference), `num_labelers`, `agreement` (winning share of votes, or under reliability",
         "weights the posterior that `chosen` wins), `policy_version`, `set_id`, `origin` (`generated` = ranked in",
         "rankloop, `imported` = imported pairs) and each pair's provenance: `labelers` (who ranked the set),",
-        "`judges` (those of them that are programs: rule judges, labeler/store/judges.py),",
+        "`judges` (those of them that are programs: rule judges, labeler/labels/judges.py),",
         "`consensus` (`majority` or `reliability`), `weight` (1, or 2P - 1 under reliability weights), `sampling`",
         "(the generation settings, JSON) and `selection` (how the set was chosen for labeling, JSON).",
         "`chosen_origin` and `rejected_origin` say who wrote each answer: `generated` by the policy, `edit` by a",

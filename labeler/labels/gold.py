@@ -22,9 +22,9 @@ from sqlmodel import Session, col, select
 
 from labeler.labels.consensus import consensus_order, kendall_tau_b
 from labeler.labels.dataset import SetRankings, load_set_rankings
+from labeler.labels.judges import judge_ids
 from labeler.labels.pairs import FlagMode, RankingView
 from labeler.labels.reliability import Comparison, Reliability, fit_reliability, votes_from_sets
-from labeler.store.judges import judge_ids
 from labeler.store.store import CompletionIn, add_completion_set
 from labeler.store.tables import Completion, CompletionSet, id_of
 from labeler.store.users import user_names

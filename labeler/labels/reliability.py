@@ -5,7 +5,7 @@ hidden true order; labeler k reports it correctly with probability `accuracy[k]`
 the posterior of every comparison's order given the votes (each vote weighs log(acc / (1 - acc)), so a labeler
 below 0.5 counts reversed and one at 0.5 not at all) and each labeler's accuracy given those posteriors (with one
 pseudo-vote each way). Comparisons with a known order (gold sets) are clamped to it, which anchors the scale.
-Judges (programs, labeler/store/judges.py) are never read reversed: one below chance counts for nothing.
+Judges (programs, labeler/labels/judges.py) are never read reversed: one below chance counts for nothing.
 Everyone starts at `start` (> 0.5: labelers are assumed better than chance until the votes say otherwise).
 
     fit = fit_reliability(votes_from_sets(sets))

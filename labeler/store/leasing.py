@@ -8,7 +8,7 @@ Rules: a labeler never gets a set twice; a set is never leased past its `labels_
 leases); the current policy's sets come first, then newer versions, then sets others started (so overlap
 completes and agreement can be measured), then the oldest. Expired leases stop counting. With a gold rate set
 (labeler/labels/gold.py), that share of leases gives a gold set the labeler never had instead, while other work waits.
-With suggestions on (labeler/store/judges.py), a lease of a set the suggesting judge ranked records the judge's
+With suggestions on (labeler/store/suggestions.py), a lease of a set the suggesting judge ranked records the judge's
 ranking, shown on the page on the chosen share of leases and held back on the rest.
 
 A lease runs on every submit, so it reads few rows: each set counts its labels (`CompletionSet.labels_done`,
@@ -35,8 +35,8 @@ from sqlmodel import Session, col, select
 
 from labeler.store.db import read_session
 from labeler.store.errors import LeaseGone
-from labeler.store.judges import suggestion_for, suggestion_plan
 from labeler.store.settings import gold_rate
+from labeler.store.suggestions import suggestion_for, suggestion_plan
 from labeler.store.tables import Assignment, Completion, CompletionSet, PolicyVersion, Prompt, utcnow
 
 DEFAULT_LEASE_SECONDS = 15 * 60

@@ -182,7 +182,7 @@ class Assignment(SQLModel, table=True):
     # submitted through it gets the submission id `lease:<token>`.
     token: str | None = Field(default=None, unique=True, index=True, max_length=64)
     guidelines_version: int | None = None  # the guidelines shown with the set, recorded at lease time
-    # A judge's ranking offered as a suggestion (labeler/store/judges.py): {"judge": user id, "name", "shown": bool,
+    # A judge's ranking offered as a suggestion (labeler/store/suggestions.py): {"judge": user id, "name", "shown": bool,
     # "ranks": {completion id: rank}} where the judge had ranked the set and suggestions were on; shown False is
     # the share held back to measure anchoring. None: no suggestion was possible.
     suggestion: dict | None = _json(None)
@@ -300,7 +300,7 @@ class WorkerLease(SQLModel, table=True):
 
 class Judge(SQLModel, table=True):
     """A labeler account that is a program (its User has role `judge`): its kind and configuration
-    (labeler/store/judges.py). Fixed once made: changed rules make a new judge, so each of its rankings names the
+    (labeler/labels/judges.py). Fixed once made: changed rules make a new judge, so each of its rankings names the
     rules that made it."""
 
     id: int | None = Field(default=None, primary_key=True)

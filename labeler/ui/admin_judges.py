@@ -1,5 +1,5 @@
 """Admin "Judges" tab: add a rule judge (a name and its checks, one a line), see each judge's checks and how many
-sets it ranked and abstained on, and disable or enable one (labeler/store/judges.py). The generator lets enabled
+sets it ranked and abstained on, and disable or enable one (labeler/labels/judges.py). The generator lets enabled
 judges rank waiting sets as it goes. Every handler checks the admin role on the server."""
 
 from __future__ import annotations
@@ -7,16 +7,9 @@ from __future__ import annotations
 import gradio as gr
 from sqlmodel import Session
 
+from labeler.labels.judges import JudgeRow, add_judge, list_judges, set_judge_disabled, suggestion_stats
 from labeler.labels.rules import RulesError
-from labeler.store.judges import (
-    JudgeRow,
-    add_judge,
-    list_judges,
-    set_judge_disabled,
-    set_suggestions,
-    suggestion_stats,
-    suggestions,
-)
+from labeler.store.suggestions import set_suggestions, suggestions
 from labeler.store.users import UserError
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 

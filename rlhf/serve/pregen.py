@@ -29,6 +29,7 @@ from typing import cast
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from labeler.labels.judges import judge_waiting_sets
 from labeler.records.policies import (
     PolicyRef,
     active_labelers,
@@ -42,7 +43,6 @@ from labeler.records.reward_models import RewardRef, find_reward_model
 from labeler.records.workers import hold_worker_lease, holder_id, release_worker_lease
 from labeler.store.constitution import ConstitutionText, current_constitution, revision_share
 from labeler.store.db import read_session
-from labeler.store.judges import judge_waiting_sets
 from labeler.store.settings import Selection, get_setting, labels_needed, selection
 from labeler.store.store import CompletionIn, add_completion_set
 from models.generation import PolicyBackend, SamplingParams
@@ -90,7 +90,7 @@ class PregenConfig:
 @dataclass
 class PregenStatus:
     sets_written: int = 0
-    judged: int = 0  # rankings judges wrote (labeler/store/judges.py), abstentions included
+    judged: int = 0  # rankings judges wrote (labeler/labels/judges.py), abstentions included
     errors: int = 0
     last_error: str | None = None
     version: int | None = None

@@ -17,9 +17,9 @@ from sqlalchemy.engine import Engine
 
 from labeler.io.instruction_prompts import stored_instructions
 from labeler.labels.instructions import Instruction
+from labeler.labels.judges import judge_rules
 from labeler.labels.rules import Rule, rules_scores
 from labeler.store.db import read_session
-from labeler.store.judges import judge_rules
 from rlhf.train.configs import PPOConfig
 from rlhf.train.ppo_step import Rollout
 

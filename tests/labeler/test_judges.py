@@ -1,4 +1,4 @@
-"""Judges as labelers (labeler/store/judges.py): a rule judge ranks waiting sets under its own account, abstains
+"""Judges as labelers (labeler/labels/judges.py): a rule judge ranks waiting sets under its own account, abstains
 where no check applies, never leases, logs in or counts toward a set's labels, and is managed from the CLI."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from sqlmodel import Session, col, select
 from app import main
 from labeler.io.instruction_prompts import add_instruction_prompts
 from labeler.labels.instructions import Instruction
+from labeler.labels.judges import add_judge, judge_waiting_sets, list_judges, set_judge_disabled
 from labeler.labels.rules import RulesError
 from labeler.labels.stats import labeler_rows
 from labeler.store.db import make_engine
-from labeler.store.judges import add_judge, judge_waiting_sets, list_judges, set_judge_disabled
 from labeler.store.leasing import lease_next_set
 from labeler.store.store import CompletionIn, EditIn, RankingIn, add_completion_set, submit_ranking
 from labeler.store.tables import Completion, CompletionSet, Prompt, Ranking, id_of
@@ -179,7 +179,8 @@ LAST_DIGITS = "ends with: .3\nmust match: \\.[23]$"  # answer i.3 first, i.2 sec
 
 
 def test_a_suggestion_is_offered_on_its_share_of_leases_and_its_acceptance_and_anchoring_are_counted(engine):
-    from labeler.store.judges import set_suggestions, suggestion_stats, suggestions
+    from labeler.labels.judges import suggestion_stats
+    from labeler.store.suggestions import set_suggestions, suggestions
     from labeler.ui.labeling import _view
 
     with Session(engine) as s:

@@ -212,7 +212,7 @@ def test_a_ppo_version_over_its_kl_budget_is_scaled_back_into_it(tmp_path):
 
 
 def rules_store(tmp_path: Path) -> str:
-    from labeler.store.judges import add_judge
+    from labeler.labels.judges import add_judge
 
     url, _ = ppo_store(tmp_path)
     with Session(make_engine(url)) as s:

@@ -5,7 +5,7 @@ import pytest
 from gradio_client import Client
 from sqlmodel import Session
 
-from labeler.store.judges import judge_waiting_sets, list_judges
+from labeler.labels.judges import judge_waiting_sets, list_judges
 from tests.labeler.helpers import make_sets
 from tests.ui.conftest import PASSWORDS
 

@@ -15,7 +15,7 @@ Judging reads in one short transaction, ranks outside any, and writes each set's
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
@@ -25,7 +25,6 @@ from sqlmodel import Session, col, select
 from labeler.labels.instructions import Instruction
 from labeler.labels.rules import Rule, parse_rules, rank_by_rules
 from labeler.store.db import read_session
-from labeler.store.settings import get_setting, put_setting
 from labeler.store.tables import (
     JUDGE_ROLE,
     Assignment,
@@ -41,13 +40,6 @@ from labeler.store.users import UserError, get_user, hash_password
 
 JUDGE_KINDS = ("rules",)
 BATCH = 64  # sets a judge ranks per pass
-SUGGESTIONS = "suggestions"  # setting: {"judge": name or None, "share": share of leases shown the suggestion}
-
-
-@dataclass(frozen=True)
-class Suggestions:
-    judge: str | None = None  # the rule judge whose ranking the labeling page suggests; None: off
-    share: float = 0.5  # of leases where it ranked the set: the rest are held back, to measure anchoring
 
 
 @dataclass(frozen=True)
@@ -128,48 +120,6 @@ def judge_rules(*, session: Session, name: str) -> list[Rule]:
         known = ", ".join(r.name for r in list_judges(session=session) if r.kind == "rules") or "none yet"
         raise ValueError(f"no rule judge named {name!r} (rule judges: {known}; add one in Admin > Judges)")
     return parse_rules(found.config.get("rules", ""), where=f"judge {name!r}'s rules")
-
-
-def suggestions(*, session: Session) -> Suggestions:
-    stored = get_setting(session=session, key=SUGGESTIONS, default=None)
-    return Suggestions(**stored) if isinstance(stored, dict) else Suggestions()
-
-
-def set_suggestions(*, session: Session, judge: str | None, share: float) -> Suggestions:
-    """Suggest `judge`'s ranking on the labeling page on `share` of the leases it could (None: off); ValueError
-    for a name that is not a rule judge or a share outside 0-1."""
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"share = {share:g} is out of range: use 0-1")
-    if judge:
-        judge_rules(session=session, name=judge)
-    chosen = Suggestions(judge or None, share)
-    put_setting(session=session, key=SUGGESTIONS, value=asdict(chosen))
-    return chosen
-
-
-def suggestion_plan(session: Session) -> tuple[int, str, float] | None:
-    """(the suggesting judge's user id, its name, the share shown), read before a lease; None when off."""
-    chosen = suggestions(session=session)
-    if not chosen.judge:
-        return None
-    user = get_user(session=session, name=chosen.judge)
-    if user is None or user.disabled or user.id is None:
-        return None
-    return user.id, user.name, chosen.share
-
-
-def suggestion_for(session: Session, set_id: int, plan: tuple[int, str, float], draw: float) -> dict | None:
-    """The lease's suggestion record: the judge's ranking of the set, shown when `draw` < share (else held back
-    to measure anchoring); None when the judge has not ranked the set (or abstained)."""
-    judge_id, name, share = plan
-    ranks = session.exec(
-        select(Ranking.ranks).where(
-            Ranking.set_id == set_id, Ranking.user_id == judge_id, col(Ranking.skipped).is_(False)
-        )
-    ).first()
-    if not ranks:
-        return None
-    return {"judge": judge_id, "name": name, "shown": draw < share, "ranks": dict(ranks)}
 
 
 def suggestion_stats(*, session: Session) -> SuggestionStats:
