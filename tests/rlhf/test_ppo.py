@@ -220,10 +220,9 @@ def rules_store(tmp_path: Path) -> str:
     return url
 
 
-@pytest.mark.slow
 def test_ppo_learns_a_rule_judges_checks_with_no_reward_model(tmp_path):
     """reward_source=rules: a rule judge's checks met are the whole reward (no reward model in the store): the
-    share of answers with no capital letter rises from about half (5 minutes on 2 cores: `make test-slow`)."""
+    share of answers with no capital letter rises from about half."""
     url = rules_store(tmp_path)
     result = ppo.run(quick_config(tmp_path, url, reward_source="rules", rules_judge="no-capitals"))
     first, last = _mean(result.history, "rules", "first"), _mean(result.history, "rules", "last")
