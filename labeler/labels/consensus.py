@@ -12,11 +12,14 @@ mean Kendall tau-b between their ranking and the consensus order.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import TypeVar
 
 from labeler.labels.pairs import PairSettings, RankingView, casts_votes, effective_ranks, ranking_to_pairs
+
+K = TypeVar("K", int, str)
 
 
 @dataclass(frozen=True)
@@ -123,11 +126,10 @@ def consensus_order(
     return ranked_pairs_order(items, votes)
 
 
-def kendall_tau_b(x: dict[int, int], y: dict[int, int]) -> float | None:
-    """Kendall tau-b between two rankings over the items both rank; None when undefined."""
-    common = sorted(set(x) & set(y))
+def concordance(x: Mapping[K, int], y: Mapping[K, int]) -> tuple[int, int, int, int]:
+    """Over the items both rankings rank: pairs (concordant, discordant, tied in x only, tied in y only)."""
     concordant = discordant = ties_x = ties_y = 0
-    for a, b in combinations(common, 2):
+    for a, b in combinations(sorted(set(x) & set(y)), 2):
         dx, dy = x[a] - x[b], y[a] - y[b]
         if dx == 0 and dy == 0:
             continue
@@ -139,6 +141,12 @@ def kendall_tau_b(x: dict[int, int], y: dict[int, int]) -> float | None:
             concordant += 1
         else:
             discordant += 1
+    return concordant, discordant, ties_x, ties_y
+
+
+def kendall_tau_b(x: dict[int, int], y: dict[int, int]) -> float | None:
+    """Kendall tau-b between two rankings over the items both rank; None when undefined."""
+    concordant, discordant, ties_x, ties_y = concordance(x, y)
     denom = ((concordant + discordant + ties_x) * (concordant + discordant + ties_y)) ** 0.5
     return (concordant - discordant) / denom if denom else None
 

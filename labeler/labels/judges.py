@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from labeler.labels.consensus import concordance
 from labeler.labels.instructions import Instruction
 from labeler.labels.rules import Rule, parse_rules, rank_by_rules
 from labeler.store.db import read_session
@@ -36,7 +37,7 @@ from labeler.store.tables import (
     User,
     id_of,
 )
-from labeler.store.users import UserError, get_user, hash_password
+from labeler.store.users import UserError, get_user, hash_password, new_account
 
 JUDGE_KINDS = ("rules",)
 BATCH = 64  # sets a judge ranks per pass
@@ -99,10 +100,7 @@ def add_judge(*, session: Session, name: str, kind: str, config: dict, created_b
     rules_text = str(config.get("rules", ""))
     parse_rules(rules_text, where=f"judge {name!r}'s rules")
     unusable = hash_password(secrets.token_urlsafe(32))  # no one knows it; log-in refuses judges anyway
-    if get_user(session=session, name=name) is not None:
-        raise UserError(f"user {name!r} already exists")
-    user = User(name=name, password_hash=unusable, role=JUDGE_ROLE)
-    session.add(user)
+    user = new_account(session=session, name=name, password_hash=unusable, role=JUDGE_ROLE)
     session.flush()
     judge = Judge(user_id=id_of(user), kind=kind, config={"rules": rules_text}, created_by=created_by)
     session.add(judge)
@@ -155,14 +153,8 @@ def suggestion_stats(*, session: Session) -> SuggestionStats:
 
 def pairs_agreeing(mine: dict[str, int], theirs: dict[str, int]) -> tuple[int, int]:
     """(pairs ordered the same way, pairs both order strictly) between two rankings of one set."""
-    both = sorted(set(mine) & set(theirs))
-    agreed = compared = 0
-    for i, a in enumerate(both):
-        for b in both[i + 1 :]:
-            if mine[a] != mine[b] and theirs[a] != theirs[b]:
-                compared += 1
-                agreed += (mine[a] < mine[b]) == (theirs[a] < theirs[b])
-    return agreed, compared
+    concordant, discordant, _, _ = concordance(mine, theirs)
+    return concordant, concordant + discordant
 
 
 def judge_ids(*, session: Session) -> set[int]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import regex
 
-from labeler.labels.instructions import Instruction, constraints_met, count_words
+from labeler.labels.instructions import Instruction, constraints_met
 
 MATCH_SECONDS = 0.05  # a pattern's time limit per answer
 MAX_RULES = 50
@@ -40,6 +40,13 @@ _VALUED = {  # "<prefix>: value"
     "ends with": "ends_with",
 }
 _BARE = {"all lowercase": "lowercase", "all capitals": "capitals", "instructions": "instructions"}
+_AS_INSTRUCTION = {  # checks an instruction kind already checks: (its kind, the parameter the value fills)
+    "fewer_than": ("max_words", ("n",)),
+    "at_least": ("min_words", ("n",)),
+    "ends_with": ("end_phrase", ("phrase",)),
+    "lowercase": ("lowercase", ()),
+    "capitals": ("capitals", ()),
+}
 
 
 class RulesError(ValueError):
@@ -61,25 +68,16 @@ class Rule:
         return int(self._holds(text))
 
     def _holds(self, text: str) -> bool:
-        stripped = text.strip()
         if self.kind in ("must_match", "must_not_match"):
             try:
                 found = regex.search(str(self.value), text, timeout=MATCH_SECONDS) is not None
             except TimeoutError:
                 return False  # a pattern that runs too long meets nothing
             return found == (self.kind == "must_match")
-        if self.kind == "fewer_than":
-            return 0 < count_words(text) < int(self.value or 0)
-        if self.kind == "at_least":
-            return count_words(text) >= int(self.value or 0)
         if self.kind == "starts_with":
-            return stripped.lower().startswith(str(self.value).lower())
-        if self.kind == "ends_with":
-            return stripped.lower().endswith(str(self.value).lower())
-        letters = any(ch.isalpha() for ch in text)
-        if self.kind == "lowercase":
-            return letters and text == text.lower()
-        return letters and text == text.upper()  # capitals
+            return text.strip().lower().startswith(str(self.value).lower())
+        kind, params = _AS_INSTRUCTION[self.kind]  # the instruction checker that means the same
+        return Instruction(kind, {name: self.value for name in params}).check(text)
 
     def describe(self) -> str:
         for prefix, kind in {**_VALUED, **_BARE}.items():

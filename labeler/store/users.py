@@ -46,6 +46,16 @@ def get_user(*, session: Session, name: str) -> User | None:
     return session.exec(select(User).where(User.name == name)).first()
 
 
+def new_account(*, session: Session, name: str, password_hash: str, role: str) -> User:
+    """An account added to the session's transaction (not committed): UserError when the name is taken. Hash the
+    password before calling: the slow part stays outside the transaction."""
+    if get_user(session=session, name=name) is not None:
+        raise UserError(f"user {name!r} already exists")
+    user = User(name=name, password_hash=password_hash, role=role)
+    session.add(user)
+    return user
+
+
 def add_user(*, session: Session, name: str, password: str, role: str = "labeler") -> User:
     name = name.strip()
     if not name:
@@ -54,11 +64,7 @@ def add_user(*, session: Session, name: str, password: str, role: str = "labeler
         raise UserError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
     if len(password) < 8:
         raise UserError("password must be at least 8 characters")
-    password_hash = hash_password(password)  # the slow part, before any transaction opens
-    if get_user(session=session, name=name) is not None:
-        raise UserError(f"user {name!r} already exists")
-    user = User(name=name, password_hash=password_hash, role=role)
-    session.add(user)
+    user = new_account(session=session, name=name, password_hash=hash_password(password), role=role)
     session.commit()
     session.refresh(user)
     return user

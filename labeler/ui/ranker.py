@@ -46,12 +46,12 @@ TEMPLATE = """
 ${(value && value.answers && value.answers.length) ? `
   <div class="rl-summary" aria-live="polite">${(() => {
     const ranks = value.ranks || [], flags = value.flags || [];
-    const levels = [...new Set(ranks.filter(r => r != null))].sort((a, b) => a - b);
-    const order = levels.map(l => ranks.map((r, i) => r === l ? i + 1 : null).filter(x => x).join(' = ')).join(' &gt; ');
+    const orderOf = (rs) => [...new Set(rs.filter(r => r != null))].sort((a, b) => a - b)
+      .map(l => rs.map((r, i) => r === l ? i + 1 : null).filter(x => x).join(' = ')).join(' &gt; ');
+    const order = orderOf(ranks);
     const flagged = flags.map((f, i) => f ? `${i + 1} (${f.replace('_', ' ')})` : null).filter(x => x);
     const left = value.answers.length - ranks.filter(r => r != null).length - flagged.length;
-    const said = value.suggested || [];
-    const hint = [...new Set(said.filter(r => r != null))].sort((a, b) => a - b).map(l => said.map((r, i) => r === l ? i + 1 : null).filter(x => x).join(' = ')).join(' &gt; ');
+    const hint = orderOf(value.suggested || []);
     const who = String(value.suggested_by || 'a judge').replace(/[&<>"']/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'})[c]);
     const suggestion = hint && !order ? `<div class="rl-suggested">Suggested by ${who}: <span class="rl-order">${hint}</span> <button type="button" class="rl-accept" title="take the suggested order as yours; change it after if you disagree">Accept (A)</button></div>` : '';
     return suggestion + (order ? `<b>Your order:</b> <span class="rl-order">${order}</span>` : `Click the answers from best to worst (or press their numbers). Shift+click or <kbd>=</kbd> ties with the last one.`)

@@ -90,7 +90,6 @@ class PregenConfig:
 @dataclass
 class PregenStatus:
     sets_written: int = 0
-    judged: int = 0  # rankings judges wrote (labeler/labels/judges.py), abstentions included
     errors: int = 0
     last_error: str | None = None
     version: int | None = None
@@ -186,7 +185,7 @@ class PregenWorker:
     def step(self) -> int:
         """Let the judges rank the sets waiting for them, then top the current version's buffer up by at most
         one batch; returns sets written."""
-        self.status.judged += judge_waiting_sets(self.engine)
+        judge_waiting_sets(self.engine)
         plan = self.plan()
         if plan is None:
             return 0

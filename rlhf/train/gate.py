@@ -104,6 +104,21 @@ def kl_check(fit: dict | None) -> Check:
     )
 
 
+def paired_difference(
+    new: Sequence[float], parent: Sequence[float], means: str = "+.3f", digits: int = 3
+) -> tuple[float, float, str]:
+    """The mean per-answer difference new - parent, the half-width of its 95% interval, and the line that says
+    both means (format `means`) and the interval (`digits` decimals); at least 2 pairs."""
+    diffs = [a - b for a, b in zip(new, parent, strict=True)]
+    mean, half = statistics.fmean(diffs), 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    d = f"+.{digits}f"
+    line = (
+        f"{statistics.fmean(new):{means}} vs {statistics.fmean(parent):{means}} on {len(diffs)} held-out answers "
+        f"(difference {mean:{d}}, 95% {mean - half:{d}} to {mean + half:{d}})"
+    )
+    return mean, half, line
+
+
 def score_check(new: Sequence[float], parent: Sequence[float], reward_model: str | None) -> Check:
     """Paired per held-out answer: the reward model's mean score of the new version's answers minus the parent's;
     fails only when the interval of the difference lies wholly below 0."""
@@ -112,17 +127,9 @@ def score_check(new: Sequence[float], parent: Sequence[float], reward_model: str
         return Check(
             name, "not measured", "no held-out answers scored (no reward model, or no eval prompts)", "score"
         )
-    diffs = [a - b for a, b in zip(new, parent, strict=True)]
-    mean, half = statistics.fmean(diffs), 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    mean, half, line = paired_difference(new, parent)
     ok = mean + half >= 0
-    return Check(
-        name,
-        "pass" if ok else "fail",
-        f"{statistics.fmean(new):+.3f} vs {statistics.fmean(parent):+.3f} on {len(diffs)} held-out answers "
-        f"(difference {mean:+.3f}, 95% {mean - half:+.3f} to {mean + half:+.3f})"
-        + ("" if ok else ": worse than the parent"),
-        "score",
-    )
+    return Check(name, "pass" if ok else "fail", line + ("" if ok else ": worse than the parent"), "score")
 
 
 def rules_check(rules: dict) -> Check:
@@ -137,12 +144,7 @@ def rules_check(rules: dict) -> Check:
     kind: Literal["accuracy", "score"] = "accuracy" if alone else "score"
     if len(new) < 2 or len(new) != len(parent):
         return Check(name, "not measured", "fewer than 2 held-out answers checked (no eval prompts)", kind)
-    diffs = [a - b for a, b in zip(new, parent, strict=True)]
-    mean, half = statistics.fmean(diffs), 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    line = (
-        f"{statistics.fmean(new):.2f} vs {statistics.fmean(parent):.2f} on {len(diffs)} held-out answers "
-        f"(difference {mean:+.2f}, 95% {mean - half:+.2f} to {mean + half:+.2f})"
-    )
+    mean, half, line = paired_difference(new, parent, means=".2f", digits=2)  # checks met: whole numbers
     if mean + half < 0:
         return Check(name, "fail", line + ": worse than the parent", kind)
     if alone and mean - half <= 0:

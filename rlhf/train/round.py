@@ -73,31 +73,14 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
     common["parent_version"] = tuned.version if tuned else None
     if tuned is not None:
         seconds["sft"], start = time.perf_counter() - start, time.perf_counter()
-    if config.optimizer == "ppo" and config.stage_settings("ppo")["reward_source"] == "rules":
-        pcfg = PPOConfig(make_current=False, **common, **config.stage_settings("ppo"))  # no reward model
-        result = ppo.run(pcfg, reporter=reporter, job_id=job_id)
-        seconds["ppo"] = time.perf_counter() - start
-    elif config.optimizer == "ppo":
-        rcfg = RewardConfig(
-            model=parent.base_model,
-            include_imported=config.include_imported,
-            **{k: v for k, v in common.items() if k != "parent_version"},
-            **config.stage_settings("reward"),
-        )
-        try:
-            trained = reward.run(rcfg, reporter=reporter, job_id=job_id)
-            reward_name, reward_sets = trained.name, trained.train_sets
-        except reward.NothingNew as unchanged:  # no set ranked since the latest reward model: PPO uses it
-            logger.warning("%s; this round's PPO uses %s as it is", unchanged, unchanged.name)
-            reward_name = unchanged.name
-        seconds["reward"] = time.perf_counter() - start
-        start = time.perf_counter()
+    if config.optimizer == "ppo":
+        settings = config.stage_settings("ppo")
+        if PPOConfig(**settings).uses_reward_model:  # reward_source=rules needs no reward model
+            reward_name, reward_sets = train_reward(config, common, parent.base_model, reporter, job_id)
+            seconds["reward"], start = time.perf_counter() - start, time.perf_counter()
         pcfg = PPOConfig(
-            reward_model=reward_name,
-            make_current=False,  # the gate decides, below
-            **common,
-            **config.stage_settings("ppo"),
-        )
+            reward_model=reward_name, make_current=False, **common, **settings
+        )  # the gate decides
         result = ppo.run(pcfg, reporter=reporter, job_id=job_id)
         seconds["ppo"] = time.perf_counter() - start
     else:
@@ -144,6 +127,25 @@ def run(config: RoundConfig, *, reporter: Reporter | None = None, job_id: int | 
         kl_budget=result.kl_budget,
         gate=verdict.as_dict(),
     )
+
+
+def train_reward(
+    config: RoundConfig, common: dict[str, Any], base_model: str, reporter: Reporter, job_id: int | None
+) -> tuple[str, int]:
+    """The round's reward model (name, sets trained on); with no set ranked since the newest one, that one as it
+    is (0 sets)."""
+    rcfg = RewardConfig(
+        model=base_model,
+        include_imported=config.include_imported,
+        **{k: v for k, v in common.items() if k != "parent_version"},
+        **config.stage_settings("reward"),
+    )
+    try:
+        trained = reward.run(rcfg, reporter=reporter, job_id=job_id)
+        return trained.name, trained.train_sets
+    except reward.NothingNew as unchanged:  # no set ranked since the latest reward model: PPO uses it
+        logger.warning("%s; this round's PPO uses %s as it is", unchanged, unchanged.name)
+        return unchanged.name, 0
 
 
 def sft_first(
