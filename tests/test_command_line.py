@@ -88,3 +88,16 @@ def test_the_command_line_from_accounts_to_a_trained_policy_and_an_export(tmp_pa
     assert {"prompt", "chosen", "rejected"} <= set(pairs[0])
     raw = [json.loads(line) for line in (out_dir / "rankings.jsonl").read_text().splitlines()]
     assert len(raw) == 12 and {r["labeler"] for r in raw} == {"ann"}
+
+    # a rule judge ranks the sets (README: `rankloop judge add`), then PPO on its checks alone
+    # (README: `rankloop ppo --reward_source rules --rules_judge NAME`): no reward model read
+    rules = tmp_path / "rules.txt"
+    rules.write_text("fewer than 4 words\nmust not match: [A-Z]\n")
+    rankloop(home, "judge", "add", "brief", "--rules", str(rules))
+    assert "judges wrote 12 rankings" in rankloop(home, "judge", "run")
+    rankloop(home, "ppo", "--steps", "1", "--batch_prompts", "2", "--minibatch", "2", "--max_new_tokens", "4",
+             "--sample_prompts", "2", "--device", "cpu", "--reward_source", "rules", "--rules_judge", "brief")  # fmt: skip
+    with Session(make_engine(url)) as s:
+        v3 = s.exec(select(PolicyVersion).where(PolicyVersion.version == 3)).one()
+        assert v3.metrics["rules_scores"]["judge"] == "brief" and "rules" in v3.metrics["final"]
+        assert v3.metrics["sample_scores"]["reward_model"] is None
