@@ -6,7 +6,6 @@ rankloop export --format parquet --out runs/exports/latest
 rankloop user add alice --role labeler
 rankloop gold mark 42 --ranks 2,1,3,4 ; rankloop gold rate 0.1 ; rankloop gold scores
 rankloop selection --mode uncertainty --random-share 0.25 --oversample 8 --budget 128 ; rankloop selection
-rankloop judge add house-style --rules rules.txt ; rankloop judge list ; rankloop judge run
 """
 
 from __future__ import annotations
@@ -26,14 +25,11 @@ from labeler.io.export import (
 )
 from labeler.io.importers import import_pairs, import_prompts
 from labeler.labels.gold import mark_gold, named_scores, parse_ranks
-from labeler.labels.judges import add_judge, judge_waiting_sets, list_judges, set_judge_disabled
 from labeler.labels.pairs import PairSettings
 from labeler.records.reward_models import selection_measure
 from labeler.store.db import default_url, make_engine, read_session
 from labeler.store.settings import selection, set_gold_rate, set_selection
 from labeler.store.users import add_user, new_password, reset_password, set_disabled
-
-JUDGE_RUN_LIMIT = 100_000  # `rankloop judge run`: every waiting set
 
 
 def open_session(home: str, db: str | None) -> Session:
@@ -113,39 +109,6 @@ def _user(*, home: str, db: str | None, action: str, name: str, role: str, passw
             print(
                 f"new password for {name!r}: {reset_password(session=session, name=name, password=password)}"
             )
-    return 0
-
-
-def _judge(*, home: str, db: str | None, action: str, name: str | None, rules: str | None) -> int:
-    if action in ("add", "disable", "enable") and not name:
-        raise ValueError(f"judge {action}: give the judge's name")
-    engine = make_engine(db or default_url(Path(home)))
-    if action == "run":
-        print(
-            f"judges wrote {judge_waiting_sets(engine, limit=JUDGE_RUN_LIMIT)} rankings (abstentions included)"
-        )
-        return 0
-    with Session(engine) as session:
-        if action == "add":
-            if not rules:
-                raise ValueError(
-                    "judge add: give --rules FILE (one check a line; see `rankloop judge --help`)"
-                )
-            text = Path(rules).read_text(encoding="utf-8")
-            add_judge(session=session, name=str(name), kind="rules", config={"rules": text}, created_by="cli")
-            print(f"added rule judge {name!r}")
-        elif action in ("disable", "enable"):
-            set_judge_disabled(session=session, name=str(name), disabled=action == "disable")
-            print(f"{action}d judge {name!r}")
-        else:
-            for row in list_judges(session=session):
-                state = "disabled" if row.disabled else "enabled"
-                agreement = "-" if row.agreement is None else f"{row.agreement:.0%} of {row.compared} pairs"
-                print(
-                    f"{row.name} ({row.kind}, {state}): ranked {row.ranked}, abstained {row.abstained}, "
-                    f"agreement with people {agreement}"
-                )
-                print("".join(f"  - {check}\n" for check in row.checks), end="")
     return 0
 
 
@@ -271,18 +234,6 @@ def register(add) -> None:
         "--from-consensus", action="store_true", help="mark: the set's merged ranking is the known answer"
     )
     gold.set_defaults(func=_gold)
-
-    judge = add("judge", "programs that rank sets beside labelers: rule judges (labeler/labels/rules.py)")
-    judge.add_argument("action", choices=["add", "list", "disable", "enable", "run"])
-    judge.add_argument("name", nargs="?")
-    judge.add_argument(
-        "--rules",
-        metavar="FILE",
-        help="add: the checks, one a line: 'must match: REGEX', 'must not match: REGEX', 'fewer than N words', "
-        "'at least N words', 'starts with: TEXT', 'ends with: TEXT', 'all lowercase', 'all capitals', "
-        "'instructions' (the prompt's verifiable instructions)",
-    )
-    judge.set_defaults(func=_judge)
 
     sel = add("selection", "what the generator keeps for labelers: random, or the reward model's doubt")
     sel.add_argument("--mode", choices=["random", "uncertainty"])

@@ -1,6 +1,7 @@
 """Command-line subcommands for generation and training. Registered by `app.py`.
 
 rankloop generate --prompts data/prompts.jsonl --n 4 [--model default] [--labels-needed 2]
+rankloop judge add house-style --rules rules.txt ; rankloop judge add self --model base ; rankloop judge run
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ from sqlmodel import Session
 from tqdm import tqdm
 
 from labeler.io.importers import parse_prompts
+from labeler.labels.judges import (
+    add_judge,
+    judge_waiting_sets,
+    list_judges,
+    set_judge_disabled,
+    set_judge_template,
+)
 from labeler.store.db import default_url, make_engine, read_session
 from labeler.store.store import CompletionIn, add_completion_set, add_prompts, messages_hash, prompt_ids
 from models.generation import SamplingParams
+from rlhf.serve.model_judges import ModelJudges
 from rlhf.serve.serving import ModelOptions, add_model_args, current_ref, generation_backend, load_pool
 from rlhf.train.configs import STAGES
 
@@ -70,6 +79,77 @@ def _generate(
     return 0
 
 
+JUDGE_RUN_LIMIT = 100_000  # `rankloop judge run`: every waiting set
+
+
+def _judge(
+    *,
+    home: str,
+    db: str | None,
+    action: str,
+    name: str | None,
+    rules: str | None,
+    model: str | None,
+    template: str | None,
+) -> int:
+    if action in ("add", "disable", "enable", "template") and not name:
+        raise ValueError(f"judge {action}: give the judge's name")
+    engine = make_engine(db or default_url(Path(home)))
+    if action == "run":
+        compare = ModelJudges(None, base_model=current_ref(engine, "default").base_model, home=Path(home))
+        written = 0
+        while more := judge_waiting_sets(engine, limit=JUDGE_RUN_LIMIT, compare=compare):
+            written += more  # a model judge takes a batch at a time
+        print(f"judges wrote {written} rankings (abstentions included)")
+        return 0
+    prompt_text = Path(template).read_text(encoding="utf-8") if template else None
+    with Session(engine) as session:
+        if action == "add":
+            _add_judge(session, str(name), rules, model, prompt_text)
+        elif action == "template":
+            if prompt_text is None:
+                raise ValueError("judge template: give --template FILE")
+            version = set_judge_template(session=session, name=str(name), template=prompt_text)
+            print(f"judge {name!r} asks with comparison prompt v{version} from now on")
+        elif action in ("disable", "enable"):
+            set_judge_disabled(session=session, name=str(name), disabled=action == "disable")
+            print(f"{action}d judge {name!r}")
+        else:
+            _print_judges(session)
+    return 0
+
+
+def _add_judge(
+    session: Session, name: str, rules: str | None, model: str | None, template: str | None
+) -> None:
+    if bool(rules) == bool(model):
+        raise ValueError(
+            "judge add: give --rules FILE (a rule judge) or --model NAME (a model judge), one of them"
+        )
+    if rules:
+        text = Path(rules).read_text(encoding="utf-8")
+        add_judge(session=session, name=name, kind="rules", config={"rules": text}, created_by="cli")
+        print(f"added rule judge {name!r}")
+    else:
+        config = {"model": model, "template": template}
+        add_judge(session=session, name=name, kind="model", config=config, created_by="cli")
+        print(f"added model judge {name!r} ({model})")
+
+
+def _print_judges(session: Session) -> None:
+    for row in list_judges(session=session):
+        state = "disabled" if row.disabled else "enabled"
+        agreement = "-" if row.agreement is None else f"{row.agreement:.0%} of {row.compared} pairs"
+        print(
+            f"{row.name} ({row.kind}, {state}): ranked {row.ranked}, abstained {row.abstained}, "
+            f"agreement with people {agreement}"
+        )
+        if row.kind == "model":
+            print(f"  asks {row.model} with comparison prompt v{row.template_version}:")
+            print("".join(f"    {line}\n" for line in str(row.template).splitlines()), end="")
+        print("".join(f"  - {check}\n" for check in row.checks), end="")
+
+
 # Training stages parse their own config dataclass (flags or --config YAML), so `rankloop NAME ...` hands the
 # rest of the command line to `python -m MODULE` unchanged (the stages: rlhf/train/configs.py).
 
@@ -101,3 +181,26 @@ def register(add) -> None:
     gen.add_argument("--batch", type=int, default=8, help="prompts per generate call")
     add_model_args(gen)
     gen.set_defaults(func=_generate)
+
+    judge = add("judge", "programs that rank sets beside labelers: rule judges and model judges")
+    judge.add_argument("action", choices=["add", "list", "disable", "enable", "template", "run"])
+    judge.add_argument("name", nargs="?")
+    judge.add_argument(
+        "--rules",
+        metavar="FILE",
+        help="add a rule judge: its checks, one a line: 'must match: REGEX', 'must not match: REGEX', 'fewer "
+        "than N words', 'at least N words', 'starts with: TEXT', 'ends with: TEXT', 'all lowercase', 'all "
+        "capitals', 'instructions' (the prompt's verifiable instructions)",
+    )
+    judge.add_argument(
+        "--model",
+        metavar="NAME",
+        help="add a model judge: 'base' (the policy's base, adapters off), a local path or a Hub id",
+    )
+    judge.add_argument(
+        "--template",
+        metavar="FILE",
+        help="a model judge's comparison prompt ({principles} {prompt} {first} {second}); default: "
+        "docs/constitution.md's. With `template NAME`: its next version",
+    )
+    judge.set_defaults(func=_judge)

@@ -95,6 +95,10 @@ def test_the_command_line_from_accounts_to_a_trained_policy_and_an_export(tmp_pa
     rules.write_text("fewer than 4 words\nmust not match: [A-Z]\n")
     rankloop(home, "judge", "add", "brief", "--rules", str(rules))
     assert "judges wrote 12 rankings" in rankloop(home, "judge", "run")
+    # a model judge (README: `rankloop judge add NAME --model base`): the policy's base asked about every pair
+    rankloop(home, "judge", "add", "self", "--model", "base")
+    assert "judges wrote 12 rankings" in rankloop(home, "judge", "run")
+    assert "asks base with comparison prompt v1:" in rankloop(home, "judge", "list")
     rankloop(home, "ppo", "--steps", "1", "--batch_prompts", "2", "--minibatch", "2", "--max_new_tokens", "4",
              "--sample_prompts", "2", "--device", "cpu", "--reward_source", "rules", "--rules_judge", "brief")  # fmt: skip
     with Session(make_engine(url)) as s:

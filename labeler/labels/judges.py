@@ -1,20 +1,26 @@
 """Judges: labeler accounts that are programs. A rule judge ranks each generated set by the checks an admin wrote
-(labeler/labels/rules.py) and stores its ranking like a labeler's, under its own account (role `judge`), so every
-reader of rankings sees who ranked what. A judge never leases a set, never logs in, spends no human minutes and
+(labeler/labels/rules.py); a model judge asks a causal LM (the policy's base, or another local model) which of two
+answers better follows the constitution, for every pair in both orders, and ranks the set by wins. Either stores
+its ranking like a labeler's, under its own account (role `judge`), so every reader of rankings sees who ranked
+what. A judge never leases a set, never logs in, spends no human minutes and
 does not count toward a set's labels needed: humans label as they would without it. Where none of its checks
 applies it abstains (stored as its skip, so it does not look at the set again).
 
     rankloop judge add house-style --rules rules.txt
+    rankloop judge add self-judge --model base       # the comparison prompt of docs/constitution.md
     rankloop judge list
     rankloop judge run            # label every waiting set now (the generator also does it as it goes)
     rankloop judge disable house-style
 
-Judging reads in one short transaction, ranks outside any, and writes each set's ranking in its own.
+Judging reads in one short transaction, ranks outside any, and writes each set's ranking in its own. A model
+judge needs a model to ask: the caller passes `compare` (rlhf/serve/model_judges.py); without one its sets wait.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func
@@ -24,7 +30,9 @@ from sqlmodel import Session, col, select
 
 from labeler.labels.consensus import concordance
 from labeler.labels.instructions import Instruction
+from labeler.labels.model_judge import Compare, check_comparison_prompt, comparison_questions, rank_by_wins
 from labeler.labels.rules import Rule, parse_rules, rank_by_rules
+from labeler.store.constitution import current_constitution, default_comparison_prompt
 from labeler.store.db import read_session
 from labeler.store.tables import (
     JUDGE_ROLE,
@@ -39,8 +47,11 @@ from labeler.store.tables import (
 )
 from labeler.store.users import UserError, get_user, hash_password, new_account
 
-JUDGE_KINDS = ("rules",)
-BATCH = 64  # sets a judge ranks per pass
+logger = logging.getLogger(__name__)
+JUDGE_KINDS = ("rules", "model")
+BATCH = 64  # sets a rule judge ranks per pass
+MODEL_BATCH = 8  # ... a model judge (12 model calls a set of 4): the generator's step stays short
+BASE = "base"  # a model judge's model: the policy's base with the adapters off
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,9 @@ class JudgeRow:
     ranked: int  # sets it ranked
     abstained: int  # sets where none of its checks applied
     created_by: str
+    model: str | None = None  # a model judge's model
+    template: str | None = None  # ... and the comparison prompt it asks with
+    template_version: int | None = None
     agreed: int = 0  # answer pairs a person ordered the same way as the judge (sets both ranked)
     compared: int = 0  # answer pairs both the judge and a person ordered strictly
 
@@ -83,11 +97,13 @@ class JudgeRow:
 @dataclass(frozen=True)
 class _Work:
     judge_user_id: int
-    rules: list[Rule]
+    kind: str
+    config: dict
     set_id: int
     completion_ids: list[int]
     texts: list[str]
     instructions: list[Instruction]
+    request: str  # the prompt's last user message (what a model judge is shown)
 
 
 def add_judge(*, session: Session, name: str, kind: str, config: dict, created_by: str = "") -> Judge:
@@ -97,23 +113,54 @@ def add_judge(*, session: Session, name: str, kind: str, config: dict, created_b
         raise UserError("a judge's name has 1-64 characters")
     if kind not in JUDGE_KINDS:
         raise UserError(f"unknown judge kind {kind!r}; use one of {', '.join(JUDGE_KINDS)}")
-    rules_text = str(config.get("rules", ""))
-    parse_rules(rules_text, where=f"judge {name!r}'s rules")
+    config = _model_config(config) if kind == "model" else _rules_config(name, config)
     unusable = hash_password(secrets.token_urlsafe(32))  # no one knows it; log-in refuses judges anyway
     user = new_account(session=session, name=name, password_hash=unusable, role=JUDGE_ROLE)
     session.flush()
-    judge = Judge(user_id=id_of(user), kind=kind, config={"rules": rules_text}, created_by=created_by)
+    judge = Judge(user_id=id_of(user), kind=kind, config=config, created_by=created_by)
     session.add(judge)
     session.commit()
     session.refresh(judge)
     return judge
 
 
-def judge_rules(*, session: Session, name: str) -> list[Rule]:
-    """The checks of the rule judge `name` (a rules reward for PPO); ValueError naming the judges there are."""
-    found = session.exec(
+def _rules_config(name: str, config: dict) -> dict:
+    rules_text = str(config.get("rules", ""))
+    parse_rules(rules_text, where=f"judge {name!r}'s rules")
+    return {"rules": rules_text}
+
+
+def _model_config(config: dict) -> dict:
+    """A model judge's config: its model ('base', a local path or a Hub id) and comparison prompt (version 1);
+    ValueError for a prompt it cannot fill."""
+    model = str(config.get("model") or BASE).strip()
+    template = str(config.get("template") or default_comparison_prompt())
+    check_comparison_prompt(template)
+    return {"model": BASE if model == "default" else model, "template": template, "template_version": 1}
+
+
+def set_judge_template(*, session: Session, name: str, template: str) -> int:
+    """A new version of a model judge's comparison prompt (for the sets it judges from now on); its number."""
+    judge = _judge_named(session, name)
+    if judge is None or judge.kind != "model":
+        raise UserError(f"no model judge named {name!r}")
+    check_comparison_prompt(template)
+    version = int(judge.config.get("template_version", 1)) + 1
+    judge.config = {**judge.config, "template": template, "template_version": version}
+    session.add(judge)
+    session.commit()
+    return version
+
+
+def _judge_named(session: Session, name: str) -> Judge | None:
+    return session.exec(
         select(Judge).join(User, col(User.id) == col(Judge.user_id)).where(User.name == name)
     ).first()
+
+
+def judge_rules(*, session: Session, name: str) -> list[Rule]:
+    """The checks of the rule judge `name` (a rules reward for PPO); ValueError naming the judges there are."""
+    found = _judge_named(session, name)
     if found is None or found.kind != "rules":
         known = ", ".join(r.name for r in list_judges(session=session) if r.kind == "rules") or "none yet"
         raise ValueError(f"no rule judge named {name!r} (rule judges: {known}; add one in Admin > Judges)")
@@ -188,10 +235,15 @@ def list_judges(*, session: Session) -> list[JudgeRow]:
             name=user.name,
             kind=judge.kind,
             disabled=user.disabled,
-            checks=[rule.describe() for rule in parse_rules(judge.config.get("rules", ""))],
+            checks=[r.describe() for r in parse_rules(judge.config["rules"])]
+            if judge.kind == "rules"
+            else [],
             ranked=counts.get((user.id, False), 0),
             abstained=counts.get((user.id, True), 0),
             created_by=judge.created_by,
+            model=judge.config.get("model"),
+            template=judge.config.get("template"),
+            template_version=judge.config.get("template_version"),
             agreed=shared.get(id_of(user), (0, 0))[0],
             compared=shared.get(id_of(user), (0, 0))[1],
         )
@@ -240,18 +292,17 @@ def _waiting(session: Session, judge_user_id: int, limit: int) -> list[int]:
     return [i for i in ids if i is not None]
 
 
-def _work(session: Session, limit: int) -> list[_Work]:
-    """What every enabled judge has to rank: each waiting set's answers (labelers' edits left out: they are
-    not shown to others) and its prompt's instructions."""
+def _work(session: Session, limit: int, kinds: Sequence[str]) -> list[_Work]:
+    """What every enabled judge of `kinds` has to rank: each waiting set's answers (labelers' edits left out:
+    they are not shown to others), its prompt's instructions and last user message."""
     judges = session.exec(
         select(Judge, User)
         .join(User, col(User.id) == col(Judge.user_id))
-        .where(col(User.disabled).is_(False))
+        .where(col(User.disabled).is_(False), col(Judge.kind).in_(kinds))
     ).all()
     out = []
     for judge, user in judges:
-        rules = parse_rules(judge.config.get("rules", ""), where=f"judge {user.name!r}'s rules")
-        set_ids = _waiting(session, id_of(user), limit)
+        set_ids = _waiting(session, id_of(user), limit if judge.kind == "rules" else min(limit, MODEL_BATCH))
         if not set_ids:
             continue
         answers = session.exec(
@@ -259,21 +310,36 @@ def _work(session: Session, limit: int) -> list[_Work]:
             .where(col(Completion.set_id).in_(set_ids), Completion.origin != "edit")
             .order_by(col(Completion.id))
         ).all()
-        prompts = dict(
-            session.exec(
-                select(CompletionSet.id, Prompt.instructions)
+        prompts = {
+            set_id: (instructions, messages)
+            for set_id, instructions, messages in session.exec(
+                select(CompletionSet.id, Prompt.instructions, Prompt.messages)
                 .join(Prompt, col(Prompt.id) == col(CompletionSet.prompt_id))
                 .where(col(CompletionSet.id).in_(set_ids))
             ).all()
-        )
+        }
         for set_id in set_ids:
             mine = [(cid, text) for sid, cid, text in answers if sid == set_id and cid is not None]
             if len(mine) >= 2:
-                kinds = [Instruction.from_dict(i) for i in prompts.get(set_id) or []]
+                instructions, messages = prompts.get(set_id) or (None, None)
                 out.append(
-                    _Work(id_of(user), rules, set_id, [c for c, _ in mine], [t for _, t in mine], kinds)
+                    _Work(
+                        id_of(user),
+                        judge.kind,
+                        dict(judge.config),
+                        set_id,
+                        [c for c, _ in mine],
+                        [t for _, t in mine],
+                        [Instruction.from_dict(i) for i in instructions or []],
+                        _last_user_message(messages or []),
+                    )
                 )
     return out
+
+
+def _last_user_message(messages: Sequence[dict]) -> str:
+    said = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
+    return said[-1] if said else ""
 
 
 def _record(session: Session, work: _Work, ranks: dict[int, int] | None) -> bool:
@@ -296,13 +362,43 @@ def _record(session: Session, work: _Work, ranks: dict[int, int] | None) -> bool
     return True
 
 
-def judge_waiting_sets(engine: Engine, *, limit: int = BATCH) -> int:
-    """Let every enabled judge rank up to `limit` waiting sets; returns the rankings written (abstentions too)."""
+def judge_waiting_sets(engine: Engine, *, limit: int = BATCH, compare: Compare | None = None) -> int:
+    """Let every enabled judge rank up to `limit` waiting sets (model judges at most MODEL_BATCH, and only when
+    `compare` asks their model); returns the rankings written (abstentions too)."""
+    kinds = ("rules", "model") if compare is not None else ("rules",)
     with read_session(engine) as session:
-        work = _work(session, limit)
-    verdicts = [(w, rank_by_rules(w.texts, w.rules, w.instructions)) for w in work]  # outside any transaction
+        work = _work(session, limit, kinds)
+        principles = current_constitution(session=session).principles if compare is not None else []
+    verdicts = [(w, rank_by_rules(w.texts, _rules(w), w.instructions)) for w in work if w.kind == "rules"]
+    if compare is not None:  # outside any transaction, like the rules
+        verdicts += _model_verdicts([w for w in work if w.kind == "model"], principles, compare)
     written = 0
     with Session(engine) as session:
         for item, ranks in verdicts:
             written += _record(session, item, ranks)
     return written
+
+
+def _rules(work: _Work) -> list[Rule]:
+    return parse_rules(work.config.get("rules", ""), where=f"judge {work.judge_user_id}'s rules")
+
+
+def _model_verdicts(
+    work: list[_Work], principles: list[str], compare: Compare
+) -> list[tuple[_Work, dict[int, int] | None]]:
+    """Each set ranked by its model judge's wins, one `compare` call per judge model for all its sets."""
+    out = []
+    for model in sorted({w.config["model"] for w in work}):
+        mine = [w for w in work if w.config["model"] == model]
+        asked = [comparison_questions(w.config["template"], principles, w.request, w.texts) for w in mine]
+        try:
+            answers = compare(model, [q for a in asked for q in a.questions])
+        except Exception as exc:  # a model that will not load must not stop the generator: its sets wait
+            logger.warning("model judge %s: %s: %s; its sets wait", model, type(exc).__name__, exc)
+            continue
+        at = 0
+        for item, a in zip(mine, asked, strict=True):
+            p_first = answers[at : at + len(a.questions)]
+            at += len(a.questions)
+            out.append((item, rank_by_wins(len(item.texts), a.pairs, p_first)))
+    return out

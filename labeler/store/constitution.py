@@ -63,7 +63,18 @@ def read_default(path: Path = DEFAULT_CONSTITUTION) -> ConstitutionText:
     return checked(0, principles, sections["critique prompt"], sections["revision prompt"])
 
 
-def _check_prompt(template: str, fields: tuple[str, ...], what: str) -> None:
+def default_comparison_prompt(path: Path = DEFAULT_CONSTITUTION) -> str:
+    """The prompt a model judge asks with unless its admin wrote another (the file's '## Comparison prompt')."""
+    sections = _sections(path.read_text(encoding="utf-8"))
+    if "comparison prompt" not in sections:
+        raise ValueError(f"{path}: no '## Comparison prompt' section")
+    return sections["comparison prompt"]
+
+
+def check_prompt(
+    template: str, fields: tuple[str, ...], what: str, required: tuple[str, ...] = ("prompt", "answer")
+) -> None:
+    """ValueError unless `template` is 1 to MAX_PROMPT_CHARS characters, uses only `fields` and shows `required`."""
     if not template.strip() or len(template) > MAX_PROMPT_CHARS:
         raise ValueError(f"the {what} must be 1 to {MAX_PROMPT_CHARS} characters")
     try:
@@ -73,7 +84,7 @@ def _check_prompt(template: str, fields: tuple[str, ...], what: str) -> None:
             f"the {what} may use only {', '.join('{' + f + '}' for f in fields)} (write {{{{ and }}}} for a brace): "
             f"{type(exc).__name__} {exc}"
         ) from exc
-    missing = [f for f in ("prompt", "answer") if "{" + f + "}" not in template]
+    missing = [f for f in required if "{" + f + "}" not in template]
     if missing:
         raise ValueError(f"the {what} must show {', '.join('{' + f + '}' for f in missing)}")
 
@@ -86,8 +97,8 @@ def checked(version: int, principles: list[str], critique: str, revision: str) -
     long = [i + 1 for i, p in enumerate(principles) if len(p) > MAX_PRINCIPLE_CHARS]
     if long:
         raise ValueError(f"principle(s) {long} are over {MAX_PRINCIPLE_CHARS} characters")
-    _check_prompt(critique, CRITIQUE_FIELDS, "critique prompt")
-    _check_prompt(revision, REVISION_FIELDS, "revision prompt")
+    check_prompt(critique, CRITIQUE_FIELDS, "critique prompt")
+    check_prompt(revision, REVISION_FIELDS, "revision prompt")
     if "{critique}" not in revision:
         raise ValueError("the revision prompt must show {critique}")
     return ConstitutionText(version, principles, critique, revision)

@@ -23,7 +23,7 @@ SUGGESTIONS = "suggestions"  # setting: {"judge": name or None, "share": share o
 
 @dataclass(frozen=True)
 class Suggestions:
-    judge: str | None = None  # the rule judge whose ranking the labeling page suggests; None: off
+    judge: str | None = None  # the judge whose ranking the labeling page suggests; None: off
     share: float = 0.5  # of leases where it ranked the set: the rest are held back, to measure anchoring
 
 
@@ -32,20 +32,20 @@ def suggestions(*, session: Session) -> Suggestions:
     return Suggestions(**stored) if isinstance(stored, dict) else Suggestions()
 
 
-def rule_judge_exists(session: Session, name: str) -> bool:
+def judge_exists(session: Session, name: str) -> bool:
     found = session.exec(
         select(Judge.kind).join(User, col(User.id) == col(Judge.user_id)).where(User.name == name)
     ).first()
-    return found == "rules"
+    return found is not None
 
 
 def set_suggestions(*, session: Session, judge: str | None, share: float) -> Suggestions:
     """Suggest `judge`'s ranking on the labeling page on `share` of the leases it could (None: off); ValueError
-    for a name that is not a rule judge or a share outside 0-1."""
+    for a name that is not a judge or a share outside 0-1."""
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share = {share:g} is out of range: use 0-1")
-    if judge and not rule_judge_exists(session, judge):
-        raise ValueError(f"no rule judge named {judge!r} (add one in Admin > Judges)")
+    if judge and not judge_exists(session, judge):
+        raise ValueError(f"no judge named {judge!r} (add one in Admin > Judges)")
     chosen = Suggestions(judge or None, share)
     put_setting(session=session, key=SUGGESTIONS, value=asdict(chosen))
     return chosen

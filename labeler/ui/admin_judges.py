@@ -1,14 +1,23 @@
-"""Admin "Judges" tab: add a rule judge (a name and its checks, one a line), see each judge's checks and how many
-sets it ranked and abstained on, and disable or enable one (labeler/labels/judges.py). The generator lets enabled
-judges rank waiting sets as it goes. Every handler checks the admin role on the server."""
+"""Admin "Judges" tab: add a rule judge (a name and its checks, one a line) or a model judge (a model and its
+comparison prompt, versioned), see each judge's checks or prompt and how many sets it ranked and abstained on,
+and disable or enable one (labeler/labels/judges.py). The generator lets enabled judges rank waiting sets as it
+goes. Every handler checks the admin role on the server."""
 
 from __future__ import annotations
 
 import gradio as gr
 from sqlmodel import Session
 
-from labeler.labels.judges import JudgeRow, add_judge, list_judges, set_judge_disabled, suggestion_stats
-from labeler.labels.rules import RulesError
+from labeler.labels.judges import (
+    BASE,
+    JudgeRow,
+    add_judge,
+    list_judges,
+    set_judge_disabled,
+    set_judge_template,
+    suggestion_stats,
+)
+from labeler.store.constitution import default_comparison_prompt
 from labeler.store.suggestions import set_suggestions, suggestions
 from labeler.store.users import UserError
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
@@ -17,13 +26,22 @@ EXAMPLE = """# one check a line; each answer scores the checks it meets
 instructions
 must not match: (?i)as an ai
 fewer than 120 words"""
-COLUMNS = ["judge", "kind", "state", "checks", "sets ranked", "abstained", "coverage", "agreement with people", "added by"]  # fmt: skip
+COLUMNS = ["judge", "kind", "state", "checks or model", "sets ranked", "abstained", "coverage", "agreement with people", "added by"]  # fmt: skip
 
 
 def judge_table(engine) -> list[list]:
     with Session(engine) as session:
         rows = list_judges(session=session)
     return [judge_row(r) for r in rows]
+
+
+def prompts_text(engine) -> str:
+    """Every model judge's comparison prompt as it asks it now, with its version (plain text: shown as written)."""
+    with Session(engine) as session:
+        rows = [r for r in list_judges(session=session) if r.kind == "model"]
+    return "\n\n".join(
+        f"{r.name} asks {r.model}, comparison prompt v{r.template_version}:\n{r.template}" for r in rows
+    )
 
 
 def suggestion_text(engine) -> str:
@@ -48,7 +66,7 @@ def judge_row(r: JudgeRow) -> list:
         r.name,
         r.kind,
         state,
-        "; ".join(r.checks),
+        "; ".join(r.checks) if r.kind == "rules" else f"{r.model}, prompt v{r.template_version}",
         r.ranked,
         r.abstained,
         coverage,
@@ -70,17 +88,29 @@ def build_judges_tab(deps: UIDeps) -> TabLoad:
             "*Coverage*: the share of the sets it looked at that it ranked; *agreement with people*: the share "
             "of answer pairs that it and a person both ordered on which they agree. With reliability weights "
             "(reward training, export), a judge weighs by its estimated accuracy, and one below chance counts for "
-            "nothing."
+            "nothing. A **model judge** asks a causal LM (`base`: the policy's base with its adapters off; or "
+            "a local path) the comparison prompt below for every pair of a set's answers, in both orders, and "
+            "ranks the set by the pairs each answer wins (docs/constitution.md); it abstains where all win alike."
         )
         with gr.Row():
             name = gr.Textbox(label="Judge name", max_lines=1)
-            add = gr.Button("Add rule judge", scale=0)
-        rules = gr.Textbox(label="Checks, one a line", lines=6, value=EXAMPLE)
+            kind = gr.Radio(["rules", "model"], value="rules", label="Kind")
+            add = gr.Button("Add judge", scale=0)
+        rules = gr.Textbox(label="Rule judge: checks, one a line", lines=6, value=EXAMPLE)
+        with gr.Row():
+            model = gr.Textbox(label="Model judge: model", value=BASE, max_lines=1)
+        template = gr.Textbox(
+            label="Model judge: comparison prompt ({principles} {prompt} {first} {second})",
+            lines=8,
+            value=default_comparison_prompt(),
+        )
         table = gr.Dataframe(headers=COLUMNS, interactive=False, wrap=True)
         with gr.Row():
             pick = gr.Textbox(label="Judge", max_lines=1)
             disable = gr.Button("Disable", scale=0)
             enable = gr.Button("Enable", scale=0)
+            new_prompt = gr.Button("Save the prompt above as its next version", scale=0)
+        prompts = gr.Textbox(label="Model judges' prompts, as they ask them now", lines=6, interactive=False)
         gr.Markdown(
             "**Suggestions on the labeling page**: where the judge below has ranked a set, the page shows its "
             "order and labelers accept it with one key (A) or rank their own. The rest of those sets are shown "
@@ -99,7 +129,13 @@ def build_judges_tab(deps: UIDeps) -> TabLoad:
         require_admin(engine, request)
         with Session(engine) as session:
             chosen = suggestions(session=session)
-        return judge_table(engine), chosen.judge or "", chosen.share, suggestion_text(engine)
+        return (
+            judge_table(engine),
+            prompts_text(engine),
+            chosen.judge or "",
+            chosen.share,
+            suggestion_text(engine),
+        )
 
     def on_suggest(request: gr.Request, judge: str, share: float):
         require_admin(engine, request)
@@ -117,14 +153,28 @@ def build_judges_tab(deps: UIDeps) -> TabLoad:
         )
         return said, suggestion_text(engine)
 
-    def on_add(request: gr.Request, judge: str, checks: str):
+    def on_add(request: gr.Request, judge: str, which: str, checks: str, asked: str, prompt: str):
         admin = require_admin(engine, request)
+        config = {"rules": checks or ""} if which == "rules" else {"model": asked, "template": prompt}
         try:
             with Session(engine) as session:
-                add_judge(session=session, name=judge or "", kind="rules", config={"rules": checks or ""}, created_by=admin.name)  # fmt: skip
-        except (UserError, RulesError) as exc:
+                add_judge(session=session, name=judge or "", kind=which, config=config, created_by=admin.name)
+        except (UserError, ValueError) as exc:  # RulesError and a prompt it cannot fill are ValueErrors
             raise gr.Error(f"Not added: {exc}") from exc
-        return f"Added rule judge **{judge.strip()}**; it ranks waiting sets as the generator runs.", judge_table(engine)  # fmt: skip
+        said = f"Added {'rule' if which == 'rules' else 'model'} judge **{judge.strip()}**; it ranks waiting sets as the generator runs."  # fmt: skip
+        return said, judge_table(engine), prompts_text(engine)
+
+    def on_new_prompt(request: gr.Request, judge: str, prompt: str):
+        require_admin(engine, request)
+        try:
+            with Session(engine) as session:
+                version = set_judge_template(
+                    session=session, name=(judge or "").strip(), template=prompt or ""
+                )
+        except (UserError, ValueError) as exc:
+            raise gr.Error(f"Not saved: {exc}") from exc
+        said = f"Judge **{judge.strip()}** asks with comparison prompt v{version} from now on."
+        return said, judge_table(engine), prompts_text(engine)
 
     def switch(disabled: bool):
         def handler(request: gr.Request, judge: str):
@@ -138,10 +188,13 @@ def build_judges_tab(deps: UIDeps) -> TabLoad:
 
         return handler
 
-    add.click(on_add, [name, rules], [status, table], api_name="admin_add_judge")
+    add.click(
+        on_add, [name, kind, rules, model, template], [status, table, prompts], api_name="admin_add_judge"
+    )
+    new_prompt.click(on_new_prompt, [pick, template], [status, table, prompts], api_name="admin_judge_prompt")
     save_suggest.click(
         on_suggest, [suggest_judge, suggest_share], [status, suggest_md], api_name="admin_suggestions"
     )
     disable.click(switch(True), [pick], [status, table], api_name="admin_disable_judge")
     enable.click(switch(False), [pick], [status, table], api_name="admin_enable_judge")
-    return TabLoad(on_load, [table, suggest_judge, suggest_share, suggest_md])
+    return TabLoad(on_load, [table, prompts, suggest_judge, suggest_share, suggest_md])

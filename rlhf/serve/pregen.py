@@ -49,6 +49,7 @@ from models.generation import PolicyBackend, SamplingParams
 from models.policy import PolicyPool
 from rlhf.select.design import Design
 from rlhf.select.selection import Choice, PoolScorer, choose, uncertainty
+from rlhf.serve.model_judges import ModelJudges
 from rlhf.serve.revisions import add_revisions
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class PregenWorker:
         self.holder = holder_id()
         self._activated: tuple[int, str | None] | None = None
         self._scorer: PoolScorer | None = None
+        # Model judges borrow the pool's base; with another backend (vLLM) the base would be loaded twice.
+        self._compare = ModelJudges(pool) if isinstance(pool, PolicyPool) else None
         self._designs: dict[str, Design | None] = {}
         self._rng = random.Random(config.seed)
         self._stop = threading.Event()
@@ -185,7 +188,7 @@ class PregenWorker:
     def step(self) -> int:
         """Let the judges rank the sets waiting for them, then top the current version's buffer up by at most
         one batch; returns sets written."""
-        judge_waiting_sets(self.engine)
+        judge_waiting_sets(self.engine, compare=self._compare)
         plan = self.plan()
         if plan is None:
             return 0

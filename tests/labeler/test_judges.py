@@ -4,6 +4,7 @@ where no check applies, never leases, logs in or counts toward a set's labels, a
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from sqlmodel import Session, col, select
@@ -11,7 +12,14 @@ from sqlmodel import Session, col, select
 from app import main
 from labeler.io.instruction_prompts import add_instruction_prompts
 from labeler.labels.instructions import Instruction
-from labeler.labels.judges import add_judge, judge_waiting_sets, list_judges, set_judge_disabled
+from labeler.labels.judges import (
+    add_judge,
+    judge_waiting_sets,
+    list_judges,
+    set_judge_disabled,
+    set_judge_template,
+)
+from labeler.labels.model_judge import comparison_questions, rank_by_wins
 from labeler.labels.rules import RulesError
 from labeler.labels.stats import labeler_rows
 from labeler.store.db import make_engine
@@ -187,7 +195,7 @@ def test_a_suggestion_is_offered_on_its_share_of_leases_and_its_acceptance_and_a
         make_sets(s, 4, labels_needed=3, version_id=make_version(s).id)
         add_judge(session=s, name="digits", kind="rules", config={"rules": LAST_DIGITS})
         people = [id_of(make_user(s, name)) for name in ("alice", "bob", "carol")]
-        with pytest.raises(ValueError, match="no rule judge named 'alice'"):
+        with pytest.raises(ValueError, match="no judge named 'alice'"):
             set_suggestions(session=s, judge="alice", share=1.0)
         with pytest.raises(ValueError, match="out of range"):
             set_suggestions(session=s, judge="digits", share=1.5)
@@ -235,3 +243,60 @@ def test_a_suggestion_is_offered_on_its_share_of_leases_and_its_acceptance_and_a
     assert (st.shown, st.accepted, st.changed, st.held_back) == (2, 1, 1, 1)
     assert st.agreement_shown == pytest.approx(5 / 10)  # 5 of 5 pairs accepted, 0 of 5 changed
     assert st.agreement_held_back == 0.0
+
+
+ASKED = re.compile(r"Answer A: (.*)\n\nAnswer B: (.*)\n\nWhich", re.DOTALL)
+
+
+def prefers_later_answers(model: str, questions: list[str]) -> list[float]:
+    """A stand-in model: prefers the answer whose text sorts later, with a pull toward the first place that
+    asking both orders must cancel."""
+    out = []
+    for q in questions:
+        found = ASKED.search(q)
+        assert found and "- The answer should be honest" in q  # the constitution's principles are shown
+        out.append(0.75 if found[1] > found[2] else 0.35)
+    return out
+
+
+def test_wins_over_both_orders_rank_a_set_and_a_judge_that_only_says_a_abstains():
+    asked = comparison_questions("{principles}|{prompt}|{first}|{second}", ["be kind"], "hi", ["x", "y", "z"])
+    assert len(asked.pairs) == 6 and asked.questions[0] == "- be kind|hi|x|y"
+    later = [0.8 if i > j else 0.3 for i, j in asked.pairs]
+    assert rank_by_wins(3, asked.pairs, later) == {0: 3, 1: 2, 2: 1}
+    assert rank_by_wins(3, asked.pairs, [0.9] * 6) is None  # all position bias, no opinion
+    cycle = {(0, 1): 1.0, (1, 0): 0.0, (1, 2): 1.0, (2, 1): 0.0, (2, 0): 1.0, (0, 2): 0.0}
+    assert rank_by_wins(3, list(cycle), list(cycle.values())) is None
+    two_tied = {(0, 1): 0.9, (1, 0): 0.1, (0, 2): 0.9, (2, 0): 0.1, (1, 2): 0.5, (2, 1): 0.5}
+    assert rank_by_wins(3, list(two_tied), list(two_tied.values())) == {0: 1, 1: 2, 2: 2}
+
+
+def test_a_model_judge_ranks_by_its_models_answers_only_when_a_model_is_there(engine):
+    with Session(engine) as s:
+        version = make_version(s)
+        make_sets(s, 2, n=3, version_id=version.id)
+        add_judge(session=s, name="self", kind="model", config={"model": "base"})
+        add_judge(session=s, name="short", kind="rules", config={"rules": SHORT})
+        with pytest.raises(ValueError, match=r"must show \{second\}"):
+            add_judge(
+                session=s, name="blind", kind="model", config={"template": "{principles}{prompt}{first}"}
+            )
+    assert judge_waiting_sets(engine) == 2  # the rule judge; the model judge's sets wait for a model
+    asked: list[str] = []
+
+    def broken(model: str, questions: list[str]) -> list[float]:
+        asked.append(model)
+        raise OSError("no such model")
+
+    assert judge_waiting_sets(engine, compare=broken) == 0 and asked == ["base"]  # logged; the sets wait
+    assert judge_waiting_sets(engine, compare=prefers_later_answers) == 2
+    with Session(engine) as s:
+        for ranking in rankings_of(s, "self"):
+            ids = sorted(int(k) for k in ranking.ranks)
+            assert [ranking.ranks[str(i)] for i in ids] == [3, 2, 1]  # "answer i.2" sorts last: ranked first
+        [row] = [r for r in list_judges(session=s) if r.name == "self"]
+        assert (row.kind, row.model, row.template_version, row.ranked) == ("model", "base", 1, 2)
+        assert row.template is not None and "Answer A: {first}" in row.template
+        assert set_judge_template(session=s, name="self", template=row.template + "\nBe brief.") == 2
+        with pytest.raises(UserError, match="no model judge named 'short'"):
+            set_judge_template(session=s, name="short", template=row.template)
