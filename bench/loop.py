@@ -31,7 +31,9 @@ default constitution (rlhf/serve/revisions.py), shown blind; the SEED line gives
 of their rankings that put them first. `--judge rules --human-share 0.5`: the app's rule judge (its one check:
 the prompt's instructions) ranks every set the generator writes, and each simulated labeler ranks at most half a
 round's sets (the RESULT line counts `human_labels`). Target (issue 45): the mean gain at least that of all human
-labels without a judge, minus 0.02.
+labels without a judge, minus 0.02. `--judge model`: the app's model judge, the base with its adapters off asking
+which of two answers better follows the default constitution (docs/constitution.md), ranks every set; the SEED
+and RESULT lines give any judge's agreement with the hidden preference (pairs it orders strictly), no target.
 
 Figures: docs/benchmarks.md; the recipes measured before the defaults changed: docs/bench-loop-history.md.
 
@@ -62,14 +64,14 @@ from sqlmodel import Session, col, select
 from labeler.io.importers import import_prompts
 from labeler.io.instruction_prompts import add_instruction_prompts, generate_prompts, stored_instructions
 from labeler.labels.instructions import Instruction, count_words, strict_pass
-from labeler.labels.judges import add_judge
+from labeler.labels.judges import add_judge, pairs_agreeing
 from labeler.labels.winrate import wilson_interval
 from labeler.records.policies import PolicyRef, current_policy, ensure_initial_policy, policy_by_version
 from labeler.store.constitution import set_revision_share
 from labeler.store.db import make_engine
 from labeler.store.settings import set_labels_needed
 from labeler.store.tables import Completion as StoredAnswer
-from labeler.store.tables import Prompt, Ranking, RewardModel, User
+from labeler.store.tables import CompletionSet, Prompt, Ranking, RewardModel, User
 from models.divergence import answers_kl
 from models.embedded import home_sharing_cache
 from models.generation import Completion, SamplingParams
@@ -368,10 +370,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--judge",
-        choices=("none", "rules"),
+        choices=("none", "rules", "model"),
         default="none",
         help="rules: a rule judge (the app's, labeler/labels/judges.py) with the one check 'instructions' ranks "
-        "every set the generator writes, beside the simulated labelers",
+        "every set the generator writes, beside the simulated labelers; model: a model judge, the base (adapters "
+        "off) comparing answers by the default constitution; its agreement with the hidden preference is printed",
     )
     parser.add_argument(
         "--human-share",
@@ -458,6 +461,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
                 set_revision_share(session=s, share=args.revisions)
             if args.judge == "rules":
                 add_judge(session=s, name="rules", kind="rules", config={"rules": "instructions"})
+            elif args.judge == "model":
+                add_judge(session=s, name="model", kind="model", config={"model": "base"})
         per_labeler = None if args.human_share >= 1 else round(args.human_share * args.sets)
         base, tokenizer = load_base("default", home=Path(home))
         pool = PolicyPool(base, tokenizer)
@@ -490,6 +495,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             edits_made = len(s.exec(select(StoredAnswer).where(StoredAnswer.origin == "edit")).all())
             human_labels = len(s.exec(select(Ranking.id).join(User).where(User.role != "judge")).all())
             revisions = revisions_ranked(s)
+            agreement = judge_agreement(s, judge)
     print(f"seed {seed}, per-instruction pass rate (v0 -> last):")
     for kind in sorted(set(v0_eval["per_kind"]) | set(last_eval["per_kind"])):
         print(
@@ -509,6 +515,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "human_labels": human_labels,
         "revisions": revisions[0],
         "revisions_first": revisions[1],
+        "judge_agreement": agreement,
         **{
             f"{kind}_v0_last": f"{v0_eval['per_kind'].get(kind, 0):.2f}>{last_eval['per_kind'].get(kind, 0):.2f}"
             for kind in UNSEEN_KINDS
@@ -516,6 +523,28 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }
     print("SEED " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
     return figures
+
+
+def judge_agreement(session: Session, hidden: SimulatedLabeler) -> str:
+    """The app's judges' agreement with the hidden preference: the share of answer pairs a judge ordered strictly
+    that the noise-free preference orders the same way (pairs it ties left out), over every set judged."""
+    agreed = compared = 0
+    rows = session.exec(
+        select(Ranking, Prompt.instructions)
+        .join(User, col(User.id) == col(Ranking.user_id))
+        .join(CompletionSet, col(CompletionSet.id) == col(Ranking.set_id))
+        .join(Prompt, col(Prompt.id) == col(CompletionSet.prompt_id))
+        .where(User.role == "judge", col(Ranking.skipped).is_(False))
+    ).all()
+    for ranking, instructions in rows:
+        asked = stored_instructions(list(instructions or []))
+        answers = session.exec(select(StoredAnswer).where(StoredAnswer.set_id == ranking.set_id)).all()
+        scores = {str(a.id): hidden.score(a.text, a.finish_reason, asked) for a in answers}
+        order = sorted(set(scores.values()), reverse=True)
+        truth = {k: order.index(v) + 1 for k, v in scores.items() if k in ranking.ranks}
+        same, both = pairs_agreeing(dict(ranking.ranks), truth)
+        agreed, compared = agreed + same, compared + both
+    return f"{agreed / compared:.3f}/{compared}" if compared else "n/a"
 
 
 def revisions_ranked(session: Session) -> tuple[int, str]:
@@ -577,7 +606,7 @@ def main(argv: list[str] | None = None) -> None:
         f"switched={sum(s['switched'] for s in seeds)}/{args.rounds * len(seeds)} preference={args.preference} "
         f"reward={args.reward} sets={args.sets} rounds={args.rounds} judge={args.judge} "
         f"human_share={args.human_share:g} human_labels={'/'.join(str(s['human_labels']) for s in seeds)} "
-        f"edits={args.edits:g} "
+        f"judge_agreement={'/'.join(str(s['judge_agreement']).split('/')[0] for s in seeds)} edits={args.edits:g} "
         f"edits_made={sum(s['edits'] for s in seeds)} revisions={args.revisions:g} "
         f"revisions_made={sum(s['revisions'] for s in seeds)} "
         f"revisions_first={'/'.join(s['revisions_first'] for s in seeds)} "

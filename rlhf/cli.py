@@ -13,6 +13,7 @@ from sqlmodel import Session
 from tqdm import tqdm
 
 from labeler.io.importers import parse_prompts
+from labeler.labels.judge_worth import judge_worth
 from labeler.labels.judges import (
     add_judge,
     judge_waiting_sets,
@@ -137,12 +138,15 @@ def _add_judge(
 
 
 def _print_judges(session: Session) -> None:
+    worth = judge_worth(session=session)
     for row in list_judges(session=session):
         state = "disabled" if row.disabled else "enabled"
         agreement = "-" if row.agreement is None else f"{row.agreement:.0%} of {row.compared} pairs"
+        mine = worth.get(row.user_id)
+        saved = "-" if mine is None else f"{mine.saved:.0f} (accuracy {mine.accuracy:.0%}, people {mine.people_accuracy:.0%})"  # fmt: skip
         print(
             f"{row.name} ({row.kind}, {state}): ranked {row.ranked}, abstained {row.abstained}, "
-            f"agreement with people {agreement}"
+            f"agreement with people {agreement}, human rankings saved (estimate) {saved}"
         )
         if row.kind == "model":
             print(f"  asks {row.model} with comparison prompt v{row.template_version}:")

@@ -76,6 +76,7 @@ class JudgeRow:
     ranked: int  # sets it ranked
     abstained: int  # sets where none of its checks applied
     created_by: str
+    user_id: int = 0
     model: str | None = None  # a model judge's model
     template: str | None = None  # ... and the comparison prompt it asks with
     template_version: int | None = None
@@ -241,6 +242,7 @@ def list_judges(*, session: Session) -> list[JudgeRow]:
             ranked=counts.get((user.id, False), 0),
             abstained=counts.get((user.id, True), 0),
             created_by=judge.created_by,
+            user_id=id_of(user),
             model=judge.config.get("model"),
             template=judge.config.get("template"),
             template_version=judge.config.get("template_version"),

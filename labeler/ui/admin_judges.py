@@ -8,6 +8,7 @@ from __future__ import annotations
 import gradio as gr
 from sqlmodel import Session
 
+from labeler.labels.judge_worth import JudgeWorth, judge_worth
 from labeler.labels.judges import (
     BASE,
     JudgeRow,
@@ -26,13 +27,20 @@ EXAMPLE = """# one check a line; each answer scores the checks it meets
 instructions
 must not match: (?i)as an ai
 fewer than 120 words"""
-COLUMNS = ["judge", "kind", "state", "checks or model", "sets ranked", "abstained", "coverage", "agreement with people", "added by"]  # fmt: skip
+COLUMNS = ["judge", "kind", "state", "checks or model", "sets ranked", "abstained", "coverage", "agreement with people", "human rankings saved (estimate)", "added by"]  # fmt: skip
 
 
 def judge_table(engine) -> list[list]:
     with Session(engine) as session:
         rows = list_judges(session=session)
-    return [judge_row(r) for r in rows]
+        worth = judge_worth(session=session)
+    return [judge_row(r, worth.get(r.user_id)) for r in rows]
+
+
+def worth_text(worth: JudgeWorth | None) -> str:
+    if worth is None:
+        return "no set shared with people yet"
+    return f"{worth.saved:.0f} (accuracy {worth.accuracy:.0%}, people {worth.people_accuracy:.0%})"
 
 
 def prompts_text(engine) -> str:
@@ -58,7 +66,7 @@ def suggestion_text(engine) -> str:
     )
 
 
-def judge_row(r: JudgeRow) -> list:
+def judge_row(r: JudgeRow, worth: JudgeWorth | None = None) -> list:
     state = "disabled" if r.disabled else "enabled"
     coverage = "" if r.coverage is None else f"{r.coverage:.0%}"
     agreement = "no shared pairs yet" if r.agreement is None else f"{r.agreement:.0%} of {r.compared} pairs"
@@ -71,6 +79,7 @@ def judge_row(r: JudgeRow) -> list:
         r.abstained,
         coverage,
         agreement,
+        worth_text(worth),
         r.created_by,
     ]
 
@@ -90,7 +99,9 @@ def build_judges_tab(deps: UIDeps) -> TabLoad:
             "(reward training, export), a judge weighs by its estimated accuracy, and one below chance counts for "
             "nothing. A **model judge** asks a causal LM (`base`: the policy's base with its adapters off; or "
             "a local path) the comparison prompt below for every pair of a set's answers, in both orders, and "
-            "ranks the set by the pairs each answer wins (docs/constitution.md); it abstains where all win alike."
+            "ranks the set by the pairs each answer wins (docs/constitution.md); it abstains where all win alike. "
+            "*Human rankings saved*: the reliability model's estimate of what its rankings are worth in human "
+            "ones, its rankings x (2 accuracy - 1)^2 / (2 people's accuracy - 1)^2 on the sets both ranked."
         )
         with gr.Row():
             name = gr.Textbox(label="Judge name", max_lines=1)

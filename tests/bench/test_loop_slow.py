@@ -70,6 +70,7 @@ def test_a_small_round_with_a_rule_judge_and_half_the_human_labels(tmp_path: Pat
     figures = dict(item.split("=", 1) for item in done.stdout.strip().splitlines()[-1].split()[1:])
     assert figures["judge"] == "rules" and figures["human_share"] == "0.5"
     assert figures["human_labels"] == "8"
+    assert 0.5 < float(figures["judge_agreement"]) <= 1.0  # the rule judge reads the same instructions
     engine = make_engine(f"sqlite:///{tmp_path / 'seed-0' / 'home' / 'loop.db'}")
     with Session(engine) as s:
         judged = s.exec(select(Ranking).join(User).where(User.role == "judge")).all()

@@ -12,6 +12,7 @@ from sqlmodel import Session, col, select
 from app import main
 from labeler.io.instruction_prompts import add_instruction_prompts
 from labeler.labels.instructions import Instruction
+from labeler.labels.judge_worth import judge_worth, strength
 from labeler.labels.judges import (
     add_judge,
     judge_waiting_sets,
@@ -181,6 +182,16 @@ def test_a_judges_agreement_with_people_and_a_judge_below_chance_counts_for_noth
         judge = next(u for u in fit.accuracy if u not in people)
         assert fit.accuracy[judge] < 0.5 and fit.weight(judge) == 0.0  # not read reversed
         assert all(fit.weight(p) > 0 for p in people)
+        # ... so its rankings stand for no human ones; a judge that agrees with the people stands for more
+        assert judge_worth(session=s)[judge].saved == 0.0
+        add_judge(session=s, name="first", kind="rules", config={"rules": "ends with: .0"})
+    assert judge_waiting_sets(engine) == 6
+    with Session(engine) as s:
+        first = next(r.user_id for r in list_judges(session=s) if r.name == "first")
+        worth = judge_worth(session=s)[first]
+        assert worth.rankings == 6 and worth.accuracy > 0.5 and worth.people_accuracy > 0.5
+        assert worth.saved == pytest.approx(6 * strength(worth.accuracy) / strength(worth.people_accuracy))
+        assert worth.saved > 0
 
 
 LAST_DIGITS = "ends with: .3\nmust match: \\.[23]$"  # answer i.3 first, i.2 second, i.0 and i.1 tied last

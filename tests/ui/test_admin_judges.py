@@ -45,6 +45,7 @@ def test_an_admin_adds_a_model_judge_and_saves_its_prompts_next_version_through_
     said, table, prompts = admin.predict("self", "model", "", "base", prompt, api_name="/admin_add_judge")
     assert "Added model judge **self**" in said
     assert [row[:5] for row in table["data"]] == [["self", "model", "enabled", "base, prompt v1", 0]]
+    assert table["data"][0][8] == "no set shared with people yet"  # human rankings saved
     assert prompts.startswith("self asks base, comparison prompt v1:\nPrinciples:")
     said, table, prompts = admin.predict("self", prompt + "\nReply A or B.", api_name="/admin_judge_prompt")
     assert said == "Judge **self** asks with comparison prompt v2 from now on."
