@@ -87,7 +87,7 @@ class LabelingClient:
         """Submit ranks (display order; None leaves an answer unranked); returns the next set or None."""
         flags = flags or [None] * len(ranks)
         widget = {"token": current.token, "answers": [], "ranks": list(ranks), "flags": list(flags)}
-        return page_from_outputs(await self._call("submit_ranking", [widget, none_acceptable, comment]))
+        return page_from_outputs(await self._call("submit_ranking", [widget, none_acceptable, comment, ""]))
 
     async def skip(self, current: Page) -> Page | None:
         return page_from_outputs(await self._call("skip_set", [{"token": current.token}]))

@@ -90,20 +90,31 @@ def count_waiting_sets(*, session: Session, policy_version_id: int | None) -> in
 
 
 def sample_prompts(
-    *, session: Session, count: int, policy_version_id: int | None, seed: int | None = None
+    *,
+    session: Session,
+    count: int,
+    policy_version_id: int | None,
+    seed: int | None = None,
+    later_turns_first: bool = False,
 ) -> list[Prompt]:
-    """Train-split prompts for new sets, those with the fewest sets from this version first (ties at random)."""
+    """Train-split prompts for new sets (none of a stopped branch), those with the fewest sets from this version
+    first, then a conversation's later turns first (`later_turns_first`) or its first turns, ties at random."""
     used = (
         select(func.count(col(CompletionSet.id)))
         .where(CompletionSet.prompt_id == Prompt.id, CompletionSet.policy_version_id == policy_version_id)
         .correlate(Prompt)
         .scalar_subquery()
     )
+    turn = col(Prompt.turn).desc() if later_turns_first else col(Prompt.turn)
     rows = session.exec(
-        select(Prompt, used).where(Prompt.split == "train").order_by(used).limit(count * 4)
+        select(Prompt, used)
+        .where(Prompt.split == "train", col(Prompt.stopped).is_(False))
+        .order_by(used, turn)
+        .limit(count * 4)
     ).all()
     rng = random.Random(seed)
-    rows = sorted(rows, key=lambda r: (r[1], rng.random()))
+    sign = -1 if later_turns_first else 1
+    rows = sorted(rows, key=lambda r: (r[1], sign * r[0].turn, rng.random()))
     return [p for p, _ in rows[:count]]
 
 

@@ -194,6 +194,11 @@ class RankingIn:
     seconds_spent: float | None = None
     guidelines_version: int | None = None
     edits: list[EditIn] = field(default_factory=list)
+    follow_up: str = ""  # the next user message, to continue the conversation from the chosen answer
+
+    @property
+    def next_message(self) -> str | None:
+        return self.follow_up.strip() or None
 
 
 def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
@@ -210,9 +215,13 @@ def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
         raise RankingRejected(
             f"the comment has {len(ranking.comment)} characters; at most {MAX_COMMENT_CHARS} are kept"
         )
+    if len(ranking.follow_up) > MAX_COMMENT_CHARS:
+        raise RankingRejected(
+            f"the next message has {len(ranking.follow_up)} characters; at most {MAX_COMMENT_CHARS} are kept"
+        )
     if ranking.skipped:
-        if ranking.ranks or ranking.flags or ranking.none_acceptable or ranking.edits:
-            raise RankingRejected("a skip carries no ranks, flags, edits or 'none acceptable'")
+        if ranking.ranks or ranking.flags or ranking.none_acceptable or ranking.edits or ranking.next_message:
+            raise RankingRejected("a skip carries no ranks, flags, edits, next message or 'none acceptable'")
         return
     both = set(ranking.ranks) & set(ranking.flags)
     if both:
@@ -258,6 +267,7 @@ def _same_content(row: Ranking, ranking: RankingIn) -> bool:
         and row.none_acceptable == ranking.none_acceptable
         and row.skipped == ranking.skipped
         and row.comment == ranking.comment.strip()
+        and row.follow_up == ranking.next_message
     )
 
 
@@ -332,6 +342,7 @@ def submit_ranking(*, session: Session, ranking: RankingIn, lease: Assignment | 
         none_acceptable=ranking.none_acceptable,
         skipped=ranking.skipped,
         comment=ranking.comment.strip(),
+        follow_up=ranking.next_message,
         seconds_spent=ranking.seconds_spent,
         guidelines_version=ranking.guidelines_version,
     )
@@ -385,6 +396,7 @@ class PageChoices:
     edit_seconds: list[float | None] = field(default_factory=list)  # the time each rewrite took
     written: str | None = None  # an answer written from scratch
     written_seconds: float | None = None
+    follow_up: str = ""  # the next user message, where the conversation may continue
 
 
 def submit_leased(*, session: Session, lease: Assignment, choices: PageChoices) -> Ranking:
@@ -412,6 +424,7 @@ def submit_leased(*, session: Session, lease: Assignment, choices: PageChoices) 
         none_acceptable=choices.none_acceptable,
         skipped=choices.skipped,
         comment=choices.comment,
+        follow_up=choices.follow_up,
         seconds_spent=round((utcnow() - as_utc(lease.leased_at)).total_seconds(), 2),
         guidelines_version=lease.guidelines_version,
         edits=edits,

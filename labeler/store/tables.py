@@ -70,6 +70,19 @@ class Prompt(SQLModel, table=True):
     # Verifiable instructions the prompt carries ([{kind, params}], labeler/labels/instructions.py), or None
     instructions: list[dict] | None = _json(None)
     created_at: datetime = Field(default_factory=utcnow)
+    # Conversations (labeler/labels/conversations.py): a later turn continues a decided set from its chosen answer
+    # (no foreign keys: a set names its prompt, so keys both ways would be a cycle no table order can create)
+    parent_set_id: int | None = Field(default=None, index=True)
+    parent_completion_id: int | None = None
+    conversation_id: int | None = Field(default=None, index=True)  # the first turn's prompt id; None on it
+    turn: int = Field(
+        default=1, sa_column_kwargs={"server_default": "1"}
+    )  # user turns so far, this one included
+    # Imported next user messages (turn 2, 3, ...): text, or {"content", "instructions"}; None: none imported
+    follow_ups: list | None = _json(None)
+    stopped: bool = Field(
+        default=False, sa_column_kwargs={"server_default": "0"}
+    )  # an admin ended the branch
 
 
 class RewardModel(SQLModel, table=True):
@@ -201,6 +214,7 @@ class Ranking(SQLModel, table=True):
     none_acceptable: bool = False
     skipped: bool = False
     comment: str = ""
+    follow_up: str | None = None  # the next user message the labeler wrote, to continue the conversation
     seconds_spent: float | None = None
     guidelines_version: int | None = None
     created_at: datetime = Field(default_factory=utcnow, index=True)
@@ -220,6 +234,7 @@ class SupersededRanking(SQLModel, table=True):
     none_acceptable: bool = False
     skipped: bool = False
     comment: str = ""
+    follow_up: str | None = None
     seconds_spent: float | None = None
     guidelines_version: int | None = None
     created_at: datetime = Field(default_factory=utcnow)

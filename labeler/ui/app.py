@@ -14,6 +14,7 @@ from starlette.middleware import Middleware
 from labeler.store.login import LoginThrottle
 from labeler.ui.admin_browse import build_browse_tab
 from labeler.ui.admin_constitution import build_constitution_tab
+from labeler.ui.admin_conversations import build_conversations_tab
 from labeler.ui.admin_dashboard import build_dashboard
 from labeler.ui.admin_data import build_data_tab, build_export_tab, build_users_tab
 from labeler.ui.admin_gold import build_gold_tab
@@ -46,6 +47,7 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
                         build_browse_tab,
                         build_data_tab,
                         build_constitution_tab,
+                        build_conversations_tab,
                         build_judges_tab,
                         build_users_tab,
                         build_gold_tab,

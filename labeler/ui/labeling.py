@@ -24,13 +24,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from labeler.labels.conversations import Conversations, conversations
 from labeler.labels.quality import OwnAgreement, own_agreement
 from labeler.labels.stats import labeler_progress, waiting_for
 from labeler.store.db import read_session
 from labeler.store.leasing import LeasedSet, lease_by_token, lease_next_set
 from labeler.store.settings import GuidelinesNews, current_guidelines, guidelines_news
 from labeler.store.store import MAX_COMMENT_CHARS, LeaseGone, PageChoices, RankingRejected, submit_leased
-from labeler.store.tables import FLAG_REASONS, Completion, id_of
+from labeler.store.tables import FLAG_REASONS, Completion, Prompt, id_of
 from labeler.store.undo import undo_last
 from labeler.ui import ranker
 from labeler.ui.deps import RecentUsers, TabLoad, UIDeps
@@ -55,6 +56,7 @@ class SetView:
         None  # a judge's ranking by display position, when the page shows one
     )
     suggested_by: str | None = None  # that judge's name
+    continues: bool = False  # the conversation can go on from this set: the page asks for a next user message
 
 
 def next_view(engine: Engine, user_id: int, guidelines_version: int | None = None) -> SetView | None:
@@ -66,7 +68,17 @@ def next_view(engine: Engine, user_id: int, guidelines_version: int | None = Non
             version = current_guidelines(session=session).version
     with Session(engine, expire_on_commit=False) as session:
         leased = lease_next_set(session=session, user_id=user_id, guidelines_version=version)
-        return _view(leased) if leased is not None else None
+        if leased is None:
+            return None
+        return _view(leased, asks_next_message(conversations(session=session), leased.prompt))
+
+
+def asks_next_message(settings: Conversations, prompt: Prompt) -> bool:
+    """Whether the page offers the next-message box: the labelers of this prompt's source write next turns and
+    the conversation is not at its depth or stopped."""
+    return (
+        settings.source_of(prompt.source) == "labeler" and prompt.turn < settings.depth and not prompt.stopped
+    )
 
 
 CUT_OFF = '<div class="rl-cut" title="the model hit its token limit">… cut off at the length limit</div>'
@@ -78,7 +90,7 @@ def answer_html(completion: Completion) -> str:
     return body + CUT_OFF if completion.finish_reason == "length" else body
 
 
-def _view(leased: LeasedSet) -> SetView:
+def _view(leased: LeasedSet, continues: bool = False) -> SetView:
     assert leased.assignment.token is not None
     offered = leased.assignment.suggestion or {}
     shown = offered.get("ranks") if offered.get("shown") else None
@@ -89,6 +101,7 @@ def _view(leased: LeasedSet) -> SetView:
         sources=[c.text for c in leased.completions],
         suggested=[shown.get(str(c.id)) for c in leased.completions] if shown else None,
         suggested_by=str(offered.get("name") or "a judge") if shown else None,
+        continues=continues,
     )
 
 
@@ -278,6 +291,14 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
                     elem_id="comment",
                     scale=3,
                 )
+            follow_up = gr.Textbox(
+                label="Continue the conversation (optional): the user's next message after the answer you "
+                "ranked first",
+                lines=2,
+                max_length=MAX_COMMENT_CHARS,
+                elem_id="follow-up",
+                visible=False,
+            )
 
     def show(view: SetView | None, user_id: int, message: str = "") -> dict:
         """Values that put `view` on screen (values only: no component is rebuilt), with the banner and the new
@@ -298,6 +319,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             progress: progress_text(engine, user_id, figures),
             status: message,
             comment: "",
+            follow_up: gr.update(value="", visible=bool(view and view.continues)),
             none_ok: False,
             prompt_md: view.prompt_html if view else "",
             empty_md: "" if view else NOTHING_WAITING,
@@ -333,12 +355,16 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
         return show_next(users.user_id(request))
 
     @survivable(status)
-    def on_submit(request: gr.Request, page: Any, none_acceptable: bool, note: str) -> dict:
+    def on_submit(
+        request: gr.Request, page: Any, none_acceptable: bool, note: str, next_message: str
+    ) -> dict:
         user_id = users.user_id(request)
         try:
             if not (token := page_token(page)):
                 return show_next(user_id)
-            submit_form(engine, user_id, token, read_page(page, none_acceptable, note))
+            choices = read_page(page, none_acceptable, note)
+            choices.follow_up = next_message if isinstance(next_message, str) else ""
+            submit_form(engine, user_id, token, choices)
         except RankingRejected as exc:
             return rejected(exc, user_id)
         # the guidelines fold away after a submit (they stay one click away)
@@ -388,10 +414,15 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             return show_next(user_id, message)
         return {status: message}
 
-    outputs = [answers, progress, status, comment, none_ok, prompt_md, empty_md, guide_box, news_md, guide_md]
+    outputs = [
+        *(answers, progress, status, comment, follow_up, none_ok, prompt_md, empty_md, guide_box, news_md),
+        guide_md,
+    ]
     # Not queued: a submit is one short request (POST /run/submit_ranking) rather than a queue entry plus an
     # event stream, which halved its cost on the server. Writers take turns in the store (labeler/store/db.py).
-    submit.click(on_submit, [answers, none_ok, comment], outputs, api_name="submit_ranking", queue=False)
+    submit.click(
+        on_submit, [answers, none_ok, comment, follow_up], outputs, api_name="submit_ranking", queue=False
+    )
     skip.click(on_skip, [answers], outputs, api_name="skip_set", queue=False)
     start.click(on_start, [answers], outputs, api_name="start_labeling", queue=False)
     undo.click(on_undo, None, outputs, api_name="undo_submit", queue=False)

@@ -97,15 +97,23 @@ def inline_html(text: str, *, max_chars: int = MAX_RENDER_CHARS) -> str:
 
 
 def conversation_html(messages: Iterable[Mapping], *, max_chars: int = MAX_RENDER_CHARS) -> str:
-    """A prompt's turns, each under its role's name (a system turn in italics), separated by rules."""
+    """A prompt's turns, each under its role's name (a system turn in italics), separated by rules. In a
+    conversation the turns before the last user message are folded ("Earlier turns"), that message open."""
     names = {"system": "System", "user": "User", "assistant": "Assistant"}
     blocks = []
-    for m in messages:
+    turns = list(messages)
+    for m in turns:
         role = str(m.get("role", ""))
         content = content_html(str(m.get("content", "")), max_chars=max_chars)
         body = f"<em>{content}</em>" if role == "system" else content
         blocks.append(f"<p><strong>{html.escape(names.get(role, role))}:</strong></p>{body}")
-    return "<hr>".join(blocks)
+    users = [i for i, m in enumerate(turns) if m.get("role") == "user"]
+    if len(users) < 2:
+        return "<hr>".join(blocks)
+    last = users[-1]
+    earlier = "<hr>".join(blocks[:last])
+    folded = f'<details class="rl-earlier"><summary>Earlier turns ({last})</summary>{earlier}</details>'
+    return folded + "<hr>" + "<hr>".join(blocks[last:])
 
 
 def page(*fragments: str) -> str:

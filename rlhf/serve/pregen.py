@@ -29,6 +29,7 @@ from typing import cast
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from labeler.labels.conversations import continue_conversations, conversations
 from labeler.labels.judges import judge_waiting_sets
 from labeler.records.policies import (
     PolicyRef,
@@ -152,6 +153,7 @@ class PregenWorker:
                 count=keep * chosen.oversample if reward else keep,
                 policy_version_id=policy.id,
                 seed=self._rng.randrange(1 << 30),
+                later_turns_first=conversations(session=session).prefer == "finish",
             )
             if not prompts:
                 return None
@@ -186,9 +188,11 @@ class PregenWorker:
         return reward
 
     def step(self) -> int:
-        """Let the judges rank the sets waiting for them, then top the current version's buffer up by at most
-        one batch; returns sets written."""
+        """Let the judges rank the sets waiting for them, continue the conversations whose sets were decided,
+        then top the current version's buffer up by at most one batch; returns sets written."""
         judge_waiting_sets(self.engine, compare=self._compare)
+        with Session(self.engine) as session:  # decided sets with a next message become next turns' prompts
+            continue_conversations(session=session)
         plan = self.plan()
         if plan is None:
             return 0

@@ -20,6 +20,9 @@ ADMIN_CALLS = {
     "/admin_save_guidelines": ("be evil",),
     "/admin_save_constitution": ("Be evil.", "{prompt} {answer}", "{prompt} {answer} {critique}"),
     "/admin_revision_share": (1.0,),
+    "/admin_conversations": ("labeler", 5, "fresh", ""),
+    "/admin_conversation_tree": (1,),
+    "/admin_stop_branch": (1,),
     "/admin_add_judge": (
         "mallory-bot",
         "rules",

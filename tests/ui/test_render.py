@@ -151,3 +151,17 @@ def test_inline_text_loses_only_a_single_paragraphs_wrapper():
     assert inline_html("Prefer **sources**.") == "Prefer <strong>sources</strong>."
     assert inline_html("one\n\ntwo").count("<p>") == 2
     assert "<img" not in inline_html("![x](http://evil/x.png)")
+
+
+def test_a_conversations_earlier_turns_are_folded_and_its_last_user_message_is_open():
+    messages = [
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "<script>alert(1)</script>Blue."},
+        {"role": "user", "content": "Now say **why**."},
+    ]
+    shown = conversation_html(messages)
+    folded, _, last = shown.partition("</details>")
+    assert folded.startswith('<details class="rl-earlier"><summary>Earlier turns (2)</summary>')
+    assert "Name a colour." in folded and "Blue." in folded and "<strong>why</strong>" in last
+    assert_inert(folded.split("</summary>", 1)[1] + last)  # the fold is the page's; everything in it is inert
+    assert "<details" not in conversation_html(messages[:1])  # one turn: nothing to fold

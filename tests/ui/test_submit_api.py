@@ -43,7 +43,7 @@ def test_sets_of_changing_size_are_ranked_in_a_row(tmp_path):
             n = len(page.texts)
             seen.append(n)
             widget = {"token": page.token, "ranks": list(range(n, 0, -1)), "flags": [None] * n}
-            out = client.predict(widget, False, "", api_name="/submit_ranking")
+            out = client.predict(widget, False, "", "", api_name="/submit_ranking")
             assert "Saved" in out[2], out[2]
     finally:
         demo.close()
@@ -58,7 +58,7 @@ def test_undo_puts_the_last_submission_back_with_its_choices_and_the_resubmit_co
     first = page_from_outputs(list(client.predict(api_name="/open_page")))
     assert first is not None
     widget = {"token": first.token, "ranks": [1, 2, None, 3], "flags": [None, None, "harmful", None]}
-    out = client.predict(widget, False, "all weak", api_name="/submit_ranking")
+    out = client.predict(widget, False, "all weak", "", api_name="/submit_ranking")
     assert "Saved" in out[2] and page_from_outputs(list(out)) != first
     back = list(client.predict(api_name="/undo_submit"))
     assert "back on screen" in back[2]
@@ -68,7 +68,7 @@ def test_undo_puts_the_last_submission_back_with_its_choices_and_the_resubmit_co
     assert widget_back["flags"] == [None, None, "harmful", None]
     assert back[3:5] == ["all weak", False]  # the comment and "none acceptable" as they were sent
     again = {**widget_back, "ranks": [None] * 4, "flags": [None] * 4}
-    assert "Saved" in client.predict(again, True, "", api_name="/submit_ranking")[2]
+    assert "Saved" in client.predict(again, True, "", "", api_name="/submit_ranking")[2]
     with Session(running_app.engine) as s:
         [row] = s.exec(select(Ranking)).all()
         assert row.ranks == {} and row.none_acceptable
@@ -95,7 +95,7 @@ def test_a_transient_store_error_is_retried_and_a_lasting_one_leaves_the_page_as
     assert first is not None
     widget = {"token": first.token, "ranks": [1, 2, 3, 4], "flags": [None] * 4}
     monkeypatch.setattr(labeling, "submit_form", flaky)
-    out = client.predict(widget, False, "", api_name="/submit_ranking")
+    out = client.predict(widget, False, "", "", api_name="/submit_ranking")
     assert "Saved" in out[2] and len(calls) == 2  # retried once, stored once
     second = page_from_outputs(list(out))
     assert second is not None
@@ -104,7 +104,7 @@ def test_a_transient_store_error_is_retried_and_a_lasting_one_leaves_the_page_as
         raise OperationalError("INSERT INTO ranking ...", {}, Exception("disk I/O error"))
 
     monkeypatch.setattr(labeling, "submit_form", broken)
-    out = client.predict({"token": second.token, "ranks": [1, 2, 3, 4], "flags": [None] * 4}, False, "", api_name="/submit_ranking")  # fmt: skip
+    out = client.predict({"token": second.token, "ranks": [1, 2, 3, 4], "flags": [None] * 4}, False, "", "", api_name="/submit_ranking")  # fmt: skip
     assert out[2] == labeling.SERVER_TROUBLE and "INSERT" not in str(out)  # one sentence, no SQL, no "Saved."
     assert out[WIDGET_OUTPUT] is None or out[WIDGET_OUTPUT].get("token") in (None, second.token)
     with Session(running_app.engine) as s:
@@ -131,7 +131,7 @@ def test_new_guidelines_show_a_banner_with_what_changed_until_a_set_is_ranked_un
     def submit(out):
         page = page_from_outputs(list(out))
         assert page is not None
-        return client.predict({"token": page.token, "ranks": [1, 2], "flags": [None, None]}, False, "", api_name="/submit_ranking")  # fmt: skip
+        return client.predict({"token": page.token, "ranks": [1, 2], "flags": [None, None]}, False, "", "", api_name="/submit_ranking")  # fmt: skip
 
     def banner(out) -> str:
         return next((v for v in out if isinstance(v, str) and "guidelines changed" in v), "")

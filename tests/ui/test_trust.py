@@ -33,7 +33,7 @@ def logged_in(url: str, name: str) -> httpx.Client:
 
 def submit_raw(http: httpx.Client, token: str, comment: str = "", ranks=(1, 2, 3, 4)) -> httpx.Response:
     page = {"token": token, "answers": [], "ranks": list(ranks), "flags": [None] * len(ranks)}
-    data = [page, False, comment]
+    data = [page, False, comment, ""]
     return http.post("gradio_api/run/submit_ranking", json={"data": data, "session_hash": "t"})
 
 
