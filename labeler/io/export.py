@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from labeler.labels.browse import last_user_turn
 from labeler.labels.consensus import Agreement, agreement
+from labeler.labels.conversations import conversation_turns
 from labeler.labels.costs import RoundCost, round_costs
 from labeler.labels.dataset import (
     BestAnswer,
@@ -99,8 +100,15 @@ def _cost_lines(rounds: list[RoundCost]) -> list[str]:
     return [*lines, ""]
 
 
-def _arrow_table(records: list[PreferenceRecord], names: dict[int, str], judges: set[int]):
-    """Columns built directly (much faster than row dicts for hundreds of thousands of pairs)."""
+def _arrow_table(
+    records: list[PreferenceRecord],
+    names: dict[int, str],
+    judges: set[int],
+    turns: dict[int, tuple[int, int]] | None = None,
+):
+    """Columns built directly (much faster than row dicts for hundreds of thousands of pairs); `turns`: each
+    prompt's (conversation id, turn)."""
+    turns = turns or {}
     import pyarrow as pa
 
     as_json = lambda value: None if value is None else json.dumps(value, sort_keys=True)  # noqa: E731
@@ -116,6 +124,10 @@ def _arrow_table(records: list[PreferenceRecord], names: dict[int, str], judges:
         "agreement": pa.array([r.agreement for r in records], pa.float64()),
         "policy_version": pa.array([r.policy_version for r in records], pa.int64()),
         "set_id": pa.array([r.set_id for r in records], pa.int64()),
+        "conversation_id": pa.array(
+            [turns.get(r.prompt_id, (r.prompt_id, 1))[0] for r in records], pa.int64()
+        ),
+        "turn": pa.array([turns.get(r.prompt_id, (r.prompt_id, 1))[1] for r in records], pa.int64()),
         "origin": pa.array([r.origin for r in records], pa.string()),
         "chosen_origin": pa.array([r.chosen_origin for r in records], pa.string()),
         "rejected_origin": pa.array([r.rejected_origin for r in records], pa.string()),
@@ -141,10 +153,11 @@ def _write_dataset(
     out: Path,
     fmt: ExportFormat,
     push_to_hub: str | None,
+    turns: dict[int, tuple[int, int]] | None = None,
 ) -> list[Path]:
     from datasets import Dataset
 
-    data = Dataset(_arrow_table(records, names, judges))
+    data = Dataset(_arrow_table(records, names, judges, turns))
     out.mkdir(parents=True, exist_ok=True)
     path = _save(data, out, "preferences", fmt, folder="dataset")
     if push_to_hub:
@@ -200,7 +213,9 @@ def _card(result: ExportResult, fmt: str) -> str:
         "with `margin` (rank difference), `num_labelers`, `agreement` (winning share of votes, or under reliability",
         "weights the posterior that `chosen` wins), `policy_version`, `set_id`, `origin` (`generated` = ranked in",
         "rankloop, `imported` = imported pairs) and each pair's provenance: `labelers` (who ranked the set),",
-        "`judges` (those of them that are programs: rule judges, labeler/labels/judges.py),",
+        "`judges` (those of them that are programs: rule and model judges, labeler/labels/judges.py),",
+        "`conversation_id` and `turn` (a conversation's first prompt id, and which user turn the pair answers: the",
+        "whole history up to it is the `prompt`),",
         "`consensus` (`majority` or `reliability`), `weight` (1, or 2P - 1 under reliability weights), `sampling`",
         "(the generation settings, JSON) and `selection` (how the set was chosen for labeling, JSON).",
         "`chosen_origin` and `rejected_origin` say who wrote each answer: `generated` by the policy, `edit` by a",
@@ -254,6 +269,7 @@ def export_preferences(
     records = preference_records(session=session, settings=settings, sets=sets, reliability=fit)
     best = best_answers(session=session, sets=sets)
     names, judges = user_names(session=session), judge_ids(session=session)
+    turns = conversation_turns(session=session, prompt_ids={r.prompt_id for r in records})
     cost = human_time(session=session, set_ids=[s.set_id for s in sets])
     result = ExportResult(
         paths=[],
@@ -268,7 +284,7 @@ def export_preferences(
     )
     _end_reads(session)
     out = Path(out)
-    result.paths = _write_dataset(records, names, judges, out, fmt, push_to_hub)
+    result.paths = _write_dataset(records, names, judges, out, fmt, push_to_hub, turns)
     result.paths.append(_write_sft(best, names, out, fmt))
     result.sft = len(best)
     (out / "README.md").write_text(_card(result, fmt))

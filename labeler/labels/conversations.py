@@ -283,3 +283,10 @@ def stop_branch(*, session: Session, prompt_id: int) -> int:
         session.add(row)
     session.commit()
     return len(rows)
+
+
+def conversation_turns(*, session: Session, prompt_ids: set[int]) -> dict[int, tuple[int, int]]:
+    """{prompt id: (its conversation's id, its turn)}: the export's provenance (a first turn is its own
+    conversation)."""
+    rows = session.exec(select(Prompt.id, Prompt.conversation_id, Prompt.turn)).all()
+    return {pid: (conv or pid, turn) for pid, conv, turn in rows if pid is not None and pid in prompt_ids}

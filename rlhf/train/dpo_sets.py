@@ -27,7 +27,7 @@ from rlhf.train.losses import ranking_batch_loss
 from rlhf.train.progress import Reporter
 from rlhf.train.reward import shard_batches
 from rlhf.train.reward_data import Group
-from rlhf.train.scoring import render_dialogue
+from rlhf.train.scoring import fit_history, render_dialogue
 
 EVAL_BATCH_SETS = 4  # held-out sets scored per forward pass (no gradients: memory allows more than training)
 
@@ -35,12 +35,11 @@ EVAL_BATCH_SETS = 4  # held-out sets scored per forward pass (no gradients: memo
 def set_rows(group: Group, tokenizer, max_length: int) -> list[Row]:
     """One (prompt ids, answer ids) row per answer: the answer in the chat template up to its end-of-turn
     token, as the policy writes it after the rendered prompt."""
-    prompt = tokenizer(render_prompts(tokenizer, [group.prompt])[0], add_special_tokens=False)["input_ids"]
+    history = fit_history(tokenizer, group.prompt, group.texts, max_length)
+    prompt = tokenizer(render_prompts(tokenizer, [history])[0], add_special_tokens=False)["input_ids"]
     rows = []
     for text in group.texts:
-        full = tokenizer(render_dialogue(tokenizer, group.prompt, text), add_special_tokens=False)[
-            "input_ids"
-        ]
+        full = tokenizer(render_dialogue(tokenizer, history, text), add_special_tokens=False)["input_ids"]
         rows.append(fit_row(prompt, full[len(prompt) :], max_length))
     return rows
 

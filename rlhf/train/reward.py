@@ -67,6 +67,7 @@ from rlhf.train.scoring import (
     RewardScorer,
     ScoreHead,
     encode,
+    fit_history,
     load_head,
     load_meta,
     member_folder,
@@ -178,7 +179,8 @@ def group_batch(groups: list[Group], tokenizer, config: RewardConfig, device) ->
     negative_sets: list[int] = []
     for g in groups:
         offset = len(texts)
-        texts.extend(render_dialogue(tokenizer, g.prompt, t) for t in g.texts)
+        prompt = fit_history(tokenizer, g.prompt, g.texts, config.max_length)
+        texts.extend(render_dialogue(tokenizer, prompt, t) for t in g.texts)
         for c, r, margin, _ in g.pairs:
             pairs.append((offset + c, offset + r))
             margins.append(margin)

@@ -12,7 +12,7 @@ import torch
 from labeler.labels.pairs import ranking_to_pairs
 from rlhf.train.losses import bradley_terry_loss
 from rlhf.train.reward_data import Group
-from rlhf.train.scoring import RewardScorer, encode, render_dialogue
+from rlhf.train.scoring import RewardScorer, encode, fit_history, render_dialogue
 
 
 def score_groups(
@@ -48,7 +48,10 @@ def _per_text(
 ) -> list[torch.Tensor]:
     """`run(input_ids, attention_mask)` over every answer of every set in batches of `batch_texts`: per set,
     its rows stacked (float, on the CPU)."""
-    texts = [render_dialogue(tokenizer, prompt, t) for prompt, answers in sets for t in answers]
+    texts: list[str] = []
+    for prompt, answers in sets:
+        history = fit_history(tokenizer, prompt, answers, max_length)  # oldest turns first, never an answer
+        texts.extend(render_dialogue(tokenizer, history, t) for t in answers)
     device = next(scorer.parameters()).device
     parts = []
     for i in range(0, len(texts), batch_texts):

@@ -93,6 +93,27 @@ def render_dialogue(tokenizer: PreTrainedTokenizerBase, prompt: Sequence[dict], 
     return str(tokenizer.apply_chat_template(messages, tokenize=False)).rstrip("\n")
 
 
+def fit_history(
+    tokenizer: PreTrainedTokenizerBase, prompt: Sequence[dict], answers: Sequence[str], max_length: int
+) -> list[dict]:
+    """A conversation cut to fit: its oldest turns dropped, a user message with the assistant's reply at a time
+    (a system message stays), until the longest answer fits after it in `max_length` tokens. The last user message
+    always stays and no answer is ever cut here; what still does not fit is cut from the left, token by token,
+    by `encode` and `fit_row` as before."""
+    messages = list(prompt)
+    longest = max(answers, key=len, default="")
+    head = 1 if messages and messages[0].get("role") == "system" else 0
+
+    def size(m: list[dict]) -> int:
+        return len(tokenizer(render_dialogue(tokenizer, m, longest), add_special_tokens=False)["input_ids"])
+
+    while sum(m.get("role") == "user" for m in messages) > 1 and size(messages) > max_length:
+        rest = messages[head + 1 :]
+        next_user = next((i for i, m in enumerate(rest) if m.get("role") == "user"), len(rest))
+        messages = messages[:head] + rest[next_user:]
+    return messages
+
+
 def encode(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, device
 ) -> dict[str, torch.Tensor]:

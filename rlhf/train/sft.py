@@ -37,7 +37,7 @@ from rlhf.train.configs import SFTConfig
 from rlhf.train.policy_stage import read_inputs, samples, save_adapter_version
 from rlhf.train.progress import ConsoleReporter, Reporter
 from rlhf.train.reward_data import is_heldout
-from rlhf.train.scoring import render_dialogue
+from rlhf.train.scoring import fit_history, render_dialogue
 
 EVAL_BATCH = 8  # held-out answers per forward pass (no gradients)
 
@@ -140,8 +140,9 @@ def split_examples(examples: list[Example], fraction: float) -> tuple[list[Examp
 
 def example_row(example: Example, tokenizer, max_length: int) -> Row:
     """(prompt ids, answer ids): the answer in the chat template up to its end-of-turn token."""
-    prompt = tokenizer(render_prompts(tokenizer, [example.prompt])[0], add_special_tokens=False)["input_ids"]
-    full = tokenizer(render_dialogue(tokenizer, example.prompt, example.completion), add_special_tokens=False)
+    history = fit_history(tokenizer, example.prompt, [example.completion], max_length)
+    prompt = tokenizer(render_prompts(tokenizer, [history])[0], add_special_tokens=False)["input_ids"]
+    full = tokenizer(render_dialogue(tokenizer, history, example.completion), add_special_tokens=False)
     return fit_row(prompt, full["input_ids"][len(prompt) :], max_length)
 
 
