@@ -24,6 +24,7 @@ from labeler.io.export import (
     export_raw_rankings,
 )
 from labeler.io.importers import import_pairs, import_prompts
+from labeler.io.oasst import import_oasst
 from labeler.labels.gold import mark_gold, named_scores, parse_ranks
 from labeler.labels.pairs import PairSettings
 from labeler.records.reward_models import selection_measure
@@ -55,6 +56,12 @@ def _import(*, home: str, db: str | None, kind: str, file: str, eval_fraction: f
         if kind == "prompts":
             added = import_prompts(session=session, path=Path(file), eval_fraction=eval_fraction)
             print(f"imported {added} new prompts from {file}")
+        elif kind == "oasst":
+            trees = import_oasst(session=session, path=Path(file))
+            print(
+                f"imported {trees.prompts} new prompts and {trees.pairs.added} pairs from {file} "
+                f"({trees.pairs.already_present} pairs already present)"
+            )
         else:
             result = import_pairs(session=session, path=Path(file))
             print(f"imported {result.added} pairs from {file} ({result.already_present} already present)")
@@ -188,7 +195,7 @@ def _selection(
 def register(add) -> None:
     """Add the store subcommands; `add(name, help)` returns a subparser with the common options."""
     imp = add("import", "import prompts or preference pairs (JSONL[.gz], CSV, TXT, Parquet, datasets folder)")
-    imp.add_argument("kind", choices=["prompts", "pairs"])
+    imp.add_argument("kind", choices=["prompts", "pairs", "oasst"], help="oasst: OpenAssistant-style trees")
     imp.add_argument("file")
     imp.add_argument(
         "--eval-fraction", type=float, default=0.0, help="share of new prompts put in the eval split"

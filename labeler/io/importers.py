@@ -1,8 +1,9 @@
 """Import prompts and preference pairs into the store. A file is parsed whole before anything is written,
 and written in one transaction, so a malformed file leaves the store untouched.
 
-    rankloop import prompts FILE [--eval-fraction 0.1]
-    rankloop import pairs FILE          # TRL prompt/chosen/rejected, or Anthropic HH chosen/rejected transcripts
+    rankloop import prompts FILE [--eval-fraction 0.1]   # a `follow_ups` field: the next user messages
+    rankloop import pairs FILE          # TRL prompt/chosen/rejected (multi-turn prompts too), or Anthropic HH
+    rankloop import oasst FILE          # OpenAssistant-style message trees (labeler/io/oasst.py)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from sqlmodel import Session, col, select
 
 from labeler.io.formats import ImportFormatError, Record, as_messages, bounded_text, read_records, split_hh
+from labeler.labels.instructions import Instruction, InstructionError
 from labeler.store.store import CompletionIn, add_completion_set, add_prompts, count_label, get_or_add_prompt
 from labeler.store.tables import Ranking, id_of
 
@@ -66,15 +68,47 @@ def parse_prompts(path: Path) -> list[list[dict]]:
     return prompts
 
 
+def follow_ups_of(record: Record, path: Path) -> list | None:
+    """A record's `follow_ups`: the user's next messages, one per turn, each text or {"content", "instructions"}
+    (verifiable instructions for that turn); ImportFormatError naming the line and the item that is wrong."""
+    value = record.data.get("follow_ups")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, list):
+        raise ImportFormatError(path, record.line, "follow_ups", "a list of next user messages, one per turn")
+    out: list = []
+    for i, item in enumerate(value):
+        where = f"follow_ups[{i}]"
+        if isinstance(item, str):
+            out.append(bounded_text(item, path, record.line, where))
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("content"), str):
+            raise ImportFormatError(
+                path, record.line, where, 'text, or {"content": ..., "instructions": [...]}'
+            )
+        try:
+            asked = [Instruction.from_dict(x).to_dict() for x in item.get("instructions") or []]
+        except (InstructionError, TypeError, AttributeError) as exc:
+            raise ImportFormatError(path, record.line, f"{where}.instructions", str(exc)) from exc
+        out.append(
+            {"content": bounded_text(item["content"], path, record.line, where), "instructions": asked}
+        )
+    return out or None
+
+
 def import_prompts(*, session: Session, path: Path, eval_fraction: float = 0.0, seed: int = 0) -> int:
-    """Add every prompt of `path` (duplicates skipped); returns how many were new."""
-    conversations = parse_prompts(path)
+    """Add every prompt of `path` (duplicates skipped) with its follow-ups; returns how many were new."""
+    path = Path(path)
+    records = read_records(path)
+    conversations = [_prompt_of(r, path) for r in records]
+    refuse_conflicting_ids(path, records, conversations)
     return add_prompts(
         session=session,
         conversations=conversations,
-        source=Path(path).name,
+        source=path.name,
         eval_fraction=eval_fraction,
         seed=seed,
+        follow_ups=[follow_ups_of(r, path) for r in records],
     )
 
 
@@ -171,7 +205,11 @@ class PairImport:
 def import_pairs(*, session: Session, path: Path) -> PairImport:
     """Store each pair as an imported two-completion set ranked chosen > rejected. Re-importing is a no-op."""
     path = Path(path)
-    pairs = parse_pairs(path)
+    return store_pairs(session=session, pairs=parse_pairs(path), source=path.name)
+
+
+def store_pairs(*, session: Session, pairs: Sequence[PairIn], source: str) -> PairImport:
+    """Parsed pairs stored as imported sets, in one transaction (those already present skipped)."""
     keys = [_pair_key(p) for p in pairs]
     present = set(
         session.exec(select(Ranking.submission_id).where(col(Ranking.submission_id).in_(keys))).all()
@@ -182,14 +220,14 @@ def import_pairs(*, session: Session, path: Path) -> PairImport:
             if key in present:
                 continue
             present.add(key)
-            prompt = get_or_add_prompt(session=session, messages=pair.prompt, source=path.name)
+            prompt = get_or_add_prompt(session=session, messages=pair.prompt, source=source)
             cset, (chosen_row, rejected_row) = add_completion_set(
                 session=session,
                 prompt_id=id_of(prompt),
                 completions=[CompletionIn(pair.chosen), CompletionIn(pair.rejected)],
                 policy_version_id=None,
                 origin="imported",
-                source=f"{path.name}:{pair.line}",
+                source=f"{source}:{pair.line}",
                 commit=False,
             )
             ranks = {str(chosen_row.id): 1, str(rejected_row.id): 1 + pair.margin}

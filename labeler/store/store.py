@@ -82,21 +82,27 @@ def add_prompts(
     source: str = "",
     eval_fraction: float = 0.0,
     seed: int = 0,
+    follow_ups: Sequence[list | None] | None = None,
 ) -> int:
     """Add conversations as prompts (duplicates are skipped); a seeded `eval_fraction` goes to the eval split.
+    `follow_ups`: each conversation's imported next user messages (labeler/labels/conversations.py), or None.
 
     Returns how many new prompts were written. One transaction: all or nothing.
     """
     rng = random.Random(seed)
     existing = set(session.exec(select(Prompt.content_hash)).all())
     added = 0
-    for messages in conversations:
+    listed = list(follow_ups) if follow_ups is not None else None
+    for k, messages in enumerate(conversations):
         digest = messages_hash(messages)
         if digest in existing:
             continue
         existing.add(digest)
         split = "eval" if rng.random() < eval_fraction else "train"
-        session.add(Prompt(messages=list(messages), content_hash=digest, source=source, split=split))
+        more = listed[k] if listed is not None else None
+        session.add(
+            Prompt(messages=list(messages), content_hash=digest, source=source, split=split, follow_ups=more)
+        )
         added += 1
     session.commit()
     return added

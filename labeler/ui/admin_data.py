@@ -20,6 +20,7 @@ from labeler.io.export import (
 )
 from labeler.io.formats import ImportFormatError
 from labeler.io.importers import import_pairs, import_prompts
+from labeler.io.oasst import import_oasst
 from labeler.labels.pairs import FlagMode, PairSettings
 from labeler.labels.stats import labeler_rows
 from labeler.store.db import read_session
@@ -43,7 +44,11 @@ def build_data_tab(deps: UIDeps) -> TabLoad:
                 label="Prompts or pairs file (JSONL[.gz], CSV, TXT, Parquet)", file_count="single"
             )
             with gr.Column():
-                kind = gr.Radio(["prompts", "pairs"], value="prompts", label="File holds")
+                kind = gr.Radio(
+                    ["prompts", "pairs", "oasst"],
+                    value="prompts",
+                    label="File holds (oasst: OpenAssistant-style message trees)",
+                )
                 eval_fraction = gr.Slider(
                     0, 0.5, value=0.1, step=0.05, label="Share of new prompts held out (eval split)"
                 )
@@ -66,6 +71,9 @@ def build_data_tab(deps: UIDeps) -> TabLoad:
             with Session(engine) as session:
                 if what == "prompts":
                     return f"Imported {import_prompts(session=session, path=Path(file), eval_fraction=fraction)} new prompts."
+                if what == "oasst":
+                    trees = import_oasst(session=session, path=Path(file))
+                    return f"Imported {trees.prompts} new prompts and {trees.pairs.added} pairs ({trees.pairs.already_present} already present)."
                 result = import_pairs(session=session, path=Path(file))
                 return f"Imported {result.added} pairs ({result.already_present} already present)."
         except ImportFormatError as exc:
