@@ -34,6 +34,10 @@ round's sets (the RESULT line counts `human_labels`). Target (issue 45): the mea
 labels without a judge, minus 0.02. `--judge model`: the app's model judge, the base with its adapters off asking
 which of two answers better follows the default constitution (docs/constitution.md), ranks every set; the SEED
 and RESULT lines give any judge's agreement with the hidden preference (pairs it orders strictly), no target.
+`--turns 2`: train prompts carry a simulated follow-up ("Now say that again." plus one instruction, checked at
+that turn), and conversations continue from the labelers' chosen answers (labeler/labels/conversations.py, the
+`list` source); the SEED and RESULT lines count the later turns' labeled sets. The held-out evaluation stays on
+first turns.
 
 Figures: docs/benchmarks.md; the recipes measured before the defaults changed: docs/bench-loop-history.md.
 
@@ -63,6 +67,7 @@ from sqlmodel import Session, col, select
 
 from labeler.io.importers import import_prompts
 from labeler.io.instruction_prompts import add_instruction_prompts, generate_prompts, stored_instructions
+from labeler.labels.conversations import set_conversations
 from labeler.labels.instructions import Instruction, count_words, strict_pass
 from labeler.labels.judges import add_judge, pairs_agreeing
 from labeler.labels.winrate import wilson_interval
@@ -113,11 +118,15 @@ class Answers:
     by_prompt: list[list[Completion]]
 
 
-def seed_store(engine: Engine, preference: str, train: int, heldout: int) -> list[EvalPrompt]:
-    """Prompts, v0 and k=2 labels per set; returns the held-out (eval-split) prompts with their instructions."""
+def seed_store(engine: Engine, preference: str, train: int, heldout: int, turns: int = 1) -> list[EvalPrompt]:
+    """Prompts, v0 and k=2 labels per set; returns the held-out (eval-split) prompts with their instructions.
+    With `turns` > 1 the train prompts carry simulated follow-ups and conversations go on from the labelers'
+    chosen answers (the `list` source), `turns` user turns deep."""
     with Session(engine) as s:
+        if turns > 1:
+            set_conversations(session=s, default="list", depth=turns)
         if preference == "instructions":
-            prompts = generate_prompts(count=train, split="train", seed=0)
+            prompts = generate_prompts(count=train, split="train", seed=0, follow_ups=turns - 1)
             prompts += generate_prompts(count=heldout, split="heldout", seed=0)
             add_instruction_prompts(session=s, prompts=prompts, source="bench-instructions")
         else:
@@ -362,6 +371,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--gold-monitor", action="store_true", help="PPO's over-optimisation monitor on the gold"
     )
     parser.add_argument(
+        "--turns",
+        type=int,
+        default=1,
+        help="user turns a conversation goes to: > 1 gives train prompts simulated follow-ups (say it again under "
+        "one instruction) and continues from the labelers' chosen answers (labeler/labels/conversations.py)",
+    )
+    parser.add_argument(
         "--revisions",
         type=float,
         default=0.0,
@@ -455,7 +471,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         home = str(home_sharing_cache(Path(tmp) / "home", Path(HOME)))
         url = f"sqlite:///{Path(home) / 'loop.db'}"
         engine = make_engine(url)
-        evals = seed_store(engine, args.preference, args.train_prompts, args.heldout_prompts)
+        evals = seed_store(engine, args.preference, args.train_prompts, args.heldout_prompts, args.turns)
         with Session(engine) as s:
             if args.revisions:
                 set_revision_share(session=s, share=args.revisions)
@@ -496,6 +512,13 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             human_labels = len(s.exec(select(Ranking.id).join(User).where(User.role != "judge")).all())
             revisions = revisions_ranked(s)
             agreement = judge_agreement(s, judge)
+            later_turns = len(
+                s.exec(
+                    select(CompletionSet.id)
+                    .join(Prompt)
+                    .where(Prompt.turn > 1, CompletionSet.labels_done > 0)
+                ).all()
+            )
     print(f"seed {seed}, per-instruction pass rate (v0 -> last):")
     for kind in sorted(set(v0_eval["per_kind"]) | set(last_eval["per_kind"])):
         print(
@@ -516,6 +539,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "revisions": revisions[0],
         "revisions_first": revisions[1],
         "judge_agreement": agreement,
+        "later_turn_sets": later_turns,
         **{
             f"{kind}_v0_last": f"{v0_eval['per_kind'].get(kind, 0):.2f}>{last_eval['per_kind'].get(kind, 0):.2f}"
             for kind in UNSEEN_KINDS
@@ -607,6 +631,7 @@ def main(argv: list[str] | None = None) -> None:
         f"reward={args.reward} sets={args.sets} rounds={args.rounds} judge={args.judge} "
         f"human_share={args.human_share:g} human_labels={'/'.join(str(s['human_labels']) for s in seeds)} "
         f"judge_agreement={'/'.join(str(s['judge_agreement']).split('/')[0] for s in seeds)} edits={args.edits:g} "
+        f"turns={args.turns} later_turn_sets={'/'.join(str(s['later_turn_sets']) for s in seeds)} "
         f"edits_made={sum(s['edits'] for s in seeds)} revisions={args.revisions:g} "
         f"revisions_made={sum(s['revisions'] for s in seeds)} "
         f"revisions_first={'/'.join(s['revisions_first'] for s in seeds)} "

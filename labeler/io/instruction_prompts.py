@@ -106,6 +106,8 @@ class InstructionPrompt:
     instructions: list[Instruction]
     topic: str
     split: PromptSplit
+    # next user turns, each asking the answer before it again under one instruction ({"content", "instructions"})
+    follow_ups: list[dict] | None = None
 
     @property
     def text(self) -> str:
@@ -134,6 +136,7 @@ def add_instruction_prompts(*, session: Session, prompts: Sequence[InstructionPr
                 source=source,
                 split="eval" if prompt.split == "heldout" else "train",
                 instructions=[rule.to_dict() for rule in prompt.instructions],
+                follow_ups=prompt.follow_ups,
             )
         )
         added += 1
@@ -146,11 +149,23 @@ def random_instruction(kind: str, split: PromptSplit, rng: random.Random) -> Ins
     return Instruction(kind, params)
 
 
+# What a next turn asks of the answer before it: say it again, under one instruction (simulated follow-ups).
+FOLLOW_UP_KINDS = ("max_words", "capitals", "lowercase", "start_word", "end_phrase", "quotation", "keyword")
+
+
+def follow_up(split: PromptSplit, rng: random.Random) -> dict:
+    """One next user turn that depends on the answer before it: "Now say that again." plus an instruction."""
+    rule = random_instruction(rng.choice(FOLLOW_UP_KINDS), split, rng)
+    return {"content": f"Now say that again. {rule.describe()}", "instructions": [rule.to_dict()]}
+
+
 def generate_prompts(
-    *, count: int, split: PromptSplit, seed: int = 0, max_instructions: int = 2
+    *, count: int, split: PromptSplit, seed: int = 0, max_instructions: int = 2, follow_ups: int = 0
 ) -> list[InstructionPrompt]:
-    """`count` distinct prompts of one split, each with 1 to `max_instructions` compatible instructions."""
+    """`count` distinct prompts of one split, each with 1 to `max_instructions` compatible instructions and
+    `follow_ups` next turns (`follow_up`), for conversations."""
     rng = random.Random(f"{seed}-{split}")
+    asks_again = random.Random(f"{seed}-{split}-follow-ups")  # its own draws: the first turns never change
     seen: set[str] = set()
     prompts: list[InstructionPrompt] = []
     for _ in range(count * 50):
@@ -165,7 +180,8 @@ def generate_prompts(
         if text in seen:
             continue
         seen.add(text)
-        prompts.append(InstructionPrompt([{"role": "user", "content": text}], rules, topic, split))
+        more = [follow_up(split, asks_again) for _ in range(follow_ups)] or None
+        prompts.append(InstructionPrompt([{"role": "user", "content": text}], rules, topic, split, more))
     if len(prompts) < count:
         raise ValueError(f"could only make {len(prompts)} distinct {split} prompts, not {count}")
     return prompts

@@ -77,3 +77,25 @@ def test_a_small_round_with_a_rule_judge_and_half_the_human_labels(tmp_path: Pat
     assert len(judged) == 8 and all(
         not r.skipped and len(r.ranks) == 4 for r in judged
     )  # all carry instructions
+
+
+def test_two_rounds_of_conversations_label_second_turns(tmp_path: Path) -> None:
+    """With `--turns 2`, round 1's decided sets continue with their simulated follow-ups, and round 2's labelers
+    rank second-turn sets generated from the chosen answers."""
+    from sqlmodel import Session, select
+
+    from labeler.store.db import make_engine
+    from labeler.store.tables import CompletionSet, Prompt
+
+    env = {**os.environ, "RANKLOOP_HOME": str(Path(os.environ.get("RANKLOOP_HOME", "runs")).resolve())}
+    env["RANKLOOP_BENCH_RESULTS"] = str(ROOT / ".pytest_cache" / "bench-results")
+    command = [sys.executable, str(ROOT / "bench" / "loop.py"), "--rounds", "2", "--sets", "8", "--heldout-prompts", "4", "--eval-samples", "1", "--max-new-tokens", "8", "--turns", "2", "--dpo-epochs", "1", "--switch", "auto", "--keep", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = dict(item.split("=", 1) for item in done.stdout.strip().splitlines()[-1].split()[1:])
+    assert figures["turns"] == "2" and int(figures["later_turn_sets"]) > 0
+    engine = make_engine(f"sqlite:///{tmp_path / 'seed-0' / 'home' / 'loop.db'}")
+    with Session(engine) as s:
+        second = s.exec(select(Prompt).join(CompletionSet).where(Prompt.turn == 2)).first()
+        assert second is not None and second.messages[-1]["content"].startswith("Now say that again.")
+        assert second.instructions  # the follow-up's instruction, what the labelers check at that turn

@@ -168,3 +168,26 @@ def test_a_skip_carries_no_next_message_and_a_long_one_is_refused(engine):
             submit_ranking(session=s, ranking=RankingIn(set_id, alice, "skip", skipped=True, follow_up="hi"))
         with pytest.raises(RankingRejected, match="the next message has 5000 characters"):
             rank(s, first, alice, "Red.", follow_up="x" * 5000)
+
+
+def test_simulated_follow_ups_ask_the_answer_again_under_an_instruction_checked_at_turn_two(engine):
+    from labeler.io.instruction_prompts import add_instruction_prompts, generate_prompts, stored_instructions
+    from labeler.labels.instructions import strict_pass
+
+    plain = generate_prompts(count=4, split="train", seed=3)
+    prompts = generate_prompts(count=4, split="train", seed=3, follow_ups=1)
+    assert [p.messages for p in prompts] == [p.messages for p in plain]  # the first turns are unchanged
+    with Session(engine) as s:
+        version = make_version(s)
+        add_instruction_prompts(session=s, prompts=prompts[:1], source="sim")
+        set_conversations(session=s, default="list", depth=2)
+        first = s.exec(select(Prompt)).one()
+        add_completion_set(session=s, prompt_id=id_of(first), completions=[CompletionIn(t) for t in ("Red.", "Blue.", "Green.")], policy_version_id=version.id)  # fmt: skip
+        rank(s, first, id_of(make_user(s, "alice")), "Blue.")
+        assert continue_conversations(session=s) == 1
+        second = s.exec(select(Prompt).where(Prompt.turn == 2)).one()
+        asked = stored_instructions(second.instructions)
+        assert second.messages[-1]["content"].startswith("Now say that again. ")
+        assert len(asked) == 1 and second.messages[-1]["content"].endswith(asked[0].describe())
+        assert second.messages[-2] == {"role": "assistant", "content": "Blue."}
+        assert isinstance(strict_pass("BLUE.", asked), bool)  # the turn's instruction is checkable like any

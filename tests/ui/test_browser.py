@@ -384,3 +384,76 @@ def test_a_labeler_accepts_a_judges_suggestion_with_one_key_and_changes_the_next
     with Session(running_app.engine) as s:
         st = suggestion_stats(session=s)
     assert (st.shown, st.accepted, st.changed) == (2, 1, 1)
+
+
+def test_a_labeler_writes_the_next_message_and_a_second_labeler_ranks_the_next_turn(
+    running_app, browser, tmp_path
+):
+    """Conversations on: Alice ranks her set and writes the user's next message; the generator continues the
+    conversation from her first-ranked answer; Bob gets that turn with the earlier turns folded and ranks it;
+    the admin's Conversations tab shows the tree."""
+    from labeler.labels.conversations import set_conversations
+    from labeler.store.leasing import lease_next_set
+    from labeler.store.store import RankingIn, submit_ranking
+    from labeler.store.tables import Prompt, id_of
+    from models.generation import SamplingParams
+    from models.policy import PolicyPool
+    from models.tiny import tiny_model_and_tokenizer
+    from rlhf.serve.pregen import PregenConfig, PregenWorker
+
+    with Session(running_app.engine) as s:
+        set_conversations(session=s, default="labeler", depth=3)
+    page = log_in(browser, running_app.url, "alice", PASSWORDS["alice"])
+    page.locator("#answer-0").wait_for(state="visible", timeout=20_000)
+    for key in "2134":
+        page.keyboard.press(key)
+    box = page.locator("#follow-up textarea")
+    box.wait_for(state="visible", timeout=5_000)
+    box.fill("Tell me more about that one.")
+    page.locator("#submit-btn").click()
+    page.get_by_text("Saved.").wait_for(timeout=15_000)
+    [alices] = stored_rankings(running_app.engine, 1)
+    assert alices.follow_up == "Tell me more about that one."
+
+    with Session(
+        running_app.engine
+    ) as s:  # Bob clears the other first turns, so the next set he gets is turn 2
+        bob = s.exec(select(Ranking.user_id)).first()
+        from labeler.store.users import get_user
+
+        bob_id = id_of(get_user(session=s, name="bob"))
+        while (leased := lease_next_set(session=s, user_id=bob_id)) is not None:
+            ranks = {id_of(c): i + 1 for i, c in enumerate(leased.completions)}
+            submit_ranking(session=s, ranking=RankingIn(id_of(leased.set), bob_id, f"b-{id_of(leased.set)}", ranks=ranks))  # fmt: skip
+    assert bob is not None
+    # buffer 2: the set on Alice's page after her submit still waits, leased to her
+    config = PregenConfig(buffer=2, n=3, batch_prompts=1, sampling=SamplingParams(max_new_tokens=6, seed=0))
+    worker = PregenWorker(
+        engine=running_app.engine, pool=PolicyPool(*tiny_model_and_tokenizer()), config=config
+    )
+    assert worker.step() == 1  # the conversation continued, and its next turn got a set first
+    with Session(running_app.engine) as s:
+        second = s.exec(select(Prompt).where(Prompt.turn == 2)).one()
+
+    bobs = log_in(browser, running_app.url, "bob", PASSWORDS["bob"])
+    bobs.locator("#answer-0").wait_for(state="visible", timeout=20_000)
+    prompt = bobs.locator("#prompt")
+    assert "Tell me more about that one." in prompt.inner_text()
+    assert bobs.locator("#prompt details.rl-earlier").count() == 1  # the first turn folded
+    assert not bobs.locator("#prompt details.rl-earlier").evaluate("d => d.open")
+    bobs.screenshot(path=tmp_path / "second-turn.png", full_page=True)
+    for key in "123":
+        bobs.keyboard.press(key)
+    bobs.locator("#submit-btn").click()
+    bobs.get_by_text("Saved.").wait_for(timeout=15_000)
+    with Session(running_app.engine) as s:
+        assert s.exec(select(Ranking).join(Prompt, col(Prompt.id) == second.id)).first() is not None
+
+    admin = log_in(browser, running_app.url, "admin", PASSWORDS["admin"])
+    admin.locator("#dashboard-summary").wait_for(state="visible", timeout=20_000)
+    admin.get_by_role("tab", name="Admin").click()
+    admin.get_by_role("tab", name="Conversations").click()
+    admin.get_by_label("A prompt id of the conversation").fill(str(second.id))
+    admin.get_by_role("button", name="Show its tree").click()
+    admin.locator("#conversation-tree").get_by_text("Turn 2, prompt").wait_for(timeout=15_000)
+    assert "Tell me more about that one." in admin.locator("#conversation-tree").inner_text()
