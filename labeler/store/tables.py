@@ -79,7 +79,8 @@ class Prompt(SQLModel, table=True):
         default=1, sa_column_kwargs={"server_default": "1"}
     )  # user turns so far, this one included
     # Imported next user messages (turn 2, 3, ...): text, or {"content", "instructions"}; None: none imported
-    follow_ups: list | None = _json(None)
+    # (None as SQL NULL: the generator finds prompts with follow-ups left by `IS NOT NULL`)
+    follow_ups: list | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
     stopped: bool = Field(
         default=False, sa_column_kwargs={"server_default": "0"}
     )  # an admin ended the branch

@@ -8,6 +8,7 @@ import pytest
 from sqlmodel import Session, select
 
 from labeler.labels.conversations import (
+    _decided,
     continue_conversations,
     conversation_tree,
     conversations,
@@ -131,6 +132,8 @@ def test_no_next_message_no_source_or_a_stopped_branch_end_the_conversation(engi
         s.add(stopped)
         s.commit()
         assert continue_conversations(session=s) == 0
+        # nothing left to continue: no set without a next message, of a source turned off, or of a stopped branch
+        assert _decided(s, conversations(session=s), 64) == []
         with pytest.raises(
             ValueError, match="source 'x': next messages come from one of none, labeler, list"
         ):
