@@ -16,6 +16,8 @@ from labeler.labels.dataset import load_set_rankings, preference_records
 from labeler.labels.quality import labeler_quality, weekly_trend
 from labeler.labels.stats import flagged_completions, store_counts
 from labeler.store.db import read_session
+from labeler.ui.admin_judges import COLUMNS as JUDGE_COLUMNS
+from labeler.ui.admin_judges import judge_table
 from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
 from labeler.ui.background import background_view
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
@@ -221,6 +223,13 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
                 for i, (title, y_title) in enumerate(ROUND_PANELS)
             ]
         weeks = gr.Dataframe(headers=WEEK_COLUMNS, label="Labelers by week (newest first)", interactive=False)
+        judges = gr.Dataframe(
+            headers=JUDGE_COLUMNS,
+            label="Judges: coverage, agreement with people, human rankings saved (Admin > Judges manages them)",
+            interactive=False,
+            wrap=True,
+            elem_id="dashboard-judges",
+        )
         timer = gr.Timer(REFRESH_SECONDS, active=False)  # switched on at page load for admins only
 
     def on_refresh(request: gr.Request):
@@ -228,9 +237,14 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
         with read_session(deps.engine) as session:  # reads only: no write lock
             data = dashboard_data(session)
         frame, note = background_view(deps.monitor)
-        return *data, note, frame  # last: the API's earlier outputs keep their places
+        return (
+            *data,
+            note,
+            frame,
+            judge_table(deps.engine),
+        )  # last: the API's earlier outputs keep their places
 
-    outputs = [summary, labelers, flagged, rounds, weeks, *round_plots, background_note, background]
+    outputs = [summary, labelers, flagged, rounds, weeks, *round_plots, background_note, background, judges]
     refresh.click(on_refresh, None, outputs, api_name="admin_dashboard")
     timer.tick(on_refresh, None, outputs, show_progress="hidden", api_visibility="private")
 

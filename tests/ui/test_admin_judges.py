@@ -22,6 +22,8 @@ def test_an_admin_adds_lists_and_disables_a_rule_judge_through_the_app(running_a
     with Session(running_app.engine) as s:
         make_sets(s, 2)
     assert judge_waiting_sets(running_app.engine) >= 2
+    *_, judges = admin.predict(api_name="/admin_dashboard")  # the dashboard lists judges too
+    assert judges["data"][0][:2] == ["brief", "rules"] and judges["data"][0][4] >= 2
     said, table = admin.predict("brief", api_name="/admin_disable_judge")
     assert said == "Judge **brief** disabled." and table["data"][0][2] == "disabled"
     assert table["data"][0][4] >= 2  # the sets it ranked
