@@ -2,6 +2,7 @@
 
 rankloop generate --prompts data/prompts.jsonl --n 4 [--model default] [--labels-needed 2]
 rankloop judge add house-style --rules rules.txt ; rankloop judge add self --model base ; rankloop judge run
+rankloop versions ; rankloop switch v2 ; rankloop export-model v2 --out DIR [--merge]
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from labeler.labels.judges import (
     set_judge_disabled,
     set_judge_template,
 )
+from labeler.records.model_card import lineage, model_card
+from labeler.records.policies import gate_lines, make_current, policy_versions, switched_by
 from labeler.store.db import default_url, make_engine, read_session
 from labeler.store.store import CompletionIn, add_completion_set, add_prompts, messages_hash, prompt_ids
+from models.adapters import export_adapter, export_merged
 from models.generation import SamplingParams
+from models.loading import load_base
 from rlhf.serve.model_judges import ModelJudges
 from rlhf.serve.serving import ModelOptions, add_model_args, current_ref, generation_backend, load_pool
 from rlhf.train.configs import STAGES
@@ -154,6 +159,56 @@ def _print_judges(session: Session) -> None:
         print("".join(f"  - {check}\n" for check in row.checks), end="")
 
 
+def version_number(text: str) -> int:
+    """`v3` or `3` as 3; ValueError saying how to name a version."""
+    digits = text[1:] if text.lower().startswith("v") else text
+    if not digits.isdigit():
+        raise ValueError(f"{text!r} is not a version: name one as v3 (see `rankloop versions`)")
+    return int(digits)
+
+
+def _versions(*, home: str, db: str | None) -> int:
+    with read_session(make_engine(db or default_url(Path(home)))) as session:
+        rows = policy_versions(session=session)
+        parents = {pv.id: pv.version for pv in rows}
+        for pv in rows:
+            kl = "-" if pv.kl is None else f"{pv.kl:.2f}"
+            accuracy = "-" if pv.heldout_accuracy is None else f"{pv.heldout_accuracy:.3f}"
+            parent = f"v{parents[pv.parent_id]}" if pv.parent_id in parents else "-"
+            print(
+                f"v{pv.version}{' (current)' if pv.is_current else ''}: parent {parent}, gate "
+                f"{pv.gate_decision or '-'}, KL {kl}, held-out accuracy {accuracy}, made current by hand "
+                f"{', '.join(switched_by(pv)) or '-'}"
+            )
+            print("".join(f"  {line}\n" for line in gate_lines(pv)), end="")
+    return 0
+
+
+def _switch(*, home: str, db: str | None, version: str) -> int:
+    with Session(make_engine(db or default_url(Path(home)))) as session:
+        row = make_current(session=session, version=version_number(version), by="cli")
+    print(f"v{row.version} is now current (its gate said: {row.gate_decision or 'no gate'})")
+    return 0
+
+
+def _export_model(*, home: str, db: str | None, version: str, out: str, merge: bool, device: str) -> int:
+    number = version_number(version)
+    with read_session(make_engine(db or default_url(Path(home)))) as session:
+        chain = lineage(session=session, version=number)
+        card = model_card(session=session, version=number, merged=merge)
+    target, folder = chain[-1], Path(out)
+    if target.adapter_path is None and not merge:
+        raise ValueError(f"v{number} is the base itself, with no adapter: export it with --merge")
+    base, tokenizer = load_base(target.base_model, home=Path(home), device=device)
+    if merge:
+        export_merged(base, target.adapter_path, tokenizer, folder)
+    else:
+        export_adapter(str(target.adapter_path), tokenizer, folder)
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    print(f"exported v{number} ({'merged' if merge else 'adapter'}) to {folder}")
+    return 0
+
+
 # Training stages parse their own config dataclass (flags or --config YAML), so `rankloop NAME ...` hands the
 # rest of the command line to `python -m MODULE` unchanged (the stages: rlhf/train/configs.py).
 
@@ -208,3 +263,20 @@ def register(add) -> None:
         "docs/constitution.md's. With `template NAME`: its next version",
     )
     judge.set_defaults(func=_judge)
+
+    add("versions", "every policy version: parent, gate verdict, KL, who made it current").set_defaults(
+        func=_versions
+    )
+    switch = add("switch", "make a version current (a candidate the gate refused too; recorded as by hand)")
+    switch.add_argument("version", help="v3, or 3")
+    switch.set_defaults(func=_switch)
+    exp = add(
+        "export-model", "take a version away: its adapter, or a merged transformers folder, with a card"
+    )
+    exp.add_argument("version", help="v3, or 3")
+    exp.add_argument("--out", required=True, help="folder to write")
+    exp.add_argument(
+        "--merge", action="store_true", help="merge the adapter into the base: no peft to load it"
+    )
+    exp.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to merge")
+    exp.set_defaults(func=_export_model)
