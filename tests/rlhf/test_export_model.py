@@ -46,7 +46,8 @@ def test_a_version_exported_merged_writes_what_its_adapter_writes_and_carries_it
     with_adapter = PeftModel.from_pretrained(base, str(tmp_path / "v1"))
     alone = AutoModelForCausalLM.from_pretrained(str(merged))
     text = render_prompts(tokenizer, [[{"role": "user", "content": "Name a colour."}]])[0]
-    assert greedy(alone, AutoTokenizer.from_pretrained(str(merged)), text) == greedy(with_adapter, tokenizer, text)
+    own_tokenizer = AutoTokenizer.from_pretrained(str(merged))
+    assert greedy(alone, own_tokenizer, text) == greedy(with_adapter, tokenizer, text)
     assert not (merged / "adapter_config.json").exists() and (adapter / "adapter_config.json").exists()
     card = (merged / "README.md").read_text()
     assert "Lineage: v0 -> v1" in card and "| v1 | - | 2.50 | - | fail | cli |" in card
