@@ -23,6 +23,7 @@ from labeler.io.export import (
     export_preferences,
     export_raw_rankings,
 )
+from labeler.io.formats import Source
 from labeler.io.importers import import_pairs, import_prompts
 from labeler.io.oasst import import_oasst
 from labeler.labels.gold import mark_gold, named_scores, parse_ranks
@@ -51,10 +52,33 @@ def add_pair_settings_args(parser: argparse.ArgumentParser) -> None:
 # Namespace, so the type checker sees every flag a handler reads.
 
 
-def _import(*, home: str, db: str | None, kind: str, file: str, eval_fraction: float) -> int:
+def column_map(pairs: list[str] | None) -> dict[str, str]:
+    """`FIELD=COLUMN` flags as {field: column}; ValueError for one without `=`."""
+    out = {}
+    for item in pairs or []:
+        name, sep, column = item.partition("=")
+        if not sep or not name or not column:
+            raise ValueError(f"--column {item!r}: write FIELD=COLUMN, for instance prompt=question")
+        out[name] = column
+    return out
+
+
+def _import(
+    *,
+    home: str,
+    db: str | None,
+    kind: str,
+    file: str,
+    eval_fraction: float,
+    split: str,
+    column: list[str] | None,
+) -> int:
+    source = Source(split=split, columns=column_map(column))
     with open_session(home, db) as session:
         if kind == "prompts":
-            added = import_prompts(session=session, path=Path(file), eval_fraction=eval_fraction)
+            added = import_prompts(
+                session=session, path=Path(file), eval_fraction=eval_fraction, source=source
+            )
             print(f"imported {added} new prompts from {file}")
         elif kind == "oasst":
             trees = import_oasst(session=session, path=Path(file))
@@ -63,7 +87,7 @@ def _import(*, home: str, db: str | None, kind: str, file: str, eval_fraction: f
                 f"({trees.pairs.already_present} pairs already present)"
             )
         else:
-            result = import_pairs(session=session, path=Path(file))
+            result = import_pairs(session=session, path=Path(file), source=source)
             print(f"imported {result.added} pairs from {file} ({result.already_present} already present)")
     return 0
 
@@ -196,7 +220,18 @@ def register(add) -> None:
     """Add the store subcommands; `add(name, help)` returns a subparser with the common options."""
     imp = add("import", "import prompts or preference pairs (JSONL[.gz], CSV, TXT, Parquet, datasets folder)")
     imp.add_argument("kind", choices=["prompts", "pairs", "oasst"], help="oasst: OpenAssistant-style trees")
-    imp.add_argument("file")
+    imp.add_argument(
+        "file", help="a file, a datasets folder, or a dataset's name (owner/name: datasets.load_dataset)"
+    )
+    imp.add_argument(
+        "--split", default="train", help="a dataset's split to read (a name or a dataset's files)"
+    )
+    imp.add_argument(
+        "--column",
+        action="append",
+        metavar="FIELD=COLUMN",
+        help="read FIELD (prompt, chosen, rejected, ...) from COLUMN of the data; repeat for more",
+    )
     imp.add_argument(
         "--eval-fraction", type=float, default=0.0, help="share of new prompts put in the eval split"
     )

@@ -12,7 +12,7 @@ import json
 import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROLES = ("system", "user", "assistant")
@@ -188,11 +188,70 @@ def read_table(path: Path) -> Iterator[Record]:
         yield Record(dict(row), number)
 
 
-def read_records(path: Path) -> list[Record]:
-    """Every record of a supported file, or ImportFormatError; an empty input is an error."""
-    path = Path(path)
-    if not path.exists():
+@dataclass(frozen=True)
+class Source:
+    """Where records come from besides a file: a dataset's split (a Hub name or a local dataset folder, read by
+    `datasets.load_dataset`), and columns renamed to the fields the importers read (`{"prompt": "question"}`)."""
+
+    split: str = "train"
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+def read_dataset(name: str, split: str) -> Iterator[Record]:
+    """The rows of `datasets.load_dataset(name, split=split)`; ImportFormatError saying why it would not load."""
+    from datasets import load_dataset
+
+    try:
+        rows = load_dataset(name, split=split)
+    except Exception as exc:  # the hub, the cache and the builders raise many kinds
+        raise ImportFormatError(
+            name, None, None, f"not a file, and no dataset loads by that name ({exc!s:.160})"
+        ) from None
+    for number, row in enumerate(rows, 1):
+        yield Record(dict(row), number)
+
+
+def renamed(records: list[Record], columns: dict[str, str], path: Path) -> list[Record]:
+    """Each record with `columns` (field -> its column in the data) read under the field's name."""
+    if not columns:
+        return records
+    missing = [c for c in columns.values() if c not in records[0].data]
+    if missing:
+        raise ImportFormatError(
+            path, 1, missing[0], f"no such column (columns: {', '.join(map(str, records[0].data))})"
+        )
+    return [Record({**r.data, **{f: r.data.get(c) for f, c in columns.items()}}, r.line) for r in records]
+
+
+def read_records(path: Path, source: Source | None = None) -> list[Record]:
+    """Every record of a supported file, a `datasets` folder, or (`source`) a dataset by name; ImportFormatError
+    otherwise. An empty input is an error."""
+    path, source = Path(path), source or Source()
+    if (
+        not path.exists()
+        and source.split
+        and "/" in str(path).strip("/")
+        and not str(path).startswith((".", "/"))
+    ):
+        records = list(read_dataset(str(path), source.split))  # a Hub name, `owner/name`
+    elif not path.exists():
         raise ImportFormatError(path, None, None, "no such file or folder")
+    elif (
+        path.is_dir()
+        and not (path / "dataset_info.json").exists()
+        and not (path / "dataset_dict.json").exists()
+    ):
+        records = list(
+            read_dataset(str(path), source.split)
+        )  # a dataset's files, not a saved `datasets` folder
+    else:
+        records = _read_file(path)
+    if not records:
+        raise ImportFormatError(path, None, None, "file is empty (no records)")
+    return renamed(records, source.columns, path)
+
+
+def _read_file(path: Path) -> list[Record]:
     name = path.name.lower().removesuffix(".gz")
     if path.is_dir() or name.endswith(".parquet"):
         records = list(read_table(path))
@@ -206,8 +265,6 @@ def read_records(path: Path) -> list[Record]:
         raise ImportFormatError(
             path, None, None, "unknown format: use .jsonl[.gz], .csv, .txt, .parquet or a datasets folder"
         )
-    if not records:
-        raise ImportFormatError(path, None, None, "file is empty (no records)")
     return records
 
 

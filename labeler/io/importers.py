@@ -16,7 +16,15 @@ from pathlib import Path
 
 from sqlmodel import Session, col, select
 
-from labeler.io.formats import ImportFormatError, Record, as_messages, bounded_text, read_records, split_hh
+from labeler.io.formats import (
+    ImportFormatError,
+    Record,
+    Source,
+    as_messages,
+    bounded_text,
+    read_records,
+    split_hh,
+)
 from labeler.labels.instructions import Instruction, InstructionError
 from labeler.store.store import CompletionIn, add_completion_set, add_prompts, count_label, get_or_add_prompt
 from labeler.store.tables import Ranking, id_of
@@ -60,9 +68,9 @@ def _prompt_of(record: Record, path: Path) -> list[dict]:
     )
 
 
-def parse_prompts(path: Path) -> list[list[dict]]:
+def parse_prompts(path: Path, source: Source | None = None) -> list[list[dict]]:
     path = Path(path)
-    records = read_records(path)
+    records = read_records(path, source)
     prompts = [_prompt_of(r, path) for r in records]
     refuse_conflicting_ids(path, records, prompts)
     return prompts
@@ -96,10 +104,13 @@ def follow_ups_of(record: Record, path: Path) -> list | None:
     return out or None
 
 
-def import_prompts(*, session: Session, path: Path, eval_fraction: float = 0.0, seed: int = 0) -> int:
-    """Add every prompt of `path` (duplicates skipped) with its follow-ups; returns how many were new."""
+def import_prompts(
+    *, session: Session, path: Path, eval_fraction: float = 0.0, seed: int = 0, source: Source | None = None
+) -> int:
+    """Add every prompt of `path` (a file, a dataset folder, or with `source` a dataset's split; duplicates
+    skipped) with its follow-ups; returns how many were new."""
     path = Path(path)
-    records = read_records(path)
+    records = read_records(path, source)
     conversations = [_prompt_of(r, path) for r in records]
     refuse_conflicting_ids(path, records, conversations)
     return add_prompts(
@@ -183,9 +194,9 @@ def _pair_of(record: Record, path: Path) -> PairIn:
     return PairIn(prompt, chosen, rejected, _margin_of(record, path), line)
 
 
-def parse_pairs(path: Path) -> list[PairIn]:
+def parse_pairs(path: Path, source: Source | None = None) -> list[PairIn]:
     path = Path(path)
-    records = read_records(path)
+    records = read_records(path, source)
     pairs = [_pair_of(r, path) for r in records]
     refuse_conflicting_ids(path, records, [(p.prompt, p.chosen, p.rejected, p.margin) for p in pairs])
     return pairs
@@ -202,10 +213,10 @@ class PairImport:
     already_present: int
 
 
-def import_pairs(*, session: Session, path: Path) -> PairImport:
+def import_pairs(*, session: Session, path: Path, source: Source | None = None) -> PairImport:
     """Store each pair as an imported two-completion set ranked chosen > rejected. Re-importing is a no-op."""
     path = Path(path)
-    return store_pairs(session=session, pairs=parse_pairs(path), source=path.name)
+    return store_pairs(session=session, pairs=parse_pairs(path, source), source=path.name)
 
 
 def store_pairs(*, session: Session, pairs: Sequence[PairIn], source: str) -> PairImport:
