@@ -36,8 +36,9 @@ which of two answers better follows the default constitution (docs/constitution.
 and RESULT lines give any judge's agreement with the hidden preference (pairs it orders strictly), no target.
 `--turns 2`: train prompts carry a simulated follow-up ("Now say that again." plus one instruction, checked at
 that turn), and conversations continue from the labelers' chosen answers (labeler/labels/conversations.py, the
-`list` source); the SEED and RESULT lines count the later turns' labeled sets. The held-out evaluation stays on
-first turns.
+`list` source); the SEED and RESULT lines count the later turns' labeled sets and give the held-out second-turn
+pass rate, v0 > last: after each sampled first answer, the held-out prompt's follow-up, answered by the same
+version, checked against its instruction (`turn2_pass`).
 
 Figures: docs/benchmarks.md; the recipes measured before the defaults changed: docs/bench-loop-history.md.
 
@@ -198,6 +199,32 @@ def judged(answers: Answers, evals: list[EvalPrompt], judge: SimulatedLabeler) -
         "ending": sum(ended) / n,
         "scores": scores,
     }
+
+
+def second_turn_pass(
+    pool: PolicyPool, answers: Answers, evals: list[EvalPrompt], follow: dict[str, dict], max_new_tokens: int
+) -> float | None:
+    """Held-out second turns (`--turns 2`): after each sampled first answer, the prompt's simulated follow-up,
+    answered once by the same version; the share of those answers that meet the follow-up's instruction."""
+    convs, asked = [], []
+    for prompt, completions in zip(evals, answers.by_prompt, strict=True):
+        then = follow.get(prompt.messages[-1]["content"])
+        if then is None:
+            continue
+        for c in completions:
+            convs.append([*prompt.messages, {"role": "assistant", "content": c.text}, {"role": "user", "content": then["content"]}])  # fmt: skip
+            asked.append(stored_instructions(then["instructions"]))
+    if not convs:
+        return None
+    sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=EVAL_TEMPERATURE, seed=2)
+    outs = pool.generate_as(
+        version=answers.policy.version,
+        adapter_path=answers.policy.adapter_path,
+        prompts=convs,
+        n=1,
+        sampling=sampling,
+    )
+    return sum(strict_pass(o[0].text, a) for o, a in zip(outs, asked, strict=True)) / len(convs)
 
 
 def win_rate(new: dict, old: dict) -> tuple[float, tuple[float, float]]:
@@ -489,7 +516,12 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             v0_ref = current_policy(session=s)
             assert v0_ref is not None
             v0 = PolicyRef.of(v0_ref)
-        v0_eval = judged(answers_of(pool, v0, evals, args.eval_samples, args.max_new_tokens), evals, judge)
+        v0_answers = answers_of(pool, v0, evals, args.eval_samples, args.max_new_tokens)
+        v0_eval = judged(v0_answers, evals, judge)
+        follow = held_out_follow_ups(args) if args.turns > 1 else {}
+        turn2 = {
+            "v0": second_turn_pass(pool, v0_answers, evals, follow, args.max_new_tokens) if follow else None
+        }
         print(
             json.dumps({"seed": seed, "v0": {k: v for k, v in v0_eval.items() if k != "scores"}}), flush=True
         )
@@ -503,7 +535,10 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             t = time.perf_counter()
             answers = answers_of(pool, done["policy"], evals, args.eval_samples, args.max_new_tokens)
             last_eval = judged(answers, evals, judge)
+            if follow:
+                turn2["last"] = second_turn_pass(pool, answers, evals, follow, args.max_new_tokens)
             row = round_row(number, done, v0_eval, last_eval, heldout_kl(pool, answers, evals))
+            row["turn2_pass"] = turn2.get("last")
             row = {"seed": seed, **row, "eval_s": round(time.perf_counter() - t)}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -540,6 +575,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "revisions_first": revisions[1],
         "judge_agreement": agreement,
         "later_turn_sets": later_turns,
+        "turn2_v0_last": f"{turn2['v0']:.3f}>{turn2['last']:.3f}" if turn2.get("last") is not None else "n/a",
         **{
             f"{kind}_v0_last": f"{v0_eval['per_kind'].get(kind, 0):.2f}>{last_eval['per_kind'].get(kind, 0):.2f}"
             for kind in UNSEEN_KINDS
@@ -547,6 +583,12 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }
     print("SEED " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
     return figures
+
+
+def held_out_follow_ups(args: argparse.Namespace) -> dict[str, dict]:
+    """Each held-out prompt's simulated follow-up, by its text (the first turns are those seed_store stored)."""
+    prompts = generate_prompts(count=args.heldout_prompts, split="heldout", seed=0, follow_ups=1)
+    return {p.text: p.follow_ups[0] for p in prompts if p.follow_ups}
 
 
 def judge_agreement(session: Session, hidden: SimulatedLabeler) -> str:
@@ -630,8 +672,9 @@ def main(argv: list[str] | None = None) -> None:
         f"switched={sum(s['switched'] for s in seeds)}/{args.rounds * len(seeds)} preference={args.preference} "
         f"reward={args.reward} sets={args.sets} rounds={args.rounds} judge={args.judge} "
         f"human_share={args.human_share:g} human_labels={'/'.join(str(s['human_labels']) for s in seeds)} "
-        f"judge_agreement={'/'.join(str(s['judge_agreement']).split('/')[0] for s in seeds)} edits={args.edits:g} "
+        f"judge_agreement={'/'.join(str(s['judge_agreement']).removesuffix('n/a').split('/')[0] or 'n/a' for s in seeds)} edits={args.edits:g} "
         f"turns={args.turns} later_turn_sets={'/'.join(str(s['later_turn_sets']) for s in seeds)} "
+        f"turn2_pass={'/'.join(s['turn2_v0_last'] for s in seeds)} "
         f"edits_made={sum(s['edits'] for s in seeds)} revisions={args.revisions:g} "
         f"revisions_made={sum(s['revisions'] for s in seeds)} "
         f"revisions_first={'/'.join(s['revisions_first'] for s in seeds)} "

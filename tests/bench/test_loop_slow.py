@@ -94,6 +94,8 @@ def test_two_rounds_of_conversations_label_second_turns(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     figures = dict(item.split("=", 1) for item in done.stdout.strip().splitlines()[-1].split()[1:])
     assert figures["turns"] == "2" and int(figures["later_turn_sets"]) > 0
+    v0, last = (float(x) for x in figures["turn2_pass"].split(">"))  # held-out second turns, v0 > last
+    assert 0.0 <= v0 <= 1.0 and 0.0 <= last <= 1.0
     engine = make_engine(f"sqlite:///{tmp_path / 'seed-0' / 'home' / 'loop.db'}")
     with Session(engine) as s:
         second = s.exec(select(Prompt).join(CompletionSet).where(Prompt.turn == 2)).first()
