@@ -36,7 +36,6 @@ from labeler.store.constitution import current_constitution, default_comparison_
 from labeler.store.db import read_session
 from labeler.store.tables import (
     JUDGE_ROLE,
-    Assignment,
     Completion,
     CompletionSet,
     Judge,
@@ -52,19 +51,6 @@ JUDGE_KINDS = ("rules", "model")
 BATCH = 64  # sets a rule judge ranks per pass
 MODEL_BATCH = 8  # ... a model judge (12 model calls a set of 4): the generator's step stays short
 BASE = "base"  # a model judge's model: the policy's base with the adapters off
-
-
-@dataclass(frozen=True)
-class SuggestionStats:
-    shown: int  # rankings made with the suggestion on screen
-    accepted: int  # ... that equal it exactly
-    held_back: int  # rankings of sets the judge had ranked, made without seeing it
-    agreement_shown: float | None  # share of answer pairs ordered as the judge did, suggestion shown
-    agreement_held_back: float | None  # the same, held back: a gap between the two is anchoring
-
-    @property
-    def changed(self) -> int:
-        return self.shown - self.accepted
 
 
 @dataclass(frozen=True)
@@ -166,37 +152,6 @@ def judge_rules(*, session: Session, name: str) -> list[Rule]:
         known = ", ".join(r.name for r in list_judges(session=session) if r.kind == "rules") or "none yet"
         raise ValueError(f"no rule judge named {name!r} (rule judges: {known}; add one in Admin > Judges)")
     return parse_rules(found.config.get("rules", ""), where=f"judge {name!r}'s rules")
-
-
-def suggestion_stats(*, session: Session) -> SuggestionStats:
-    """How labelers met the suggestions: accepted as they were, changed, and their agreement with the judge with
-    and without the suggestion on screen (a gap between the two is anchoring)."""
-    rows = session.exec(
-        select(Assignment.suggestion, Ranking.ranks)
-        .join(
-            Ranking,
-            (col(Ranking.set_id) == col(Assignment.set_id))
-            & (col(Ranking.user_id) == col(Assignment.user_id)),
-        )
-        .where(col(Assignment.suggestion).is_not(None), col(Ranking.skipped).is_(False))
-    ).all()
-    tally = {True: [0, 0], False: [0, 0]}  # shown: [pairs agreed, pairs compared]
-    shown = accepted = held = 0
-    for suggestion, ranks in rows:
-        if not suggestion:
-            continue
-        is_shown, theirs, mine = (
-            bool(suggestion.get("shown")),
-            dict(ranks or {}),
-            dict(suggestion.get("ranks") or {}),
-        )
-        shown, held = shown + is_shown, held + (not is_shown)
-        accepted += is_shown and theirs == mine
-        agreed, compared = pairs_agreeing(mine, theirs)
-        tally[is_shown][0] += agreed
-        tally[is_shown][1] += compared
-    share = {k: (a / c if c else None) for k, (a, c) in tally.items()}
-    return SuggestionStats(shown, accepted, held, share[True], share[False])
 
 
 def pairs_agreeing(mine: dict[str, int], theirs: dict[str, int]) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """Suggestions on the labeling page: which judge's ranking a lease offers, and on what share of leases. A lease of
 a set that judge ranked records its ranking (`Assignment.suggestion`), shown on the page on `share` of those leases
-and held back on the rest, so labels with and without it can be compared (labeler/labels/judges.py's
-`suggestion_stats`). Store-level reads only: the lease calls them inside its own transaction.
+and held back on the rest, so labels with and without it can be compared (labeler/labels/suggestion_stats.py).
+Store-level reads only: the lease calls them inside its own transaction.
 
     set_suggestions(session=s, judge="house-style", share=0.5)
     plan = suggestion_plan(s)                       # before a lease: (judge's user id, name, share) or None

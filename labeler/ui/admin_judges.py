@@ -16,8 +16,8 @@ from labeler.labels.judges import (
     list_judges,
     set_judge_disabled,
     set_judge_template,
-    suggestion_stats,
 )
+from labeler.labels.suggestion_stats import suggestion_stats
 from labeler.store.constitution import default_comparison_prompt
 from labeler.store.suggestions import set_suggestions, suggestions
 from labeler.store.users import UserError

@@ -198,7 +198,7 @@ LAST_DIGITS = "ends with: .3\nmust match: \\.[23]$"  # answer i.3 first, i.2 sec
 
 
 def test_a_suggestion_is_offered_on_its_share_of_leases_and_its_acceptance_and_anchoring_are_counted(engine):
-    from labeler.labels.judges import suggestion_stats
+    from labeler.labels.suggestion_stats import suggestion_stats
     from labeler.store.suggestions import set_suggestions, suggestions
     from labeler.ui.labeling import _view
 

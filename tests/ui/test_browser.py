@@ -351,7 +351,8 @@ def test_a_labeler_accepts_a_judges_suggestion_with_one_key_and_changes_the_next
 ):
     """A rule judge ranked every set and suggestions are on: the page shows its order, A accepts it as it is;
     on the next set the labeler accepts by the button, then ranks otherwise. The stats count one of each."""
-    from labeler.labels.judges import add_judge, judge_waiting_sets, suggestion_stats
+    from labeler.labels.judges import add_judge, judge_waiting_sets
+    from labeler.labels.suggestion_stats import suggestion_stats
     from labeler.store.suggestions import set_suggestions
 
     with Session(running_app.engine) as s:
