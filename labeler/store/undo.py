@@ -49,6 +49,7 @@ class Undone:
     skipped: bool
     edits: list[str | None] = field(default_factory=list)  # their edit of each answer, by display position
     written: str | None = None  # the answer they wrote from scratch
+    follow_up: str = ""  # the next user message they wrote (conversations)
 
 
 def undo_last(
@@ -86,6 +87,7 @@ def undo_last(
     flags = [row.flags.get(str(cid)) for cid in shown]
     edits = _edits_of(session, row)
     undone = (row.none_acceptable, row.comment, row.skipped)
+    follow_up = row.follow_up or ""
     session.delete(row)
     lease.completed_at, lease.token = None, secrets.token_hex(16)
     lease.leased_at, lease.lease_expires_at = now, now + timedelta(seconds=lease_seconds)
@@ -100,6 +102,7 @@ def undo_last(
         *undone,
         edits=[edits.get(cid) for cid in shown],
         written=edits.get(None),
+        follow_up=follow_up,
     )
 
 

@@ -390,7 +390,9 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
                 back = undo_last(session=session, user_id=user_id)
         except RankingRejected as exc:
             return {status: f"⚠️ {html.escape(str(exc))}"}
-        view = _view(back.leased)
+        with read_session(engine) as session:
+            continues = asks_next_message(conversations(session=session), back.leased.prompt)
+        view = _view(back.leased, continues)
         return {
             **show(view, user_id, "↩️ Your last submission is back on screen: change it and submit again."),
             answers: ranker_value(
@@ -404,6 +406,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             ),
             none_ok: back.none_acceptable,
             comment: back.comment,
+            follow_up: gr.update(value=back.follow_up, visible=continues or bool(back.follow_up)),
         }
 
     def rejected(exc: RankingRejected, user_id: int) -> dict:

@@ -58,7 +58,7 @@ def test_undo_puts_the_last_submission_back_with_its_choices_and_the_resubmit_co
     first = page_from_outputs(list(client.predict(api_name="/open_page")))
     assert first is not None
     widget = {"token": first.token, "ranks": [1, 2, None, 3], "flags": [None, None, "harmful", None]}
-    out = client.predict(widget, False, "all weak", "", api_name="/submit_ranking")
+    out = client.predict(widget, False, "all weak", "Why so weak?", api_name="/submit_ranking")
     assert "Saved" in out[2] and page_from_outputs(list(out)) != first
     back = list(client.predict(api_name="/undo_submit"))
     assert "back on screen" in back[2]
@@ -66,7 +66,8 @@ def test_undo_puts_the_last_submission_back_with_its_choices_and_the_resubmit_co
     assert widget_back["answers"] == first.texts and widget_back["token"] != first.token
     assert widget_back["ranks"] == [1, 2, None, 3]
     assert widget_back["flags"] == [None, None, "harmful", None]
-    assert back[3:5] == ["all weak", False]  # the comment and "none acceptable" as they were sent
+    # the comment, the next message and "none acceptable" as they were sent
+    assert (back[3], back[4]["value"], back[5]) == ("all weak", "Why so weak?", False)
     again = {**widget_back, "ranks": [None] * 4, "flags": [None] * 4}
     assert "Saved" in client.predict(again, True, "", "", api_name="/submit_ranking")[2]
     with Session(running_app.engine) as s:
