@@ -22,8 +22,15 @@ from labeler.labels.judges import (
     set_judge_disabled,
     set_judge_template,
 )
-from labeler.records.model_card import lineage, model_card
-from labeler.records.policies import gate_lines, make_current, policy_versions, switched_by
+from labeler.records.model_card import model_card
+from labeler.records.policies import (
+    current_policy,
+    gate_lines,
+    make_current,
+    policy_by_version,
+    policy_versions,
+    switched_by,
+)
 from labeler.store.db import default_url, make_engine, read_session
 from labeler.store.store import CompletionIn, add_completion_set, add_prompts, messages_hash, prompt_ids
 from models.adapters import export_adapter, export_merged
@@ -102,7 +109,10 @@ def _judge(
         raise ValueError(f"judge {action}: give the judge's name")
     engine = make_engine(db or default_url(Path(home)))
     if action == "run":
-        compare = ModelJudges(None, base_model=current_ref(engine, "default").base_model, home=Path(home))
+        with read_session(engine) as session:  # a model judge's `base` is the current version's base
+            current = current_policy(session=session)
+        base = current.base_model if current is not None else "default"
+        compare = ModelJudges(None, base_model=base, home=Path(home))
         written = 0
         while more := judge_waiting_sets(engine, limit=JUDGE_RUN_LIMIT, compare=compare):
             written += more  # a model judge takes a batch at a time
@@ -194,9 +204,10 @@ def _switch(*, home: str, db: str | None, version: str) -> int:
 def _export_model(*, home: str, db: str | None, version: str, out: str, merge: bool, device: str) -> int:
     number = version_number(version)
     with read_session(make_engine(db or default_url(Path(home)))) as session:
-        chain = lineage(session=session, version=number)
-        card = model_card(session=session, version=number, merged=merge)
-    target, folder = chain[-1], Path(out)
+        card = model_card(session=session, version=number, merged=merge)  # ValueError for an unknown version
+        target = policy_by_version(session=session, version=number)
+    assert target is not None
+    folder = Path(out)
     if target.adapter_path is None and not merge:
         raise ValueError(f"v{number} is the base itself, with no adapter: export it with --merge")
     base, tokenizer = load_base(target.base_model, home=Path(home), device=device)

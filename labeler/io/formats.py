@@ -224,31 +224,29 @@ def renamed(records: list[Record], columns: dict[str, str], path: Path) -> list[
 
 
 def read_records(path: Path, source: Source | None = None) -> list[Record]:
-    """Every record of a supported file, a `datasets` folder, or (`source`) a dataset by name; ImportFormatError
-    otherwise. An empty input is an error."""
+    """Every record of a supported file, a `datasets` folder, a dataset's files or a dataset's name (read by
+    `datasets.load_dataset`, `source.split`); ImportFormatError otherwise. An empty input is an error."""
     path, source = Path(path), source or Source()
-    if (
-        not path.exists()
-        and source.split
-        and "/" in str(path).strip("/")
-        and not str(path).startswith((".", "/"))
-    ):
-        records = list(read_dataset(str(path), source.split))  # a Hub name, `owner/name`
+    if _dataset_name(path) or (path.is_dir() and not _saved_dataset(path)):
+        records = list(read_dataset(str(path), source.split))
     elif not path.exists():
         raise ImportFormatError(path, None, None, "no such file or folder")
-    elif (
-        path.is_dir()
-        and not (path / "dataset_info.json").exists()
-        and not (path / "dataset_dict.json").exists()
-    ):
-        records = list(
-            read_dataset(str(path), source.split)
-        )  # a dataset's files, not a saved `datasets` folder
     else:
         records = _read_file(path)
     if not records:
         raise ImportFormatError(path, None, None, "file is empty (no records)")
     return renamed(records, source.columns, path)
+
+
+def _dataset_name(path: Path) -> bool:
+    """A Hub name (`owner/name`) rather than a missing file."""
+    text = str(path)
+    return not path.exists() and "/" in text.strip("/") and not text.startswith((".", "/"))
+
+
+def _saved_dataset(folder: Path) -> bool:
+    """A folder `datasets`' save_to_disk wrote (rather than a dataset's data files)."""
+    return (folder / "dataset_info.json").exists() or (folder / "dataset_dict.json").exists()
 
 
 def _read_file(path: Path) -> list[Record]:

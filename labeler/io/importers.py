@@ -69,11 +69,15 @@ def _prompt_of(record: Record, path: Path) -> list[dict]:
 
 
 def parse_prompts(path: Path, source: Source | None = None) -> list[list[dict]]:
-    path = Path(path)
+    return _prompt_records(Path(path), source)[1]
+
+
+def _prompt_records(path: Path, source: Source | None) -> tuple[list[Record], list[list[dict]]]:
+    """The file's records and each one's conversation, ids checked."""
     records = read_records(path, source)
     prompts = [_prompt_of(r, path) for r in records]
     refuse_conflicting_ids(path, records, prompts)
-    return prompts
+    return records, prompts
 
 
 def follow_ups_of(record: Record, path: Path) -> list | None:
@@ -110,9 +114,7 @@ def import_prompts(
     """Add every prompt of `path` (a file, a dataset folder, or with `source` a dataset's split; duplicates
     skipped) with its follow-ups; returns how many were new."""
     path = Path(path)
-    records = read_records(path, source)
-    conversations = [_prompt_of(r, path) for r in records]
-    refuse_conflicting_ids(path, records, conversations)
+    records, conversations = _prompt_records(path, source)
     return add_prompts(
         session=session,
         conversations=conversations,

@@ -23,7 +23,7 @@ from labeler.labels.consensus import consensus_order
 from labeler.labels.dataset import SetRankings, load_set_rankings
 from labeler.labels.instructions import Instruction
 from labeler.store.settings import get_setting, put_setting
-from labeler.store.store import messages_hash
+from labeler.store.store import last_user_message, messages_hash
 from labeler.store.tables import CompletionSet, Prompt, Ranking, id_of
 
 Source = Literal["none", "labeler", "list"]
@@ -240,19 +240,20 @@ def conversation_tree(*, session: Session, prompt_id: int) -> list[Turn]:
         children.setdefault(parent if id_of(p) != root else None, []).append(p)
     out: list[Turn] = []
 
+    sets_of: dict[int, list[CompletionSet]] = {}
+    for cset in sets:
+        sets_of.setdefault(cset.prompt_id, []).append(cset)
+
     def visit(p: Prompt, parent: int | None) -> None:
-        mine = [s for s in sets if s.prompt_id == p.id]
         out.append(
             Turn(
                 id_of(p),
                 p.turn,
                 parent,
-                next(
-                    (str(m.get("content", "")) for m in reversed(p.messages) if m.get("role") == "user"), ""
-                ),
+                last_user_message(p.messages),
                 texts.get(p.parent_completion_id) if p.parent_completion_id else None,
                 p.stopped,
-                [_turn_set(s, decided.get(id_of(s))) for s in mine],
+                [_turn_set(s, decided.get(id_of(s))) for s in sets_of.get(id_of(p), [])],
             )
         )
         for child in sorted(children.get(id_of(p), []), key=lambda c: id_of(c)):

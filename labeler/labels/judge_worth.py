@@ -47,8 +47,11 @@ def judge_worth(*, session: Session) -> dict[int, JudgeWorth]:
     judges = judge_ids(session=session)
     if not judges:
         return {}
-    ranked = session.exec(
-        select(Ranking.set_id, Ranking.user_id).where(col(Ranking.skipped).is_(False))
+    judged = select(Ranking.set_id).where(col(Ranking.user_id).in_(judges))
+    ranked = session.exec(  # the rankings of the sets a judge ranked: the rest say nothing of a judge
+        select(Ranking.set_id, Ranking.user_id).where(
+            col(Ranking.skipped).is_(False), col(Ranking.set_id).in_(judged)
+        )
     ).all()
     by_set: dict[int, set[int]] = {}
     for set_id, user_id in ranked:

@@ -34,6 +34,7 @@ from labeler.labels.model_judge import Compare, check_comparison_prompt, compari
 from labeler.labels.rules import Rule, parse_rules, rank_by_rules
 from labeler.store.constitution import current_constitution, default_comparison_prompt
 from labeler.store.db import read_session
+from labeler.store.store import last_user_message
 from labeler.store.tables import (
     JUDGE_ROLE,
     Completion,
@@ -86,6 +87,7 @@ class _Work:
     judge_user_id: int
     kind: str
     config: dict
+    rules: list[Rule]  # a rule judge's checks, read once per judge (none for a model judge)
     set_id: int
     completion_ids: list[int]
     texts: list[str]
@@ -191,9 +193,7 @@ def list_judges(*, session: Session) -> list[JudgeRow]:
             name=user.name,
             kind=judge.kind,
             disabled=user.disabled,
-            checks=[r.describe() for r in parse_rules(judge.config["rules"])]
-            if judge.kind == "rules"
-            else [],
+            checks=[r.describe() for r in _rules_of(judge, user.name)],
             ranked=counts.get((user.id, False), 0),
             abstained=counts.get((user.id, True), 0),
             created_by=judge.created_by,
@@ -259,6 +259,7 @@ def _work(session: Session, limit: int, kinds: Sequence[str]) -> list[_Work]:
     ).all()
     out = []
     for judge, user in judges:
+        rules = _rules_of(judge, user.name)
         set_ids = _waiting(session, id_of(user), limit if judge.kind == "rules" else min(limit, MODEL_BATCH))
         if not set_ids:
             continue
@@ -284,19 +285,15 @@ def _work(session: Session, limit: int, kinds: Sequence[str]) -> list[_Work]:
                         id_of(user),
                         judge.kind,
                         dict(judge.config),
+                        rules,
                         set_id,
                         [c for c, _ in mine],
                         [t for _, t in mine],
                         [Instruction.from_dict(i) for i in instructions or []],
-                        _last_user_message(messages or []),
+                        last_user_message(messages or []),
                     )
                 )
     return out
-
-
-def _last_user_message(messages: Sequence[dict]) -> str:
-    said = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
-    return said[-1] if said else ""
 
 
 def _record(session: Session, work: _Work, ranks: dict[int, int] | None) -> bool:
@@ -326,7 +323,7 @@ def judge_waiting_sets(engine: Engine, *, limit: int = BATCH, compare: Compare |
     with read_session(engine) as session:
         work = _work(session, limit, kinds)
         principles = current_constitution(session=session).principles if compare is not None else []
-    verdicts = [(w, rank_by_rules(w.texts, _rules(w), w.instructions)) for w in work if w.kind == "rules"]
+    verdicts = [(w, rank_by_rules(w.texts, w.rules, w.instructions)) for w in work if w.kind == "rules"]
     if compare is not None:  # outside any transaction, like the rules
         verdicts += _model_verdicts([w for w in work if w.kind == "model"], principles, compare)
     written = 0
@@ -336,8 +333,11 @@ def judge_waiting_sets(engine: Engine, *, limit: int = BATCH, compare: Compare |
     return written
 
 
-def _rules(work: _Work) -> list[Rule]:
-    return parse_rules(work.config.get("rules", ""), where=f"judge {work.judge_user_id}'s rules")
+def _rules_of(judge: Judge, name: str) -> list[Rule]:
+    """A rule judge's checks (none for a model judge)."""
+    return (
+        parse_rules(judge.config["rules"], where=f"judge {name!r}'s rules") if judge.kind == "rules" else []
+    )
 
 
 def _model_verdicts(

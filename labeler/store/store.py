@@ -56,6 +56,12 @@ __all__ = [
 MAX_COMMENT_CHARS = 2000
 
 
+def last_user_message(messages: Sequence[dict]) -> str:
+    """A conversation's last user message (what a critique quotes, a judge is shown, a turn says); "" if none."""
+    said = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
+    return said[-1] if said else ""
+
+
 def messages_hash(messages: Sequence[dict]) -> str:
     """Stable identity of a conversation, used to de-duplicate prompts."""
     return hashlib.sha256(json.dumps(list(messages), sort_keys=True, ensure_ascii=False).encode()).hexdigest()

@@ -59,18 +59,21 @@ class SetView:
     continues: bool = False  # the conversation can go on from this set: the page asks for a next user message
 
 
-def next_view(engine: Engine, user_id: int, guidelines_version: int | None = None) -> SetView | None:
-    # The guidelines version (read here unless the caller has it) is recorded on the lease; the lease reads its
-    # shortlist and writes briefly, and its rows stay loaded after the commit.
-    version = guidelines_version
-    if version is None:
+def next_view(
+    engine: Engine, user_id: int, guidelines_version: int | None = None, talk: Conversations | None = None
+) -> SetView | None:
+    # The guidelines version (recorded on the lease) and the conversation settings (whether the page asks for a
+    # next message) are read here unless the caller has them; the lease reads its shortlist and writes briefly,
+    # and its rows stay loaded after the commit.
+    if guidelines_version is None or talk is None:
         with read_session(engine) as session:
-            version = current_guidelines(session=session).version
+            if guidelines_version is None:
+                guidelines_version = current_guidelines(session=session).version
+            if talk is None:
+                talk = conversations(session=session)
     with Session(engine, expire_on_commit=False) as session:
-        leased = lease_next_set(session=session, user_id=user_id, guidelines_version=version)
-        if leased is None:
-            return None
-        return _view(leased, asks_next_message(conversations(session=session), leased.prompt))
+        leased = lease_next_set(session=session, user_id=user_id, guidelines_version=guidelines_version)
+        return _view(leased, asks_next_message(talk, leased.prompt)) if leased is not None else None
 
 
 def asks_next_message(settings: Conversations, prompt: Prompt) -> bool:
@@ -149,22 +152,28 @@ class OwnFigures:
     )
 
 
-class GuidelinesVersion:
-    """The current guidelines' version, read at most once per `ttl` seconds: each lease records it, and reading
-    the guidelines row (text included) for every submit cost a read transaction."""
+class Recent(Generic[T]):
+    """A value of the store every lease needs (the guidelines' version, the conversation settings), read by
+    `read` at most once per `ttl` seconds: reading it for every submit cost a read transaction."""
 
-    def __init__(self, engine: Engine, ttl: float = 1.0, clock: Callable[[], float] = time.monotonic):
-        self.engine, self.ttl, self.clock = engine, ttl, clock
-        self._seen: tuple[float, int] | None = None
+    def __init__(
+        self,
+        engine: Engine,
+        read: Callable[[Session], T],
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.engine, self.read, self.ttl, self.clock = engine, read, ttl, clock
+        self._seen: tuple[float, T] | None = None
 
-    def get(self) -> int:
+    def get(self) -> T:
         now, seen = self.clock(), self._seen
         if seen is not None and now - seen[0] < self.ttl:
             return seen[1]
         with read_session(self.engine) as session:
-            version = current_guidelines(session=session).version
-        self._seen = (now, version)
-        return version
+            value = self.read(session)
+        self._seen = (now, value)
+        return value
 
 
 def progress_text(engine: Engine, user_id: int, figures: OwnFigures) -> str:
@@ -259,7 +268,8 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     figures = OwnFigures()
     users = RecentUsers(engine, clock=deps.clock)
-    guidelines_version = GuidelinesVersion(engine, clock=deps.clock)
+    guidelines_version = Recent(engine, lambda s: current_guidelines(session=s).version, clock=deps.clock)
+    talk = Recent(engine, lambda s: conversations(session=s), clock=deps.clock)
     with gr.Tab("Label", id="label"):
         with gr.Accordion("Guidelines", open=False) as guide_box:
             guide_md = gr.HTML()
@@ -327,7 +337,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
 
     def show_next(user_id: int, message: str = "") -> dict:
         """The labeler's next set (or the one still leased to them) on screen, with `message`."""
-        return show(next_view(engine, user_id, guidelines_version.get()), user_id, message)
+        return show(next_view(engine, user_id, guidelines_version.get(), talk.get()), user_id, message)
 
     def on_load(request: gr.Request) -> dict:
         """A labeler's page opens on their set; an admin's opens on the dashboard and leases nothing until they
@@ -338,7 +348,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             guidelines = current_guidelines(session=session)
             first_visit = labeler_progress(session=session, user_id=user_id, waiting=0).total == 0
         admin = user.role == "admin"
-        view = None if admin else next_view(engine, user_id, guidelines.version)
+        view = None if admin else next_view(engine, user_id, guidelines.version, talk.get())
         return {
             **show(view, user_id),
             start: gr.update(visible=admin),
@@ -390,8 +400,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
                 back = undo_last(session=session, user_id=user_id)
         except RankingRejected as exc:
             return {status: f"⚠️ {html.escape(str(exc))}"}
-        with read_session(engine) as session:
-            continues = asks_next_message(conversations(session=session), back.leased.prompt)
+        continues = asks_next_message(talk.get(), back.leased.prompt)
         view = _view(back.leased, continues)
         return {
             **show(view, user_id, "↩️ Your last submission is back on screen: change it and submit again."),

@@ -191,8 +191,13 @@ class PregenWorker:
         """Let the judges rank the sets waiting for them, continue the conversations whose sets were decided,
         then top the current version's buffer up by at most one batch; returns sets written."""
         judge_waiting_sets(self.engine, compare=self._compare)
-        with Session(self.engine) as session:  # decided sets with a next message become next turns' prompts
-            continue_conversations(session=session)
+        with read_session(self.engine) as session:  # off (the default): no write transaction at all
+            talking = conversations(session=session).on
+        if talking:
+            with Session(
+                self.engine
+            ) as session:  # decided sets with a next message become next turns' prompts
+                continue_conversations(session=session)
         plan = self.plan()
         if plan is None:
             return 0

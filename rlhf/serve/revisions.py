@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from labeler.store.constitution import ConstitutionText
-from labeler.store.store import CompletionIn
+from labeler.store.store import CompletionIn, last_user_message
 from models.generation import PolicyBackend, SamplingParams
 
 
@@ -25,12 +25,6 @@ class Planned:
     set_index: int
     answer: int
     principle: str
-
-
-def last_user_text(messages: list[dict]) -> str:
-    """The request a critique quotes: the last user message (the whole conversation stays the set's prompt)."""
-    users = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
-    return users[-1] if users else ""
 
 
 def user_turn(text: str) -> list[dict]:
@@ -65,7 +59,7 @@ def add_revisions(
     if not planned:
         return {}
     start = time.perf_counter()
-    requests = [last_user_text(prompts[p.set_index]) for p in planned]
+    requests = [last_user_message(prompts[p.set_index]) for p in planned]  # the whole talk stays the prompt
     answers = [sets[p.set_index][p.answer].text for p in planned]
     asks = [
         user_turn(constitution.critique(prompt=r, answer=a, principle=p.principle))

@@ -198,13 +198,14 @@ def test_the_labeling_pages_user_and_guidelines_reads_are_at_most_a_moment_old(s
 
     import gradio as gr
 
-    from labeler.store.settings import save_guidelines
+    from labeler.store.settings import current_guidelines, save_guidelines
     from labeler.store.users import set_disabled
     from labeler.ui.deps import RecentUsers
-    from labeler.ui.labeling import GuidelinesVersion
+    from labeler.ui.labeling import Recent
 
     engine, alice, _ = store
-    users, version = RecentUsers(engine, ttl=0.2), GuidelinesVersion(engine, ttl=0.2)
+    users = RecentUsers(engine, ttl=0.2)
+    version = Recent(engine, lambda s: current_guidelines(session=s).version, ttl=0.2)
     request = SimpleNamespace(username="alice")
     assert users.get(request).id == alice and version.get() == 1
     with Session(engine) as s:
