@@ -121,11 +121,13 @@ def _start_generator(args: argparse.Namespace, url: str, engine, pool) -> Backgr
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from labeler.api.app import rest_app
     from labeler.store.db import default_url, make_engine
     from labeler.ui.app import build_ui, launch
     from labeler.ui.deps import UIDeps
     from rlhf.serve.jobs import JobRunner, Launcher
     from rlhf.serve.serving import ModelOptions, load_pool
+    from rlhf.serve.webhooks import Dispatcher
 
     home = Path(args.home)
     url = args.db or default_url(home)
@@ -140,12 +142,15 @@ def _serve(args: argparse.Namespace) -> int:
     runner = JobRunner(engine=engine, db_url=url, home=home, launcher=launcher)
     runner.watch()
     monitor = _start_monitor(engine, generator, runner)
+    hooks = Dispatcher(engine)
+    hooks.start()
     deps = UIDeps(
         engine=engine, home=home, pool=pool, runner=runner, monitor=monitor, completions_per_set=args.n
     )
     try:
-        launch(build_ui(deps), deps, host=args.host, port=args.port)
+        launch(build_ui(deps), deps, host=args.host, port=args.port, api=rest_app(engine, runner))
     finally:
+        hooks.stop()
         if generator is not None:
             generator.stop()
         runner.stop()

@@ -1,4 +1,4 @@
-"""Command-line subcommands over the store: import, export, user. Registered by `app.py`.
+"""Command-line subcommands over the store: import, export, user, API tokens, webhooks. Registered by `app.py`.
 
 rankloop import prompts data/prompts.jsonl --eval-fraction 0.1
 rankloop import pairs ../shared/data/hh-rlhf-harmless-test-part-a.jsonl.gz
@@ -6,6 +6,8 @@ rankloop export --format parquet --out runs/exports/latest
 rankloop user add alice --role labeler
 rankloop gold mark 42 --ranks 2,1,3,4 ; rankloop gold rate 0.1 ; rankloop gold scores
 rankloop selection --mode uncertainty --random-share 0.25 --oversample 8 --budget 128 ; rankloop selection
+rankloop token add alice --name "survey tool" ; rankloop token list ; rankloop token revoke 3
+rankloop webhook add https://ci.example/hook --event job.succeeded --event job.failed ; rankloop webhook list
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from labeler.io.oasst import import_oasst
 from labeler.labels.gold import mark_gold, named_scores, parse_ranks
 from labeler.labels.pairs import PairSettings
 from labeler.records.reward_models import selection_measure
+from labeler.records.webhooks import EVENTS, add_webhook, recent_deliveries, set_webhook_active, webhooks
+from labeler.store.api_tokens import create_token, list_tokens, revoke_token
 from labeler.store.db import default_url, make_engine, read_session
 from labeler.store.settings import selection, set_gold_rate, set_selection
 from labeler.store.users import add_user, new_password, reset_password, set_disabled
@@ -140,6 +144,58 @@ def _user(*, home: str, db: str | None, action: str, name: str, role: str, passw
             print(
                 f"new password for {name!r}: {reset_password(session=session, name=name, password=password)}"
             )
+    return 0
+
+
+def _token(*, home: str, db: str | None, action: str, value: str | None, name: str) -> int:
+    with open_session(home, db) as session:
+        if action == "add":
+            if not value:
+                raise ValueError(
+                    "token add needs the user's name: rankloop token add ana --name 'survey tool'"
+                )
+            made = create_token(session=session, user=value, name=name, by="cli")
+            print(f"token {made.token_id} for {value!r} (shown once; keep it secret):\n{made.secret}")
+        elif action == "revoke":
+            if value is None or not value.isdigit():
+                raise ValueError("token revoke needs the token's number (see `rankloop token list`)")
+            revoke_token(session=session, token_id=int(value))
+            print(f"revoked token {value}")
+        else:
+            for t in list_tokens(session=session, user=value):
+                state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "active"
+                used = f"last used {t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never used"
+                print(
+                    f"{t.id}: {t.prefix}... {t.user} ({t.role}) {t.name!r}, {state}, {t.uses} calls, {used}"
+                )
+    return 0
+
+
+def _webhook(
+    *, home: str, db: str | None, action: str, value: str | None, events: list[str] | None, every: int
+) -> int:
+    with open_session(home, db) as session:
+        if action == "add":
+            hook, secret = add_webhook(
+                session=session, url=value or "", events=events or [], by="cli", every=every
+            )
+            print(
+                f"webhook {hook.id} -> {hook.url} for {', '.join(hook.events)}; signing secret (shown once):"
+            )
+            print(secret)
+        elif action in ("disable", "enable"):
+            if value is None or not value.isdigit():
+                raise ValueError(f"webhook {action} needs the hook's number (see `rankloop webhook list`)")
+            set_webhook_active(session=session, hook_id=int(value), active=action == "enable")
+            print(f"{action}d webhook {value}")
+        else:
+            for hook in webhooks(session=session):
+                state = "active" if hook.active else "disabled"
+                print(f"{hook.id}: {hook.url} ({state}) {', '.join(hook.events)}")
+                for d in reversed(recent_deliveries(session=session, hook_id=hook.id, limit=5)):
+                    print(
+                        f"  {d.id} {d.event}: {d.status} after {d.attempts} tries ({d.response_code or d.error})"
+                    )
     return 0
 
 
@@ -264,6 +320,21 @@ def register(add) -> None:
     user.add_argument("--role", choices=["labeler", "admin"], default="labeler")
     user.add_argument("--password", help="default: a random password, printed once")
     user.set_defaults(func=_user)
+
+    token = add("token", "personal API tokens: add USER [--name], list [USER], revoke ID (docs/api.md)")
+    token.add_argument("action", choices=["add", "list", "revoke"])
+    token.add_argument("value", nargs="?", help="add: the user; list: a user (default all); revoke: the id")
+    token.add_argument("--name", default="", help="add: what the token is for")
+    token.set_defaults(func=_token)
+
+    hook = add("webhook", "webhooks: add URL --event E [--event F], list, disable ID, enable ID")
+    hook.add_argument("action", choices=["add", "list", "disable", "enable"])
+    hook.add_argument("value", nargs="?", help="add: the URL; disable/enable: the hook's id")
+    hook.add_argument(
+        "--event", dest="events", action="append", choices=sorted(EVENTS), help="repeat for more"
+    )
+    hook.add_argument("--every", type=int, default=100, help="rankings.new: every this many new rankings")
+    hook.set_defaults(func=_webhook)
 
     gold = add("gold", "gold sets with a known answer, mixed into labelers' queues to score them")
     gold.add_argument("action", choices=["mark", "rate", "scores"])

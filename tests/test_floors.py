@@ -28,6 +28,7 @@ FLOORS = [
     "rlhf/serve",  # the job runner, the pre-generation worker, processes and their monitor
     "rlhf",  # the training side's command line
     "labeler/ui",  # the Gradio app (floor 4: the UI; kept under labeler/, see docs/architecture.md)
+    "labeler/api",  # the REST API (floor 4 too, a thin shell over the floors below and the page's checks)
     "app.py",  # the entry point
 ]
 TORCH_FREE = ("labeler/store", "labeler/records", "labeler/labels", "labeler/io", "labeler")

@@ -16,6 +16,7 @@ from typing import Literal, cast, get_args
 
 from sqlmodel import Session, col, select
 
+from labeler.records.webhooks import queue_event
 from labeler.store.tables import Job, JobStatus, id_of, utcnow
 
 ACTIVE: tuple[JobStatus, ...] = ("queued", "running")
@@ -52,6 +53,14 @@ def open_job(*, session: Session, kind: str, params: dict, host: str) -> int:
     return id_of(job)
 
 
+def announce_ending(session: Session, job: Job) -> None:
+    """Queue the webhooks' event for a job that has just ended (in the transaction that ends it)."""
+    payload = {"job_id": id_of(job), "kind": job.kind, "status": job.status, "error": job.error}
+    if job.status == "succeeded" and isinstance(job.params.get("result"), dict):
+        payload["result"] = job.params["result"]
+    queue_event(session=session, event=f"job.{job.status}", payload=payload)
+
+
 def set_job_pid(*, session: Session, job_id: int, pid: int) -> None:
     job = _job(session, job_id)
     job.pid = pid
@@ -66,6 +75,7 @@ def cancel_job(*, session: Session, job_id: int) -> int | None:
         raise JobError(f"job {job_id} is already {job.status}")
     job.status, job.finished_at, job.error = "cancelled", utcnow(), "cancelled by an admin"
     session.add(job)
+    announce_ending(session, job)
     session.commit()
     return job.pid
 
@@ -93,6 +103,7 @@ def record_check(*, session: Session, job_id: int, log_tail: str, exit_code: int
             if exit_code == DISAPPEARED
             else f"process exited with code {exit_code} before finishing"
         )
+        announce_ending(session, job)
     session.add(job)
 
 
@@ -118,6 +129,7 @@ def finish_job(
     job = session.get(Job, job_id)
     if job is None:
         return
+    already_ended = job.status not in ACTIVE  # an admin cancelled it: announced then
     if job.status != "cancelled":
         job.status = status
     job.error = error
@@ -127,6 +139,8 @@ def finish_job(
     if status == "succeeded":
         job.progress = 1.0
     session.add(job)
+    if not already_ended:
+        announce_ending(session, job)
     session.commit()
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from labeler.records.webhooks import queue_event
 from labeler.store.tables import Assignment, CompletionSet, PolicyVersion, Prompt, utcnow
 
 
@@ -54,6 +55,15 @@ def mark_current(*, session: Session, target: PolicyVersion) -> None:
         session.add(pv)
     target.is_current = True
     session.add(target)
+    queue_event(
+        session=session,
+        event="version.switched",
+        payload={
+            "version": target.version,
+            "adapter_path": target.adapter_path,
+            "gate": target.gate_decision,
+        },
+    )
 
 
 def make_current(*, session: Session, version: int, by: str | None = None) -> PolicyVersion:

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from labeler.records.policies import PolicyRef, current_policy, mark_current, policy_by_version
 from labeler.records.reward_models import RewardRef, find_reward_model
+from labeler.records.webhooks import queue_event
 from labeler.store.tables import PolicyVersion, Prompt, Ranking, TrainingRound, id_of
 
 Optimizer = Literal["ppo", "dpo"]
@@ -123,6 +124,9 @@ def finish_round(*, session: Session, lineage: RoundLineage, new: PolicyVersion,
     session.add(new)
     if gate.get("switched"):
         mark_current(session=session, target=new)
+    elif gate.get("decision") != "pass":
+        refused = {"version": new.version, "decision": gate.get("decision"), "lines": gate.get("lines", [])}
+        queue_event(session=session, event="version.refused", payload=refused)
     return record_round(session=session, lineage=replace(lineage, metrics={**lineage.metrics, "gate": gate}))
 
 

@@ -325,3 +325,62 @@ class Judge(SQLModel, table=True):
     config: dict = _json({})  # rules: {"rules": the text an admin wrote}
     created_by: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """A personal API token (labeler/store/api_tokens.py): only its SHA-256 is kept; the token acts as its user,
+    with the user's role at the time of each call."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    name: str = Field(default="", max_length=64)  # what it is for, as the admin wrote it
+    prefix: str = Field(max_length=16)  # the token's first characters, to tell tokens apart in lists
+    digest: str = Field(unique=True, max_length=64)
+    created_by: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class ApiTokenUse(SQLModel, table=True):
+    """One call made with a token: when, from where, what and how it ended."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_id: int = Field(foreign_key="apitoken.id", index=True)
+    at: datetime = Field(default_factory=utcnow)
+    address: str = Field(default="", max_length=64)
+    method: str = Field(default="", max_length=8)
+    path: str = Field(default="", max_length=255)
+    status: int = 0
+
+
+class Webhook(SQLModel, table=True):
+    """A URL an admin registered for events (labeler/records/webhooks.py); deliveries are signed with `secret`.
+    `state` keeps what the periodic events last saw (rankings counted, labelers already reported)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(max_length=2048)
+    events: list[str] = _json([])
+    secret: str = Field(max_length=128)
+    every: int = 100  # the `rankings.new` event fires for every this many new rankings
+    active: bool = True
+    state: dict = _json({})
+    created_by: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one hook (an outbox row written in the transaction that made the event), sent by the
+    server's dispatcher (rlhf/serve/webhooks.py) and retried with backoff until it succeeds or runs out of tries."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    hook_id: int = Field(foreign_key="webhook.id", index=True)
+    event: str = Field(max_length=64)
+    payload: dict = _json({})
+    status: str = Field(default="pending", index=True, max_length=16)  # pending, delivered, failed
+    attempts: int = 0
+    next_at: datetime = Field(default_factory=utcnow, index=True)
+    response_code: int | None = None
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    delivered_at: datetime | None = None

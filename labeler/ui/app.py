@@ -1,15 +1,19 @@
 """Compose the tabs into one Gradio app. Labelers see the labeling tab; admins also see the admin tab, which is
 made visible on load for admins only (its handlers check the role on the server regardless).
 
-    launch(build_ui(deps), deps, port=7860)
+    launch(build_ui(deps), deps, port=7860, api=rest_app(deps.engine, deps.runner))   # labeler/api/app.py
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import gradio as gr
 from starlette.middleware import Middleware
+from starlette.types import ASGIApp
 
 from labeler.store.login import LoginThrottle
 from labeler.ui.admin_browse import build_browse_tab
@@ -29,6 +33,7 @@ from labeler.ui.job_view import CSS as JOB_CSS
 from labeler.ui.labeling import LABELING_CSS, build_labeling_tab
 
 CSS = LABELING_CSS + JOB_CSS
+API_PREFIX = "/api/v1"
 
 
 def build_ui(deps: UIDeps) -> gr.Blocks:
@@ -104,16 +109,36 @@ def quiet_queue_analytics() -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "1000")
 
 
+def mounting(api: ASGIApp | None) -> Callable[[Any], contextlib.AbstractAsyncContextManager]:
+    """A lifespan that mounts the REST API (labeler/api/app.py) at /api/v1 on Gradio's server as it starts,
+    before it takes a request, so the API sits behind the same guard and headers as the page."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        if api is not None:
+            app.mount(API_PREFIX, api)
+        yield
+
+    return lifespan
+
+
 def launch(
-    demo: gr.Blocks, deps: UIDeps, *, host: str = "127.0.0.1", port: int = 7860, block: bool = True
+    demo: gr.Blocks,
+    deps: UIDeps,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    block: bool = True,
+    api: ASGIApp | None = None,
 ) -> gr.Blocks:
-    """Serve the app with the users table as the log-in check and the styles."""
+    """Serve the app with the users table as the log-in check and the styles, and `api` at /api/v1."""
     quiet_queue_analytics()
     demo.queue(default_concurrency_limit=16).launch(
         server_name=host,
         server_port=port,
         auth=make_auth(deps.engine, LoginThrottle(clock=deps.clock)),
         app_kwargs={
+            "lifespan": mounting(api),
             "middleware": [
                 CLIENT_ADDRESS_MIDDLEWARE,
                 Middleware(ContentSecurityPolicy),
@@ -124,7 +149,7 @@ def launch(
                     admin_blocks=admin_blocks(demo),
                     clock=deps.clock,
                 ),
-            ]
+            ],
         },
         max_file_size=MAX_UPLOAD_BYTES,
         auth_message="Log in with your rankloop account.",

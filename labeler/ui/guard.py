@@ -44,7 +44,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labeler.store.db import read_session
-from labeler.store.tables import as_utc, utcnow
+from labeler.store.tables import as_utc, id_of, utcnow
 from labeler.store.users import end_sessions, get_user
 from labeler.ui.page_filter import labelers_config, labelers_info, labelers_page
 
@@ -55,6 +55,8 @@ UPLOAD_PATH = "/gradio_api/upload"
 EXPORTS_PATH = "/exports/"
 RECHECK_SECONDS = 1.0  # how stale a replica's view of an account may be
 LOGOUT_PATHS = ("/logout", "/logout/")
+API_IMPORT_PATH = "/api/v1/import/"  # imports through the REST API may be as large as uploads
+ACCOUNT_KEY = "rankloop.account"  # the request's logged-in Account (or None), for the REST API
 # descriptions of the API and the server's internals (Gradio's and FastAPI's), for admins only
 ADMIN_ONLY_ROUTES = frozenset(
     {"openapi.json", "docs", "redoc", "info", "monitoring", "profiling", "run-history"}
@@ -65,6 +67,7 @@ _EXPORT_NAME = re.compile(r"^[\w.-]+\.zip$")
 
 @dataclass(frozen=True)
 class Account:
+    user_id: int
     name: str
     role: str
     disabled: bool
@@ -131,6 +134,7 @@ class SessionGuard:
             await self.bounded(scope, receive, send)
             return
         account = await self._account(scope)
+        scope[ACCOUNT_KEY] = account  # the REST API's pages read who is logged in (labeler/api/auth.py)
         path = scope["path"]
         if path in LOGOUT_PATHS and account is not None:
             await anyio.to_thread.run_sync(self._end_sessions, account.name)
@@ -143,6 +147,10 @@ class SessionGuard:
                 await self.bounded(scope, receive, rewrite_body(send, _json_filter(labelers_info)))
         elif account is not None and account.role != "admin" and self._describes_the_page(scope):
             await self.bounded(scope, receive, rewrite_body(send, self._labelers_view(path)))
+        elif path.startswith(
+            API_IMPORT_PATH
+        ):  # as large as uploads; the API checks the token and role itself
+            await self.uploads(scope, receive, send)
         elif path.startswith(UPLOAD_PATH):
             if account is None or account.role != "admin":
                 await _refuse(scope, receive, send, 403, "Only admins upload files.")
@@ -198,7 +206,7 @@ class SessionGuard:
             user = get_user(session=session, name=name)
             if user is None:
                 return None
-            return Account(user.name, user.role, user.disabled, user.sessions_valid_after)
+            return Account(id_of(user), user.name, user.role, user.disabled, user.sessions_valid_after)
 
     async def _export(
         self, scope: Scope, receive: Receive, send: Send, account: Account | None, name: str
