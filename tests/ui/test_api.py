@@ -61,8 +61,8 @@ def choices_for(texts: list[str]) -> dict:
         return {"skip": True}
     if i % 5 == 3:
         return {"ranks": [None] * 4, "flags": ["harmful" if j == 0 else None for _, j in numbers], "none_acceptable": True}  # fmt: skip
-    ranks = [{0: 1, 1: 2, 2: 2, 3: 3}[j] for _, j in numbers]  # a tie between answers 1 and 2
-    flags = [None] * 4
+    ranks: list[int | None] = [{0: 1, 1: 2, 2: 2, 3: 3}[j] for _, j in numbers]  # answers 1 and 2 tie
+    flags: list[str | None] = [None] * 4
     if i % 5 == 2:  # answer 3 flagged instead of ranked
         ranks = [None if j == 3 else r for (_, j), r in zip(numbers, ranks, strict=True)]
         flags = ["nonsensical" if j == 3 else None for _, j in numbers]
