@@ -33,6 +33,7 @@ from labeler.store.settings import (
     set_labels_needed,
 )
 from labeler.store.users import UserError, add_user, new_password, reset_password, set_disabled
+from labeler.ui.admin_api import build_tokens_section
 from labeler.ui.deps import NOTHING_ON_LOAD, TabLoad, UIDeps, require_admin
 
 
@@ -130,6 +131,7 @@ def build_users_tab(deps: UIDeps) -> TabLoad:
             enable = gr.Button("Enable")
             reset = gr.Button("Reset password")
         result = gr.Markdown()
+        tokens = build_tokens_section(deps)
 
     def act(action: str):
         def handler(request: gr.Request, user_name: str, user_role: str):
@@ -158,9 +160,9 @@ def build_users_tab(deps: UIDeps) -> TabLoad:
 
     def on_list(request: gr.Request):
         require_admin(engine, request)
-        return users_frame(engine)
+        return users_frame(engine), tokens.load(request)
 
-    return TabLoad(on_list, [table])
+    return TabLoad(on_list, [table, *tokens.outputs])
 
 
 PREVIEW_COLUMNS = ["prompt", "chosen", "rejected", "agreement", "labelers", "split"]

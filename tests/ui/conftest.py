@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
+from labeler.api.app import rest_app
 from labeler.records.policies import ensure_initial_policy
 from labeler.store.db import make_engine
 from labeler.store.users import add_user
@@ -69,6 +70,6 @@ def running_app(tmp_path):
     clock = TestClock()
     deps = UIDeps(engine=engine, home=tmp_path, pool=PolicyPool(*tiny_model_and_tokenizer()), clock=clock)
     port = free_port()
-    demo = launch(build_ui(deps), deps, port=port, block=False)
+    demo = launch(build_ui(deps), deps, port=port, block=False, api=rest_app(engine))
     yield RunningApp(url=f"http://127.0.0.1:{port}/", engine=engine, home=tmp_path, clock=clock)
     demo.close()

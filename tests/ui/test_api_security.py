@@ -6,7 +6,7 @@ import pytest
 from gradio_client import Client
 from sqlmodel import Session, func, select
 
-from labeler.store.tables import Constitution, Guideline, Job, PolicyVersion, Setting, User
+from labeler.store.tables import ApiToken, Constitution, Guideline, Job, PolicyVersion, Setting, User, Webhook
 from labeler.ui.forms import ROUND_DEFAULT_PRESET, config_form
 from rlhf.train.configs import JOB_KINDS, job_config
 from tests.ui.conftest import PASSWORDS
@@ -49,6 +49,11 @@ ADMIN_CALLS = {
     "/admin_browse_prompts": ("", "all"),
     "/admin_browse_sets": ("", None, False, False),
     "/admin_browse_set": (1,),
+    "/admin_token_add": ("alice", "mine now"),
+    "/admin_token_revoke": (1,),
+    "/admin_webhook_add": ("http://127.0.0.1:1/steal", ["job.succeeded"], 100),
+    "/admin_webhook_disable": (1,),
+    "/admin_webhook_enable": (1,),
 }
 
 
@@ -75,6 +80,8 @@ def snapshot(engine):
             [(p.version, p.is_current) for p in s.exec(select(PolicyVersion))],
             s.exec(select(func.count(Job.id))).one(),
             [(x.key, x.value) for x in s.exec(select(Setting))],
+            [(t.id, t.revoked_at) for t in s.exec(select(ApiToken))],
+            [(h.id, h.active) for h in s.exec(select(Webhook))],
         )
 
 
@@ -99,6 +106,18 @@ def test_admin_can_call_the_same_endpoint(running_app):
     assert (
         estimate.startswith("About ") and "DPO" in estimate and "KL budget" in estimate
     )  # the round's default
+
+
+def test_an_admin_makes_a_token_on_the_page_that_works_in_the_api_until_revoked(running_app):
+    client = Client(running_app.url, auth=("admin", PASSWORDS["admin"]), verbose=False)
+    said, table = client.predict("alice", "survey tool", api_name="/admin_token_add")
+    secret = said.rsplit("`", 2)[-2]
+    assert secret.startswith("rlk_") and table["data"][0][1:4] == ["alice", "labeler", "survey tool"]
+    api = httpx.Client(base_url=running_app.url + "api/v1", headers={"Authorization": f"Bearer {secret}"})
+    assert api.get("/me").json()["name"] == "alice"
+    said, table = client.predict(table["data"][0][0], api_name="/admin_token_revoke")
+    assert "Revoked" in said and table["data"][0][7].startswith("revoked") and table["data"][0][8] == 1
+    assert api.get("/me").status_code == 401
 
 
 def test_a_launch_out_of_range_is_refused_with_the_fields_label_and_starts_nothing(running_app):
