@@ -2,11 +2,13 @@
 
 rankloop generate --prompts data/prompts.jsonl --n 4 [--model default] [--labels-needed 2]
 rankloop judge add house-style --rules rules.txt ; rankloop judge add self --model base ; rankloop judge run
-rankloop versions ; rankloop switch v2 ; rankloop export-model v2 --out DIR [--merge]
+rankloop versions ; rankloop switch v2 ; rankloop export-model v2 --out DIR [--merge] [--push-to-hub REPO]
+rankloop export-model r3 --out DIR [--merge]      # a reward model: its adapter and head, or a merged classifier
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +33,7 @@ from labeler.records.policies import (
     policy_versions,
     switched_by,
 )
+from labeler.records.reward_models import find_reward_model, reward_models
 from labeler.store.db import default_url, make_engine, read_session
 from labeler.store.store import CompletionIn, add_completion_set, add_prompts, messages_hash, prompt_ids
 from models.adapters import export_adapter, export_merged
@@ -201,23 +204,63 @@ def _switch(*, home: str, db: str | None, version: str) -> int:
     return 0
 
 
-def _export_model(*, home: str, db: str | None, version: str, out: str, merge: bool, device: str) -> int:
+def _export_model(
+    *, home: str, db: str | None, version: str, out: str, merge: bool, device: str, push_to_hub: str | None
+) -> int:
+    if version.lower().startswith("r"):
+        folder = _export_reward(
+            home=home, db=db, name=version.lower(), out=Path(out), merge=merge, device=device
+        )
+    else:
+        folder = _export_policy(home=home, db=db, version=version, out=Path(out), merge=merge, device=device)
+    print(f"exported {version} ({'merged' if merge else 'adapter'}) to {folder}")
+    if push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(push_to_hub, exist_ok=True)
+        api.upload_folder(repo_id=push_to_hub, folder_path=str(folder))
+        print(f"pushed to https://huggingface.co/{push_to_hub}")
+    return 0
+
+
+def _export_policy(*, home: str, db: str | None, version: str, out: Path, merge: bool, device: str) -> Path:
     number = version_number(version)
     with read_session(make_engine(db or default_url(Path(home)))) as session:
         card = model_card(session=session, version=number, merged=merge)  # ValueError for an unknown version
         target = policy_by_version(session=session, version=number)
     assert target is not None
-    folder = Path(out)
     if target.adapter_path is None and not merge:
         raise ValueError(f"v{number} is the base itself, with no adapter: export it with --merge")
     base, tokenizer = load_base(target.base_model, home=Path(home), device=device)
     if merge:
-        export_merged(base, target.adapter_path, tokenizer, folder)
+        export_merged(base, target.adapter_path, tokenizer, out)
     else:
-        export_adapter(str(target.adapter_path), tokenizer, folder)
-    (folder / "README.md").write_text(card, encoding="utf-8")
-    print(f"exported v{number} ({'merged' if merge else 'adapter'}) to {folder}")
-    return 0
+        export_adapter(str(target.adapter_path), tokenizer, out)
+    (out / "README.md").write_text(card, encoding="utf-8")
+    return out
+
+
+def _export_reward(*, home: str, db: str | None, name: str, out: Path, merge: bool, device: str) -> Path:
+    from rlhf.train.reward_export import export_reward_adapter, export_reward_merged, reward_card
+
+    with read_session(make_engine(db or default_url(Path(home)))) as session:
+        found = find_reward_model(session=session, name=name)
+        known = [r.name for r in reward_models(session=session)]
+    if found is None or found.adapter_path is None:
+        raise ValueError(
+            f"no reward model {name!r} with saved weights (reward models: {', '.join(known) or 'none'})"
+        )
+    base, tokenizer = load_base(found.base_model, home=Path(home), device=device)
+    folder = Path(found.adapter_path)
+    offset = export_reward_merged(base, folder, tokenizer, out) if merge else None
+    if not merge:
+        export_reward_adapter(folder, tokenizer, out)
+    facts = {**asdict(found.facts), "train_sets": None}
+    (out / "README.md").write_text(
+        reward_card(found.name, found.base_model, facts, merge, offset), encoding="utf-8"
+    )
+    return out
 
 
 # Training stages parse their own config dataclass (flags or --config YAML), so `rankloop NAME ...` hands the
@@ -282,12 +325,16 @@ def register(add) -> None:
     switch.add_argument("version", help="v3, or 3")
     switch.set_defaults(func=_switch)
     exp = add(
-        "export-model", "take a version away: its adapter, or a merged transformers folder, with a card"
+        "export-model",
+        "take a version or a reward model away: its adapter, or a merged transformers folder, with a card",
     )
-    exp.add_argument("version", help="v3, or 3")
+    exp.add_argument("version", help="a policy version (v3, or 3) or a reward model (r2)")
     exp.add_argument("--out", required=True, help="folder to write")
     exp.add_argument(
         "--merge", action="store_true", help="merge the adapter into the base: no peft to load it"
     )
     exp.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to merge")
+    exp.add_argument(
+        "--push-to-hub", metavar="REPO_ID", help="also upload the folder to the Hugging Face Hub"
+    )
     exp.set_defaults(func=_export_model)
