@@ -124,7 +124,12 @@ def store_bypasses(path: Path, source: str | None = None) -> list[str]:
 
 
 ABOVE_STORE = sorted(
-    [*(REPO / "rlhf").rglob("*.py"), *(REPO / "labeler" / "ui").rglob("*.py"), REPO / "app.py"]
+    [
+        *(REPO / "rlhf").rglob("*.py"),
+        *(REPO / "labeler" / "ui").rglob("*.py"),
+        *(REPO / "labeler" / "api").rglob("*.py"),
+        REPO / "app.py",
+    ]
 )
 
 

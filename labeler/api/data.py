@@ -24,7 +24,7 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 from starlette.background import BackgroundTask
 
 from labeler.api.auth import Caller, admin, engine_of
@@ -32,7 +32,7 @@ from labeler.io.export import export_preferences
 from labeler.io.formats import ImportFormatError
 from labeler.io.importers import import_pairs, import_prompts
 from labeler.store.db import read_session
-from labeler.store.tables import Completion, CompletionSet, Prompt, Ranking, User
+from labeler.store.pages import rankings_page, sets_page
 
 router = APIRouter(tags=["data"])
 SOURCE = re.compile(r"^[\w.-]{1,64}$")
@@ -123,52 +123,16 @@ def list_sets(
     policy_version_id: int | None = None,
     who: Caller = Depends(admin),
 ) -> Page:
-    query = (
-        select(CompletionSet, Prompt)
-        .join(Prompt, col(Prompt.id) == col(CompletionSet.prompt_id))
-        .where(col(CompletionSet.id) > after)
-    )
-    if origin is not None:
-        query = query.where(col(CompletionSet.origin) == origin)
-    if waiting is not None:
-        open_ = col(CompletionSet.labels_done) < col(CompletionSet.labels_needed)
-        query = query.where(open_ if waiting else ~open_)
-    if policy_version_id is not None:
-        query = query.where(col(CompletionSet.policy_version_id) == policy_version_id)
     with read_session(engine_of(request)) as session:
-        rows = session.exec(query.order_by(col(CompletionSet.id)).limit(limit)).all()
-        answers = _answers(session, [s.id for s, _ in rows if s.id is not None])
-        items = [_set_item(s, p, answers.get(s.id or 0, [])) for s, p in rows]
-    return Page(items=items, next=items[-1]["id"] if len(items) == limit else None)
-
-
-def _answers(session: Session, set_ids: list[int]) -> dict[int, list[dict]]:
-    out: dict[int, list[dict]] = {}
-    if not set_ids:
-        return out
-    rows = session.exec(
-        select(Completion).where(col(Completion.set_id).in_(set_ids)).order_by(col(Completion.id))
-    )
-    for c in rows:
-        out.setdefault(c.set_id, []).append(
-            {"id": c.id, "text": c.text, "origin": c.origin, "finish_reason": c.finish_reason}
+        items = sets_page(
+            session=session,
+            after=after,
+            limit=limit,
+            origin=origin,
+            waiting=waiting,
+            policy_version_id=policy_version_id,
         )
-    return out
-
-
-def _set_item(s: CompletionSet, p: Prompt, answers: list[dict]) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "prompt_id": p.id,
-        "messages": p.messages,
-        "split": p.split,
-        "origin": s.origin,
-        "policy_version_id": s.policy_version_id,
-        "labels_needed": s.labels_needed,
-        "labels_done": s.labels_done,
-        "created_at": _iso(s.created_at),
-        "answers": answers,
-    }
+    return Page(items=items, next=items[-1]["id"] if len(items) == limit else None)
 
 
 @router.get("/rankings", response_model=Page, summary="Rankings, oldest first, by cursor")
@@ -182,44 +146,17 @@ def list_rankings(
     skipped: bool | None = None,
     who: Caller = Depends(admin),
 ) -> Page:
-    query = (
-        select(Ranking, User.name)
-        .join(User, col(User.id) == col(Ranking.user_id), isouter=True)
-        .where(col(Ranking.id) > after)
-    )
-    if labeler is not None:
-        query = query.where(col(User.name) == labeler)
-    if set_id is not None:
-        query = query.where(col(Ranking.set_id) == set_id)
-    if since is not None:
-        query = query.where(col(Ranking.created_at) >= since)
-    if skipped is not None:
-        query = query.where(col(Ranking.skipped).is_(skipped))
     with read_session(engine_of(request)) as session:
-        rows = session.exec(query.order_by(col(Ranking.id)).limit(limit)).all()
-        items = [_ranking_item(r, name) for r, name in rows]
+        items = rankings_page(
+            session=session,
+            after=after,
+            limit=limit,
+            labeler=labeler,
+            set_id=set_id,
+            since=since,
+            skipped=skipped,
+        )
     return Page(items=items, next=items[-1]["id"] if len(items) == limit else None)
-
-
-def _ranking_item(r: Ranking, name: str | None) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "set_id": r.set_id,
-        "labeler": name,
-        "ranks": r.ranks,
-        "flags": r.flags,
-        "none_acceptable": r.none_acceptable,
-        "skipped": r.skipped,
-        "comment": r.comment,
-        "follow_up": r.follow_up,
-        "seconds_spent": r.seconds_spent,
-        "guidelines_version": r.guidelines_version,
-        "created_at": _iso(r.created_at),
-    }
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
 
 
 @router.get("/export", summary="The preference pairs as a file (TRL's prompt/chosen/rejected)")

@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
-from labeler.store.tables import Webhook, WebhookDelivery, id_of, table_of, utcnow
+from labeler.store.tables import ROLES, Ranking, User, Webhook, WebhookDelivery, id_of, table_of, utcnow
 
 EVENTS: dict[str, str] = {
     "job.succeeded": "a training job finished",
@@ -109,6 +109,24 @@ def queue_event(*, session: Session, event: str, payload: dict[str, Any]) -> int
     for hook in hooks:
         session.add(WebhookDelivery(hook_id=id_of(hook), event=event, payload=payload))
     return len(hooks)
+
+
+def queue_for_hook(*, session: Session, hook_id: int, event: str, payload: dict[str, Any]) -> None:
+    """One delivery for one hook (a periodic event that hook's own state decided; not committed)."""
+    assert event in EVENTS, event
+    session.add(WebhookDelivery(hook_id=hook_id, event=event, payload=payload))
+
+
+def people_rankings(*, session: Session) -> int:
+    """Rankings by people (not judges, not imported), skips left out: what `rankings.new` counts."""
+    return int(
+        session.exec(
+            select(func.count())
+            .select_from(Ranking)
+            .join(User, col(User.id) == col(Ranking.user_id))
+            .where(col(User.role).in_(ROLES), col(Ranking.skipped).is_(False))
+        ).one()
+    )
 
 
 def due_deliveries(*, session: Session, now: datetime | None = None, limit: int = 20) -> list[Due]:

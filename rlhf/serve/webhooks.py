@@ -22,13 +22,21 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from labeler.labels.quality import labeler_quality
-from labeler.records.webhooks import Due, claim, due_deliveries, record_attempt, save_state, webhooks
+from labeler.records.webhooks import (
+    Due,
+    claim,
+    due_deliveries,
+    people_rankings,
+    queue_for_hook,
+    record_attempt,
+    save_state,
+    webhooks,
+)
 from labeler.store.db import read_session
-from labeler.store.tables import ROLES, Ranking, User, Webhook, WebhookDelivery, id_of
+from labeler.store.tables import Webhook, id_of
 
 logger = logging.getLogger(__name__)
 SIGNATURE_HEADER = "Rankloop-Signature"
@@ -43,18 +51,6 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={mac}"
 
 
-def people_rankings(session: Session) -> int:
-    """Rankings by people (not judges), skips left out."""
-    return int(
-        session.exec(
-            select(func.count())
-            .select_from(Ranking)
-            .join(User, col(User.id) == col(Ranking.user_id))
-            .where(col(User.role).in_(ROLES), col(Ranking.skipped).is_(False))
-        ).one()
-    )
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -63,11 +59,12 @@ class Dispatcher:
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
         interval: float = 2.0,
+        floor_every: float = FLOOR_CHECK_SECONDS,
     ):
-        self.engine, self.clock, self.interval = engine, clock, interval
+        self.engine, self.clock, self.interval, self.floor_every = engine, clock, interval, floor_every
         self.client = client or httpx.Client(timeout=10.0, follow_redirects=False)
         self._stop = threading.Event()
-        self._floor_checked = -FLOOR_CHECK_SECONDS
+        self._floor_checked: float | None = None
 
     def run_once(self) -> int:
         """Raise the periodic events, then send what is due; returns the deliveries attempted."""
@@ -121,14 +118,16 @@ class Dispatcher:
     def _count_rankings(self, hooks: list[Webhook]) -> None:
         """`rankings.new` for each hook every `every` new rankings by people (counted from its first look)."""
         with Session(self.engine) as session:
-            count = people_rankings(session)
+            count = people_rankings(session=session)
             for hook in hooks:
                 if "rankings.new" not in hook.events:
                     continue
                 seen = hook.state.get("rankings_seen")
                 if seen is not None and count - seen >= hook.every:
                     payload = {"rankings": count, "new": count - seen}
-                    session.add(WebhookDelivery(hook_id=id_of(hook), event="rankings.new", payload=payload))
+                    queue_for_hook(
+                        session=session, hook_id=id_of(hook), event="rankings.new", payload=payload
+                    )
                 if seen is None or count - seen >= hook.every or count < seen:
                     save_state(
                         session=session, hook_id=id_of(hook), state={**hook.state, "rankings_seen": count}
@@ -137,7 +136,7 @@ class Dispatcher:
 
     def _floor_due(self) -> bool:
         now = time.monotonic()
-        if now - self._floor_checked < FLOOR_CHECK_SECONDS:
+        if self._floor_checked is not None and now - self._floor_checked < self.floor_every:
             return False
         self._floor_checked = now
         return True
@@ -153,8 +152,8 @@ class Dispatcher:
                 reported = set(hook.state.get("below_floor", []))
                 for name in sorted(set(under) - reported):
                     payload = {"labeler": name, "reasons": under[name]}
-                    session.add(
-                        WebhookDelivery(hook_id=id_of(hook), event="labeler.below_floor", payload=payload)
+                    queue_for_hook(
+                        session=session, hook_id=id_of(hook), event="labeler.below_floor", payload=payload
                     )
                 save_state(
                     session=session, hook_id=id_of(hook), state={**hook.state, "below_floor": sorted(under)}

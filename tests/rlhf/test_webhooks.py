@@ -175,3 +175,25 @@ def test_bad_hooks_are_refused(engine):
             add_webhook(session=session, url="ftp://example.com", events=["job.failed"], by="t")
         with pytest.raises(WebhookError, match="unknown"):
             add_webhook(session=session, url="https://example.com", events=["job.exploded"], by="t")
+
+
+def test_a_labeler_under_the_floor_is_reported_once(tmp_path, receiver):
+    from tests.rlhf.synthetic import LABELERS_WITH_ADVERSARY, add_ranked_sets, synthetic_store
+
+    start, got = receiver
+    url, _ = synthetic_store(tmp_path, sets=0)
+    add_ranked_sets(url, 20, labelers=(*LABELERS_WITH_ADVERSARY, ("honest-c", False)))
+    engine = make_engine(url)
+    with Session(engine) as session:
+        hook, secret = add_webhook(
+            session=session, url="http://x.invalid/", events=["labeler.below_floor"], by="t"
+        )
+        hook.url = start(secret)
+        session.add(hook)
+        session.commit()
+    dispatcher = Dispatcher(engine, floor_every=0.0)  # checked on every pass
+    dispatcher.run_once()
+    assert [(e["event"], e["data"]["labeler"]) for e in got] == [("labeler.below_floor", "adversary")]
+    assert "reliability" in got[0]["data"]["reasons"][0]
+    dispatcher.run_once()  # checked again: the same labeler is not reported twice
+    assert len(got) == 1

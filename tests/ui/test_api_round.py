@@ -49,7 +49,7 @@ def test_a_round_launched_through_the_api_reports_through_the_api_and_the_webhoo
     with Session(engine) as s:
         add_user(session=s, name="admin", password="admin-password-1", role="admin")
         token = create_token(session=s, user="admin", name="pipeline").secret
-        events = ["job.succeeded", "job.failed", "version.switched", "version.refused"]
+        events = ["job.succeeded", "job.failed", "job.cancelled", "version.switched", "version.refused"]
         _, secret = add_webhook(session=s, url=f"http://127.0.0.1:{port}/hook", events=events, by="admin")
     server = EXAMPLE["serve"](port, secret, received.append)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -93,6 +93,11 @@ def test_a_round_launched_through_the_api_reports_through_the_api_and_the_webhoo
         )
         wait_until(lambda: any(e["data"].get("version") == 0 for e in received), timeout=30)
         assert api.post("/versions/9/switch").status_code == 404
+        again = api.post("/jobs", json={"kind": "round", "config": TINY["round"]}).json()["id"]
+        cancelled = api.post(f"/jobs/{again}/cancel")
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        assert api.post(f"/jobs/{again}/cancel").status_code == 409  # already ended
+        wait_until(lambda: "job.cancelled" in {e["event"] for e in received} or None, timeout=30)
     finally:
         api.close()
         demo.close()
