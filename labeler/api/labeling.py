@@ -120,7 +120,12 @@ def lease(request: Request, who: Caller = Depends(labeler)) -> Lease:
         version = current_guidelines(session=session).version
         talk = conversations(session=session)
     with Session(engine, expire_on_commit=False) as session:
-        leased = lease_next_set(session=session, user_id=who.user_id, guidelines_version=version)
+        leased = lease_next_set(
+            session=session,
+            user_id=who.user_id,
+            guidelines_version=version,
+            later_turns_first=talk.later_turns_first,
+        )
         if leased is None:
             return Lease(set=None)
         return Lease(set=view_of(leased, asks_next_message(talk, leased.prompt)))

@@ -221,6 +221,7 @@ class SetDetail:
     )  # (chosen, rejected, for, against, ties, agreement)
     edits: list[EditDetail] = field(default_factory=list)  # the answers labelers wrote, with their diffs
     revisions: list[RevisionDetail] = field(default_factory=list)  # the model's rewrites by a principle
+    prompt_id: int | None = None
 
 
 def order_text(ranks: dict[int, int], number: dict[int, int]) -> str:
@@ -252,6 +253,7 @@ def set_detail(*, session: Session, set_id: int) -> SetDetail:
         cset.origin,
         cset.selection,
         [(number[c.id or 0], c.text, c.finish_reason) for c in completions],
+        prompt_id=prompt.id if prompt else None,
     )
     texts = {c.id: c.text for c in completions}
     detail.edits = [

@@ -43,6 +43,11 @@ class Conversations:
     depth: int = 3
     prefer: Prefer = "finish"
 
+    @property
+    def later_turns_first(self) -> bool | None:
+        """What leasing and the generator prefer: True later turns first, False fresh prompts first, None off."""
+        return (self.prefer == "finish") if self.on else None
+
     def source_of(self, prompt_source: str) -> Source:
         return self.by_source.get(prompt_source, self.default)
 

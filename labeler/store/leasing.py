@@ -9,7 +9,8 @@ leases); the current policy's sets come first, then newer versions, then sets ot
 completes and agreement can be measured), then the oldest. Expired leases stop counting. With a gold rate set
 (labeler/labels/gold.py), that share of leases gives a gold set the labeler never had instead, while other work waits.
 With suggestions on (labeler/store/suggestions.py), a lease of a set the suggesting judge ranked records the judge's
-ranking, shown on the page on the chosen share of leases and held back on the rest.
+ranking, shown on the page on the chosen share of leases and held back on the rest. With conversations on, the
+current policy's later turns come first (or last) as the admin prefers.
 
 A lease runs on every submit, so it reads few rows: each set counts its labels (`CompletionSet.labels_done`,
 kept by the store), and a partial index holds only the sets still open, in the order above; the shortlist walks
@@ -109,6 +110,12 @@ def _takeable(*where: ColumnElement[bool]) -> Any:
 
 
 _SHORTLIST_CURRENT = _takeable(col(CompletionSet.policy_version_id) == _CURRENT)
+_TURN = select(Prompt.turn).where(Prompt.id == CompletionSet.prompt_id).scalar_subquery()
+# conversations on: the current version's later turns (or first turns) before the rest
+_SHORTLIST_TURNS = {
+    True: _takeable(col(CompletionSet.policy_version_id) == _CURRENT, _TURN > 1),
+    False: _takeable(col(CompletionSet.policy_version_id) == _CURRENT, _TURN == 1),
+}
 _SHORTLIST_OTHERS = _takeable(  # a NULL version counts as not current even when no version is current
     or_(
         col(CompletionSet.policy_version_id).is_(None),
@@ -135,11 +142,16 @@ _DISPLAY_IDS = (
 _BY_TOKEN = select(Assignment).where(Assignment.token == bindparam("token"))
 
 
-def _shortlist(reader: Session, params: dict) -> list[int]:
+def _shortlist(reader: Session, params: dict, later_turns_first: bool | None = None) -> list[int]:
     """Ids of the best sets to try, best first: the current policy's, then (only when those are too few) the
-    other versions' sets, newest version first."""
+    other versions' sets, newest version first. With `later_turns_first` (conversations on) the current
+    policy's later turns come before its first turns (True: finish conversations) or after them (False)."""
     connection = reader.connection()
-    ids = list(connection.execute(_SHORTLIST_CURRENT, params).scalars())
+    ids: list[int] = []
+    if later_turns_first is not None:
+        ids += connection.execute(_SHORTLIST_TURNS[later_turns_first], params).scalars()
+    if len(ids) < SHORTLIST:
+        ids += (i for i in connection.execute(_SHORTLIST_CURRENT, params).scalars() if i not in ids)
     if len(ids) < SHORTLIST:
         ids += connection.execute(_SHORTLIST_OTHERS, params).scalars()
     return ids[:SHORTLIST]
@@ -247,6 +259,7 @@ def lease_next_set(
     lease_seconds: int = DEFAULT_LEASE_SECONDS,
     seed: int | None = None,
     guidelines_version: int | None = None,
+    later_turns_first: bool | None = None,
     _retry: bool = True,
 ) -> LeasedSet | None:
     """Give `user_id` a set to rank, or None when nothing is waiting (the rules are in the module docstring).
@@ -258,7 +271,9 @@ def lease_next_set(
     lock, so a lease committed meanwhile is seen; on SQLite the write transaction holds the write lock from its
     start. Only when every shortlisted set was taken meanwhile does the write transaction scan again. The
     result is loaded before the commit: with `expire_on_commit=False` it needs no second transaction. The
-    unique (set, labeler) constraint refuses a second lease of one set by one labeler (two tabs at once)."""
+    unique (set, labeler) constraint refuses a second lease of one set by one labeler (two tabs at once).
+    `later_turns_first`: with conversations on, the admin's preference (labeler/labels/conversations.py `prefer`:
+    True finishes conversations first, False serves fresh prompts first); None: conversations off."""
     now = utcnow()
     params = {"user_id": user_id, "now": now}
     with reading(session) as reader:
@@ -267,7 +282,7 @@ def lease_next_set(
             return load_leased(reader, open_lease)
         if open_lease is not None:  # leased before leases had tokens: issue one
             return _issue_token(session, open_lease.id)
-        shortlist = _shortlist(reader, params)
+        shortlist = _shortlist(reader, params, later_turns_first)
         gold = _gold_draw(reader, user_id, seed) if shortlist else None
         suggesting = suggestion_plan(reader) if shortlist else None
     if not shortlist:
@@ -305,6 +320,7 @@ def lease_next_set(
             lease_seconds=lease_seconds,
             seed=seed,
             guidelines_version=guidelines_version,
+            later_turns_first=later_turns_first,
             _retry=False,
         )
     return leased

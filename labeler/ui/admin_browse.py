@@ -18,7 +18,9 @@ from labeler.labels.browse import (
     find_ranked_sets,
     set_detail,
 )
+from labeler.labels.conversations import Turn, conversation_tree
 from labeler.store.db import read_session
+from labeler.ui.admin_conversations import path_to, tree_html
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.render import conversation_html, page, text_html
 
@@ -28,15 +30,16 @@ LABEL_COLUMNS = ["labeler", "order", "flags", "none acceptable", "skipped", "com
 PAIR_COLUMNS = ["chosen", "rejected", "votes for", "votes against", "ties", "agreement"]
 
 
-def detail_html(d: SetDetail) -> str:
+def detail_html(d: SetDetail, tree: list[Turn] | None = None) -> str:
     """The set as the admin reads it: where it came from, the conversation, the answers (as written: the raw
-    text) and the consensus."""
+    text, wrapped) and the consensus; for a set in a conversation of several turns, the conversation's tree with
+    the path to this set marked."""
     head = f"Set {d.set_id} · {d.origin} · policy v{d.version} · {d.split} prompt"
     if d.selection:
         head += f" · chosen by {d.selection.get('by', '?')}"
     answers = "".join(
         f"<p><strong>Answer {n}</strong>{' (cut off at the length limit)' if reason == 'length' else ''}</p>"
-        f"<pre>{html.escape(text)}</pre>"
+        f'<pre style="white-space:pre-wrap;overflow-wrap:anywhere">{html.escape(text)}</pre>'
         for n, text, reason in d.answers
     )
     consensus = text_html(d.consensus) if d.consensus else "no votes yet"
@@ -45,6 +48,16 @@ def detail_html(d: SetDetail) -> str:
         conversation_html(d.messages),
         f"<hr>{answers}{edits_html(d.edits)}{revisions_html(d.revisions)}"
         f"<p><strong>Consensus order:</strong> {consensus}</p>",
+        conversation_section(d, tree),
+    )
+
+
+def conversation_section(d: SetDetail, tree: list[Turn] | None) -> str:
+    if not tree or len(tree) < 2 or d.prompt_id is None:
+        return ""
+    return (
+        "<hr><h4>Conversation (▶: the chosen answers that lead to this set; Admin > Conversations stops a branch)"
+        f"</h4>{tree_html(tree, path_to(tree, d.prompt_id))}"
     )
 
 
@@ -151,10 +164,11 @@ def build_browse_tab(deps: UIDeps) -> TabLoad:
         try:
             with read_session(engine) as session:
                 d = set_detail(session=session, set_id=int(number))
+                tree = conversation_tree(session=session, prompt_id=d.prompt_id) if d.prompt_id else None
         except ValueError as exc:
             raise gr.Error(str(exc)) from exc
         label_rows = [[x.labeler, x.order, x.flags, x.none_acceptable, x.skipped, x.comment, x.seconds, x.at.strftime("%Y-%m-%d %H:%M")] for x in d.labels]  # fmt: skip
-        return detail_html(d), pd.DataFrame(label_rows, columns=LABEL_COLUMNS), pd.DataFrame(d.pairs, columns=PAIR_COLUMNS)  # fmt: skip
+        return detail_html(d, tree), pd.DataFrame(label_rows, columns=LABEL_COLUMNS), pd.DataFrame(d.pairs, columns=PAIR_COLUMNS)  # fmt: skip
 
     def on_pick(request: gr.Request, evt: gr.SelectData):
         row = evt.row_value if evt is not None else None

@@ -34,9 +34,21 @@ def parse_sources(text: str) -> dict[str, str]:
     return out
 
 
-def tree_html(turns: list[Turn]) -> str:
+def path_to(turns: list[Turn], prompt_id: int) -> set[int]:
+    """The prompt ids from the conversation's first turn to `prompt_id`: the chosen answers that led there."""
+    parent = {t.prompt_id: t.parent_prompt_id for t in turns}
+    path: set[int] = set()
+    current: int | None = prompt_id
+    while current is not None and current not in path:
+        path.add(current)
+        current = parent.get(current)
+    return path
+
+
+def tree_html(turns: list[Turn], path: set[int] | None = None) -> str:
     """The conversation as nested turns: each with its prompt id, the answer it continues, the user's message
-    and its sets (labels in, the chosen answer), a stopped branch marked."""
+    and its sets (labels in, the chosen answer), a stopped branch marked; the turns on `path` (the chosen answers
+    that lead to a set) marked with ▶."""
     parts = []
     for t in turns:
         pad = 1.5 * (t.turn - 1)
@@ -48,8 +60,9 @@ def tree_html(turns: list[Turn]) -> str:
             for s in t.sets
         )
         stopped = " (stopped)" if t.stopped else ""
+        mark = "▶ " if path and t.prompt_id in path else ""
         parts.append(
-            f'<div style="margin-left:{pad}em"><p><strong>Turn {t.turn}, prompt {t.prompt_id}{stopped}</strong></p>'
+            f'<div style="margin-left:{pad}em"><p><strong>{mark}Turn {t.turn}, prompt {t.prompt_id}{stopped}</strong></p>'
             f"{came}<p><em>user:</em> {content_html(t.said)}</p><ul>{sets}</ul></div>"
         )
     return page("<hr>".join(parts)) if parts else ""

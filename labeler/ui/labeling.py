@@ -72,7 +72,12 @@ def next_view(
             if talk is None:
                 talk = conversations(session=session)
     with Session(engine, expire_on_commit=False) as session:
-        leased = lease_next_set(session=session, user_id=user_id, guidelines_version=guidelines_version)
+        leased = lease_next_set(
+            session=session,
+            user_id=user_id,
+            guidelines_version=guidelines_version,
+            later_turns_first=talk.later_turns_first,
+        )
         return _view(leased, asks_next_message(talk, leased.prompt)) if leased is not None else None
 
 

@@ -161,6 +161,24 @@ def test_the_generator_serves_later_turns_first_and_never_a_stopped_branch(engin
         ]  # fewest sets first, then first turns
 
 
+def test_leasing_finishes_conversations_or_serves_fresh_prompts_as_the_admin_prefers(engine):
+    with Session(engine) as s:
+        version = make_version(s)
+        later = Prompt(messages=[*QUESTION, {"role": "assistant", "content": "Red."}, {"role": "user", "content": "Why?"}], content_hash="later", turn=2)  # fmt: skip
+        s.add(later)
+        s.commit()
+        add_completion_set(session=s, prompt_id=id_of(later), completions=[CompletionIn("A."), CompletionIn("B.")], policy_version_id=version.id, labels_needed=3)  # fmt: skip
+        for i in range(10):  # newer first turns
+            ask(s, messages=[{"role": "user", "content": f"q{i}"}], version_id=version.id)
+        users = {name: id_of(make_user(s, name)) for name in ("finisher", "fresh", "off")}
+        first = lease_next_set(session=s, user_id=users["finisher"], later_turns_first=True)
+        fresh = lease_next_set(session=s, user_id=users["fresh"], later_turns_first=False)
+        off = lease_next_set(session=s, user_id=users["off"])  # conversations off: the oldest set first
+        assert first is not None and first.prompt.turn == 2
+        assert fresh is not None and fresh.prompt.messages[0]["content"] == "q0"
+        assert off is not None and off.prompt.turn == 2
+
+
 def test_a_skip_carries_no_next_message_and_a_long_one_is_refused(engine):
     with Session(engine) as s:
         first = ask(s)

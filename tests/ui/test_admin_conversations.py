@@ -6,6 +6,7 @@ from load_client import page_from_outputs
 from sqlmodel import Session, select
 
 from labeler.labels.conversations import continue_conversations
+from labeler.store.store import CompletionIn, add_completion_set
 from labeler.store.tables import Prompt
 from tests.labeler.helpers import make_sets
 from tests.ui.conftest import PASSWORDS
@@ -35,5 +36,15 @@ def test_a_labelers_next_message_continues_the_conversation_and_the_admin_sees_a
         assert second.messages[-2]["content"] == opened.texts[1].removeprefix("<p>").removesuffix("</p>\n")
     tree = admin.predict(second.id, api_name="/admin_conversation_tree")
     assert "Turn 1, prompt" in tree and "Turn 2, prompt" in tree and "Tell me more about that." in tree
+    with Session(running_app.engine) as s:  # the next turn's set, as the generator writes it
+        answers = [CompletionIn("More, then."), CompletionIn("Nothing more.")]
+        next_set, _ = add_completion_set(
+            session=s, prompt_id=second.id, completions=answers, policy_version_id=None
+        )
+        next_id = next_set.id
+    detail, _, _ = admin.predict(
+        next_id, api_name="/admin_browse_set"
+    )  # Browse shows the tree, this path marked
+    assert "Conversation (▶" in detail and "▶ Turn 1, prompt" in detail and "▶ Turn 2, prompt" in detail
     said, tree = admin.predict(second.id, api_name="/admin_stop_branch")
     assert said.startswith("Stopped 1 prompt(s)") and "(stopped)" in tree
