@@ -80,10 +80,10 @@ def _import(
     source = Source(split=split, columns=column_map(column))
     with open_session(home, db) as session:
         if kind == "prompts":
-            added = import_prompts(
+            done = import_prompts(
                 session=session, path=Path(file), eval_fraction=eval_fraction, source=source
             )
-            print(f"imported {added} new prompts from {file}")
+            print(f"imported {done.added} new prompts from {file} ({done.already_present} already present)")
         elif kind == "oasst":
             trees = import_oasst(session=session, path=Path(file))
             print(

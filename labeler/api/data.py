@@ -30,7 +30,7 @@ from starlette.background import BackgroundTask
 from labeler.api.auth import Caller, admin, engine_of
 from labeler.io.export import export_preferences
 from labeler.io.formats import ImportFormatError
-from labeler.io.importers import import_pairs, import_prompts
+from labeler.io.importers import PromptImport, import_pairs, import_prompts
 from labeler.store.db import read_session
 from labeler.store.pages import rankings_page, sets_page
 
@@ -76,8 +76,8 @@ async def post_prompts(
 ) -> Imported:
     with tempfile.TemporaryDirectory(prefix="rankloop-import-") as folder:
         path = await _body_file(request, Path(folder), source, format)
-        new = await _in_thread(request, _prompts, path, eval_fraction)
-    return Imported(source=source, new=new)
+        done = await _in_thread(request, _prompts, path, eval_fraction)
+    return Imported(source=source, new=done.added, skipped=done.already_present)
 
 
 @router.post(
@@ -102,7 +102,7 @@ async def _in_thread(request: Request, work: Any, *args: Any) -> Any:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
 
 
-def _prompts(engine: Any, path: Path, eval_fraction: float) -> int:
+def _prompts(engine: Any, path: Path, eval_fraction: float) -> PromptImport:
     with Session(engine) as session:
         return import_prompts(session=session, path=path, eval_fraction=eval_fraction)
 

@@ -108,14 +108,20 @@ def follow_ups_of(record: Record, path: Path) -> list | None:
     return out or None
 
 
+@dataclass(frozen=True)
+class PromptImport:
+    added: int
+    already_present: int  # prompts of the file the store had already (or the file held twice)
+
+
 def import_prompts(
     *, session: Session, path: Path, eval_fraction: float = 0.0, seed: int = 0, source: Source | None = None
-) -> int:
+) -> PromptImport:
     """Add every prompt of `path` (a file, a dataset folder, or with `source` a dataset's split; duplicates
-    skipped) with its follow-ups; returns how many were new."""
+    skipped) with its follow-ups; says how many were new and how many were there already."""
     path = Path(path)
     records, conversations = _prompt_records(path, source)
-    return add_prompts(
+    added = add_prompts(
         session=session,
         conversations=conversations,
         source=path.name,
@@ -123,6 +129,7 @@ def import_prompts(
         seed=seed,
         follow_ups=[follow_ups_of(r, path) for r in records],
     )
+    return PromptImport(added, len(conversations) - added)
 
 
 @dataclass(frozen=True)

@@ -222,7 +222,7 @@ def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
     known, n = set(completion_ids), len(completion_ids)
     unknown = (set(ranking.ranks) | set(ranking.flags)) - known
     if unknown:
-        raise RankingRejected(f"completions {sorted(unknown)} are not in set {ranking.set_id}")
+        raise RankingRejected(f"answers {sorted(unknown)} are not in set {ranking.set_id}")
     if len(ranking.comment) > MAX_COMMENT_CHARS:
         raise RankingRejected(
             f"the comment has {len(ranking.comment)} characters; at most {MAX_COMMENT_CHARS} are kept"
@@ -237,7 +237,7 @@ def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
         return
     both = set(ranking.ranks) & set(ranking.flags)
     if both:
-        raise RankingRejected(f"completions {sorted(both)} are both ranked and flagged: choose one")
+        raise RankingRejected(f"answers {sorted(both)} are both ranked and flagged: choose one")
     bad_reason = {cid: r for cid, r in ranking.flags.items() if r not in FLAG_REASONS}
     if bad_reason:
         raise RankingRejected(f"unknown flag reason(s) {bad_reason}; use one of {', '.join(FLAG_REASONS)}")
@@ -253,7 +253,7 @@ def validate_ranking(ranking: RankingIn, completion_ids: Sequence[int]) -> None:
         return
     if len(ranking.ranks) < 2:
         raise RankingRejected(
-            f"rank at least two unflagged completions (ranked {len(ranking.ranks)}), or mark 'none acceptable'"
+            f"rank at least two unflagged answers (ranked {len(ranking.ranks)}), or mark 'none acceptable'"
         )
     if ranking.user_id is not None and len(ranking.ranks) + len(ranking.flags) < n:
         left = [i + 1 for i, cid in enumerate(completion_ids) if cid not in ranking.ranks | ranking.flags]

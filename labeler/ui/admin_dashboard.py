@@ -16,6 +16,7 @@ from labeler.labels.dataset import load_set_rankings, preference_records
 from labeler.labels.quality import labeler_quality, weekly_trend
 from labeler.labels.stats import flagged_completions, store_counts
 from labeler.store.db import read_session
+from labeler.store.settings import get_setting
 from labeler.ui.admin_judges import COLUMNS as JUDGE_COLUMNS
 from labeler.ui.admin_judges import judge_table
 from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
@@ -45,7 +46,7 @@ REFRESH_SECONDS = 20.0
 WEEK_COLUMNS = [
     "week",
     "labeler",
-    "rankings",
+    "submissions (rankings and skips)",
     "median s/set",
     "skip share",
     "flag share",
@@ -177,7 +178,25 @@ def dashboard_data(session: Session) -> tuple[Any, ...]:
         for w in weekly_trend(session=session, sets=every)
     ]
     costs = round_costs(session=session)
+    summary += "\n\n" + win_rate_note(
+        costs, bool(get_setting(session=session, key="human_eval", default=False))
+    )
     return summary, labelers, flagged, rounds_table(costs), weeks, *round_panels(costs)
+
+
+def win_rate_note(costs: list[RoundCost], mixing: bool) -> str:
+    """Why the human win-rate column and plot are blank, and how to fill them; empty once a round has one."""
+    if any(c.win_rate is not None for c in costs):
+        return ""
+    if mixing:
+        return (
+            "**Human win-rate:** mixing is on; it appears once labelers have ranked sets that mix a new "
+            "version's answers with its parent's."
+        )
+    return (
+        "**Human win-rate:** blank because human-evaluation mixing is off. Turn it on in Admin > Data "
+        '("Human evaluation") and new sets mix the current and the previous version\'s answers.'
+    )
 
 
 def _round(x: float | None) -> float | None:

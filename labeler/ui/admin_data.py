@@ -71,7 +71,8 @@ def build_data_tab(deps: UIDeps) -> TabLoad:
         try:
             with Session(engine) as session:
                 if what == "prompts":
-                    return f"Imported {import_prompts(session=session, path=Path(file), eval_fraction=fraction)} new prompts."
+                    done = import_prompts(session=session, path=Path(file), eval_fraction=fraction)
+                    return f"Imported {done.added} new prompts ({done.already_present} already present)."
                 if what == "oasst":
                     trees = import_oasst(session=session, path=Path(file))
                     return f"Imported {trees.prompts} new prompts and {trees.pairs.added} pairs ({trees.pairs.already_present} already present)."

@@ -300,7 +300,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
                 none_ok = gr.Checkbox(label="None acceptable", elem_id="none-acceptable", scale=1)
                 comment = gr.Textbox(
                     label="Comment (optional)",
-                    placeholder="Comment (optional)",
+                    placeholder=f"Comment (optional, up to {MAX_COMMENT_CHARS:,} characters; Enter submits)",
                     lines=1,
                     max_length=MAX_COMMENT_CHARS,
                     elem_id="comment",

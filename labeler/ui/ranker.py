@@ -247,7 +247,10 @@ element.addEventListener('click', (e) => {
 });
 element.addEventListener('change', (e) => {
   const s = e.target.closest('select.rl-flag');
-  if (s) flag(+s.dataset.i, s.value);
+  if (s) {
+    flag(+s.dataset.i, s.value);
+    s.blur();  // the reason is picked: the keys rank, flag and submit again
+  }
   const box = e.target.closest('textarea.rl-editor');  // the text is kept as the box loses focus
   if (box) keepEdit(box.dataset.i === 'new' ? 'new' : +box.dataset.i, box.value);
 });
@@ -263,9 +266,24 @@ watch('value', () => {
   }
 });
 
+function flagKey(i) {  // F then a number: unflag a flagged answer, else open its menu to pick the reason
+  if (i >= current().answers.length) return;
+  if ((current().flags || [])[i]) { flag(i, null); return; }
+  const menu = element.querySelector(`select.rl-flag[data-i="${i}"]`);
+  if (!menu) return;
+  menu.focus();
+  try { menu.showPicker(); } catch (err) { /* older browsers: the focused menu takes arrow keys */ }
+}
+
 window.rankloopKey = (e) => {
   const t = e.target;
   if (!element.isConnected || !current().token || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.key === 'Enter' && !e.shiftKey && t && t.closest && t.closest('#comment')) {  // Shift+Enter: a new line
+    e.preventDefault(); e.stopPropagation();
+    const submit = document.querySelector('#submit-btn');
+    if (submit) submit.click();
+    return;
+  }
   if (t && (t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || (t.tagName === 'INPUT' && t.type !== 'checkbox' && t.type !== 'radio'))) return;
   if (e.key === 'Enter') {
     e.preventDefault(); e.stopPropagation();
@@ -273,7 +291,7 @@ window.rankloopKey = (e) => {
     if (submit) submit.click();
   } else if (/^[1-9]$/.test(e.key)) {
     e.preventDefault();
-    if (pending === 'f') { const i = +e.key - 1; flag(i, (current().flags || [])[i] ? null : 'nonsensical'); }
+    if (pending === 'f') flagKey(+e.key - 1);
     else pick(+e.key - 1, pending === '=');
     pending = null;
   } else if (e.key === '=') { e.preventDefault(); pending = '='; }
@@ -291,11 +309,20 @@ window.rankloopKey = (e) => {
 if (!window.rankloopKeys) {  // one listener for the page, in the capture phase: before a focused checkbox sees Enter
   window.rankloopKeys = true;
   document.addEventListener('keydown', (e) => window.rankloopKey && window.rankloopKey(e), true);
+  document.addEventListener('input', (e) => {  // the comment's length against its limit, as it is typed
+    const box = e.target && e.target.closest && e.target.closest('#comment');
+    if (!box) return;
+    let count = box.querySelector('.rl-count');
+    if (!count) { count = document.createElement('div'); count.className = 'rl-count'; box.appendChild(count); }
+    const limit = e.target.maxLength > 0 ? e.target.maxLength : 2000;
+    count.textContent = `${e.target.value.length} / ${limit} characters`;
+  }, true);
 }
 """
 
 CSS = """
 .rl-summary { margin: 4px 0 10px; min-height: 1.6em; }
+.rl-count { font-size: 0.85em; color: var(--body-text-color-subdued, #666); text-align: right; }
 .rl-summary .rl-order { font-size: 1.15em; font-weight: 600; letter-spacing: 0.04em; }
 .rl-suggested { margin-bottom: 4px; color: var(--body-text-color-subdued, #666); }
 .rl-summary button.rl-accept { margin-left: 8px; padding: 0 8px; border: 1px solid var(--border-color-primary);

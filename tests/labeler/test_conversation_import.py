@@ -28,7 +28,7 @@ def test_prompts_keep_their_follow_ups_and_a_wrong_one_is_refused_with_its_line(
         {"prompt": "Hello."},
     ])  # fmt: skip
     with Session(engine) as s:
-        assert import_prompts(session=s, path=tmp_path / "chat.jsonl") == 2
+        assert import_prompts(session=s, path=tmp_path / "chat.jsonl").added == 2
         first = s.exec(select(Prompt).where(Prompt.source == "chat.jsonl")).first()
         assert first is not None and first.follow_ups == [
             "Why that one?",

@@ -7,7 +7,7 @@ from sqlmodel import func, select
 
 from labeler.io.export import export_preferences, export_raw_rankings
 from labeler.io.formats import ImportFormatError, to_transcript
-from labeler.io.importers import import_pairs, import_prompts, parse_pairs
+from labeler.io.importers import PromptImport, import_pairs, import_prompts, parse_pairs
 from labeler.labels.dataset import preference_records
 from labeler.labels.gold import mark_gold
 from labeler.labels.pairs import PairSettings
@@ -139,9 +139,9 @@ def test_prompt_formats(tmp_path, session):
         + json.dumps({"prompt": "first prompt"})
         + "\n"
     )
-    assert import_prompts(session=session, path=tmp_path / "p.txt") == 2
-    assert import_prompts(session=session, path=tmp_path / "p.csv") == 1
-    assert import_prompts(session=session, path=tmp_path / "p.jsonl") == 1  # the duplicate is skipped
+    assert import_prompts(session=session, path=tmp_path / "p.txt").added == 2
+    assert import_prompts(session=session, path=tmp_path / "p.csv").added == 1
+    assert import_prompts(session=session, path=tmp_path / "p.jsonl") == PromptImport(1, 1)  # the duplicate is skipped
     prompts = session.exec(select(Prompt).order_by(Prompt.id)).all()
     assert prompts[2].messages[0] == {"role": "system", "content": "Be brief."}
     assert len(prompts[3].messages) == 3

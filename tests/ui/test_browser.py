@@ -63,13 +63,16 @@ def test_labeler_ranks_with_clicks_and_keyboard_then_admin_sees_it(running_app, 
     assert page.locator("#admin-tab-button, button[role=tab]:has-text('Admin')").count() == 0
     first_prompt = page.locator("#prompt").inner_text()
     order = page.locator("#ranker .rl-order")
-    # clicks: answer 2 is best, then answer 1; keys: "=" "3" ties answer 3 with answer 1, "f" "4" flags answer 4
+    # clicks: answer 2 is best, then answer 1; keys: "=" "3" ties answer 3 with answer 1, "f" "4" opens answer
+    # 4's flag menu, where the labeler picks the reason
     page.locator("#answer-1").click()
     page.locator("#answer-0").click()
     page.keyboard.press("=")
     page.keyboard.press("3")
     page.keyboard.press("f")
     page.keyboard.press("4")
+    page.wait_for_function("document.activeElement && document.activeElement.matches('#answer-3 select')")
+    page.locator("#answer-3 select").select_option("nonsensical")
     page.get_by_text("Flagged: 4 (nonsensical)").wait_for(timeout=5_000)
     assert order.inner_text() == "2 > 1 = 3"
     page.keyboard.press("Backspace")  # undo the tie, then answer 3 comes last
@@ -458,3 +461,21 @@ def test_a_labeler_writes_the_next_message_and_a_second_labeler_ranks_the_next_t
     admin.get_by_role("button", name="Show its tree").click()
     admin.locator("#conversation-tree").get_by_text("Turn 2, prompt").wait_for(timeout=15_000)
     assert "Tell me more about that one." in admin.locator("#conversation-tree").inner_text()
+
+
+def test_enter_in_the_comment_submits_shift_enter_breaks_the_line_and_the_limit_shows(running_app, browser):
+    page = log_in(browser, running_app.url, "alice", PASSWORDS["alice"])
+    page.locator("#answer-0").wait_for(state="visible", timeout=20_000)
+    for i in range(4):
+        page.locator(f"#answer-{i}").click()
+    box = page.locator("#comment textarea, #comment input").first
+    box.click()
+    box.type("too long")
+    box.press("Shift+Enter")
+    box.type("by half")
+    page.locator("#comment .rl-count").wait_for(timeout=5_000)
+    assert page.locator("#comment .rl-count").inner_text() == "16 / 2000 characters"
+    assert page.locator("#ranker .rl-order").inner_text() == "1 > 2 > 3 > 4"  # typing ranked nothing
+    box.press("Enter")
+    [saved] = stored_rankings(running_app.engine, 1)
+    assert saved.comment == "too long\nby half" and sorted(saved.ranks.values()) == [1, 2, 3, 4]
