@@ -22,6 +22,7 @@ from labeler.ui.admin_judges import judge_table
 from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
 from labeler.ui.background import background_view
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
+from labeler.ui.plots import trend_plot, with_caption
 
 LABELER_COLUMNS = [
     "labeler",
@@ -230,15 +231,7 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
         )
         with gr.Row():
             round_plots = [
-                gr.LinePlot(
-                    x="round",
-                    y="value",
-                    color="series",
-                    label=title,
-                    y_title=y_title,
-                    height=200,
-                    elem_id=f"round-plot-{i}",
-                )
+                trend_plot("round", title, y_title=y_title, elem_id=f"round-plot-{i}")
                 for i, (title, y_title) in enumerate(ROUND_PANELS)
             ]
         weeks = gr.Dataframe(headers=WEEK_COLUMNS, label="Labelers by week (newest first)", interactive=False)
@@ -256,8 +249,10 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
         with read_session(deps.engine) as session:  # reads only: no write lock
             data = dashboard_data(session)
         frame, note = background_view(deps.monitor)
+        panels = [with_caption(f, "round") for f in data[-len(ROUND_PANELS) :]]
         return (
-            *data,
+            *data[: -len(ROUND_PANELS)],
+            *panels,
             note,
             frame,
             judge_table(deps.engine),

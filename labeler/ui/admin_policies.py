@@ -20,6 +20,7 @@ from labeler.records.reward_models import reward_names
 from labeler.store.db import read_session
 from labeler.store.tables import PolicyVersion
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
+from labeler.ui.plots import trend_plot, with_caption
 from labeler.ui.render import content_html, conversation_html, page, text_html
 from models.generation import SamplingParams
 
@@ -183,12 +184,9 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
             interactive=False,
             elem_id="policy-versions",
         )
-        win_plot = gr.LinePlot(
-            x="version",
-            y="value",
-            color="series",
-            label="Human win-rate vs parent, per version (95% interval)",
-            height=220,
+        win_plot = trend_plot(
+            "version",
+            "Human win-rate vs parent, per version (95% interval)",
             y_title="win-rate",
             y_lim=[0, 1],
             elem_id="version-win-rate",
@@ -221,7 +219,8 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
     def on_list(request: gr.Request):
         require_admin(engine, request)
         with read_session(engine) as session:
-            return versions_view(session)
+            table, wins = versions_view(session)
+        return table, with_caption(wins, "version")
 
     def on_switch(request: gr.Request, version: float):
         admin = require_admin(engine, request)
@@ -230,7 +229,8 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
                 pv = make_current(session=session, version=int(version), by=admin.name)
             except ValueError as exc:
                 raise gr.Error(str(exc)) from exc
-            return switch_text(pv), *versions_view(session)
+            table, wins = versions_view(session)
+            return switch_text(pv), table, with_caption(wins, "version")
 
     def sample(version: int, text: str) -> str:
         with read_session(engine) as session:

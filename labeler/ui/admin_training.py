@@ -20,6 +20,7 @@ from labeler.ui.background import background_view, busy_note, job_rate
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
 from labeler.ui.forms import PRESETS, ROUND_DEFAULT_PRESET, config_form, form_values, preset_values
 from labeler.ui.job_view import PANEL_SLOTS, PANELS, evaluation_note, log_html, metric_panels, progress_html
+from labeler.ui.plots import series_plot, trend_plot, with_caption
 from rlhf.serve.estimate import estimate_job
 from rlhf.train.configs import JOB_KINDS, STAGES, job_config
 
@@ -116,18 +117,6 @@ def overopt_frame(job: Job | None) -> pd.DataFrame:
 def build_training_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Training"):
-        forms, buttons, estimates = {}, {}, {}
-        presets, apply = {}, {}
-        for kind in JOB_KINDS:
-            with gr.Accordion(STAGES[kind].title, open=False):
-                if kind in PRESETS:
-                    with gr.Row():
-                        shown = ROUND_DEFAULT_PRESET if kind == "round" else None  # the form starts at it
-                        presets[kind] = gr.Dropdown(list(PRESETS[kind]), value=shown, label="Preset", scale=3)
-                        apply[kind] = gr.Button("Fill the form", scale=1)
-                forms[kind] = config_form(job_config(kind), kind=kind)
-                estimates[kind] = gr.Markdown(elem_id=f"estimate-{kind}")
-                buttons[kind] = gr.Button(f"Start {kind}", variant="primary")
         launch_status = gr.Markdown()
         with gr.Row():
             job_id = gr.Number(label="Job to watch", precision=0)
@@ -144,23 +133,24 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
         for row in range(0, PANEL_SLOTS, 3):
             with gr.Row():
                 plots += [
-                    gr.LinePlot(
-                        x="step",
-                        y="value",
-                        color="series",
-                        label=title,
-                        height=220,
-                        y_title="value",
-                        elem_id=f"job-plot-{row + i}",
-                    )
+                    series_plot("step", title, elem_id=f"job-plot-{row + i}")
                     for i, (title, _) in enumerate(PANELS[row : row + 3])
                 ]
-        overopt_plot = gr.LinePlot(
-            x="kl",
-            y="value",
-            color="score",
-            label="Proxy vs gold score against KL (PPO with a gold judge)",
-            height=250,
+        gr.Markdown("**Launch a job** (the job's progress and plots show above once it starts)")
+        forms, buttons, estimates, folds = {}, {}, {}, {}
+        presets, apply = {}, {}
+        for kind in JOB_KINDS:
+            with gr.Accordion(STAGES[kind].title, open=False) as folds[kind]:
+                if kind in PRESETS:
+                    with gr.Row():
+                        shown = ROUND_DEFAULT_PRESET if kind == "round" else None  # the form starts at it
+                        presets[kind] = gr.Dropdown(list(PRESETS[kind]), value=shown, label="Preset", scale=3)
+                        apply[kind] = gr.Button("Fill the form", scale=1)
+                forms[kind] = config_form(job_config(kind), kind=kind)
+                estimates[kind] = gr.Markdown(elem_id=f"estimate-{kind}")
+                buttons[kind] = gr.Button(f"Start {kind}", variant="primary")
+        overopt_plot = series_plot(
+            "kl", "Proxy vs gold score against KL (PPO with a gold judge)", color="score", legend="score"
         )
         gr.Markdown("**Log (newest line last)**")
         log = gr.HTML(log_html(""), elem_id="job-log")
@@ -171,8 +161,12 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             interactive=False,
             wrap=True,
         )
-        reward_plot = gr.LinePlot(
-            x="reward model", y="value", color="metric", label="Reward models across rounds", height=250
+        reward_plot = trend_plot(
+            "reward model",
+            "Reward models across rounds",
+            color="metric",
+            legend="metric",
+            elem_id="reward-trend",
         )
         timer = gr.Timer(2.0, active=False)  # switched on at page load for admins only
 
@@ -228,7 +222,7 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
                 jobs_frame(session),
                 rewards_frame(session),
                 review_frame(session),
-                reward_trend(session),
+                with_caption(reward_trend(session), "reward model", "metric"),
                 note,  # last: the API's earlier outputs keep their places
                 frame,
             )
@@ -265,6 +259,8 @@ def build_training_tab(deps: UIDeps) -> TabLoad:
             list(forms[kind].values()),
             [launch_status, job_id],
             api_name=f"admin_launch_{kind}",
+        ).success(  # the form folds away: the watched job's progress is at the top of the tab
+            lambda: gr.Accordion(open=False), None, folds[kind], api_visibility="private", queue=False
         )
     for kind, form in forms.items():
         gr.on(

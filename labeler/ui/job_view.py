@@ -101,7 +101,33 @@ def progress_html(job: Job | None, now: datetime | None = None, rate: float | No
 
 
 def evaluation_note(job: Job | None) -> str:
-    """The evaluation a reward or SFT job ends with, saying which split it was measured on."""
+    """The evaluation a job ends with, saying which split it was measured on (a reward or SFT stage's from its
+    logged figures, DPO's implicit-reward accuracy from its result), and a round's gate verdict line by line."""
+    result = (job.params or {}).get("result") if job else None
+    result = result if isinstance(result, dict) else {}
+    note = step_evaluation(job) or policy_evaluation(result.get("metrics") or {})
+    gate = result.get("gate") or {}
+    if gate.get("lines"):
+        verdict = "\n".join(f"- {html.escape(str(line).strip())}" for line in gate["lines"])
+        note += f"\n\n**Gate: {html.escape(str(gate.get('decision', '?')))}**\n{verdict}"
+    return note.strip()
+
+
+def policy_evaluation(final: dict) -> str:
+    """DPO's implicit-reward accuracy on held-out sets, as its result recorded it."""
+    if "heldout_accuracy" not in final:
+        return ""
+    held, accuracy = int(final.get("heldout_sets") or 0), final["heldout_accuracy"]
+    if not held or not isinstance(accuracy, int | float) or accuracy != accuracy:  # NaN: nothing held out
+        return "**Evaluation:** none (no held-out sets ranked yet)"
+    return (
+        f"**Evaluation (held-out, {held} sets, {int(final.get('heldout_pairs') or 0)} pairs):** "
+        f"implicit-reward accuracy {accuracy:.3f}"
+    )
+
+
+def step_evaluation(job: Job | None) -> str:
+    """The evaluation a reward or SFT stage logged last."""
     for point in reversed(job.metrics if job else []):
         if "heldout_nll_after" in point:
             held = int(point.get("heldout_answers", 0))

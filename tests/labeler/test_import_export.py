@@ -141,7 +141,9 @@ def test_prompt_formats(tmp_path, session):
     )
     assert import_prompts(session=session, path=tmp_path / "p.txt").added == 2
     assert import_prompts(session=session, path=tmp_path / "p.csv").added == 1
-    assert import_prompts(session=session, path=tmp_path / "p.jsonl") == PromptImport(1, 1)  # the duplicate is skipped
+    assert import_prompts(session=session, path=tmp_path / "p.jsonl") == PromptImport(
+        1, 1
+    )  # the duplicate is skipped
     prompts = session.exec(select(Prompt).order_by(Prompt.id)).all()
     assert prompts[2].messages[0] == {"role": "system", "content": "Be brief."}
     assert len(prompts[3].messages) == 3

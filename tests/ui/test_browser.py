@@ -176,7 +176,7 @@ def test_admin_sees_live_numeric_plots_a_new_version_without_reload_and_download
 
     from labeler.store.leasing import lease_next_set
     from labeler.store.store import RankingIn, submit_ranking
-    from labeler.store.tables import Job, PolicyVersion, User, id_of, utcnow
+    from labeler.store.tables import Job, PolicyVersion, RewardModel, User, id_of, utcnow
 
     def points(steps):
         return [
@@ -193,6 +193,7 @@ def test_admin_sees_live_numeric_plots_a_new_version_without_reload_and_download
             )
         job = Job(kind="ppo", status="running", phase="ppo", phase_started_at=utcnow(), started_at=utcnow(), progress=0.3, metrics=points(range(1, 4)))  # fmt: skip
         s.add(job)
+        s.add(RewardModel(name="r1", base_model="tiny", accuracy=0.65, heldout_sets=4))  # one point to plot
         s.commit()
         job_id = id_of(job)
 
@@ -200,6 +201,10 @@ def test_admin_sees_live_numeric_plots_a_new_version_without_reload_and_download
     admin.locator("#dashboard-summary").wait_for(state="visible", timeout=20_000)
     admin.get_by_role("tab", name="Admin").click()
     admin.get_by_role("tab", name="Training").click()
+    # the watched job's progress is on the first screen, above the launch forms
+    admin.locator("#job-progress progress").wait_for(timeout=15_000)
+    bar = admin.locator("#job-progress progress").bounding_box()
+    assert bar is not None and bar["y"] + bar["height"] <= admin.viewport_size["height"], bar
     # each launch form says how long it would take here (no job ran yet: the default rates)
     admin.get_by_text("Run a whole round (reward model, then PPO or DPO)").click()
     admin.wait_for_function("document.querySelector('#estimate-round')?.textContent.includes('About')")
@@ -210,6 +215,21 @@ def test_admin_sees_live_numeric_plots_a_new_version_without_reload_and_download
     y_axis = admin.locator(f"{reward_plot} [aria-label^='Y-axis']").get_attribute("aria-label")
     legend = admin.locator(f"{reward_plot} [aria-label*='legend']").get_attribute("aria-label")
     assert "linear scale" in y_axis and "with 2 values" in legend, (y_axis, legend)
+    # the legend names its series, on screen inside the panel (a fixed height once cut the names off)
+    panel = admin.locator(reward_plot).bounding_box()
+    labels = admin.locator(f"{reward_plot} .role-legend-label text")
+    assert sorted(labels.all_inner_texts()) == ["gold", "reward"]
+    for k in range(2):
+        box = labels.nth(k).bounding_box()
+        assert (
+            box
+            and panel
+            and panel["y"] <= box["y"]
+            and box["y"] + box["height"] <= panel["y"] + panel["height"]
+        )
+    # one reward model: a single point drawn as a marker, its value in words under the plot
+    admin.locator("#reward-trend .role-mark path").first.wait_for(timeout=15_000)
+    assert "Latest (reward model 1): accuracy 0.65" in admin.locator("#reward-trend").inner_text()
     # the job logs more steps: the plot follows without a reload
     with Session(running_app.engine) as s:
         job = s.get(Job, job_id)

@@ -75,6 +75,18 @@ def test_the_evaluation_says_which_split_it_was_measured_on():
     assert evaluation_note(Job(kind="ppo", metrics=ROUND_POINTS[3:])) == ""
 
 
+def test_a_dpo_round_shows_its_implicit_reward_accuracy_and_the_gates_verdict():
+    final = {"heldout_accuracy": 0.684, "heldout_sets": 21, "heldout_pairs": 98, "loss": 0.5}
+    gate = {"decision": "pass", "lines": ["held-out accuracy 0.684: above chance", "KL 3.7 within 4"]}
+    note = evaluation_note(Job(kind="round", params={"result": {"metrics": final, "gate": gate}}))
+    assert note.startswith("**Evaluation (held-out, 21 sets, 98 pairs):** implicit-reward accuracy 0.684")
+    assert "**Gate: pass**" in note and "- KL 3.7 within 4" in note
+    nothing = {"heldout_accuracy": float("nan"), "heldout_sets": 0}
+    assert evaluation_note(Job(kind="dpo", params={"result": {"metrics": nothing}})) == (
+        "**Evaluation:** none (no held-out sets ranked yet)"
+    )
+
+
 def test_the_log_tail_folds_progress_bars_and_ends_at_the_newest_line():
     log = (
         "loading\nreward training:  10%|#\rreward training:  50%|###\rreward training: 100%|#####\n"
