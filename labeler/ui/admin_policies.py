@@ -208,6 +208,7 @@ def build_policies_tab(deps: UIDeps) -> TabLoad:
             label="The eval prompts both versions answered during training",
             interactive=False,
             wrap=True,
+            column_widths=["20%", "40%", "40%"],  # both versions' answers on screen, wrapped
             elem_id="stored-side-by-side",
         )
         prompt = gr.Textbox(label="Or a prompt of your own", lines=2)

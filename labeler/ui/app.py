@@ -33,7 +33,13 @@ from labeler.ui.guard import MAX_UPLOAD_BYTES, ContentSecurityPolicy, SessionGua
 from labeler.ui.job_view import CSS as JOB_CSS
 from labeler.ui.labeling import LABELING_CSS, build_labeling_tab
 
-CSS = LABELING_CSS + JOB_CSS
+# Wrapped tables break headers between words, never a letter per line; narrow columns keep room for a word and
+# the table scrolls sideways instead.
+TABLE_CSS = """
+th .header-content .header { word-break: keep-all !important; overflow-wrap: normal !important; white-space: normal !important; }
+th { min-width: 5em !important; }
+"""
+CSS = LABELING_CSS + JOB_CSS + TABLE_CSS
 API_PREFIX = "/api/v1"
 
 

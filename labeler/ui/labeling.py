@@ -198,6 +198,17 @@ def progress_text(engine: Engine, user_id: int, figures: OwnFigures) -> str:
     return " · ".join(parts)
 
 
+BELOW = (
+    '<p class="rl-below">⬇ The set to rank is below these guidelines; they fold away after your first '
+    "submit and stay one click away.</p>"
+)
+
+
+def guidelines_html(text: str) -> str:
+    """The guidelines as the page shows them, in a box of their own height, saying where the set is."""
+    return BELOW + page(content_html(text))
+
+
 def news_html(news: GuidelinesNews | None, max_lines: int = 8) -> str:
     """The banner for guidelines newer than the ones the labeler last ranked under: versions and changed lines."""
     if news is None:
@@ -277,7 +288,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
     talk = Recent(engine, lambda s: conversations(session=s), clock=deps.clock)
     with gr.Tab("Label", id="label"):
         with gr.Accordion("Guidelines", open=False) as guide_box:
-            guide_md = gr.HTML()
+            guide_md = gr.HTML(elem_id="guidelines")
         news_md = gr.HTML(elem_id="guidelines-news")
         progress = gr.Markdown(elem_id="progress")
         prompt_md = gr.HTML(elem_id="prompt")
@@ -321,7 +332,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
         news = own_news(engine, user_id, guidelines_version.get())
         return {
             news_md: news_html(news),
-            guide_md: page(content_html(news.current.text)) if news else gr.update(),
+            guide_md: guidelines_html(news.current.text) if news else gr.update(),
             answers: ranker_value(
                 view.token,
                 view.texts,
@@ -358,7 +369,7 @@ def build_labeling_tab(deps: UIDeps) -> TabLoad:
             **show(view, user_id),
             start: gr.update(visible=admin),
             empty_md: OPEN_TO_LABEL if admin else ("" if view else NOTHING_WAITING),
-            guide_md: page(content_html(guidelines.text)),
+            guide_md: guidelines_html(guidelines.text),
             guide_box: gr.update(open=first_visit),
         }
 

@@ -322,6 +322,8 @@ if (!window.rankloopKeys) {  // one listener for the page, in the capture phase:
 
 CSS = """
 .rl-summary { margin: 4px 0 10px; min-height: 1.6em; }
+#guidelines { max-height: 45vh; overflow-y: auto; }
+.rl-below { font-weight: 600; margin: 0 0 6px; }
 .rl-count { font-size: 0.85em; color: var(--body-text-color-subdued, #666); text-align: right; }
 .rl-summary .rl-order { font-size: 1.15em; font-weight: 600; letter-spacing: 0.04em; }
 .rl-suggested { margin-bottom: 4px; color: var(--body-text-color-subdued, #666); }
