@@ -17,7 +17,7 @@ NUMBER = "~g"  # d3's format: 0.65 and 3, not 0.650000 and 3.000000
 
 
 def trend_plot(
-    x: str, label: str, *, color: str = "series", y_title: str = "value", **kw: Any
+    x: str, label: str, *, color: str = "series", legend: str = "measure", y_title: str = "value", **kw: Any
 ) -> gr.ScatterPlot:
     """A marker per (x, series) point: rounds, versions, reward models."""
     return gr.ScatterPlot(
@@ -26,7 +26,7 @@ def trend_plot(
         color=color,
         label=label,
         y_title=y_title,
-        color_title=color,
+        color_title=legend,
         x_axis_format=NUMBER,
         y_axis_format=NUMBER,
         **kw,
