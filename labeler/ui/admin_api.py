@@ -1,8 +1,8 @@
-"""Admin: personal API tokens (an accordion in Admin > Users) and webhooks (Admin > Webhooks), for programs that
-use the REST API (labeler/api/, docs/api.md). A token and a hook's signing secret are shown once, when made.
+"""Admin: personal API tokens and webhooks (two accordions in Admin > Users), for programs that use the REST API
+(labeler/api/, docs/api.md). A token and a hook's signing secret are shown once, when made.
 
     tokens = build_tokens_section(deps)      # inside the Users tab
-    hooks = build_webhooks_tab(deps)         # a tab of its own
+    hooks = build_webhooks_section(deps)
 """
 
 from __future__ import annotations
@@ -135,9 +135,9 @@ def build_tokens_section(deps: UIDeps) -> TabLoad:
     return TabLoad(on_list, [table])
 
 
-def build_webhooks_tab(deps: UIDeps) -> TabLoad:
+def build_webhooks_section(deps: UIDeps) -> TabLoad:
     engine = deps.engine
-    with gr.Tab("Webhooks"):
+    with gr.Accordion("Webhooks (signed event deliveries: docs/api.md)", open=False):
         gr.Markdown(
             "Programs told when something happens: each delivery is a signed JSON POST, retried with a doubling "
             "wait (docs/api.md shows how to check the signature)."

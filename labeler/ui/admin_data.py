@@ -33,7 +33,7 @@ from labeler.store.settings import (
     set_labels_needed,
 )
 from labeler.store.users import UserError, add_user, new_password, reset_password, set_disabled
-from labeler.ui.admin_api import build_tokens_section
+from labeler.ui.admin_api import build_tokens_section, build_webhooks_section
 from labeler.ui.deps import NOTHING_ON_LOAD, TabLoad, UIDeps, require_admin
 
 
@@ -133,6 +133,7 @@ def build_users_tab(deps: UIDeps) -> TabLoad:
             reset = gr.Button("Reset password")
         result = gr.Markdown()
         tokens = build_tokens_section(deps)
+        hooks = build_webhooks_section(deps)
 
     def act(action: str):
         def handler(request: gr.Request, user_name: str, user_role: str):
@@ -161,9 +162,9 @@ def build_users_tab(deps: UIDeps) -> TabLoad:
 
     def on_list(request: gr.Request):
         require_admin(engine, request)
-        return users_frame(engine), tokens.load(request)
+        return users_frame(engine), tokens.load(request), *hooks.load(request)
 
-    return TabLoad(on_list, [table, *tokens.outputs])
+    return TabLoad(on_list, [table, *tokens.outputs, *hooks.outputs])
 
 
 PREVIEW_COLUMNS = ["prompt", "chosen", "rejected", "agreement", "labelers", "split"]

@@ -16,7 +16,6 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp
 
 from labeler.store.login import LoginThrottle
-from labeler.ui.admin_api import build_webhooks_tab
 from labeler.ui.admin_browse import build_browse_tab
 from labeler.ui.admin_constitution import build_constitution_tab
 from labeler.ui.admin_conversations import build_conversations_tab
@@ -62,7 +61,6 @@ def build_ui(deps: UIDeps) -> gr.Blocks:
                         build_conversations_tab,
                         build_judges_tab,
                         build_users_tab,
-                        build_webhooks_tab,
                         build_gold_tab,
                         build_selection_tab,
                         build_policies_tab,
