@@ -57,6 +57,7 @@ ${(value && value.answers && value.answers.length) ? `
     return suggestion + (order ? `<b>Your order:</b> <span class="rl-order">${order}</span>` : `Click the answers from best to worst (or press their numbers). Shift+click or <kbd>=</kbd> ties with the last one.`)
       + (flagged.length ? ` · <b>Flagged:</b> ${flagged.join(', ')}` : '')
       + (left > 0 && order ? ` · ${left} left` : '')
+      + (order ? ` <button type="button" class="rl-tie${value.tie_next ? ' rl-on' : ''}" aria-pressed="${value.tie_next ? 'true' : 'false'}" title="the next answer you pick ties with the last one you ranked (or Shift+click, or =)">${value.tie_next ? 'Tie: pick the answer' : '= Tie next'}</button>` : '')
       + (order || flagged.length ? ` <button type="button" class="rl-clear">Clear</button>` : '')
       + (value.written == null && value.editing !== 'new' ? ` <button type="button" class="rl-write" title="ranks above every answer; with None acceptable ticked, the one good answer">Write your own answer</button>` : '')
       + ` <button type="button" class="rl-layout" title="answers side by side or one under another">Layout</button>`;
@@ -107,7 +108,7 @@ function unrank(ranks, i) {
   stack = stack.filter(x => x !== i);
 }
 function put(ranks, flags) {
-  props.value = {...current(), ranks, flags};
+  props.value = {...current(), ranks, flags, tie_next: false};
   setTimeout(syncMenus, 0);
 }
 let editStart = null;  // when the open editor got focus (its seconds are added when it loses it)
@@ -228,6 +229,7 @@ element.addEventListener('click', (e) => {
   if (t.closest('.rl-edit')) { openEditor(keyOf(t.closest('.rl-edit'))); return; }
   if (t.closest('.rl-write')) { openEditor('new'); return; }
   if (t.closest('.rl-accept')) { accept(); return; }
+  if (t.closest('.rl-tie')) { props.value = {...current(), tie_next: !current().tie_next}; return; }
   if (t.closest('.rl-clear')) {
     const v = current();
     stack = [];
@@ -243,7 +245,7 @@ element.addEventListener('click', (e) => {
   if (t.closest('select, option, a, input, button, textarea, .rl-editor-box, .rl-written')) return;
   if (String(window.getSelection ? window.getSelection() : '').length > 0) return;  // selecting text
   const card = t.closest('.rl-card');
-  if (card) pick(+card.dataset.i, e.shiftKey);
+  if (card) pick(+card.dataset.i, e.shiftKey || !!current().tie_next);
 });
 element.addEventListener('change', (e) => {
   const s = e.target.closest('select.rl-flag');
@@ -335,6 +337,10 @@ CSS = """
 .rl-stacked .rl-cards { grid-template-columns: 1fr; }
 .rl-summary button.rl-layout { margin-left: 8px; padding: 0 8px; border: 1px solid var(--border-color-primary);
   border-radius: 6px; cursor: pointer; float: right; }
+.rl-summary::after { content: ""; display: block; clear: both; }  /* the floated button never narrows the cards */
+.rl-summary button.rl-tie { margin-left: 8px; padding: 0 8px; border: 1px solid var(--border-color-primary);
+  border-radius: 6px; cursor: pointer; }
+.rl-summary button.rl-tie.rl-on { background: var(--color-accent, #f97316); color: white; }
 .rl-head[draggable="true"] { cursor: grab; }
 .rl-grip { color: var(--body-text-color-subdued, #999); }
 .rl-card { border: 2px solid var(--border-color-primary); border-radius: 10px; padding: 10px 12px; cursor: pointer;
@@ -367,13 +373,29 @@ CSS = """
 .gradio-container { overflow: clip !important; }
 #action-bar { position: sticky; bottom: 0; z-index: 5; background: var(--background-fill-primary);
   border-top: 1px solid var(--border-color-primary); padding: 6px 0; }
-@media (max-width: 640px) {  /* phones: the bar's buttons share rows instead of one row each */
-  #action-bar .row { flex-direction: row !important; flex-wrap: wrap !important; gap: 6px !important; }
-  #action-bar .row > * { min-width: 0 !important; flex: 1 1 28% !important; }
-  #action-bar .row > #comment { flex: 1 1 55% !important; }
-  #action-bar .row > #none-acceptable { flex: 1 1 35% !important; }
-  #action-bar button { padding: 4px 6px !important; }
+@media (max-width: 640px) {  /* phones: one column, a short bar, the order on screen while ranking */
+  #action-bar { padding: 2px 0; }
+  #action-bar .row { flex-direction: row !important; flex-wrap: wrap !important; gap: 4px !important; }
+  #action-bar .row > * { min-width: 0 !important; flex: 1 1 30% !important; }
+  #action-bar .row > .form { flex: 1 1 100% !important; flex-wrap: nowrap !important; }  /* tick box + comment */
+  #action-bar .form > #comment { flex: 1 1 0 !important; }
+  #action-bar .form > #none-acceptable { flex: 0 0 auto !important; width: auto !important; }
+  #action-bar button { padding: 2px 4px !important; min-height: 36px !important; font-size: 0.9em !important; }
   #action-bar #comment label > span { display: none; }
+  #action-bar #comment textarea { max-height: 2.4em; min-height: 2.4em; }
+  #action-bar #comment textarea::placeholder { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  #none-acceptable label { white-space: nowrap; font-size: 0.9em; }
+  #none-acceptable label span { overflow: visible !important; text-overflow: clip !important; }
+  .rl-cards { grid-template-columns: 1fr !important; }
+  .rl-summary { position: sticky; top: 0; z-index: 4; background: var(--background-fill-primary);
+    padding: 4px 0; border-bottom: 1px solid var(--border-color-primary); }
+  .rl-summary button.rl-layout { display: none; }
+  .rl-head { gap: 4px; }
+  .rl-head select { max-width: 34%; font-size: 0.8em; padding: 2px !important; }
+  .rl-summary button { font-size: 0.8em; padding: 0 6px !important; margin-left: 4px !important; }
+  #guidelines { max-height: 22vh; }
+  .gradio-container h1 { font-size: 1.4em !important; margin: 0 !important; }
+  #whoami { font-size: 0.85em; }
 }
 """
 

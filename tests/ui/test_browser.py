@@ -31,8 +31,8 @@ def browser():
         b.close()
 
 
-def log_in(browser, url: str, name: str, password: str):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def log_in(browser, url: str, name: str, password: str, **context):
+    page = browser.new_page(**{"viewport": {"width": 1400, "height": 1000}, **context})
     page.goto(url)
     page.locator("input[type=text]").first.fill(name)
     page.locator("input[type=password]").fill(password)
@@ -499,3 +499,47 @@ def test_enter_in_the_comment_submits_shift_enter_breaks_the_line_and_the_limit_
     box.press("Enter")
     [saved] = stored_rankings(running_app.engine, 1)
     assert saved.comment == "too long\nby half" and sorted(saved.ranks.values()) == [1, 2, 3, 4]
+
+
+def test_a_phone_ranks_with_a_tie_by_touch_alone_and_submits_without_scrolling_back(
+    running_app, browser, tmp_path
+):
+    phone = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}
+    page = log_in(browser, running_app.url, "bob", PASSWORDS["bob"], **phone)
+    page.locator("#answer-0").wait_for(state="visible", timeout=20_000)
+    # a first visit: the guidelines are open, in a box of their own that says the set is below; the prompt and
+    # the first answer's start are on the first screen
+    assert page.locator("#guidelines .rl-below").is_visible()
+    page.evaluate("window.scrollTo(0, 0)")
+    first = page.locator("#answer-0").bounding_box()
+    assert first is not None and first["y"] < 844 - 130, first  # above the action bar
+    assert page.locator("#prompt").bounding_box()["y"] < first["y"]
+    # one column of full-width cards
+    boxes = [page.locator(f"#answer-{i}").bounding_box() for i in range(4)]
+    assert len({b["x"] for b in boxes}) == 1 and all(b["width"] > 280 for b in boxes), boxes
+
+    def tap(selector: str) -> None:  # into the middle of the screen first: the sticky bar covers the bottom
+        page.locator(selector).evaluate("e => e.scrollIntoView({block: 'center'})")
+        page.locator(selector).tap()
+
+    tap("#answer-0 .rl-body")  # the answer's text (its head holds Edit and the flag menu)
+    tap("#ranker .rl-tie")  # the next answer ties with the last one ranked
+    tap("#answer-2 .rl-body")
+    tap("#answer-3 .rl-body")
+    tap("#answer-1 .rl-body")
+    page.wait_for_function("document.querySelector('#ranker .rl-order')?.innerText === '1 = 3 > 4 > 2'")
+    # at the last answer the order and the three actions are still on screen
+    page.locator("#answer-3").scroll_into_view_if_needed()
+    summary, submit = (
+        page.locator("#ranker .rl-summary").bounding_box(),
+        page.locator("#submit-btn").bounding_box(),
+    )
+    assert summary is not None and 0 <= summary["y"] and summary["y"] + summary["height"] <= 844, summary
+    assert submit is not None and submit["y"] + submit["height"] <= 844, submit
+    bar = page.locator("#action-bar").bounding_box()
+    assert bar is not None and bar["height"] <= 0.16 * 844, bar
+    assert page.locator("#none-acceptable").inner_text().strip() == "None acceptable"
+    page.screenshot(path=tmp_path / "phone-ranked.png")
+    page.locator("#submit-btn").tap()
+    [saved] = stored_rankings(running_app.engine, 1)
+    assert sorted(saved.ranks.values()) == [1, 1, 2, 3]
