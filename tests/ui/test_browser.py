@@ -534,7 +534,7 @@ def test_a_phone_ranks_with_a_tie_by_touch_alone_and_submits_without_scrolling_b
         page.locator("#ranker .rl-summary").bounding_box(),
         page.locator("#submit-btn").bounding_box(),
     )
-    assert summary is not None and 0 <= summary["y"] and summary["y"] + summary["height"] <= 844, summary
+    assert summary is not None and summary["y"] >= 0 and summary["y"] + summary["height"] <= 844, summary
     assert submit is not None and submit["y"] + submit["height"] <= 844, submit
     bar = page.locator("#action-bar").bounding_box()
     assert bar is not None and bar["height"] <= 0.16 * 844, bar
