@@ -4,6 +4,7 @@ bought (labeler/labels/costs.py)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import gradio as gr
@@ -15,13 +16,12 @@ from labeler.labels.costs import RoundCost, round_costs
 from labeler.labels.dataset import load_set_rankings, preference_records
 from labeler.labels.quality import labeler_quality, weekly_trend
 from labeler.labels.stats import flagged_completions, store_counts
-from labeler.store.db import read_session
 from labeler.store.settings import get_setting
 from labeler.ui.admin_judges import COLUMNS as JUDGE_COLUMNS
 from labeler.ui.admin_judges import judge_table
 from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
 from labeler.ui.background import background_view
-from labeler.ui.deps import TabLoad, UIDeps, require_admin
+from labeler.ui.deps import Recent, TabLoad, UIDeps, require_admin
 from labeler.ui.plots import trend_plot, with_caption
 
 LABELER_COLUMNS = [
@@ -44,6 +44,7 @@ LABELER_COLUMNS = [
 ]
 FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "answer", "comment"]
 REFRESH_SECONDS = 20.0
+FIGURES_SECONDS = 60.0  # the store-wide figures (a pass over every ranking and two model fits) are this fresh
 WEEK_COLUMNS = [
     "week",
     "labeler",
@@ -204,7 +205,17 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
+def as_of(moment: datetime | None) -> str:
+    return (
+        f"\n\n*Figures as of {moment:%H:%M:%S} UTC: labelers, agreement and rounds are recomputed at most once every "
+        f"{FIGURES_SECONDS:.0f} s for every admin (Refresh now recomputes them).*"
+        if moment
+        else ""
+    )
+
+
 def build_dashboard(deps: UIDeps) -> TabLoad:
+    figures = Recent(deps.engine, dashboard_data, ttl=FIGURES_SECONDS, clock=deps.clock)
     with gr.Tab("Dashboard"):
         refresh = gr.Button("Refresh now", elem_id="dashboard-refresh", size="sm")
         gr.Markdown(f"Refreshes on its own every {REFRESH_SECONDS:.0f} s.")
@@ -244,14 +255,15 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
         )
         timer = gr.Timer(REFRESH_SECONDS, active=False)  # switched on at page load for admins only
 
-    def on_refresh(request: gr.Request):
+    def on_refresh(request: gr.Request, fresh: bool = False):
         require_admin(deps.engine, request)
-        with read_session(deps.engine) as session:  # reads only: no write lock
-            data = dashboard_data(session)
+        data = figures.get(fresh=fresh)  # every admin's page and refresh share one read
         frame, note = background_view(deps.monitor)
         panels = [with_caption(f, "round") for f in data[-len(ROUND_PANELS) :]]
+        summary = data[0] + as_of(figures.made_at)
         return (
-            *data[: -len(ROUND_PANELS)],
+            summary,
+            *data[1 : -len(ROUND_PANELS)],
             *panels,
             note,
             frame,
@@ -259,7 +271,11 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
         )  # last: the API's earlier outputs keep their places
 
     outputs = [summary, labelers, flagged, rounds, weeks, *round_plots, background_note, background, judges]
-    refresh.click(on_refresh, None, outputs, api_name="admin_dashboard")
+
+    def on_refresh_now(request: gr.Request):
+        return on_refresh(request, fresh=True)
+
+    refresh.click(on_refresh_now, None, outputs, api_name="admin_dashboard")
     timer.tick(on_refresh, None, outputs, show_progress="hidden", api_visibility="private")
 
     def on_open(request: gr.Request):

@@ -6,14 +6,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import gradio as gr
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from labeler.store.db import read_session
-from labeler.store.tables import User, id_of
+from labeler.store.tables import User, id_of, utcnow
 from labeler.store.users import get_user
 
 if TYPE_CHECKING:  # types only: the UI does not import torch to start
@@ -101,3 +103,37 @@ class TabLoad:
 
 
 NOTHING_ON_LOAD = TabLoad(lambda request: {}, [])  # a tab that fills nothing when the page opens
+
+
+T = TypeVar("T")
+
+
+class Recent(Generic[T]):
+    """A value read from the store by `read` at most once per `ttl` seconds, shared by every session: what every
+    lease needs (the guidelines' version, the conversation settings: a read transaction per submit otherwise), or
+    the dashboard's figures (a refit of agreement and reliability per refresh otherwise). `made_at`: when the
+    value shown was read; `get(fresh=True)` reads it again now."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        read: Callable[[Session], T],
+        ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.engine, self.read, self.ttl, self.clock = engine, read, ttl, clock
+        self._seen: tuple[float, T] | None = None
+        self.made_at: datetime | None = None
+        self._lock = (
+            threading.Lock()
+        )  # one reader at a time: others wait for its value instead of reading too
+
+    def get(self, fresh: bool = False) -> T:
+        with self._lock:
+            now, seen = self.clock(), self._seen
+            if seen is not None and not fresh and now - seen[0] < self.ttl:
+                return seen[1]
+            with read_session(self.engine) as session:
+                value = self.read(session)
+            self._seen, self.made_at = (now, value), utcnow()
+            return value

@@ -34,7 +34,7 @@ from labeler.store.store import MAX_COMMENT_CHARS, LeaseGone, PageChoices, Ranki
 from labeler.store.tables import FLAG_REASONS, Completion, Prompt, id_of
 from labeler.store.undo import undo_last
 from labeler.ui import ranker
-from labeler.ui.deps import RecentUsers, TabLoad, UIDeps
+from labeler.ui.deps import Recent, RecentUsers, TabLoad, UIDeps
 from labeler.ui.ranker import page_token, ranker_value, read_choices, read_page
 from labeler.ui.render import content_html, conversation_html, inline_html, page, text_html
 
@@ -155,30 +155,6 @@ class OwnFigures:
     agreement: PerLabeler[OwnAgreement] = field(
         default_factory=lambda: PerLabeler(lambda s, u: own_agreement(session=s, user_id=u), ttl=60.0)
     )
-
-
-class Recent(Generic[T]):
-    """A value of the store every lease needs (the guidelines' version, the conversation settings), read by
-    `read` at most once per `ttl` seconds: reading it for every submit cost a read transaction."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        read: Callable[[Session], T],
-        ttl: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self.engine, self.read, self.ttl, self.clock = engine, read, ttl, clock
-        self._seen: tuple[float, T] | None = None
-
-    def get(self) -> T:
-        now, seen = self.clock(), self._seen
-        if seen is not None and now - seen[0] < self.ttl:
-            return seen[1]
-        with read_session(self.engine) as session:
-            value = self.read(session)
-        self._seen = (now, value)
-        return value
 
 
 def progress_text(engine: Engine, user_id: int, figures: OwnFigures) -> str:

@@ -61,7 +61,8 @@ def test_the_adversary_is_found_by_reliability_gold_and_agreement(tmp_path):
     this_week = {r[1]: dict(zip(WEEK_COLUMNS, r, strict=True)) for r in weeks}
     assert len(weeks) == 5 and len({r[0] for r in weeks}) == 1  # five labelers, all this week
     assert (
-        this_week["honest-a"]["rankings"] == 31 and this_week["honest-a"]["sets in tau"] == 30
+        this_week["honest-a"]["submissions (rankings and skips)"] == 31
+        and this_week["honest-a"]["sets in tau"] == 30
     )  # gold aside
     assert this_week["adversary"]["tau vs others"] < 0 < this_week["honest-c"]["tau vs others"]
     assert [w.rankings for w in split] == [16, 15] and split[0].week > split[1].week

@@ -201,7 +201,7 @@ def test_the_labeling_pages_user_and_guidelines_reads_are_at_most_a_moment_old(s
     from labeler.store.settings import current_guidelines, save_guidelines
     from labeler.store.users import set_disabled
     from labeler.ui.deps import RecentUsers
-    from labeler.ui.labeling import Recent
+    from labeler.ui.deps import Recent
 
     engine, alice, _ = store
     users = RecentUsers(engine, ttl=0.2)
@@ -221,3 +221,26 @@ def test_an_answer_cut_off_by_the_token_limit_says_so_and_a_finished_one_does_no
     cut = answer_html(Completion(set_id=1, position=0, text="It goes on and", finish_reason="length"))
     assert cut.endswith(CUT_OFF) and "It goes on and" in cut
     assert CUT_OFF not in answer_html(Completion(set_id=1, position=1, text="Done.", finish_reason="eos"))
+
+
+def test_the_dashboards_figures_are_read_once_a_minute_for_every_admin_and_say_when(store):
+    from labeler.ui.admin_dashboard import FIGURES_SECONDS, as_of, dashboard_data
+    from labeler.ui.deps import Recent
+
+    engine, _, _ = store
+    now = [0.0]
+    reads: list[float] = []
+
+    def read(session):
+        reads.append(now[0])
+        return dashboard_data(session)
+
+    figures = Recent(engine, read, ttl=FIGURES_SECONDS, clock=lambda: now[0])
+    first = figures.get()
+    now[0] = FIGURES_SECONDS - 1
+    assert figures.get() is first and len(reads) == 1  # a refresh, or another admin's page: the same figures
+    now[0] = FIGURES_SECONDS + 1
+    figures.get()
+    figures.get(fresh=True)  # "Refresh now"
+    assert reads == [0.0, FIGURES_SECONDS + 1, FIGURES_SECONDS + 1]
+    assert figures.made_at is not None and f"{figures.made_at:%H:%M:%S} UTC" in as_of(figures.made_at)
