@@ -1,5 +1,6 @@
-"""Compose the tabs into one Gradio app. Labelers see the labeling tab; admins also see the admin tab, which is
-made visible on load for admins only (its handlers check the role on the server regardless).
+"""Compose the tabs into one Gradio app of two pages: the labeling page at / (what every labeler's browser loads,
+with only the labeling components) and the admin pages at /admin (admins only; an admin who opens / goes on to
+them). Every admin handler also checks the role on the server, whatever page called it.
 
     launch(build_ui(deps), deps, port=7860, api=rest_app(deps.engine, deps.runner))   # labeler/api/app.py
 """
@@ -38,58 +39,81 @@ TABLE_CSS = """
 th .header-content .header { word-break: keep-all !important; overflow-wrap: normal !important; white-space: normal !important; }
 th { min-width: 5em !important; }
 """
-CSS = LABELING_CSS + JOB_CSS + TABLE_CSS
+# Gradio's page navbar: the header's own links move between the two pages (only admins may open the second)
+NAV_CSS = ".nav-holder { display: none !important; }"
+CSS = LABELING_CSS + JOB_CSS + TABLE_CSS + NAV_CSS
 API_PREFIX = "/api/v1"
+ADMIN_APP = "admin-app"
+
+
+ADMIN_PAGE = "admin"  # the admin pages' path: /admin
+ADMIN_TABS = (
+    build_dashboard,
+    build_browse_tab,
+    build_data_tab,
+    build_constitution_tab,
+    build_conversations_tab,
+    build_judges_tab,
+    build_users_tab,
+    build_gold_tab,
+    build_selection_tab,
+    build_policies_tab,
+    build_export_tab,
+    build_training_tab,
+)
+# An admin who opens the labeling page goes on to the admin pages, unless they came from there to label.
+TO_ADMIN_JS = (
+    "(role) => { if (role === 'admin' && !location.search.includes('label')) location.assign('admin'); }"
+)
+
+
+def header(text: str, target: str, visible: bool = True) -> tuple[gr.Markdown, gr.Button]:
+    """The title, who is logged in (filled on load), a link to the other page, and Log out."""
+    with gr.Row():
+        gr.Markdown("# rankloop")
+        who = gr.Markdown(elem_id="whoami")
+        link = gr.Button(text, link=target, size="sm", scale=0, visible=visible, elem_id=f"go-{text.lower()}")
+        gr.Button("Log out", link="/logout", size="sm", scale=0)
+    return who, link
 
 
 def build_ui(deps: UIDeps) -> gr.Blocks:
+    """Two pages on one server: the labeling page at / (all a labeler's browser loads: its config holds the
+    labeling components only) and the admin pages at /admin (admins only: labeler/ui/guard.py refuses others)."""
     with gr.Blocks(title="rankloop") as demo:
-        with gr.Row():
-            gr.Markdown("# rankloop")
-            who = gr.Markdown(elem_id="whoami")
-            gr.Button("Log out", link="/logout", size="sm", scale=0)
-        with gr.Tabs(selected="label") as tabs:
+        who, admin_link = header("Admin", f"/{ADMIN_PAGE}", visible=False)  # shown to admins
+        with gr.Tabs(selected="label"):
             labeling = build_labeling_tab(deps)
-            with gr.Tab("Admin", id="admin", visible=False) as admin_tab, gr.Tabs():
-                admin_tabs = [
-                    build(deps)
-                    for build in (
-                        build_dashboard,
-                        build_browse_tab,
-                        build_data_tab,
-                        build_constitution_tab,
-                        build_conversations_tab,
-                        build_judges_tab,
-                        build_users_tab,
-                        build_gold_tab,
-                        build_selection_tab,
-                        build_policies_tab,
-                        build_export_tab,
-                        build_training_tab,
-                    )
-                ]
+        role = gr.Textbox(visible=False, elem_id="role")
 
         def on_load(request: gr.Request) -> dict:
             user = current_user(deps.engine, request)
             updates = labeling.updates(request)
             updates[who] = f"Logged in as **{user.name}** ({user.role})"
-            updates[admin_tab] = gr.update(visible=user.role == "admin")
-            if user.role == "admin":  # admins land on the dashboard
-                updates[tabs] = gr.update(selected="admin")
+            updates[admin_link] = gr.update(visible=user.role == "admin")
+            updates[role] = user.role
             return updates
 
+        # Not queued (one POST, like a submit); named so scripted clients open the page as a browser does.
+        demo.load(
+            on_load, None, [*labeling.outputs, who, admin_link, role], api_name="open_page", queue=False
+        ).then(None, [role], None, js=TO_ADMIN_JS)
+
+    with demo.route("Admin", f"/{ADMIN_PAGE}", show_in_navbar=False):
+        admin_who, _ = header("Label", "/?label")
+        with gr.Column(elem_id=ADMIN_APP), gr.Tabs():
+            admin_tabs = [build(deps) for build in ADMIN_TABS]
+
         def on_admin_load(request: gr.Request) -> dict:
-            """The admin tabs filled when an admin opens the page (a labeler's page has no such event)."""
-            require_admin(deps.engine, request)
-            updates: dict = {}
+            """The admin tabs filled when an admin opens the admin pages."""
+            user = require_admin(deps.engine, request)
+            updates: dict = {admin_who: f"Logged in as **{user.name}** ({user.role})"}
             for tab in admin_tabs:
                 updates.update(tab.updates(request))
             return updates
 
-        # Not queued (one POST, like a submit); named so scripted clients open the page as a browser does.
-        demo.load(on_load, None, [*labeling.outputs, who, admin_tab, tabs], api_name="open_page", queue=False)
         admin_outputs = [o for tab in admin_tabs for o in tab.outputs]
-        demo.load(on_admin_load, None, admin_outputs, api_name="admin_open_page", queue=False)
+        demo.load(on_admin_load, None, [*admin_outputs, admin_who], api_name="admin_open_page", queue=False)
     return demo
 
 
@@ -102,9 +126,9 @@ def inside(block: object) -> list[int]:
 
 
 def admin_blocks(demo: gr.Blocks) -> frozenset[int]:
-    """The ids of everything in the Admin tab (`gr.Tab(id="admin")`): what a labeler's page leaves out."""
-    tabs = [b for b in demo.blocks.values() if isinstance(b, gr.Tab) and b.id == "admin"]
-    return frozenset(i for tab in tabs for i in inside(tab))
+    """The ids of everything on the admin pages (under the `ADMIN_APP` column): what a labeler's config leaves out."""
+    roots = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == ADMIN_APP]
+    return frozenset(i for root in roots for i in [root._id, *inside(root)])
 
 
 def quiet_queue_analytics() -> None:

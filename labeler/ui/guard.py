@@ -55,7 +55,8 @@ UPLOAD_PATH = "/gradio_api/upload"
 EXPORTS_PATH = "/exports/"
 RECHECK_SECONDS = 1.0  # how stale a replica's view of an account may be
 LOGOUT_PATHS = ("/logout", "/logout/")
-API_IMPORT_PATH = "/api/v1/import/"  # imports through the REST API may be as large as uploads
+API_IMPORT_PATH = "/api/v1/import/"
+ADMIN_PAGE_PATH = "/admin"  # the admin pages (labeler/ui/app.py ADMIN_PAGE)  # imports through the REST API may be as large as uploads
 ACCOUNT_KEY = "rankloop.account"  # the request's logged-in Account (or None), for the REST API
 # descriptions of the API and the server's internals (Gradio's and FastAPI's), for admins only
 ADMIN_ONLY_ROUTES = frozenset(
@@ -145,6 +146,8 @@ class SessionGuard:
                 await _refuse(scope, receive, send, 403, "The API's description is for admins.")
             else:  # a labeler's script (gradio_client) reads the endpoints it may call, and no others
                 await self.bounded(scope, receive, rewrite_body(send, _json_filter(labelers_info)))
+        elif account is not None and account.role != "admin" and path.rstrip("/") == ADMIN_PAGE_PATH:
+            await _refuse(scope, receive, send, 403, "The admin pages are for admins.")
         elif account is not None and account.role != "admin" and self._describes_the_page(scope):
             await self.bounded(scope, receive, rewrite_body(send, self._labelers_view(path)))
         elif path.startswith(

@@ -110,7 +110,6 @@ def test_labeler_ranks_with_clicks_and_keyboard_then_admin_sees_it(running_app, 
     admin.locator("#dashboard-summary").wait_for(
         state="visible", timeout=20_000
     )  # admins land on the dashboard
-    admin.get_by_role("tab", name="Admin").click()
     admin.locator("#dashboard-refresh").click()
     admin.get_by_text("Rankings:** 2").or_(admin.get_by_text("Rankings: 2")).first.wait_for(timeout=15_000)
     admin.screenshot(path=tmp_path / "dashboard.png", full_page=True)
@@ -199,7 +198,6 @@ def test_admin_sees_live_numeric_plots_a_new_version_without_reload_and_download
 
     admin = log_in(browser, running_app.url, "admin", PASSWORDS["admin"])
     admin.locator("#dashboard-summary").wait_for(state="visible", timeout=20_000)
-    admin.get_by_role("tab", name="Admin").click()
     admin.get_by_role("tab", name="Training").click()
     # the watched job's progress is on the first screen, above the launch forms
     admin.locator("#job-progress progress").wait_for(timeout=15_000)
@@ -351,7 +349,6 @@ def test_a_labeler_edits_an_answer_and_writes_one_then_browse_and_export_show_th
 
     admin = log_in(browser, running_app.url, "admin", PASSWORDS["admin"])
     admin.locator("#dashboard-summary").wait_for(state="visible", timeout=20_000)
-    admin.get_by_role("tab", name="Admin").click()
     admin.get_by_role("tab", name="Browse").click()
     admin.get_by_label("Set number (or click a row above)").fill(str(first.set_id))
     admin.get_by_role("button", name="Open set").click()
@@ -475,7 +472,6 @@ def test_a_labeler_writes_the_next_message_and_a_second_labeler_ranks_the_next_t
 
     admin = log_in(browser, running_app.url, "admin", PASSWORDS["admin"])
     admin.locator("#dashboard-summary").wait_for(state="visible", timeout=20_000)
-    admin.get_by_role("tab", name="Admin").click()
     admin.get_by_role("tab", name="Conversations").click()
     admin.get_by_label("A prompt id of the conversation").fill(str(second.id))
     admin.get_by_role("button", name="Show its tree").click()

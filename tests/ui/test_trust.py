@@ -175,9 +175,25 @@ def test_a_labelers_page_and_config_hold_no_admin_layout(running_app):
     assert "submit_ranking" in names and not [n for n in names if n and n.startswith("admin")]
     ids = {c["id"] for c in mine["components"]}
     assert all(i in ids for d in mine["dependencies"] for i in [*d["inputs"], *d["outputs"]])
-    for html in (alice.get("").text,):
+    for html in (alice.get("").text, admin.get("").text):  # the labeling page, whoever opens it
         assert "dashboard-summary" not in html and "admin_dashboard" not in html and "submit_ranking" in html
-    assert "dashboard-summary" in admin.get("").text
+    assert "dashboard-summary" in admin.get("admin").text
+    refused = alice.get("admin")
+    assert refused.status_code == 403 and "admin pages are for admins" in refused.text
+
+
+def test_the_labeling_page_loads_a_third_of_the_components_or_fewer(running_app):
+    """What every labeler's browser (and the server, per log-in) builds: the labeling page's config, against the
+    whole app's. Printed, so the figure is in the test log."""
+    from labeler.ui.app import build_ui
+    from labeler.ui.deps import UIDeps
+
+    config = build_ui(UIDeps(engine=running_app.engine, home=running_app.home)).config
+    page, whole = len(config["page"][""]["components"]), len(config["components"])
+    print(f"labeling page: {page} components; the whole app: {whole}")
+    assert page * 3 < whole and page < 40
+    html = logged_in(running_app.url, "alice").get("").text
+    assert html.count('"id":') < 3 * page + 200  # the HTML carries the page's config alone
 
 
 def test_the_api_description_is_for_admins_and_every_response_says_nosniff(running_app):
