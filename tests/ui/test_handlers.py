@@ -200,8 +200,7 @@ def test_the_labeling_pages_user_and_guidelines_reads_are_at_most_a_moment_old(s
 
     from labeler.store.settings import current_guidelines, save_guidelines
     from labeler.store.users import set_disabled
-    from labeler.ui.deps import RecentUsers
-    from labeler.ui.deps import Recent
+    from labeler.ui.deps import Recent, RecentUsers
 
     engine, alice, _ = store
     users = RecentUsers(engine, ttl=0.2)
