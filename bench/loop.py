@@ -523,7 +523,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             "v0": second_turn_pass(pool, v0_answers, evals, follow, args.max_new_tokens) if follow else None
         }
         shown = {k: v for k, v in v0_eval.items() if k != "scores"}
-        if turn2["v0"] is not None:  # v0's second-turn pass rate, before any round (a stopped run still has it)
+        if turn2["v0"] is not None:  # v0's second-turn pass rate: a run stopped early still has it
             shown["turn2_pass"] = turn2["v0"]
         print(json.dumps({"seed": seed, "v0": shown}), flush=True)
         last_eval = v0_eval
