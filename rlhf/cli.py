@@ -256,10 +256,8 @@ def _export_reward(*, home: str, db: str | None, name: str, out: Path, merge: bo
     offset = export_reward_merged(base, folder, tokenizer, out) if merge else None
     if not merge:
         export_reward_adapter(folder, tokenizer, out)
-    facts = {**asdict(found.facts), "train_sets": None}
-    (out / "README.md").write_text(
-        reward_card(found.name, found.base_model, facts, merge, offset), encoding="utf-8"
-    )
+    card = reward_card(found.name, found.base_model, asdict(found.facts), merge, offset)
+    (out / "README.md").write_text(card, encoding="utf-8")
     return out
 
 

@@ -56,9 +56,9 @@ async def _body_file(request: Request, folder: Path, source: str, fmt: str) -> P
     if not SOURCE.match(source):
         raise HTTPException(status_code=422, detail="source: letters, digits, '.', '-' and '_', at most 64")
     path = folder / f"{source}.{fmt}"
-    with path.open("wb") as out:
+    async with await anyio.open_file(path, "wb") as out:  # written off the event loop
         async for chunk in request.stream():
-            out.write(chunk)
+            await out.write(chunk)
     if path.stat().st_size == 0:
         raise HTTPException(
             status_code=422, detail=f"{path.name}: the body is empty; send the file as the body"

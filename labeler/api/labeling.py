@@ -26,6 +26,7 @@ from labeler.store.errors import LeaseGone, RankingRejected
 from labeler.store.leasing import LeasedSet, lease_next_set
 from labeler.store.settings import current_guidelines
 from labeler.store.store import PageChoices
+from labeler.store.suggestions import shown_suggestion
 from labeler.store.tables import FLAG_REASONS
 from labeler.store.undo import undo_last
 from labeler.ui.labeling import asks_next_message, submit_form
@@ -91,9 +92,8 @@ class Back(BaseModel):
 
 
 def view_of(leased: LeasedSet, continues: bool) -> LeasedView:
-    offered = leased.assignment.suggestion or {}
-    shown = offered.get("ranks") if offered.get("shown") else None
     assert leased.assignment.token is not None
+    suggested, suggested_by = shown_suggestion(leased.assignment, leased.completions)
     return LeasedView(
         token=leased.assignment.token,
         messages=[{"role": m.get("role"), "content": m.get("content")} for m in leased.prompt.messages],
@@ -102,8 +102,8 @@ def view_of(leased: LeasedSet, continues: bool) -> LeasedView:
             for i, c in enumerate(leased.completions)
         ],
         asks_next_message=continues,
-        suggested_ranks=[shown.get(str(c.id)) for c in leased.completions] if shown else None,
-        suggested_by=str(offered.get("name") or "a judge") if shown else None,
+        suggested_ranks=suggested,
+        suggested_by=suggested_by,
         guidelines_version=leased.assignment.guidelines_version,
     )
 

@@ -6,6 +6,7 @@ Store-level reads only: the lease calls them inside its own transaction.
     set_suggestions(session=s, judge="house-style", share=0.5)
     plan = suggestion_plan(s)                       # before a lease: (judge's user id, name, share) or None
     suggestion_for(s, set_id, plan, draw=0.3)       # the lease's record, or None where the judge did not rank
+    ranks, judge = shown_suggestion(lease, answers)  # what the page (or the API) shows of it, by display position
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass
 from sqlmodel import Session, col, select
 
 from labeler.store.settings import get_setting, put_setting
-from labeler.store.tables import JUDGE_ROLE, Judge, Ranking, User
+from labeler.store.tables import JUDGE_ROLE, Assignment, Completion, Judge, Ranking, User
 from labeler.store.users import get_user
 
 SUGGESTIONS = "suggestions"  # setting: {"judge": name or None, "share": share of leases shown the suggestion}
@@ -74,3 +75,15 @@ def suggestion_for(session: Session, set_id: int, plan: tuple[int, str, float], 
     if not ranks:
         return None
     return {"judge": judge_id, "name": name, "shown": draw < share, "ranks": dict(ranks)}
+
+
+def shown_suggestion(
+    lease: Assignment, answers: list[Completion]
+) -> tuple[list[int | None] | None, str | None]:
+    """The judge's ranking this lease shows, by display position, and the judge's name; (None, None) where the
+    lease holds no suggestion or holds it back."""
+    offered = lease.suggestion or {}
+    shown = offered.get("ranks") if offered.get("shown") else None
+    if not shown:
+        return None, None
+    return [shown.get(str(c.id)) for c in answers], str(offered.get("name") or "a judge")

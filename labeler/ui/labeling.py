@@ -31,6 +31,7 @@ from labeler.store.db import read_session
 from labeler.store.leasing import LeasedSet, lease_by_token, lease_next_set
 from labeler.store.settings import GuidelinesNews, current_guidelines, guidelines_news
 from labeler.store.store import MAX_COMMENT_CHARS, LeaseGone, PageChoices, RankingRejected, submit_leased
+from labeler.store.suggestions import shown_suggestion
 from labeler.store.tables import FLAG_REASONS, Completion, Prompt, id_of
 from labeler.store.undo import undo_last
 from labeler.ui import ranker
@@ -100,15 +101,14 @@ def answer_html(completion: Completion) -> str:
 
 def _view(leased: LeasedSet, continues: bool = False) -> SetView:
     assert leased.assignment.token is not None
-    offered = leased.assignment.suggestion or {}
-    shown = offered.get("ranks") if offered.get("shown") else None
+    suggested, suggested_by = shown_suggestion(leased.assignment, leased.completions)
     return SetView(
         token=leased.assignment.token,
         texts=[answer_html(c) for c in leased.completions],
         prompt_html=page(conversation_html(leased.prompt.messages)),
         sources=[c.text for c in leased.completions],
-        suggested=[shown.get(str(c.id)) for c in leased.completions] if shown else None,
-        suggested_by=str(offered.get("name") or "a judge") if shown else None,
+        suggested=suggested,
+        suggested_by=suggested_by,
         continues=continues,
     )
 

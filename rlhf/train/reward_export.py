@@ -99,7 +99,7 @@ def reward_card(name: str, base_model: str, facts: dict, merged: bool, offset: f
             "",
             f"- held-out pairwise accuracy: {'-' if accuracy is None else f'{accuracy:.3f}'} "
             f"on {facts.get('heldout_pairs', 0)} pairs ({facts.get('heldout_sets', 0)} sets)",
-            f"- trained on {facts.get('train_sets', '-')} sets; continued from {facts.get('continued_from') or '-'}",
+            f"- continued from {facts.get('continued_from') or '-'}",
             f"- score-head members: {facts.get('heads', 1)}; ensemble models: {facts.get('ensemble', 1)}",
             "",
         ]
