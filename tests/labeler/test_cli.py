@@ -69,3 +69,23 @@ def test_selection_names_what_the_newest_reward_model_gives_it(tmp_path, capsys)
     assert "Reward model r2: selection reads where its 4 score heads disagree." in said["r2"]
     assert "Reward model r3: selection reads where its 3 models disagree." in said["r3"]
     assert "Reward model r4: selection keeps the sets a label would teach it most" in said["r4"]
+
+
+def test_tokens_and_webhooks_from_the_command_line(tmp_path, capsys):
+    home = ["--home", str(tmp_path)]
+    assert main(["user", "add", "ana", *home]) == 0
+    assert main(["token", "add", "ana", "--name", "survey tool", *home]) == 0
+    secret = capsys.readouterr().out.strip().splitlines()[-1]
+    assert secret.startswith("rlk_")
+    assert main(["token", "list", *home]) == 0
+    listed = capsys.readouterr().out
+    assert "ana (labeler) 'survey tool', active, 0 calls, never used" in listed and secret not in listed
+    assert main(["token", "revoke", "1", *home]) == 0 and "revoked token 1" in capsys.readouterr().out
+    assert main(["token", "list", *home]) == 0 and "revoked" in capsys.readouterr().out
+    hook = ["webhook", "add", "https://ci.example/hook", "--event", "job.failed", "--event", "job.succeeded"]
+    assert main([*hook, *home]) == 0
+    said = capsys.readouterr().out
+    assert "webhook 1 -> https://ci.example/hook for job.failed, job.succeeded" in said and "whsec_" in said
+    assert main(["webhook", "disable", "1", *home]) == 0
+    assert main(["webhook", "list", *home]) == 0 and "(disabled)" in capsys.readouterr().out
+    assert main(["webhook", "add", "ftp://x", "--event", "job.failed", *home]) == 1
