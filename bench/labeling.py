@@ -4,7 +4,7 @@ it generates for the whole run) and, with `--train`, a reward job launched throu
 the background. 32 labelers then work over HTTP: each logs in (logins spread over 4 s), takes a set, looks at it
 for 0.5x-1.5x of `--think` seconds, submits, and goes on; 4 of them log in again half-way.
 
-Measures submit-to-next-set latency (p50, p95), log-in latency (p95), errors, and checks that every acknowledged
+Measures submit-to-next-set latency (p50, p95), log-in latency (p95: the log-in and the page it opens), errors, and checks that every acknowledged
 ranking is stored exactly once; with `--train`, also how much of the reward job was done meanwhile
 (`train_progress_pct`), so a job starved by the generator shows. Targets on the 2-core machine, generator
 active and a reward job running: submit p95 <= 250 ms, log-in p95 <= 1000 ms, 0 errors, 0 lost, 0 duplicated;

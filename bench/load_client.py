@@ -64,11 +64,16 @@ class LabelingClient:
         await self.http.aclose()
 
     async def login(self) -> None:
+        """Log in and open the page as a browser does after it: the page's HTML with its configuration, which
+        the server builds for every visit (its cost grows with the page's components)."""
         response = await self.http.post("login", data={"username": self.name, "password": self.password})
         if response.status_code != 200:
             raise LabelingError(
                 f"log-in as {self.name} refused ({response.status_code}): {response.text[:200]}"
             )
+        page = await self.http.get("", follow_redirects=True)
+        if page.status_code != 200:
+            raise LabelingError(f"the page refused {self.name} after log-in ({page.status_code})")
 
     async def next_set(self) -> Page | None:
         """Open the page as a browser does: the set leased to this labeler (the same one again until it is
