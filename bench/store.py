@@ -1,5 +1,13 @@
-"""Store benchmark: 100,000 rankings of 4 completions through the labelers' submit path, conversion to pairs,
-Parquet export. Targets on a 2-core CPU: >= 1,000 submits/s, >= 200,000 pairs/s, 600,000-pair export < 10 s.
+"""Store benchmark: `--rankings` rankings (default 100,000) of sets of 5 answers by 10 labelers (a fifth of the sets
+ranked twice, so agreement and reliability have overlap to fit), each through the labelers' submit path; then
+conversion to pairs (10 votes a ranking: 1M at the default), the Parquet export, and the admin pages on that store
+through the real app: `rankloop serve` (generator off: this isolates the store side by design) with an admin
+logged in over HTTP, timing what the admin's browser waits for: the admin pages opening (dashboard, Browse and
+Export preview filled; cold: the first open after the server starts, warm: later ones), the dashboard's "Refresh
+now" (a full recomputation), Browse's ranked-set list and one set's detail, and the Export tab's preview.
+
+Targets on a 2-core CPU: >= 1,000 submits/s, >= 200,000 pairs/s, the export of 100,000 rankings < 10 s, and each
+admin page action (warm) <= 1 s at 10k and 100k rankings.
 
     .venv/bin/python bench/store.py [--rankings 100000]
 """
@@ -7,12 +15,16 @@ Parquet export. Targets on a 2-core CPU: >= 1,000 submits/s, >= 200,000 pairs/s,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+import httpx
 from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlalchemy import insert
 from sqlmodel import Session
@@ -21,20 +33,38 @@ from tqdm import tqdm
 from labeler.io.export import export_preferences
 from labeler.labels.dataset import load_prompts, load_set_rankings, records_from_sets
 from labeler.labels.pairs import PairSettings
+from labeler.records.policies import ensure_initial_policy
 from labeler.store.db import make_engine
 from labeler.store.store import RankingIn, submit_ranking
 from labeler.store.tables import Assignment, Completion, CompletionSet, Prompt, id_of, utcnow
 from labeler.store.users import add_user
 
+REPO = Path(__file__).resolve().parents[1]
+ANSWERS = 5
+LABELERS = 10
+TWICE = 0.25  # ranked by a second labeler: this share of the sets
+ADMIN_PASSWORD = "bench-admin-password"
+FLAGS = ("nonsensical", "harmful", "off_topic")
 
-def seed_store(session: Session, count: int, user_id: int) -> list[tuple[int, list[int]]]:
-    """Bulk-create `count` sets of 4 completions, each assigned to the user (setup, not timed as submits)."""
+
+def plan(rankings: int) -> list[tuple[int, int]]:
+    """(set number, labeler number) for each ranking: every set once, the first quarter twice."""
+    sets = round(rankings / (1 + TWICE))
+    jobs = [(s, s % LABELERS) for s in range(sets)]
+    jobs += [(s, (s + 1) % LABELERS) for s in range(rankings - sets)]
+    return jobs
+
+
+def seed_store(session: Session, jobs: list[tuple[int, int]], users: list[int], version_id: int) -> None:
+    """Bulk-create the sets and their answers, and assign each (set, labeler) of `jobs` (setup, not timed)."""
     now = utcnow()
+    count = 1 + max(s for s, _ in jobs)
+    twice = len(jobs) - count  # the first `twice` sets are ranked by two labelers
     session.execute(
         insert(Prompt),
         [
             {
-                "messages": [{"role": "user", "content": f"prompt {i}"}],
+                "messages": [{"role": "user", "content": f"prompt {i}: say something about {i % 97}"}],
                 "content_hash": f"h{i}",
                 "source": "bench",
                 "split": "train",
@@ -48,10 +78,11 @@ def seed_store(session: Session, count: int, user_id: int) -> list[tuple[int, li
         [
             {
                 "prompt_id": i + 1,
+                "policy_version_id": version_id,
                 "origin": "generated",
                 "source": "",
                 "sampling": {},
-                "labels_needed": 1,
+                "labels_needed": 2 if i < twice else 1,
                 "created_at": now,
             }
             for i in range(count)
@@ -68,53 +99,159 @@ def seed_store(session: Session, count: int, user_id: int) -> list[tuple[int, li
                 "finish_reason": "eos",
             }
             for s in range(count)
-            for j in range(4)
+            for j in range(ANSWERS)
         ],
     )
-    sets = [(s + 1, [4 * s + j + 1 for j in range(4)]) for s in range(count)]
     later = now.replace(year=now.year + 1)
     session.execute(
         insert(Assignment),
         [
             {
-                "set_id": s,
-                "user_id": user_id,
-                "display_order": ids,
+                "set_id": s + 1,
+                "user_id": users[u],
+                "display_order": answer_ids(s),
                 "leased_at": now,
                 "lease_expires_at": later,
             }
-            for s, ids in sets
+            for s, u in jobs
         ],
     )
     session.commit()
-    return sets
+
+
+def answer_ids(s: int) -> list[int]:
+    return [ANSWERS * s + j + 1 for j in range(ANSWERS)]
+
+
+def labeler_ranks(rng: random.Random, s: int, noise: float) -> dict[int, int]:
+    """A labeler's ranks: the set's true order (answer 0 best) with each neighbouring pair swapped at `noise`."""
+    order = answer_ids(s)
+    for i in range(ANSWERS - 1):
+        if rng.random() < noise:
+            order[i], order[i + 1] = order[i + 1], order[i]
+    return {c: r for r, c in enumerate(order, start=1)}
+
+
+def submit_all(session: Session, jobs: list[tuple[int, int]], users: list[int]) -> float:
+    """Every ranking through `submit_ranking`, as the page's submit stores it; returns the seconds taken."""
+    rng = random.Random(0)
+    start = time.perf_counter()
+    for s, u in tqdm(jobs, desc="submit", mininterval=2):
+        ranks = labeler_ranks(rng, s, noise=0.1 + 0.04 * u)  # labelers differ in care
+        flags = {}
+        if rng.random() < 0.01:  # the worst answer flagged instead of ranked
+            worst = max(ranks, key=ranks.__getitem__)
+            flags = {worst: rng.choice(FLAGS)}
+            del ranks[worst]
+        submit_ranking(
+            session=session,
+            ranking=RankingIn(
+                set_id=s + 1,
+                user_id=users[u],
+                submission_id=uuid.uuid4().hex,
+                ranks=ranks,
+                flags=flags,
+                seconds_spent=rng.uniform(5, 60),
+            ),
+        )
+    return time.perf_counter() - start
+
+
+class Admin:
+    """An admin's browser on the running app: logged in, calling the admin pages' named events."""
+
+    def __init__(self, url: str):
+        self.http = httpx.Client(base_url=url, timeout=600)
+        self.session_hash = uuid.uuid4().hex
+
+    def login(self) -> None:
+        response = self.http.post("login", data={"username": "admin", "password": ADMIN_PASSWORD})
+        response.raise_for_status()
+
+    def call(self, api_name: str, data: list) -> tuple[float, list]:
+        """Seconds the event took as the browser waits for it, and its outputs."""
+        start = time.perf_counter()
+        response = self.http.post(
+            f"gradio_api/run/{api_name}", json={"data": data, "session_hash": self.session_hash}
+        )
+        seconds = time.perf_counter() - start
+        if response.status_code != 200:
+            raise RuntimeError(f"{api_name} failed ({response.status_code}): {response.text[:300]}")
+        return seconds, response.json()["data"]
+
+
+@contextlib.contextmanager
+def serving(home: Path, db: str, port: int):
+    """`rankloop serve` on the store, generator off; stopped on exit."""
+    cmd = [sys.executable, "-m", "app", "serve", "--home", str(home), "--port", str(port), "--db", db]
+    log = (home / "serve.log").open("ab")
+    proc = subprocess.Popen([*cmd, "--generator", "off"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"rankloop serve exited with {proc.returncode}: see {home / 'serve.log'}")
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{port}/config", timeout=2)
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("rankloop serve did not answer")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+class Figures(dict[str, float]):
+    """Named seconds, each printed as it is measured."""
+
+    def __setitem__(self, name: str, seconds: float) -> None:
+        print(f"{name}: {seconds:.3f}", flush=True)
+        super().__setitem__(name, seconds)
+
+
+def time_admin_pages(home: Path, db: str, port: int) -> dict[str, float]:
+    """Seconds for each admin action on the running app (the warm figures: the slowest of three)."""
+    figures = Figures()
+    with serving(home, db, port) as url:
+        admin = Admin(url)
+        admin.login()
+        figures["admin_open_cold_s"], _ = admin.call("admin_open_page", [])
+        figures["admin_open_s"] = max(admin.call("admin_open_page", [])[0] for _ in range(3))
+        figures["dashboard_refresh_now_s"], _ = admin.call("admin_dashboard", [])
+        figures["browse_sets_s"] = max(
+            admin.call("admin_browse_sets", ["", None, False, False])[0] for _ in range(3)
+        )
+        figures["browse_disputed_s"], rows = admin.call("admin_browse_sets", ["", None, False, True])
+        first = rows[0]["data"][0][0] if rows[0]["data"] else 1
+        figures["browse_set_s"] = max(admin.call("admin_browse_set", [first])[0] for _ in range(3))
+        preview = ["all", False, "drop", 0, "equal"]  # the Export form's defaults
+        figures["export_preview_s"] = max(admin.call("admin_export_preview", preview)[0] for _ in range(3))
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rankings", type=int, default=100_000)
+    parser.add_argument("--port", type=int, default=7891)
     args = parser.parse_args()
-    rng = random.Random(0)
+    jobs = plan(args.rankings)
     with tempfile.TemporaryDirectory() as tmp:
-        engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        db = f"sqlite:///{Path(tmp) / 'rankloop.db'}"
+        engine = make_engine(db)
         with Session(engine) as session:
-            user = add_user(session=session, name="bench", password="bench-password")
+            add_user(session=session, name="admin", password=ADMIN_PASSWORD, role="admin")
+            users = [
+                id_of(add_user(session=session, name=f"labeler{i}", password=f"password-{i}"))
+                for i in range(LABELERS)
+            ]
             start = time.perf_counter()
-            user_id = id_of(user)
-            sets = seed_store(session, args.rankings, user_id)
-            print(f"setup: {args.rankings} sets of 4 in {time.perf_counter() - start:.1f}s")
-
-            start = time.perf_counter()
-            for set_id, ids in tqdm(sets, desc="submit", mininterval=2):
-                ranks = dict(zip(ids, rng.sample(range(1, 5), 4), strict=True))
-                submit_ranking(
-                    session=session,
-                    ranking=RankingIn(
-                        set_id=set_id, user_id=user_id, submission_id=uuid.uuid4().hex, ranks=ranks
-                    ),
-                )
-            submit_s = time.perf_counter() - start
-            print(f"submits: {len(sets) / submit_s:,.0f}/s ({submit_s:.1f}s)")
+            version = ensure_initial_policy(session=session, base_model="default")
+            seed_store(session, jobs, users, id_of(version))
+            print(f"setup: {len(jobs)} assignments in {time.perf_counter() - start:.1f}s")
+            submit_s = submit_all(session, jobs, users)
+            print(f"submits: {len(jobs) / submit_s:,.0f}/s ({submit_s:.1f}s)")
 
             start = time.perf_counter()
             loaded = load_set_rankings(session=session)
@@ -126,14 +263,16 @@ def main() -> None:
             print(
                 f"pairs: {len(records):,} converted at {len(records) / convert_s:,.0f}/s (store read {load_s:.1f}s)"
             )
-
             start = time.perf_counter()
             result = export_preferences(session=session, out=Path(tmp) / "export", fmt="parquet")
             export_s = time.perf_counter() - start
             print(f"export: {result.pairs:,} pairs to Parquet in {export_s:.1f}s (includes the store read)")
+        engine.dispose()
+        pages = time_admin_pages(Path(tmp), db, args.port)
     record_result(
-        f"RESULT submits_per_s={len(sets) / submit_s:.0f} pairs_per_s={len(records) / convert_s:.0f} "
-        f"store_read_s={load_s:.2f} export_pairs={result.pairs} export_s={export_s:.2f}"
+        f"RESULT rankings={len(jobs)} submits_per_s={len(jobs) / submit_s:.0f} "
+        f"pairs_per_s={len(records) / convert_s:.0f} store_read_s={load_s:.2f} export_pairs={result.pairs} "
+        f"export_s={export_s:.2f} " + " ".join(f"{k}={v:.3f}" for k, v in pages.items())
     )
 
 

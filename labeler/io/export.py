@@ -66,7 +66,8 @@ def agreement_level(agreement: float, voters: int) -> str:
     return "unanimous" if agreement >= 0.999 else "majority"
 
 
-def _preview(records: list[PreferenceRecord], rows: int = 5) -> list[dict]:
+def preview_rows(records: list[PreferenceRecord], rows: int = 5) -> list[dict]:
+    """The first `rows` records as the admin's preview shows them (texts cut to 200 characters)."""
     return [
         {
             "prompt": last_user_turn(r.prompt)[:200],
@@ -279,7 +280,7 @@ def export_preferences(
         agreement=agreement([s.rankings for s in sets], settings),
         counts={"rankings": sum(len(s.rankings) for s in sets), "ranked sets": len(sets), **cost.card()},
         rounds=round_costs(session=session),
-        preview=_preview(records),
+        preview=preview_rows(records),
         by_agreement=dict(Counter(agreement_level(r.agreement, r.num_labelers) for r in records)),
     )
     _end_reads(session)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import combinations
@@ -25,6 +26,7 @@ from labeler.store.tables import Completion, CompletionSet, PolicyVersion, Promp
 
 SPLITS = ("all", "train", "eval")
 MAX_ROWS = 200
+SCAN_BATCH = 1_000  # ranked sets read at a time while looking for a list's rows
 
 
 def last_user_turn(messages: list[dict]) -> str:
@@ -105,7 +107,8 @@ def find_ranked_sets(
     limit: int = MAX_ROWS,
 ) -> list[RankedSetRow]:
     """Ranked sets, newest first, filtered by a labeler's name, a policy version, flags, and disagreement (a
-    pair of answers two labelers ordered differently)."""
+    pair of answers two labelers ordered differently). Reads the store newest first, `SCAN_BATCH` sets at a time,
+    until `limit` rows are found: the newest rows cost the same in any size of store."""
     names = dict(session.exec(select(User.id, User.name)).all())
     wanted = None
     if labeler.strip():
@@ -113,19 +116,18 @@ def find_ranked_sets(
         if wanted is None:
             raise ValueError(f"no labeler named {labeler.strip()!r}")
     prompts: dict[int, str] = {}
-    rows = []
-    for s in reversed(load_set_rankings(session=session)):
-        if wanted is not None and all(r.labeler != wanted for r in s.rankings):
-            continue
-        if version is not None and s.policy_version != version:
-            continue
-        flags = sum(len(r.flagged) for r in s.rankings)
-        if flagged_only and not flags:
-            continue
-        agree = raw_agreement(s.rankings)
-        if disagreement_only and not (agree is not None and agree < 1):
-            continue
-        rows.append((s, flags, agree))
+    rows: list[tuple[SetRankings, int, float | None]] = []
+    for batch in _ranked_set_batches(session, wanted, version):
+        for s in reversed(load_set_rankings(session=session, set_ids=batch)):
+            flags = sum(len(r.flagged) for r in s.rankings)
+            if flagged_only and not flags:
+                continue
+            agree = raw_agreement(s.rankings)
+            if disagreement_only and not (agree is not None and agree < 1):
+                continue
+            rows.append((s, flags, agree))
+            if len(rows) >= limit:
+                break
         if len(rows) >= limit:
             break
     for p in session.exec(select(Prompt).where(col(Prompt.id).in_({s.prompt_id for s, _, _ in rows}))):
@@ -152,6 +154,27 @@ def find_ranked_sets(
         )
         for s, flags, agree in rows
     ]
+
+
+def _ranked_set_batches(session: Session, labeler: int | None, version: int | None) -> Iterator[list[int]]:
+    """The ids of ranked sets (by `labeler`, of policy `version` when given), newest first, a batch at a time."""
+    query = select(Ranking.set_id).distinct()
+    if labeler is not None:
+        query = query.where(Ranking.user_id == labeler)
+    if version is not None:
+        query = (
+            query.join(CompletionSet, col(CompletionSet.id) == col(Ranking.set_id))
+            .join(PolicyVersion, col(PolicyVersion.id) == col(CompletionSet.policy_version_id))
+            .where(PolicyVersion.version == version)
+        )
+    before: int | None = None
+    while True:
+        page = query if before is None else query.where(col(Ranking.set_id) < before)
+        batch = list(session.exec(page.order_by(col(Ranking.set_id).desc()).limit(SCAN_BATCH)).all())
+        if not batch:
+            return
+        yield batch
+        before = batch[-1]
 
 
 @dataclass(frozen=True)

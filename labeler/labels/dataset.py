@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
+from sqlalchemy import Select
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
@@ -69,9 +71,61 @@ class SetRankings:
         return self.answer_origins.get(completion_id, "generated")
 
 
+ID_CHUNK = 5_000  # ids per IN (...) list: under SQLite's and PostgreSQL's bound-parameter limits
+
+
+def _chunks(ids: Sequence[int] | None) -> list[list[int] | None]:
+    """The ids in IN-sized lists, or [None] (no filter) for every set."""
+    if ids is None:
+        return [None]
+    unique = sorted(set(ids))
+    return [unique[k : k + ID_CHUNK] for k in range(0, len(unique), ID_CHUNK)]
+
+
 def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None) -> list[SetRankings]:
-    """All ranked sets (or the given ones) with their completions and rankings, in a few bulk queries."""
-    rq = select_columns(  # more columns than sqlmodel's typed select takes
+    """All ranked sets (or the given ones) with their completions and rankings, in a few bulk queries (given ids:
+    only their rows are read, so a few sets cost the same in any size of store)."""
+    by_set: dict[int, list[RankingView]] = defaultdict(list)
+    for chunk in _chunks(set_ids):
+        for set_id, user_id, ranks, flags, none_acceptable, skipped in session.execute(
+            _rankings_query(chunk)
+        ):
+            view = RankingView(
+                {int(k): v for k, v in ranks.items()},
+                frozenset(int(k) for k in flags),
+                none_acceptable,
+                skipped,
+                user_id,
+            )
+            by_set[set_id].append(view)
+    if not by_set:
+        return []
+    ids = sorted(by_set)
+    chunks = _chunks(None if set_ids is None else ids)
+    versions = dict(session.exec(select(PolicyVersion.id, PolicyVersion.version)).all())
+    sets = {}
+    texts: dict[int, dict[int, str]] = defaultdict(dict)
+    origins: dict[int, dict[int, str]] = defaultdict(dict)
+    for chunk in chunks:
+        for s_id, p_id, pv, origin, source, sampling, chosen in session.execute(_sets_query(chunk)):
+            if s_id in by_set:
+                sets[s_id] = (p_id, versions.get(pv), origin, source, sampling or {}, chosen)
+        answers = select(col(Completion.id), Completion.set_id, Completion.text, Completion.origin)
+        if chunk is not None:
+            answers = answers.where(col(Completion.set_id).in_(chunk))
+        for c_id, s_id, text, answer_origin in session.exec(answers):
+            if s_id in by_set and c_id is not None:
+                texts[s_id][c_id] = text
+                if answer_origin != "generated":
+                    origins[s_id][c_id] = answer_origin
+    return [
+        SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i], *sets[i][3:], origins[i])
+        for i in ids
+    ]
+
+
+def _rankings_query(chunk: list[int] | None) -> Select[*tuple[Any, ...]]:
+    query = select_columns(  # more columns than sqlmodel's typed select takes
         col(Ranking.set_id),
         col(Ranking.user_id),
         col(Ranking.ranks),
@@ -79,49 +133,20 @@ def load_set_rankings(*, session: Session, set_ids: Sequence[int] | None = None)
         col(Ranking.none_acceptable),
         col(Ranking.skipped),
     )
-    if set_ids is not None:
-        rq = rq.where(col(Ranking.set_id).in_(list(set_ids)))
-    by_set: dict[int, list[RankingView]] = defaultdict(list)
-    for set_id, user_id, ranks, flags, none_acceptable, skipped in session.execute(rq):
-        view = RankingView(
-            {int(k): v for k, v in ranks.items()},
-            frozenset(int(k) for k in flags),
-            none_acceptable,
-            skipped,
-            user_id,
-        )
-        by_set[set_id].append(view)
-    if not by_set:
-        return []
-    ids = sorted(by_set)
-    versions = dict(session.exec(select(PolicyVersion.id, PolicyVersion.version)).all())
-    sets = {
-        s_id: (p_id, versions.get(pv), origin, source, sampling or {}, chosen)
-        for s_id, p_id, pv, origin, source, sampling, chosen in session.execute(
-            select_columns(
-                col(CompletionSet.id),
-                col(CompletionSet.prompt_id),
-                col(CompletionSet.policy_version_id),
-                col(CompletionSet.origin),
-                col(CompletionSet.source),
-                col(CompletionSet.sampling),
-                col(CompletionSet.selection),
-            )
-        )
-        if s_id in by_set
-    }
-    texts: dict[int, dict[int, str]] = defaultdict(dict)
-    origins: dict[int, dict[int, str]] = defaultdict(dict)
-    answers = select(col(Completion.id), Completion.set_id, Completion.text, Completion.origin)
-    for c_id, s_id, text, origin in session.exec(answers):
-        if s_id in by_set and c_id is not None:
-            texts[s_id][c_id] = text
-            if origin != "generated":
-                origins[s_id][c_id] = origin
-    return [
-        SetRankings(i, sets[i][0], sets[i][1], sets[i][2], texts[i], by_set[i], *sets[i][3:], origins[i])
-        for i in ids
-    ]
+    return query if chunk is None else query.where(col(Ranking.set_id).in_(chunk))
+
+
+def _sets_query(chunk: list[int] | None) -> Select[*tuple[Any, ...]]:
+    query = select_columns(
+        col(CompletionSet.id),
+        col(CompletionSet.prompt_id),
+        col(CompletionSet.policy_version_id),
+        col(CompletionSet.origin),
+        col(CompletionSet.source),
+        col(CompletionSet.sampling),
+        col(CompletionSet.selection),
+    )
+    return query if chunk is None else query.where(col(CompletionSet.id).in_(chunk))
 
 
 def sets_of_version(*, session: Session, version: int) -> list[SetRankings]:

@@ -4,7 +4,6 @@ bought (labeler/labels/costs.py)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import gradio as gr
@@ -21,7 +20,7 @@ from labeler.ui.admin_judges import COLUMNS as JUDGE_COLUMNS
 from labeler.ui.admin_judges import judge_table
 from labeler.ui.background import COLUMNS as BACKGROUND_COLUMNS
 from labeler.ui.background import background_view
-from labeler.ui.deps import Recent, TabLoad, UIDeps, require_admin
+from labeler.ui.deps import BackgroundValue, Snapshot, TabLoad, UIDeps, require_admin
 from labeler.ui.plots import trend_plot, with_caption
 
 LABELER_COLUMNS = [
@@ -45,6 +44,7 @@ LABELER_COLUMNS = [
 FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "answer", "comment"]
 REFRESH_SECONDS = 20.0
 FIGURES_SECONDS = 60.0  # the store-wide figures (a pass over every ranking and two model fits) are this fresh
+FIGURES_WAIT = 2.0  # a page waits this long for figures being computed, then shows the last ones
 WEEK_COLUMNS = [
     "week",
     "labeler",
@@ -205,17 +205,39 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def as_of(moment: datetime | None) -> str:
-    return (
-        f"\n\n*Figures as of {moment:%H:%M:%S} UTC: labelers, agreement and rounds are recomputed at most once every "
-        f"{FIGURES_SECONDS:.0f} s for every admin (Refresh now recomputes them).*"
-        if moment
-        else ""
+def as_of(snap: Snapshot) -> str:
+    """When the figures shown were computed, how long that took, and whether newer ones are on the way."""
+    if snap.made_at is None:
+        return ""
+    note = (
+        f"\n\n*Figures as of {snap.made_at:%H:%M:%S} UTC (computed in {snap.seconds:.1f} s, in the background): "
+        f"labelers, agreement and rounds are recomputed at most once every {FIGURES_SECONDS:.0f} s, or ten times "
+        "what the last computation took, for every admin (Refresh now starts one)."
+    )
+    return note + (
+        " Recomputing now: the new figures appear on a later refresh.*" if snap.refreshing else "*"
     )
 
 
+def waiting_summary(snap: Snapshot) -> str:
+    """The summary while no figures exist yet: being computed, or why they could not be."""
+    if snap.error:
+        return f"**The store-wide figures could not be computed:** {snap.error}. The next try is within a minute."
+    return (
+        "**Computing the store-wide figures** (a pass over every ranking: a large store takes a while). They "
+        f"appear here on their own; this page refreshes every {REFRESH_SECONDS:.0f} s."
+    )
+
+
+def empty_figures() -> tuple[Any, ...]:
+    """`dashboard_data`'s shape with nothing in it: what the page shows while the first figures are computed."""
+    return "", [], [], [], [], *round_panels([])
+
+
 def build_dashboard(deps: UIDeps) -> TabLoad:
-    figures = Recent(deps.engine, dashboard_data, ttl=FIGURES_SECONDS, clock=deps.clock)
+    figures = BackgroundValue(
+        deps.engine, dashboard_data, ttl=FIGURES_SECONDS, clock=deps.clock, wait=FIGURES_WAIT
+    )
     with gr.Tab("Dashboard"):
         refresh = gr.Button("Refresh now", elem_id="dashboard-refresh", size="sm")
         gr.Markdown(f"Refreshes on its own every {REFRESH_SECONDS:.0f} s.")
@@ -257,10 +279,13 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
 
     def on_refresh(request: gr.Request, fresh: bool = False):
         require_admin(deps.engine, request)
-        data = figures.get(fresh=fresh)  # every admin's page and refresh share one read
+        snap = figures.get(fresh=fresh)  # every admin's page and refresh share one computation
+        data = snap.value if snap.value is not None else empty_figures()
         frame, note = background_view(deps.monitor)
         panels = [with_caption(f, "round") for f in data[-len(ROUND_PANELS) :]]
-        summary = data[0] + as_of(figures.made_at)
+        summary = data[0] + as_of(snap) if snap.value is not None else waiting_summary(snap)
+        if snap.error and snap.value is not None:
+            summary += f"\n\n**The last recomputation failed:** {snap.error}"
         return (
             summary,
             *data[1 : -len(ROUND_PANELS)],

@@ -18,6 +18,7 @@ from labeler.io.export import (
     export_preferences,
     export_raw_rankings,
 )
+from labeler.io.export_preview import preview_export, preview_note
 from labeler.io.formats import ImportFormatError
 from labeler.io.importers import import_pairs, import_prompts
 from labeler.io.oasst import import_oasst
@@ -34,7 +35,7 @@ from labeler.store.settings import (
 )
 from labeler.store.users import UserError, add_user, new_password, reset_password, set_disabled
 from labeler.ui.admin_api import build_tokens_section, build_webhooks_section
-from labeler.ui.deps import NOTHING_ON_LOAD, TabLoad, UIDeps, require_admin
+from labeler.ui.deps import TabLoad, UIDeps, require_admin
 
 
 def build_data_tab(deps: UIDeps) -> TabLoad:
@@ -167,6 +168,7 @@ def build_users_tab(deps: UIDeps) -> TabLoad:
     return TabLoad(on_list, [table, *tokens.outputs, *hooks.outputs])
 
 
+EXPORT_ORIGINS = ("all", "generated", "imported")
 PREVIEW_COLUMNS = ["prompt", "chosen", "rejected", "agreement", "labelers", "split"]
 
 
@@ -174,7 +176,7 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
     engine = deps.engine
     with gr.Tab("Export"):
         fmt = gr.Radio(list(EXPORT_FORMATS), value="parquet", label="Format")
-        origin = gr.Radio(["all", "generated", "imported"], value="all", label="Which labels")
+        origin = gr.Radio(list(EXPORT_ORIGINS), value="all", label="Which labels")
         with gr.Row():
             keep_ties = gr.Checkbox(label="Keep ties (margin 0)")
             flagged = gr.Radio(["drop", "reject"], value="drop", label="Flagged completions")
@@ -185,11 +187,26 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
                 value="equal",
                 label="Consensus: every vote counts once, or votes weighted by each labeler's estimated accuracy",
             )
-        go = gr.Button("Export", variant="primary")
+        with gr.Row():
+            go = gr.Button("Export", variant="primary")
+            look = gr.Button("Preview at these settings")
         summary = gr.Markdown(elem_id="export-summary")
         preview = gr.Dataframe(
-            headers=PREVIEW_COLUMNS, label="Preview: the first rows as written", interactive=False, wrap=True
+            headers=PREVIEW_COLUMNS,
+            label="The first rows",
+            interactive=False,
+            wrap=True,
+            elem_id="export-preview",
         )
+
+    def on_preview(request: gr.Request, which: str, ties: bool, flags: str, agree: float, by: str):
+        require_admin(engine, request)
+        settings = _export_settings(which, flags, by, ties, agree)
+        with read_session(engine) as session:
+            found = preview_export(
+                session=session, settings=settings, origins=None if which == "all" else [which], weights=by
+            )
+        return preview_note(found), pd.DataFrame(found.rows, columns=PREVIEW_COLUMNS)
 
     def on_export(
         request: gr.Request,
@@ -206,15 +223,9 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = deps.home / "exports" / stamp
         progress(0.1, desc="reading rankings")
-        if (
-            flags not in ("drop", "reject")
-            or f not in ("parquet", "jsonl", "hf")
-            or by not in ("equal", "reliability")
-        ):
-            raise gr.Error(
-                f"Unknown export choice: format {f!r}, flagged answers {flags!r}, consensus {by!r}."
-            )
-        settings = PairSettings(keep_ties=ties, flagged=cast(FlagMode, flags), min_agreement=agree)
+        if f not in EXPORT_FORMATS:
+            raise gr.Error(f"Unknown export format {f!r}.")
+        settings = _export_settings(which, flags, by, ties, agree)
         with read_session(engine) as session:  # reads only: no write lock while files are written
             result = export_preferences(
                 session=session,
@@ -231,8 +242,8 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
         # served to admins only, at /exports/NAME.zip (labeler/ui/guard.py), never through Gradio's file cache
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(result.by_agreement.items())) or "none"
         return (
-            f"Exported **{result.pairs}** pairs from {result.sets} sets (pairs by agreement: {counts}). "
-            f"[Download {archive.name}](exports/{archive.name})",
+            f"Exported **{result.pairs}** pairs from {result.sets} sets (pairs by agreement: {counts}); the first "
+            f"rows as written are below. [Download {archive.name}](exports/{archive.name})",
             pd.DataFrame(result.preview, columns=PREVIEW_COLUMNS),
         )
 
@@ -242,4 +253,19 @@ def build_export_tab(deps: UIDeps) -> TabLoad:
         [summary, preview],
         api_name="admin_export",
     )
-    return NOTHING_ON_LOAD
+    choices = [origin, keep_ties, flagged, min_agreement, weights]
+    look.click(on_preview, choices, [summary, preview], api_name="admin_export_preview")
+
+    def on_open(request: gr.Request):
+        return on_preview(request, "all", False, "drop", 0.0, "equal")  # the form's defaults
+
+    return TabLoad(on_open, [summary, preview])
+
+
+def _export_settings(which: str, flags: str, by: str, ties: bool, agree: float) -> PairSettings:
+    """The form's pair settings, each choice checked on the server."""
+    if which not in EXPORT_ORIGINS or flags not in ("drop", "reject") or by not in ("equal", "reliability"):
+        raise gr.Error(
+            f"Unknown export choice: labels {which!r}, flagged answers {flags!r}, consensus {by!r}."
+        )
+    return PairSettings(keep_ties=ties, flagged=cast(FlagMode, flags), min_agreement=agree)

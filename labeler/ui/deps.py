@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ if TYPE_CHECKING:  # types only: the UI does not import torch to start
     from models.generation import PolicyBackend
     from rlhf.serve.jobs import JobRunner
     from rlhf.serve.monitor import BackgroundMonitor
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,9 +113,9 @@ T = TypeVar("T")
 
 class Recent(Generic[T]):
     """A value read from the store by `read` at most once per `ttl` seconds, shared by every session: what every
-    lease needs (the guidelines' version, the conversation settings: a read transaction per submit otherwise), or
-    the dashboard's figures (a refit of agreement and reliability per refresh otherwise). `made_at`: when the
-    value shown was read; `get(fresh=True)` reads it again now."""
+    lease needs (the guidelines' version, the conversation settings: a read transaction per submit otherwise).
+    The caller whose turn it is reads it and waits: for quick reads (`BackgroundValue` for slow ones). `made_at`:
+    when the value shown was read; `get(fresh=True)` reads it again now."""
 
     def __init__(
         self,
@@ -137,3 +140,72 @@ class Recent(Generic[T]):
                 value = self.read(session)
             self._seen, self.made_at = (now, value), utcnow()
             return value
+
+
+@dataclass(frozen=True)
+class Snapshot(Generic[T]):
+    """What a `BackgroundValue` holds now: the latest value (None before the first is ready), when it was read,
+    how long that took, whether a newer one is being computed, and the last computation's error."""
+
+    value: T | None
+    made_at: datetime | None
+    seconds: float
+    refreshing: bool
+    error: str = ""
+
+
+class BackgroundValue(Generic[T]):
+    """A value read from the store by `read` in a thread of its own, so no page waits for it: the admin
+    dashboard's store-wide figures (a pass over every ranking and two model fits: tens of seconds at 100,000
+    rankings). `get` returns the latest value at once, waiting at most `wait` seconds for one being read (a small
+    store's figures arrive in time; a large one's later, on the next refresh), and starts a new read when the value
+    is older than `ttl` seconds or than ten times what the last read took, so a slow read takes at most a tenth of
+    a core; `get(fresh=True)` starts one now. One read at a time, shared by every session."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        read: Callable[[Session], T],
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        wait: float = 2.0,
+    ):
+        self.engine, self.read, self.ttl, self.clock, self.wait = engine, read, ttl, clock, wait
+        self._value: T | None = None
+        self._read_at: float | None = None  # clock time the current value's read started
+        self._made_at: datetime | None = None
+        self._seconds = 0.0
+        self._error = ""
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def get(self, fresh: bool = False) -> Snapshot[T]:
+        with self._lock:
+            due = (
+                fresh
+                or self._read_at is None
+                or self.clock() - self._read_at >= max(self.ttl, 10 * self._seconds)
+            )
+            if due and (self._thread is None or not self._thread.is_alive()):
+                self._thread = threading.Thread(target=self._refresh, name="figures", daemon=True)
+                self._thread.start()
+            thread = self._thread
+        if thread is not None:
+            thread.join(self.wait)
+        with self._lock:
+            running = self._thread is not None and self._thread.is_alive()
+            return Snapshot(self._value, self._made_at, self._seconds, running, self._error)
+
+    def _refresh(self) -> None:
+        started = self.clock()
+        try:
+            with read_session(self.engine) as session:
+                value = self.read(session)
+        except Exception as exc:  # shown on the page; the next read is tried after `ttl`
+            logger.exception("reading the figures failed")
+            with self._lock:
+                self._read_at, self._error = started, f"{type(exc).__name__}: {exc}"
+            return
+        with self._lock:
+            self._value, self._read_at, self._error = value, started, ""
+            self._made_at, self._seconds = utcnow(), self.clock() - started

@@ -103,3 +103,25 @@ def test_raw_agreement_counts_split_pairs():
 
 def test_order_text_reads_ranks_in_answer_numbers():
     assert order_text({10: 2, 11: 1, 12: 2, 13: 3}, {10: 1, 11: 2, 12: 3, 13: 4}) == "2 > 1 = 3 > 4"
+
+
+def test_the_ranked_set_list_reads_the_store_a_batch_at_a_time_newest_first(tmp_path, monkeypatch):
+    """Across batches (of 2 sets here), the list is what one pass over the store would give: newest first, the
+    filters applied, stopped at the limit; the sets are read by id in chunks (of 3 here)."""
+    import labeler.labels.browse as browse
+    import labeler.labels.dataset as dataset
+
+    engine = seeded_engine(tmp_path, sets=7)
+    ranked = [_rank(engine, "alice", PageChoices([1, 2, 3, 4], [None] * 4)) for _ in range(5)]
+    flagged = _rank(engine, "alice", PageChoices([1, 2, 3, None], [None, None, None, "harmful"]))
+    monkeypatch.setattr(browse, "SCAN_BATCH", 2)
+    monkeypatch.setattr(dataset, "ID_CHUNK", 3)
+    with Session(engine) as s:
+        assert [r.set_id for r in find_ranked_sets(session=s)] == sorted([*ranked, flagged], reverse=True)
+        assert [r.set_id for r in find_ranked_sets(session=s, limit=3)] == sorted([*ranked, flagged])[::-1][:3]
+        assert [r.set_id for r in find_ranked_sets(session=s, flagged_only=True)] == [flagged]
+        assert [r.set_id for r in find_ranked_sets(session=s, labeler="bob")] == []
+        assert len(find_ranked_sets(session=s, version=0)) == 6
+        loaded = dataset.load_set_rankings(session=s, set_ids=[flagged, *ranked, 999])
+        assert [x.set_id for x in loaded] == sorted([*ranked, flagged])
+        assert all(len(x.texts) == 4 and len(x.rankings) == 1 for x in loaded)

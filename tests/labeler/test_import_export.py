@@ -361,3 +361,27 @@ def test_a_repeated_id_on_identical_records_is_one_record(tmp_path, session):
     prompts.write_text('{"id": 1, "prompt": "one"}\n{"id": 1, "prompt": "two"}\n')
     with pytest.raises(ImportFormatError, match=r"prompts.jsonl:2: field 'id': '1' is also the id of line 1"):
         import_prompts(session=session, path=prompts)
+
+
+def test_the_export_preview_reads_only_the_newest_sets_and_says_what_the_export_reads(tmp_path, session):
+    """The preview's rows are the export's rows for the newest sets, newest first, at the same settings; its note
+    says how many sets it read and how many the export will."""
+    from labeler.io.export_preview import preview_export, preview_note
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({"prompt": f"question {i}", "chosen": f"good {i}", "rejected": f"bad {i}"}) + "\n"
+            for i in range(6)
+        )
+    )
+    assert import_pairs(session=session, path=pairs).added == 6
+    preview = preview_export(session=session, newest=2)
+    assert (preview.sets_read, preview.ranked_sets, preview.pairs) == (2, 6, 2)
+    assert [r["chosen"] for r in preview.rows] == ["good 5", "good 4"]
+    assert "newest 2 ranked sets (2 pairs from them); the export reads all 6" in preview_note(preview)
+    written = export_preferences(session=session, out=tmp_path / "out", fmt="jsonl")
+    assert {r["chosen"] for r in written.preview} >= {"good 0"}  # the export reads every set
+    assert "Nothing to export yet" in preview_note(preview_export(session=session, origins=["generated"]))
+    weighted = preview_export(session=session, weights="reliability")
+    assert weighted.weighted and "fitted on those sets only" in preview_note(weighted)

@@ -39,6 +39,7 @@ ADMIN_CALLS = {
     "/admin_compare": ("hi", 0, 0),
     "/admin_stored_compare": (0, 0),
     "/admin_export": ("jsonl", "all", False, "drop", 0, True, "equal"),
+    "/admin_export_preview": ("all", False, "drop", 0, "equal"),
     "/admin_jobs": (None,),
     "/admin_policy_samples": (0,),
     "/admin_cancel_job": (1,),

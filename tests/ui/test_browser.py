@@ -251,6 +251,7 @@ def test_admin_sees_live_numeric_plots_a_new_version_without_reload_and_download
 
     # an export is downloaded from the browser and loads with datasets
     admin.get_by_role("tab", name="Export").click()
+    admin.locator("#export-summary").get_by_text("Preview of the first rows").wait_for(timeout=10_000)
     admin.get_by_role("radio", name="jsonl").check()
     admin.get_by_role("button", name="Export", exact=True).click()
     link = admin.locator("#export-summary a")

@@ -222,9 +222,9 @@ def test_an_answer_cut_off_by_the_token_limit_says_so_and_a_finished_one_does_no
     assert CUT_OFF not in answer_html(Completion(set_id=1, position=1, text="Done.", finish_reason="eos"))
 
 
-def test_the_dashboards_figures_are_read_once_a_minute_for_every_admin_and_say_when(store):
+def test_the_dashboards_figures_are_computed_in_the_background_at_most_once_a_minute_and_say_when(store):
     from labeler.ui.admin_dashboard import FIGURES_SECONDS, as_of, dashboard_data
-    from labeler.ui.deps import Recent
+    from labeler.ui.deps import BackgroundValue
 
     engine, _, _ = store
     now = [0.0]
@@ -234,12 +234,60 @@ def test_the_dashboards_figures_are_read_once_a_minute_for_every_admin_and_say_w
         reads.append(now[0])
         return dashboard_data(session)
 
-    figures = Recent(engine, read, ttl=FIGURES_SECONDS, clock=lambda: now[0])
+    figures = BackgroundValue(engine, read, ttl=FIGURES_SECONDS, clock=lambda: now[0], wait=30)
     first = figures.get()
+    assert first.value is not None and not first.refreshing
     now[0] = FIGURES_SECONDS - 1
-    assert figures.get() is first and len(reads) == 1  # a refresh, or another admin's page: the same figures
+    assert figures.get().value is first.value and len(reads) == 1  # another admin's page: the same figures
     now[0] = FIGURES_SECONDS + 1
     figures.get()
     figures.get(fresh=True)  # "Refresh now"
     assert reads == [0.0, FIGURES_SECONDS + 1, FIGURES_SECONDS + 1]
-    assert figures.made_at is not None and f"{figures.made_at:%H:%M:%S} UTC" in as_of(figures.made_at)
+    snap = figures.get()
+    assert snap.made_at is not None and f"{snap.made_at:%H:%M:%S} UTC" in as_of(snap)
+
+
+def test_a_slow_computation_never_holds_the_page_and_is_not_repeated_for_ten_times_as_long(store):
+    """The page waits at most `wait` seconds: it says the figures are being computed and picks them up on a later
+    refresh; a computation that took 100 s is not started again for 1,000 s (a tenth of a core at most)."""
+    import threading
+
+    from labeler.ui.admin_dashboard import waiting_summary
+    from labeler.ui.deps import BackgroundValue
+
+    engine, _, _ = store
+    now, release, reads = [0.0], threading.Event(), []
+
+    def read(session):
+        release.wait(30)
+        reads.append(now[0])
+        now[0] += 100.0  # the read takes 100 s of the page's clock
+        return f"figures {len(reads)}"
+
+    figures = BackgroundValue(engine, read, ttl=60, clock=lambda: now[0], wait=0.05)
+    waiting = figures.get()
+    assert waiting.value is None and waiting.refreshing
+    assert "Computing the store-wide figures" in waiting_summary(waiting)
+    release.set()
+    figures._thread.join(30)  # type: ignore[union-attr]
+    done = figures.get()
+    assert done.value == "figures 1" and not done.refreshing and done.seconds == 100.0
+    now[0] += 500  # older than the minute, younger than ten times 100 s: no new computation
+    assert figures.get().value == "figures 1" and len(reads) == 1
+    now[0] += 500
+    figures.get()
+    figures._thread.join(30)  # type: ignore[union-attr]
+    assert figures.get().value == "figures 2"
+
+
+def test_a_failed_computation_shows_its_error(store):
+    from labeler.ui.admin_dashboard import waiting_summary
+    from labeler.ui.deps import BackgroundValue
+
+    engine, _, _ = store
+
+    def read(session):
+        raise RuntimeError("disk on fire")
+
+    snap = BackgroundValue(engine, read, ttl=60, wait=30).get()
+    assert snap.value is None and "disk on fire" in snap.error and "disk on fire" in waiting_summary(snap)
