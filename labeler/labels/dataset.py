@@ -218,10 +218,14 @@ def records_from_sets(
 
 
 def load_prompts(*, session: Session, prompt_ids: set[int]) -> dict[int, tuple[list[dict], str]]:
+    """Each prompt's messages and split, by id: a few ids read by id, many by one pass over the table."""
+    query = select(col(Prompt.id), Prompt.messages, Prompt.split)
+    if len(prompt_ids) <= ID_CHUNK:
+        query = query.where(col(Prompt.id).in_(list(prompt_ids)))
     return {
         p_id: (list(messages), split)
-        for p_id, messages, split in session.exec(select(col(Prompt.id), Prompt.messages, Prompt.split))
-        if p_id in prompt_ids
+        for p_id, messages, split in session.exec(query)
+        if p_id is not None and p_id in prompt_ids
     }
 
 

@@ -142,6 +142,16 @@ class LabelerRow:
     flag_share: float | None = None  # share of rankings that flag an answer
 
 
+def ranking_counts(*, session: Session) -> dict[int, int]:
+    """Rankings (skips left out) per user id, counted by the database: the Users tab's column at any store size."""
+    query = (
+        select(Ranking.user_id, func.count(col(Ranking.id)))
+        .where(col(Ranking.skipped).is_(False), col(Ranking.user_id).is_not(None))
+        .group_by(col(Ranking.user_id))
+    )
+    return {user_id: n for user_id, n in session.exec(query) if user_id is not None}
+
+
 def labeler_rows(*, session: Session, fast_seconds: float = FAST_SECONDS) -> list[LabelerRow]:
     per_user: dict[int, list[tuple[bool, float | None, bool]]] = defaultdict(list)
     for user_id, skipped, seconds, flags in session.exec(
