@@ -44,7 +44,7 @@ LABELER_COLUMNS = [
 FLAG_COLUMNS = ["set", "completion", "reason", "labeler", "answer", "comment"]
 REFRESH_SECONDS = 20.0
 FIGURES_SECONDS = 60.0  # the store-wide figures (a pass over every ranking and two model fits) are this fresh
-FIGURES_WAIT = 2.0  # a page waits this long for figures being computed, then shows the last ones
+FIGURES_WAIT = 1.0  # a page waits this long for figures being computed, then shows the last ones
 WEEK_COLUMNS = [
     "week",
     "labeler",
