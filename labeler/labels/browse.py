@@ -117,7 +117,7 @@ def find_ranked_sets(
             raise ValueError(f"no labeler named {labeler.strip()!r}")
     prompts: dict[int, str] = {}
     rows: list[tuple[SetRankings, int, float | None]] = []
-    for batch in _ranked_set_batches(session, wanted, version):
+    for batch in _ranked_set_batches(session, wanted, version, flagged_only, disagreement_only):
         for s in reversed(load_set_rankings(session=session, set_ids=batch)):
             flags = sum(len(r.flagged) for r in s.rankings)
             if flagged_only and not flags:
@@ -156,11 +156,20 @@ def find_ranked_sets(
     ]
 
 
-def _ranked_set_batches(session: Session, labeler: int | None, version: int | None) -> Iterator[list[int]]:
-    """The ids of ranked sets (by `labeler`, of policy `version` when given), newest first, a batch at a time."""
+def _ranked_set_batches(
+    session: Session, labeler: int | None, version: int | None, flagged: bool, several: bool
+) -> Iterator[list[int]]:
+    """The ids of ranked sets, newest first, a batch at a time: by `labeler` and of policy `version` when given,
+    only sets with a flag (`flagged`) or with two or more rankings (`several`: those that can disagree)."""
     query = select(Ranking.set_id).distinct()
     if labeler is not None:
         query = query.where(Ranking.user_id == labeler)
+    if flagged:
+        flags_of = select(Ranking.set_id).where(cast(Ranking.flags, String) != "{}")
+        query = query.where(col(Ranking.set_id).in_(flags_of))
+    if several:
+        ranked_twice = select(Ranking.set_id).group_by(col(Ranking.set_id)).having(func.count() >= 2)
+        query = query.where(col(Ranking.set_id).in_(ranked_twice))
     if version is not None:
         query = (
             query.join(CompletionSet, col(CompletionSet.id) == col(Ranking.set_id))

@@ -105,13 +105,19 @@ def test_order_text_reads_ranks_in_answer_numbers():
     assert order_text({10: 2, 11: 1, 12: 2, 13: 3}, {10: 1, 11: 2, 12: 3, 13: 4}) == "2 > 1 = 3 > 4"
 
 
-def test_the_ranked_set_list_reads_the_store_a_batch_at_a_time_newest_first(tmp_path, monkeypatch):
+def test_the_ranked_set_list_reads_the_store_a_batch_at_a_time_newest_first(engine, monkeypatch):
     """Across batches (of 2 sets here), the list is what one pass over the store would give: newest first, the
-    filters applied, stopped at the limit; the sets are read by id in chunks (of 3 here)."""
+    filters applied, stopped at the limit; the sets are read by id in chunks (of 3 here). Both databases."""
     import labeler.labels.browse as browse
     import labeler.labels.dataset as dataset
+    from labeler.records.policies import ensure_initial_policy
+    from labeler.store.users import add_user
+    from tests.labeler.helpers import make_sets
 
-    engine = seeded_engine(tmp_path, sets=7)
+    with Session(engine) as s:
+        add_user(session=s, name="alice", password="alice-password")
+        add_user(session=s, name="bob", password="bob-password")
+        make_sets(s, 7, n=4, version_id=ensure_initial_policy(session=s, base_model="tiny").id)
     ranked = [_rank(engine, "alice", PageChoices([1, 2, 3, 4], [None] * 4)) for _ in range(5)]
     flagged = _rank(engine, "alice", PageChoices([1, 2, 3, None], [None, None, None, "harmful"]))
     monkeypatch.setattr(browse, "SCAN_BATCH", 2)
@@ -122,6 +128,7 @@ def test_the_ranked_set_list_reads_the_store_a_batch_at_a_time_newest_first(tmp_
         assert [r.set_id for r in find_ranked_sets(session=s, flagged_only=True)] == [flagged]
         assert [r.set_id for r in find_ranked_sets(session=s, labeler="bob")] == []
         assert len(find_ranked_sets(session=s, version=0)) == 6
+        assert find_ranked_sets(session=s, disagreement_only=True) == []  # one labeler each: nothing to disagree on
         loaded = dataset.load_set_rankings(session=s, set_ids=[flagged, *ranked, 999])
         assert [x.set_id for x in loaded] == sorted([*ranked, flagged])
         assert all(len(x.texts) == 4 and len(x.rankings) == 1 for x in loaded)
