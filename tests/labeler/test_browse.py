@@ -124,11 +124,15 @@ def test_the_ranked_set_list_reads_the_store_a_batch_at_a_time_newest_first(engi
     monkeypatch.setattr(dataset, "ID_CHUNK", 3)
     with Session(engine) as s:
         assert [r.set_id for r in find_ranked_sets(session=s)] == sorted([*ranked, flagged], reverse=True)
-        assert [r.set_id for r in find_ranked_sets(session=s, limit=3)] == sorted([*ranked, flagged])[::-1][:3]
+        assert [r.set_id for r in find_ranked_sets(session=s, limit=3)] == sorted([*ranked, flagged])[::-1][
+            :3
+        ]
         assert [r.set_id for r in find_ranked_sets(session=s, flagged_only=True)] == [flagged]
         assert [r.set_id for r in find_ranked_sets(session=s, labeler="bob")] == []
         assert len(find_ranked_sets(session=s, version=0)) == 6
-        assert find_ranked_sets(session=s, disagreement_only=True) == []  # one labeler each: nothing to disagree on
+        assert (
+            find_ranked_sets(session=s, disagreement_only=True) == []
+        )  # one labeler each: nothing to disagree on
         loaded = dataset.load_set_rankings(session=s, set_ids=[flagged, *ranked, 999])
         assert [x.set_id for x in loaded] == sorted([*ranked, flagged])
         assert all(len(x.texts) == 4 and len(x.rankings) == 1 for x in loaded)
