@@ -196,6 +196,13 @@ class BackgroundValue(Generic[T]):
             running = self._thread is not None and self._thread.is_alive()
             return Snapshot(self._value, self._made_at, self._seconds, running, self._error)
 
+    def join(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for a computation in progress to end (tests, shutdown)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
     def _refresh(self) -> None:
         started = self.clock()
         try:

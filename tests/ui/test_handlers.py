@@ -269,14 +269,14 @@ def test_a_slow_computation_never_holds_the_page_and_is_not_repeated_for_ten_tim
     assert waiting.value is None and waiting.refreshing
     assert "Computing the store-wide figures" in waiting_summary(waiting)
     release.set()
-    figures._thread.join(30)  # type: ignore[union-attr]
+    figures.join(30)
     done = figures.get()
     assert done.value == "figures 1" and not done.refreshing and done.seconds == 100.0
     now[0] += 500  # older than the minute, younger than ten times 100 s: no new computation
     assert figures.get().value == "figures 1" and len(reads) == 1
     now[0] += 500
     figures.get()
-    figures._thread.join(30)  # type: ignore[union-attr]
+    figures.join(30)
     assert figures.get().value == "figures 2"
 
 
