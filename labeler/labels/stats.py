@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
-from statistics import fmean, median
+from statistics import median
 
-from sqlalchemy import func
+from sqlalchemy import case, func
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, col, select
 
 from labeler.store.leasing import had_by
@@ -225,39 +226,43 @@ class ChosenSets:
 
 
 def chosen_sets(*, session: Session, versions: int = 5) -> list[ChosenSets]:
-    """How the generated sets of the newest `versions` policy versions were chosen, newest version first."""
+    """How the generated sets of the newest `versions` policy versions were chosen, newest version first (counted
+    and averaged by the database: the same time at any store size)."""
     recent = session.exec(
         select(PolicyVersion.id, PolicyVersion.version)
         .order_by(col(PolicyVersion.version).desc())
         .limit(versions)
     ).all()
     numbers = {vid: number for vid, number in recent}
-    rows = session.exec(
-        select(
-            CompletionSet.policy_version_id,
-            CompletionSet.selection,
-            CompletionSet.labels_done,
-            CompletionSet.labels_needed,
-        ).where(CompletionSet.origin == "generated", col(CompletionSet.policy_version_id).in_(list(numbers)))
-    ).all()
-    groups: dict[tuple[int, str, str], list[tuple[bool, float | None]]] = defaultdict(list)
-    for vid, chosen, done, needed in rows:
-        by, measure = (chosen or {}).get("by", "(before selection)"), (chosen or {}).get("measure", "")
-        groups[(numbers[vid], by, measure)].append((done >= needed, (chosen or {}).get("score")))
-    out = []
-    for (version, by, measure), items in sorted(groups.items(), key=lambda kv: (-kv[0][0], *kv[0][1:])):
-        scores = [d for _, d in items if d is not None]
-        out.append(
-            ChosenSets(
-                version,
-                by,
-                measure,
-                len(items),
-                sum(full for full, _ in items),
-                round(fmean(scores), 3) if scores else None,
-            )
+    selection = CompletionSet.__table__.c.selection  # type: ignore[attr-defined]  # the JSON column
+    by, measure = selection["by"].as_string(), selection["measure"].as_string()
+    full = case((col(CompletionSet.labels_done) >= col(CompletionSet.labels_needed), 1), else_=0)
+    query = (
+        select_columns(
+            col(CompletionSet.policy_version_id),
+            by,
+            measure,
+            func.count(),
+            func.sum(full),
+            func.avg(selection["score"].as_float()),
         )
-    return out
+        .where(
+            col(CompletionSet.origin) == "generated", col(CompletionSet.policy_version_id).in_(list(numbers))
+        )
+        .group_by(col(CompletionSet.policy_version_id), by, measure)
+    )
+    rows = [
+        ChosenSets(
+            numbers[vid],
+            chosen_by or "(before selection)",
+            chosen_measure or "",
+            sets,
+            int(labeled or 0),
+            None if mean is None else round(float(mean), 3),
+        )
+        for vid, chosen_by, chosen_measure, sets, labeled, mean in session.execute(query)
+    ]
+    return sorted(rows, key=lambda r: (-r.version, r.by, r.measure))
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,13 @@ from sqlmodel import Session
 
 from labeler.labels.stats import ChosenSets, chosen_sets
 from labeler.records.policies import ensure_initial_policy
-from labeler.store.db import make_engine
 from labeler.store.store import CompletionIn, add_completion_set, get_or_add_prompt
 from labeler.store.tables import id_of
 from labeler.ui.admin_selection import CHOSEN_COLUMNS, chosen_frame
 
 
-def test_scores_of_different_measures_are_never_averaged_together(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+def test_scores_of_different_measures_are_never_averaged_together(engine):
+    """Counted and averaged by the database: on SQLite and on PostgreSQL."""
     with Session(engine) as s:
         version = id_of(ensure_initial_policy(session=s, base_model="tiny"))
         choices = [
