@@ -157,8 +157,9 @@ class Snapshot(Generic[T]):
 class BackgroundValue(Generic[T]):
     """A value read from the store by `read` in a thread of its own, so no page waits for it: the admin
     dashboard's store-wide figures (a pass over every ranking and two model fits: tens of seconds at 100,000
-    rankings). `get` returns the latest value at once, waiting at most `wait` seconds for one being read (a small
-    store's figures arrive in time; a large one's later, on the next refresh), and starts a new read when the value
+    rankings). `get` returns the latest value at once, waiting at most `wait` seconds for one being read when the
+    last read took less than that (a small store's figures arrive in time; a large one's later, on the next
+    refresh, and the page does not wait for them), and starts a new read when the value
     is older than `ttl` seconds or than ten times what the last read took, so a slow read takes at most a tenth of
     a core; `get(fresh=True)` starts one now. One read at a time, shared by every session."""
 
@@ -189,7 +190,8 @@ class BackgroundValue(Generic[T]):
             if due and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._refresh, name="figures", daemon=True)
                 self._thread.start()
-            thread = self._thread
+            # wait only for a computation that can end in time: the first, or one like the last, if that was quick
+            thread = self._thread if self._seconds <= self.wait else None
         if thread is not None:
             thread.join(self.wait)
         with self._lock:

@@ -280,6 +280,35 @@ def test_a_slow_computation_never_holds_the_page_and_is_not_repeated_for_ten_tim
     assert figures.get().value == "figures 2"
 
 
+def test_after_a_slow_computation_refresh_now_shows_the_last_figures_at_once(store):
+    """A refresh does not wait for a computation that took longer than the page's wait last time: it shows the
+    last figures, says new ones are coming, and the next refresh has them."""
+    import threading
+    import time
+
+    from labeler.ui.deps import BackgroundValue
+
+    engine, _, _ = store
+    now, gate, reads = [0.0], threading.Event(), []
+
+    def read(session):
+        reads.append(now[0])
+        if len(reads) == 1:
+            now[0] += 100.0  # the first read takes 100 s of the page's clock
+            return "first"
+        gate.wait(30)
+        return "second"
+
+    figures = BackgroundValue(engine, read, ttl=60, clock=lambda: now[0], wait=5)
+    assert figures.get().value == "first"  # the first read is waited for (up to 5 s)
+    started = time.perf_counter()
+    snap = figures.get(fresh=True)
+    assert time.perf_counter() - started < 1 and snap.value == "first" and snap.refreshing
+    gate.set()
+    figures.join(30)
+    assert figures.get().value == "second"
+
+
 def test_a_failed_computation_shows_its_error(store):
     from labeler.ui.admin_dashboard import waiting_summary
     from labeler.ui.deps import BackgroundValue
