@@ -143,14 +143,26 @@ class LabelerRow:
     flag_share: float | None = None  # share of rankings that flag an answer
 
 
-def ranking_counts(*, session: Session) -> dict[int, int]:
-    """Rankings (skips left out) per user id, counted by the database: the Users tab's column at any store size."""
+@dataclass(frozen=True)
+class AccountRow:
+    name: str
+    role: str
+    disabled: bool
+    rankings: int  # skips left out
+
+
+def account_rows(*, session: Session) -> list[AccountRow]:
+    """Every account by name with its rankings, counted by the database: the Users tab at any store size."""
     query = (
         select(Ranking.user_id, func.count(col(Ranking.id)))
         .where(col(Ranking.skipped).is_(False), col(Ranking.user_id).is_not(None))
         .group_by(col(Ranking.user_id))
     )
-    return {user_id: n for user_id, n in session.exec(query) if user_id is not None}
+    counts = {user_id: n for user_id, n in session.exec(query)}
+    return [
+        AccountRow(u.name, u.role, u.disabled, counts.get(u.id, 0))
+        for u in session.exec(select(User).order_by(col(User.name)))
+    ]
 
 
 def labeler_rows(*, session: Session, fast_seconds: float = FAST_SECONDS) -> list[LabelerRow]:

@@ -9,7 +9,7 @@ from typing import cast
 
 import gradio as gr
 import pandas as pd
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from labeler.io.export import (
     EXPORT_FORMATS,
@@ -23,7 +23,7 @@ from labeler.io.formats import ImportFormatError
 from labeler.io.importers import import_pairs, import_prompts
 from labeler.io.oasst import import_oasst
 from labeler.labels.pairs import FlagMode, PairSettings
-from labeler.labels.stats import ranking_counts
+from labeler.labels.stats import account_rows
 from labeler.store.db import read_session
 from labeler.store.settings import (
     current_guidelines,
@@ -33,7 +33,6 @@ from labeler.store.settings import (
     save_guidelines,
     set_labels_needed,
 )
-from labeler.store.tables import User, id_of
 from labeler.store.users import UserError, add_user, new_password, reset_password, set_disabled
 from labeler.ui.admin_api import build_tokens_section, build_webhooks_section
 from labeler.ui.deps import TabLoad, UIDeps, require_admin
@@ -115,10 +114,11 @@ def build_data_tab(deps: UIDeps) -> TabLoad:
 def users_frame(engine) -> pd.DataFrame:
     """Every account with its rankings (skips left out), by name."""
     with read_session(engine) as session:
-        counts = ranking_counts(session=session)
-        users = session.exec(select(User).order_by(col(User.name))).all()
-        rows = [[u.name, u.role, u.disabled, counts.get(id_of(u), 0)] for u in users]
-    return pd.DataFrame(rows, columns=["name", "role", "disabled", "rankings"])
+        rows = account_rows(session=session)
+    return pd.DataFrame(
+        [[r.name, r.role, r.disabled, r.rankings] for r in rows],
+        columns=["name", "role", "disabled", "rankings"],
+    )
 
 
 def build_users_tab(deps: UIDeps) -> TabLoad:

@@ -110,6 +110,7 @@ def test_the_ranked_set_list_reads_the_store_a_batch_at_a_time_newest_first(engi
     filters applied, stopped at the limit; the sets are read by id in chunks (of 3 here). Both databases."""
     import labeler.labels.browse as browse
     import labeler.labels.dataset as dataset
+    from labeler.labels.stats import account_rows
     from labeler.records.policies import ensure_initial_policy
     from labeler.store.users import add_user
     from tests.labeler.helpers import make_sets
@@ -136,3 +137,7 @@ def test_the_ranked_set_list_reads_the_store_a_batch_at_a_time_newest_first(engi
         loaded = dataset.load_set_rankings(session=s, set_ids=[flagged, *ranked, 999])
         assert [x.set_id for x in loaded] == sorted([*ranked, flagged])
         assert all(len(x.texts) == 4 and len(x.rankings) == 1 for x in loaded)
+        assert {r.name: r.rankings for r in account_rows(session=s)} == {
+            "alice": 6,
+            "bob": 0,
+        }  # the Users tab
