@@ -34,8 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
-from load_client import LabelingClient  # noqa: E402
+from load_client import LabelingClient, wait_until_up  # noqa: E402
 from results import record_result  # noqa: E402  (bench/results.py)
 from sqlmodel import Session, col, func, select  # noqa: E402
 
@@ -138,18 +137,6 @@ def start_replica(home: Path, port: int, db: str, args: argparse.Namespace) -> s
     cmd += ["--buffer", str(args.buffer), "--generator", args.generator]
     log = (home / f"serve-{port}.log").open("ab")
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_until_up(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"rankloop serve on port {port} exited with {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.get(f"http://127.0.0.1:{port}/config", timeout=2)
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"rankloop serve did not answer on port {port}")
 
 
 def wait_for(condition, timeout: float, what: str) -> None:

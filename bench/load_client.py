@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import ssl
+import subprocess
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -125,3 +127,17 @@ def _raise_if_rejected(outputs: list[Any]) -> None:
     for value in outputs:
         if isinstance(value, str) and "Not submitted" in value:
             raise LabelingError(value)
+
+
+def wait_until_up(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until `rankloop serve` (the process `proc`) answers on `port`; an error if it exits or never answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"rankloop serve on port {port} exited with {proc.returncode}")
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/config", timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise RuntimeError(f"rankloop serve did not answer on port {port}")

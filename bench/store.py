@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+from load_client import wait_until_up  # bench/load_client.py
 from results import record_result  # bench/results.py: the line, kept in bench/results/
 from sqlalchemy import insert
 from sqlmodel import Session
@@ -200,16 +201,7 @@ def serving(home: Path, db: str, port: int):
     log = (home / "serve.log").open("ab")
     proc = subprocess.Popen([*cmd, "--generator", "off"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"rankloop serve exited with {proc.returncode}: see {home / 'serve.log'}")
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(f"http://127.0.0.1:{port}/config", timeout=2)
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("rankloop serve did not answer")
-            time.sleep(0.5)
+        wait_until_up(port, proc, timeout=300)
         yield f"http://127.0.0.1:{port}/"
     finally:
         proc.terminate()

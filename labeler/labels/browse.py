@@ -117,17 +117,18 @@ def find_ranked_sets(
             raise ValueError(f"no labeler named {labeler.strip()!r}")
     prompts: dict[int, str] = {}
     rows: list[tuple[SetRankings, int, float | None]] = []
-    for batch in _ranked_set_batches(session, wanted, version, flagged_only, disagreement_only):
-        for s in reversed(load_set_rankings(session=session, set_ids=batch)):
-            flags = sum(len(r.flagged) for r in s.rankings)
-            if flagged_only and not flags:
-                continue
-            agree = raw_agreement(s.rankings)
-            if disagreement_only and not (agree is not None and agree < 1):
-                continue
-            rows.append((s, flags, agree))
-            if len(rows) >= limit:
-                break
+    batches = _ranked_set_batches(session, wanted, version, flagged_only, disagreement_only)
+    newest_first = (
+        s for batch in batches for s in reversed(load_set_rankings(session=session, set_ids=batch))
+    )
+    for s in newest_first:
+        flags = sum(len(r.flagged) for r in s.rankings)
+        if flagged_only and not flags:
+            continue
+        agree = raw_agreement(s.rankings)
+        if disagreement_only and not (agree is not None and agree < 1):
+            continue
+        rows.append((s, flags, agree))
         if len(rows) >= limit:
             break
     for p in session.exec(select(Prompt).where(col(Prompt.id).in_({s.prompt_id for s, _, _ in rows}))):

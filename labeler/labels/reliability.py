@@ -67,6 +67,12 @@ def _log_odds(p: float) -> float:
     return max(-MAX_WEIGHT, min(MAX_WEIGHT, math.log(p / (1 - p))))
 
 
+def _vote_weight(accuracy: float, judge: bool) -> float:
+    """The log-odds weight of one vote by a labeler of this accuracy; a judge's never goes below 0."""
+    weight = _log_odds(accuracy)
+    return max(weight, 0.0) if judge else weight
+
+
 def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
 
@@ -84,8 +90,7 @@ class Reliability:
         below 0); 0 if unknown."""
         if labeler not in self.accuracy:
             return 0.0
-        weight = _log_odds(self.accuracy[labeler])
-        return max(weight, 0.0) if labeler in self.judges else weight
+        return _vote_weight(self.accuracy[labeler], labeler in self.judges)
 
     def posterior(self, votes: Iterable[Vote]) -> float:
         """P(first wins) for one comparison's votes under these accuracies (prior 0.5)."""
@@ -118,7 +123,6 @@ def fit_reliability(
     first_wins = np.fromiter((v.first_wins for v in votes), dtype=bool, count=len(votes))
     sign = np.where(first_wins, 1.0, -1.0)
     counts = np.bincount(vote_labeler, minlength=len(labelers)).astype(np.float64)
-    is_judge = np.array([k in judges for k in labelers], dtype=bool)
     known = np.array([where[c] for c in gold if c in where], dtype=np.int64)
     known_first = np.array([1.0 if gold[c] else 0.0 for c in gold if c in where])
     accuracy = np.full(len(labelers), start)
@@ -126,9 +130,9 @@ def fit_reliability(
     done = 0
     for step in range(1, iterations + 1):
         done = step
-        held = np.clip(accuracy, 1e-6, 1 - 1e-6)
-        weight = np.clip(np.log(held / (1 - held)), -MAX_WEIGHT, MAX_WEIGHT)
-        weight = np.where(is_judge, np.maximum(weight, 0.0), weight)
+        weight = np.array(
+            [_vote_weight(a, k in judges) for a, k in zip(accuracy.tolist(), labelers, strict=True)]
+        )
         evidence = np.bincount(
             vote_comparison, weights=weight[vote_labeler] * sign, minlength=len(comparisons)
         )
