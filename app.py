@@ -186,6 +186,7 @@ def _prepare_model(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from rlhf.serve.serving import add_model_args
+    from rlhf.train.configs import ANSWER_TOKENS
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--home", default=DEFAULT_HOME, help="home folder: database, models, exports, caches")
@@ -208,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--buffer", type=int, default=None, help="sets kept ready (default: 2 per active labeler, min 4)"
     )
-    serve.add_argument("--max-new-tokens", type=int, default=128)
+    serve.add_argument(
+        "--max-new-tokens", type=int, default=ANSWER_TOKENS, help="answer length cap of the generator"
+    )
     serve.add_argument("--temperature", type=float, default=0.8)
     serve.add_argument(
         "--launcher", choices=["python", "accelerate"], default="python", help="how training jobs start"

@@ -5,7 +5,7 @@ simulated labelers rank -> `rankloop round` (rlhf/train/round.py, gate included)
 
 With no recipe flag a round runs exactly as `rankloop round` and the admin form's default preset run it; what the
 bench sets itself is what a served app has and the round does not decide: the simulated labelers (2 per set,
-noise 0.2 and 0.4), the sets per round (`--sets`, 80), the generator's answer cap (`--max-new-tokens`, 72) and the
+noise 0.2 and 0.4), the sets per round (`--sets`, 80), the generator's answer cap (`--max-new-tokens`, 72, `rankloop serve`'s default) and the
 evaluation. Recipe flags (`--dpo-lr`, `--kl-budget`, `--optimizer ppo`, `--advantage group`, ...) each set one round
 field; the RESULT line names every field a run changed (`changed=`).
 
@@ -87,14 +87,14 @@ from models.policy import PolicyPool
 from rlhf.serve.pregen import PregenConfig, PregenWorker
 from rlhf.train import ppo
 from rlhf.train import round as round_stage
-from rlhf.train.configs import PPOConfig, RoundConfig
+from rlhf.train.configs import ANSWER_TOKENS, PPOConfig, RoundConfig
 from rlhf.train.overopt import preference_judge
 from rlhf.train.ppo import RewardFn
 from rlhf.train.ppo_step import Rollout
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
 PROMPTS = Path(__file__).resolve().parents[1] / "data" / "prompts.jsonl"
-MAX_NEW_TOKENS = 72
+MAX_NEW_TOKENS = ANSWER_TOKENS  # the generator's default cap, as `rankloop serve` runs it
 # the kinds v0 almost never meets, which preferences alone cannot teach (issue: edits and revisions)
 UNSEEN_KINDS = ("lowercase", "capitals", "quotation", "end_phrase")
 SETS = 80  # per round: with a quarter of the prompts held out, about 80 strict held-out pairs for the gate

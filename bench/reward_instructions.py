@@ -44,13 +44,13 @@ from models.generation import SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
 from rlhf.serve.pregen import PregenConfig, PregenWorker
-from rlhf.train.configs import RewardConfig
+from rlhf.train.configs import ANSWER_TOKENS, RewardConfig
 from rlhf.train.progress import ConsoleReporter
 from rlhf.train.reward import build_scorer, read_data, train_loop
 from rlhf.train.reward_eval import score_sets
 
 HOME = os.environ.get("RANKLOOP_HOME", "runs")
-MAX_NEW_TOKENS = 72  # as bench/loop.py
+MAX_NEW_TOKENS = ANSWER_TOKENS  # the generator's default cap, as bench/loop.py
 ARMS: dict[str, dict] = {
     "loop": {},  # the reward stage's own defaults (1 epoch, lr 1e-4); a round now trains 2 epochs at lr 1e-3
     "lr3e-4": {"learning_rate": 3e-4},

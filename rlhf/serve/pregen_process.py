@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rlhf.serve.monitor import Source
+from rlhf.train.configs import ANSWER_TOKENS
 
 logger = logging.getLogger(__name__)
 # Background processes run as SCHED_BATCH at nice 10, each in a scheduling group of its own at nice 10: about a
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", help="database URL (default: sqlite:///HOME/rankloop.db)")
     parser.add_argument("--n", type=int, default=4, help="completions per set")
     parser.add_argument("--buffer", type=int, default=None, help="sets kept ready (default: 2 per labeler)")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=int, default=ANSWER_TOKENS)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process is gone")
     parser.add_argument(

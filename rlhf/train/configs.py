@@ -610,6 +610,11 @@ class SFTConfig:
             raise ValueError("store is off and no data file is given: nothing to train on")
 
 
+# The generator's answer cap by default (`rankloop serve --max-new-tokens`): bench/loop.py measured every recipe at
+# it, and a DPO round's KL budget samples answers of this length, as the generator writes them. At 128 tokens the
+# embedded default still cut 44% of its answers (58% at 72) and a set took 31% longer to write.
+ANSWER_TOKENS = 72
+
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 # The round's DPO defaults are the recipe bench/loop.py measured best (docs/training.md): four sets a step at lr
@@ -621,7 +626,7 @@ ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None, "sample_prompts": 16}),
     "sft": (SFTConfig, {"epochs": None, "learning_rate": None}),
-    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": 0.25, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "max_new_tokens": 72}),
+    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": 0.25, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "max_new_tokens": ANSWER_TOKENS}),
 }  # fmt: skip
 
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from rlhf.serve.jobs import JobError, JobRunner
-from rlhf.train.configs import JOB_KINDS, STAGES, job_config
+from rlhf.train.configs import ANSWER_TOKENS, JOB_KINDS, STAGES, RoundConfig, job_config
 
 
 def test_every_stage_module_runs_with_its_settings():
@@ -129,3 +129,14 @@ def test_flags_are_spelled_with_dashes_and_the_old_underscores_still_work_with_a
     assert (old.kl_budget, old.kl_budget_from) == (3.0, "parent")
     err = capsys.readouterr().err
     assert "--kl_budget is spelled --kl-budget now" in err and "--kl_budget_from is spelled" in err
+
+
+def test_the_generator_writes_answers_as_long_as_the_round_measures():
+    """`rankloop serve`'s generator (thread or process) caps answers where a DPO round's KL budget samples them, so
+    the budget, bench/loop.py and the labelers see answers of one length."""
+    import app
+    from rlhf.serve import pregen_process
+
+    served = app.build_parser().parse_args(["serve"]).max_new_tokens
+    process = pregen_process.build_parser().parse_args([]).max_new_tokens
+    assert served == process == RoundConfig().dpo_max_new_tokens == ANSWER_TOKENS
