@@ -145,7 +145,13 @@ def _serve(args: argparse.Namespace) -> int:
     hooks = Dispatcher(engine)
     hooks.start()
     deps = UIDeps(
-        engine=engine, home=home, pool=pool, runner=runner, monitor=monitor, completions_per_set=args.n
+        engine=engine,
+        home=home,
+        pool=pool,
+        runner=runner,
+        monitor=monitor,
+        completions_per_set=args.n,
+        figures_at_start=True,
     )
     try:
         launch(build_ui(deps), deps, host=args.host, port=args.port, api=rest_app(engine, runner))

@@ -238,6 +238,8 @@ def build_dashboard(deps: UIDeps) -> TabLoad:
     figures = BackgroundValue(
         deps.engine, dashboard_data, ttl=FIGURES_SECONDS, clock=deps.clock, wait=FIGURES_WAIT
     )
+    if deps.figures_at_start:  # the first admin after a restart finds them, not a page waiting on a pass
+        figures.start()
     with gr.Tab("Dashboard"):
         refresh = gr.Button("Refresh now", elem_id="dashboard-refresh", size="sm")
         gr.Markdown(f"Refreshes on its own every {REFRESH_SECONDS:.0f} s.")

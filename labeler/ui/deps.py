@@ -36,6 +36,9 @@ class UIDeps:
     monitor: BackgroundMonitor | None = None  # the generator's and jobs' CPU share and rate
     completions_per_set: int = 4  # how many answers the labeling page is laid out for before any set arrives
     clock: Callable[[], float] = time.monotonic  # what the page's short caches and the session guard read
+    figures_at_start: bool = (
+        False  # compute the dashboard's store-wide figures as the UI is built (rankloop serve)
+    )
 
 
 def current_user(engine: Engine, request: gr.Request | None) -> User:
@@ -180,6 +183,11 @@ class BackgroundValue(Generic[T]):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """Start a read now unless one is under way (`rankloop serve` at start: the first page finds the value)."""
+        with self._lock:
+            self._start_read()
+
     def get(self, fresh: bool = False) -> Snapshot[T]:
         with self._lock:
             due = (
@@ -187,9 +195,8 @@ class BackgroundValue(Generic[T]):
                 or self._read_at is None
                 or self.clock() - self._read_at >= max(self.ttl, 10 * self._seconds)
             )
-            if due and (self._thread is None or not self._thread.is_alive()):
-                self._thread = threading.Thread(target=self._refresh, name="figures", daemon=True)
-                self._thread.start()
+            if due:
+                self._start_read()
             # wait only for a computation that can end in time: the first, or one like the last, if that was quick
             thread = self._thread if self._seconds <= self.wait else None
         if thread is not None:
@@ -197,6 +204,12 @@ class BackgroundValue(Generic[T]):
         with self._lock:
             running = self._thread is not None and self._thread.is_alive()
             return Snapshot(self._value, self._made_at, self._seconds, running, self._error)
+
+    def _start_read(self) -> None:
+        """With the lock held: a read in a thread of its own, unless one is running."""
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._refresh, name="figures", daemon=True)
+            self._thread.start()
 
     def join(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for a computation in progress to end (tests, shutdown)."""

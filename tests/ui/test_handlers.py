@@ -2,6 +2,7 @@
 everything else (the set, the answers' order, the time shown, the guidelines version) comes from the lease."""
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlmodel import Session, func, select, update
@@ -278,6 +279,32 @@ def test_a_slow_computation_never_holds_the_page_and_is_not_repeated_for_ten_tim
     figures.get()
     figures.join(30)
     assert figures.get().value == "figures 2"
+
+
+def test_a_served_app_computes_the_figures_as_it_starts_so_the_first_admin_does_not_wait(store, monkeypatch):
+    """`rankloop serve` builds the UI with `figures_at_start`: the dashboard's first computation starts then, and
+    the first admin's page reads its result instead of starting one."""
+    import threading
+
+    from labeler.ui import admin_dashboard
+    from labeler.ui.app import build_ui
+    from labeler.ui.deps import UIDeps
+
+    engine, _, _ = store
+    reads: list[str] = []
+
+    def read(session):
+        reads.append(threading.current_thread().name)
+        return admin_dashboard.empty_figures()
+
+    monkeypatch.setattr(admin_dashboard, "dashboard_data", read)
+    build_ui(UIDeps(engine=engine, home=Path("/tmp")))
+    assert reads == []  # a UI built without the flag (tests, scripts) reads nothing until a page asks
+    build_ui(UIDeps(engine=engine, home=Path("/tmp"), figures_at_start=True))
+    for thread in threading.enumerate():
+        if thread.name == "figures":
+            thread.join(30)
+    assert reads == ["figures"]
 
 
 def test_after_a_slow_computation_refresh_now_shows_the_last_figures_at_once(store):
