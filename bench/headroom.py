@@ -1,0 +1,127 @@
+"""How much a KL budget leaves to learn on the loop's task, and how much of the labels can teach it: v0's answers to
+the held-out instruction prompts (bench/loop.py's task), read with the hidden preference the simulated labelers
+rank by (bench/simulate.py).
+
+    .venv/bin/python bench/headroom.py [--prompts 48] [--samples 8] [--max-new-tokens 72] [--temperature 0.8]
+
+Two figures, both on v0's samples at the generator's settings:
+- **which pairs carry a preference**: of the pairs among each prompt's first 4 answers (a labeled set), the share
+  the hidden preference scores equal (the labelers' order is then their noise alone), less than 1 apart (their
+  noise of 0.2-0.4 flips some), apart by the instructions met, or apart by the ending alone;
+- **best of n**: the strict pass rate of the answer the hidden preference ranks first among n samples, n = 1, 2,
+  4, 8, next to log n - (n - 1) / n, an upper bound on the best-of-n policy's KL from v0 (Beirami et al. 2024). A
+  labeled set's first choice is such an answer for n = 4, so this is what learning the labelers' first choices
+  exactly would reach, and at what KL at most: the headroom a round's KL budget (4 nats) leaves.
+
+It isolates v0's samples by design (no app, no training); bench/loop.py measures what the rounds reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import statistics
+import time
+from pathlib import Path
+
+from loop import HOME
+from results import record_result
+from simulate import PREFERENCES
+
+from labeler.io.instruction_prompts import InstructionPrompt, generate_prompts
+from labeler.labels.instructions import constraints_met, strict_pass
+from models.generation import Completion, SamplingParams
+from models.loading import load_base
+from models.policy import PolicyPool
+from rlhf.train.configs import ANSWER_TOKENS
+
+SET_SIZE = 4  # answers in a labeled set (`rankloop serve --n`)
+CLOSE = 1.0  # scores closer than this: the labelers' noise (sd 0.2 and 0.4) flips the order now and then
+
+
+def pair_kind(a: tuple[float, int], b: tuple[float, int]) -> str:
+    """What decides a pair of (hidden score, instructions met): nothing (equal scores: the labelers' noise
+    alone orders it), little (`CLOSE`), the instructions met, or the ending alone."""
+    gap = abs(a[0] - b[0])
+    if gap == 0:
+        return "equal"
+    if gap < CLOSE:
+        return "close"
+    return "instructions" if a[1] != b[1] else "ending"
+
+
+def pair_kinds(prompts: list[InstructionPrompt], answers: list[list[Completion]]) -> dict[str, float]:
+    """Share of the pairs among each prompt's first `SET_SIZE` answers by what decides them (`pair_kind`)."""
+    score = PREFERENCES["instructions"]
+    kinds = []
+    for prompt, group in zip(prompts, answers, strict=True):
+        read = [
+            (
+                score(c.text, c.finish_reason, prompt.instructions),
+                constraints_met(c.text, prompt.instructions),
+            )
+            for c in group[:SET_SIZE]
+        ]
+        kinds += [pair_kind(a, b) for a, b in itertools.combinations(read, 2)]
+    return {kind: kinds.count(kind) / len(kinds) for kind in ("equal", "close", "ending", "instructions")}
+
+
+def best_of(prompts: list[InstructionPrompt], answers: list[list[Completion]], n: int) -> float:
+    """Strict pass rate of the hidden preference's first choice among n samples (the samples cut into groups)."""
+    score = PREFERENCES["instructions"]
+    passed = []
+    for prompt, group in zip(prompts, answers, strict=True):
+        for start in range(0, len(group) - n + 1, n):
+            best = max(
+                group[start : start + n], key=lambda c: score(c.text, c.finish_reason, prompt.instructions)
+            )
+            passed.append(strict_pass(best.text, prompt.instructions))
+    return statistics.fmean(passed)
+
+
+def kl_bound(n: int) -> float:
+    """log n - (n - 1) / n: at least the KL of the best-of-n policy from the one it samples."""
+    return math.log(n) - (n - 1) / n
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=48, help="held-out prompts (bench/loop.py's 48)")
+    parser.add_argument(
+        "--samples", type=int, default=8, help="answers per prompt (a power of 2, at least 4)"
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=ANSWER_TOKENS)
+    parser.add_argument("--temperature", type=float, default=0.8, help="the generator's default")
+    args = parser.parse_args(argv)
+    if args.samples < SET_SIZE or args.samples & (args.samples - 1):
+        parser.error("--samples must be a power of 2, at least 4")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    prompts = generate_prompts(count=args.prompts, split="heldout", seed=0)
+    base, tokenizer = load_base("default", home=Path(HOME))
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=1)
+    answers = PolicyPool(base, tokenizer).generate([p.messages for p in prompts], args.samples, sampling)
+    kinds = pair_kinds(prompts, answers)
+    print("pairs of a labeled set, by how far apart the hidden preference scores them:")
+    for kind, share in kinds.items():
+        print(f"  {kind:13s} {share:.2f}")
+    sizes = [2**i for i in range(int(math.log2(args.samples)) + 1)]
+    rates = {n: best_of(prompts, answers, n) for n in sizes}
+    for n, rate in rates.items():
+        print(f"best of {n}: strict pass {rate:.3f}, KL from v0 at most {kl_bound(n):.2f}")
+    record_result(
+        f"RESULT prompts={args.prompts} samples={args.samples} "
+        + " ".join(f"pairs_{kind}={share:.2f}" for kind, share in kinds.items())
+        + " "
+        + " ".join(f"best_of_{n}={rate:.3f}" for n, rate in rates.items())
+        + f" minutes={(time.perf_counter() - start) / 60:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
