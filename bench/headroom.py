@@ -7,7 +7,8 @@ rank by (bench/simulate.py).
 Two figures, both on v0's samples at the generator's settings:
 - **which pairs carry a preference**: of the pairs among each prompt's first 4 answers (a labeled set), the share
   the hidden preference scores equal (the labelers' order is then their noise alone), less than 1 apart (their
-  noise of 0.2-0.4 flips some), apart by the instructions met, or apart by the ending alone;
+  noise of 0.2-0.4 flips some), apart by the instructions met, or apart by the ending alone; and the same for the
+  consensus pairs bench/loop.py's two labelers leave (what DPO trains on), with the share ordered wrongly;
 - **best of n**: the strict pass rate of the answer the hidden preference ranks first among n samples, n = 1, 2,
   4, 8, next to log n - (n - 1) / n, an upper bound on the best-of-n policy's KL from v0 (Beirami et al. 2024). A
   labeled set's first choice is such an answer for n = 4, so this is what learning the labelers' first choices
@@ -21,16 +22,20 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import random
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from loop import HOME
 from results import record_result
-from simulate import PREFERENCES
+from simulate import PREFERENCES, SimulatedLabeler
 
 from labeler.io.instruction_prompts import InstructionPrompt, generate_prompts
+from labeler.labels.consensus import pair_votes
 from labeler.labels.instructions import constraints_met, strict_pass
+from labeler.labels.pairs import RankingView
 from models.generation import Completion, SamplingParams
 from models.loading import load_base
 from models.policy import PolicyPool
@@ -65,6 +70,58 @@ def pair_kinds(prompts: list[InstructionPrompt], answers: list[list[Completion]]
         ]
         kinds += [pair_kind(a, b) for a, b in itertools.combinations(read, 2)]
     return {kind: kinds.count(kind) / len(kinds) for kind in ("equal", "close", "ending", "instructions")}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A sample as the simulated labelers read a stored answer."""
+
+    id: int
+    text: str
+    finish_reason: str
+
+
+def trained_pairs(prompts: list[InstructionPrompt], answers: list[list[Completion]]) -> dict[str, float]:
+    """The consensus pairs that bench/loop.py's two labelers (noise 0.2 and 0.4) leave on each prompt's first
+    `SET_SIZE` answers, which DPO and the reward model train on: pairs per set, the share by what decides them
+    (`pair_kind`), the share the hidden preference orders the other way, and the same for the pairs whose
+    consensus rank gap is 2 or more."""
+    score = PREFERENCES["instructions"]
+    labelers = [
+        SimulatedLabeler("a", noise=0.2, seed=1, preference=score),
+        SimulatedLabeler("b", noise=0.4, seed=2, preference=score),
+    ]
+    rngs = [random.Random(lab.seed) for lab in labelers]
+    kinds, wrong, wide = [], [], []
+    for prompt, group in zip(prompts, answers, strict=True):
+        items = [Answer(i, c.text, c.finish_reason) for i, c in enumerate(group[:SET_SIZE])]
+        read = [
+            (
+                score(a.text, a.finish_reason, prompt.instructions),
+                constraints_met(a.text, prompt.instructions),
+            )
+            for a in items
+        ]
+        views = [
+            RankingView(lab.rank(items, rng, prompt.instructions))
+            for lab, rng in zip(labelers, rngs, strict=True)
+        ]
+        for pair in pair_votes(views):
+            kind = pair_kind(read[pair.chosen], read[pair.rejected])
+            kinds.append(kind)
+            wrong.append(read[pair.chosen][0] < read[pair.rejected][0])
+            if pair.margin >= 2:
+                wide.append(kind)
+    return {
+        "per_set": len(kinds) / len(prompts),
+        **{
+            f"trained_{kind}": kinds.count(kind) / len(kinds)
+            for kind in ("equal", "close", "ending", "instructions")
+        },
+        "trained_wrong": sum(wrong) / len(wrong),
+        "gap2_per_set": len(wide) / len(prompts),
+        "gap2_equal": wide.count("equal") / max(len(wide), 1),
+    }
 
 
 def best_of(prompts: list[InstructionPrompt], answers: list[list[Completion]], n: int) -> float:
@@ -110,6 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     print("pairs of a labeled set, by how far apart the hidden preference scores them:")
     for kind, share in kinds.items():
         print(f"  {kind:13s} {share:.2f}")
+    trained = trained_pairs(prompts, answers)
+    print(
+        f"consensus pairs of two labelers: {trained['per_set']:.2f} a set, of which equal {trained['trained_equal']:.2f},"
+        f" ordered against the hidden preference {trained['trained_wrong']:.2f}; with a rank gap of 2 or more:"
+        f" {trained['gap2_per_set']:.2f} a set, equal {trained['gap2_equal']:.2f}"
+    )
     sizes = [2**i for i in range(int(math.log2(args.samples)) + 1)]
     rates = {n: best_of(prompts, answers, n) for n in sizes}
     for n, rate in rates.items():
@@ -117,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     record_result(
         f"RESULT prompts={args.prompts} samples={args.samples} "
         + " ".join(f"pairs_{kind}={share:.2f}" for kind, share in kinds.items())
+        + " "
+        + " ".join(f"{key}={value:.2f}" for key, value in trained.items())
         + " "
         + " ".join(f"best_of_{n}={rate:.3f}" for n, rate in rates.items())
         + f" minutes={(time.perf_counter() - start) / 60:.1f}"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from headroom import best_of, kl_bound, pair_kinds
+from headroom import best_of, kl_bound, pair_kinds, trained_pairs
 
 from labeler.io.instruction_prompts import InstructionPrompt
 from labeler.labels.instructions import Instruction
@@ -36,6 +36,19 @@ def test_pairs_are_sorted_by_what_separates_them_and_best_of_n_takes_the_preferr
     assert best_of([prompt], [twice], 1) == 0.25 and best_of([prompt], [twice], 2) == 0.5
     assert best_of([prompt], [twice], 4) == 1.0
     assert kl_bound(1) == 0 and kl_bound(4) == pytest.approx(0.636, abs=1e-3)
+
+
+def test_two_labelers_keep_every_decided_pair_and_about_half_of_the_equal_ones():
+    prompt = InstructionPrompt(
+        [{"role": "user", "content": "Say it."}], [Instruction("lowercase", {})], "t", "heldout"
+    )
+    decided = answers("all lower.", "all lower", "Not Lower.", "Not Lower!")
+    figures = trained_pairs([prompt] * 20, [decided] * 20)
+    assert figures["trained_wrong"] == 0 and figures["trained_equal"] == 0
+    assert 5 <= figures["per_set"] <= 6  # the close pair (0.5 apart) is split now and then, the rest never
+    alike = answers("Not Lower.", "Not Lower.", "Not Lower.", "Not Lower.")
+    figures = trained_pairs([prompt] * 50, [alike] * 50)
+    assert figures["trained_equal"] == 1 and 2 <= figures["per_set"] <= 4  # 6 pairs, each kept half the time
 
 
 @pytest.mark.slow
