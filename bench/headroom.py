@@ -28,9 +28,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loop import HOME
+from loop import HOME, loop_labelers
 from results import record_result
-from simulate import PREFERENCES, SimulatedLabeler
+from simulate import PREFERENCES
 
 from labeler.io.instruction_prompts import InstructionPrompt, generate_prompts
 from labeler.labels.consensus import pair_votes
@@ -56,20 +56,28 @@ def pair_kind(a: tuple[float, int], b: tuple[float, int]) -> str:
     return "instructions" if a[1] != b[1] else "ending"
 
 
+KINDS = ("equal", "close", "ending", "instructions")
+
+
+def read_set(prompt: InstructionPrompt, group: list) -> list[tuple[float, int]]:
+    """(hidden score, instructions met) of each of the first `SET_SIZE` answers."""
+    score = PREFERENCES["instructions"]
+    return [
+        (score(c.text, c.finish_reason, prompt.instructions), constraints_met(c.text, prompt.instructions))
+        for c in group[:SET_SIZE]
+    ]
+
+
+def shares(kinds: list[str], prefix: str = "") -> dict[str, float]:
+    return {f"{prefix}{kind}": kinds.count(kind) / len(kinds) for kind in KINDS}
+
+
 def pair_kinds(prompts: list[InstructionPrompt], answers: list[list[Completion]]) -> dict[str, float]:
     """Share of the pairs among each prompt's first `SET_SIZE` answers by what decides them (`pair_kind`)."""
-    score = PREFERENCES["instructions"]
     kinds = []
     for prompt, group in zip(prompts, answers, strict=True):
-        read = [
-            (
-                score(c.text, c.finish_reason, prompt.instructions),
-                constraints_met(c.text, prompt.instructions),
-            )
-            for c in group[:SET_SIZE]
-        ]
-        kinds += [pair_kind(a, b) for a, b in itertools.combinations(read, 2)]
-    return {kind: kinds.count(kind) / len(kinds) for kind in ("equal", "close", "ending", "instructions")}
+        kinds += [pair_kind(a, b) for a, b in itertools.combinations(read_set(prompt, group), 2)]
+    return shares(kinds)
 
 
 @dataclass(frozen=True)
@@ -82,26 +90,16 @@ class Answer:
 
 
 def trained_pairs(prompts: list[InstructionPrompt], answers: list[list[Completion]]) -> dict[str, float]:
-    """The consensus pairs that bench/loop.py's two labelers (noise 0.2 and 0.4) leave on each prompt's first
-    `SET_SIZE` answers, which DPO and the reward model train on: pairs per set, the share by what decides them
+    """The consensus pairs that bench/loop.py's two labelers (seed 0) leave on each prompt's first `SET_SIZE`
+    answers, which DPO and the reward model train on: pairs per set, the share by what decides them
     (`pair_kind`), the share the hidden preference orders the other way, and the same for the pairs whose
     consensus rank gap is 2 or more."""
-    score = PREFERENCES["instructions"]
-    labelers = [
-        SimulatedLabeler("a", noise=0.2, seed=1, preference=score),
-        SimulatedLabeler("b", noise=0.4, seed=2, preference=score),
-    ]
+    labelers = loop_labelers(0, PREFERENCES["instructions"])
     rngs = [random.Random(lab.seed) for lab in labelers]
     kinds, wrong, wide = [], [], []
     for prompt, group in zip(prompts, answers, strict=True):
         items = [Answer(i, c.text, c.finish_reason) for i, c in enumerate(group[:SET_SIZE])]
-        read = [
-            (
-                score(a.text, a.finish_reason, prompt.instructions),
-                constraints_met(a.text, prompt.instructions),
-            )
-            for a in items
-        ]
+        read = read_set(prompt, items)
         views = [
             RankingView(lab.rank(items, rng, prompt.instructions))
             for lab, rng in zip(labelers, rngs, strict=True)
@@ -114,10 +112,7 @@ def trained_pairs(prompts: list[InstructionPrompt], answers: list[list[Completio
                 wide.append(kind)
     return {
         "per_set": len(kinds) / len(prompts),
-        **{
-            f"trained_{kind}": kinds.count(kind) / len(kinds)
-            for kind in ("equal", "close", "ending", "instructions")
-        },
+        **shares(kinds, "trained_"),
         "trained_wrong": sum(wrong) / len(wrong),
         "gap2_per_set": len(wide) / len(prompts),
         "gap2_equal": wide.count("equal") / max(len(wide), 1),
@@ -138,7 +133,7 @@ def best_of(prompts: list[InstructionPrompt], answers: list[list[Completion]], n
 
 
 def kl_bound(n: int) -> float:
-    """log n - (n - 1) / n: at least the KL of the best-of-n policy from the one it samples."""
+    """log n - (n - 1) / n: an upper bound on the KL of the best-of-n policy from the one it samples."""
     return math.log(n) - (n - 1) / n
 
 

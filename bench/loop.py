@@ -63,7 +63,7 @@ from typing import Any
 
 import torch
 from results import record_result  # bench/results.py: the line, kept in bench/results/
-from simulate import PREFERENCES, SimulatedLabeler, label_waiting_sets
+from simulate import PREFERENCES, Preference, SimulatedLabeler, label_waiting_sets
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -474,24 +474,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def loop_labelers(
+    seed: int, preference: Preference, tie_within: float = 0.0, edits: float = 0.0
+) -> list[SimulatedLabeler]:
+    """The loop's two simulated labelers of a seed: a (noise 0.2, the one who edits) and b (noise 0.4)."""
+    return [
+        SimulatedLabeler(
+            "a", noise=0.2, seed=1 + 10 * seed, preference=preference, tie_within=tie_within, edits=edits
+        ),
+        SimulatedLabeler("b", noise=0.4, seed=2 + 10 * seed, preference=preference, tie_within=tie_within),
+    ]
+
+
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Three rounds (by default) from v0 with this seed; returns per-round rows and the seed's figures."""
     start = time.perf_counter()
     fields = {**args.fields, "seed": seed}
     preference = PREFERENCES[args.preference]
-    labelers = [
-        SimulatedLabeler(
-            "a",
-            noise=0.2,
-            seed=1 + 10 * seed,
-            preference=preference,
-            tie_within=args.tie_within,
-            edits=args.edits,
-        ),
-        SimulatedLabeler(
-            "b", noise=0.4, seed=2 + 10 * seed, preference=preference, tie_within=args.tie_within
-        ),
-    ]
+    labelers = loop_labelers(seed, preference, tie_within=args.tie_within, edits=args.edits)
     judge = SimulatedLabeler("judge", preference=preference)
     kept = contextlib.nullcontext(f"{args.keep}/seed-{seed}") if args.keep else tempfile.TemporaryDirectory()
     rows = []

@@ -36,9 +36,7 @@ class UIDeps:
     monitor: BackgroundMonitor | None = None  # the generator's and jobs' CPU share and rate
     completions_per_set: int = 4  # how many answers the labeling page is laid out for before any set arrives
     clock: Callable[[], float] = time.monotonic  # what the page's short caches and the session guard read
-    figures_at_start: bool = (
-        False  # compute the dashboard's store-wide figures as the UI is built (rankloop serve)
-    )
+    figures_at_start: bool = False  # start the dashboard's figures as the UI is built (rankloop serve)
 
 
 def current_user(engine: Engine, request: gr.Request | None) -> User:
