@@ -255,6 +255,7 @@ RECIPE_FLAGS: dict[str, str] = {
     "dpo_trainer": "dpo_trainer",
     "dpo_epochs": "dpo_epochs",
     "dpo_batch_sets": "dpo_batch_sets",
+    "dpo_min_margin": "dpo_min_margin",
     "sft": "sft",
     "sft_epochs": "sft_epochs",
     "sft_lr": "sft_learning_rate",
@@ -457,6 +458,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         add("--dpo-" + name.replace("_", "-"), type=float, help=help_)
     add("--dpo-epochs", type=int)
     add("--dpo-batch-sets", type=int)
+    add(
+        "--dpo-min-margin",
+        type=float,
+        help="train on pairs at least this many ranks apart (mean of the agreeing labelers)",
+    )
     add("--kl-budget", type=float, help="both optimisers' KL budget")
     add("--sft", action="store_true", default=None,
         help="the round's SFT stage first: the best answers (edits, answers both labelers ranked first)")  # fmt: skip

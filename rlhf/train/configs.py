@@ -79,6 +79,7 @@ RANGES: dict[str, Range] = {
     "kl_weight": Range(0),
     "label_smoothing": Range(0, 0.49),
     "length_weight": Range(0),
+    "min_margin": Range(0, 63),
     "rules_weight": Range(0, low_open=True),
     "kl_budget": Range(0, low_open=True),
     "kl_budget_prompts": Range(1, 1000),
@@ -493,6 +494,14 @@ class DPOConfig:
             "length explains no longer trains the policy to write longer (or shorter) answers"
         },
     )
+    min_margin: float = field(
+        default=0.0,
+        metadata={
+            "help": "train only on consensus pairs whose agreeing labelers put them at least this many ranks apart "
+            "on average (2 of a set of 4: top against third or last, second against last), so pairs of answers "
+            "a labeler finds alike, ordered by chance, spend no KL; the held-out evaluation keeps every pair"
+        },
+    )
     batch_size: int = field(default=4, metadata={"help": "pairs per step, over all processes (trainer=trl)"})
     batch_sets: int = field(
         default=1, metadata={"help": "ranked sets per step, over all processes (trainer=sets)"}
@@ -626,7 +635,7 @@ ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None, "sample_prompts": 16}),
     "sft": (SFTConfig, {"epochs": None, "learning_rate": None}),
-    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "start_from": None, "eval_fraction": 0.25, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "max_new_tokens": ANSWER_TOKENS}),
+    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "min_margin": None, "start_from": None, "eval_fraction": 0.25, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "max_new_tokens": ANSWER_TOKENS}),
 }  # fmt: skip
 
 

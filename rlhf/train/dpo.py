@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -107,6 +107,15 @@ def train_with_trl(model, peft_config, tokenizer, groups: list[Group], config: D
     return cast(Any, trainer.model), {"loss": float(result.training_loss)}
 
 
+def wide_pairs(group: Group, min_margin: float) -> Group:
+    """The set with only the consensus pairs at least `min_margin` ranks apart (their weights with them)."""
+    if min_margin <= 0:
+        return group
+    keep = [k for k, pair in enumerate(group.pairs) if pair[2] >= min_margin]
+    weights = [group.weights[k] for k in keep] if group.weights else []
+    return replace(group, pairs=[group.pairs[k] for k in keep], weights=weights)
+
+
 def read_groups(engine, config: DPOConfig, version: int) -> tuple[list[Group], list[Group]]:
     """The ranked sets to train on (`data`: every one, or those the parent `version` wrote) and the held-out ones
     (`eval_fraction` of the prompts)."""
@@ -128,6 +137,11 @@ def read_groups(engine, config: DPOConfig, version: int) -> tuple[list[Group], l
         raise ValueError(
             f"eval_fraction={config.eval_fraction:g} holds out the prompts of every ranked set with pairs: rank "
             "sets on more prompts or lower eval_fraction"
+        )
+    train = [wide_pairs(g, config.min_margin) for g in train]
+    if not any(g.pairs for g in train):
+        raise ValueError(
+            f"min_margin={config.min_margin:g}: no training pair is that many ranks apart; lower min_margin"
         )
     return train, [g for g in heldout if g.pairs]
 
