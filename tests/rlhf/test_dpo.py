@@ -275,3 +275,18 @@ def test_a_budget_from_the_parent_scales_back_only_the_rounds_update(tmp_path):
     assert fit["within"] and 0 < fit["scale"] < 1
     parent, trained, kept = (adapter_weights(engine, v) for v in (1, 2, 3))
     assert_on_the_line(parent, trained, kept, fit["scale"])
+
+
+def test_dpo_min_margin_trains_on_wide_pairs_only_and_evaluates_on_every_pair(tmp_path):
+    from rlhf.train import dpo
+    from rlhf.train.configs import DPOConfig
+
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url, count=6)  # three answers ranked 1, 2, 3: pairs one, one and two ranks apart
+    engine = make_engine(url)
+    config = DPOConfig(home=str(tmp_path), db=url, eval_fraction=0.5, min_margin=2)
+    train, heldout = dpo.read_groups(engine, config, 0)
+    assert train and all([pair[2] for pair in g.pairs] == [2.0] for g in train)
+    assert heldout and all(len(g.pairs) == 3 for g in heldout)
+    with pytest.raises(ValueError, match="min_margin=3: no training pair"):
+        dpo.read_groups(engine, DPOConfig(home=str(tmp_path), db=url, eval_fraction=0.5, min_margin=3), 0)
