@@ -45,10 +45,10 @@ def test_bench_draws_its_curves(tmp_path: Path) -> None:
 
 
 def test_bench_can_train_a_fresh_model_at_every_size(tmp_path: Path) -> None:
-    done = run_bench("--sizes", "32,40", "--repeats", "1", "--arms", "information", "--heads", "1", "--oversample", "2", "--fresh", "--plot", str(tmp_path / "c.png"))  # fmt: skip
+    done = run_bench("--sizes", "32,40", "--repeats", "1", "--arms", "information", "--heads", "1", "--oversample", "2", "--fresh", "--epochs", "2", "--plot", str(tmp_path / "c.png"))  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     figures = dict(item.split("=", 1) for item in done.stdout.strip().splitlines()[-1].split()[1:])
-    assert figures["continued"] == "false" and figures["epochs"] == "6"
+    assert figures["continued"] == "false" and figures["epochs"] == "2"
     assert 0.0 <= float(figures["information_40"]) <= 1.0
     log = done.stdout + done.stderr
     assert "replayed_sets=32" not in log and log.count("train_groups=40 replayed_sets=0 seen_sets=40") == 2
