@@ -72,6 +72,7 @@ from labeler.io.instruction_prompts import add_instruction_prompts, generate_pro
 from labeler.labels.conversations import set_conversations
 from labeler.labels.instructions import Instruction, count_words, strict_pass
 from labeler.labels.judges import add_judge, pairs_agreeing
+from labeler.labels.rules import parse_rules
 from labeler.labels.winrate import wilson_interval
 from labeler.records.policies import PolicyRef, current_policy, ensure_initial_policy, policy_by_version
 from labeler.store.constitution import set_revision_share
@@ -417,9 +418,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--judge",
         choices=("none", "rules", "model"),
         default="none",
-        help="rules: a rule judge (the app's, labeler/labels/judges.py) with the one check 'instructions' ranks "
+        help="rules: a rule judge (the app's, labeler/labels/judges.py; checks: --judge-rule) ranks "
         "every set the generator writes, beside the simulated labelers; model: a model judge, the base (adapters "
         "off) comparing answers by the default constitution; its agreement with the hidden preference is printed",
+    )
+    parser.add_argument(
+        "--judge-rule",
+        action="append",
+        dest="judge_rules",
+        help="one check of the rule judge, as an admin writes it in Admin > Judges; repeat for more (default: the "
+        "one check 'instructions'), e.g. --judge-rule instructions --judge-rule 'must match: [.!?]\\s*$'",
     )
     parser.add_argument(
         "--human-share",
@@ -475,6 +483,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         fields["optimizer"] = "ppo"  # the gold reward trains PPO
     if args.gold_monitor:
         fields["ppo_gold"] = args.preference
+    args.judge_rules = args.judge_rules or ["instructions"]
+    try:
+        parse_rules("\n".join(args.judge_rules), where="--judge-rule")
+    except ValueError as error:
+        parser.error(str(error))
     args.fields, args.seed_list = fields, [int(x) for x in args.seeds.split(",")]
     RoundConfig(**fields)  # refuses a value out of range before anything loads
     return args
@@ -510,7 +523,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             if args.revisions:
                 set_revision_share(session=s, share=args.revisions)
             if args.judge == "rules":
-                add_judge(session=s, name="rules", kind="rules", config={"rules": "instructions"})
+                add_judge(
+                    session=s, name="rules", kind="rules", config={"rules": "\n".join(args.judge_rules)}
+                )
             elif args.judge == "model":
                 add_judge(session=s, name="model", kind="model", config={"model": "base"})
         per_labeler = None if args.human_share >= 1 else round(args.human_share * args.sets)
