@@ -483,9 +483,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         fields["optimizer"] = "ppo"  # the gold reward trains PPO
     if args.gold_monitor:
         fields["ppo_gold"] = args.preference
-    args.judge_rules = args.judge_rules or ["instructions"]
+    args.judge_rules = "\n".join(args.judge_rules or ["instructions"])  # as Admin > Judges stores them
     try:
-        parse_rules("\n".join(args.judge_rules), where="--judge-rule")
+        parse_rules(args.judge_rules, where="--judge-rule")
     except ValueError as error:
         parser.error(str(error))
     args.fields, args.seed_list = fields, [int(x) for x in args.seeds.split(",")]
@@ -523,9 +523,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             if args.revisions:
                 set_revision_share(session=s, share=args.revisions)
             if args.judge == "rules":
-                add_judge(
-                    session=s, name="rules", kind="rules", config={"rules": "\n".join(args.judge_rules)}
-                )
+                add_judge(session=s, name="rules", kind="rules", config={"rules": args.judge_rules})
             elif args.judge == "model":
                 add_judge(session=s, name="model", kind="model", config={"model": "base"})
         per_labeler = None if args.human_share >= 1 else round(args.human_share * args.sets)
