@@ -6,6 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HOME_DIR ?= runs
 PORT ?= 7860
+# processes `make test` spreads the suite over (pytest-xdist); 0: one process
+TEST_WORKERS ?= 2
 
 LOCK := requirements.lock
 
@@ -24,7 +26,7 @@ run: prepare
 	$(VENV)/bin/rankloop serve --home $(HOME_DIR) --port $(PORT)
 
 test: prepare
-	RANKLOOP_HOME=$(HOME_DIR) $(PY) -m pytest -q
+	RANKLOOP_HOME=$(HOME_DIR) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-slow: prepare
 	RANKLOOP_HOME=$(HOME_DIR) $(PY) -m pytest -q -m slow

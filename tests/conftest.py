@@ -18,6 +18,18 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 HH_FILE = SHARED_DATA / "hh-rlhf-harmless-test-part-a.jsonl.gz"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `make test`'s workers (pytest-xdist), each worker's torch gets its share of the cores, so two workers
+    on two cores do not each run two threads (nor the servers and jobs a test starts)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny():
     """A fresh tiny causal LM and tokenizer (seed 0)."""

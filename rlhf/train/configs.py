@@ -630,10 +630,15 @@ ANSWER_TOKENS = 72
 # 2e-4, beta 0.2, every set so far, each round's own update scaled back toward its parent until the version is
 # within 4 nats of v0 (measured at 0.7, near the generator's temperature). A quarter of the prompts is held out
 # (reward model and DPO alike) so the gate has enough held-out pairs to judge a round of about 80 sets; a PPO
-# round answers 16 held-out prompts before and after, which its reward model scores for the gate.
+# round answers 16 held-out prompts before and after, which its reward model scores for the gate. The round's PPO
+# samples answers as long as the generator's (the labelers judged those, cut ones included, so the reward model
+# already scores a cut answer down and no extra penalty is added), four to each of four prompts a step with
+# group advantages (what PPO on the noise-free reward gained most with), under the same KL budget as DPO: at the
+# stage's own defaults (48 tokens, a penalty of 1 for a cut answer, no budget) its first round cut answers to 8
+# words at a held-out KL of 9.2 (docs/benchmarks.md).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
-    "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": None, "learning_rate": None, "kl_coef": None, "max_new_tokens": None, "gold": None, "advantage": None, "group_size": None, "no_eos_penalty": None, "kl_budget": None, "kl_budget_from": None, "kl_budget_temperature": None, "sample_prompts": 16}),
+    "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": 4, "learning_rate": None, "kl_coef": None, "max_new_tokens": ANSWER_TOKENS, "gold": None, "advantage": "group", "group_size": None, "no_eos_penalty": 0.0, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "sample_prompts": 16}),
     "sft": (SFTConfig, {"epochs": None, "learning_rate": None}),
     "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "min_margin": None, "start_from": None, "eval_fraction": 0.25, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "max_new_tokens": ANSWER_TOKENS}),
 }  # fmt: skip

@@ -14,6 +14,8 @@ from rlhf.serve.estimate import CPU_RATES, GPU_SPEEDUP, TRL_DPO_PASSES, estimate
 from tests.labeler.helpers import make_sets, make_user, make_version
 
 DATA = TrainingData(ranked_sets=100, new_sets=40)
+# a round that ran PPO at the PPO stage's own sizes (8 prompts a step, one answer each, 48 tokens)
+PPO_STAGE_SIZES = {"ppo_batch_prompts": 8, "ppo_advantage": "gae", "ppo_max_new_tokens": 48}
 
 
 def seconds_of(estimate) -> dict[str, float]:
@@ -48,9 +50,13 @@ def test_default_rates_count_the_work_of_each_stage():
         "round", {**ppo_round, "ppo_steps": 4, "reward_replay": 0.5}, data=DATA, history=[], on_gpu=False
     )
     assert seconds_of(half)["reward"] == pytest.approx(63 * 2 * 256 * CPU_RATES["reward"])
-    assert seconds_of(round_)["ppo"] == pytest.approx(4 * 8 * 48 * 3 * CPU_RATES["ppo"])
-    grouped = estimate_job("round", {**ppo_round, "ppo_steps": 4, "ppo_advantage": "group", "ppo_group_size": 3}, data=DATA, history=[], on_gpu=False)  # fmt: skip
-    assert seconds_of(grouped)["ppo"] == pytest.approx(3 * seconds_of(round_)["ppo"])  # 3 answers per prompt
+    # the round's PPO: 4 prompts a step, 4 answers each (group advantages), the generator's 72 tokens
+    assert seconds_of(round_)["ppo"] == pytest.approx(4 * 4 * 4 * 72 * 3 * CPU_RATES["ppo"])
+    grouped = estimate_job("round", {**ppo_round, "ppo_steps": 4, "ppo_group_size": 3}, data=DATA, history=[], on_gpu=False)  # fmt: skip
+    assert seconds_of(grouped)["ppo"] == pytest.approx(3 / 4 * seconds_of(round_)["ppo"])  # 3 answers per prompt
+    gae = estimate_job("round", {**ppo_round, "ppo_steps": 4, "ppo_advantage": "gae"}, data=DATA, history=[], on_gpu=False)  # fmt: skip
+    assert seconds_of(gae)["ppo"] == pytest.approx(seconds_of(round_)["ppo"] / 4)  # one answer per prompt
+    assert "kl_budget" in seconds_of(round_)  # PPO's version is fitted to the same budget as DPO's
     dpo_round = estimate_job("round", {}, data=DATA, history=[], on_gpu=False)  # the default: DPO, budget 4
     assert set(seconds_of(dpo_round)) == {"dpo", "kl_budget"}
     on_gpu = estimate_job("ppo", {}, data=DATA, history=[], on_gpu=True)
@@ -66,6 +72,7 @@ def test_the_rate_comes_from_the_newest_finished_job_that_ran_the_stage():
         params={
             "optimizer": "ppo",
             "ppo_steps": 5,
+            **PPO_STAGE_SIZES,
             "result": {"stage_seconds": {"reward": 60.0, "ppo": 96.0}, "reward_sets": 30},
         },
     )
@@ -148,6 +155,7 @@ def test_a_kl_budget_is_its_own_stage_counted_apart_from_the_optimiser():
             "optimizer": "ppo",
             "ppo_kl_budget": 2.0,
             "ppo_steps": 5,
+            **PPO_STAGE_SIZES,
             "result": {
                 "stage_seconds": {"reward": 60.0, "ppo": 96.0, "kl_budget": 48.0},
                 "reward_sets": 30,
