@@ -73,8 +73,10 @@ def test_a_setting_that_may_be_empty_reads_as_a_number_or_none():
             config, names, tuple(text if n == name else v for n, v in zip(names, values, strict=True))
         )
 
-    assert form["ppo_kl_budget"].value == "" and submitted("ppo_kl_budget", "")["ppo_kl_budget"] is None
-    assert form["dpo_kl_budget"].value == "4.0" and submitted("dpo_kl_budget", "")["dpo_kl_budget"] is None
+    assert form["ppo_rules_judge"].value == "" and submitted("ppo_rules_judge", "")["ppo_rules_judge"] is None
+    for optimiser in ("ppo", "dpo"):  # both optimisers' KL budget: 4 by default, none when emptied
+        name = f"{optimiser}_kl_budget"
+        assert form[name].value == "4.0" and submitted(name, "")[name] is None
     assert submitted("dpo_kl_budget", " 4 ")["dpo_kl_budget"] == 4.0
     assert submitted("ppo_no_eos_penalty", "-1")["ppo_no_eos_penalty"] == -1.0  # a number, not the text
     with pytest.raises(ValueError, match=r"^DPO KL budget must be a number or left empty, got 'four'\.$"):
