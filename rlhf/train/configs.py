@@ -624,23 +624,29 @@ class SFTConfig:
 # embedded default still cut 44% of its answers (58% at 72) and a set took 31% longer to write.
 ANSWER_TOKENS = 72
 
+# both optimisers' budget in a round: 4 nats from v0, each round's own update scaled back toward its parent,
+# measured at 0.7 (near the generator's temperature)
+ROUND_KL_BUDGET: dict[str, object] = {
+    "kl_budget": 4.0,
+    "kl_budget_from": "parent",
+    "kl_budget_temperature": 0.7,
+}
+
 # The stage settings a round exposes, as `<stage>_<field>`: type, default and help come from the stage's own field,
 # so nothing is declared twice; a value here is the round's own default where it differs (None: the stage's).
 # The round's DPO defaults are the recipe bench/loop.py measured best (docs/training.md): four sets a step at lr
-# 2e-4, beta 0.2, every set so far, each round's own update scaled back toward its parent until the version is
-# within 4 nats of v0 (measured at 0.7, near the generator's temperature). A quarter of the prompts is held out
+# 2e-4, beta 0.2, every set so far, within the round's KL budget (ROUND_KL_BUDGET). A quarter of the prompts is held out
 # (reward model and DPO alike) so the gate has enough held-out pairs to judge a round of about 80 sets; a PPO
 # round answers 16 held-out prompts before and after, which its reward model scores for the gate. The round's PPO
 # samples answers as long as the generator's (the labelers judged those, cut ones included, so the reward model
 # already scores a cut answer down and no extra penalty is added), four to each of four prompts a step with
-# group advantages (what PPO on the noise-free reward gained most with), under the same KL budget as DPO: at the
-# stage's own defaults (48 tokens, a penalty of 1 for a cut answer, no budget) its first round cut answers to 8
-# words at a held-out KL of 9.2 (docs/benchmarks.md).
+# group advantages (what PPO on the noise-free reward gained most with), within the same KL budget as DPO
+# (docs/benchmarks.md: without it, the stage's own defaults left the KL from v0 at 9.2).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
-    "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": 4, "learning_rate": None, "kl_coef": None, "max_new_tokens": ANSWER_TOKENS, "gold": None, "advantage": "group", "group_size": None, "no_eos_penalty": 0.0, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "sample_prompts": 16}),
+    "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": 4, "learning_rate": None, "kl_coef": None, "max_new_tokens": ANSWER_TOKENS, "gold": None, "advantage": "group", "group_size": None, "no_eos_penalty": 0.0, **ROUND_KL_BUDGET, "sample_prompts": 16}),
     "sft": (SFTConfig, {"epochs": None, "learning_rate": None}),
-    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "min_margin": None, "start_from": None, "eval_fraction": 0.25, "kl_budget": 4.0, "kl_budget_from": "parent", "kl_budget_temperature": 0.7, "max_new_tokens": ANSWER_TOKENS}),
+    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "min_margin": None, "start_from": None, "eval_fraction": 0.25, **ROUND_KL_BUDGET, "max_new_tokens": ANSWER_TOKENS}),
 }  # fmt: skip
 
 
