@@ -257,6 +257,7 @@ RECIPE_FLAGS: dict[str, str] = {
     "dpo_epochs": "dpo_epochs",
     "dpo_batch_sets": "dpo_batch_sets",
     "dpo_min_margin": "dpo_min_margin",
+    "dpo_tail_average": "dpo_tail_average",
     "sft": "sft",
     "sft_epochs": "sft_epochs",
     "sft_lr": "sft_learning_rate",
@@ -471,6 +472,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help="train on pairs at least this many ranks apart (mean of the agreeing labelers)",
     )
+    add("--dpo-tail-average", type=float, help="share of DPO's last steps whose adapter weights are averaged")
     add("--kl-budget", type=float, help="both optimisers' KL budget")
     add("--sft", action="store_true", default=None,
         help="the round's SFT stage first: the best answers (edits, answers both labelers ranked first)")  # fmt: skip

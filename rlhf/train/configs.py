@@ -80,6 +80,7 @@ RANGES: dict[str, Range] = {
     "label_smoothing": Range(0, 0.49),
     "length_weight": Range(0),
     "min_margin": Range(0, 63),
+    "tail_average": Range(0, 1),
     "rules_weight": Range(0, low_open=True),
     "kl_budget": Range(0, low_open=True),
     "kl_budget_prompts": Range(1, 1000),
@@ -502,6 +503,14 @@ class DPOConfig:
             "a labeler finds alike, ordered by chance, spend no KL; the held-out evaluation keeps every pair"
         },
     )
+    tail_average: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of the last steps whose adapter weights are averaged into the trained one (trainer=sets; "
+            "Polyak-Ruppert tail averaging): 0 keeps the last step's; 0.5 averages the second half, so the steps' "
+            "noise, which costs KL from v0 and teaches nothing, partly cancels"
+        },
+    )
     batch_size: int = field(default=4, metadata={"help": "pairs per step, over all processes (trainer=trl)"})
     batch_sets: int = field(
         default=1, metadata={"help": "ranked sets per step, over all processes (trainer=sets)"}
@@ -553,11 +562,15 @@ class DPOConfig:
         if self.pair_weight == 0 and self.sft_weight == 0:
             raise ValueError("pair_weight and sft_weight are both 0: nothing to train on; set either above 0")
         if self.trainer == "trl" and (
-            self.pair_weight != 1 or self.sft_weight or self.kl_weight or self.length_weight
+            self.pair_weight != 1
+            or self.sft_weight
+            or self.kl_weight
+            or self.length_weight
+            or self.tail_average
         ):
             raise ValueError(
                 "trainer=trl trains DPO's loss alone: use trainer=sets for pair_weight / sft_weight / kl_weight / "
-                "length_weight"
+                "length_weight / tail_average"
             )
 
 
@@ -646,7 +659,7 @@ ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": 4, "learning_rate": None, "kl_coef": None, "max_new_tokens": ANSWER_TOKENS, "gold": None, "advantage": "group", "group_size": None, "no_eos_penalty": 0.0, **ROUND_KL_BUDGET, "sample_prompts": 16}),
     "sft": (SFTConfig, {"epochs": None, "learning_rate": None}),
-    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "min_margin": None, "start_from": None, "eval_fraction": 0.25, **ROUND_KL_BUDGET, "max_new_tokens": ANSWER_TOKENS}),
+    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "min_margin": None, "tail_average": None, "start_from": None, "eval_fraction": 0.25, **ROUND_KL_BUDGET, "max_new_tokens": ANSWER_TOKENS}),
 }  # fmt: skip
 
 

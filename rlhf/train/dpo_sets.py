@@ -6,6 +6,7 @@ answers with 6 pairs: 12 sequences), this runs it once (4). The reference is the
 `length_weight` (R-DPO's alpha) adds alpha x (chosen's tokens - rejected's tokens) to each pair's margin, so a
 preference that length explains does not push answers longer. `kl_weight` adds the KL from the reference along the labeled answers (each token's exact KL between the two
 next-token distributions, summed per answer, averaged over the step's answers); every step logs that KL.
+`tail_average` replaces the trained adapter by the mean of its weights over the last share of the steps.
 
     trained, final = train_on_sets(model, tokenizer, groups, config, reporter)   # model: a trainable PeftModel
 """
@@ -212,6 +213,7 @@ def train_on_sets(
     wrapped.train()
     losses: list[float] = []
     figures: dict[str, float] = {}
+    average = TailAverage(params, steps, config.tail_average)
     for _ in range(config.epochs):
         order = groups[:]
         rng.shuffle(order)
@@ -228,5 +230,37 @@ def train_on_sets(
             losses.append(figures["loss"])
             reporter.step(figures)
             reporter.log(figures)
+            average.add(len(losses))
+    average.apply()
     wrapped.eval()
     return unwrapped, {**figures, "loss": sum(losses) / max(1, len(losses))}
+
+
+class TailAverage:
+    """The running mean of `params` over the steps after the first `(1 - share) x steps` (Polyak-Ruppert tail
+    averaging); `apply` writes it into the parameters. share 0: nothing is kept, the last step's weights stay."""
+
+    def __init__(self, params: list[torch.nn.Parameter], steps: int, share: float):
+        self.params, self.count = params, 0
+        self.first = steps - round(share * steps) + 1 if share > 0 else steps + 1
+        self.sums: list[torch.Tensor] = []
+
+    def add(self, step: int) -> None:
+        """After optimizer step `step` (1-based): add the weights to the mean when the step is in the tail."""
+        if step < self.first:
+            return
+        with torch.no_grad():
+            if not self.sums:
+                self.sums = [p.detach().float().clone() for p in self.params]
+            else:
+                for total, p in zip(self.sums, self.params, strict=True):
+                    total.add_(p.detach().float())
+        self.count += 1
+
+    def apply(self) -> None:
+        """Replace the weights by the tail's mean (a no-op when at most one step was added)."""
+        if self.count < 2:
+            return
+        with torch.no_grad():
+            for total, p in zip(self.sums, self.params, strict=True):
+                p.copy_((total / self.count).to(p.dtype))
