@@ -229,3 +229,44 @@ def test_the_length_weight_adds_r_dpos_length_term_to_each_pairs_margin():
         DPOConfig(trainer="trl", length_weight=alpha)
     with pytest.raises(ValueError, match=r"length_weight = -0.1 is out of range"):
         DPOConfig(length_weight=-0.1)
+
+
+def test_tail_averaging_ends_on_the_mean_of_the_last_steps_weights(tmp_path):
+    from rlhf.train.dpo_sets import TailAverage
+
+    weight = torch.nn.Parameter(torch.zeros(3))
+    average = TailAverage([weight], steps=4, share=0.5)
+    for step in range(1, 5):
+        weight.data.fill_(float(step))
+        average.add(step)
+    average.apply()
+    assert weight.tolist() == [3.5, 3.5, 3.5]  # steps 3 and 4
+    untouched = torch.nn.Parameter(torch.ones(2))
+    none = TailAverage([untouched], steps=4, share=0.0)
+    for step in range(1, 5):
+        none.add(step)
+    none.apply()
+    assert untouched.tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="tail_average"):
+        DPOConfig(trainer="trl", tail_average=0.5)
+
+    # in training: the adapter ends on the mean of the weights its last half of steps reached
+    url, _ = synthetic_store(tmp_path, sets=8)
+    with Session(make_engine(url)) as s:
+        synthetic = load_groups(session=s, settings=PairSettings())
+    model, tokenizer = tiny_model_and_tokenizer(seed=0)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    params = [p for p in model.parameters() if p.requires_grad]
+    seen: list[list[torch.Tensor]] = []
+
+    class Snapshots(ConsoleReporter):
+        def step(self, metrics: dict | None = None) -> None:
+            seen.append([p.detach().clone() for p in params])
+
+    config = DPOConfig(learning_rate=1e-2, beta=BETA, tail_average=0.5, device="cpu", max_length=128)
+    train_on_sets(model, tokenizer, synthetic, config, Snapshots())
+    assert len(seen) == 8
+    for k, p in enumerate(params):
+        expected = torch.stack([snapshot[k] for snapshot in seen[4:]]).mean(0)
+        assert torch.allclose(p.detach(), expected, atol=1e-6)
+        assert not torch.allclose(p.detach(), seen[-1][k])
