@@ -249,6 +249,7 @@ RECIPE_FLAGS: dict[str, str] = {
     "ppo_batch_prompts": "ppo_batch_prompts",
     "ppo_steps": "ppo_steps",
     "ppo_lr": "ppo_learning_rate",
+    "ppo_length_debias": "ppo_length_debias",
     "dpo_lr": "dpo_learning_rate",
     "dpo_beta": "dpo_beta",
     "dpo_data": "dpo_data",
@@ -457,6 +458,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--ppo-batch-prompts", type=int)
     add("--ppo-steps", type=int)
     add("--ppo-lr", type=float)
+    add("--ppo-length-debias", action="store_true", default=None,
+        help="take the reward model's linear trend in answer length out of PPO's reward")  # fmt: skip
     add("--no-eos-penalty", default="default", help="PPO's penalty for a cut answer ('none': none)")
     add("--dpo-lr", type=float)
     add("--dpo-beta", type=float)

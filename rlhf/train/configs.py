@@ -412,6 +412,14 @@ class PPOConfig:
     no_eos_penalty: float | None = field(
         default=-1.0, metadata={"help": "added to the score of responses that hit the cap"}
     )
+    length_debias: bool = field(
+        default=False,
+        metadata={
+            "help": "take the reward model's linear trend in answer length (least squares over every rollout "
+            "so far) out of its scores, so a reward that learned 'shorter is better' from its labels does not "
+            "train every answer shorter"
+        },
+    )
     reward_clip: float = field(default=5.0, metadata={"help": "clip normalised scores to +-this"})
     whiten_advantages: bool = field(default=True, metadata={"help": "whiten advantages per rollout"})
     reference: Literal["initial", "previous"] = field(
@@ -657,7 +665,7 @@ ROUND_KL_BUDGET: dict[str, object] = {
 # (docs/benchmarks.md: without it, the stage's own defaults left the KL from v0 at 9.2).
 ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
-    "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": 4, "learning_rate": None, "kl_coef": None, "max_new_tokens": ANSWER_TOKENS, "gold": None, "advantage": "group", "group_size": None, "no_eos_penalty": 0.0, **ROUND_KL_BUDGET, "sample_prompts": 16}),
+    "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": 4, "learning_rate": None, "kl_coef": None, "max_new_tokens": ANSWER_TOKENS, "gold": None, "advantage": "group", "group_size": None, "no_eos_penalty": 0.0, "length_debias": None, **ROUND_KL_BUDGET, "sample_prompts": 16}),
     "sft": (SFTConfig, {"epochs": None, "learning_rate": None}),
     "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "min_margin": None, "tail_average": None, "start_from": None, "eval_fraction": 0.25, **ROUND_KL_BUDGET, "max_new_tokens": ANSWER_TOKENS}),
 }  # fmt: skip

@@ -83,7 +83,7 @@ def train(
     params = [p for p in shared.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     module, optimizer = accelerator.prepare(shared.policy, optimizer)
-    from rlhf.train.ppo_math import AdaptiveKLController, FixedKLController, round_horizon
+    from rlhf.train.ppo_math import AdaptiveKLController, FixedKLController, LengthTrend, round_horizon
 
     kl_ctl = (
         AdaptiveKLController(
@@ -102,6 +102,7 @@ def train(
         if gold is not None
         else None
     )
+    trend = LengthTrend() if config.length_debias else None
     history: list[dict] = []
     reporter.start(config.steps, "ppo")
     for step in range(1, config.steps + 1):
@@ -109,7 +110,11 @@ def train(
         picks = [i for i in picks for _ in range(per_prompt)]  # a prompt's group stays together
         ro = rollout(shared.model, tokenizer, [prompts[i] for i in picks], local)
         scores = reward_fn(shared, ro)
-        judged = {"gold": gold_mean(gold.judge, ro, [gold.instructions[i] for i in picks])} if gold else {}
+        judged: dict[str, float] = {}
+        if trend is not None:
+            scores = trend.remove(ro.response_mask.sum(1), scores, total)
+            judged["length_slope"] = trend.slope
+        judged |= {"gold": gold_mean(gold.judge, ro, [gold.instructions[i] for i in picks])} if gold else {}
         if rules is not None:
             met = rules.scores(tokenizer, ro, picks)
             scores, judged["rules"] = scores + rules.weight * met, float(met.mean())

@@ -158,3 +158,33 @@ class FixedKLController:
 
     def update(self, current_kl: float, n_steps: int) -> float:
         return self.value
+
+
+@dataclass
+class LengthTrend:
+    """The reward model's linear trend in answer length, fitted by least squares on every answer scored so far
+    (the sums pooled over the round's steps, and over processes with `total`), and removed from each score:
+    score - slope x (tokens - mean tokens). A learned reward that prefers short (or long) answers on its
+    training data then no longer pays the policy to shorten (lengthen) every answer, while what it rewards at
+    a given length stays; the mean score is unchanged."""
+
+    n: float = 0.0
+    x: float = 0.0
+    y: float = 0.0
+    xx: float = 0.0
+    xy: float = 0.0
+
+    def remove(self, tokens: torch.Tensor, scores: torch.Tensor, total=None) -> torch.Tensor:
+        """`scores` with the trend fitted on them and every earlier batch taken out."""
+        x, y = tokens.float(), scores.float()
+        sums = torch.stack([torch.tensor(float(len(x))), x.sum(), y.sum(), (x * x).sum(), (x * y).sum()])
+        sums = total(sums.to(scores.device)).cpu() if total is not None else sums
+        for name, value in zip(("n", "x", "y", "xx", "xy"), sums.tolist(), strict=True):
+            setattr(self, name, getattr(self, name) + value)
+        return (y - self.slope * (x - self.x / self.n)).to(scores.dtype)
+
+    @property
+    def slope(self) -> float:
+        """Reward per token of answer; 0 until the lengths vary."""
+        spread = self.xx - self.x * self.x / self.n if self.n else 0.0
+        return (self.xy - self.x * self.y / self.n) / spread if spread > 1e-9 else 0.0

@@ -257,3 +257,24 @@ def test_a_round_on_a_rule_judges_checks_trains_no_reward_model_and_its_gate_rea
     [check] = [c for c in done.gate["checks"] if c["name"] == "rule judge no-capitals checks met vs parent"]
     assert check["kind"] == "accuracy"
     assert done.gate["decision"] == ("pass" if check["status"] == "pass" else check["status"].replace("not measured", "not evaluated"))  # fmt: skip
+
+
+def test_length_debias_logs_the_rewards_trend_in_answer_length_every_step(tmp_path):
+    # the fit itself: tests/rlhf/test_ppo_math.py; here, that a run with it on reads its reward through it
+    torch.manual_seed(0)
+    url, checkpoint = ppo_store(tmp_path)
+    config = quick_config(tmp_path, url, steps=2, advantage="group", group_size=4, batch_prompts=4)
+    base, tokenizer = load_base(checkpoint, home=tmp_path, device="cpu")
+    shared = build_shared(base, policy_path=None, reward_path=None, lora_r=8, lora_alpha=16)
+    seen: list[torch.Tensor] = []
+
+    def length(shared, ro):
+        seen.append(ro.response_mask.sum(1).float())
+        return seen[-1]
+
+    history, _ = ppo.train(
+        shared, tokenizer, PROMPTS, replace(config, length_debias=True), ConsoleReporter(), length
+    )
+    # the tiny model's answers all run to the cap: no spread in length, so no slope and the mean score unchanged
+    assert [step["length_slope"] for step in history] == [0.0, 0.0]
+    assert history[0]["reward"] == pytest.approx(seen[0].mean().item())

@@ -5,6 +5,7 @@ import torch
 
 from rlhf.train.ppo_math import (
     AdaptiveKLController,
+    LengthTrend,
     explained_variance,
     gae,
     kl_estimate,
@@ -113,3 +114,19 @@ def test_leave_one_out_by_hand():
         leave_one_out(rewards, 4)
     with pytest.raises(ValueError, match="group >= 2"):
         leave_one_out(rewards, 1)
+
+
+def test_the_length_trend_is_least_squares_over_every_batch_so_far_and_keeps_the_mean():
+    trend = LengthTrend()
+    tokens, scores = torch.tensor([10, 20, 30, 40]), torch.tensor([4.0, 3.0, 2.0, 1.0])  # 0.1 less a token
+    first = trend.remove(tokens, scores)
+    assert trend.slope == pytest.approx(-0.1)
+    assert torch.allclose(first, torch.full((4,), 2.5))  # length explained every difference
+    # a second batch: the fit pools both; what the length does not explain stays
+    second = trend.remove(torch.tensor([10, 40]), torch.tensor([5.0, 1.0]))
+    x = torch.tensor([10, 20, 30, 40, 10, 40.0])
+    y = torch.tensor([4.0, 3.0, 2.0, 1.0, 5.0, 1.0])
+    slope = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()
+    assert trend.slope == pytest.approx(slope.item())
+    assert torch.allclose(second, torch.tensor([5.0, 1.0]) - slope * (torch.tensor([10, 40.0]) - x.mean()))
+    assert LengthTrend().remove(torch.tensor([7, 7]), torch.tensor([1.0, 2.0])).tolist() == [1.0, 2.0]
