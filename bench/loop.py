@@ -253,6 +253,7 @@ RECIPE_FLAGS: dict[str, str] = {
     "dpo_lr": "dpo_learning_rate",
     "dpo_beta": "dpo_beta",
     "dpo_data": "dpo_data",
+    "dpo_replay": "dpo_replay",
     "dpo_start_from": "dpo_start_from",
     "dpo_trainer": "dpo_trainer",
     "dpo_epochs": "dpo_epochs",
@@ -464,6 +465,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--dpo-lr", type=float)
     add("--dpo-beta", type=float)
     add("--dpo-data", choices=("all", "parent"))
+    add("--dpo-replay", type=float, help="with --dpo-data all: the share of earlier versions' sets replayed")
     add("--dpo-start-from", choices=("parent", "base"))
     add("--dpo-trainer", choices=("sets", "trl"))
     for name, help_ in DPO_LOSS.items():

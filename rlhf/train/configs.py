@@ -537,6 +537,15 @@ class DPOConfig:
             "iterative DPO: each round learns from answers of the version it starts from)"
         },
     )
+    replay: float = field(
+        default=1.0,
+        metadata={
+            "help": "with data=all: train on every set the parent version wrote and this share of the earlier "
+            "sets (other versions' answers), drawn at random each round; 1: every set, 0: as data=parent. A "
+            "round's update is scaled back to its KL budget anyway: replaying fewer old sets spends fewer steps "
+            "on pairs its parent has already learned"
+        },
+    )
     start_from: Literal["parent", "base"] = field(
         default="parent",
         metadata={
@@ -667,7 +676,7 @@ ROUND_EXPOSES: dict[str, tuple[type, dict[str, object]]] = {
     "reward": (RewardConfig, {"continue_from": "latest", "replay": None, "epochs": 2, "learning_rate": 1e-3, "max_length": 256, "eval_fraction": 0.25, "keep_ties": None, "none_acceptable": None, "heads": None, "ensemble": None}),
     "ppo": (PPOConfig, {"reward_source": None, "rules_judge": None, "rules_weight": None, "steps": None, "batch_prompts": 4, "learning_rate": None, "kl_coef": None, "max_new_tokens": ANSWER_TOKENS, "gold": None, "advantage": "group", "group_size": None, "no_eos_penalty": 0.0, "length_debias": None, **ROUND_KL_BUDGET, "sample_prompts": 16}),
     "sft": (SFTConfig, {"epochs": None, "learning_rate": None}),
-    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "min_margin": None, "tail_average": None, "start_from": None, "eval_fraction": 0.25, **ROUND_KL_BUDGET, "max_new_tokens": ANSWER_TOKENS}),
+    "dpo": (DPOConfig, {"beta": 0.2, "learning_rate": 2e-4, "epochs": None, "batch_sets": 4, "data": "all", "replay": None, "trainer": None, "sft_weight": None, "pair_weight": None, "kl_weight": None, "label_smoothing": None, "length_weight": None, "min_margin": None, "tail_average": None, "start_from": None, "eval_fraction": 0.25, **ROUND_KL_BUDGET, "max_new_tokens": ANSWER_TOKENS}),
 }  # fmt: skip
 
 

@@ -6,6 +6,7 @@ current policy (the reference is again the base with the adapter off). Saves and
 
 from __future__ import annotations
 
+import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -116,15 +117,28 @@ def wide_pairs(group: Group, min_margin: float) -> Group:
     return replace(group, pairs=[group.pairs[k] for k in keep], weights=weights)
 
 
+def replayed(train: list[Group], own: set[int], share: float, seed: int) -> list[Group]:
+    """The sets in `own` (the parent's) and `share` of the others, drawn with `seed`, in their order."""
+    others = [g.set_id for g in train if g.set_id not in own]
+    kept = set(random.Random(seed).sample(others, round(share * len(others))))
+    return [g for g in train if g.set_id in own or g.set_id in kept]
+
+
 def read_groups(engine, config: DPOConfig, version: int) -> tuple[list[Group], list[Group]]:
-    """The ranked sets to train on (`data`: every one, or those the parent `version` wrote) and the held-out ones
-    (`eval_fraction` of the prompts)."""
+    """The ranked sets to train on (`data`: every one, or those the parent `version` wrote; with `replay` under 1,
+    the parent's and that share of the others) and the held-out ones (`eval_fraction` of the prompts, all kept)."""
+    replaying = config.data == "all" and config.replay < 1
     with read_session(engine) as session:
+        own = (
+            sets_of_version(session=session, version=version)
+            if config.data == "parent" or replaying
+            else None
+        )
         groups = load_groups(
             session=session,
             settings=PairSettings(),
             include_imported=config.include_imported,
-            sets=sets_of_version(session=session, version=version) if config.data == "parent" else None,
+            sets=own if config.data == "parent" else None,
         )
     if not any(g.pairs for g in groups):
         where = f"version v{version}'s sets" if config.data == "parent" else "the store"
@@ -133,6 +147,13 @@ def read_groups(engine, config: DPOConfig, version: int) -> tuple[list[Group], l
             + (" or train on all sets (data=all)" if config.data == "parent" else "")
         )
     train, heldout = split_by_prompt(groups, config.eval_fraction)
+    if replaying:
+        train = replayed(train, {r.set_id for r in own or []}, config.replay, config.seed + version)
+        if not any(g.pairs for g in train):
+            raise ValueError(
+                f"replay={config.replay:g}: version v{version} wrote no ranked training set with pairs and no "
+                "earlier set is replayed; raise replay or rank its sets first"
+            )
     if not any(g.pairs for g in train):
         raise ValueError(
             f"eval_fraction={config.eval_fraction:g} holds out the prompts of every ranked set with pairs: rank "

@@ -290,3 +290,26 @@ def test_dpo_min_margin_trains_on_wide_pairs_only_and_evaluates_on_every_pair(tm
     assert heldout and all(len(g.pairs) == 3 for g in heldout)
     with pytest.raises(ValueError, match="min_margin=3: no training pair"):
         dpo.read_groups(engine, DPOConfig(home=str(tmp_path), db=url, eval_fraction=0.5, min_margin=3), 0)
+
+
+def test_dpo_replay_trains_on_the_parents_sets_and_a_share_of_the_others(tmp_path):
+    from rlhf.train import dpo
+    from rlhf.train.configs import DPOConfig
+
+    url, _ = ppo_store(tmp_path)
+    rank_some_sets(url, count=8)  # all written by v0
+    engine = make_engine(url)
+    every, _ = dpo.read_groups(engine, DPOConfig(home=str(tmp_path), db=url), 0)
+    assert len(every) == 8
+    # v0 as the parent: every set is its own, whatever the share replayed
+    own, _ = dpo.read_groups(engine, DPOConfig(home=str(tmp_path), db=url, replay=0.5), 0)
+    assert [g.set_id for g in own] == [g.set_id for g in every]
+    # a parent that wrote none of them: half of the others, drawn by the seed, in their order
+    half, _ = dpo.read_groups(engine, DPOConfig(home=str(tmp_path), db=url, replay=0.5), 1)
+    again, _ = dpo.read_groups(engine, DPOConfig(home=str(tmp_path), db=url, replay=0.5), 1)
+    ids = [g.set_id for g in half]
+    assert len(ids) == 4 and ids == sorted(ids) and ids == [g.set_id for g in again]
+    with pytest.raises(ValueError, match="replay=0: version v1 wrote no ranked training set"):
+        dpo.read_groups(engine, DPOConfig(home=str(tmp_path), db=url, replay=0), 1)
+    with pytest.raises(ValueError, match=r"replay = 1\.5 is out of range"):
+        DPOConfig(replay=1.5)
