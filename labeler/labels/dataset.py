@@ -149,14 +149,19 @@ def _sets_query(chunk: list[int] | None) -> Select[*tuple[Any, ...]]:
     return query if chunk is None else query.where(col(CompletionSet.id).in_(chunk))
 
 
-def sets_of_version(*, session: Session, version: int) -> list[SetRankings]:
-    """The ranked sets one policy version wrote (what DPO with `data=parent` trains on), loaded alone."""
+def set_ids_of_version(*, session: Session, version: int) -> list[int]:
+    """The ids of the sets one policy version wrote."""
     ids = session.exec(
         select(CompletionSet.id)
         .join(PolicyVersion, col(PolicyVersion.id) == col(CompletionSet.policy_version_id))
         .where(PolicyVersion.version == version)
     ).all()
-    return load_set_rankings(session=session, set_ids=[i for i in ids if i is not None])
+    return [i for i in ids if i is not None]
+
+
+def sets_of_version(*, session: Session, version: int) -> list[SetRankings]:
+    """The ranked sets one policy version wrote (what DPO with `data=parent` trains on), loaded alone."""
+    return load_set_rankings(session=session, set_ids=set_ids_of_version(session=session, version=version))
 
 
 IdVote = tuple[int, int, float, float]  # (chosen id, rejected id, margin, agreement)

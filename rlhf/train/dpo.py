@@ -18,7 +18,7 @@ from accelerate import PartialState
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from labeler.labels.dataset import sets_of_version
+from labeler.labels.dataset import set_ids_of_version, sets_of_version
 from labeler.labels.pairs import PairSettings
 from labeler.store.db import default_url, make_engine, read_session
 from models.adapters import LORA_TARGETS
@@ -129,17 +129,13 @@ def read_groups(engine, config: DPOConfig, version: int) -> tuple[list[Group], l
     the parent's and that share of the others) and the held-out ones (`eval_fraction` of the prompts, all kept)."""
     replaying = config.data == "all" and config.replay < 1
     with read_session(engine) as session:
-        own = (
-            sets_of_version(session=session, version=version)
-            if config.data == "parent" or replaying
-            else None
-        )
         groups = load_groups(
             session=session,
             settings=PairSettings(),
             include_imported=config.include_imported,
-            sets=own if config.data == "parent" else None,
+            sets=sets_of_version(session=session, version=version) if config.data == "parent" else None,
         )
+        own = set(set_ids_of_version(session=session, version=version)) if replaying else set()
     if not any(g.pairs for g in groups):
         where = f"version v{version}'s sets" if config.data == "parent" else "the store"
         raise ValueError(
@@ -148,7 +144,7 @@ def read_groups(engine, config: DPOConfig, version: int) -> tuple[list[Group], l
         )
     train, heldout = split_by_prompt(groups, config.eval_fraction)
     if replaying:
-        train = replayed(train, {r.set_id for r in own or []}, config.replay, config.seed + version)
+        train = replayed(train, own, config.replay, config.seed + version)
         if not any(g.pairs for g in train):
             raise ValueError(
                 f"replay={config.replay:g}: version v{version} wrote no ranked training set with pairs and no "
