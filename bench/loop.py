@@ -5,7 +5,7 @@ simulated labelers rank -> `rankloop round` (rlhf/train/round.py, gate included)
 
 With no recipe flag a round runs exactly as `rankloop round` and the admin form's default preset run it; what the
 bench sets itself is what a served app has and the round does not decide: the simulated labelers (2 per set,
-noise 0.2 and 0.4), the sets per round (`--sets`, 80), the generator's answer cap (`--max-new-tokens`, 72, as
+noise 0.2 and 0.4), the sets per round (`--sets`, 80) and their answers (`--answers`, 4), the generator's answer cap (`--max-new-tokens`, 72, as
 `rankloop serve` by default) and the evaluation. Recipe flags (`--dpo-lr`, `--kl-budget`, `--optimizer ppo`,
 `--advantage group`, ...) each set one round field; the RESULT line names every field a run changed (`changed=`).
 
@@ -378,6 +378,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sets", type=int, default=SETS, help="sets generated and labeled per round")
+    parser.add_argument(
+        "--answers",
+        type=int,
+        default=4,
+        help="answers per set, as `rankloop serve --n` (the app's default 4)",
+    )
     parser.add_argument("--train-prompts", type=int, default=160)
     parser.add_argument("--heldout-prompts", type=int, default=48)
     parser.add_argument("--eval-samples", type=int, default=4, help="sampled answers per held-out prompt")
@@ -537,7 +543,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         base, tokenizer = load_base("default", home=Path(home))
         pool = PolicyPool(base, tokenizer)
         sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.8, seed=seed)
-        config = PregenConfig(buffer=args.sets, n=4, batch_prompts=8, sampling=sampling, seed=seed)
+        config = PregenConfig(buffer=args.sets, n=args.answers, batch_prompts=8, sampling=sampling, seed=seed)
         worker = PregenWorker(engine=engine, pool=pool, config=config)
         with Session(engine) as s:
             v0_ref = current_policy(session=s)
@@ -703,7 +709,7 @@ def main(argv: list[str] | None = None) -> None:
         f"minutes_per_seed={statistics.fmean(s['minutes'] for s in seeds):.1f} "
         f"loop_minutes_per_seed={statistics.fmean(s['loop_minutes'] for s in seeds):.1f} optimizer={config.optimizer} "
         f"switched={sum(s['switched'] for s in seeds)}/{args.rounds * len(seeds)} preference={args.preference} "
-        f"reward={args.reward} sets={args.sets} rounds={args.rounds} judge={args.judge} "
+        f"reward={args.reward} sets={args.sets} answers={args.answers} rounds={args.rounds} judge={args.judge} "
         f"human_share={args.human_share:g} human_labels={'/'.join(str(s['human_labels']) for s in seeds)} "
         f"judge_agreement={'/'.join(str(s['judge_agreement']).removesuffix('n/a').split('/')[0] or 'n/a' for s in seeds)} edits={args.edits:g} "
         f"turns={args.turns} later_turn_sets={'/'.join(str(s['later_turn_sets']) for s in seeds)} "
