@@ -5,8 +5,8 @@ simulated labelers rank -> `rankloop round` (rlhf/train/round.py, gate included)
 
 With no recipe flag a round runs exactly as `rankloop round` and the admin form's default preset run it; what the
 bench sets itself is what a served app has and the round does not decide: the simulated labelers (2 per set,
-noise 0.2 and 0.4), the sets per round (`--sets`, 80) and their answers (`--answers`, 4), the generator's answer cap (`--max-new-tokens`, 72, as
-`rankloop serve` by default) and the evaluation. Recipe flags (`--dpo-lr`, `--kl-budget`, `--optimizer ppo`,
+noise 0.2 and 0.4), the sets per round (`--sets`, 80) and their answers (`--answers`, 4, as `rankloop serve --n`),
+the generator's answer cap (`--max-new-tokens`, 72, as `rankloop serve` by default) and the evaluation. Recipe flags (`--dpo-lr`, `--kl-budget`, `--optimizer ppo`,
 `--advantage group`, ...) each set one round field; the RESULT line names every field a run changed (`changed=`).
 
 `--preference instructions` (the default): prompts carry verifiable instructions (labeler/io/instruction_prompts.py;

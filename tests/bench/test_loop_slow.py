@@ -54,9 +54,10 @@ def test_a_small_dpo_round_with_edits_and_revisions_reports_them() -> None:
 
 
 def test_a_small_round_with_a_rule_judge_and_half_the_human_labels(tmp_path: Path) -> None:
-    """One DPO round of 8 sets where the app's rule judge (`--judge-rule` twice: instructions, a finished answer)
-    ranks every set and each simulated labeler ranks half of them: the RESULT line names the judge and counts the
-    human labels (2 labelers x 4), and the kept store holds the judge's checks and its 8 rankings."""
+    """One DPO round of 8 sets of 3 answers (`--answers 3`) where the app's rule judge (`--judge-rule` twice:
+    instructions, a finished answer) ranks every set and each simulated labeler ranks half of them: the RESULT line
+    names the judge and counts the human labels (2 labelers x 4), and the kept store holds the judge's checks and
+    its 8 rankings of 3 answers."""
     from sqlmodel import Session, select
 
     from labeler.store.db import make_engine
@@ -64,11 +65,11 @@ def test_a_small_round_with_a_rule_judge_and_half_the_human_labels(tmp_path: Pat
 
     env = {**os.environ, "RANKLOOP_HOME": str(Path(os.environ.get("RANKLOOP_HOME", "runs")).resolve())}
     env["RANKLOOP_BENCH_RESULTS"] = str(ROOT / ".pytest_cache" / "bench-results")
-    command = [sys.executable, str(ROOT / "bench" / "loop.py"), "--rounds", "1", "--sets", "8", "--heldout-prompts", "4", "--eval-samples", "1", "--max-new-tokens", "8", "--judge", "rules", "--judge-rule", "instructions", "--judge-rule", r"must match: [.!?]\s*$", "--human-share", "0.5", "--dpo-epochs", "1", "--keep", str(tmp_path)]  # fmt: skip
+    command = [sys.executable, str(ROOT / "bench" / "loop.py"), "--rounds", "1", "--sets", "8", "--heldout-prompts", "4", "--eval-samples", "1", "--max-new-tokens", "8", "--judge", "rules", "--judge-rule", "instructions", "--judge-rule", r"must match: [.!?]\s*$", "--human-share", "0.5", "--dpo-epochs", "1", "--answers", "3", "--keep", str(tmp_path)]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
     figures = dict(item.split("=", 1) for item in done.stdout.strip().splitlines()[-1].split()[1:])
-    assert figures["judge"] == "rules" and figures["human_share"] == "0.5"
+    assert figures["judge"] == "rules" and figures["human_share"] == "0.5" and figures["answers"] == "3"
     assert figures["human_labels"] == "8"
     assert 0.5 < float(figures["judge_agreement"]) <= 1.0  # the rule judge reads the same instructions
     engine = make_engine(f"sqlite:///{tmp_path / 'seed-0' / 'home' / 'loop.db'}")
@@ -77,8 +78,8 @@ def test_a_small_round_with_a_rule_judge_and_half_the_human_labels(tmp_path: Pat
         [judge] = s.exec(select(Judge)).all()
     assert judge.config["rules"] == "instructions\nmust match: [.!?]\\s*$"  # both checks, one a line
     assert len(judged) == 8 and all(
-        not r.skipped and len(r.ranks) == 4 for r in judged
-    )  # all carry instructions
+        not r.skipped and len(r.ranks) == 3 for r in judged
+    )  # all carry instructions; three answers a set (--answers 3)
 
 
 def test_two_rounds_of_conversations_label_second_turns(tmp_path: Path) -> None:
