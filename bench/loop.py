@@ -4,10 +4,11 @@ simulated labelers rank -> `rankloop round` (rlhf/train/round.py, gate included)
     .venv/bin/python bench/loop.py [--seeds 0,1,2] [--rounds 3] [--sets 80] [--optimizer dpo|ppo] [recipe flags]
 
 With no recipe flag a round runs exactly as `rankloop round` and the admin form's default preset run it; what the
-bench sets itself is what a served app has and the round does not decide: the simulated labelers (2 per set,
-noise 0.2 and 0.4), the sets per round (`--sets`, 80) and their answers (`--answers`, 4, as `rankloop serve --n`),
-the generator's answer cap (`--max-new-tokens`, 72, as `rankloop serve` by default) and the evaluation. Recipe flags (`--dpo-lr`, `--kl-budget`, `--optimizer ppo`,
-`--advantage group`, ...) each set one round field; the RESULT line names every field a run changed (`changed=`).
+bench sets itself is what a served app has and the round does not decide: the simulated labelers (2 per set, noise
+0.2 and 0.4), the sets per round (`--sets`, 80) and their answers (`--answers`, 4, as `rankloop serve --n`), the
+generator's answer cap (`--max-new-tokens`, 72, as `rankloop serve` by default) and the evaluation. Recipe flags
+(`--dpo-lr`, `--kl-budget`, `--optimizer ppo`, `--advantage group`, ...) each set one round field; the RESULT line
+names every field a run changed (`changed=`).
 
 `--preference instructions` (the default): prompts carry verifiable instructions (labeler/io/instruction_prompts.py;
 fewer than N words here, at least N there, all capitals, a title...), the simulated labelers rank by instructions
@@ -381,8 +382,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--answers",
         type=int,
-        default=4,
-        help="answers per set, as `rankloop serve --n` (the app's default 4)",
+        default=PregenConfig.n,
+        help=f"answers per set, as `rankloop serve --n` (default {PregenConfig.n}, the app's)",
     )
     parser.add_argument("--train-prompts", type=int, default=160)
     parser.add_argument("--heldout-prompts", type=int, default=48)
